@@ -1,0 +1,108 @@
+"""The enterprise registry: one versioned YAML file of agreed definitions, loaded into typed objects.
+
+The simulator's truth, the dbt project and the catalog all read this one file, so a definition changes
+in one place. Loading validates the shape eagerly: a typo in the registry should fail loudly with the
+key that is wrong, not surface later as a silently different KPI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dataops.settings import REGISTRY_PATH
+
+
+class RegistryError(ValueError):
+    """The registry file is missing a key or holds a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Kpi:
+    name: str
+    description: str
+    formula: str
+    unit: str
+    kind: str  # stock (a level at day end) or flow (a sum over the day)
+    owner: str
+    grain: str = "day"
+
+
+@dataclass(frozen=True)
+class Registry:
+    version: str
+    raw: dict[str, Any]
+    kpis: tuple[Kpi, ...]
+    delinquency_days: int
+    mql_score_threshold: int
+    free_mail_domains: tuple[str, ...]
+    sql_accepted_status: str
+    legal_suffixes: tuple[str, ...]
+    currencies: tuple[str, ...]
+    revenue_account_prefix: str
+    month_close_business_day: int
+    live_contract_states: tuple[str, ...]
+    path: Path
+
+    @property
+    def kpi_names(self) -> list[str]:
+        return [k.name for k in self.kpis]
+
+    def kpi(self, name: str) -> Kpi:
+        for kpi in self.kpis:
+            if kpi.name == name:
+                return kpi
+        raise KeyError(f"KPI {name!r} is not defined in the registry {self.path}")
+
+    def with_overrides(self, **changes: Any) -> Registry:
+        """A copy with some values replaced (tests change the delinquency threshold this way)."""
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        values.update(changes)
+        return Registry(**values)
+
+
+def _get(data: dict[str, Any], dotted: str, kind: type, path: Path) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise RegistryError(f"{path}: required key '{dotted}' is missing")
+        node = node[part]
+    if not isinstance(node, kind):
+        raise RegistryError(f"{path}: '{dotted}' must be a {kind.__name__}, got {node!r}")
+    return node
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """Read and validate the registry (the committed file unless a path is given)."""
+    reg_path = Path(path) if path else REGISTRY_PATH
+    if not reg_path.exists():
+        raise RegistryError(f"registry file not found: {reg_path}")
+    data = yaml.safe_load(reg_path.read_text())
+    if not isinstance(data, dict):
+        raise RegistryError(f"{reg_path}: expected a mapping at the top level")
+    kpis = []
+    for i, item in enumerate(_get(data, "kpis", list, reg_path)):
+        missing = {"name", "description", "formula", "unit", "kind", "owner"} - set(item)
+        if missing:
+            raise RegistryError(f"{reg_path}: kpis[{i}] lacks {sorted(missing)}")
+        if item["kind"] not in {"stock", "flow"}:
+            raise RegistryError(f"{reg_path}: kpis[{i}] ({item['name']}) kind must be stock or flow")
+        kpis.append(Kpi(**{k: item[k] for k in Kpi.__dataclass_fields__ if k in item}))
+    return Registry(
+        version=str(_get(data, "version", str, reg_path)),
+        raw=data,
+        kpis=tuple(kpis),
+        delinquency_days=_get(data, "delinquency.days_past_due", int, reg_path),
+        mql_score_threshold=_get(data, "mql.score_threshold", int, reg_path),
+        free_mail_domains=tuple(_get(data, "mql.free_mail_domains", list, reg_path)),
+        sql_accepted_status=_get(data, "sql.accepted_status", str, reg_path),
+        legal_suffixes=tuple(_get(data, "customer_schema_rule.legal_suffixes", list, reg_path)),
+        currencies=tuple(_get(data, "money.currencies", list, reg_path)),
+        revenue_account_prefix=str(_get(data, "general_ledger.revenue_account_prefix", str, reg_path)),
+        month_close_business_day=_get(data, "close_calendar.month_close_business_day", int, reg_path),
+        live_contract_states=tuple(_get(data, "live_contract_states", list, reg_path)),
+        path=reg_path,
+    )

@@ -1,0 +1,74 @@
+"""Where everything generated lives, resolved from the environment when asked, never at import time.
+
+One object answers every path question so that tests can point the whole platform at a temporary
+directory with a single variable (``DATAOPS_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+REGISTRY_PATH = PROJECT_ROOT / "definitions" / "registry.yaml"
+DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths of every room under one data directory."""
+
+    data_dir: Path
+
+    @classmethod
+    def from_env(cls, data_dir: str | os.PathLike[str] | None = None) -> Settings:
+        """Build settings from an explicit directory, else ``DATAOPS_DATA_DIR``, else ``data/``."""
+        raw = data_dir if data_dir is not None else os.environ.get("DATAOPS_DATA_DIR")
+        path = Path(raw) if raw else DEFAULT_DATA_DIR
+        if not path.is_absolute():
+            path = (Path.cwd() / path).resolve()
+        return cls(data_dir=path)
+
+    # --- source systems (the simulated world) ---
+    @property
+    def sources_dir(self) -> Path:
+        return self.data_dir / "sources"
+
+    @property
+    def erp_db(self) -> Path:
+        return self.sources_dir / "erp" / "erp.sqlite"
+
+    @property
+    def crm_db(self) -> Path:
+        return self.sources_dir / "crm" / "crm.sqlite"
+
+    @property
+    def accounting_exports(self) -> Path:
+        return self.sources_dir / "accounting" / "exports"
+
+    @property
+    def truth_dir(self) -> Path:
+        return self.sources_dir / "truth"
+
+    # --- pipeline rooms ---
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.data_dir / "warehouse"
+
+    @property
+    def build_db(self) -> Path:
+        return self.warehouse_dir / "build.duckdb"
+
+    @property
+    def analytics_db(self) -> Path:
+        return self.warehouse_dir / "analytics.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"

@@ -1,0 +1,114 @@
+"""The mock CRM's store: a SQLite file behind the HTTP API, one table per object.
+
+Every row carries ``SystemModstamp``, the canonical UTC instant of its last change, which the API's
+``updated_since``/``updated_until`` filters and cursors use. Other timestamp fields are returned as the
+CRM wrote them, which is not always canonical.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import polars as pl
+
+OBJECTS: dict[str, list[str]] = {
+    "accounts": [
+        "Id",
+        "Name",
+        "ParentId",
+        "BillingCountry",
+        "TaxId",
+        "Website",
+        "Phone",
+        "Industry",
+        "CreatedDate",
+        "LastModifiedDate",
+        "SystemModstamp",
+    ],
+    "contacts": [
+        "Id",
+        "AccountId",
+        "FirstName",
+        "LastName",
+        "Email",
+        "Phone",
+        "Title",
+        "CreatedDate",
+        "LastModifiedDate",
+        "SystemModstamp",
+    ],
+    "leads": [
+        "Id",
+        "FirstName",
+        "LastName",
+        "Email",
+        "Company",
+        "Score",
+        "Status",
+        "LeadSource",
+        "CreatedDate",
+        "LastModifiedDate",
+        "SystemModstamp",
+    ],
+    "lead_history": ["Id", "LeadId", "Field", "OldValue", "NewValue", "CreatedDate", "SystemModstamp"],
+    "opportunities": [
+        "Id",
+        "AccountId",
+        "Name",
+        "StageName",
+        "Amount",
+        "CurrencyIsoCode",
+        "CloseDate",
+        "IsClosed",
+        "IsWon",
+        "CreatedDate",
+        "LastModifiedDate",
+        "SystemModstamp",
+    ],
+    "opportunity_history": ["Id", "OpportunityId", "Field", "OldValue", "NewValue", "CreatedDate", "SystemModstamp"],
+}
+# Fields the enterprise writes back (reverse ETL); the simulator never reads them.
+WRITEBACK_FIELDS = {"accounts": ["Enterprise_State__c", "Enterprise_Delinquent__c", "Enterprise_MRR_USD__c"]}
+TYPES = {
+    "Score": "integer",
+    "Amount": "real",
+    "IsClosed": "integer",
+    "IsWon": "integer",
+    "Enterprise_Delinquent__c": "integer",
+    "Enterprise_MRR_USD__c": "real",
+}
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False)
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("pragma synchronous=off")  # the simulator replays a day idempotently after a crash
+    for name, cols in OBJECTS.items():
+        all_cols = cols + WRITEBACK_FIELDS.get(name, [])
+        defs = ", ".join(f"{c} {TYPES.get(c, 'text')}{' primary key' if c == 'Id' else ''}" for c in all_cols)
+        conn.execute(f"create table if not exists {name} ({defs})")
+        conn.execute(f"create index if not exists {name}_modstamp on {name} (SystemModstamp, Id)")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def write(conn: sqlite3.Connection, inserts: dict[str, pl.DataFrame], updates: dict[str, pl.DataFrame]) -> None:
+    """Apply one day's changes; replaying a day writes the same rows again (idempotent)."""
+    for name, cols in OBJECTS.items():
+        df = inserts.get(f"crm.{name}")
+        if df is not None and df.height:
+            df = df.select(cols)
+            marks = ", ".join("?" * len(cols))
+            conn.executemany(f"insert or replace into {name} ({', '.join(cols)}) values ({marks})", df.rows())
+        upd = updates.get(f"crm.{name}")
+        if upd is not None and upd.height:
+            upd = upd.with_columns(SystemModstamp=upd["LastModifiedDate"])
+            fields = [c for c in upd.columns if c != "Id"]
+            sets = ", ".join(f"{c} = coalesce(?, {c})" for c in fields)
+            conn.executemany(f"update {name} set {sets} where Id = ?", upd.select([*fields, "Id"]).rows())

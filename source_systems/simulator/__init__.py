@@ -1,0 +1,1 @@
+"""Business events, state machines, dirt injection and ground truth of the simulated enterprise."""

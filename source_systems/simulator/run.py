@@ -1,0 +1,222 @@
+"""Run the simulation forward and write what each system holds, plus the truth and the dirt log.
+
+``simulate`` starts a new simulation or continues the one found under ``sources/``; continuing to a
+date gives the same systems as simulating to that date in one go. Each day is written idempotently
+(replaying a day writes identical rows), and the state is saved last, so an interrupted run is safely
+resumed by running again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dataops.registry import Registry, load_registry
+from source_systems.accounting import export as accounting
+from source_systems.crm import store as crm_store
+from source_systems.erp import store as erp_store
+from source_systems.simulator.config import SimConfig
+from source_systems.simulator.dirt import DirtLog, spoil
+from source_systems.simulator.engine import DayRecords, Engine
+from source_systems.simulator.rng import stream
+from source_systems.simulator.state import State, frame
+from source_systems.simulator.truth import compute_truth
+from source_systems.simulator.world import build_world
+
+Progress = Callable[[int, int, dt.date], None]
+
+
+class SimulationError(RuntimeError):
+    """The request cannot be honoured against the simulation found on disk."""
+
+
+@dataclass
+class SimulationSummary:
+    config: SimConfig
+    first_day: dt.date
+    through: dt.date
+    days_simulated: int
+    counts: dict[str, int] = field(default_factory=dict)
+    dirt: dict[str, int] = field(default_factory=dict)
+
+
+def state_dir(sources: Path) -> Path:
+    return sources / "_state"
+
+
+def existing_config(sources: Path) -> SimConfig | None:
+    meta = state_dir(sources) / "meta.json"
+    if not meta.exists():
+        return None
+    return SimConfig.from_json(json.dumps(json.loads(meta.read_text())["config"]))
+
+
+def simulated_through(sources: Path) -> dt.date | None:
+    meta = state_dir(sources) / "meta.json"
+    if not meta.exists():
+        return None
+    data = json.loads(meta.read_text())
+    if data["last_day"] < 0:
+        return None
+    return dt.date.fromisoformat(data["config"]["start"]) + dt.timedelta(days=data["last_day"])
+
+
+def reset(sources: Path) -> None:
+    """Forget the simulation: remove every system's files and the truth."""
+    if sources.exists():
+        shutil.rmtree(sources)
+
+
+def simulate(
+    sources: Path,
+    through: dt.date,
+    config: SimConfig | None = None,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+) -> SimulationSummary:
+    """Simulate up to and including ``through``, continuing what is already under ``sources``."""
+    registry = registry or load_registry()
+    found = existing_config(sources)
+    if found is not None and config is not None and found != config:
+        raise SimulationError(
+            f"{sources} already holds a simulation with seed={found.seed}, scale={found.scale}, "
+            f"start={found.start}; asked for seed={config.seed}, scale={config.scale}, start={config.start}. "
+            "Continue it with the same settings, or reset it first (dataops simulate --reset)."
+        )
+    cfg = found or config or SimConfig()
+    if through < cfg.start:
+        raise SimulationError(f"--through {through} is before the simulation start {cfg.start}")
+    if found is not None:
+        state, _ = State.load(state_dir(sources))
+    else:
+        state = State()
+    last = (through - cfg.start).days
+    first_new = state.last_day + 1
+    world = build_world(cfg.seed, cfg.scale)
+    engine = Engine(cfg, world, state, registry.month_close_business_day)
+
+    erp = erp_store.connect(sources / "erp" / "erp.sqlite")
+    crm = crm_store.connect(sources / "crm" / "crm.sqlite")
+    exports = sources / "accounting" / "exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    try:
+        for d in range(first_new, last + 1):
+            records = engine.step(d)
+            _emit(cfg, engine, records, erp, crm, exports)
+            if progress:
+                progress(d - first_new + 1, last - first_new + 1, cfg.start + dt.timedelta(days=d))
+    finally:
+        erp.close()
+        crm.close()
+    keys = np.concatenate(
+        [world.acc_crm_id[world.cust_top_account[: world.n_parents]], world.bill_customer_no[world.bill_account < 0]]
+    )
+    truth_dir = sources / "truth"
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    if state.last_day >= 0:
+        truth = compute_truth(state, registry, cfg.start, world.n_customers, keys)
+        truth.kpi_daily.write_parquet(truth_dir / "kpi_daily.parquet", statistics=False)
+        truth.kpi_daily_history.write_parquet(truth_dir / "kpi_daily_history.parquet", statistics=False)
+        truth.customer_states.write_parquet(truth_dir / "customer_states_daily.parquet", statistics=False)
+        state.table("dirt").sort("day", "system", "table", "kind", "key").write_parquet(
+            truth_dir / "dirt_log.parquet", statistics=False
+        )
+        pl.DataFrame({"customer_no": world.bill_customer_no, "customer_key": keys[world.bill_customer]}).write_parquet(
+            truth_dir / "bill_to_customers.parquet", statistics=False
+        )
+    state.save(state_dir(sources), cfg.to_json())
+    return SimulationSummary(
+        config=cfg,
+        first_day=cfg.start,
+        through=through,
+        days_simulated=max(0, last - first_new + 1),
+        counts=system_counts(sources),
+        dirt=_dirt_counts(state),
+    )
+
+
+def _emit(
+    cfg: SimConfig, engine: Engine, records: DayRecords, erp: sqlite3.Connection, crm: sqlite3.Connection, exports: Path
+) -> None:
+    d = records.day
+    date = cfg.start + dt.timedelta(days=d)
+    state = engine.s
+    log = DirtLog(d)
+    rng = stream(cfg.seed, d, "dirt")
+    inserts = {t: spoil(t, df, cfg.dirt, rng, state, log, date) for t, df in sorted(records.inserts.items())}
+    drifted = date >= cfg.effective_drift_date
+    if date == cfg.effective_drift_date:
+        log.add("acct.invoices", ["*"], "amount->gross_amount,+po_number", "schema_drift", "noise")
+    payments = inserts.get("acct.payments")
+    if payments is not None:
+        held = payments["_held_back"] == "true"
+        if held.any():
+            assert records.held_back_arrival is not None
+            log.add("acct.payments", payments.filter(held)["payment_no"].to_list(), "*", "held_back", "noise")
+            keep = payments.with_row_index("line").with_columns(pl.col("line").cast(pl.Int64))
+            state.append(
+                "pending_v2",
+                frame(
+                    "pending_v2",
+                    day=[records.held_back_arrival] * keep.height,
+                    export_day=[d] * keep.height,
+                    line=keep["line"],
+                    held_back=held,
+                    **{c: keep[c] for c in accounting.COLUMNS["payments"]},
+                ),
+            )
+        inserts["acct.payments"] = payments.filter(~held).drop("_held_back")
+    with erp:
+        erp_store.write(erp, inserts, records.updates)
+    with crm:
+        crm_store.write(crm, inserts, records.updates)
+    tables = {t.split(".")[1]: df for t, df in inserts.items() if t.startswith("acct.")}
+    accounting.write_day(exports, date, tables, drifted=drifted)
+    reexports = state.take_pending("pending_v2", d)
+    for (export_day,), rows in reexports.sort("export_day", "line").group_by(["export_day"], maintain_order=True):
+        accounting.write_reexport(
+            exports,
+            cfg.start + dt.timedelta(days=int(export_day)),
+            "payments",
+            rows.select(accounting.COLUMNS["payments"]),
+            generated_on=date,
+        )
+    state.append("dirt", log.frame())
+
+
+def system_counts(sources: Path) -> dict[str, int]:
+    """Rows each system holds now (current versions), for the summary."""
+    counts: dict[str, int] = {}
+    for system, path, tables in (
+        ("erp", sources / "erp" / "erp.sqlite", erp_store.TABLES),
+        ("crm", sources / "crm" / "crm.sqlite", tuple(crm_store.OBJECTS)),
+    ):
+        if path.exists():
+            with sqlite3.connect(path) as conn:
+                for t in tables:
+                    counts[f"{system}.{t}"] = conn.execute(f"select count(*) from {t}").fetchone()[0]
+    exports = sources / "accounting" / "exports"
+    if exports.exists():
+        days = sorted(p for p in exports.iterdir() if p.is_dir() and not p.name.startswith("."))
+        counts["accounting.export_days"] = len(days)
+        for day in days:
+            manifest = json.loads((day / "manifest.json").read_text())
+            for entry in manifest["files"]:
+                key = f"accounting.{entry['table']}"
+                counts[key] = counts.get(key, 0) + int(entry["rows"])
+    return counts
+
+
+def _dirt_counts(state: State) -> dict[str, int]:
+    dirt = state.table("dirt")
+    if dirt.height == 0:
+        return {}
+    return {f"{k}:{c}": n for k, c, n in dirt.group_by("kind", "class").len().sort("kind").iter_rows()}

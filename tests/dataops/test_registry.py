@@ -1,0 +1,49 @@
+"""The registry loads, and a broken registry fails with the key that is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dataops.registry import RegistryError, load_registry
+from dataops.settings import REGISTRY_PATH
+
+
+def test_the_committed_registry_defines_every_kpi() -> None:
+    registry = load_registry()
+    assert registry.kpi_names[:4] == ["active_customers", "new_customers", "churned_customers", "delinquent_customers"]
+    assert {
+        "mrr_usd",
+        "arr_usd",
+        "bookings_usd",
+        "billings_usd",
+        "revenue_usd",
+        "cash_collected_usd",
+        "open_ar_usd",
+        "mqls",
+        "sqls",
+        "pipeline_usd",
+        "opportunities_won",
+    } <= set(registry.kpi_names)
+    assert registry.delinquency_days == 60 and registry.mql_score_threshold == 60
+    assert "gmail.com" in registry.free_mail_domains
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["delinquency"].pop("days_past_due"), "delinquency.days_past_due"),
+        (lambda d: d["mql"].__setitem__("score_threshold", "sixty"), "mql.score_threshold"),
+        (lambda d: d["kpis"][0].pop("owner"), "kpis[0]"),
+        (lambda d: d["kpis"][1].__setitem__("kind", "level"), "stock or flow"),
+    ],
+)
+def test_a_broken_registry_names_the_problem(tmp_path: Path, mutate: object, message: str) -> None:
+    data = yaml.safe_load(REGISTRY_PATH.read_text())
+    mutate(data)  # type: ignore[operator]
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RegistryError, match=message.replace("[", r"\[")):
+        load_registry(path)
