@@ -1,0 +1,1 @@
+"""The Dagster code location: Dagster only, thin; the work is done by functions in ``dataops``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dataops.cli import demo, sources
+from dataops.cli import demo, lake, sources
 
 app = typer.Typer(
     name="dataops",
@@ -15,3 +15,4 @@ app = typer.Typer(
 )
 demo.register(app)
 sources.register(app)
+lake.register(app)

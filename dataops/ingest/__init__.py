@@ -1,0 +1,1 @@
+"""Capture and ingestion: extract from each system, land immutable Parquet, validate, load the raw layer."""

@@ -1,0 +1,208 @@
+"""Load a contract-checked batch into the warehouse's ``raw`` and ``quarantine`` schemas.
+
+One explicit transaction per table and partition range: the range's old rows are deleted and the new
+ones inserted together, so a re-run replaces exactly its partitions and a failure leaves the warehouse as
+it was. References to a parent table of the same system are checked here (a relational rule): a row
+whose parent is not loaded is quarantined as an orphan, and released into ``raw`` by a later load once
+its parent arrives (a parent updated after the child's day lands in a later partition).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+import polars as pl
+
+from dataops.ingest.contract import QUARANTINE_SCHEMA, ContractResult
+from dataops.warehouse import query_frame, transaction
+from quality.contracts import Contract
+
+ORPHAN = "orphan_fk"
+
+
+class QuarantineRateExceeded(RuntimeError):
+    """Too many of a partition's rows failed their contract: something is wrong upstream."""
+
+
+@dataclass
+class LoadResult:
+    loaded: int = 0
+    quarantined: int = 0
+    orphans: int = 0
+    released: int = 0
+    per_partition: dict[dt.date, tuple[int, int]] = field(default_factory=dict)  # day -> (rows, quarantined)
+
+
+def _table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = conn.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def raw_name(contract: Contract) -> str:
+    return f"raw.{contract.system}__{contract.table}"
+
+
+def quarantine_name(contract: Contract) -> str:
+    return f"quarantine.{contract.system}__{contract.table}"
+
+
+def _ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract, valid: pl.DataFrame) -> None:
+    conn.execute("create schema if not exists raw")
+    conn.execute("create schema if not exists quarantine")
+    raw_cols = valid.drop("_payload").clear()
+    conn.register("_raw_shape", raw_cols)
+    conn.execute(f"create table if not exists {raw_name(contract)} as select * from _raw_shape")
+    conn.unregister("_raw_shape")
+    conn.register("_q_shape", pl.DataFrame(schema=QUARANTINE_SCHEMA))
+    conn.execute(
+        f"create table if not exists {quarantine_name(contract)} as select *, "
+        f"now()::timestamptz as _quarantined_at from _q_shape"
+    )
+    conn.unregister("_q_shape")
+
+
+def _orphans(conn: duckdb.DuckDBPyConnection, contract: Contract, frame: str) -> dict[int, list[str]]:
+    """Rows of a registered frame (with ``_i``) whose reference has no parent in raw."""
+    found: dict[int, list[str]] = {}
+    for column, (parent, parent_col) in contract.references.items():
+        parent_table = f"raw.{contract.system}__{parent}"
+        if _table_exists(conn, "raw", f"{contract.system}__{parent}"):
+            exists = f"exists (select 1 from {parent_table} p where p.{parent_col} = b.{column})"
+        else:
+            exists = "false"
+        rows = conn.execute(f"select _i from {frame} b where b.{column} is not null and not {exists}").fetchall()
+        for (i,) in rows:
+            found.setdefault(i, []).append(f"{ORPHAN}: {column} -> {contract.system}.{parent}.{parent_col}")
+    return found
+
+
+def load_range(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+    result: ContractResult,
+    max_rate: float,
+    min_quarantined: int,
+    reread: Callable[[pl.DataFrame], ContractResult],
+) -> LoadResult:
+    """Replace partitions [start, end] of the table's raw and quarantine rows, in one transaction."""
+    out = LoadResult()
+    valid = result.valid.with_row_index("_i")
+    with transaction(conn):
+        _ensure_tables(conn, contract, result.valid)
+        conn.register("_batch", valid)
+        orphans = _orphans(conn, contract, "_batch") if contract.references else {}
+        orphan_rows = sorted(orphans)
+        moved = valid.filter(pl.col("_i").is_in(orphan_rows))
+        orphan_q = (
+            moved.select(
+                *[c for c in QUARANTINE_SCHEMA if c in moved.columns and c not in {"_reasons", "_key"}],
+                _key=pl.concat_str([pl.col(k).cast(pl.String) for k in contract.key], separator=":"),
+                _reasons=pl.Series([orphans[i] for i in orphan_rows], dtype=pl.List(pl.String)),
+            )
+            .select(list(QUARANTINE_SCHEMA))
+            .cast(QUARANTINE_SCHEMA)
+        )
+        quarantine = pl.concat([result.quarantined, orphan_q])
+        keep = valid.filter(~pl.col("_i").is_in(orphan_rows)).drop("_i", "_payload")
+        # The rate counts rows that broke a row rule; orphans may only be waiting for their parent.
+        _check_rates(
+            contract,
+            start,
+            end,
+            pl.concat([keep.select("_partition"), orphan_q.select("_partition")]),
+            result.quarantined,
+            max_rate,
+            min_quarantined,
+            out,
+        )
+        conn.unregister("_batch")
+        conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
+        conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
+        conn.register("_keep", keep)
+        conn.execute(f"insert into {raw_name(contract)} by name select * from _keep")
+        conn.unregister("_keep")
+        conn.register("_quarantine", quarantine)
+        conn.execute(
+            f"insert into {quarantine_name(contract)} by name select *, now() as _quarantined_at from _quarantine"
+        )
+        conn.unregister("_quarantine")
+        out.loaded, out.quarantined, out.orphans = keep.height, quarantine.height, orphan_q.height
+        if contract.references:
+            out.released = _release_orphans(conn, contract, reread)
+            out.loaded += out.released
+    return out
+
+
+def _check_rates(
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+    keep: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    max_rate: float,
+    min_quarantined: int,
+    out: LoadResult,
+) -> None:
+    good = dict(keep.group_by("_partition").len().iter_rows())
+    bad = dict(quarantine.group_by("_partition").len().iter_rows())
+    for day in sorted(set(good) | set(bad)):
+        rows, failed = good.get(day, 0) + bad.get(day, 0), bad.get(day, 0)
+        out.per_partition[day] = (rows, failed)
+        if failed > min_quarantined and failed > max_rate * rows:
+            reasons: dict[str, int] = {}
+            for r in quarantine.filter(pl.col("_partition") == day)["_reasons"].to_list():
+                for reason in r:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            top = ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+            raise QuarantineRateExceeded(
+                f"{contract.name} partition {day}: {failed} of {rows} rows ({failed / rows:.1%}) failed the "
+                f"contract, above the {max_rate:.0%} limit (DATAOPS_MAX_QUARANTINE_RATE). Top reasons: {top}. "
+                f"Nothing was loaded for {start}..{end}; the landed files are kept for inspection."
+            )
+
+
+def _release_orphans(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, reread: Callable[[pl.DataFrame], ContractResult]
+) -> int:
+    """Move quarantined orphans whose parent has since been loaded back into raw."""
+    waiting = query_frame(
+        conn,
+        f"select * exclude (_quarantined_at) from {quarantine_name(contract)} "
+        f"where len(list_filter(_reasons, lambda r: not starts_with(r, '{ORPHAN}'))) = 0",
+    )
+    if waiting.height == 0:
+        return 0
+    payloads = [json.loads(p) for p in waiting["_payload"].to_list()]
+    source = (
+        pl.DataFrame(payloads, infer_schema_length=None).with_columns(pl.all().cast(pl.String))
+        if payloads
+        else pl.DataFrame()
+    )
+    batch = pl.concat(
+        [source, waiting.select("_system", "_extracted_at", "_run_id", "_partition", "_record_hash", "_source")],
+        how="horizontal",
+    )
+    reread_result = reread(batch)
+    candidates = reread_result.valid.with_row_index("_i")
+    conn.register("_candidates", candidates)
+    still = set(_orphans(conn, contract, "_candidates"))
+    conn.unregister("_candidates")
+    freed = candidates.filter(~pl.col("_i").is_in(sorted(still)))
+    if freed.height == 0:
+        return 0
+    conn.register("_freed", freed.drop("_i", "_payload"))
+    conn.execute(f"insert into {raw_name(contract)} by name select * from _freed")
+    conn.execute(
+        f"delete from {quarantine_name(contract)} q using _freed f "
+        f"where q._partition = f._partition and q._record_hash = f._record_hash and q._run_id = f._run_id"
+    )
+    conn.unregister("_freed")
+    return freed.height

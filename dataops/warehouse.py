@@ -1,0 +1,53 @@
+"""Connections to the DuckDB build warehouse, with the platform's resource limits applied.
+
+The pipeline is the only writer of the build warehouse; a connection is opened per unit of work and
+closed at its end, so that dbt (a separate process) can take the file in turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_limit: str = "2GB"
+    threads: int = 2
+
+
+@contextmanager
+def connect(path: Path, read_only: bool = False, limits: Limits | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    limits = limits or Limits()
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = duckdb.connect(
+        str(path), read_only=read_only, config={"memory_limit": limits.memory_limit, "threads": limits.threads}
+    )
+    try:
+        conn.execute("set TimeZone = 'UTC'")
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One explicit transaction: everything in the block lands together or not at all."""
+    conn.execute("begin transaction")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    conn.execute("commit")
+
+
+def query_frame(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> pl.DataFrame:
+    """Run a query and return its result as a polars frame."""
+    return conn.sql(sql, params=params or None).pl()

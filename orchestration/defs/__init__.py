@@ -1,0 +1,1 @@
+"""Definitions by concern: ingest per source, transform, quality, publish, automation."""

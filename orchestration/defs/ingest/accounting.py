@@ -1,0 +1,12 @@
+"""Ingestion assets of the ACCOUNTING (group `accounting`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.defs.ingest import ingest_assets
+from quality.contracts import CONTRACTS
+
+
+def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return ingest_assets([c for c in CONTRACTS.values() if c.system == "accounting"], partitions_def)

@@ -1,0 +1,35 @@
+"""Daily partitions: one per UTC business date, from the first business date of the sources."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import dagster as dg
+
+from dataops.settings import Settings
+
+DEFAULT_HISTORY_DAYS = 120
+
+
+def first_business_date(settings: Settings) -> dt.date:
+    """``DATAOPS_START_DATE`` if set, else the first day the accounting system exported, else 120 days ago."""
+    configured = os.environ.get("DATAOPS_START_DATE")
+    if configured:
+        return dt.date.fromisoformat(configured)
+    exports = settings.accounting_exports
+    if exports.exists():
+        days = sorted(p.name for p in exports.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if days:
+            return dt.date.fromisoformat(days[0])
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DEFAULT_HISTORY_DAYS)
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=first_business_date(settings).isoformat(), timezone="UTC")
+
+
+def window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    """The run's business dates as an inclusive range (one day, or a whole backfill range)."""
+    tw = context.partition_time_window
+    return tw.start.date(), (tw.end - dt.timedelta(days=1)).date()

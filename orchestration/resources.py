@@ -1,0 +1,121 @@
+"""Resources: the platform's settings and the three systems of record, configured from the environment.
+
+Each value comes from the environment variable of the same name when it is set (as ``dg.EnvVar``, so
+the UI shows where it came from), else from the embedded default: a fresh clone needs no configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from dataops.ingest.connectors import Extractor, SourceUnavailable
+from dataops.ingest.connectors.accounting import AccountingExtractor
+from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
+from dataops.ingest.connectors.erp import ErpExtractor
+from dataops.ingest.pipeline import IngestOptions
+from dataops.settings import DEFAULT_DATA_DIR, Settings
+from dataops.warehouse import Limits
+
+
+def from_env(name: str, default: Any) -> Any:
+    """``dg.EnvVar(name)`` when the variable is set, else the default (called at load time only)."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+class PlatformResource(dg.ConfigurableResource):
+    """Where the platform's data lives, and the limits every run works within."""
+
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    max_quarantine_rate: float = 0.05
+    min_quarantined_rows: int = 3
+    duckdb_memory_limit: str = "2GB"
+    duckdb_threads: int = 2
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.data_dir)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(memory_limit=self.duckdb_memory_limit, threads=self.duckdb_threads)
+
+    def ingest_options(self) -> IngestOptions:
+        return IngestOptions(
+            max_quarantine_rate=self.max_quarantine_rate, min_quarantined=self.min_quarantined_rows, limits=self.limits
+        )
+
+
+class SourcesResource(dg.ConfigurableResource):
+    """The ERP database, the CRM API and the accounting export folder.
+
+    With no ``CRM_BASE_URL`` the mock CRM is started in this process on a loopback port for the run.
+    """
+
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    crm_base_url: str = ""
+    crm_token: str = ""
+    crm_max_attempts: int = 6
+    crm_initial_backoff_seconds: float = 0.5
+    crm_timeout_seconds: float = 10.0
+    _server: Any = PrivateAttr(default=None)
+    _crm: CrmExtractor | None = PrivateAttr(default=None)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.data_dir)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._crm is not None:
+            self._crm.close()
+        if self._server is not None:
+            self._server.stop()
+
+    def extractor(self, system: str) -> Extractor:
+        settings = self.settings
+        if system == "erp":
+            return ErpExtractor(settings.erp_db)
+        if system == "accounting":
+            return AccountingExtractor(settings.accounting_exports)
+        if system == "crm":
+            return self._crm_extractor()
+        raise ValueError(f"unknown source system {system!r}")
+
+    def _crm_extractor(self) -> CrmExtractor:
+        if self._crm is None:
+            base_url, token = self.crm_base_url, self.crm_token
+            if not base_url:
+                from source_systems.crm.server import DEFAULT_TOKEN, start_in_thread
+
+                if not self.settings.crm_db.exists():
+                    raise SourceUnavailable(
+                        f"no CRM store at {self.settings.crm_db}; run `dataops simulate` "
+                        "first, or set CRM_BASE_URL and CRM_TOKEN"
+                    )
+                self._server = start_in_thread(self.settings.crm_db, token=token or DEFAULT_TOKEN)
+                base_url, token = self._server.url, self._server.token
+            policy = RetryPolicy(
+                max_attempts=self.crm_max_attempts,
+                initial_backoff=self.crm_initial_backoff_seconds,
+                timeout=self.crm_timeout_seconds,
+            )
+            self._crm = CrmExtractor(base_url, token, policy=policy)
+        return self._crm
+
+
+def platform_resource() -> PlatformResource:
+    return PlatformResource(
+        data_dir=from_env("DATAOPS_DATA_DIR", str(DEFAULT_DATA_DIR)),
+        duckdb_memory_limit=from_env("DATAOPS_DUCKDB_MEMORY_LIMIT", "2GB"),
+    )
+
+
+def sources_resource() -> SourcesResource:
+    return SourcesResource(
+        data_dir=from_env("DATAOPS_DATA_DIR", str(DEFAULT_DATA_DIR)),
+        crm_base_url=from_env("CRM_BASE_URL", ""),
+        crm_token=from_env("CRM_TOKEN", ""),
+    )

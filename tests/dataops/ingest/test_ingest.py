@@ -1,0 +1,216 @@
+"""Ingestion: every record reaches the warehouse exactly once per version, nothing is lost, bad rows are
+quarantined with their reasons, and every way of running it again converges to the same raw layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import sqlite3
+
+import duckdb
+import polars as pl
+import pytest
+
+from dataops.ingest import lake
+from dataops.ingest.connectors import SourceUnavailable
+from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
+from dataops.ingest.contract import ContractViolation
+from dataops.ingest.load import QuarantineRateExceeded
+from dataops.ingest.pipeline import IngestOptions, ingest, rebuild_raw
+from quality.contracts import CONTRACTS, contract_for
+from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
+from tests.source_systems.helpers import accounting_rows
+
+WINDOW = (f"{START} 00:00:00", f"{END + dt.timedelta(days=1)} 00:00:00")
+
+
+def _emitted(sources: Sources, system: str, table: str) -> int:
+    s = sources.settings
+    if system == "erp":
+        with sqlite3.connect(s.erp_db) as conn:
+            return conn.execute(
+                f"select count(*) from {table} where updated_at >= ? and updated_at < ?", WINDOW
+            ).fetchone()[0]
+    if system == "crm":
+        with sqlite3.connect(s.crm_db) as conn:
+            since, until = (w.replace(" ", "T") + ".000Z" for w in WINDOW)
+            return conn.execute(
+                f"select count(*) from {table} where SystemModstamp >= ? and SystemModstamp < ?", (since, until)
+            ).fetchone()[0]
+    return accounting_rows(s.sources_dir, table, current_only=True).height
+
+
+def _count(sources: Sources, schema: str, name: str) -> int:
+    with duckdb.connect(str(sources.settings.build_db), read_only=True) as conn:
+        return conn.execute(f"select count(*) from {schema}.{name.replace('.', '__')}").fetchone()[0]
+
+
+def test_every_emitted_record_is_loaded_or_quarantined(baseline: Sources) -> None:
+    for name, contract in CONTRACTS.items():
+        emitted = _emitted(baseline, contract.system, contract.table)
+        report = baseline.reports[name]  # type: ignore[attr-defined]
+        assert report.landed_rows == emitted, name
+        assert report.loaded_rows + report.quarantined_rows == emitted, name
+        assert _count(baseline, "raw", name) + _count(baseline, "quarantine", name) == emitted, name
+    assert sum(r.landed_rows for r in baseline.reports.values()) > 2000  # type: ignore[attr-defined]
+
+
+def test_quarantine_holds_exactly_the_bogus_records_with_reasons(baseline: Sources) -> None:
+    dirt = pl.read_parquet(baseline.settings.truth_dir / "dirt_log.parquet")
+    bogus = dirt.filter(pl.col("class") == "bogus")
+    assert bogus.height > 20
+    with duckdb.connect(str(baseline.settings.build_db), read_only=True) as conn:
+        for contract in CONTRACTS.values():
+            system = "acct" if contract.system == "accounting" else contract.system
+            expected = set(bogus.filter((pl.col("system") == system) & (pl.col("table") == contract.table))["key"])
+            rows = conn.execute(
+                f"select _key, _reasons, _payload from quarantine.{contract.system}__{contract.table}"
+            ).fetchall()
+            assert {r[0] for r in rows} == expected, contract.name
+            for _key, reasons, payload in rows:
+                assert reasons, "every quarantined row says why"
+                assert json.loads(payload), "and keeps its original payload"
+
+
+def test_reasons_name_the_rule_that_failed(baseline: Sources) -> None:
+    dirt = pl.read_parquet(baseline.settings.truth_dir / "dirt_log.parquet").filter(pl.col("class") == "bogus")
+    expected_reason = {
+        "orphan_fk": "orphan_fk",
+        "null_required": "not_nullable",
+        "bad_amount": "greater_than",
+        "invalid_email": "valid_email",
+    }
+    with duckdb.connect(str(baseline.settings.build_db), read_only=True) as conn:
+        for kind, table, key in dirt.select("kind", "table", "key").iter_rows():
+            system = {"acct": "accounting"}.get(dirt.filter(pl.col("key") == key)["system"][0])
+            system = system or dirt.filter(pl.col("key") == key)["system"][0]
+            reasons = conn.execute(
+                f"select _reasons from quarantine.{system}__{table} where _key = ?", [key]
+            ).fetchone()[0]
+            assert any(expected_reason[kind] in r for r in reasons), (table, key, reasons)
+
+
+def test_rerunning_a_partition_or_the_range_changes_nothing(ingested_copy: Sources) -> None:
+    before = snapshot(ingested_copy.settings.build_db)
+    extractors = ingested_copy.extractors()
+    day = START + dt.timedelta(days=9)
+    for contract in CONTRACTS.values():
+        ingest(ingested_copy.settings, contract, extractors[contract.system], day, day)
+    assert snapshot(ingested_copy.settings.build_db) == before
+    ingest_all(ingested_copy)
+    ingest_all(ingested_copy)
+    assert snapshot(ingested_copy.settings.build_db) == before
+    # in whatever order: the last week first, then the range
+    for contract in reversed(CONTRACTS.values()):
+        ingest(ingested_copy.settings, contract, extractors[contract.system], END - dt.timedelta(days=6), END)
+    assert snapshot(ingested_copy.settings.build_db) == before
+
+
+def test_crm_faults_are_survived_with_the_same_result(baseline: Sources, fresh: Sources) -> None:
+    fresh.crm.faults.errors_5xx = 3
+    fresh.crm.faults.rate_limited, fresh.crm.faults.retry_after = 3, 0.2
+    fresh.crm.faults.slow, fresh.crm.faults.slow_seconds = 2, 2.5  # beyond the 2 s client timeout
+    fresh.crm.faults.truncated = 2
+    # The faults come back to back (ten failed answers in a row): a patient but bounded policy.
+    ingest_all(fresh, policy=dataclasses.replace(FAST, max_attempts=12))
+    assert fresh.crm.faults.errors_5xx == fresh.crm.faults.truncated == fresh.crm.faults.slow == 0
+    assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
+
+
+def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(fresh: Sources) -> None:
+    fresh.crm.faults.errors_5xx = 10_000
+    extractor = CrmExtractor(fresh.crm.url, fresh.crm.token, policy=RetryPolicy(max_attempts=4, initial_backoff=0.01))
+    with pytest.raises(SourceUnavailable, match=r"CRM GET /api/v1/leads failed after 4 attempts; last error: 503"):
+        ingest(fresh.settings, contract_for("crm", "leads"), extractor, START, END)
+    assert extractor.attempts == 4
+    assert not fresh.settings.build_db.exists()
+    assert lake.landed_days(fresh.settings.lake_dir, "crm", "leads") == []
+
+
+def test_a_crash_between_landing_and_loading_converges_on_rerun(baseline: Sources, fresh: Sources) -> None:
+    extractors = fresh.extractors()
+
+    def crash() -> None:
+        raise RuntimeError("power cut")
+
+    contract = contract_for("accounting", "payments")
+    ingest_all(fresh)
+    with pytest.raises(RuntimeError, match="power cut"):
+        ingest(fresh.settings, contract, extractors["accounting"], START, END, after_landing=crash)
+    assert len(lake.versions(fresh.settings.lake_dir, "accounting", "payments", START)) == 2
+    ingest(fresh.settings, contract, extractors["accounting"], START, END)
+    assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
+
+
+def test_schema_drift_lands_new_columns_and_needs_the_alias(baseline: Sources, fresh: Sources) -> None:
+    drift_day = START + dt.timedelta(days=20)
+    with duckdb.connect(str(baseline.settings.build_db), read_only=True) as conn:
+        extras = conn.execute(
+            "select _partition, _extra from raw.accounting__invoices where _extra is not null"
+        ).fetchall()
+    assert extras and all(day >= drift_day and "po_number" in json.loads(e) for day, e in extras)
+    assert "po_number" in baseline.reports["accounting.invoices"].extra_columns  # type: ignore[attr-defined]
+    invoices = contract_for("accounting", "invoices")
+    no_alias = dataclasses.replace(invoices, aliases={})
+    accounting = fresh.extractors()["accounting"]
+    with pytest.raises(ContractViolation) as failure:
+        ingest(fresh.settings, no_alias, accounting, drift_day, END)
+    message = str(failure.value)
+    assert f"date={drift_day}" in message and "'amount'" in message and "gross_amount" in message
+    report = ingest(fresh.settings, invoices, accounting, drift_day, END)
+    assert report.loaded_rows == report.landed_rows - report.quarantined_rows > 0
+
+
+def test_the_landing_zone_alone_rebuilds_the_raw_layer(ingested_copy: Sources) -> None:
+    before = snapshot(ingested_copy.settings.build_db)
+    ingested_copy.settings.build_db.unlink()
+    rebuild_raw(ingested_copy.settings)
+    assert snapshot(ingested_copy.settings.build_db) == before
+
+
+def test_too_many_bad_rows_fail_the_partition_and_load_nothing(fresh: Sources) -> None:
+    strict = IngestOptions(max_quarantine_rate=0.001, min_quarantined=0)
+    leads = contract_for("crm", "leads")
+    with pytest.raises(QuarantineRateExceeded) as failure:
+        ingest(fresh.settings, leads, fresh.extractors()["crm"], START, END, options=strict)
+    message = str(failure.value)
+    assert "crm.leads partition 2025-02-" in message and "Top reasons:" in message and "Nothing was loaded" in message
+    with duckdb.connect(str(fresh.settings.build_db), read_only=True) as conn:
+        tables = conn.execute(
+            "select count(*) from information_schema.tables where table_name = 'crm__leads'"
+        ).fetchone()[0]
+        assert tables == 0 or conn.execute("select count(*) from raw.crm__leads").fetchone()[0] == 0
+
+
+def test_orphans_wait_in_quarantine_until_their_parent_arrives(baseline: Sources, fresh: Sources) -> None:
+    crm = fresh.extractors()["crm"]
+    history, leads = contract_for("crm", "lead_history"), contract_for("crm", "leads")
+    first = ingest(fresh.settings, history, crm, START, END)  # before any lead is loaded
+    assert first.orphans == first.landed_rows - (first.quarantined_rows - first.orphans)
+    ingest(fresh.settings, leads, crm, START, END)
+    again = ingest(fresh.settings, history, crm, END, END)  # any later load releases them
+    assert again.released > 0
+    expected = snapshot(baseline.settings.build_db)
+    got = snapshot(fresh.settings.build_db)
+    for table in ("raw.crm__lead_history", "quarantine.crm__lead_history", "raw.crm__leads"):
+        assert got[table] == expected[table]
+
+
+def test_old_versions_are_kept_until_an_explicit_prune(ingested_copy: Sources) -> None:
+    from typer.testing import CliRunner
+
+    from dataops.cli import app
+
+    extractors = ingested_copy.extractors()
+    for contract in CONTRACTS.values():
+        ingest(ingested_copy.settings, contract, extractors[contract.system], START, START)
+    root = ingested_copy.settings.lake_dir
+    assert len(lake.versions(root, "erp", "customers", START)) == 2
+    runner = CliRunner(env={"DATAOPS_DATA_DIR": str(ingested_copy.settings.data_dir)})
+    dry = runner.invoke(app, ["lake", "prune", "--dry-run"])
+    assert dry.exit_code == 0 and f"{len(CONTRACTS)} file(s) would be removed" in dry.output
+    assert len(lake.versions(root, "erp", "customers", START)) == 2
+    result = runner.invoke(app, ["lake", "prune", "--keep", "1"])
+    assert result.exit_code == 0 and f"removed {len(CONTRACTS)} old version(s)" in result.output
+    assert len(lake.versions(root, "erp", "customers", START)) == 1
