@@ -7,6 +7,9 @@ key that is wrong, not surface later as a silently different KPI.
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +79,8 @@ def _get(data: dict[str, Any], dotted: str, kind: type, path: Path) -> Any:
 
 
 def load_registry(path: str | Path | None = None) -> Registry:
-    """Read and validate the registry (the committed file unless a path is given)."""
-    reg_path = Path(path) if path else REGISTRY_PATH
+    """Read and validate the registry: the given file, else ``DATAOPS_REGISTRY``, else the committed one."""
+    reg_path = Path(path) if path else Path(os.environ.get("DATAOPS_REGISTRY") or REGISTRY_PATH)
     if not reg_path.exists():
         raise RegistryError(f"registry file not found: {reg_path}")
     data = yaml.safe_load(reg_path.read_text())
@@ -105,4 +108,68 @@ def load_registry(path: str | Path | None = None) -> Registry:
         month_close_business_day=_get(data, "close_calendar.month_close_business_day", int, reg_path),
         live_contract_states=tuple(_get(data, "live_contract_states", list, reg_path)),
         path=reg_path,
+    )
+
+
+def dbt_vars(registry: Registry) -> dict[str, Any]:
+    """The registry's values as dbt vars: the models read definitions from here, never from SQL literals."""
+    return {
+        "registry_version": registry.version,
+        "delinquency_days": registry.delinquency_days,
+        "mql_score_threshold": registry.mql_score_threshold,
+        "free_mail_domains": list(registry.free_mail_domains),
+        "sql_accepted_status": registry.sql_accepted_status,
+        "legal_suffixes": list(registry.legal_suffixes),
+        "revenue_account_prefix": registry.revenue_account_prefix,
+        "live_contract_states": list(registry.live_contract_states),
+        "month_close_business_day": registry.month_close_business_day,
+    }
+
+
+def kpi_seed_csv(registry: Registry) -> str:
+    """The KPI definitions as a dbt seed, so that dbt docs and the warehouse carry them."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        ["kpi_order", "kpi_name", "description", "formula", "unit", "kind", "grain", "owner", "definition_version"]
+    )
+    for order, kpi in enumerate(registry.kpis, start=1):
+        writer.writerow(
+            [order, kpi.name, kpi.description, kpi.formula, kpi.unit, kpi.kind, kpi.grain, kpi.owner, registry.version]
+        )
+    return buf.getvalue()
+
+
+def customer_states_seed_csv(registry: Registry) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["precedence", "state", "rule", "definition_version"])
+    for order, item in enumerate(registry.raw["customer_states"], start=1):
+        writer.writerow([order, item["name"], item["rule"], registry.version])
+    return buf.getvalue()
+
+
+def registry_docs(registry: Registry) -> str:
+    """dbt doc blocks rendering the definitions, so that ``dbt docs`` shows them."""
+
+    def cell(text: str) -> str:
+        return " ".join(str(text).split()).replace("|", "/")
+
+    kpi_rows = "\n".join(
+        f"| {k.name} | {cell(k.description)} | {cell(k.formula)} | {k.unit} | {k.kind} | {k.owner} |"
+        for k in registry.kpis
+    )
+    state_rows = "\n".join(f"| {s['name']} | {cell(s['rule'])} |" for s in registry.raw["customer_states"])
+    return (
+        "{% docs registry_kpis %}\n"
+        f"The enterprise KPIs, registry version {registry.version} (generated from definitions/registry.yaml).\n\n"
+        "| KPI | meaning | formula | unit | kind | owner |\n|---|---|---|---|---|---|\n"
+        f"{kpi_rows}\n"
+        "{% enddocs %}\n\n"
+        "{% docs registry_customer_states %}\n"
+        f"Customer states at the end of each UTC day, first match wins (registry version {registry.version}). "
+        f"Delinquent is a flag: an invoice open more than {registry.delinquency_days} days after its due date.\n\n"
+        "| state | rule |\n|---|---|\n"
+        f"{state_rows}\n"
+        "{% enddocs %}\n"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dataops.cli import demo, lake, sources
+from dataops.cli import demo, lake, sources, transform
 
 app = typer.Typer(
     name="dataops",
@@ -16,3 +16,4 @@ app = typer.Typer(
 demo.register(app)
 sources.register(app)
 lake.register(app)
+transform.register(app)

@@ -116,22 +116,7 @@ def simulate(
     finally:
         erp.close()
         crm.close()
-    keys = np.concatenate(
-        [world.acc_crm_id[world.cust_top_account[: world.n_parents]], world.bill_customer_no[world.bill_account < 0]]
-    )
-    truth_dir = sources / "truth"
-    truth_dir.mkdir(parents=True, exist_ok=True)
-    if state.last_day >= 0:
-        truth = compute_truth(state, registry, cfg.start, world.n_customers, keys)
-        truth.kpi_daily.write_parquet(truth_dir / "kpi_daily.parquet", statistics=False)
-        truth.kpi_daily_history.write_parquet(truth_dir / "kpi_daily_history.parquet", statistics=False)
-        truth.customer_states.write_parquet(truth_dir / "customer_states_daily.parquet", statistics=False)
-        state.table("dirt").sort("day", "system", "table", "kind", "key").write_parquet(
-            truth_dir / "dirt_log.parquet", statistics=False
-        )
-        pl.DataFrame({"customer_no": world.bill_customer_no, "customer_key": keys[world.bill_customer]}).write_parquet(
-            truth_dir / "bill_to_customers.parquet", statistics=False
-        )
+    _write_truth(sources, cfg, state, registry)
     state.save(state_dir(sources), cfg.to_json())
     return SimulationSummary(
         config=cfg,
@@ -141,6 +126,36 @@ def simulate(
         counts=system_counts(sources),
         dirt=_dirt_counts(state),
     )
+
+
+def _write_truth(sources: Path, cfg: SimConfig, state: State, registry: Registry) -> None:
+    if state.last_day < 0:
+        return
+    world = build_world(cfg.seed, cfg.scale)
+    keys = np.concatenate(
+        [world.acc_crm_id[world.cust_top_account[: world.n_parents]], world.bill_customer_no[world.bill_account < 0]]
+    )
+    truth_dir = sources / "truth"
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    truth = compute_truth(state, registry, cfg.start, world.n_customers, keys)
+    truth.kpi_daily.write_parquet(truth_dir / "kpi_daily.parquet", statistics=False)
+    truth.kpi_daily_history.write_parquet(truth_dir / "kpi_daily_history.parquet", statistics=False)
+    truth.customer_states.write_parquet(truth_dir / "customer_states_daily.parquet", statistics=False)
+    state.table("dirt").sort("day", "system", "table", "kind", "key").write_parquet(
+        truth_dir / "dirt_log.parquet", statistics=False
+    )
+    pl.DataFrame({"customer_no": world.bill_customer_no, "customer_key": keys[world.bill_customer]}).write_parquet(
+        truth_dir / "bill_to_customers.parquet", statistics=False
+    )
+
+
+def recompute_truth(sources: Path, registry: Registry | None = None) -> None:
+    """Recompute the truth files under a (changed) registry, from the simulation's own ledger."""
+    cfg = existing_config(sources)
+    if cfg is None:
+        raise SimulationError(f"no simulation under {sources}")
+    state, _ = State.load(state_dir(sources))
+    _write_truth(sources, cfg, state, registry or load_registry())
 
 
 def _emit(

@@ -22,6 +22,8 @@ from quality.contracts import CONTRACTS, contract_for
 from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
 from tests.source_systems.helpers import accounting_rows
 
+pytestmark = pytest.mark.xdist_group("ingest")
+
 WINDOW = (f"{START} 00:00:00", f"{END + dt.timedelta(days=1)} 00:00:00")
 
 

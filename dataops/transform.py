@@ -1,0 +1,178 @@
+"""Running the dbt project: registry values in, the build warehouse's path and limits in the environment.
+
+Both doors use this: Dagster's dbt assets (through dagster-dbt) and the ``dataops dbt`` command. The
+registry's definitions reach dbt as vars and generated seeds on every invocation, so a change to
+``definitions/registry.yaml`` changes the models without touching SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dataops.registry import (
+    Registry,
+    customer_states_seed_csv,
+    dbt_vars,
+    kpi_seed_csv,
+    load_registry,
+    registry_docs,
+)
+from dataops.settings import DBT_PROJECT_DIR, Settings
+from dataops.warehouse import Limits
+
+GENERATED_SEEDS = ("registry_kpis.csv", "registry_customer_states.csv")
+
+
+def write_registry_seeds(registry: Registry, project_dir: Path = DBT_PROJECT_DIR) -> None:
+    """Generate the registry seeds and their docs (rewritten only when their content changes, which keeps
+    dbt's partial parsing warm)."""
+    generated = {
+        project_dir / "seeds" / "registry" / "registry_kpis.csv": kpi_seed_csv(registry),
+        project_dir / "seeds" / "registry" / "registry_customer_states.csv": customer_states_seed_csv(registry),
+        project_dir / "docs" / "registry.md": registry_docs(registry),
+    }
+    for path, content in generated.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != content:
+            path.write_text(content)
+
+
+def registry_vars(registry: Registry) -> str:
+    """The --vars of every invocation: constant while the registry is, so dbt's partial parsing holds."""
+    return json.dumps(dbt_vars(registry), sort_keys=True)
+
+
+def window_environment(start: str | None, end: str | None) -> dict[str, str]:
+    """The run's business dates, for the window macros (see transforms/macros/window.sql)."""
+    return {"DATAOPS_WINDOW_START": start, "DATAOPS_WINDOW_END": end} if start and end else {}
+
+
+def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[str, str]:
+    """What the dbt profile reads (transforms/profiles.yml), with the same names as the Dagster resources."""
+    limits = limits or Limits()
+    return {
+        "DATAOPS_DATA_DIR": str(settings.data_dir),
+        "DATAOPS_DUCKDB_MEMORY_LIMIT": limits.memory_limit,
+        "DATAOPS_DUCKDB_THREADS": str(limits.threads),
+        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+    }
+
+
+@contextmanager
+def dbt_env(settings: Settings, limits: Limits | None = None, window: tuple[str, str] | None = None) -> Iterator[None]:
+    """Set the dbt environment while a dbt subprocess is started (dagster-dbt inherits os.environ)."""
+    values = dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
+    saved = {k: os.environ.get(k) for k in (*values, "DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
+    for key in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END"):
+        os.environ.pop(key, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    return project_dir / "target" / "manifest.json"
+
+
+def _newest_source(project_dir: Path) -> float:
+    paths = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
+    for folder in ("models", "macros", "seeds", "tests", "snapshots"):
+        paths += [p for p in (project_dir / folder).rglob("*") if p.is_file()]
+    return max(p.stat().st_mtime for p in paths if p.exists())
+
+
+def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """Make sure target/manifest.json exists and is newer than the project's files (dbt parse if not)."""
+    registry = registry or load_registry()
+    write_registry_seeds(registry, project_dir)
+    manifest = manifest_path(project_dir)
+    if manifest.exists() and manifest.stat().st_mtime >= _newest_source(project_dir):
+        return manifest
+    result = run_dbt(["parse"], Settings.from_env(), registry)
+    if not result.success:
+        raise RuntimeError(f"dbt parse failed:\n{result.output[-3000:]}")
+    return manifest
+
+
+@dataclass
+class DbtResult:
+    success: bool
+    output: str
+    results: list[dict[str, Any]]  # target/run_results.json: one entry per node run
+
+    def statuses(self) -> dict[str, str]:
+        return {r["unique_id"]: r["status"] for r in self.results}
+
+
+def dbt_executable() -> str:
+    """The dbt of this environment, whether or not the virtualenv is on PATH."""
+    local = Path(sys.executable).with_name("dbt")
+    return str(local) if local.exists() else "dbt"
+
+
+def run_dbt(
+    args: list[str],
+    settings: Settings,
+    registry: Registry | None = None,
+    window: tuple[str, str] | None = None,
+    limits: Limits | None = None,
+    in_process: bool = False,
+) -> DbtResult:
+    """Run dbt with the registry vars and the platform's environment.
+
+    As a subprocess by default, as Dagster does: dbt-duckdb keeps the database open in its process after a
+    command. ``in_process`` (dbtRunner, then the adapter's connections are dropped) saves the start-up
+    seconds where many small runs follow each other, as in tests.
+    """
+    registry = registry or load_registry()
+    write_registry_seeds(registry)
+    start, end = window or (None, None)
+    full = [
+        dbt_executable(),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--vars",
+        registry_vars(registry),
+    ]
+    results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
+    if in_process:
+        success, output = _run_in_process(full[1:], settings, limits, window)
+    else:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
+        env |= dbt_environment(settings, limits) | window_environment(start, end)
+        proc = subprocess.run(full, env=env, capture_output=True, text=True, check=False)
+        success, output = proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
+    return DbtResult(success=success, output=output, results=results)
+
+
+def _run_in_process(
+    args: list[str], settings: Settings, limits: Limits | None, window: tuple[str, str] | None
+) -> tuple[bool, str]:
+    import gc
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt.cli.main import dbtRunner
+
+    with dbt_env(settings, limits, window):
+        result = dbtRunner().invoke(args)
+    DuckDBConnectionManager.close_all_connections()  # release the warehouse file for the caller
+    gc.collect()
+    return bool(result.success), str(result.exception or "")

@@ -1,0 +1,101 @@
+"""The dbt project as Dagster assets (dagster-dbt): sources map to the ingestion assets, dbt tests are
+asset checks, and a partitioned run passes its business-date window to dbt.
+
+No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
+"""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+
+from dataops.registry import load_registry
+from dataops.settings import DBT_PROJECT_DIR
+from dataops.transform import dbt_env, dbt_executable, prepare_manifest, registry_vars, write_registry_seeds
+from orchestration.defs.ingest import WAREHOUSE_POOL
+from orchestration.partitions import window
+from orchestration.resources import PlatformResource
+
+LAYERS = ("staging", "intermediate", "marts", "kpis")
+
+
+class EnterpriseModelTranslator(DagsterDbtTranslator):
+    """Groups by layer, owners and classification from each model's meta, a one-line description."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "seed":
+            return "reference"
+        fqn = dbt_resource_props.get("fqn", [])
+        return next((part for part in fqn if part in LAYERS), "transform")
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> list[str]:
+        owner = _meta(dbt_resource_props).get("owner", "data-platform")
+        return [f"team:{owner}"]
+
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        text = dbt_resource_props.get("description") or dbt_resource_props["name"]
+        return " ".join(text.split("{{")[0].split())  # the first sentence block, without doc() references
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        classification = _meta(dbt_resource_props).get("classification")
+        return {"classification": classification} if classification else {}
+
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        meta = _meta(dbt_resource_props)
+        out = dict(super().get_metadata(dbt_resource_props))
+        out.update({k: meta[k] for k in ("classification",) if k in meta})
+        pii = [
+            c["name"]
+            for c in dbt_resource_props.get("columns", {}).values()
+            if "pii" in (c.get("tags") or []) or "pii" in (c.get("config", {}).get("tags") or [])
+        ]
+        if pii:
+            out["pii_columns"] = dg.MetadataValue.json(pii)
+        return out
+
+
+def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
+
+
+class DbtRunConfig(dg.Config):
+    """Rebuild the incremental models from scratch instead of recomputing the run's window."""
+
+    full_refresh: bool = False
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+    )
+
+
+def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    manifest = prepare_manifest()
+    translator = EnterpriseModelTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    @dbt_assets(
+        manifest=manifest,
+        dagster_dbt_translator=translator,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        name="enterprise_model",
+    )
+    def enterprise_model(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource, config: DbtRunConfig
+    ) -> Iterator[Any]:
+        """The dbt project: staging, intermediate, marts and KPIs for the run's business dates."""
+        start, end = window(context)
+        registry = load_registry()
+        write_registry_seeds(registry)
+        # unit tests belong to development and CI (pytest runs them), not to every production run
+        args = ["build", "--exclude-resource-type", "unit_test", "--vars", registry_vars(registry)]
+        if config.full_refresh:
+            args.append("--full-refresh")
+        context.log.info(f"dbt {' '.join(args[:1])} for {start}..{end} (registry {registry.version})")
+        with dbt_env(platform.settings, platform.limits, (start.isoformat(), end.isoformat())):
+            yield from dbt.cli(args, context=context).stream()
+
+    return [enterprise_model]

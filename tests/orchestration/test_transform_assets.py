@@ -1,0 +1,48 @@
+"""The dbt project in Dagster: lineage runs from every source table to the KPIs, dbt tests are checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import defs
+from quality.contracts import CONTRACTS
+from tests.pipeline import environment
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory) -> dg.AssetGraph:  # type: ignore[name-defined]
+    root: Path = tmp_path_factory.mktemp("empty")
+    with environment(DATAOPS_DATA_DIR=str(root), DATAOPS_START_DATE="2025-01-01"):
+        return defs().resolve_asset_graph()
+
+
+def test_lineage_runs_from_every_source_table_to_the_kpis(graph: dg.AssetGraph) -> None:  # type: ignore[name-defined]
+    kpi = dg.AssetKey(["kpis", "kpi_daily"])
+    todo, upstream = [kpi], set()
+    while todo:
+        for parent in graph.get(todo.pop()).parent_keys:
+            if parent not in upstream:
+                upstream.add(parent)
+                todo.append(parent)
+    for contract in CONTRACTS.values():
+        if contract.table in {"products", "sales_orders", "sales_order_lines", "contacts"}:
+            continue  # described in marts, not used by a KPI
+        assert dg.AssetKey([contract.system, contract.table]) in upstream, contract.name
+    staging = graph.get(dg.AssetKey(["staging", "stg_crm__leads"]))
+    assert staging.parent_keys == {dg.AssetKey(["crm", "leads"])}  # dbt source() = the ingestion asset
+
+
+def test_dbt_models_are_grouped_owned_and_checked(graph: dg.AssetGraph) -> None:  # type: ignore[name-defined]
+    kpi = graph.get(dg.AssetKey(["kpis", "kpi_daily"]))
+    assert kpi.group_name == "kpis"
+    assert kpi.owners == ["team:data-platform"]
+    assert "dbt" in kpi.kinds
+    assert graph.get(dg.AssetKey(["staging", "stg_erp__customers"])).group_name == "staging"
+    assert graph.get(dg.AssetKey(["marts", "fct_contracts"])).group_name == "marts"
+    states = dg.AssetKey(["marts", "fct_customer_states_daily"])
+    checks = {c.name for c in graph.asset_check_keys if c.asset_key == states}
+    assert any(name.startswith("accepted_values_fct_customer_states_daily_state") for name in checks), checks
+    assert kpi.partitions_def is not None and kpi.backfill_policy == dg.BackfillPolicy.single_run()

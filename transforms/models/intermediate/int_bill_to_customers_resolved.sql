@@ -1,0 +1,84 @@
+-- ERP bill-to entities matched to CRM accounts and rolled up to their customer (the ultimate parent):
+-- by the CRM reference when present, else the normalised tax id, else the normalised name and country.
+-- A bill-to entity that matches nothing is its own customer (see int_bill_to_customers_unmatched).
+
+with
+
+bill_to as (
+
+    select * from {{ ref('stg_erp__customers') }}
+    where not is_deleted
+
+),
+
+accounts as (
+
+    select * from {{ ref('stg_crm__accounts') }}
+
+),
+
+hierarchy as (
+
+    select * from {{ ref('int_accounts_hierarchy_resolved') }}
+
+),
+
+by_reference as (
+
+    select bill_to.bill_to_id, accounts.account_id, 'crm_reference' as match_method
+    from bill_to
+    inner join accounts on accounts.account_id = bill_to.crm_account_id
+
+),
+
+by_tax_id as (
+
+    select bill_to.bill_to_id, accounts.account_id, 'tax_id' as match_method
+    from bill_to
+    inner join accounts on accounts.tax_id_normalized = bill_to.tax_id_normalized
+    where bill_to.bill_to_id not in (select bill_to_id from by_reference)
+    qualify count(*) over (partition by bill_to.bill_to_id) = 1
+
+),
+
+by_name as (
+
+    select bill_to.bill_to_id, accounts.account_id, 'name_and_country' as match_method
+    from bill_to
+    inner join accounts
+        on accounts.account_name_normalized = bill_to.bill_to_name_normalized
+        and accounts.country_code = bill_to.country_code
+    where bill_to.bill_to_id not in (select bill_to_id from by_reference)
+        and bill_to.bill_to_id not in (select bill_to_id from by_tax_id)
+    qualify count(*) over (partition by bill_to.bill_to_id) = 1  -- an ambiguous name is no match
+
+),
+
+matches as (
+
+    select * from by_reference
+    union all
+    select * from by_tax_id
+    union all
+    select * from by_name
+
+),
+
+final as (
+
+    select
+        bill_to.bill_to_id,
+        bill_to.bill_to_name,
+        bill_to.country_code,
+        matches.account_id,
+        coalesce(matches.match_method, 'unmatched') as match_method,
+        matches.account_id is not null as is_matched,
+        coalesce(hierarchy.ultimate_parent_id, bill_to.bill_to_id) as customer_id
+
+    from bill_to
+    left join matches on matches.bill_to_id = bill_to.bill_to_id
+    left join hierarchy on hierarchy.account_id = matches.account_id
+
+)
+
+select * from final

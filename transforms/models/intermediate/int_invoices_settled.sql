@@ -1,0 +1,53 @@
+-- When each invoice was fully settled (payments plus credit memos reach its amount), if it was.
+
+with
+
+invoices as (
+
+    select * from {{ ref('stg_accounting__invoices') }}
+
+),
+
+settlements as (
+
+    select invoice_id, payment_date as settled_on, payment_amount as amount from {{ ref('stg_accounting__payments') }}
+    union all
+    select invoice_id, credit_memo_date, credit_amount from {{ ref('stg_accounting__credit_memos') }}
+
+),
+
+daily as (
+
+    select invoice_id, settled_on, sum(amount) as amount
+    from settlements
+    group by 1, 2
+
+),
+
+running as (
+
+    select
+        invoice_id,
+        settled_on,
+        sum(amount) over (partition by invoice_id order by settled_on rows unbounded preceding) as settled_amount
+
+    from daily
+
+),
+
+final as (
+
+    select
+        invoices.invoice_id,
+        invoices.bill_to_id,
+        invoices.due_date,
+        invoices.invoice_amount,
+        min(running.settled_on) filter (where running.settled_amount >= invoices.invoice_amount) as settled_date
+
+    from invoices
+    left join running on running.invoice_id = invoices.invoice_id
+    group by 1, 2, 3, 4
+
+)
+
+select * from final

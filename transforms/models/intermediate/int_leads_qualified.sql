@@ -1,0 +1,61 @@
+-- Each lead judged by the enterprise's MQL rule (registry: mql), whatever the CRM status says: the first
+-- day its score reached the threshold, if its email is a valid business email; and when sales accepted it.
+
+with
+
+leads as (
+
+    select * from {{ ref('stg_crm__leads') }}
+
+),
+
+changes as (
+
+    select * from {{ ref('stg_crm__lead_changes') }}
+
+),
+
+scores as (
+
+    select lead_id, cast(changed_at as date) as changed_date, try_cast(new_value as integer) as score
+    from changes
+    where changed_field = 'score'
+
+),
+
+first_qualifying as (
+
+    select lead_id, min(changed_date) as score_qualified_date
+    from scores
+    where score >= {{ var('mql_score_threshold') }}
+    group by 1
+
+),
+
+first_accepted as (
+
+    select lead_id, min(cast(changed_at as date)) as accepted_date
+    from changes
+    where changed_field = 'status' and new_value = '{{ var("sql_accepted_status") }}'
+    group by 1
+
+),
+
+final as (
+
+    select
+        leads.lead_id,
+        leads.email,
+        leads.is_business_email,
+        leads.crm_status,
+        leads.current_score,
+        case when leads.is_business_email then first_qualifying.score_qualified_date end as qualified_date,
+        first_accepted.accepted_date
+
+    from leads
+    left join first_qualifying on first_qualifying.lead_id = leads.lead_id
+    left join first_accepted on first_accepted.lead_id = leads.lead_id
+
+)
+
+select * from final

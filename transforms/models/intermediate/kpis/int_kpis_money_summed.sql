@@ -1,0 +1,197 @@
+-- Money KPIs per day: amounts summed per currency, converted at the day's rate to the cent, then added
+-- (registry: money.conversion).
+
+with
+
+dates as (
+
+    select date_day from {{ ref('dim_dates') }}
+
+),
+
+rates as (
+
+    select rate_date as date_day, currency_code, usd_per_unit from {{ ref('fct_fx_rates') }}
+
+),
+
+contracts as (
+
+    select * from {{ ref('fct_contracts') }}
+
+),
+
+contract_events as (
+
+    select * from {{ ref('fct_contract_state_events') }}
+
+),
+
+invoices as (
+
+    select * from {{ ref('fct_invoices') }}
+
+),
+
+payments as (
+
+    select * from {{ ref('fct_payments') }}
+
+),
+
+credit_memos as (
+
+    select * from {{ ref('fct_credit_memos') }}
+
+),
+
+gl_entries as (
+
+    select * from {{ ref('fct_gl_entries') }}
+
+),
+
+opportunities as (
+
+    select * from {{ ref('fct_opportunities') }}
+
+),
+
+live_spells as (
+
+    select
+        contract_events.changed_date as valid_from_date,
+        contract_events.valid_until_date,
+        contracts.currency_code,
+        contracts.mrr_amount
+
+    from contract_events
+    inner join contracts on contracts.contract_id = contract_events.contract_id
+    where contract_events.to_status in ({{ sql_list(var('live_contract_states')) }})
+
+),
+
+mrr as (
+
+    select dates.date_day, live_spells.currency_code, 'mrr_usd' as kpi_name, sum(live_spells.mrr_amount) as amount
+    from live_spells
+    inner join dates
+        on dates.date_day >= live_spells.valid_from_date
+        and (live_spells.valid_until_date is null or dates.date_day < live_spells.valid_until_date)
+    group by 1, 2
+
+),
+
+bookings as (
+
+    select signed_date, currency_code, 'bookings_usd', sum(total_contract_value)
+    from contracts
+    group by 1, 2
+
+),
+
+billings as (
+
+    select invoice_date, currency_code, 'billings_usd', sum(invoice_amount)
+    from invoices
+    group by 1, 2
+
+),
+
+revenue as (
+
+    select posting_date, currency_code, 'revenue_usd', sum(revenue_amount)
+    from gl_entries
+    where is_revenue_account
+    group by 1, 2
+
+),
+
+cash as (
+
+    select payment_date, currency_code, 'cash_collected_usd', sum(payment_amount)
+    from payments
+    group by 1, 2
+
+),
+
+receivable_moves as (
+
+    select invoice_date as date_day, currency_code, invoice_amount as amount from invoices
+    union all
+    select payment_date, currency_code, -payment_amount from payments
+    union all
+    select credit_memo_date, currency_code, -credit_amount from credit_memos
+
+),
+
+receivable_daily as (
+
+    select date_day, currency_code, sum(amount) as amount
+    from receivable_moves
+    group by 1, 2
+
+),
+
+open_ar as (
+
+    select
+        rates.date_day,
+        rates.currency_code,
+        'open_ar_usd',
+        sum(coalesce(receivable_daily.amount, 0)) over (
+            partition by rates.currency_code order by rates.date_day rows unbounded preceding
+        )
+
+    from rates
+    left join receivable_daily
+        on receivable_daily.date_day = rates.date_day and receivable_daily.currency_code = rates.currency_code
+
+),
+
+pipeline as (
+
+    select dates.date_day, opportunities.currency_code, 'pipeline_usd', sum(opportunities.amount)
+    from opportunities
+    inner join dates
+        on dates.date_day >= opportunities.created_date
+        and (opportunities.closed_date is null or dates.date_day < opportunities.closed_date)
+    group by 1, 2
+
+),
+
+per_currency as (
+
+    select * from mrr
+    union all select * from bookings
+    union all select * from billings
+    union all select * from revenue
+    union all select * from cash
+    union all select * from open_ar
+    union all select * from pipeline
+
+),
+
+converted as (
+
+    select
+        per_currency.date_day,
+        per_currency.kpi_name,
+        sum({{ to_usd('per_currency.amount', 'rates.usd_per_unit') }}) as value
+
+    from per_currency
+    inner join rates
+        on rates.date_day = per_currency.date_day and rates.currency_code = per_currency.currency_code
+    group by 1, 2
+
+),
+
+final as (
+
+    select * from converted
+    union all
+    select date_day, 'arr_usd', 12 * value from converted where kpi_name = 'mrr_usd'
+
+)
+
+select * from final

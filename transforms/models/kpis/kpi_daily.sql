@@ -1,0 +1,89 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ delete_affected_days(this) }}"
+) }}
+
+-- depends_on: {{ ref('fct_gl_entries') }}
+-- depends_on: {{ ref('fct_payments') }}
+-- depends_on: {{ ref('fct_credit_memos') }}
+-- depends_on: {{ ref('fct_invoices') }}
+
+-- Every KPI of the registry on every business date, from marts only. Incremental runs recompute from the
+-- first day their data can change (late journal lines, re-exported payments) through the last day.
+
+with
+
+dates as (
+
+    select date_day from {{ ref('dim_dates') }}
+    where date_day >= {{ recompute_from() }}
+
+),
+
+definitions as (
+
+    select * from {{ ref('registry_kpis') }}
+
+),
+
+customers as (
+
+    select * from {{ ref('int_kpis_customers_counted') }}
+
+),
+
+money as (
+
+    select * from {{ ref('int_kpis_money_summed') }}
+
+),
+
+funnel as (
+
+    select * from {{ ref('int_kpis_funnel_counted') }}
+
+),
+
+customer_values as (
+
+    unpivot customers
+    on active_customers, new_customers, churned_customers, delinquent_customers
+    into name kpi_name value value
+
+),
+
+all_values as (
+
+    select date_day, kpi_name, cast(value as decimal(38, 2)) as value from customer_values
+    union all
+    select date_day, kpi_name, cast(value as decimal(38, 2)) from money
+    union all
+    select date_day, kpi_name, cast(value as decimal(38, 2)) from funnel
+
+),
+
+grid as (
+
+    select dates.date_day, definitions.kpi_name, definitions.unit, definitions.kpi_order
+    from dates
+    cross join definitions
+
+),
+
+final as (
+
+    select
+        grid.date_day,
+        grid.kpi_name,
+        coalesce(all_values.value, 0) as value,
+        grid.unit,
+        '{{ var("registry_version") }}' as definition_version
+
+    from grid
+    left join all_values on all_values.date_day = grid.date_day and all_values.kpi_name = grid.kpi_name
+
+)
+
+select * from final

@@ -1,0 +1,59 @@
+-- Month-end values of stock KPIs and monthly totals of flow KPIs (registry: kpis[].kind).
+
+with
+
+daily as (
+
+    select * from {{ ref('kpi_daily') }}
+
+),
+
+definitions as (
+
+    select * from {{ ref('registry_kpis') }}
+
+),
+
+dates as (
+
+    select * from {{ ref('dim_dates') }}
+
+),
+
+by_month as (
+
+    select
+        dates.month_start_date,
+        dates.month_end_date,
+        daily.kpi_name,
+        definitions.kind,
+        daily.unit,
+        max(daily.date_day) as as_of_date,
+        sum(daily.value) as total_value,
+        arg_max(daily.value, daily.date_day) as last_value
+
+    from daily
+    inner join dates on dates.date_day = daily.date_day
+    inner join definitions on definitions.kpi_name = daily.kpi_name
+    group by 1, 2, 3, 4, 5
+
+),
+
+final as (
+
+    select
+        month_start_date,
+        month_end_date,
+        kpi_name,
+        case when kind = 'stock' then last_value else total_value end as value,
+        unit,
+        kind,
+        as_of_date,
+        as_of_date = month_end_date as is_complete_month,
+        '{{ var("registry_version") }}' as definition_version
+
+    from by_month
+
+)
+
+select * from final

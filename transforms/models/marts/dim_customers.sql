@@ -1,0 +1,110 @@
+-- Customers: one row per ultimate parent organisation (the customer schema rule), including bill-to
+-- entities that match no CRM account (their own customer, flagged).
+
+with
+
+accounts as (
+
+    select * from {{ ref('stg_crm__accounts') }}
+
+),
+
+hierarchy as (
+
+    select * from {{ ref('int_accounts_hierarchy_resolved') }}
+
+),
+
+bill_to as (
+
+    select * from {{ ref('int_bill_to_customers_resolved') }}
+
+),
+
+spells as (
+
+    select * from {{ ref('int_contracts_status_spells') }}
+
+),
+
+contracts as (
+
+    select * from {{ ref('stg_erp__contracts') }}
+    where not is_deleted
+
+),
+
+crm_customers as (
+
+    select
+        accounts.account_id as customer_id,
+        accounts.account_name as customer_name,
+        accounts.country_code,
+        'crm' as customer_source
+
+    from accounts
+    inner join hierarchy on hierarchy.account_id = accounts.account_id and hierarchy.depth = 0
+    where hierarchy.ultimate_parent_id = accounts.account_id
+
+),
+
+erp_only_customers as (
+
+    select bill_to_id as customer_id, bill_to_name as customer_name, country_code, 'erp_only' as customer_source
+    from bill_to
+    where not is_matched
+
+),
+
+customers as (
+
+    select * from crm_customers
+    union all
+    select * from erp_only_customers
+
+),
+
+bill_to_counts as (
+
+    select customer_id, count(*) as bill_to_count from bill_to group by 1
+
+),
+
+contract_counts as (
+
+    select bill_to.customer_id, count(*) as contract_count, min(contracts.signed_date) as first_signed_date
+    from contracts
+    inner join bill_to on bill_to.bill_to_id = contracts.bill_to_id
+    group by 1
+
+),
+
+first_live as (
+
+    select customer_id, min(valid_from_date) as first_live_date
+    from spells
+    where is_live
+    group by 1
+
+),
+
+final as (
+
+    select
+        customers.customer_id,
+        customers.customer_name,
+        customers.country_code,
+        customers.customer_source,
+        coalesce(bill_to_counts.bill_to_count, 0) as bill_to_count,
+        coalesce(contract_counts.contract_count, 0) as contract_count,
+        contract_counts.first_signed_date,
+        first_live.first_live_date
+
+    from customers
+    left join bill_to_counts on bill_to_counts.customer_id = customers.customer_id
+    left join contract_counts on contract_counts.customer_id = customers.customer_id
+    left join first_live on first_live.customer_id = customers.customer_id
+
+)
+
+select * from final

@@ -1,0 +1,55 @@
+-- The event log of the customer data state: one row per transition of a customer's state, with the
+-- contract events of that day as its cause.
+
+with
+
+states as (
+
+    select * from {{ ref('fct_customer_states_daily') }}
+
+),
+
+contract_events as (
+
+    select * from {{ ref('fct_contract_state_events') }}
+
+),
+
+transitions as (
+
+    select customer_id, date_day as changed_date, previous_state as from_state, state as to_state
+    from states
+    where state <> previous_state
+
+),
+
+causes as (
+
+    select
+        customer_id,
+        changed_date,
+        string_agg(contract_id || ' ' || coalesce(from_status, 'new') || '->' || to_status, '; '
+                   order by changed_at) as cause
+
+    from contract_events
+    group by 1, 2
+
+),
+
+final as (
+
+    select
+        transitions.customer_id || '@' || cast(transitions.changed_date as varchar) as customer_state_event_id,
+        transitions.customer_id,
+        transitions.from_state,
+        transitions.to_state,
+        transitions.changed_date,
+        coalesce(causes.cause, 'no contract change that day') as cause
+
+    from transitions
+    left join causes
+        on causes.customer_id = transitions.customer_id and causes.changed_date = transitions.changed_date
+
+)
+
+select * from final

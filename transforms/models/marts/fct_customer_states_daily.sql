@@ -1,0 +1,157 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ delete_affected_days(this) }}"
+) }}
+
+-- depends_on: {{ ref('fct_gl_entries') }}
+-- depends_on: {{ ref('fct_payments') }}
+-- depends_on: {{ ref('fct_credit_memos') }}
+-- depends_on: {{ ref('fct_invoices') }}
+
+-- One row per customer per day with its state at the day's end (registry: customer_states) and flags.
+-- Incremental runs recompute from the first day their data can change, through the last day.
+
+with
+
+dates as (
+
+    select date_day from {{ ref('dim_dates') }}
+
+),
+
+customers as (
+
+    select customer_id from {{ ref('dim_customers') }}
+
+),
+
+spells as (
+
+    select * from {{ ref('int_contracts_status_spells') }}
+
+),
+
+invoices as (
+
+    select
+        bill_to.customer_id,
+        settled.due_date,
+        settled.settled_date
+
+    from {{ ref('int_invoices_settled') }} as settled
+    inner join {{ ref('int_bill_to_customers_resolved') }} as bill_to on bill_to.bill_to_id = settled.bill_to_id
+
+),
+
+bounds as (
+
+    -- the day before the first recomputed day gives each customer its previous state
+    select
+        greatest(min(date_day), cast({{ recompute_from() }} - interval 1 day as date)) as from_date,
+        max(date_day) as to_date
+
+    from dates
+
+),
+
+days as (
+
+    select dates.date_day
+    from dates, bounds
+    where dates.date_day between bounds.from_date and bounds.to_date
+
+),
+
+contract_counts as (
+
+    select
+        spells.customer_id,
+        days.date_day,
+        count(*) filter (where spells.is_live) as live_contract_count,
+        count(*) filter (where spells.status = 'paused') as paused_contract_count
+
+    from spells
+    inner join days
+        on days.date_day >= spells.valid_from_date
+        and (spells.valid_to_date is null or days.date_day < spells.valid_to_date)
+    group by 1, 2
+
+),
+
+milestones as (
+
+    select
+        customer_id,
+        min(valid_from_date) filter (where status = 'signed') as first_signed_date,
+        min(valid_from_date) filter (where is_live) as first_live_date
+
+    from spells
+    group by 1
+
+),
+
+delinquent as (
+
+    select distinct invoices.customer_id, days.date_day
+    from invoices
+    inner join days
+        on days.date_day > invoices.due_date + {{ var('delinquency_days') }}
+        and (invoices.settled_date is null or days.date_day < invoices.settled_date)
+
+),
+
+states as (
+
+    select
+        customers.customer_id,
+        days.date_day,
+        case
+            when coalesce(contract_counts.live_contract_count, 0) > 0 then 'active'
+            when coalesce(contract_counts.paused_contract_count, 0) > 0 then 'paused'
+            when milestones.first_live_date <= days.date_day then 'churned'
+            when milestones.first_signed_date <= days.date_day then 'onboarding'
+            else 'prospect'
+        end as state,
+        delinquent.customer_id is not null as is_delinquent,
+        coalesce(contract_counts.live_contract_count, 0) as live_contract_count,
+        coalesce(contract_counts.paused_contract_count, 0) as paused_contract_count
+
+    from customers
+    cross join days
+    left join contract_counts
+        on contract_counts.customer_id = customers.customer_id and contract_counts.date_day = days.date_day
+    left join milestones on milestones.customer_id = customers.customer_id
+    left join delinquent on delinquent.customer_id = customers.customer_id and delinquent.date_day = days.date_day
+
+),
+
+with_previous as (
+
+    select
+        *,
+        coalesce(lag(state) over (partition by customer_id order by date_day), 'prospect') as previous_state
+
+    from states
+
+),
+
+final as (
+
+    select
+        with_previous.customer_id,
+        with_previous.date_day,
+        with_previous.state,
+        with_previous.previous_state,
+        with_previous.is_delinquent,
+        with_previous.live_contract_count,
+        with_previous.paused_contract_count
+
+    from with_previous
+    -- the day before the recomputed ones only served lag()
+    where with_previous.date_day >= {{ recompute_from() }}
+
+)
+
+select * from final

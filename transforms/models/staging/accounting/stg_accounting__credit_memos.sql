@@ -1,0 +1,35 @@
+with
+
+source as (
+
+    select * from {{ source('accounting', 'credit_memos') }}
+
+),
+
+renamed as (
+
+    select
+        memo_no as credit_memo_id,
+        invoice_no as invoice_id,
+        customer_id as bill_to_id,
+        memo_date as credit_memo_date,
+        currency as currency_code,
+        amount as credit_amount,
+        reason as credit_reason,
+        _partition as loaded_partition,
+        _extracted_at,
+        _record_hash
+
+    from source
+
+),
+
+final as (
+
+    select * exclude (_extracted_at, _record_hash)
+    from renamed
+    qualify row_number() over (partition by credit_memo_id order by _extracted_at desc, _record_hash) = 1
+
+)
+
+select * from final

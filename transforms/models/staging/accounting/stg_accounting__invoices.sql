@@ -1,0 +1,37 @@
+with
+
+source as (
+
+    select * from {{ source('accounting', 'invoices') }}
+
+),
+
+renamed as (
+
+    select
+        invoice_no as invoice_id,
+        customer_id as bill_to_id,
+        nullif(trim(contract_ref), '') as contract_id,
+        invoice_date,
+        due_date,
+        currency as currency_code,
+        amount as invoice_amount,
+        invoice_type,
+        _partition as loaded_partition,
+        _extracted_at,
+        _record_hash
+
+    from source
+
+),
+
+final as (
+
+    -- the same line twice in an export is one invoice
+    select * exclude (_extracted_at, _record_hash)
+    from renamed
+    qualify row_number() over (partition by invoice_id order by _extracted_at desc, _record_hash) = 1
+
+)
+
+select * from final

@@ -1,0 +1,35 @@
+with
+
+source as (
+
+    select * from {{ source('accounting', 'payments') }}
+
+),
+
+renamed as (
+
+    select
+        payment_no as payment_id,
+        invoice_no as invoice_id,
+        customer_id as bill_to_id,
+        payment_date,
+        currency as currency_code,
+        amount as payment_amount,
+        method as payment_method,
+        _partition as loaded_partition,
+        _extracted_at,
+        _record_hash
+
+    from source
+
+),
+
+final as (
+
+    select * exclude (_extracted_at, _record_hash)
+    from renamed
+    qualify row_number() over (partition by payment_id order by _extracted_at desc, _record_hash) = 1
+
+)
+
+select * from final

@@ -1,0 +1,32 @@
+with
+
+source as (
+
+    select * from {{ source('crm', 'lead_history') }}
+
+),
+
+renamed as (
+
+    select
+        Id as lead_change_id,
+        LeadId as lead_id,
+        lower(Field) as changed_field,
+        OldValue as old_value,
+        NewValue as new_value,
+        CreatedDate as changed_at,
+        _extracted_at
+
+    from source
+
+),
+
+final as (
+
+    select * exclude (_extracted_at)
+    from renamed
+    qualify row_number() over (partition by lead_change_id order by _extracted_at desc) = 1
+
+)
+
+select * from final

@@ -1,0 +1,40 @@
+with
+
+source as (
+
+    select * from {{ source('crm', 'leads') }}
+
+),
+
+renamed as (
+
+    select
+        Id as lead_id,
+        {{ normalize_text('FirstName') }} as first_name,
+        {{ normalize_text('LastName') }} as last_name,
+        {{ normalize_email('Email') }} as email,
+        split_part({{ normalize_email('Email') }}, '@', 2) as email_domain,
+        {{ normalize_text('Company') }} as company_name,
+        Score as current_score,
+        Status as crm_status,
+        LeadSource as lead_source,
+        CreatedDate as created_at,
+        SystemModstamp as updated_at,
+        _extracted_at
+
+    from source
+
+),
+
+final as (
+
+    select
+        * exclude (_extracted_at),
+        email_domain not in ({{ sql_list(var('free_mail_domains')) }}) as is_business_email
+
+    from renamed
+    qualify row_number() over (partition by lead_id order by updated_at desc, _extracted_at desc) = 1
+
+)
+
+select * from final

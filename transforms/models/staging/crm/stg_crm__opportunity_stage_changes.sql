@@ -1,0 +1,32 @@
+with
+
+source as (
+
+    select * from {{ source('crm', 'opportunity_history') }}
+
+),
+
+renamed as (
+
+    select
+        Id as opportunity_stage_change_id,
+        OpportunityId as opportunity_id,
+        OldValue as from_stage,
+        NewValue as to_stage,
+        CreatedDate as changed_at,
+        _extracted_at
+
+    from source
+    where Field = 'StageName'
+
+),
+
+final as (
+
+    select * exclude (_extracted_at)
+    from renamed
+    qualify row_number() over (partition by opportunity_stage_change_id order by _extracted_at desc) = 1
+
+)
+
+select * from final

@@ -1,0 +1,32 @@
+with
+
+source as (
+
+    select * from {{ source('erp', 'contract_status_history') }}
+
+),
+
+renamed as (
+
+    select
+        history_id as contract_status_change_id,
+        contract_no as contract_id,
+        from_status,
+        to_status,
+        changed_at,
+        reason as change_reason,
+        _extracted_at
+
+    from source
+
+),
+
+final as (
+
+    select * exclude (_extracted_at)
+    from renamed
+    qualify row_number() over (partition by contract_status_change_id order by _extracted_at desc) = 1
+
+)
+
+select * from final
