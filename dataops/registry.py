@@ -8,9 +8,10 @@ key that is wrong, not surface later as a silently different KPI.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,19 @@ class Kpi:
 
 
 @dataclass(frozen=True)
+class PlausibilityBound:
+    max_change_pct: float
+    min_base: float
+
+
+@dataclass(frozen=True)
+class ExpectedChange:
+    kpi: str
+    date: dt.date
+    reason: str
+
+
+@dataclass(frozen=True)
 class Registry:
     version: str
     raw: dict[str, Any]
@@ -49,6 +63,9 @@ class Registry:
     month_close_business_day: int
     live_contract_states: tuple[str, ...]
     path: Path
+    plausibility: dict[str, PlausibilityBound] = field(default_factory=dict)
+    expected_changes: tuple[ExpectedChange, ...] = ()
+    overpayment_tolerance: float = 0.01
 
     @property
     def kpi_names(self) -> list[str]:
@@ -108,6 +125,15 @@ def load_registry(path: str | Path | None = None) -> Registry:
         month_close_business_day=_get(data, "close_calendar.month_close_business_day", int, reg_path),
         live_contract_states=tuple(_get(data, "live_contract_states", list, reg_path)),
         path=reg_path,
+        plausibility={
+            kpi: PlausibilityBound(float(b["max_change_pct"]), float(b["min_base"]))
+            for kpi, b in _get(data, "kpi_plausibility.bounds", dict, reg_path).items()
+        },
+        expected_changes=tuple(
+            ExpectedChange(str(c["kpi"]), dt.date.fromisoformat(str(c["date"])), str(c.get("reason", "")))
+            for c in (_get(data, "kpi_plausibility.expected_changes", list, reg_path) or [])
+        ),
+        overpayment_tolerance=float(_get(data, "data_quality.overpayment_tolerance", float, reg_path)),
     )
 
 

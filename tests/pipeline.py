@@ -39,8 +39,9 @@ def run_job(
     data_dir: Path,
     start: dt.date,
     end: dt.date,
-    selection: str = "*",
+    selection: str | dg.AssetSelection = "*",
     instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = False,
     **env: str,
 ) -> dg.ExecuteInProcessResult:
     """Materialise the selected assets for [start, end] in one in-process run, as a backfill would."""
@@ -49,15 +50,15 @@ def run_job(
     with environment(DATAOPS_DATA_DIR=str(data_dir), **env):
         definitions = defs()
         job = dg.define_asset_job("test_job", selection=selection)
-        resolved = dg.Definitions.merge(definitions, dg.Definitions(jobs=[job])).get_job_def("test_job")
+        resolved = dg.Definitions.merge(definitions, dg.Definitions(jobs=[job])).resolve_job_def("test_job")
         tags = {
             "dagster/asset_partition_range_start": start.isoformat(),
             "dagster/asset_partition_range_end": end.isoformat(),
         }
         if instance is not None:
-            return resolved.execute_in_process(instance=instance, tags=tags)
+            return resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error)
         with dg.DagsterInstance.ephemeral() as ephemeral:
-            return resolved.execute_in_process(instance=ephemeral, tags=tags)
+            return resolved.execute_in_process(instance=ephemeral, tags=tags, raise_on_error=raise_on_error)
 
 
 def extractors(settings: Settings, crm: RunningServer) -> dict[str, Extractor]:

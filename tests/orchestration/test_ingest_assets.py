@@ -54,7 +54,7 @@ def test_a_sixty_day_backfill_is_one_run_with_one_step_per_asset(definitions: dg
         dg.Definitions(
             jobs=[dg.define_asset_job("ingest_job", selection=dg.AssetSelection.groups("erp", "crm", "accounting"))]
         ),
-    ).get_job_def("ingest_job")
+    ).resolve_job_def("ingest_job")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
             instance=instance,

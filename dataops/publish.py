@@ -1,0 +1,198 @@
+"""Write, audit, publish: the analyst warehouse is rebuilt aside from the audited build warehouse and
+swapped in atomically; KPI history and restatements are kept in the build warehouse and published with it.
+
+Publishing runs only after every blocking check of the run passed (it is downstream of every checked
+asset). It writes the build warehouse (history) and a new analyst file; analysts holding the old file
+keep their snapshot, new connections see the new one. Nothing is ever written into a file analysts read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from dataops.settings import Settings
+from dataops.warehouse import Limits, connect, query_frame, transaction
+
+PUBLISHED_SCHEMAS = ("marts", "kpis")
+PUBLISH_DDL = """
+create schema if not exists publish;
+create table if not exists publish.kpi_history (
+    publish_id varchar not null, kpi_name varchar not null, period date not null, grain varchar not null,
+    value decimal(38, 2) not null, unit varchar not null, is_final boolean not null,
+    published_at timestamp with time zone not null);
+create table if not exists publish.kpi_restatements (
+    publish_id varchar not null, kpi_name varchar not null, period date not null, grain varchar not null,
+    old_value decimal(38, 2) not null, new_value decimal(38, 2) not null, was_final boolean not null,
+    restated_at timestamp with time zone not null, cause varchar not null);
+create table if not exists publish.publish_log (
+    publish_id varchar not null, published_at timestamp with time zone not null, as_of_date date,
+    window_start date, window_end date, run_id varchar, kpi_values_changed integer, restatements integer);
+"""
+
+
+@dataclass
+class PublishReport:
+    publish_id: str
+    published_at: dt.datetime
+    as_of: dt.date | None
+    path: Path
+    tables: dict[str, int] = field(default_factory=dict)
+    changed_values: int = 0
+    restatements: int = 0
+    bytes: int = 0
+
+
+def _published_tables(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE' "
+        f"and table_schema in ({', '.join('?' * len(PUBLISHED_SCHEMAS))}) order by 1, 2",
+        list(PUBLISHED_SCHEMAS),
+    ).fetchall()
+    return [(str(s), str(t)) for s, t in rows]
+
+
+CANDIDATES = """
+    select kpi.kpi_name, kpi.date_day as period, 'day' as grain, kpi.value, kpi.unit,
+           coalesce(dates.month_close_date <= $as_of, false) as is_final
+    from kpis.kpi_daily as kpi
+    inner join marts.dim_dates as dates on dates.date_day = kpi.date_day
+"""
+LATEST = """
+    select * from publish.kpi_history
+    qualify row_number() over (partition by kpi_name, period, grain order by published_at desc) = 1
+"""
+# Late records loaded by the run that explain a restated value: what changed a past day.
+CAUSES = """
+    select 'revenue_usd' as kpi_name, posting_date as period,
+           'journal line ' || journal_line_id || ' (posted ' || posting_date
+           || ', delivered ' || loaded_partition || ')' as record
+    from marts.fct_gl_entries
+    where loaded_partition between $start and $end and posting_date < loaded_partition and is_revenue_account
+    union all
+    select 'cash_collected_usd', payment_date,
+           'payment ' || payment_id || ' (paid ' || payment_date || ', delivered ' || loaded_partition || ')'
+    from marts.fct_payments where loaded_partition between $start and $end
+    union all
+    select 'open_ar_usd', dates.date_day,
+           'payment ' || payment_id || ' (paid ' || payment_date || ', delivered ' || loaded_partition || ')'
+    from marts.fct_payments
+    inner join marts.dim_dates as dates on dates.date_day >= payment_date and dates.date_day <= $end
+    where loaded_partition between $start and $end
+"""
+
+
+def publish(
+    settings: Settings,
+    window: tuple[dt.date, dt.date],
+    run_id: str | None = None,
+    limits: Limits | None = None,
+    now: dt.datetime | None = None,
+) -> PublishReport:
+    """Record KPI history and restatements, then write the analyst warehouse aside and swap it in."""
+    publish_id = uuid.uuid4().hex[:16]
+    published_at = now or dt.datetime.now(dt.UTC)
+    start, end = window
+    target = settings.analytics_db
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = target.with_name(f".{target.stem}-{publish_id}.duckdb")
+    with connect(settings.build_db, limits=limits) as conn:
+        conn.execute(PUBLISH_DDL)
+        as_of_row = conn.execute("select max(date_day) from marts.dim_dates").fetchone()
+        as_of = as_of_row[0] if as_of_row else None
+        with transaction(conn):
+            conn.execute(f"create temp table candidates as {CANDIDATES}", {"as_of": as_of})
+            conn.execute(f"create temp table latest as {LATEST}")
+            conn.execute("""
+                create temp table changed as
+                select candidates.*, latest.value as old_value, latest.is_final as was_final
+                from candidates
+                left join latest using (kpi_name, period, grain)
+                where latest.value is null or latest.value <> candidates.value
+                   or latest.is_final <> candidates.is_final
+            """)
+            conn.execute(f"create temp table causes as {CAUSES}", {"start": start, "end": end})
+            conn.execute(
+                """
+                insert into publish.kpi_history
+                select $publish_id, kpi_name, period, grain, value, unit, is_final, $at from changed
+            """,
+                {"publish_id": publish_id, "at": published_at},
+            )
+            conn.execute(
+                """
+                insert into publish.kpi_restatements
+                select $publish_id, changed.kpi_name, changed.period, changed.grain, changed.old_value,
+                       changed.value, changed.was_final, $at,
+                       coalesce(
+                           (select string_agg(distinct record, '; ' order by record) from causes
+                            where causes.kpi_name = changed.kpi_name and causes.period = changed.period),
+                           'recomputed with the data delivered ' || $start || '..' || $end)
+                from changed
+                where changed.old_value is not null and changed.old_value <> changed.value
+            """,
+                {"publish_id": publish_id, "at": published_at, "start": start, "end": end},
+            )
+            changed = conn.execute("select count(*) from changed").fetchone()[0]  # type: ignore[index]
+            restated = conn.execute(
+                "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id]
+            ).fetchone()[0]  # type: ignore[index]
+            conn.execute(
+                "insert into publish.publish_log values (?, ?, ?, ?, ?, ?, ?, ?)",
+                [publish_id, published_at, as_of, start, end, run_id, changed, restated],
+            )
+            for name in ("candidates", "latest", "changed", "causes"):
+                conn.execute(f"drop table {name}")
+        report = PublishReport(publish_id, published_at, as_of, target, changed_values=changed, restatements=restated)
+        _write_aside(conn, aside, as_of, report)
+    os.chmod(aside, 0o444)  # analysts read it; nobody writes into a published file
+    os.replace(aside, target)
+    report.bytes = target.stat().st_size
+    return report
+
+
+def _write_aside(conn: duckdb.DuckDBPyConnection, aside: Path, as_of: dt.date | None, report: PublishReport) -> None:
+    """Copy the audited tables into a new database file next to the published one."""
+    if aside.exists():
+        aside.unlink()
+    conn.execute(f"attach '{aside}' as analytics")
+    try:
+        for schema in (*PUBLISHED_SCHEMAS, "publish"):
+            conn.execute(f"create schema analytics.{schema}")
+        for schema, table in _published_tables(conn):
+            select = f"select * from {schema}.{table}"
+            if (schema, table) == ("kpis", "kpi_daily"):  # flash or final, as of this publish
+                select = (
+                    "select kpi.*, coalesce(dates.month_close_date <= $as_of, false) as is_final "
+                    "from kpis.kpi_daily as kpi inner join marts.dim_dates as dates using (date_day)"
+                )
+            elif (schema, table) == ("kpis", "kpi_monthly"):
+                select = (
+                    "select kpi.*, coalesce((select min(month_close_date) from marts.dim_dates as d "
+                    "where d.month_start_date = kpi.month_start_date) <= $as_of, false) as is_final "
+                    "from kpis.kpi_monthly as kpi"
+                )
+            params = {"as_of": as_of} if "$as_of" in select else None
+            conn.execute(f"create table analytics.{schema}.{table} as {select}", params)
+            report.tables[f"{schema}.{table}"] = conn.execute(
+                f"select count(*) from analytics.{schema}.{table}"
+            ).fetchone()[0]  # type: ignore[index]
+        for table in ("kpi_history", "kpi_restatements", "publish_log"):
+            conn.execute(f"create table analytics.publish.{table} as select * from publish.{table}")
+        conn.execute("checkpoint analytics")
+    finally:
+        conn.execute("detach analytics")
+
+
+def latest_publish(settings: Settings) -> dict[str, object] | None:
+    """The last publish as the analyst warehouse records it (None before the first)."""
+    if not settings.analytics_db.exists():
+        return None
+    with connect(settings.analytics_db, read_only=True) as conn:
+        frame = query_frame(conn, "select * from publish.publish_log order by published_at desc limit 1")
+    return frame.row(0, named=True) if frame.height else None

@@ -1,0 +1,172 @@
+"""Write, audit, publish: only checked data reaches analysts, atomically, with flash/final values,
+history and restatements."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from source_systems.simulator.run import simulate
+from tests.pipeline import run_job
+from tests.publish.conftest import START, Published, copy_of
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
+NOT_INGESTION = dg.AssetSelection.all() - dg.AssetSelection.groups("erp", "crm", "accounting")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def analyst(published: Published, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(published.settings.analytics_db), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_published_kpis_carry_flash_and_final(published: Published) -> None:
+    rows = analyst(
+        published,
+        """
+        select kpi.date_day, kpi.is_final, dates.month_close_date
+        from kpis.kpi_daily as kpi join marts.dim_dates as dates using (date_day)
+    """,
+    )
+    as_of = published.late_day - dt.timedelta(days=1)
+    assert {is_final for _, is_final, _ in rows} == {True, False}  # January closed, February has not
+    for day, is_final, close in rows:
+        assert is_final == (close <= as_of), day
+    history = analyst(published, "select count(*), count(distinct publish_id) from publish.kpi_history")[0]
+    assert history[0] == len(rows) and history[1] == 1
+
+
+def test_a_corrupted_mart_blocks_publishing(published: Published, tmp_path: Path) -> None:
+    case = copy_of(published, tmp_path)
+    before = digest(case.settings.analytics_db)
+    day = case.late_day - dt.timedelta(days=1)
+    with duckdb.connect(str(case.settings.build_db)) as conn:  # a bad export: an invoice paid one and a half times
+        invoice, amount = conn.execute("""
+            select invoice_no, amount from raw.accounting__invoices
+            where invoice_no in (select invoice_no from raw.accounting__payments) order by amount limit 1
+        """).fetchone()
+        conn.execute(
+            """
+            insert into raw.accounting__payments by name
+            select 'PAY-CORRUPT' as payment_no, invoice_no, customer_id, ? as payment_date, currency,
+                   amount / 2 as amount, 'wire' as method, _system, _extracted_at, _run_id, ? as _partition,
+                   'corrupt' as _record_hash, 'test' as _source, null as _extra
+            from raw.accounting__invoices where invoice_no = ?
+        """,
+            [day, day, invoice],
+        )
+    result = run_job(case.root, day, day, selection=NOT_INGESTION)
+    assert not result.success
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [e.asset_check_key.name for e in failed] == ["payments_within_invoiced"]
+    cases = failed[0].metadata["failure_cases_json"].value
+    assert any(row["invoice_id"] == invoice for row in cases)  # the check names the offending row
+    published_steps = [e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
+    assert published_steps == []
+    assert digest(case.settings.analytics_db) == before  # byte for byte what analysts had
+    assert amount > 0
+
+
+READER = textwrap.dedent("""
+    import duckdb, json, sys, time
+    conn = duckdb.connect(sys.argv[1], read_only=True)
+    query = "select (select max(publish_id) from publish.publish_log), (select sum(value) from kpis.kpi_daily)"
+    first = conn.execute(query).fetchone()
+    print(json.dumps(["ready", str(first)]), flush=True)
+    reads, changed = 0, 0
+    while sys.stdin.readline().strip() == "read":
+        reads += 1
+        changed += conn.execute(query).fetchone() != first
+        print(json.dumps(["read", reads]), flush=True)
+    print(json.dumps(["done", reads, changed, str(first)]), flush=True)
+""")
+
+
+def test_a_reader_keeps_its_snapshot_through_a_run(published: Published, tmp_path: Path) -> None:
+    case = copy_of(published, tmp_path)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(case.settings.analytics_db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None and reader.stdin is not None
+    assert json.loads(reader.stdout.readline())[0] == "ready"
+    simulate(case.settings.sources_dir, case.late_day)
+    result = run_job(case.root, case.late_day, case.late_day)
+    assert result.success  # the reader held the file open all along
+    for _ in range(3):
+        reader.stdin.write("read\n")
+        reader.stdin.flush()
+        reader.stdout.readline()
+        time.sleep(0.05)
+    reader.stdin.write("stop\n")
+    reader.stdin.flush()
+    done = json.loads(reader.stdout.readline())
+    reader.wait(timeout=10)
+    assert done[0] == "done" and done[1] == 3 and done[2] == 0  # a consistent snapshot, every read
+    logs = analyst(case, "select count(*) from publish.publish_log")[0][0]
+    assert logs == 2  # a new connection sees the new publish
+
+
+def test_a_late_journal_line_is_one_restatement_and_history_keeps_what_was_shown(
+    published: Published, tmp_path: Path
+) -> None:
+    case = copy_of(published, tmp_path)
+    shown_before = dict(analyst(case, "select date_day, value from kpis.kpi_daily where kpi_name = 'revenue_usd'"))
+    first_publish = analyst(case, "select published_at from publish.publish_log")[0][0]
+    simulate(case.settings.sources_dir, case.late_day)
+    assert run_job(case.root, case.late_day, case.late_day).success
+    restatements = analyst(
+        case, "select kpi_name, period, old_value, new_value, was_final, cause from publish.kpi_restatements"
+    )
+    assert len(restatements) == 1
+    kpi, period, old, new, was_final, cause = restatements[0]
+    assert (kpi, period, was_final) == ("revenue_usd", dt.date(2025, 1, 31), True)
+    truth = (
+        pl.read_parquet(case.settings.truth_dir / "kpi_daily_history.parquet")
+        .filter((pl.col("kpi") == "revenue_usd") & (pl.col("date") == period))
+        .sort("known_at")
+    )
+    versions = dict(truth.select("known_at", "value").iter_rows())
+    assert old == shown_before[period] == versions[period]  # what the business knew at the day's end
+    assert new == versions[case.late_day] and new != old  # and what it knows since the line arrived
+    assert "journal line" in cause
+    # kpi_history still answers what the dashboard said before the restatement
+    as_shown = analyst(
+        case,
+        f"""
+        select value from publish.kpi_history
+        where kpi_name = 'revenue_usd' and period = '{period}' and published_at <= '{first_publish}'
+        order by published_at desc limit 1
+    """,
+    )
+    assert as_shown == [(old,)]
+    assert isinstance(new, Decimal)
+
+
+def test_rerunning_an_unchanged_day_publishes_no_change(published: Published, tmp_path: Path) -> None:
+    case = copy_of(published, tmp_path)
+    day = case.late_day - dt.timedelta(days=1)
+    result = run_job(case.root, day, day)
+    assert result.success
+    publish = [e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
+    assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
+    assert publish[-1].materialization.metadata["restatements"].value == 0
+    assert analyst(case, "select count(*) from publish.kpi_restatements") == [(0,)]
+    assert day > START
