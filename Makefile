@@ -6,7 +6,8 @@ UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: bootstrap run test lint typecheck unit bench clean-data
+.PHONY: bootstrap run test lint typecheck unit browser bench clean-data
+SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +33,13 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-unit:
+unit: browser
 	$(BIN)/pytest
+
+# The page tests drive Debian's Chromium (Playwright cannot download its own browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the page tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 clean-data:
 	find data -mindepth 1 -not -name README.md -not -name .gitignore -delete

@@ -17,9 +17,9 @@ from pathlib import Path
 import duckdb
 
 from dataops.settings import Settings
-from dataops.warehouse import Limits, connect, query_frame, transaction
+from dataops.warehouse import Limits, connect, query_frame, scalar, transaction
 
-PUBLISHED_SCHEMAS = ("marts", "kpis")
+PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
 PUBLISH_DDL = """
 create schema if not exists publish;
 create table if not exists publish.kpi_history (
@@ -103,8 +103,7 @@ def publish(
     aside = target.with_name(f".{target.stem}-{publish_id}.duckdb")
     with connect(settings.build_db, limits=limits) as conn:
         conn.execute(PUBLISH_DDL)
-        as_of_row = conn.execute("select max(date_day) from marts.dim_dates").fetchone()
-        as_of = as_of_row[0] if as_of_row else None
+        as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
         with transaction(conn):
             conn.execute(f"create temp table candidates as {CANDIDATES}", {"as_of": as_of})
             conn.execute(f"create temp table latest as {LATEST}")
@@ -138,10 +137,8 @@ def publish(
             """,
                 {"publish_id": publish_id, "at": published_at, "start": start, "end": end},
             )
-            changed = conn.execute("select count(*) from changed").fetchone()[0]  # type: ignore[index]
-            restated = conn.execute(
-                "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id]
-            ).fetchone()[0]  # type: ignore[index]
+            changed = scalar(conn, "select count(*) from changed")
+            restated = scalar(conn, "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id])
             conn.execute(
                 "insert into publish.publish_log values (?, ?, ?, ?, ?, ?, ?, ?)",
                 [publish_id, published_at, as_of, start, end, run_id, changed, restated],
@@ -179,14 +176,32 @@ def _write_aside(conn: duckdb.DuckDBPyConnection, aside: Path, as_of: dt.date | 
                 )
             params = {"as_of": as_of} if "$as_of" in select else None
             conn.execute(f"create table analytics.{schema}.{table} as {select}", params)
-            report.tables[f"{schema}.{table}"] = conn.execute(
-                f"select count(*) from analytics.{schema}.{table}"
-            ).fetchone()[0]  # type: ignore[index]
+            report.tables[f"{schema}.{table}"] = scalar(conn, f"select count(*) from analytics.{schema}.{table}")
         for table in ("kpi_history", "kpi_restatements", "publish_log"):
             conn.execute(f"create table analytics.publish.{table} as select * from publish.{table}")
+        _quarantine_summary(conn)
         conn.execute("checkpoint analytics")
     finally:
         conn.execute("detach analytics")
+
+
+def _quarantine_summary(conn: duckdb.DuckDBPyConnection) -> None:
+    """How many rows each source table holds in quarantine, and why (counts only: never the rows)."""
+    tables = [
+        t
+        for (t,) in conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'quarantine' order by 1"
+        ).fetchall()
+    ]
+    parts = [
+        f"select '{t.replace('__', '.')}' as dataset, count(*) as rows, "
+        f"coalesce(string_agg(distinct split_part(r, ':', 1), ', '), '') as reasons "
+        f"from quarantine.{t} left join (select unnest(_reasons) as r, _record_hash from quarantine.{t}) using "
+        f"(_record_hash)"
+        for t in tables
+    ]
+    query = " union all ".join(parts) if parts else "select '' as dataset, 0 as rows, '' as reasons where false"
+    conn.execute(f"create table analytics.publish.quarantine_summary as {query}")
 
 
 def latest_publish(settings: Settings) -> dict[str, object] | None:

@@ -70,5 +70,18 @@ class Settings:
         return self.warehouse_dir / "analytics.duckdb"
 
     @property
+    def restricted_db(self) -> Path:
+        """Restricted datasets and personal data in clear: readable by the platform's OS user only."""
+        return self.warehouse_dir / "restricted.duckdb"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster_home"

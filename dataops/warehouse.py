@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -51,3 +52,9 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 def query_frame(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> pl.DataFrame:
     """Run a query and return its result as a polars frame."""
     return conn.sql(sql, params=params or None).pl()
+
+
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | dict[str, object] | None = None) -> Any:
+    """The single value a query returns (its result fully consumed, as DuckDB requires before the next one)."""
+    rows = conn.execute(sql, params or []).fetchall()
+    return rows[0][0] if rows else None

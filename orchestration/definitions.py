@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dataops.settings import Settings
-from orchestration.defs import publish, quality, transform
+from orchestration.defs import automation, publish, quality, simulation, transform
 from orchestration.defs.ingest import accounting, crm, erp
 from orchestration.partitions import daily_partitions
 from orchestration.resources import platform_resource, sources_resource
@@ -14,12 +14,24 @@ from orchestration.resources import platform_resource, sources_resource
 @dg.definitions
 def defs() -> dg.Definitions:
     partitions = daily_partitions(Settings.from_env())
-    ingest = [*erp.assets(partitions), *crm.assets(partitions), *accounting.assets(partitions)]
+    mock = simulation.mock_sources_in_use()
+    sources_upstream = [simulation.SIMULATION_KEY] if mock else []
+    ingest = [
+        *erp.assets(partitions, sources_upstream),
+        *crm.assets(partitions, sources_upstream),
+        *accounting.assets(partitions, sources_upstream),
+    ]
     model = transform.assets(partitions)
     published_inputs = [k for k in model[0].keys if k.path[0] in {"marts", "kpis"}]
-    return dg.Definitions(
-        assets=[*ingest, *model, *publish.assets(partitions, published_inputs)],
+    core = dg.Definitions(
+        assets=[
+            *(simulation.assets(partitions) if mock else []),
+            *ingest,
+            *model,
+            *publish.assets(partitions, published_inputs),
+        ],
         asset_checks=quality.checks(),
         resources={"platform": platform_resource(), "sources": sources_resource(), "dbt": transform.dbt_resource()},
         executor=dg.in_process_executor,
     )
+    return dg.Definitions.merge(core, automation.definitions(partitions))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import typer
 
 from dataops.cli.common import console
@@ -12,8 +14,33 @@ def register(app: typer.Typer) -> None:
 
 
 def demo() -> None:
-    """Simulate the default window (continuing any existing simulation) and show what each system holds."""
+    """Simulate the default window (or continue it), run the pipeline over what is new, publish, show KPIs."""
+    from dataops.cli.common import settings
+    from dataops.cli.operate import _execute, kpis
     from dataops.cli.sources import simulate
+    from dataops.publish import latest_publish
+    from source_systems.simulator.run import existing_config, simulated_through
 
+    paths = settings()
     simulate(through=None, start=None)
-    console.print("\nNext: `dataops crm serve` serves the mock CRM; `make test` runs the checks.")
+    config = existing_config(paths.sources_dir)
+    last = simulated_through(paths.sources_dir)
+    assert config is not None and last is not None
+    published = latest_publish(paths)
+    first = config.start
+    as_of = published.get("as_of_date") if published else None
+    if isinstance(as_of, dt.date):
+        first = max(first, as_of + dt.timedelta(days=1))
+    if first <= last:
+        console.print(f"\nRunning the pipeline for {first}..{last} as one run (Dagster, recorded in the UI)")
+        _execute("daily_elt_job", first, last)
+    else:
+        console.print(f"\nEverything through {last} is published already.")
+    console.print()
+    kpis(date=None, format="table")
+    console.print(
+        "\nNext:\n"
+        "  dataops ui                 the Dagster UI on http://127.0.0.1:3000 (assets, runs, schedule, sensor)\n"
+        "  dataops kpis --format csv  the latest KPIs; `dataops status` for freshness, checks, quarantine\n"
+        f"  duckdb -readonly {paths.analytics_db}   (or Python: duckdb.connect(path, read_only=True))"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dataops.cli import demo, lake, sources, transform
+from dataops.cli import demo, lake, operate, sources, transform
 
 app = typer.Typer(
     name="dataops",
@@ -17,3 +17,4 @@ demo.register(app)
 sources.register(app)
 lake.register(app)
 transform.register(app)
+operate.register(app)

@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from dataops.ingest.contract import QUARANTINE_SCHEMA, ContractResult
-from dataops.warehouse import query_frame, transaction
+from dataops.warehouse import query_frame, scalar, transaction
 from quality.contracts import Contract
 
 ORPHAN = "orphan_fk"
@@ -38,10 +38,8 @@ class LoadResult:
 
 
 def _table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    row = conn.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-    ).fetchone()
-    return bool(row and row[0])
+    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
+    return bool(scalar(conn, sql, [schema, table]))
 
 
 def raw_name(contract: Contract) -> str:

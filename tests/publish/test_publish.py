@@ -20,7 +20,7 @@ import pytest
 
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
-from tests.publish.conftest import START, Published, copy_of
+from tests.publish.conftest import Published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
 NOT_INGESTION = dg.AssetSelection.all() - dg.AssetSelection.groups("erp", "crm", "accounting")
@@ -97,8 +97,13 @@ READER = textwrap.dedent("""
 """)
 
 
-def test_a_reader_keeps_its_snapshot_through_a_run(published: Published, tmp_path: Path) -> None:
+def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(published: Published, tmp_path: Path) -> None:
+    """One run on the day a late journal line arrives, with an analyst holding the published file open:
+    the reader keeps a consistent snapshot, the line is one restatement, history keeps what was shown, and
+    re-running the unchanged day afterwards publishes no change."""
     case = copy_of(published, tmp_path)
+    shown_before = dict(analyst(case, "select date_day, value from kpis.kpi_daily where kpi_name = 'revenue_usd'"))
+    first_publish = analyst(case, "select published_at from publish.publish_log")[0][0]
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(case.settings.analytics_db)],
         stdin=subprocess.PIPE,
@@ -108,8 +113,7 @@ def test_a_reader_keeps_its_snapshot_through_a_run(published: Published, tmp_pat
     assert reader.stdout is not None and reader.stdin is not None
     assert json.loads(reader.stdout.readline())[0] == "ready"
     simulate(case.settings.sources_dir, case.late_day)
-    result = run_job(case.root, case.late_day, case.late_day)
-    assert result.success  # the reader held the file open all along
+    assert run_job(case.root, case.late_day, case.late_day).success  # the reader held the file open all along
     for _ in range(3):
         reader.stdin.write("read\n")
         reader.stdin.flush()
@@ -120,18 +124,8 @@ def test_a_reader_keeps_its_snapshot_through_a_run(published: Published, tmp_pat
     done = json.loads(reader.stdout.readline())
     reader.wait(timeout=10)
     assert done[0] == "done" and done[1] == 3 and done[2] == 0  # a consistent snapshot, every read
-    logs = analyst(case, "select count(*) from publish.publish_log")[0][0]
-    assert logs == 2  # a new connection sees the new publish
+    assert analyst(case, "select count(*) from publish.publish_log")[0][0] == 2  # a new connection sees it
 
-
-def test_a_late_journal_line_is_one_restatement_and_history_keeps_what_was_shown(
-    published: Published, tmp_path: Path
-) -> None:
-    case = copy_of(published, tmp_path)
-    shown_before = dict(analyst(case, "select date_day, value from kpis.kpi_daily where kpi_name = 'revenue_usd'"))
-    first_publish = analyst(case, "select published_at from publish.publish_log")[0][0]
-    simulate(case.settings.sources_dir, case.late_day)
-    assert run_job(case.root, case.late_day, case.late_day).success
     restatements = analyst(
         case, "select kpi_name, period, old_value, new_value, was_final, cause from publish.kpi_restatements"
     )
@@ -146,8 +140,7 @@ def test_a_late_journal_line_is_one_restatement_and_history_keeps_what_was_shown
     versions = dict(truth.select("known_at", "value").iter_rows())
     assert old == shown_before[period] == versions[period]  # what the business knew at the day's end
     assert new == versions[case.late_day] and new != old  # and what it knows since the line arrived
-    assert "journal line" in cause
-    # kpi_history still answers what the dashboard said before the restatement
+    assert "journal line" in cause and isinstance(new, Decimal)
     as_shown = analyst(
         case,
         f"""
@@ -156,17 +149,11 @@ def test_a_late_journal_line_is_one_restatement_and_history_keeps_what_was_shown
         order by published_at desc limit 1
     """,
     )
-    assert as_shown == [(old,)]
-    assert isinstance(new, Decimal)
+    assert as_shown == [(old,)]  # kpi_history still answers what the dashboard said before
 
-
-def test_rerunning_an_unchanged_day_publishes_no_change(published: Published, tmp_path: Path) -> None:
-    case = copy_of(published, tmp_path)
-    day = case.late_day - dt.timedelta(days=1)
-    result = run_job(case.root, day, day)
-    assert result.success
-    publish = [e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
+    rerun = run_job(case.root, case.late_day, case.late_day)
+    assert rerun.success
+    publish = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
     assert publish[-1].materialization.metadata["restatements"].value == 0
-    assert analyst(case, "select count(*) from publish.kpi_restatements") == [(0,)]
-    assert day > START
+    assert analyst(case, "select count(*) from publish.kpi_restatements") == [(1,)]

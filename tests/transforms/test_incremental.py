@@ -21,6 +21,8 @@ from tests.pipeline import extractors, ingest_days, tables
 START = dt.date(2025, 1, 20)
 DAYS = 30
 BUILD = ["build", "--resource-type", "model", "--resource-type", "seed"]
+# After the first day the views and seeds exist and their code does not change: skip re-creating them.
+DAILY = ["build", "--resource-type", "model", "--exclude", "config.materialized:view"]
 
 
 @pytest.mark.e2e
@@ -44,7 +46,7 @@ def test_thirty_daily_incremental_runs_equal_one_full_refresh(tmp_path: Path) ->
                 ingest(settings, contract_for("accounting", "payments"), accounting, old, old)
             late_windows += bool(reexported)
             window = (min([day, *reexported]).isoformat(), day.isoformat())
-            result = run_dbt(BUILD, settings, window=window, in_process=True)
+            result = run_dbt(DAILY if offset else BUILD, settings, window=window, in_process=True)
             assert result.success, (day, result.output[-3000:])
     incremental = tables(settings.build_db, ("marts", "kpis"))
     result = run_dbt([*BUILD, "--full-refresh"], settings, in_process=True)

@@ -56,11 +56,15 @@ def report_metadata(report: IngestReport) -> dict[str, Any]:
     }
 
 
-def ingest_asset(contract: Contract, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    deps = sorted(
-        {dg.AssetKey([contract.system, parent]) for parent, _ in contract.references.values()},
-        key=lambda k: k.to_user_string(),
-    )
+# Transient source faults (a CRM outage beyond the connector's own retries) are retried by the step.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def ingest_asset(
+    contract: Contract, partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey] | None = None
+) -> dg.AssetsDefinition:
+    parents = {dg.AssetKey([contract.system, parent]) for parent, _ in contract.references.values()}
+    deps = sorted(parents | set(upstream or []), key=lambda k: k.to_user_string())
 
     @dg.asset(
         key=dg.AssetKey([contract.system, contract.table]),
@@ -73,6 +77,7 @@ def ingest_asset(contract: Contract, partitions_def: dg.PartitionsDefinition) ->
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=deps,
         pool=WAREHOUSE_POOL,
+        retry_policy=SOURCE_RETRY,
         tags={"layer": "raw"},
         metadata={
             "contract": f"quality/contracts/{contract.system}.py",
@@ -105,5 +110,7 @@ def ingest_asset(contract: Contract, partitions_def: dg.PartitionsDefinition) ->
     return _ingest
 
 
-def ingest_assets(contracts: list[Contract], partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    return [ingest_asset(c, partitions_def) for c in contracts]
+def ingest_assets(
+    contracts: list[Contract], partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey] | None = None
+) -> list[dg.AssetsDefinition]:
+    return [ingest_asset(c, partitions_def, upstream) for c in contracts]

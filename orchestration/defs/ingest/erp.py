@@ -8,5 +8,5 @@ from orchestration.defs.ingest import ingest_assets
 from quality.contracts import CONTRACTS
 
 
-def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    return ingest_assets([c for c in CONTRACTS.values() if c.system == "erp"], partitions_def)
+def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
+    return ingest_assets([c for c in CONTRACTS.values() if c.system == "erp"], partitions_def, upstream)

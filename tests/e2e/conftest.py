@@ -1,0 +1,117 @@
+"""The real Dagster webserver and daemon, on a loopback port, against a temporary instance and data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dataops.operations import dagster_home
+from dataops.settings import PROJECT_ROOT, Settings
+from source_systems.simulator.config import SimConfig
+from source_systems.simulator.run import simulate
+
+START = dt.date(2025, 6, 1)
+DAYS = 6
+BIN = Path(sys.executable).parent
+OUTPUT = PROJECT_ROOT / "test-output"
+
+
+@dataclass
+class Services:
+    url: str
+    root: Path
+    logs: Path
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(self.root)
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]  # type: ignore[no-any-return]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    root = tmp_path_factory.mktemp("dagster-e2e")
+    settings = Settings(root)
+    simulate(settings.sources_dir, START + dt.timedelta(days=DAYS - 1), SimConfig(seed=2, scale=0.02, start=START))
+    home = dagster_home(settings)  # with the platform's dagster.yaml: one run at a time
+    env = {**os.environ, "DATAOPS_DATA_DIR": str(root), "DAGSTER_HOME": str(home), "DAGSTER_TELEMETRY_DISABLED": "1"}
+    port = free_port()
+    logs = root / "logs"
+    logs.mkdir()
+    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    processes = [
+        subprocess.Popen(
+            [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=(logs / "webserver.log").open("w"),
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=(logs / "daemon.log").open("w"),
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def loaded() -> bool:
+            try:
+                body = httpx.post(
+                    f"{url}/graphql",
+                    json={
+                        "query": "{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name } } } }"
+                    },
+                    timeout=5,
+                ).json()
+            except httpx.HTTPError:
+                return False
+            nodes = body.get("data", {}).get("repositoriesOrError", {}).get("nodes") or []
+            return bool(nodes)
+
+        wait_for(loaded, 180, "the webserver to load the code location", interval=2)
+        yield Services(url, root, logs)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

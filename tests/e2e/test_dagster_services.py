@@ -1,0 +1,168 @@
+"""The platform as its users meet it: the real webserver and daemon, driven through GraphQL and a browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.e2e.conftest import OUTPUT, START, Services, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster_services")]
+REPO = {"repositoryLocationName": "orchestration", "repositoryName": "__repository__"}
+DONE = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def asset_graph(services: Services) -> dict[tuple[str, ...], set[tuple[str, ...]]]:
+    data = services.graphql("{ assetNodes { assetKey { path } dependencyKeys { path } } }")
+    return {tuple(n["assetKey"]["path"]): {tuple(d["path"]) for d in n["dependencyKeys"]} for n in data["assetNodes"]}
+
+
+def test_the_ui_lists_every_asset_with_lineage_from_source_to_kpi(services: Services) -> None:
+    graph = asset_graph(services)
+    assert ("crm", "leads") in graph and ("kpis", "kpi_daily") in graph
+    upstream, todo = set(), [("kpis", "kpi_daily")]
+    while todo:
+        for parent in graph[todo.pop()]:
+            if parent not in upstream:
+                upstream.add(parent)
+                todo.append(parent)
+    assert {
+        ("crm", "leads"),
+        ("erp", "contracts"),
+        ("accounting", "journal_lines"),
+        ("staging", "stg_crm__leads"),
+        ("marts", "fct_customer_states_daily"),
+    } <= upstream
+    assert ("kpis", "kpi_daily") in graph[("publish", "analytics_warehouse")]
+
+
+def test_the_schedule_and_the_sensor_are_there_and_running(services: Services) -> None:
+    data = services.graphql(
+        """
+        query($selector: RepositorySelector!) {
+          schedulesOrError(repositorySelector: $selector) { ... on Schedules { results {
+            name cronSchedule executionTimezone scheduleState { status } } } }
+          sensorsOrError(repositorySelector: $selector) { ... on Sensors { results {
+            name sensorState { status } } } }
+        }""",
+        {"selector": REPO},
+    )
+    schedules = {s["name"]: s for s in data["schedulesOrError"]["results"]}
+    sensors = {s["name"]: s for s in data["sensorsOrError"]["results"]}
+    assert schedules["daily_elt_schedule"]["cronSchedule"] == "0 2 * * *"
+    assert schedules["daily_elt_schedule"]["scheduleState"]["status"] == "RUNNING"
+    assert sensors["accounting_export_sensor"]["sensorState"]["status"] == "RUNNING"
+
+
+def runs(services: Services) -> list[dict[str, Any]]:
+    data = services.graphql("""{ runsOrError { ... on Runs { results {
+        runId jobName status startTime endTime tags { key value } } } } }""")
+    return list(data["runsOrError"]["results"])
+
+
+def launch_daily(services: Services, day: dt.date) -> str:
+    launched = services.graphql(
+        """
+        mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+          __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+        {
+            "params": {
+                "selector": {**REPO, "jobName": "daily_elt_job"},
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day.isoformat()}]},
+            }
+        },
+    )
+    assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
+    return str(launched["launchRun"]["run"]["runId"])
+
+
+def finished(services: Services, run_ids: set[str]) -> list[dict[str, Any]]:
+    def done() -> list[dict[str, Any]] | None:
+        mine = [r for r in runs(services) if r["runId"] in run_ids]
+        return mine if len(mine) == len(run_ids) and all(r["status"] in DONE for r in mine) else None
+
+    result: list[dict[str, Any]] = wait_for(done, 600, f"runs {sorted(run_ids)}", interval=2)
+    failed = [r for r in result if r["status"] != "SUCCESS"]
+    assert not failed, (failed, (services.logs / "daemon.log").read_text()[-3000:])
+    return result
+
+
+def published_dates(services: Services) -> set[dt.date]:
+    with duckdb.connect(str(services.settings.analytics_db), read_only=True) as conn:
+        return {d for (d,) in conn.execute("select distinct date_day from kpis.kpi_daily").fetchall()}
+
+
+def test_two_daily_runs_launched_at_once_both_succeed_one_after_the_other(services: Services) -> None:
+    first_id = launch_daily(services, START)
+    second_id = launch_daily(services, START + dt.timedelta(days=1))
+    first, second = sorted(finished(services, {first_id, second_id}), key=lambda r: r["startTime"])
+    assert second["startTime"] >= first["endTime"]  # one writer at a time: the second waited in the queue
+    assert published_dates(services) >= {START, START + dt.timedelta(days=1)}
+    for log in ("daemon.log", "webserver.log"):
+        assert "Could not set lock" not in (services.logs / log).read_text()
+
+
+def test_then_a_three_day_backfill_is_one_run_and_publishes(services: Services) -> None:
+    finished(services, {r["runId"] for r in runs(services)})  # after the daily runs (also when run alone)
+    assets = [{"path": list(key)} for key in asset_graph(services)]
+    days = [START + dt.timedelta(days=i) for i in (2, 3, 4)]
+    backfill = services.graphql(
+        """
+        mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+          __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+        {"params": {"assetSelection": assets, "partitionNames": [d.isoformat() for d in days]}},
+    )
+    assert backfill["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", backfill
+    backfill_id = backfill["launchPartitionBackfill"]["backfillId"]
+
+    def completed() -> str | None:
+        status = services.graphql(
+            """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+            ... on PartitionBackfill { status } } }""",
+            {"id": backfill_id},
+        )["partitionBackfillOrError"]["status"]
+        return status if status.startswith("COMPLETED") or status in {"FAILED", "CANCELED"} else None
+
+    assert wait_for(completed, 600, "the backfill", interval=3) in {"COMPLETED", "COMPLETED_SUCCESS"}
+    backfill_runs = [
+        r
+        for r in runs(services)
+        if any(t["key"] == "dagster/backfill" and t["value"] == backfill_id for t in r["tags"])
+    ]
+    assert len(backfill_runs) == 1 and backfill_runs[0]["status"] == "SUCCESS"  # three days, one run
+    assert published_dates(services) >= set(days)
+
+
+def test_the_asset_graph_page_renders_in_a_browser(services: Services) -> None:
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(
+                f"{services.url}/locations/orchestration/asset-groups/kpis", wait_until="networkidle", timeout=90_000
+            )
+            skip = page.get_by_role("button", name="Skip")
+            if skip.count():
+                skip.first.click()
+            page.get_by_text("kpi_daily", exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(OUTPUT / "dagster-asset-graph.png"))
+        finally:
+            browser.close()
+    assert (OUTPUT / "dagster-asset-graph.png").stat().st_size > 10_000

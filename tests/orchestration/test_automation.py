@@ -1,0 +1,86 @@
+"""Jobs, the daily schedule and the accounting export sensor, evaluated directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import defs
+from source_systems.accounting.export import write_day, write_reexport
+from tests.pipeline import environment
+
+
+@pytest.fixture()
+def definitions(tmp_path: Path) -> dg.Definitions:
+    with environment(DATAOPS_DATA_DIR=str(tmp_path), DATAOPS_START_DATE="2025-01-01"):
+        return defs()
+
+
+def test_jobs_are_named_by_scope_and_serialised(definitions: dg.Definitions) -> None:
+    names = {job.name for job in definitions.jobs}  # type: ignore[union-attr]
+    assert {"daily_elt_job", "full_rebuild_job", "accounting_refresh_job"} <= names
+    daily = definitions.resolve_job_def("daily_elt_job")
+    assert daily.tags["dataops/writes"] == "build_warehouse"
+    nodes = {n.name for n in daily.graph.nodes}
+    assert {"crm__leads", "enterprise_model", "publish__analytics_warehouse"} <= nodes
+
+
+def test_the_schedule_runs_yesterday_at_two(definitions: dg.Definitions) -> None:
+    schedule = definitions.resolve_schedule_def("daily_elt_schedule")
+    assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2025, 3, 10, 2, tzinfo=dt.UTC),
+        repository_def=definitions.get_repository_def(),
+    )
+    request = schedule.evaluate_tick(context).run_requests[0]  # type: ignore[index]
+    assert request.partition_key == "2025-03-09" and request.run_key == "daily-2025-03-09"
+
+
+def test_the_schedule_cron_is_configurable(tmp_path: Path) -> None:
+    with environment(DATAOPS_DATA_DIR=str(tmp_path), DATAOPS_START_DATE="2025-01-01", DATAOPS_DAILY_CRON="30 4 * * *"):
+        assert defs().resolve_schedule_def("daily_elt_schedule").cron_schedule == "30 4 * * *"
+
+
+def test_the_sensor_fires_once_per_manifest_and_again_for_a_reexport(tmp_path: Path) -> None:
+    import polars as pl
+
+    exports = tmp_path / "sources" / "accounting" / "exports"
+    exports.mkdir(parents=True)
+    write_day(exports, dt.date(2025, 1, 1), {}, drifted=False)
+    with environment(DATAOPS_DATA_DIR=str(tmp_path), DATAOPS_START_DATE="2025-01-01"):
+        definitions = defs()
+        sensor = definitions.resolve_sensor_def("accounting_export_sensor")
+        with dg.DagsterInstance.ephemeral() as instance:
+
+            def tick(cursor: str | None) -> dg.SensorExecutionData:  # type: ignore[name-defined]
+                context = dg.build_sensor_context(
+                    instance=instance, cursor=cursor, repository_def=definitions.get_repository_def()
+                )
+                return sensor.evaluate_tick(context)
+
+            first = tick(None)  # existing exports are the daily job's backlog
+            assert first.run_requests == [] and json.loads(first.cursor) == {"2025-01-01": 1}
+            write_day(exports, dt.date(2025, 1, 2), {}, drifted=False)
+            second = tick(first.cursor)
+            assert [(r.partition_key, r.run_key) for r in second.run_requests] == [
+                ("2025-01-02", "accounting-2025-01-02-v1")
+            ]
+            third = tick(second.cursor)
+            assert third.run_requests == []  # exactly once
+            rows = pl.DataFrame(
+                {
+                    c: []
+                    for c in ("payment_no", "invoice_no", "customer_id", "payment_date", "currency", "amount", "method")
+                },
+                schema_overrides={},
+            ).cast(pl.String)
+            write_reexport(exports, dt.date(2025, 1, 1), "payments", rows, generated_on=dt.date(2025, 1, 3))
+            fourth = tick(third.cursor)
+            assert [(r.partition_key, r.run_key) for r in fourth.run_requests] == [
+                ("2025-01-01", "accounting-2025-01-01-v2")
+            ]
+            assert tick(fourth.cursor).run_requests == []
