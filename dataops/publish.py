@@ -16,6 +16,10 @@ from pathlib import Path
 
 import duckdb
 
+from dataops.governance.catalog import build_catalog, record_publication
+from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
+from dataops.governance.policy import load_policy
+from dataops.governance.pseudonym import register_pseudonym
 from dataops.settings import Settings
 from dataops.warehouse import Limits, connect, query_frame, scalar, transaction
 
@@ -101,6 +105,7 @@ def publish(
     target = settings.analytics_db
     target.parent.mkdir(parents=True, exist_ok=True)
     aside = target.with_name(f".{target.stem}-{publish_id}.duckdb")
+    restricted_aside = settings.restricted_db.with_name(f".{settings.restricted_db.stem}-{publish_id}.duckdb")
     with connect(settings.build_db, limits=limits) as conn:
         conn.execute(PUBLISH_DDL)
         as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
@@ -146,43 +151,128 @@ def publish(
             for name in ("candidates", "latest", "changed", "causes"):
                 conn.execute(f"drop table {name}")
         report = PublishReport(publish_id, published_at, as_of, target, changed_values=changed, restatements=restated)
-        _write_aside(conn, aside, as_of, report)
+        manifest = load_manifest()
+        datasets = {
+            name: meta
+            for name, meta in published_datasets(manifest).items()
+            if name in {f"{s}.{t}" for s, t in _published_tables(conn)}
+        }
+        restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
+        personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
+        record_publication(conn, sorted(datasets), published_at)
+        catalog, columns = build_catalog(conn, datasets, manifest, load_policy(), published_at, as_of, restricted)
+        register_pseudonym(conn, settings)
+        _write_aside(conn, aside, as_of, report, datasets, restricted, personal)
+        conn.register("_catalog_datasets", catalog)
+        conn.register("_catalog_columns", columns)
+        _write_catalog(conn, aside)
+        _write_restricted(conn, restricted_aside, as_of, datasets, restricted | set(personal))
+    os.chmod(restricted_aside, 0o600)  # restricted data and personal data in clear: the owner only
+    os.replace(restricted_aside, settings.restricted_db)
     os.chmod(aside, 0o444)  # analysts read it; nobody writes into a published file
     os.replace(aside, target)
     report.bytes = target.stat().st_size
     return report
 
 
-def _write_aside(conn: duckdb.DuckDBPyConnection, aside: Path, as_of: dt.date | None, report: PublishReport) -> None:
-    """Copy the audited tables into a new database file next to the published one."""
+def _select(schema: str, table: str, clear: bool, personal: dict[str, list[str]]) -> str:
+    """The published form of a table: flash/final for KPIs, personal data pseudonymised unless ``clear``."""
+    name = f"{schema}.{table}"
+    if name == "kpis.kpi_daily":
+        return (
+            "select kpi.*, coalesce(dates.month_close_date <= $as_of, false) as is_final "
+            "from kpis.kpi_daily as kpi inner join marts.dim_dates as dates using (date_day)"
+        )
+    if name == "kpis.kpi_monthly":
+        return (
+            "select kpi.*, coalesce((select min(month_close_date) from marts.dim_dates as d "
+            "where d.month_start_date = kpi.month_start_date) <= $as_of, false) as is_final "
+            "from kpis.kpi_monthly as kpi"
+        )
+    columns = personal.get(name)
+    if columns and not clear:
+        replaced = ", ".join(f"pseudonym({c}) as {c}" for c in columns)
+        return f"select * replace ({replaced}) from {name}"
+    return f"select * from {name}"
+
+
+def _copy(
+    conn: duckdb.DuckDBPyConnection,
+    alias: str,
+    tables: list[str],
+    as_of: dt.date | None,
+    clear: bool,
+    personal: dict[str, list[str]],
+    report: PublishReport | None = None,
+) -> None:
+    for name in tables:
+        schema, table = name.split(".")
+        conn.execute(f"create schema if not exists {alias}.{schema}")
+        select = _select(schema, table, clear, personal)
+        conn.execute(f"create table {alias}.{name} as {select}", {"as_of": as_of} if "$as_of" in select else None)
+        if report is not None:
+            report.tables[name] = scalar(conn, f"select count(*) from {alias}.{name}")
+
+
+def _write_aside(
+    conn: duckdb.DuckDBPyConnection,
+    aside: Path,
+    as_of: dt.date | None,
+    report: PublishReport,
+    datasets: dict[str, DatasetMeta],
+    restricted: set[str],
+    personal: dict[str, list[str]],
+) -> None:
+    """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
     if aside.exists():
         aside.unlink()
     conn.execute(f"attach '{aside}' as analytics")
     try:
-        for schema in (*PUBLISHED_SCHEMAS, "publish"):
-            conn.execute(f"create schema analytics.{schema}")
-        for schema, table in _published_tables(conn):
-            select = f"select * from {schema}.{table}"
-            if (schema, table) == ("kpis", "kpi_daily"):  # flash or final, as of this publish
-                select = (
-                    "select kpi.*, coalesce(dates.month_close_date <= $as_of, false) as is_final "
-                    "from kpis.kpi_daily as kpi inner join marts.dim_dates as dates using (date_day)"
-                )
-            elif (schema, table) == ("kpis", "kpi_monthly"):
-                select = (
-                    "select kpi.*, coalesce((select min(month_close_date) from marts.dim_dates as d "
-                    "where d.month_start_date = kpi.month_start_date) <= $as_of, false) as is_final "
-                    "from kpis.kpi_monthly as kpi"
-                )
-            params = {"as_of": as_of} if "$as_of" in select else None
-            conn.execute(f"create table analytics.{schema}.{table} as {select}", params)
-            report.tables[f"{schema}.{table}"] = scalar(conn, f"select count(*) from analytics.{schema}.{table}")
+        _copy(
+            conn, "analytics", sorted(set(datasets) - restricted), as_of, clear=False, personal=personal, report=report
+        )
+        conn.execute("create schema analytics.publish")
         for table in ("kpi_history", "kpi_restatements", "publish_log"):
             conn.execute(f"create table analytics.publish.{table} as select * from publish.{table}")
         _quarantine_summary(conn)
         conn.execute("checkpoint analytics")
     finally:
         conn.execute("detach analytics")
+
+
+def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
+    conn.execute(f"attach '{aside}' as analytics")
+    try:
+        conn.execute("create schema analytics.catalog")
+        conn.execute("create table analytics.catalog.datasets as select * from _catalog_datasets")
+        conn.execute("create table analytics.catalog.columns as select * from _catalog_columns")
+        conn.execute(
+            "create table analytics.catalog.archives as select dataset, period, rows, archived_at, "
+            "restored_at from governance.archive_log"
+        )
+        conn.execute("checkpoint analytics")
+    finally:
+        conn.execute("detach analytics")
+        conn.unregister("_catalog_datasets")
+        conn.unregister("_catalog_columns")
+
+
+def _write_restricted(
+    conn: duckdb.DuckDBPyConnection,
+    aside: Path,
+    as_of: dt.date | None,
+    datasets: dict[str, DatasetMeta],
+    names: set[str],
+) -> None:
+    """The restricted file: restricted datasets, and the personal-data datasets in clear."""
+    if aside.exists():
+        aside.unlink()
+    conn.execute(f"attach '{aside}' as restricted")
+    try:
+        _copy(conn, "restricted", sorted(names & set(datasets)), as_of, clear=True, personal={})
+        conn.execute("checkpoint restricted")
+    finally:
+        conn.execute("detach restricted")
 
 
 def _quarantine_summary(conn: duckdb.DuckDBPyConnection) -> None:

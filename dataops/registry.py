@@ -49,6 +49,22 @@ class ExpectedChange:
 
 
 @dataclass(frozen=True)
+class ExpectedSpike:
+    table: str
+    date: dt.date
+    reason: str
+
+
+@dataclass(frozen=True)
+class VolumeBreaker:
+    lookback_days: int = 14
+    min_history_days: int = 5
+    max_ratio: float = 5.0
+    min_rows: int = 100
+    expected_spikes: tuple[ExpectedSpike, ...] = ()
+
+
+@dataclass(frozen=True)
 class Registry:
     version: str
     raw: dict[str, Any]
@@ -66,6 +82,7 @@ class Registry:
     plausibility: dict[str, PlausibilityBound] = field(default_factory=dict)
     expected_changes: tuple[ExpectedChange, ...] = ()
     overpayment_tolerance: float = 0.01
+    volume_breaker: VolumeBreaker = field(default_factory=VolumeBreaker)
 
     @property
     def kpi_names(self) -> list[str]:
@@ -134,6 +151,20 @@ def load_registry(path: str | Path | None = None) -> Registry:
             for c in (_get(data, "kpi_plausibility.expected_changes", list, reg_path) or [])
         ),
         overpayment_tolerance=float(_get(data, "data_quality.overpayment_tolerance", float, reg_path)),
+        volume_breaker=_volume_breaker(_get(data, "volume_breaker", dict, reg_path)),
+    )
+
+
+def _volume_breaker(data: dict[str, Any]) -> VolumeBreaker:
+    return VolumeBreaker(
+        lookback_days=int(data["lookback_days"]),
+        min_history_days=int(data["min_history_days"]),
+        max_ratio=float(data["max_ratio"]),
+        min_rows=int(data["min_rows"]),
+        expected_spikes=tuple(
+            ExpectedSpike(str(s["table"]), dt.date.fromisoformat(str(s["date"])), str(s.get("reason", "")))
+            for s in (data.get("expected_spikes") or [])
+        ),
     )
 
 

@@ -110,6 +110,7 @@ def platform_resource() -> PlatformResource:
     return PlatformResource(
         data_dir=from_env("DATAOPS_DATA_DIR", str(DEFAULT_DATA_DIR)),
         duckdb_memory_limit=from_env("DATAOPS_DUCKDB_MEMORY_LIMIT", "2GB"),
+        duckdb_threads=int(os.environ.get("DATAOPS_DUCKDB_THREADS", "2")),
     )
 
 

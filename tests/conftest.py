@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from dataops.settings import Settings
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
+
+if TYPE_CHECKING:
+    from tests.published import Published
 
 TINY_START = dt.date(2025, 1, 1)
 TINY_DAYS = 80
@@ -27,3 +32,34 @@ def tiny_sources(tmp_path_factory: pytest.TempPathFactory, tiny_config: SimConfi
     root = tmp_path_factory.mktemp("tiny") / "sources"
     simulate(root, TINY_START + dt.timedelta(days=TINY_DAYS - 1), tiny_config)
     return root
+
+
+BUILT_START = dt.date(2025, 1, 1)
+BUILT_DAYS = 150
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 simulated days at a small scale, ingested and transformed by one Dagster run (do not modify).
+
+    Tests using it carry ``pytest.mark.xdist_group("built")`` so that one worker builds it once.
+    """
+    from tests.pipeline import run_job
+
+    root = tmp_path_factory.mktemp("built")
+    end = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
+    simulate(Settings(root).sources_dir, end, SimConfig(seed=21, scale=0.08, start=BUILT_START))
+    result = run_job(root, BUILT_START, end)
+    assert result.success
+    return root
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
+    """Published through the day before a late journal line for a closed month (tests/published.py).
+
+    Shared by the publishing and egress tests, which carry ``pytest.mark.xdist_group("published")``.
+    """
+    from tests.published import build_published
+
+    return build_published(tmp_path_factory)

@@ -42,6 +42,7 @@ def run_job(
     selection: str | dg.AssetSelection = "*",
     instance: dg.DagsterInstance | None = None,
     raise_on_error: bool = False,
+    tags: dict[str, str] | None = None,
     **env: str,
 ) -> dg.ExecuteInProcessResult:
     """Materialise the selected assets for [start, end] in one in-process run, as a backfill would."""
@@ -54,6 +55,7 @@ def run_job(
         tags = {
             "dagster/asset_partition_range_start": start.isoformat(),
             "dagster/asset_partition_range_end": end.isoformat(),
+            **(tags or {}),
         }
         if instance is not None:
             return resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dataops.cli import demo, lake, operate, sources, transform
+from dataops.cli import demo, governance, lake, operate, sources, transform
 
 app = typer.Typer(
     name="dataops",
@@ -18,3 +18,4 @@ sources.register(app)
 lake.register(app)
 transform.register(app)
 operate.register(app)
+governance.register(app)

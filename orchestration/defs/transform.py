@@ -13,6 +13,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from packaging import version
 
+from dataops.governance.catalog import DomainNote, domain_notes
+from dataops.governance.policy import Policy, load_policy
 from dataops.registry import load_registry
 from dataops.settings import DBT_PROJECT_DIR
 from dataops.transform import dbt_env, dbt_executable, prepare_manifest, registry_vars, write_registry_seeds
@@ -25,6 +27,16 @@ LAYERS = ("staging", "intermediate", "marts", "kpis")
 
 class EnterpriseModelTranslator(DagsterDbtTranslator):
     """Groups by layer, owners and classification from each model's meta, a one-line description."""
+
+    def __init__(
+        self,
+        settings: DagsterDbtTranslatorSettings | None = None,
+        policy: Policy | None = None,
+        notes: dict[str, list[DomainNote]] | None = None,
+    ) -> None:
+        super().__init__(settings=settings)
+        self.policy = policy
+        self.notes = notes or {}
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if dbt_resource_props["resource_type"] == "seed":
@@ -45,9 +57,15 @@ class EnterpriseModelTranslator(DagsterDbtTranslator):
         return {"classification": classification} if classification else {}
 
     def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The metadata protocol on the asset: what the dataset declares, and who may read it (the policy)."""
         meta = _meta(dbt_resource_props)
         out = dict(super().get_metadata(dbt_resource_props))
-        out.update({k: meta[k] for k in ("classification",) if k in meta})
+        for key in ("classification", "domain", "grain", "refresh_schedule", "retention_days"):
+            if key in meta:
+                out[key] = meta[key]
+        for key in ("key", "sort_order"):
+            if key in meta:
+                out[key] = ", ".join(meta[key])
         pii = [
             c["name"]
             for c in dbt_resource_props.get("columns", {}).values()
@@ -55,6 +73,16 @@ class EnterpriseModelTranslator(DagsterDbtTranslator):
         ]
         if pii:
             out["pii_columns"] = dg.MetadataValue.json(pii)
+        dataset = f"{dbt_resource_props.get('schema')}.{dbt_resource_props['name']}"
+        if self.policy is not None and meta.get("classification"):
+            out["access_roles"] = dg.MetadataValue.json(self.policy.readers(dataset, meta["classification"]))
+            if pii:
+                out["clear_personal_data_roles"] = dg.MetadataValue.json(
+                    self.policy.clear_personal_data_readers(dataset)
+                )
+        notes = self.notes.get(dataset, [])
+        if notes:
+            out["domain_notes"] = " ".join(n.notes for n in notes if n.notes)
         return out
 
 
@@ -93,7 +121,9 @@ def dbt_resource() -> DbtCliResource:
 
 def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     manifest = prepare_manifest()
-    translator = EnterpriseModelTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+    translator = EnterpriseModelTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True), policy=load_policy(), notes=domain_notes()
+    )
 
     @dbt_assets(
         manifest=manifest,

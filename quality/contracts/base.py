@@ -39,6 +39,8 @@ class Contract:
     # Source formats to read before typing, by column.
     date_formats: tuple[str, ...] = ("%Y-%m-%d",)
     amounts_with_separators: tuple[str, ...] = ()
+    # Landing-zone partitions older than this are archived (dataops archive), never deleted.
+    retention_days: int = 730
 
     @property
     def name(self) -> str:

@@ -38,6 +38,9 @@ class SimConfig:
     # From this business date the invoices export gains a column and renames another (schema drift).
     drift_date: dt.date | None = None
     dirt: DirtRates = field(default_factory=DirtRates)
+    # A marketing campaign: on this business date leads arrive this many times as often (a real spike).
+    lead_spike_date: dt.date | None = None
+    lead_spike_factor: float = 1.0
 
     @property
     def effective_drift_date(self) -> dt.date:
@@ -47,6 +50,7 @@ class SimConfig:
         data = asdict(self)
         data["start"] = self.start.isoformat()
         data["drift_date"] = self.drift_date.isoformat() if self.drift_date else None
+        data["lead_spike_date"] = self.lead_spike_date.isoformat() if self.lead_spike_date else None
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -55,6 +59,8 @@ class SimConfig:
         data["start"] = dt.date.fromisoformat(data["start"])
         data["drift_date"] = dt.date.fromisoformat(data["drift_date"]) if data["drift_date"] else None
         data["dirt"] = DirtRates(**data["dirt"])
+        spike = data.get("lead_spike_date")
+        data["lead_spike_date"] = dt.date.fromisoformat(spike) if spike else None
         return cls(**data)
 
     def with_(self, **changes: Any) -> SimConfig:

@@ -988,7 +988,10 @@ class Engine:
         if ev.height:
             self._lead_events(d, ev, out)
         # 2. new leads
-        n = int(rng.poisson(300 * self.scale))
+        rate = 300 * self.scale
+        if self.cfg.lead_spike_date == self.date(d):
+            rate *= self.cfg.lead_spike_factor  # a campaign day
+        n = int(rng.poisson(rate))
         if n == 0:
             return
         persons = self.s.table("persons").filter(pl.col("created_day") >= d - 60)

@@ -46,3 +46,16 @@ def test_dbt_models_are_grouped_owned_and_checked(graph: dg.AssetGraph) -> None:
     checks = {c.name for c in graph.asset_check_keys if c.asset_key == states}
     assert any(name.startswith("accepted_values_fct_customer_states_daily_state") for name in checks), checks
     assert kpi.partitions_def is not None and kpi.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_the_metadata_protocol_shows_on_the_assets(graph: dg.AssetGraph) -> None:  # type: ignore[name-defined]
+    people = graph.get(dg.AssetKey(["marts", "dim_people"])).metadata
+    assert people["classification"] == "confidential"
+    assert {"domain", "grain", "key", "retention_days", "refresh_schedule", "access_roles"} <= set(people)
+    assert people["pii_columns"].value == ["email"]
+    assert set(people["clear_personal_data_roles"].value) == {"marketing_ops", "data_engineer"}
+    ledger = graph.get(dg.AssetKey(["marts", "fct_gl_entries"]))
+    assert ledger.metadata["classification"] == "restricted" and ledger.tags["classification"] == "restricted"
+    assert set(ledger.metadata["access_roles"].value) == {"finance", "executive", "data_engineer"}  # from policy
+    customers = graph.get(dg.AssetKey(["marts", "dim_customers"])).metadata
+    assert "ultimate parent organisation" in customers["domain_notes"]  # the sales domain's own file

@@ -20,7 +20,7 @@ import pytest
 
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
-from tests.publish.conftest import Published, copy_of
+from tests.published import Published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
 NOT_INGESTION = dg.AssetSelection.all() - dg.AssetSelection.groups("erp", "crm", "accounting")

@@ -36,8 +36,7 @@ def first_late_arrival(scratch: Path) -> dt.date:
     return START + dt.timedelta(days=int(dirt["day"].min()))
 
 
-@pytest.fixture(scope="session")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
+def build_published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     """Simulated and published through the day before the first late line (do not modify; copy it)."""
     late_day = first_late_arrival(tmp_path_factory.mktemp("scratch"))
     root = tmp_path_factory.mktemp("published")

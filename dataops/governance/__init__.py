@@ -1,0 +1,1 @@
+"""Governance: the metadata protocol and catalog, permissions (policy, users, gateway, audit), archiving."""

@@ -1,0 +1,185 @@
+"""Retention: partitions older than their dataset's retention move to ``data/archive/``, are recorded (and
+published in the catalog), and can be restored. Nothing is deleted before its copy is verified.
+
+- landing zone: whole partition folders move (a source table's retention is its contract's);
+- large facts (models whose meta names an ``archive_by`` date column): a month of rows is written to
+  Parquet, read back and counted, then deleted from the build warehouse in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from dataops.governance.catalog import GOVERNANCE_DDL
+from dataops.governance.metadata import DatasetMeta
+from dataops.ingest import lake
+from dataops.settings import Settings
+from dataops.warehouse import connect, scalar, transaction
+from quality.contracts import CONTRACTS
+
+
+@dataclass(frozen=True)
+class Archived:
+    dataset: str
+    period: str
+    location: Path
+    rows: int
+
+
+def _record(conn: duckdb.DuckDBPyConnection, item: Archived, at: dt.datetime) -> None:
+    conn.execute(
+        "insert into governance.archive_log values (?, ?, ?, ?, ?, null)",
+        [item.dataset, item.period, str(item.location), item.rows, at],
+    )
+
+
+def plan_lake(settings: Settings, as_of: dt.date) -> list[tuple[str, str, Path]]:
+    """Landing-zone partitions past their source table's retention: (dataset, day, folder)."""
+    due = []
+    for contract in CONTRACTS.values():
+        cutoff = as_of - dt.timedelta(days=contract.retention_days)
+        for day in lake.landed_days(settings.lake_dir, contract.system, contract.table):
+            if day < cutoff:
+                due.append(
+                    (
+                        f"lake.{contract.name}",
+                        day.isoformat(),
+                        lake.partition_dir(settings.lake_dir, contract.system, contract.table, day),
+                    )
+                )
+    return due
+
+
+def plan_facts(
+    conn: duckdb.DuckDBPyConnection, datasets: dict[str, DatasetMeta], as_of: dt.date
+) -> list[tuple[str, str, str, int]]:
+    """Months of large facts past retention: (dataset, month, date column, rows)."""
+    due = []
+    for name, ds in sorted(datasets.items()):
+        column = ds.meta.get("archive_by")
+        retention = ds.meta.get("retention_days")
+        if not column or not retention:
+            continue
+        cutoff = as_of - dt.timedelta(days=int(retention))
+        for month, rows in conn.execute(
+            f"select strftime({column}, '%Y-%m') as month, count(*) from {name} "
+            f"where {column} < date_trunc('month', ?::date) group by 1 order by 1",
+            [cutoff],
+        ).fetchall():
+            due.append((name, str(month), str(column), int(rows)))
+    return due
+
+
+def archive(
+    settings: Settings, datasets: dict[str, DatasetMeta], as_of: dt.date, dry_run: bool = False
+) -> list[Archived]:
+    """Archive everything past retention as of a business date; returns what moved (or would)."""
+    done: list[Archived] = []
+    now = dt.datetime.now(dt.UTC)
+    with connect(settings.build_db) as conn:
+        conn.execute(GOVERNANCE_DDL)
+        for dataset, day, folder in plan_lake(settings, as_of):
+            target = settings.archive_dir / folder.relative_to(settings.data_dir)
+            rows = sum(lake_rows(p) for p in folder.glob("part-*.parquet"))
+            item = Archived(dataset, day, target, rows)
+            done.append(item)
+            if dry_run:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(folder), str(target))
+            _record(conn, item, now)
+        for dataset, month, column, rows in plan_facts(conn, datasets, as_of):
+            target = settings.archive_dir / "warehouse" / dataset / f"period={month}.parquet"
+            item = Archived(dataset, month, target, rows)
+            done.append(item)
+            if dry_run:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            selection = f"select * from {dataset} where strftime({column}, '%Y-%m') = '{month}'"
+            conn.execute(f"copy ({selection}) to '{target}' (format parquet)")
+            written = scalar(conn, f"select count(*) from read_parquet('{target}')")
+            if written != rows:
+                raise RuntimeError(
+                    f"archive of {dataset} {month}: wrote {written} rows, expected {rows}; nothing was deleted"
+                )
+            with transaction(conn):
+                conn.execute(f"delete from {dataset} where strftime({column}, '%Y-%m') = '{month}'")
+                _record(conn, item, now)
+    return done
+
+
+def lake_rows(path: Path) -> int:
+    with duckdb.connect() as conn:
+        return int(scalar(conn, f"select count(*) from read_parquet('{path}')"))
+
+
+def restore(settings: Settings, dataset: str, period: str) -> Archived:
+    """Bring an archived period back where it was (idempotent: the period is replaced, not doubled)."""
+    with connect(settings.build_db) as conn:
+        conn.execute(GOVERNANCE_DDL)
+        return _restore(conn, settings, dataset, period)
+
+
+def restore_all(settings: Settings, dataset: str | None = None) -> list[Archived]:
+    """Bring back every archived period (of one dataset, or of all), in one connection."""
+    with connect(settings.build_db) as conn:
+        conn.execute(GOVERNANCE_DDL)
+        due = conn.execute(
+            "select distinct dataset, period from governance.archive_log where restored_at is null "
+            "and (? is null or dataset = ?) order by 1, 2",
+            [dataset, dataset],
+        ).fetchall()
+        return [_restore(conn, settings, str(name), str(period)) for name, period in due]
+
+
+def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, period: str) -> Archived:
+    rows = conn.execute(
+        "select location, rows from governance.archive_log where dataset = ? and period = ? "
+        "and restored_at is null order by archived_at desc limit 1",
+        [dataset, period],
+    ).fetchall()
+    if not rows:
+        raise FileNotFoundError(f"no archived period {period} of {dataset} (see `dataops archive list`)")
+    location, count = Path(rows[0][0]), int(rows[0][1])
+    if dataset.startswith("lake."):
+        original = settings.data_dir / location.relative_to(settings.archive_dir)
+        if original.exists():
+            raise FileExistsError(f"{original} exists again (re-landed?); compare it with {location} by hand")
+        original.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(location), str(original))
+    else:
+        column = _archive_column(conn, dataset, location)
+        with transaction(conn):
+            conn.execute(f"delete from {dataset} where strftime({column}, '%Y-%m') = ?", [period])
+            conn.execute(f"insert into {dataset} by name select * from read_parquet('{location}')")
+    conn.execute(
+        "update governance.archive_log set restored_at = ? where dataset = ? and period = ? and restored_at is null",
+        [dt.datetime.now(dt.UTC), dataset, period],
+    )
+    return Archived(dataset, period, location, count)
+
+
+def _archive_column(conn: duckdb.DuckDBPyConnection, dataset: str, location: Path) -> str:
+    from dataops.governance.metadata import load_manifest, published_datasets
+
+    meta = published_datasets(load_manifest()).get(dataset)
+    if meta is None or not meta.meta.get("archive_by"):
+        raise ValueError(f"{dataset} declares no archive_by column")
+    return str(meta.meta["archive_by"])
+
+
+def archive_log(settings: Settings) -> list[tuple[object, ...]]:
+    with connect(settings.build_db, read_only=True) as conn:
+        conn.execute("select 1")
+        try:
+            return conn.execute(
+                "select dataset, period, rows, archived_at, restored_at, location "
+                "from governance.archive_log order by archived_at, dataset, period"
+            ).fetchall()
+        except duckdb.CatalogException:
+            return []

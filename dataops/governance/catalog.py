@@ -1,0 +1,215 @@
+"""The catalog: every published dataset with what it declares, what the pipeline recorded about it, who may
+read it, and what its domain team knows; published as ``catalog.datasets`` and ``catalog.columns``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import yaml
+
+from dataops.governance.metadata import DatasetMeta
+from dataops.governance.policy import Policy
+from dataops.settings import PROJECT_ROOT
+
+DOMAINS_DIR = PROJECT_ROOT / "definitions" / "domains"
+GOVERNANCE_DDL = """
+create schema if not exists governance;
+create table if not exists governance.dataset_history (
+    dataset varchar primary key, first_published_at timestamptz, last_modified_at timestamptz,
+    fingerprint varchar, last_published_at timestamptz);
+create table if not exists governance.archive_log (
+    dataset varchar, period varchar, location varchar, rows bigint, archived_at timestamptz,
+    restored_at timestamptz);
+"""
+# The gate's checks on each dataset (orchestration/defs/quality.py); dbt tests come from the manifest.
+GATE_CHECKS = {
+    "marts.fct_customer_states_daily": ["customer_states_are_consistent"],
+    "marts.fct_invoices": ["payments_within_invoiced"],
+    "marts.fct_contracts": ["contract_amounts_consistent"],
+    "kpis.kpi_daily": ["kpi_values_valid", "kpis_consistent", "kpi_movements_plausible"],
+}
+
+
+@dataclass
+class DomainNote:
+    domain: str
+    owner: str
+    notes: str
+    tags: list[str]
+    caveats: list[str]
+    example_queries: list[str]
+
+
+def domain_notes(folder: Path = DOMAINS_DIR) -> dict[str, list[DomainNote]]:
+    """What each domain team wrote about datasets, from the one file per domain it owns."""
+    out: dict[str, list[DomainNote]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        for dataset, note in (data.get("datasets") or {}).items():
+            out.setdefault(dataset, []).append(
+                DomainNote(
+                    str(data.get("domain", path.stem)),
+                    str(data.get("owner", "")),
+                    str(note.get("notes", "")),
+                    list(note.get("tags") or []),
+                    list(note.get("caveats") or []),
+                    list(note.get("example_queries") or []),
+                )
+            )
+    return out
+
+
+def dbt_tests_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMeta]) -> dict[str, int]:
+    by_id = {
+        f"{n['schema']}.{n['name']}": uid
+        for uid, n in manifest["nodes"].items()
+        if n["resource_type"] in {"model", "seed"}
+    }
+    counts: dict[str, int] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "test":
+            continue
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            for dataset, uid in by_id.items():
+                if uid == parent and dataset in datasets:
+                    counts[dataset] = counts.get(dataset, 0) + 1
+    return counts
+
+
+def record_publication(conn: duckdb.DuckDBPyConnection, datasets: list[str], published_at: dt.datetime) -> None:
+    """Created, last modified and published times per dataset (modified when its content fingerprint moved)."""
+    conn.execute(GOVERNANCE_DDL)
+    for dataset in datasets:
+        fingerprint = str(
+            conn.execute(f"select count(*) || ':' || coalesce(bit_xor(hash(t)), 0) from {dataset} as t").fetchall()[0][
+                0
+            ]
+        )
+        conn.execute(
+            """
+            insert into governance.dataset_history values ($d, $at, $at, $f, $at)
+            on conflict (dataset) do update set
+                last_modified_at = case when governance.dataset_history.fingerprint = $f
+                                        then governance.dataset_history.last_modified_at else $at end,
+                fingerprint = $f, last_published_at = $at
+        """,
+            {"d": dataset, "at": published_at, "f": fingerprint},
+        )
+
+
+def build_catalog(
+    conn: duckdb.DuckDBPyConnection,
+    datasets: dict[str, DatasetMeta],
+    manifest: dict[str, Any],
+    policy: Policy,
+    published_at: dt.datetime,
+    as_of: dt.date | None,
+    restricted: set[str],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The two catalog tables, from declarations, the build warehouse's records and the policy."""
+    notes = domain_notes()
+    tests = dbt_tests_by_dataset(manifest, datasets)
+    history = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "select dataset, first_published_at, last_modified_at from governance.dataset_history"
+        ).fetchall()
+    }
+    archives = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "select dataset, count(*) filter (where restored_at is null), max(archived_at) "
+            "from governance.archive_log group by 1"
+        ).fetchall()
+    }
+    rows, columns = [], []
+    for name, ds in sorted(datasets.items()):
+        meta = ds.meta
+        stats = conn.execute(f"select count(*) from {name}").fetchall()[0][0]
+        blocks = conn.execute(
+            f"select count(distinct block_id) from pragma_storage_info('{name}') where block_id >= 0"
+        ).fetchall()[0][0]
+        created, modified = history.get(name, (published_at, published_at))
+        archived, last_archived = archives.get(name, (0, None))
+        domain = notes.get(name, [])
+        gate = GATE_CHECKS.get(name, [])
+        readers = policy.readers(name, ds.classification)
+        clear = policy.clear_personal_data_readers(name) if ds.pii_columns else readers
+        rows.append(
+            {
+                "dataset": name,
+                "description": ds.description,
+                "owner": meta.get("owner"),
+                "domain": meta.get("domain"),
+                "grain": meta.get("grain"),
+                "key_columns": json.dumps(meta.get("key") or []),
+                "sort_order": json.dumps(meta.get("sort_order") or []),
+                "classification": ds.classification,
+                "pii_columns": json.dumps(ds.pii_columns),
+                "source_systems": json.dumps(ds.source_systems),
+                "upstream": json.dumps(ds.upstream),
+                "refresh_schedule": meta.get("refresh_schedule"),
+                "retention_days": meta.get("retention_days"),
+                "created_at": created,
+                "last_modified_at": modified,
+                "published_at": published_at,
+                "data_as_of": as_of,
+                "row_count": stats,
+                "size_bytes": blocks * 262_144,
+                "check_status": "passed" if (gate or tests.get(name)) else "no checks",
+                "checks": json.dumps({"gate": gate, "dbt_tests": tests.get(name, 0)}),
+                "access_roles": json.dumps(readers),
+                "clear_personal_data_roles": json.dumps(clear),
+                "published_file": "restricted" if name in restricted else "general",
+                "archived_partitions": archived,
+                "last_archived_at": last_archived,
+                "archive_state": f"{archived} period(s) archived" if archived else "nothing archived",
+                "notes": " ".join(n.notes for n in domain if n.notes),
+                "tags": json.dumps(sorted({t for n in domain for t in n.tags})),
+                "caveats": json.dumps([c for n in domain for c in n.caveats]),
+                "example_queries": json.dumps([q for n in domain for q in n.example_queries]),
+                "domain_notes_by": json.dumps(sorted({f"{n.domain} ({n.owner})" for n in domain})),
+            }
+        )
+        for column in ds.columns:
+            if ds.classification == "restricted":
+                shown = "restricted file only"
+            elif column.is_pii:
+                shown = "pseudonymised (clear in the restricted file)"
+            else:
+                shown = "clear"
+            columns.append(
+                {
+                    "dataset": name,
+                    "column_name": column.name,
+                    "data_type": column.data_type,
+                    "description": column.description,
+                    "is_pii": column.is_pii,
+                    "published_as": shown,
+                }
+            )
+    return pl.DataFrame(rows, infer_schema_length=None), pl.DataFrame(columns, infer_schema_length=None)
+
+
+def search(conn: duckdb.DuckDBPyConnection, text: str) -> pl.DataFrame:
+    """Datasets whose name, description, notes, tags, caveats or columns mention the text."""
+    like = f"%{text.lower()}%"
+    return conn.sql(
+        """
+        select d.dataset, d.classification, d.owner, d.domain, d.description, d.notes, d.tags
+        from catalog.datasets as d
+        where lower(d.dataset || ' ' || d.description || ' ' || coalesce(d.notes, '') || ' ' || d.tags || ' '
+                    || d.caveats || ' ' || coalesce(d.domain, '')) like $like
+           or d.dataset in (select dataset from catalog.columns
+                            where lower(column_name || ' ' || description) like $like)
+        order by d.dataset
+    """,
+        params={"like": like},
+    ).pl()

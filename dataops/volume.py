@@ -1,0 +1,88 @@
+"""The volume circuit breaker: a partition whose extracted volume is far outside its recent range halts
+the run before publishing, unless the spike is expected (registry) or explicitly let through (run tag).
+
+Recent range: the median of the table's rows per partition over the previous days that had data. A
+partition trips the breaker when the larger of (its rows, that median) is at least ``min_rows`` and the
+ratio between them exceeds ``max_ratio``, in either direction (a flood, or an extract that came back empty).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from dataclasses import dataclass
+
+import duckdb
+
+from dataops.registry import Registry
+from quality.contracts import Contract
+
+ALLOW_TAG = "dataops/allow_volume_spike"  # run tag: table names (system.table), comma separated, or "all"
+
+
+@dataclass
+class VolumeOutcome:
+    table: str
+    checked: dict[str, tuple[int, float | None]]  # day -> (rows, recent median)
+    tripped: dict[str, str]  # day -> why
+    allowed: dict[str, str]  # day -> why it was let through
+
+    @property
+    def passed(self) -> bool:
+        return not self.tripped
+
+
+def partition_counts(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, start: dt.date, end: dt.date
+) -> dict[dt.date, int]:
+    table = f"{contract.system}__{contract.table}"
+    counts: dict[dt.date, int] = {}
+    for schema in ("raw", "quarantine"):
+        exists = conn.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
+        ).fetchall()[0][0]
+        if not exists:
+            continue
+        for day, rows in conn.execute(
+            f"select _partition, count(*) from {schema}.{table} where _partition between ? and ? group by 1",
+            [start, end],
+        ).fetchall():
+            counts[day] = counts.get(day, 0) + int(rows)
+    return counts
+
+
+def check_volume(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+    registry: Registry,
+    allow: set[str] | None = None,
+) -> VolumeOutcome:
+    breaker = registry.volume_breaker
+    counts = partition_counts(conn, contract, start - dt.timedelta(days=breaker.lookback_days), end)
+    expected = {(s.table, s.date): s.reason for s in breaker.expected_spikes}
+    allow = allow or set()
+    outcome = VolumeOutcome(contract.name, {}, {}, {})
+    day = start
+    while day <= end:
+        history = [
+            counts[d]
+            for d in (day - dt.timedelta(days=k) for k in range(1, breaker.lookback_days + 1))
+            if counts.get(d)
+        ]
+        rows = counts.get(day, 0)
+        median = statistics.median(history) if len(history) >= breaker.min_history_days else None
+        outcome.checked[day.isoformat()] = (rows, median)
+        if median:
+            ratio = max(rows, 1) / median
+            if max(rows, median) >= breaker.min_rows and (ratio > breaker.max_ratio or ratio < 1 / breaker.max_ratio):
+                why = f"{rows} rows against a recent median of {median:g} ({ratio:.1f}x, bound {breaker.max_ratio:g}x)"
+                if (contract.name, day) in expected:
+                    outcome.allowed[day.isoformat()] = f"{why}; expected: {expected[(contract.name, day)]}"
+                elif contract.name in allow or "all" in allow:
+                    outcome.allowed[day.isoformat()] = f"{why}; let through by the run tag {ALLOW_TAG}"
+                else:
+                    outcome.tripped[day.isoformat()] = why
+        day += dt.timedelta(days=1)
+    return outcome

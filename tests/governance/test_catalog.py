@@ -1,0 +1,155 @@
+"""The metadata protocol, the catalog, files that hold up when opened directly, and retention."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from dataops.cli.main import app
+from dataops.governance.archive import archive, archive_log, restore_all
+from dataops.governance.metadata import (
+    REQUIRED_FIELDS,
+    load_manifest,
+    metadata_problems,
+    published_datasets,
+)
+from dataops.publish import publish
+from dataops.settings import Settings
+from tests.conftest import BUILT_DAYS, BUILT_START
+from tests.governance.conftest import Governed
+from tests.pipeline import environment
+
+pytestmark = pytest.mark.xdist_group("built")
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_every_published_dataset_declares_the_required_metadata() -> None:
+    datasets = published_datasets(load_manifest())
+    assert len(datasets) >= 18
+    assert metadata_problems(datasets) == []
+
+
+@pytest.mark.parametrize("field", ["owner", "description", "classification"])
+def test_removing_a_required_field_from_any_dataset_is_caught(field: str) -> None:
+    manifest = load_manifest()
+    for name in published_datasets(manifest):
+        broken = copy.deepcopy(manifest)
+        node = next(n for n in broken["nodes"].values() if f"{n['schema']}.{n['name']}" == name)
+        if field == "description":
+            node["description"] = ""
+        else:
+            node["meta"].pop(field, None)
+            node["config"]["meta"].pop(field, None)
+        assert f"{name}: missing {field}" in metadata_problems(published_datasets(broken)), name
+    assert set(REQUIRED_FIELDS) >= {"owner", "description", "domain", "grain", "key", "retention_days"}
+
+
+def test_the_catalog_lists_every_published_dataset_with_its_state(governed: Governed) -> None:
+    declared = set(published_datasets(load_manifest()))
+    analytics = governed.settings.analytics_db
+    catalog = {
+        r[0]: r[1:]
+        for r in rows(
+            analytics,
+            "select dataset, published_at, data_as_of, check_status, access_roles, archive_state, owner, "
+            "row_count, upstream from catalog.datasets",
+        )
+    }
+    assert set(catalog) == declared
+    for name, (published_at, as_of, checks, access, archived, owner, count, upstream) in catalog.items():
+        assert published_at is not None and as_of is not None, name  # freshness
+        assert checks in {"passed", "no checks"} and archived and owner, name
+        assert "data_engineer" in json.loads(access), name
+        assert count >= 0 and (json.loads(upstream) or name.startswith("reference.")), name
+    assert set(json.loads(catalog["marts.fct_gl_entries"][3])) == {"data_engineer", "executive", "finance"}
+    assert len(json.loads(catalog["marts.dim_customers"][3])) == 6  # opt-out: every role
+    columns = rows(analytics, "select count(*), count(*) filter (where is_pii) from catalog.columns")[0]
+    assert columns[0] > 100 and columns[1] >= 2
+
+
+def test_a_domain_note_appears_in_the_catalog_and_in_search(governed: Governed) -> None:
+    (notes,) = rows(
+        governed.settings.analytics_db, "select notes from catalog.datasets where dataset = 'marts.dim_customers'"
+    )[0]
+    assert "ultimate parent organisation" in notes
+    with environment(DATAOPS_DATA_DIR=str(governed.settings.data_dir)):
+        found = CliRunner().invoke(app, ["catalog", "search", "customer-360"])
+    assert found.exit_code == 0, found.output
+    assert "marts.dim_customers" in found.output
+
+
+def test_the_general_file_holds_no_personal_data_in_clear(governed: Governed) -> None:
+    settings = governed.settings
+    restricted = settings.restricted_db
+    assert stat.S_IMODE(restricted.stat().st_mode) == 0o600
+    assert not stat.S_IMODE(settings.analytics_db.stat().st_mode) & 0o222  # read-only for everyone
+    clear = {
+        str(value)
+        for (value,) in rows(restricted, "select email from marts.dim_people union select email from marts.fct_leads")
+        if value
+    }
+    assert len(clear) > 50 and all("@" in v for v in clear)
+    with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
+        tables = conn.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = 'analytics'"
+        ).fetchall()
+        assert ("marts", "fct_gl_entries") not in tables  # restricted: only in the restricted file
+        leaked = []
+        for schema, table in tables:
+            for (column,) in conn.execute(
+                "select column_name from duckdb_columns() where schema_name = ? and table_name = ? "
+                "and data_type = 'VARCHAR'",
+                [schema, table],
+            ).fetchall():
+                values = {v for (v,) in conn.execute(f'select distinct "{column}" from {schema}.{table}').fetchall()}
+                if values & clear:
+                    leaked.append(f"{schema}.{table}.{column}")
+    assert leaked == []
+
+
+def test_archiving_past_retention_moves_records_and_restores_without_loss(governed: Governed, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(governed.settings.data_dir, root)
+    settings = Settings(root)
+    states = "marts.fct_customer_states_daily"
+    lake_before = sorted(p.relative_to(root).as_posix() for p in settings.lake_dir.rglob("*.parquet"))
+    facts_before = rows(settings.build_db, f"select * from {states} order by all")
+    ((january,),) = rows(settings.build_db, f"select count(*) from {states} where date_day < '2025-02-01'")
+    as_of = BUILT_START + dt.timedelta(days=730 + 35)  # the first 35 days are past the 730-day retention
+
+    done = archive(settings, published_datasets(load_manifest()), as_of)
+
+    lake_items = [a for a in done if a.dataset.startswith("lake.")]
+    assert len({a.period for a in lake_items}) == 35
+    assert all(
+        a.location.is_dir() and not (root / a.location.relative_to(settings.archive_dir)).exists() for a in lake_items
+    )
+    fact_items = [a for a in done if a.dataset == states]
+    assert [a.period for a in fact_items] == ["2025-01"]
+    assert rows(settings.build_db, f"select count(*) from {states} where date_day < '2025-02-01'") == [(0,)]
+    assert fact_items[0].rows == january > 0
+    assert len(archive_log(settings)) == len(done)
+    end = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
+    publish(settings, (BUILT_START, end), run_id="archived")
+    (state,) = rows(settings.analytics_db, f"select archive_state from catalog.datasets where dataset = '{states}'")[0]
+    assert state == "1 period(s) archived"
+    assert rows(settings.analytics_db, f"select count(*) from catalog.archives where dataset = '{states}'") == [(1,)]
+
+    restored = restore_all(settings)
+
+    assert len(restored) == len(done)
+    assert sorted(p.relative_to(root).as_posix() for p in settings.lake_dir.rglob("*.parquet")) == lake_before
+    assert rows(settings.build_db, f"select * from {states} order by all") == facts_before
+    assert all(r[4] is not None for r in archive_log(settings))  # every period marked restored
