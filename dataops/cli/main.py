@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dataops.cli import demo, governance, lake, operate, sources, transform
+from dataops.cli import demo, egress, governance, lake, operate, sources, transform
 
 app = typer.Typer(
     name="dataops",
@@ -19,3 +19,4 @@ lake.register(app)
 transform.register(app)
 operate.register(app)
 governance.register(app)
+egress.register(app)

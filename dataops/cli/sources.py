@@ -13,7 +13,7 @@ from dataops.cli.common import console, fail, parse_date, progress_bar, settings
 
 DEFAULT_SCALE = 0.05
 DEFAULT_DAYS = 120
-crm_app = typer.Typer(help="The mock CRM's HTTP API.", no_args_is_help=True)
+crm_app = typer.Typer(help="The CRM: serve the mock API, sync the enterprise view back.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:

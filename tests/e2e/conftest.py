@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from dataops.operations import dagster_home
 from dataops.settings import PROJECT_ROOT, Settings
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
+from tests.local import free_port
 
 START = dt.date(2025, 6, 1)
 DAYS = 6
@@ -43,12 +43,6 @@ class Services:
         body: dict[str, Any] = response.json()
         assert "errors" not in body, body["errors"]
         return body["data"]  # type: ignore[no-any-return]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -> Any:

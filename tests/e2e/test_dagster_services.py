@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from tests.e2e.conftest import OUTPUT, START, Services, wait_for
+from tests.local import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster_services")]
 REPO = {"repositoryLocationName": "orchestration", "repositoryName": "__repository__"}
@@ -142,16 +143,8 @@ def test_the_asset_graph_page_renders_in_a_browser(services: Services) -> None:
     OUTPUT.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-            ],
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})

@@ -8,7 +8,6 @@ import csv
 import io
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from dataops.governance.policy import load_policy
 from dataops.governance.users import User, add_user
 from dataops.settings import Settings
 from tests.governance.conftest import Governed
+from tests.local import free_port
 
 pytestmark = pytest.mark.xdist_group("built")
 
 DATAOPS = Path(sys.executable).with_name("dataops")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ class RetryPolicy:
     timeout: float = 10.0
 
 
-class _WaitHonouringRetryAfter(tenacity.wait.wait_base):
+class WaitHonouringRetryAfter(tenacity.wait.wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
         self.backoff = tenacity.wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff)
         self.cap = policy.max_backoff
@@ -62,12 +62,7 @@ class CrmExtractor:
         self.http.close()
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.policy.max_attempts),
-            wait=_WaitHonouringRetryAfter(self.policy),
-            retry=tenacity.retry_if_exception_type(TransientCrmError),
-            reraise=True,
-        )
+        retrying = retrying_policy(self.policy)
         try:
             for attempt in retrying:
                 with attempt:
@@ -80,16 +75,7 @@ class CrmExtractor:
 
     def _once(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         self.attempts += 1
-        try:
-            resp = self.http.get(path, params=params)
-        except httpx.TimeoutException as exc:
-            raise TransientCrmError(f"timed out after {self.policy.timeout:g}s") from exc
-        except httpx.TransportError as exc:
-            raise TransientCrmError(f"connection problem: {exc}") from exc
-        if resp.status_code == 429:
-            raise TransientCrmError("429 rate limited", _retry_after(resp))
-        if resp.status_code >= 500:
-            raise TransientCrmError(f"{resp.status_code} {resp.reason_phrase}", _retry_after(resp))
+        resp = send(self.http, self.policy, "GET", path, params=params)
         if resp.status_code == 401:
             raise SourceUnavailable("the CRM refused the token (401): check CRM_TOKEN")
         if resp.status_code >= 400:
@@ -126,7 +112,32 @@ class CrmExtractor:
         return split_by_day(df, pl.col("SystemModstamp").str.slice(0, 10).str.to_date(), start, end)
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
+def retrying_policy(policy: RetryPolicy) -> tenacity.Retrying:
+    """Retry transient CRM failures with exponential backoff and jitter, at least what Retry-After asks."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.max_attempts),
+        wait=WaitHonouringRetryAfter(policy),
+        retry=tenacity.retry_if_exception_type(TransientCrmError),
+        reraise=True,
+    )
+
+
+def send(http: httpx.Client, policy: RetryPolicy, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request: timeouts, connection problems, 429 and 5xx raise TransientCrmError; the rest is returned."""
+    try:
+        resp = http.request(method, path, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise TransientCrmError(f"timed out after {policy.timeout:g}s") from exc
+    except httpx.TransportError as exc:
+        raise TransientCrmError(f"connection problem: {exc}") from exc
+    if resp.status_code == 429:
+        raise TransientCrmError("429 rate limited", retry_after(resp))
+    if resp.status_code >= 500:
+        raise TransientCrmError(f"{resp.status_code} {resp.reason_phrase}", retry_after(resp))
+    return resp
+
+
+def retry_after(resp: httpx.Response) -> float | None:
     value = resp.headers.get("Retry-After")
     try:
         return float(value) if value is not None else None

@@ -1,0 +1,497 @@
+"""Reverse ETL: write the enterprise's view of each customer back to its accounts in the CRM.
+
+Every CRM account gets its ultimate parent's state, delinquent flag and MRR in USD as of the latest
+published date, read from the analyst warehouse (the agreed, published numbers, never the build
+warehouse mid-run). Only fields whose value changed since the last sync are sent, one ``PATCH`` per
+account carrying just those fields.
+
+Sync state and the sync log live in a small SQLite file under the data directory
+(:func:`sync_db_path`), not in DuckDB: the analyst file is read-only and the build warehouse belongs to
+the pipeline's runs. Each account's write is recorded (log rows and last-synced values, one SQLite
+transaction) right after the CRM accepted it. A sync that fails part-way therefore leaves every accepted
+write recorded, and a re-run sends only what is still missing. A write the CRM applied but whose answer
+was lost is simply sent again: the ``PATCH`` sets absolute values, so repeating it changes nothing, and
+it carries the same ``Idempotency-Key``.
+
+Transient failures (429 honouring ``Retry-After``, 5xx, timeouts) are retried by the CRM connector's
+tenacity policy; after a bounded number of tries the sync fails naming the account. Requests are also
+paced client-side, so that a long sync stays under the CRM's rate limit rather than leaning on 429s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dataops.ingest.connectors.crm import RetryPolicy, TransientCrmError, retrying_policy, send
+from dataops.registry import Registry, load_registry
+from dataops.settings import Settings
+from dataops.warehouse import connect
+
+log = logging.getLogger(__name__)
+
+STATE_FIELD = "Enterprise_State__c"
+DELINQUENT_FIELD = "Enterprise_Delinquent__c"
+MRR_FIELD = "Enterprise_MRR_USD__c"
+FIELDS = (STATE_FIELD, DELINQUENT_FIELD, MRR_FIELD)
+DEFAULT_MAX_REQUESTS_PER_SECOND = 40.0  # the mock CRM allows 50/s; stay below rather than lean on 429s
+
+# Values are kept as canonical text (state name, "0"/"1", cents-exact decimal) so that comparing the
+# desired value with the last-synced one is exact, with no float round trip.
+ProgressCallback = Callable[[int, int], None]
+
+SCHEMA = """
+create table if not exists synced_values (
+    account_id text not null, field text not null, value text, synced_at text not null, sync_id text not null,
+    primary key (account_id, field));
+create table if not exists sync_log (
+    seq integer primary key autoincrement, sync_id text not null, account_id text not null, field text not null,
+    old_value text, new_value text, synced_at text not null);
+create index if not exists sync_log_account on sync_log (account_id, field);
+create table if not exists sync_runs (
+    sync_id text primary key, started_at text not null, finished_at text, status text not null,
+    as_of_date text, publish_id text, accounts_considered integer, accounts_patched integer,
+    fields_written integer, requests integer, retries integer, error text);
+"""
+
+# The enterprise view of every CRM account on the latest published date. MRR follows the mrr_usd KPI:
+# contracts live that day, summed per customer and currency, each total converted at the day's rate and
+# rounded to the cent (the to_usd macro), then added.
+VIEW_SQL = """
+with
+accounts as (
+    select entity_id as account_id, customer_id
+    from marts.dim_customer_hierarchy
+    where entity_type = 'crm_account'
+),
+states as (
+    select customer_id, state, is_delinquent
+    from marts.fct_customer_states_daily
+    where date_day = $as_of
+),
+live as (
+    select contracts.customer_id, contracts.currency_code, contracts.mrr_amount
+    from marts.fct_contract_state_events as events
+    inner join marts.fct_contracts as contracts on contracts.contract_id = events.contract_id
+    where events.to_status in (select unnest($live_states::varchar[]))
+      and events.changed_date <= $as_of
+      and (events.valid_until_date is null or events.valid_until_date > $as_of)
+),
+per_currency as (
+    select customer_id, currency_code, sum(mrr_amount) as amount
+    from live
+    group by 1, 2
+),
+mrr as (
+    select
+        per_currency.customer_id,
+        sum(round(cast(per_currency.amount as decimal(38, 2)) * cast(rates.usd_per_unit as decimal(38, 6)), 2))
+            as mrr_usd
+    from per_currency
+    inner join marts.fct_fx_rates as rates
+        on rates.rate_date = $as_of and rates.currency_code = per_currency.currency_code
+    group by 1
+)
+select
+    accounts.account_id,
+    states.state,
+    states.is_delinquent,
+    cast(coalesce(mrr.mrr_usd, 0) as decimal(38, 2)) as mrr_usd
+from accounts
+inner join states on states.customer_id = accounts.customer_id
+left join mrr on mrr.customer_id = accounts.customer_id
+order by accounts.account_id
+"""
+
+
+class CrmSyncError(RuntimeError):
+    """The sync could not finish; everything the CRM accepted before it stopped is recorded."""
+
+
+@dataclass(frozen=True)
+class EnterpriseView:
+    """The desired CRM field values per account, as of one published date."""
+
+    as_of: dt.date
+    publish_id: str
+    values: dict[str, dict[str, str]]  # account id -> field -> canonical text value
+
+
+@dataclass
+class SyncReport:
+    sync_id: str
+    as_of: dt.date
+    publish_id: str
+    accounts_considered: int = 0
+    accounts_changed: int = 0  # accounts with at least one field to write
+    accounts_patched: int = 0
+    fields_written: int = 0
+    requests: int = 0  # HTTP requests, retries included
+    retries: int = 0
+    missing_accounts: list[str] = field(default_factory=list)  # in the warehouse but unknown to the CRM (404)
+    seconds: float = 0.0
+
+
+def sync_db_path(settings: Settings) -> Path:
+    """Where the sync state and log live (derived from the data directory; nothing to configure)."""
+    return settings.data_dir / "egress" / "crm_sync.sqlite"
+
+
+# --- the enterprise view ---------------------------------------------------------------------------
+
+
+def _canonical(field_name: str, value: Any) -> str:
+    if field_name == STATE_FIELD:
+        return str(value)
+    if field_name == DELINQUENT_FIELD:
+        return "1" if value else "0"
+    return str(Decimal(value).quantize(Decimal("0.01")))
+
+
+def _api_value(field_name: str, text: str) -> Any:
+    """The JSON value the CRM field takes (integer 0/1 flag, real MRR)."""
+    if field_name == DELINQUENT_FIELD:
+        return int(text)
+    if field_name == MRR_FIELD:
+        return float(text)
+    return text
+
+
+def enterprise_view(settings: Settings, registry: Registry | None = None) -> EnterpriseView:
+    """Desired values for every CRM account, from the published analyst warehouse (opened read-only)."""
+    path = settings.analytics_db
+    if not path.exists():
+        raise CrmSyncError(f"nothing is published yet ({path} does not exist): run the pipeline first")
+    live_states = list((registry or load_registry()).live_contract_states)
+    with connect(path, read_only=True) as conn:
+        latest = conn.execute(
+            "select as_of_date, publish_id from publish.publish_log order by published_at desc limit 1"
+        ).fetchall()
+        if not latest or latest[0][0] is None:
+            raise CrmSyncError(f"{path} records no publish with an as-of date")
+        as_of, publish_id = latest[0]
+        rows = conn.execute(VIEW_SQL, {"as_of": as_of, "live_states": live_states}).fetchall()
+    values = {
+        str(account): {
+            STATE_FIELD: _canonical(STATE_FIELD, state),
+            DELINQUENT_FIELD: _canonical(DELINQUENT_FIELD, delinquent),
+            MRR_FIELD: _canonical(MRR_FIELD, mrr),
+        }
+        for account, state, delinquent, mrr in rows
+    }
+    return EnterpriseView(as_of=as_of, publish_id=str(publish_id), values=values)
+
+
+# --- sync state ------------------------------------------------------------------------------------
+
+
+def _open_state(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)  # explicit transactions only
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("pragma busy_timeout=30000")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _synced(conn: sqlite3.Connection) -> dict[str, dict[str, str | None]]:
+    out: dict[str, dict[str, str | None]] = {}
+    for account, field_name, value in conn.execute("select account_id, field, value from synced_values"):
+        out.setdefault(account, {})[field_name] = value
+    return out
+
+
+def _record(conn: sqlite3.Connection, sync_id: str, account_id: str, fields: dict[str, str]) -> int:
+    """Record one accepted write: log rows and last-synced values land together or not at all.
+
+    The recorded values are re-read inside the (immediate, write-locked) transaction and only fields that
+    really change are logged, so recording the same write twice (a concurrent sync, a replay) adds nothing.
+    """
+    at = _now()
+    conn.execute("begin immediate")
+    try:
+        current = dict(
+            conn.execute("select field, value from synced_values where account_id = ?", (account_id,)).fetchall()
+        )
+        changed = {f: v for f, v in fields.items() if f not in current or current[f] != v}
+        conn.executemany(
+            "insert into sync_log (sync_id, account_id, field, old_value, new_value, synced_at) "
+            "values (?, ?, ?, ?, ?, ?)",
+            [(sync_id, account_id, f, current.get(f), v, at) for f, v in changed.items()],
+        )
+        conn.executemany(
+            "insert into synced_values (account_id, field, value, synced_at, sync_id) values (?, ?, ?, ?, ?) "
+            "on conflict (account_id, field) do update set value = excluded.value, "
+            "synced_at = excluded.synced_at, sync_id = excluded.sync_id",
+            [(account_id, f, v, at, sync_id) for f, v in changed.items()],
+        )
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    conn.execute("commit")
+    return len(changed)
+
+
+def _finish_run(conn: sqlite3.Connection, report: SyncReport, status: str, error: str | None = None) -> None:
+    conn.execute(
+        "update sync_runs set finished_at = ?, status = ?, accounts_considered = ?, accounts_patched = ?, "
+        "fields_written = ?, requests = ?, retries = ?, error = ? where sync_id = ?",
+        (
+            _now(),
+            status,
+            report.accounts_considered,
+            report.accounts_patched,
+            report.fields_written,
+            report.requests,
+            report.retries,
+            error,
+            report.sync_id,
+        ),
+    )
+
+
+def read_sync_log(settings: Settings) -> list[dict[str, Any]]:
+    """The sync log, oldest first: (sync_id, account_id, field, old_value, new_value, synced_at)."""
+    path = sync_db_path(settings)
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "select sync_id, account_id, field, old_value, new_value, synced_at from sync_log order by seq"
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def read_sync_runs(settings: Settings) -> list[dict[str, Any]]:
+    """Every sync attempted, oldest first, with its status (running, completed, failed) and counts."""
+    path = sync_db_path(settings)
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("select * from sync_runs order by started_at").fetchall()
+    return [dict(r) for r in rows]
+
+
+# --- the CRM write client --------------------------------------------------------------------------
+
+
+class _Pacer:
+    """Spaces requests at least 1/rate apart, so a long sync stays under the CRM's rate limit."""
+
+    def __init__(self, per_second: float | None) -> None:
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self.next_at = 0.0
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        if now < self.next_at:
+            time.sleep(self.next_at - now)
+            now = time.monotonic()
+        self.next_at = now + self.interval
+
+
+class CrmWriter:
+    """``PATCH /api/v1/accounts/{id}`` with the CRM connector's retry policy (429/Retry-After, 5xx, timeouts)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        policy: RetryPolicy | None = None,
+        max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=self.policy.timeout,
+            transport=transport,
+        )
+        self.pacer = _Pacer(max_requests_per_second)
+        self.requests = 0
+        self.retries = 0
+
+    def close(self) -> None:
+        self.http.close()
+
+    def patch_account(self, account_id: str, fields: dict[str, Any], idempotency_key: str) -> bool:
+        """Write the fields; False when the CRM does not know the account (404), raise when it cannot."""
+        retrying = retrying_policy(self.policy)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.retries += 1
+                    return self._once(account_id, fields, idempotency_key)
+        except TransientCrmError as exc:
+            raise CrmSyncError(
+                f"CRM PATCH of account {account_id} failed after {self.policy.max_attempts} attempts; last error: {exc}"
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, account_id: str, fields: dict[str, Any], idempotency_key: str) -> bool:
+        self.pacer.wait()
+        self.requests += 1
+        resp = send(
+            self.http,
+            self.policy,
+            "PATCH",
+            f"/api/v1/accounts/{account_id}",
+            json=fields,
+            headers={"Idempotency-Key": idempotency_key},
+        )
+        if resp.status_code == 401:
+            raise CrmSyncError("the CRM refused the token (401): check CRM_TOKEN")
+        if resp.status_code == 404:
+            return False
+        if resp.status_code >= 400:
+            raise CrmSyncError(f"CRM PATCH of account {account_id} answered {resp.status_code}: {resp.text[:300]}")
+        return True
+
+
+def idempotency_key(account_id: str, old: dict[str, str | None], new: dict[str, str]) -> str:
+    """The same write (same account, same recorded old values, same new values) always has the same key.
+
+    Old values are part of it so that a later, legitimate write of an earlier value (A, B, then A again)
+    is not mistaken for a replay by a CRM that deduplicates on the key.
+    """
+    parts = [account_id] + [f"{f}:{old.get(f)}->{new[f]}" for f in sorted(new)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+# --- the sync --------------------------------------------------------------------------------------
+
+
+def sync_crm(
+    settings: Settings,
+    base_url: str,
+    token: str,
+    *,
+    progress: ProgressCallback | None = None,
+    policy: RetryPolicy | None = None,
+    max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+    full: bool = False,
+    registry: Registry | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> SyncReport:
+    """Write the enterprise view to the CRM, only the fields that changed since the last sync.
+
+    ``progress(done, total)`` is called after each account written (total: accounts with changes).
+    ``full`` re-sends every field of every account (to repair edits made in the CRM by hand); the log
+    still records only values that differ from the last sync. Raises :class:`CrmSyncError` naming the
+    account when the CRM keeps failing; a re-run resumes with the accounts not yet written.
+    """
+    started = time.monotonic()
+    view = enterprise_view(settings, registry)
+    report = SyncReport(
+        sync_id=uuid.uuid4().hex[:16],
+        as_of=view.as_of,
+        publish_id=view.publish_id,
+        accounts_considered=len(view.values),
+    )
+    with closing(_open_state(sync_db_path(settings))) as state:
+        state.execute(
+            "insert into sync_runs (sync_id, started_at, status, as_of_date, publish_id) "
+            "values (?, ?, 'running', ?, ?)",
+            (report.sync_id, _now(), view.as_of.isoformat(), view.publish_id),
+        )
+        synced = _synced(state)
+        todo: list[tuple[str, dict[str, str]]] = []
+        for account_id, desired in view.values.items():
+            recorded = synced.get(account_id, {})
+            changed = dict(desired) if full else {f: v for f, v in desired.items() if recorded.get(f) != v}
+            if changed:
+                todo.append((account_id, changed))
+        report.accounts_changed = len(todo)
+        log.info(
+            "CRM sync %s: %d accounts as of %s, %d to write",
+            report.sync_id,
+            report.accounts_considered,
+            view.as_of,
+            len(todo),
+        )
+        writer = CrmWriter(base_url, token, policy, max_requests_per_second, transport)
+        try:
+            for done, (account_id, changed) in enumerate(todo, start=1):
+                recorded = synced.get(account_id, {})
+                key = idempotency_key(account_id, recorded, changed)
+                body = {f: _api_value(f, v) for f, v in changed.items()}
+                if writer.patch_account(account_id, body, key):
+                    report.fields_written += _record(state, report.sync_id, account_id, changed)
+                    report.accounts_patched += 1
+                else:
+                    report.missing_accounts.append(account_id)
+                    log.warning("CRM sync %s: account %s is not in the CRM (404); skipped", report.sync_id, account_id)
+                report.requests, report.retries = writer.requests, writer.retries
+                if progress is not None:
+                    progress(done, len(todo))
+                if done % 500 == 0:
+                    log.info("CRM sync %s: %d/%d accounts written", report.sync_id, done, len(todo))
+        except BaseException as exc:
+            report.requests, report.retries = writer.requests, writer.retries
+            report.seconds = time.monotonic() - started
+            message = (
+                f"{exc} ({report.accounts_patched} of {len(todo)} accounts were written and recorded; "
+                "re-run the sync to resume)"
+            )
+            _finish_run(state, report, "failed", message)
+            if isinstance(exc, CrmSyncError):
+                raise CrmSyncError(message) from exc
+            raise
+        finally:
+            writer.close()
+        report.seconds = time.monotonic() - started
+        _finish_run(state, report, "completed")
+    log.info(
+        "CRM sync %s: %d accounts patched, %d fields written, %d requests (%d retries) in %.1fs",
+        report.sync_id,
+        report.accounts_patched,
+        report.fields_written,
+        report.requests,
+        report.retries,
+        report.seconds,
+    )
+    return report
+
+
+@contextmanager
+def crm_endpoint(
+    settings: Settings, base_url: str | None = None, token: str | None = None
+) -> Iterator[tuple[str, str]]:
+    """The CRM to write to: the given URL, else ``CRM_BASE_URL``/``CRM_TOKEN``, else the mock CRM over
+    the data directory's CRM store, started on a loopback port for the duration (as ingestion does)."""
+    base_url = base_url or os.environ.get("CRM_BASE_URL") or None
+    token = token or os.environ.get("CRM_TOKEN") or None
+    if base_url:
+        yield base_url, token or ""
+        return
+    from source_systems.crm.server import DEFAULT_TOKEN, start_in_thread
+
+    if not settings.crm_db.exists():
+        raise CrmSyncError(
+            f"no CRM store at {settings.crm_db}; run `dataops simulate` first, or set CRM_BASE_URL and CRM_TOKEN"
+        )
+    with start_in_thread(settings.crm_db, token=token or DEFAULT_TOKEN) as server:
+        yield server.url, server.token

@@ -1,0 +1,85 @@
+"""Data products: manifests that match their files, versions that move only when the content does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dataops.egress.exports import export_data_products, exports_dir, read_manifest
+from tests.published import Published, copy_of
+
+pytestmark = pytest.mark.xdist_group("published")
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every data product file and folder (the exporter's own .staging scratch folder aside)."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in folder.rglob("*")
+        if not p.relative_to(folder).parts[0].startswith(".")
+    }
+
+
+def test_manifests_match_their_files_and_an_unchanged_reexport_changes_nothing(
+    published: Published, tmp_path: Path
+) -> None:
+    world = copy_of(published, tmp_path / "data")
+    settings = world.settings
+
+    first = export_data_products(settings)
+
+    with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
+        tables = {
+            f"{schema}.{table}"
+            for schema, table in conn.execute(
+                "select schema_name, table_name from duckdb_tables() where schema_name in ('marts', 'kpis')"
+            ).fetchall()
+        }
+        assert set(first.datasets) == tables and sorted(first.changed) == sorted(tables)
+        assert "marts.fct_gl_entries" not in tables  # restricted: never in the general file, nor exported
+        for dataset in tables:
+            manifest = read_manifest(settings, dataset)
+            assert manifest is not None and manifest["dataset"] == dataset and manifest["version"] == 1
+            file = exports_dir(settings) / dataset / manifest["file"]
+            assert manifest["checksum"] == "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
+            assert manifest["bytes"] == file.stat().st_size
+            in_file = conn.execute(f"select count(*) from read_parquet('{file}')").fetchall()[0][0]
+            in_warehouse = conn.execute(f"select count(*) from {dataset}").fetchall()[0][0]
+            assert manifest["row_count"] == in_file == in_warehouse, dataset
+            assert [c["name"] for c in manifest["schema"]] == [
+                r[0] for r in conn.execute(f"describe {dataset}").fetchall()
+            ]
+            assert manifest["publish_id"] == first.publish_id and manifest["published_at"]
+    index = json.loads((exports_dir(settings) / "index.json").read_text())
+    assert index["publish_id"] == first.publish_id and index["datasets"] == first.datasets
+
+    before = snapshot(exports_dir(settings))
+    again = export_data_products(settings)
+
+    assert again.changed == [] and again.datasets == first.datasets
+    assert snapshot(exports_dir(settings)) == before  # not a byte, not a timestamp
+
+
+def test_a_changed_dataset_gets_a_new_version_and_the_rest_stay(published: Published, tmp_path: Path) -> None:
+    world = copy_of(published, tmp_path / "data")
+    settings = world.settings
+    export_data_products(settings)
+    old = read_manifest(settings, "kpis.kpi_daily")
+    assert old is not None
+    os.chmod(settings.analytics_db, stat.S_IRUSR | stat.S_IWUSR)  # stand in for a new publish
+    with duckdb.connect(str(settings.analytics_db)) as conn:
+        conn.execute("delete from kpis.kpi_daily where date_day = (select max(date_day) from kpis.kpi_daily)")
+
+    report = export_data_products(settings)
+
+    assert report.changed == ["kpis.kpi_daily"]
+    new = read_manifest(settings, "kpis.kpi_daily")
+    assert new is not None and new["version"] == 2 and new["row_count"] < old["row_count"]
+    assert (exports_dir(settings) / "kpis.kpi_daily" / old["file"]).exists()  # readers mid-read keep theirs
+    assert json.loads((exports_dir(settings) / "index.json").read_text())["datasets"]["kpis.kpi_daily"] == 2
