@@ -41,5 +41,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the page tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+## bench: simulate the sources at SF (default 1), then measure the full build, the floor, daily runs (see benchmarks/)
+SF ?= 1
+BENCH_ARGS ?=
+bench: bootstrap
+	$(BIN)/python -m benchmarks --scale $(SF) $(BENCH_ARGS)
+
 clean-data:
 	find data -mindepth 1 -not -name README.md -not -name .gitignore -delete

@@ -57,7 +57,7 @@ class ExpectedSpike:
 
 @dataclass(frozen=True)
 class VolumeBreaker:
-    lookback_days: int = 14
+    lookback_days: int = 35
     min_history_days: int = 5
     max_ratio: float = 5.0
     min_rows: int = 100

@@ -1,15 +1,16 @@
 """The volume circuit breaker: a partition whose extracted volume is far outside its recent range halts
 the run before publishing, unless the spike is expected (registry) or explicitly let through (run tag).
 
-Recent range: the median of the table's rows per partition over the previous days that had data. A
-partition trips the breaker when the larger of (its rows, that median) is at least ``min_rows`` and the
-ratio between them exceeds ``max_ratio``, in either direction (a flood, or an extract that came back empty).
+Recent range: the smallest and largest rows per partition over the previous ``lookback_days`` days that had
+data (35 by default, so a monthly cycle such as month-start billing is part of the range). A partition trips
+the breaker when it is more than ``max_ratio`` times the largest (a flood) and at least ``min_rows``, or,
+for a table that reliably has at least ``min_rows`` a day, less than the smallest divided by ``max_ratio``
+(an extract that came back empty).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from dataclasses import dataclass
 
 import duckdb
@@ -23,7 +24,7 @@ ALLOW_TAG = "dataops/allow_volume_spike"  # run tag: table names (system.table),
 @dataclass
 class VolumeOutcome:
     table: str
-    checked: dict[str, tuple[int, float | None]]  # day -> (rows, recent median)
+    checked: dict[str, tuple[int, tuple[int, int] | None]]  # day -> (rows, recent range)
     tripped: dict[str, str]  # day -> why
     allowed: dict[str, str]  # day -> why it was let through
 
@@ -72,17 +73,20 @@ def check_volume(
             if counts.get(d)
         ]
         rows = counts.get(day, 0)
-        median = statistics.median(history) if len(history) >= breaker.min_history_days else None
-        outcome.checked[day.isoformat()] = (rows, median)
-        if median:
-            ratio = max(rows, 1) / median
-            if max(rows, median) >= breaker.min_rows and (ratio > breaker.max_ratio or ratio < 1 / breaker.max_ratio):
-                why = f"{rows} rows against a recent median of {median:g} ({ratio:.1f}x, bound {breaker.max_ratio:g}x)"
-                if (contract.name, day) in expected:
-                    outcome.allowed[day.isoformat()] = f"{why}; expected: {expected[(contract.name, day)]}"
-                elif contract.name in allow or "all" in allow:
-                    outcome.allowed[day.isoformat()] = f"{why}; let through by the run tag {ALLOW_TAG}"
-                else:
-                    outcome.tripped[day.isoformat()] = why
+        judged = len(history) >= breaker.min_history_days
+        low, high = (min(history), max(history)) if judged else (0, 0)
+        outcome.checked[day.isoformat()] = (rows, (low, high) if judged else None)
+        why = None
+        if judged and rows >= breaker.min_rows and rows > high * breaker.max_ratio:
+            why = f"{rows} rows, above {breaker.max_ratio:g}x the recent range {low}..{high}"
+        elif judged and low >= breaker.min_rows and rows < low / breaker.max_ratio:
+            why = f"{rows} rows, below 1/{breaker.max_ratio:g} of the recent range {low}..{high}"
+        if why:
+            if (contract.name, day) in expected:
+                outcome.allowed[day.isoformat()] = f"{why}; expected: {expected[(contract.name, day)]}"
+            elif contract.name in allow or "all" in allow:
+                outcome.allowed[day.isoformat()] = f"{why}; let through by the run tag {ALLOW_TAG}"
+            else:
+                outcome.tripped[day.isoformat()] = why
         day += dt.timedelta(days=1)
     return outcome

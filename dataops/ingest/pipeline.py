@@ -27,7 +27,7 @@ from quality.contracts import CONTRACTS, Contract
 
 @dataclass(frozen=True)
 class IngestOptions:
-    max_quarantine_rate: float = 0.05
+    max_quarantine_rate: float = 0.10
     min_quarantined: int = 3  # a partition fails only past the rate *and* more than this many rows
     limits: Limits = field(default_factory=Limits)
 

@@ -52,7 +52,9 @@ def volume_check(contract: Contract) -> dg.AssetChecksDefinition:
                 "partitions_checked": len(outcome.checked),
                 "tripped": dg.MetadataValue.json(outcome.tripped),
                 "let_through": dg.MetadataValue.json(outcome.allowed),
-                "rows_and_recent_median": dg.MetadataValue.json({d: [r, m] for d, (r, m) in outcome.checked.items()}),
+                "rows_and_recent_range": dg.MetadataValue.json(
+                    {d: [r, list(rng) if rng else None] for d, (r, rng) in outcome.checked.items()}
+                ),
             },
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +13,7 @@ import yaml
 from dataops.governance.gateway import Gateway
 from dataops.governance.policy import POLICY_PATH, Policy, load_policy
 from dataops.governance.users import User, add_user
-from dataops.publish import publish
 from dataops.settings import Settings
-from tests.conftest import BUILT_DAYS, BUILT_START
 from tests.pipeline import environment
 
 ROLES = ("analyst", "finance", "sales_ops", "marketing_ops", "executive", "data_engineer")
@@ -39,9 +36,7 @@ class Governed:
 def governed(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Governed]:
     root = tmp_path_factory.mktemp("governed")
     shutil.copytree(built, root, dirs_exist_ok=True)
-    settings = Settings(root)
-    end = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
-    publish(settings, (BUILT_START, end), run_id="governance-tests")
+    settings = Settings(root)  # `built` ran the whole job, publishing included
     policy = load_policy()
     tokens = {role: add_user(settings, policy, f"{role}_user", role) for role in ROLES}
     with environment(DATAOPS_DATA_DIR=str(root)):

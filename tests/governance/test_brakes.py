@@ -42,7 +42,7 @@ def test_a_partition_far_outside_its_recent_range_trips_the_breaker() -> None:
         raw_leads(conn, {**days, SPIKE: 2000, SPIKE + dt.timedelta(days=1): 141})
         spike = check_volume(conn, LEADS, SPIKE, SPIKE + dt.timedelta(days=1), registry)
         assert list(spike.tripped) == [SPIKE.isoformat()]
-        assert "2000 rows against a recent median of 141" in spike.tripped[SPIKE.isoformat()]
+        assert "2000 rows, above 5x the recent range 140..142" in spike.tripped[SPIKE.isoformat()]
         allowed = check_volume(conn, LEADS, SPIKE, SPIKE, registry, allow={"crm.leads"})
         assert allowed.passed and "let through" in allowed.allowed[SPIKE.isoformat()]
         empty = check_volume(conn, LEADS, SPIKE + dt.timedelta(days=2), SPIKE + dt.timedelta(days=2), registry)
@@ -91,8 +91,9 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
         SPIKE,
         SimConfig(seed=5, scale=0.04, start=START, lead_spike_date=SPIKE, lead_spike_factor=15),
     )
-    assert run_job(root, START, SPIKE - dt.timedelta(days=1)).success
-    published = settings.analytics_db.read_bytes()
+    # The breaker's history is what was extracted; landing it is enough (no need to model and publish it).
+    history = dg.AssetSelection.groups("simulation", "erp", "crm", "accounting")
+    assert run_job(root, START, SPIKE - dt.timedelta(days=1), selection=history).success
 
     halted = run_job(root, SPIKE, SPIKE)
 
@@ -103,7 +104,7 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
     description = tripped.description or ""
     assert "volume circuit breaker tripped on crm.leads" in description and ALLOW_TAG in description
     assert ANALYTICS_KEY not in {e.asset_key for e in halted.get_asset_materialization_events()}
-    assert settings.analytics_db.read_bytes() == published  # nothing reached analysts
+    assert not settings.analytics_db.exists()  # nothing reached analysts
 
     let_through = run_job(root, SPIKE, SPIKE, tags={ALLOW_TAG: "crm.leads,crm.lead_history"})
 

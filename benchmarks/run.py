@@ -1,0 +1,418 @@
+"""The benchmark harness: ``python -m benchmarks --scale 1`` (``make bench``).
+
+Simulates the sources at a scale factor (``SimConfig.scale``), then measures in one session, each
+measurement in its own process (``benchmarks.worker``) so that its peak memory is its own:
+
+* the full build over the whole window (stages extract, land, load, validate, dbt, checks, publish), with a
+  pyinstrument profile kept beside the result;
+* the floor: the SQL dbt compiled, run in order in one DuckDB connection over the same raw layer; and
+  whether both give the same ``kpis.kpi_daily``;
+* a daily incremental run after N days of history, and a rerun of that day (no new data);
+* optionally the full build at other scale factors, and the fitted growth.
+
+Writes ``<output>/<date>-SF<s>.json``, ``.md`` and the profile (``-profile.html``/``.txt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb", "polars", "pandera", "pyinstrument")
+TARGETS = {"ratio_sf10": 3.0, "peak_gib_sf10": 4.0, "incremental_720_s": 30.0, "no_data_s": 15.0}
+GIB = 1024**3
+EXTRA_ENV: dict[str, str] = {}  # --env: set for every measured process (e.g. to try a Dagster setting)
+RUN_OPTIONS: dict[str, Any] = {}  # passed to every pipeline run (--max-quarantine-rate)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def task(name: str, **args: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh process and return its JSON result."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        out = Path(handle.name)
+    try:
+        env = os.environ | {"PYTHONPATH": str(ROOT), "DAGSTER_DISABLE_TELEMETRY": "1"} | EXTRA_ENV
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", name, json.dumps(args | {"out": str(out)})],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark task {name} failed:\n{proc.stdout[-4000:]}")
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def machine() -> dict[str, Any]:
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    versions: dict[str, str | None] = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(int(meminfo["MemTotal"].split()[0]) * 1024 / GIB, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "commit": commit,
+        "worktree_dirty": bool(dirty),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def fresh(directory: Path, sources: Path) -> Path:
+    """A data directory with a copy of the simulated sources and nothing built yet."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    shutil.copytree(sources, directory / "sources")
+    return directory
+
+
+def simulated(work: Path, scale: float, start: dt.date, end: dt.date, seed: int) -> tuple[Path, dict[str, Any]]:
+    base = work / f"SF{scale:g}" / f"sources-from-{start}"
+    say(f"simulating SF {scale:g}: {start}..{end} (continues an existing simulation of the same config)")
+    result = task(
+        "simulate", data_dir=str(base), scale=scale, seed=seed, start=start.isoformat(), through=end.isoformat()
+    )
+    say(f"  simulated {result['days']} new days in {result['wall_s']:.1f} s")
+    return base / "sources", result
+
+
+def pipeline(data_dir: Path, start: dt.date, end: dt.date, what: str, profile: Path | None = None) -> dict[str, Any]:
+    say(f"{what}: pipeline run {start}..{end} ({(end - start).days + 1} days)")
+    args: dict[str, Any] = {"data_dir": str(data_dir), "start": start.isoformat(), "end": end.isoformat()}
+    args |= RUN_OPTIONS
+    if profile is not None:
+        args["profile"] = str(profile)
+    result = task("pipeline", **args)
+    status = "ok" if result["success"] else f"FAILED {result['failures'][:2]} {result['failed_checks'][:3]}"
+    say(f"  {result['wall_s']:.1f} s, peak {result['peak_rss'] / GIB:.2f} GiB, {status}")
+    return result
+
+
+def full_build_and_floor(
+    work: Path, sources: Path, scale: float, start: dt.date, end: dt.date, profile: Path | None
+) -> dict[str, Any]:
+    data_dir = fresh(work / f"SF{scale:g}" / "full", sources)
+    build = pipeline(data_dir, start, end, f"full build SF {scale:g}", profile)
+    if not build["success"]:
+        raise RuntimeError(f"the full build failed: {build['failures'][:3]} {build['failed_checks'][:3]}")
+    floor_dir = work / f"SF{scale:g}" / "floor"
+    shutil.rmtree(floor_dir, ignore_errors=True)
+    say("floor: raw layer to Parquet and dbt compile (untimed)")
+    targets = [t for t in build.get("dbt_targets", []) if Path(t, "manifest.json").exists()]
+    prepared = task(
+        "floor_prepare",
+        dbt_target=targets[-1] if targets else "",
+        data_dir=str(data_dir),
+        floor_dir=str(floor_dir),
+        start=start.isoformat(),
+        end=end.isoformat(),
+    )
+    floor = task("floor", floor_dir=str(floor_dir)) | prepared
+    say(f"  floor {floor['wall_s']:.1f} s, peak {floor['peak_rss'] / GIB:.2f} GiB ({floor['models']} models)")
+    same = task(
+        "compare", pipeline_db=str(data_dir / "warehouse" / "build.duckdb"), floor_db=str(floor_dir / "build.duckdb")
+    )
+    say(f"  KPIs identical: {same['identical']} ({same['rows_pipeline']} rows)")
+    return {
+        "build": build,
+        "floor": floor,
+        "kpis_compared": same,
+        "ratio": build["wall_s"] / max(floor["wall_s"], 1e-9),
+    }
+
+
+def ladder(work: Path, sources: Path, scale: float, start: dt.date, history: list[int]) -> dict[str, Any]:
+    """Daily runs after growing history: build up to day N, then time day N+1; then rerun it (no new data)."""
+    data_dir = fresh(work / f"SF{scale:g}" / "ladder", sources)
+    runs: list[dict[str, Any]] = []
+    built = 0
+    last_day = start
+    for days in sorted(history):
+        if days > built:
+            backfill = pipeline(
+                data_dir,
+                start + dt.timedelta(days=built),
+                start + dt.timedelta(days=days - 1),
+                f"history to {days} days",
+            )
+            runs.append({"kind": "history", "history_days": days, **_brief(backfill)})
+        last_day = start + dt.timedelta(days=days)
+        daily = pipeline(data_dir, last_day, last_day, f"daily run after {days} days of history")
+        runs.append({"kind": "daily", "history_days": days, **_brief(daily)})
+        built = days + 1
+    rerun = pipeline(data_dir, last_day, last_day, "no-data run (the same day again, nothing new in the sources)")
+    runs.append({"kind": "no_data", "history_days": built - 1, **_brief(rerun)})
+    return {"runs": runs}
+
+
+def _brief(run: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "start",
+        "end",
+        "days",
+        "success",
+        "failures",
+        "failed_checks",
+        "wall_s",
+        "startup_s",
+        "peak_rss",
+        "stages",
+        "steps",
+    )
+    return {k: run[k] for k in keys}
+
+
+def growth(points: list[tuple[float, float]]) -> float | None:
+    """The exponent b of y = a * x^b, least squares in log-log."""
+    usable = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y > 0]
+    if len(usable) < 2:
+        return None
+    mx = sum(x for x, _ in usable) / len(usable)
+    my = sum(y for _, y in usable) / len(usable)
+    var = sum((x - mx) ** 2 for x, _ in usable)
+    return sum((x - mx) * (y - my) for x, y in usable) / var if var else None
+
+
+def table(result: dict[str, Any]) -> str:
+    gib = lambda b: f"{b / GIB:.2f}"  # noqa: E731
+    m, full = result["machine"], result["full"]
+    build, floor = full["build"], full["floor"]
+    lines = [
+        f"## Benchmark SF {result['scale']:g}, {result['days']} days ({result['window'][0]}..{result['window'][1]})",
+        "",
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; commit {m['commit'][:10]}"
+        f"{' (dirty worktree)' if m['worktree_dirty'] else ''}; "
+        f"load average at start {m['load_average_at_start'][0]:.1f}"
+        f" (shared machine: timings are noisy). {', '.join(f'{k} {v}' for k, v in m['packages'].items())}.",
+        "",
+        "| full build stage | wall s | share | peak RSS GiB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    total = build["wall_s"]
+    for stage, numbers in build["stages"].items():
+        lines.append(
+            f"| {stage} | {numbers['seconds']:.1f} | {numbers['seconds'] / total:.0%} | {gib(numbers['peak_rss'])} |"
+        )
+    accounted = sum(n["seconds"] for n in build["stages"].values())
+    lines.append(f"| orchestration and the rest | {total - accounted:.1f} | {(total - accounted) / total:.0%} | |")
+    startup = build["startup_s"]
+    lines.append(f"| - of which start-up (imports, definitions) | {startup:.1f} | {startup / total:.0%} | |")
+    if "planning_s" in build:
+        planning = build["planning_s"]
+        lines.append(
+            f"| - of which run planning (events per asset and day) | {planning:.1f} | {planning / total:.0%} | |"
+        )
+    lines += [
+        f"| **full build** | **{total:.1f}** | | **{gib(build['peak_rss'])}** |",
+        f"| **floor** (compiled SQL, one DuckDB connection) | **{floor['wall_s']:.1f}** | | {gib(floor['peak_rss'])} |",
+        f"| **full build / floor** | **{full['ratio']:.1f}x** | | |",
+        "",
+        f"KPIs of floor and pipeline identical: {full['kpis_compared']['identical']} "
+        f"({full['kpis_compared']['rows_pipeline']} rows of kpis.kpi_daily). Build succeeded: {build['success']}.",
+        "",
+    ]
+    if result.get("incremental"):
+        lines += [
+            "| run | history days | wall s | start-up s | ingest s | dbt s | checks s | peak RSS GiB | ok |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        labels = {
+            "history": "backfill (builds the history)",
+            "daily": "**daily incremental**",
+            "no_data": "**no new data**",
+        }
+        for run in result["incremental"]["runs"]:
+            label = (
+                f"{labels[run['kind']]} {run['start']}..{run['end']}"
+                if run["kind"] == "history"
+                else labels[run["kind"]]
+            )
+            st = run["stages"]
+            ok = "yes" if run["success"] else "FAILED: " + "; ".join(run["failed_checks"] or run["failures"])[:90]
+            lines.append(
+                f"| {label} | {run['history_days']} | {run['wall_s']:.1f} | {run['startup_s']:.1f} "
+                f"| {run.get('ingest_steps_s', 0):.1f} | {st['dbt']['seconds']:.1f} | {st['checks']['seconds']:.1f} "
+                f"| {gib(run['peak_rss'])} | {ok} |"
+            )
+        lines.append("")
+    if build.get("pandera"):
+        lines += ["| pandera | rows | seconds | rows/s | share of build |", "| --- | ---: | ---: | ---: | ---: |"]
+        for where, p in build["pandera"].items():
+            rate = p["rows"] / p["seconds"] if p["seconds"] else 0
+            lines.append(f"| {where} | {p['rows']:,} | {p['seconds']:.1f} | {rate:,.0f} | {p['seconds'] / total:.1%} |")
+        lines.append("")
+    if result.get("scaling"):
+        lines += ["| scale | full build s | peak RSS GiB | floor s |", "| --- | ---: | ---: | ---: |"]
+        for point in result["scaling"]["points"]:
+            lines.append(
+                f"| SF {point['scale']:g} | {point['wall_s']:.1f} | {gib(point['peak_rss'])} | {point['floor_s']:.1f} |"
+            )
+        fit = result["scaling"]
+        lines += ["", f"Fitted growth: time ~ SF^{fit['time_exponent']}, memory ~ SF^{fit['memory_exponent']}.", ""]
+    lines += ["| target (2 cores) | measured | met |", "| --- | --- | --- |"]
+    for name, (measured, target, met) in result["targets"].items():
+        lines.append(f"| {name} <= {target} | {measured} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(result: dict[str, Any]) -> dict[str, tuple[str, float, str]]:
+    out: dict[str, tuple[str, float, str]] = {}
+
+    def check(name: str, value: float | None, fmt: str) -> None:
+        limit = TARGETS[name]
+        out[name] = (
+            fmt.format(value) if value is not None else "not measured",
+            limit,
+            "n/a" if value is None else ("yes" if value <= limit else "NO"),
+        )
+
+    sf10 = next((p for p in result.get("scaling", {}).get("points", []) if p["scale"] == 10), None)
+    if result["scale"] == 10:
+        sf10 = {"ratio": result["full"]["ratio"], "peak_rss": result["full"]["build"]["peak_rss"]}
+    check("ratio_sf10", sf10["ratio"] if sf10 else None, "{:.1f}x")
+    check("peak_gib_sf10", sf10["peak_rss"] / GIB if sf10 else None, "{:.2f} GiB")
+    runs = result.get("incremental", {}).get("runs", [])
+    daily = {r["history_days"]: r["wall_s"] for r in runs if r["kind"] == "daily"}
+    longest = max(daily) if daily else None
+    check("incremental_720_s", daily.get(720), "{:.1f} s")
+    if longest is not None and longest != 720:
+        out["incremental_720_s"] = (f"{daily[longest]:.1f} s after {longest} days", TARGETS["incremental_720_s"], "n/a")
+    idle = next((r["wall_s"] for r in runs if r["kind"] == "no_data"), None)
+    check("no_data_s", idle, "{:.1f} s")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="scale factor (SimConfig.scale), default 1")
+    parser.add_argument("--days", type=int, default=0, help="days of the window (default: the largest history + 1)")
+    parser.add_argument("--incremental", default="30,180,720", help="history lengths for daily runs ('' to skip)")
+    parser.add_argument("--scaling", default="", help="also full-build these scale factors, e.g. 0.1,1,10 (slow)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--work", type=Path, default=ROOT / "data" / "benchmarks", help="data directories")
+    parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile")
+    parser.add_argument("--tag", default="", help="suffix of the result names")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the measured processes")
+    parser.add_argument(
+        "--max-quarantine-rate",
+        type=float,
+        default=None,
+        help="per-partition quarantine limit of the runs (default: the platform's, DATAOPS_MAX_QUARANTINE_RATE)",
+    )
+    parser.add_argument("--render", type=Path, help="only rewrite the Markdown table of an existing result JSON")
+    options = parser.parse_args(argv)
+    if options.render:
+        rendered: dict[str, Any] = json.loads(options.render.read_text())
+        rendered["targets"] = targets(rendered)
+        options.render.with_suffix(".md").write_text(table(rendered))
+        print(options.render.with_suffix(".md").read_text())
+        return 0
+    EXTRA_ENV.update(item.split("=", 1) for item in options.env)
+    RUN_OPTIONS["max_quarantine_rate"] = options.max_quarantine_rate
+    history = [int(x) for x in options.incremental.split(",") if x.strip()]
+    days = options.days or (max(history) + 1 if history else 30)
+    if history and max(history) >= days:
+        parser.error(f"--days {days} leaves no day after {max(history)} days of history")
+    end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # the partitions end yesterday
+    start = end - dt.timedelta(days=days - 1)
+    options.output.mkdir(parents=True, exist_ok=True)
+    stem = f"{dt.date.today().isoformat()}-SF{options.scale:g}{options.tag}"
+    profile = None if options.no_profile else options.output / f"{stem}-profile"
+    began = time.perf_counter()
+    result: dict[str, Any] = {
+        "scale": options.scale,
+        "days": days,
+        "window": [start.isoformat(), end.isoformat()],
+        "machine": machine(),
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "extra_env": EXTRA_ENV,
+        "run_options": RUN_OPTIONS | {"tags": {"dataops/allow_volume_spike": "all"}},
+    }
+    json_path = options.output / f"{stem}.json"
+
+    def save(final: bool = False) -> None:
+        """Written after every phase, so an interrupted session still leaves its numbers."""
+        result["targets"] = targets(result)
+        result["machine"]["load_average_at_end"] = list(os.getloadavg())
+        result["session_s"] = round(time.perf_counter() - began, 1)
+        result["complete"] = final
+        json_path.write_text(json.dumps(result, indent=1, default=str))
+        json_path.with_suffix(".md").write_text(table(result))
+
+    sources, result["simulation"] = simulated(options.work, options.scale, start, end, options.seed)
+    result["full"] = full_build_and_floor(options.work, sources, options.scale, start, end, profile)
+    if profile is not None:
+        result["profile"] = [str(profile.with_name(profile.name + s)) for s in (".html", ".txt")]
+    save()
+    if history:
+        result["incremental"] = ladder(options.work, sources, options.scale, start, history)
+        save()
+    scales = [float(x) for x in options.scaling.split(",") if x.strip()]
+    if scales:
+        points = []
+        for scale in scales:
+            if scale == options.scale:
+                full = result["full"]
+            else:
+                other, _ = simulated(options.work, scale, start, end, options.seed)
+                full = full_build_and_floor(options.work, other, scale, start, end, None)
+            points.append(
+                {
+                    "scale": scale,
+                    "wall_s": full["build"]["wall_s"],
+                    "peak_rss": full["build"]["peak_rss"],
+                    "floor_s": full["floor"]["wall_s"],
+                    "ratio": full["ratio"],
+                }
+            )
+            time_exp = growth([(p["scale"], p["wall_s"]) for p in points])
+            mem_exp = growth([(p["scale"], p["peak_rss"]) for p in points])
+            result["scaling"] = {
+                "points": points,
+                "time_exponent": None if time_exp is None else round(time_exp, 2),
+                "memory_exponent": None if mem_exp is None else round(mem_exp, 2),
+            }
+            save()
+    save(final=True)
+    print(json_path.with_suffix(".md").read_text())
+    say(f"wrote {json_path} and {json_path.with_suffix('.md')} in {result['session_s']:.0f} s")
+    return 0 if result["full"]["build"]["success"] and result["full"]["kpis_compared"]["identical"] else 1

@@ -1,0 +1,392 @@
+"""One measurement per process, so that each peak memory is its own: ``python -m benchmarks.worker TASK JSON``.
+
+The task's result is written as JSON to the ``out`` path of its arguments. Tasks: ``simulate``, ``pipeline``
+(one Dagster run of the platform's daily job over a date range, as ``dataops run``/``backfill`` launch it),
+``floor_prepare`` (untimed: the raw layer out to Parquet, the dbt project compiled), ``floor`` (the compiled
+SQL in one DuckDB connection) and ``compare`` (the KPIs of the floor and of the pipeline).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.probe import RssSampler, Span, StageProbe
+
+INGEST_STAGES = ("extract", "land", "load", "validate")
+STAGES = (*INGEST_STAGES, "dbt", "checks", "publish", "other")
+JOB = "daily_elt_job"
+
+
+def log(message: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _date(value: str) -> dt.date:
+    return dt.date.fromisoformat(value)
+
+
+def simulate(args: dict[str, Any]) -> dict[str, Any]:
+    from source_systems.simulator.config import SimConfig
+    from source_systems.simulator.run import simulate as run_simulation
+
+    sources = Path(args["data_dir"]) / "sources"
+    config = SimConfig(seed=int(args.get("seed", 42)), scale=float(args["scale"]), start=_date(args["start"]))
+    started = time.perf_counter()
+    with RssSampler() as sampler:
+        summary = run_simulation(sources, _date(args["through"]), config)
+    return {"wall_s": time.perf_counter() - started, "peak_rss": sampler.peak(), "days": summary.days_simulated}
+
+
+def _exclusive(spans: list[Span]) -> dict[str, float]:
+    """Seconds per ingest stage; a stage nested in another (validate inside load) counts only once."""
+    totals: dict[str, float] = defaultdict(float)
+    for span in spans:
+        if span.stage in INGEST_STAGES:
+            totals[span.stage] += span.end - span.start
+    loads = [s for s in spans if s.stage == "load"]
+    for span in spans:
+        if span.stage == "validate" and any(o.start <= span.start and span.end <= o.end for o in loads):
+            totals["load"] -= span.end - span.start
+    return dict(totals)
+
+
+def _step_stage(step_key: str, is_check: bool) -> str:
+    if step_key == "enterprise_model":  # dbt's own tests are asset checks run inside its step
+        return "dbt"
+    if is_check:
+        return "checks"
+    if step_key.startswith(("erp__", "crm__", "accounting__")):
+        return "ingest"
+    if step_key == "enterprise_model":
+        return "dbt"
+    if step_key.startswith("publish"):
+        return "publish"
+    if step_key.startswith("simulation"):
+        return "simulation"
+    return "other"  # e.g. egress assets downstream of publishing
+
+
+def _record_dbt_targets() -> list[Path]:
+    """Where dagster-dbt lets each dbt invocation write (manifest with the compiled SQL, run_results)."""
+    from dagster_dbt import DbtCliResource
+
+    from dataops.settings import DBT_PROJECT_DIR
+
+    original = DbtCliResource._get_unique_target_path
+    targets: list[Path] = []
+
+    def recording(self: DbtCliResource, *, context: Any) -> Path:
+        path = Path(original(self, context=context))
+        targets.append(path if path.is_absolute() else DBT_PROJECT_DIR / path)
+        return path
+
+    DbtCliResource._get_unique_target_path = recording  # type: ignore[method-assign]
+    return targets
+
+
+def _dbt_split(targets: list[Path]) -> dict[str, float]:
+    """Seconds per dbt node type (summed over its threads), from run_results.json."""
+    split: dict[str, float] = defaultdict(float)
+    for target in targets:
+        results = target / "run_results.json"
+        if results.exists():
+            for node in json.loads(results.read_text())["results"]:
+                split[node["unique_id"].split(".")[0]] += node["execution_time"]
+    return {k: round(v, 3) for k, v in split.items()}
+
+
+def pipeline(args: dict[str, Any]) -> dict[str, Any]:
+    """One run of the daily job over [start, end] on the data directory's own Dagster instance."""
+    data_dir = Path(args["data_dir"])
+    start, end = _date(args["start"]), _date(args["end"])
+    env = {"DATAOPS_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home")}
+    os.environ.update(env)
+    profiler = None
+    if args.get("profile"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.02)
+    probe = StageProbe()
+    dbt_targets = _record_dbt_targets()
+    wall_start = time.time()
+    with RssSampler() as sampler:
+        if profiler is not None:
+            profiler.start()
+        import dagster as dg
+
+        from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home
+        from dataops.settings import Settings
+
+        probe.install()
+        dagster_home(Settings.from_env())
+        os.environ.setdefault(PLANNED_EVENTS, "true")  # as every platform entry point does (decision 0014)
+        from orchestration.definitions import defs
+
+        job = defs().resolve_job_def(JOB)
+        tags = {
+            "dagster/asset_partition_range_start": start.isoformat(),
+            "dagster/asset_partition_range_end": end.isoformat(),
+            "dataops/launched_by": "benchmark",
+            # A fresh window's first month-start billing day has no month of history for the volume breaker
+            # to compare with; the benchmark measures cost, so it lets spikes through with the documented tag.
+            "dataops/allow_volume_spike": "all",
+        }
+        launched = time.time()
+        with dg.DagsterInstance.get() as instance:
+            run_config: dict[str, Any] = dict(QUIET)
+            if args.get("max_quarantine_rate") is not None:  # the resource's config is replaced as a whole
+                platform = {"data_dir": str(data_dir), "max_quarantine_rate": float(args["max_quarantine_rate"])}
+                run_config["resources"] = {"platform": {"config": platform}}
+            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=run_config)
+            records = instance.get_records_for_run(
+                result.run_id,
+                of_type={
+                    dg.DagsterEventType.STEP_START,
+                    dg.DagsterEventType.STEP_SUCCESS,
+                    dg.DagsterEventType.STEP_FAILURE,
+                    dg.DagsterEventType.STEP_SKIPPED,
+                    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                },
+                limit=100_000,
+            ).records
+        if profiler is not None:
+            profiler.stop()
+    wall_end = time.time()
+    probe.remove()
+    opened: dict[str, float] = {}
+    steps: dict[str, tuple[float, float]] = {}
+    check_steps: set[str] = set()
+    for record in records:
+        entry = record.event_log_entry
+        key = str(entry.step_key)
+        kind = entry.dagster_event.event_type_value if entry.dagster_event is not None else ""
+        if kind == "ASSET_CHECK_EVALUATION":
+            check_steps.add(key)
+        elif kind == "STEP_START":
+            opened[key] = entry.timestamp
+        elif key in opened:
+            steps[key] = (opened[key], entry.timestamp)
+    by_step_stage: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for key, interval in steps.items():
+        by_step_stage[_step_stage(key, key in check_steps)].append(interval)
+    seconds = _exclusive(probe.spans)
+    intervals: dict[str, list[tuple[float, float]]] = {
+        s: [(x.start, x.end) for x in probe.spans if x.stage == s] for s in INGEST_STAGES
+    }
+    for stage in ("dbt", "checks", "publish", "other"):
+        seconds[stage] = sum(b - a for a, b in by_step_stage.get(stage, []))
+        intervals[stage] = by_step_stage.get(stage, [])
+    stages = {
+        s: {"seconds": round(seconds.get(s, 0.0), 3), "peak_rss": sampler.peak(intervals[s]) if intervals[s] else 0}
+        for s in STAGES
+    }
+    ingest_steps = sum(b - a for a, b in by_step_stage.get("ingest", []))
+    pandera: dict[str, dict[str, float]] = {}
+    validate_spans = [s for s in probe.spans if s.stage == "validate"]
+    check_spans = by_step_stage.get("checks", [])
+    for span in (s for s in probe.spans if s.stage == "pandera"):
+        where = "validate" if any(v.start <= span.start <= v.end for v in validate_spans) else "checks"
+        if where == "checks" and not any(a <= span.start <= b for a, b in check_spans):
+            where = "other"
+        entry_ = pandera.setdefault(where, {"rows": 0, "seconds": 0.0, "calls": 0})
+        entry_["rows"] += span.rows
+        entry_["seconds"] += span.end - span.start
+        entry_["calls"] += 1
+    if profiler is not None:
+        out = Path(args["profile"])
+        html = profiler.output_html()
+        if len(html) < 20_000_000:  # a long run's page gets too big to keep beside the result
+            out.with_name(out.name + ".html").write_text(html)
+        tree = profiler.output_text(unicode=False, color=False, show_all=False)
+        flat = profiler.output_text(unicode=False, color=False, show_all=True, flat=True)
+        out.with_name(out.name + ".txt").write_text(f"{tree}\n\nSelf time per function:\n{flat[:20000]}")
+    failures = [
+        f"{e.step_key}: {e.event_specific_data.error.message.strip()[:500]}"  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    ]
+    failed_checks = [
+        f"{e.asset_check_key.asset_key.to_user_string()}:{e.asset_check_key.name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ]
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "days": (end - start).days + 1,
+        "success": result.success,
+        "failures": failures,
+        "failed_checks": failed_checks,
+        "wall_s": round(wall_end - wall_start, 3),
+        "startup_s": round(launched - wall_start, 3),  # imports, definitions (dbt manifest), instance
+        # from launch to the first step: the run's plan, incl. one planned event per asset *and partition*
+        "planning_s": round(min((a for a, _ in steps.values()), default=launched) - launched, 3),
+        "ingest_steps_s": round(ingest_steps, 3),
+        "peak_rss": sampler.peak(),
+        "maxrss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "maxrss_children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+        "stages": stages,
+        "steps": {k: round(b - a, 3) for k, (a, b) in sorted(steps.items(), key=lambda kv: kv[1][0])},
+        "pandera": pandera,
+        "dbt_nodes_s": _dbt_split(dbt_targets),  # per node type, summed over dbt's 2 threads
+        "dbt_targets": [str(t) for t in dbt_targets],
+    }
+
+
+def floor_prepare(args: dict[str, Any]) -> dict[str, Any]:
+    """Untimed: the raw and reference layer to Parquet, and every model's SQL as the full build's dbt run
+    compiled it (its manifest; models are built from scratch on a first build), else ``dbt compile``."""
+    import duckdb
+
+    from dataops.settings import Settings
+
+    data_dir, bench = Path(args["data_dir"]), Path(args["floor_dir"])
+    inputs = bench / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    settings = Settings.from_env(data_dir)
+    tables = []
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        names = conn.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('raw', 'reference') and table_type = 'BASE TABLE' order by 1, 2"
+        ).fetchall()
+        for schema, table in names:
+            path = inputs / f"{schema}.{table}.parquet"
+            conn.execute(f"copy {schema}.{table} to '{path}' (format parquet)")
+            tables.append({"schema": schema, "table": table, "path": str(path)})
+    target = Path(args["dbt_target"]) if args.get("dbt_target") else bench / "dbt_target"
+    if not (target / "manifest.json").exists():
+        _compile(settings, target, args["start"], args["end"])
+    manifest = json.loads((target / "manifest.json").read_text())
+    models = {k: n for k, n in manifest["nodes"].items() if n["resource_type"] == "model"}
+    if not all(n.get("compiled_code") for n in models.values()):
+        raise RuntimeError(f"{target}/manifest.json lacks the compiled SQL of some models")
+    order: list[str] = []
+
+    def visit(key: str) -> None:
+        if key in order or key not in models:
+            return
+        for parent in models[key]["depends_on"]["nodes"]:
+            visit(parent)
+        order.append(key)
+
+    for key in sorted(models):
+        visit(key)
+    plan = [
+        {
+            "name": models[k]["name"],
+            "schema": models[k]["schema"],
+            "relation": models[k]["relation_name"],
+            "materialized": models[k]["config"]["materialized"],
+            "sql": models[k]["compiled_code"],
+        }
+        for k in order
+    ]
+    (bench / "plan.json").write_text(json.dumps({"tables": tables, "models": plan}, indent=1))
+    return {"tables": len(tables), "models": len(plan), "sql_from": str(target)}
+
+
+def _compile(settings: Any, target: Path, start: str, end: str) -> None:
+    """dbt compile as a full refresh with the run's vars and window (when the build's own SQL is missing)."""
+    from dataops.registry import load_registry
+    from dataops.settings import DBT_PROJECT_DIR
+    from dataops.transform import dbt_environment, dbt_executable, registry_vars, window_environment
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
+    env |= dbt_environment(settings) | window_environment(start, end)
+    command = [
+        dbt_executable(),
+        "compile",
+        "--full-refresh",
+        "--select",
+        "resource_type:model",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target),
+        "--vars",
+        registry_vars(load_registry()),
+    ]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dbt compile failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
+def floor(args: dict[str, Any]) -> dict[str, Any]:
+    """The floor: the landed raw layer and the compiled models, in order, in one DuckDB connection."""
+    import duckdb
+
+    from dataops.warehouse import Limits
+
+    bench = Path(args["floor_dir"])
+    plan = json.loads((bench / "plan.json").read_text())
+    db = bench / "build.duckdb"  # named like the build warehouse: the compiled SQL says "build"."schema"."x"
+    db.unlink(missing_ok=True)
+    limits = Limits()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with RssSampler() as sampler:
+        conn = duckdb.connect(str(db), config={"memory_limit": limits.memory_limit, "threads": limits.threads})
+        conn.execute("set TimeZone = 'UTC'")  # as the dbt profile and the platform's connections do
+        load_start = time.perf_counter()
+        for schema in {t["schema"] for t in plan["tables"]} | {m["schema"] for m in plan["models"]}:
+            conn.execute(f'create schema if not exists "{schema}"')
+        for table in plan["tables"]:
+            name, path = f'"{table["schema"]}"."{table["table"]}"', table["path"]
+            conn.execute(f"create table {name} as select * from read_parquet('{path}')")
+        timings["load raw from Parquet"] = time.perf_counter() - load_start
+        for model in plan["models"]:
+            kind = "view" if model["materialized"] == "view" else "table"
+            model_start = time.perf_counter()
+            conn.execute(f"create or replace {kind} {model['relation']} as {model['sql']}")
+            timings[model["name"]] = time.perf_counter() - model_start
+        conn.close()
+    return {
+        "wall_s": round(time.perf_counter() - started, 3),
+        "peak_rss": sampler.peak(),
+        "models": len(plan["models"]),
+        "slowest": dict(sorted(((k, round(v, 3)) for k, v in timings.items()), key=lambda kv: -kv[1])[:8]),
+    }
+
+
+def compare(args: dict[str, Any]) -> dict[str, Any]:
+    """kpis.kpi_daily of the floor and of the pipeline, row for row."""
+    import duckdb
+
+    query = "select * from kpis.kpi_daily order by all"
+    with duckdb.connect(args["pipeline_db"], read_only=True) as conn:
+        ours = conn.execute(query).fetchall()
+    with duckdb.connect(args["floor_db"], read_only=True) as conn:
+        theirs = conn.execute(query).fetchall()
+    missing, extra = set(ours) - set(theirs), set(theirs) - set(ours)
+    return {
+        "identical": ours == theirs,
+        "rows_pipeline": len(ours),
+        "rows_floor": len(theirs),
+        "only_pipeline": [list(map(str, r)) for r in sorted(missing, key=repr)[:5]],
+        "only_floor": [list(map(str, r)) for r in sorted(extra, key=repr)[:5]],
+    }
+
+
+TASKS = {"simulate": simulate, "pipeline": pipeline, "floor_prepare": floor_prepare, "floor": floor, "compare": compare}
+
+
+def main() -> None:
+    task, raw = sys.argv[1], json.loads(sys.argv[2])
+    result = TASKS[task](raw)
+    Path(raw["out"]).write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
