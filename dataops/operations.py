@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataops.settings import Settings
+from dataops.settings import Settings, environ
 
 INSTANCE_CONFIG = """\
 # Written by dataops: the Dagster instance of this data directory.
@@ -56,18 +56,13 @@ def dagster_home(settings: Settings) -> Path:
 def platform_environment(settings: Settings) -> Iterator[Path]:
     """The environment every Dagster entry point of the platform shares (data directory, instance)."""
     home = dagster_home(settings)
-    saved = {k: os.environ.get(k) for k in ("DATAOPS_DATA_DIR", "DAGSTER_HOME", PLANNED_EVENTS)}
-    os.environ["DATAOPS_DATA_DIR"] = str(settings.data_dir)
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.setdefault(PLANNED_EVENTS, "true")  # see docs/decisions/0014
-    try:
+    values = {
+        "DATAOPS_DATA_DIR": str(settings.data_dir),
+        "DAGSTER_HOME": str(home),
+        PLANNED_EVENTS: os.environ.get(PLANNED_EVENTS, "true"),  # see docs/decisions/0014
+    }
+    with environ(values):
         yield home
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @dataclass

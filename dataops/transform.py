@@ -25,7 +25,7 @@ from dataops.registry import (
     load_registry,
     registry_docs,
 )
-from dataops.settings import DBT_PROJECT_DIR, Settings
+from dataops.settings import DBT_PROJECT_DIR, Settings, environ
 from dataops.warehouse import Limits
 
 GENERATED_SEEDS = ("registry_kpis.csv", "registry_customer_states.csv")
@@ -69,19 +69,9 @@ def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[st
 @contextmanager
 def dbt_env(settings: Settings, limits: Limits | None = None, window: tuple[str, str] | None = None) -> Iterator[None]:
     """Set the dbt environment while a dbt subprocess is started (dagster-dbt inherits os.environ)."""
-    values = dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
-    saved = {k: os.environ.get(k) for k in (*values, "DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
-    for key in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END"):
-        os.environ.pop(key, None)
-    os.environ.update(values)
-    try:
+    unset: dict[str, str | None] = {"DATAOPS_WINDOW_START": None, "DATAOPS_WINDOW_END": None}
+    with environ(unset | dbt_environment(settings, limits) | window_environment(*(window or (None, None)))):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,23 +15,15 @@ from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import ingest
-from dataops.settings import Settings
+from dataops.settings import Settings, environ
 from quality.contracts import CONTRACTS
 from source_systems.crm.server import RunningServer
 
 
 @contextmanager
 def environment(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    with environ(values):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_job(

@@ -267,28 +267,26 @@ def _finish_run(conn: sqlite3.Connection, report: SyncReport, status: str, error
     )
 
 
-def read_sync_log(settings: Settings) -> list[dict[str, Any]]:
-    """The sync log, oldest first: (sync_id, account_id, field, old_value, new_value, synced_at)."""
+def _read_state(settings: Settings, query: str) -> list[dict[str, Any]]:
+    """Rows of the sync state file, read-only (none before the first sync)."""
     path = sync_db_path(settings)
     if not path.exists():
         return []
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            "select sync_id, account_id, field, old_value, new_value, synced_at from sync_log order by seq"
-        ).fetchall()
-    return [dict(r) for r in rows]
+        return [dict(r) for r in conn.execute(query).fetchall()]
+
+
+def read_sync_log(settings: Settings) -> list[dict[str, Any]]:
+    """The sync log, oldest first: (sync_id, account_id, field, old_value, new_value, synced_at)."""
+    return _read_state(
+        settings, "select sync_id, account_id, field, old_value, new_value, synced_at from sync_log order by seq"
+    )
 
 
 def read_sync_runs(settings: Settings) -> list[dict[str, Any]]:
     """Every sync attempted, oldest first, with its status (running, completed, failed) and counts."""
-    path = sync_db_path(settings)
-    if not path.exists():
-        return []
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("select * from sync_runs order by started_at").fetchall()
-    return [dict(r) for r in rows]
+    return _read_state(settings, "select * from sync_runs order by started_at")
 
 
 # --- the CRM write client --------------------------------------------------------------------------

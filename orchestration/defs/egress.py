@@ -76,14 +76,17 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
         from dataops.egress.reverse_etl import crm_endpoint, sync_crm
 
         settings = platform.settings
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done % 500 == 0:
+                context.log.info(f"CRM sync: {done}/{total} accounts")
+
         with crm_endpoint(settings, sources.crm_base_url or None, sources.crm_token or None) as (url, token):
             report = sync_crm(
                 settings,
                 url,
                 token,
-                progress=lambda done, total: (
-                    context.log.info(f"CRM sync: {done}/{total} accounts") if done == total or done % 500 == 0 else None
-                ),
+                progress=progress,
             )
         return dg.MaterializeResult(
             metadata={
