@@ -75,24 +75,6 @@ def _step_stage(step_key: str, is_check: bool) -> str:
     return "other"  # e.g. egress assets downstream of publishing
 
 
-def _record_dbt_targets() -> list[Path]:
-    """Where dagster-dbt lets each dbt invocation write (manifest with the compiled SQL, run_results)."""
-    from dagster_dbt import DbtCliResource
-
-    from dataops.settings import DBT_PROJECT_DIR
-
-    original = DbtCliResource._get_unique_target_path
-    targets: list[Path] = []
-
-    def recording(self: DbtCliResource, *, context: Any) -> Path:
-        path = Path(original(self, context=context))
-        targets.append(path if path.is_absolute() else DBT_PROJECT_DIR / path)
-        return path
-
-    DbtCliResource._get_unique_target_path = recording  # type: ignore[method-assign]
-    return targets
-
-
 def _dbt_split(targets: list[Path]) -> dict[str, float]:
     """Seconds per dbt node type (summed over its threads), from run_results.json."""
     split: dict[str, float] = defaultdict(float)
@@ -116,7 +98,6 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
 
         profiler = Profiler(interval=0.02)
     probe = StageProbe()
-    dbt_targets = _record_dbt_targets()
     wall_start = time.time()
     with RssSampler() as sampler:
         if profiler is not None:
@@ -160,6 +141,7 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
             ).records
         if profiler is not None:
             profiler.stop()
+        dbt_targets = [Settings.from_env().dbt_runs_dir / result.run_id]  # the run's dbt artefacts
     wall_end = time.time()
     probe.remove()
     opened: dict[str, float] = {}

@@ -88,6 +88,12 @@ class Settings:
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster_home"
 
+    @property
+    def dbt_runs_dir(self) -> Path:
+        """dbt's artefacts per Dagster run (compiled SQL, run_results.json, logs), beside the warehouse they
+        describe, and the last parse that the next run starts from."""
+        return self.data_dir / "dbt_runs"
+
 
 @contextmanager
 def environ(values: Mapping[str, str | None]) -> Iterator[None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,6 +73,41 @@ def dbt_env(settings: Settings, limits: Limits | None = None, window: tuple[str,
     unset: dict[str, str | None] = {"DATAOPS_WINDOW_START": None, "DATAOPS_WINDOW_END": None}
     with environ(unset | dbt_environment(settings, limits) | window_environment(*(window or (None, None)))):
         yield
+
+
+PARTIAL_PARSE = "partial_parse.msgpack"
+KEEP_DBT_RUNS = 30
+
+
+def run_target(settings: Settings, run_id: str) -> Path:
+    """The target folder of one Dagster run's dbt invocation, started from the last run's parse.
+
+    dagster-dbt gives every invocation a fresh target folder and seeds it with the project's
+    ``target/partial_parse.msgpack``, which ``dbt parse`` wrote under another profile (another data
+    directory, other limits): dbt then re-parsed the whole project on every run ("Unable to do partial
+    parsing because profile has changed"), four seconds of each daily run. Each data directory keeps its
+    own last parse instead (docs/decisions/0015).
+    """
+    target = settings.dbt_runs_dir / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    warm = settings.dbt_runs_dir / PARTIAL_PARSE
+    if warm.exists() and not (target / PARTIAL_PARSE).exists():
+        shutil.copyfile(warm, target / PARTIAL_PARSE)
+    return target
+
+
+def keep_run_target(settings: Settings, target: Path, keep: int = KEEP_DBT_RUNS) -> None:
+    """Keep the run's parse for the next run, and the artefacts of the last ``keep`` runs only (each run
+    writes a few megabytes of compiled SQL and logs; the run's results stay in Dagster's event log)."""
+    parsed = target / PARTIAL_PARSE
+    if parsed.exists():
+        staged = settings.dbt_runs_dir / f".{PARTIAL_PARSE}.{os.getpid()}"
+        shutil.copyfile(parsed, staged)
+        os.replace(staged, settings.dbt_runs_dir / PARTIAL_PARSE)  # atomic: a reader never sees half a file
+    runs = sorted((p for p in settings.dbt_runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - keep)]:
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:

@@ -2,19 +2,20 @@
 
 Every CRM account gets its ultimate parent's state, delinquent flag and MRR in USD as of the latest
 published date, read from the analyst warehouse (the agreed, published numbers, never the build
-warehouse mid-run). Only fields whose value changed since the last sync are sent, one ``PATCH`` per
-account carrying just those fields.
+warehouse mid-run). Only fields whose value changed since the last sync are sent: each account carries
+just those fields, up to 200 accounts per ``PATCH /api/v1/accounts`` (the CRM's collection endpoint, one
+result per account), so a first sync of thousands of accounts is a few dozen requests, not thousands.
 
 Sync state and the sync log live in a small SQLite file under the data directory
 (:func:`sync_db_path`), not in DuckDB: the analyst file is read-only and the build warehouse belongs to
-the pipeline's runs. Each account's write is recorded (log rows and last-synced values, one SQLite
-transaction) right after the CRM accepted it. A sync that fails part-way therefore leaves every accepted
+the pipeline's runs. The writes the CRM accepted are recorded (log rows and last-synced values, one SQLite
+transaction per request) right after its answer. A sync that fails part-way therefore leaves every accepted
 write recorded, and a re-run sends only what is still missing. A write the CRM applied but whose answer
 was lost is simply sent again: the ``PATCH`` sets absolute values, so repeating it changes nothing, and
-it carries the same ``Idempotency-Key``.
+each account's write carries the same ``idempotency_key``.
 
 Transient failures (429 honouring ``Retry-After``, 5xx, timeouts) are retried by the CRM connector's
-tenacity policy; after a bounded number of tries the sync fails naming the account. Requests are also
+tenacity policy; after a bounded number of tries the sync fails naming the accounts. Requests are also
 paced client-side, so that a long sync stays under the CRM's rate limit rather than leaning on 429s.
 """
 
@@ -48,6 +49,7 @@ DELINQUENT_FIELD = "Enterprise_Delinquent__c"
 MRR_FIELD = "Enterprise_MRR_USD__c"
 FIELDS = (STATE_FIELD, DELINQUENT_FIELD, MRR_FIELD)
 DEFAULT_MAX_REQUESTS_PER_SECOND = 40.0  # the mock CRM allows 50/s; stay below rather than lean on 429s
+DEFAULT_BATCH_SIZE = 200  # accounts per request: the most the CRM's collection endpoint takes
 
 # Values are kept as canonical text (state name, "0"/"1", cents-exact decimal) so that comparing the
 # desired value with the last-synced one is exact, with no float round trip.
@@ -218,35 +220,38 @@ def _synced(conn: sqlite3.Connection) -> dict[str, dict[str, str | None]]:
     return out
 
 
-def _record(conn: sqlite3.Connection, sync_id: str, account_id: str, fields: dict[str, str]) -> int:
-    """Record one accepted write: log rows and last-synced values land together or not at all.
+def _record(conn: sqlite3.Connection, sync_id: str, writes: dict[str, dict[str, str]]) -> int:
+    """Record the writes one request made: log rows and last-synced values land together or not at all.
 
     The recorded values are re-read inside the (immediate, write-locked) transaction and only fields that
     really change are logged, so recording the same write twice (a concurrent sync, a replay) adds nothing.
     """
     at = _now()
+    logged = 0
     conn.execute("begin immediate")
     try:
-        current = dict(
-            conn.execute("select field, value from synced_values where account_id = ?", (account_id,)).fetchall()
-        )
-        changed = {f: v for f, v in fields.items() if f not in current or current[f] != v}
-        conn.executemany(
-            "insert into sync_log (sync_id, account_id, field, old_value, new_value, synced_at) "
-            "values (?, ?, ?, ?, ?, ?)",
-            [(sync_id, account_id, f, current.get(f), v, at) for f, v in changed.items()],
-        )
-        conn.executemany(
-            "insert into synced_values (account_id, field, value, synced_at, sync_id) values (?, ?, ?, ?, ?) "
-            "on conflict (account_id, field) do update set value = excluded.value, "
-            "synced_at = excluded.synced_at, sync_id = excluded.sync_id",
-            [(account_id, f, v, at, sync_id) for f, v in changed.items()],
-        )
+        for account_id, fields in writes.items():
+            current = dict(
+                conn.execute("select field, value from synced_values where account_id = ?", (account_id,)).fetchall()
+            )
+            changed = {f: v for f, v in fields.items() if f not in current or current[f] != v}
+            conn.executemany(
+                "insert into sync_log (sync_id, account_id, field, old_value, new_value, synced_at) "
+                "values (?, ?, ?, ?, ?, ?)",
+                [(sync_id, account_id, f, current.get(f), v, at) for f, v in changed.items()],
+            )
+            conn.executemany(
+                "insert into synced_values (account_id, field, value, synced_at, sync_id) values (?, ?, ?, ?, ?) "
+                "on conflict (account_id, field) do update set value = excluded.value, "
+                "synced_at = excluded.synced_at, sync_id = excluded.sync_id",
+                [(account_id, f, v, at, sync_id) for f, v in changed.items()],
+            )
+            logged += len(changed)
     except BaseException:
         conn.execute("rollback")
         raise
     conn.execute("commit")
-    return len(changed)
+    return logged
 
 
 def _finish_run(conn: sqlite3.Connection, report: SyncReport, status: str, error: str | None = None) -> None:
@@ -309,8 +314,16 @@ class _Pacer:
         self.next_at = now + self.interval
 
 
+@dataclass
+class AccountWrite:
+    account_id: str
+    fields: dict[str, Any]  # API values of the fields to set
+    idempotency_key: str
+
+
 class CrmWriter:
-    """``PATCH /api/v1/accounts/{id}`` with the CRM connector's retry policy (429/Retry-After, 5xx, timeouts)."""
+    """``PATCH /api/v1/accounts`` (many accounts per request) with the CRM connector's retry policy
+    (429/Retry-After, 5xx, timeouts)."""
 
     def __init__(
         self,
@@ -334,39 +347,52 @@ class CrmWriter:
     def close(self) -> None:
         self.http.close()
 
-    def patch_account(self, account_id: str, fields: dict[str, Any], idempotency_key: str) -> bool:
-        """Write the fields; False when the CRM does not know the account (404), raise when it cannot."""
+    def patch_accounts(self, writes: list[AccountWrite]) -> dict[str, bool]:
+        """Write the accounts in one request: per account, True when written, False when the CRM does not
+        know it (it may come back); raise when the CRM keeps failing or refuses a field."""
         retrying = retrying_policy(self.policy)
         try:
             for attempt in retrying:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.retries += 1
-                    return self._once(account_id, fields, idempotency_key)
+                    return self._once(writes)
         except TransientCrmError as exc:
             raise CrmSyncError(
-                f"CRM PATCH of account {account_id} failed after {self.policy.max_attempts} attempts; last error: {exc}"
+                f"CRM PATCH of {_accounts(writes)} failed after {self.policy.max_attempts} attempts; last error: {exc}"
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _once(self, account_id: str, fields: dict[str, Any], idempotency_key: str) -> bool:
+    def _once(self, writes: list[AccountWrite]) -> dict[str, bool]:
         self.pacer.wait()
         self.requests += 1
-        resp = send(
-            self.http,
-            self.policy,
-            "PATCH",
-            f"/api/v1/accounts/{account_id}",
-            json=fields,
-            headers={"Idempotency-Key": idempotency_key},
-        )
+        body = {
+            "records": [{"id": w.account_id, "fields": w.fields, "idempotency_key": w.idempotency_key} for w in writes]
+        }
+        resp = send(self.http, self.policy, "PATCH", "/api/v1/accounts", json=body)
         if resp.status_code == 401:
             raise CrmSyncError("the CRM refused the token (401): check CRM_TOKEN")
-        if resp.status_code == 404:
-            return False
         if resp.status_code >= 400:
-            raise CrmSyncError(f"CRM PATCH of account {account_id} answered {resp.status_code}: {resp.text[:300]}")
-        return True
+            raise CrmSyncError(f"CRM PATCH of {_accounts(writes)} answered {resp.status_code}: {resp.text[:300]}")
+        results = {r["id"]: r for r in resp.json()["results"]}
+        out: dict[str, bool] = {}
+        for write in writes:
+            result = results.get(write.account_id, {"status": "missing from the CRM's answer"})
+            if result["status"] not in ("updated", "not_found"):
+                raise CrmSyncError(
+                    f"the CRM refused the write of account {write.account_id}: "
+                    f"{result.get('error') or result['status']}"
+                )
+            out[write.account_id] = result["status"] == "updated"
+        return out
+
+
+def _accounts(writes: list[AccountWrite]) -> str:
+    """Names the accounts of a request in errors: all of them when few, else the first and last."""
+    ids = [w.account_id for w in writes]
+    if len(ids) <= 3:
+        return f"account{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+    return f"{len(ids)} accounts ({ids[0]} .. {ids[-1]})"
 
 
 def idempotency_key(account_id: str, old: dict[str, str | None], new: dict[str, str]) -> str:
@@ -393,14 +419,17 @@ def sync_crm(
     full: bool = False,
     registry: Registry | None = None,
     transport: httpx.BaseTransport | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> SyncReport:
     """Write the enterprise view to the CRM, only the fields that changed since the last sync.
 
-    ``progress(done, total)`` is called after each account written (total: accounts with changes).
+    ``progress(done, total)`` is called after each request (done and total: accounts with changes).
     ``full`` re-sends every field of every account (to repair edits made in the CRM by hand); the log
     still records only values that differ from the last sync. Raises :class:`CrmSyncError` naming the
-    account when the CRM keeps failing; a re-run resumes with the accounts not yet written.
+    accounts when the CRM keeps failing; a re-run resumes with the accounts not yet written.
     """
+    if not 1 <= batch_size <= DEFAULT_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {DEFAULT_BATCH_SIZE} (the CRM's limit), not {batch_size}")
     started = time.monotonic()
     view = enterprise_view(settings, registry)
     report = SyncReport(
@@ -432,21 +461,32 @@ def sync_crm(
         )
         writer = CrmWriter(base_url, token, policy, max_requests_per_second, transport)
         try:
-            for done, (account_id, changed) in enumerate(todo, start=1):
-                recorded = synced.get(account_id, {})
-                key = idempotency_key(account_id, recorded, changed)
-                body = {f: _api_value(f, v) for f, v in changed.items()}
-                if writer.patch_account(account_id, body, key):
-                    report.fields_written += _record(state, report.sync_id, account_id, changed)
-                    report.accounts_patched += 1
-                else:
-                    report.missing_accounts.append(account_id)
-                    log.warning("CRM sync %s: account %s is not in the CRM (404); skipped", report.sync_id, account_id)
+            done = 0
+            for first in range(0, len(todo), batch_size):
+                batch = todo[first : first + batch_size]
+                writes = [
+                    AccountWrite(
+                        account_id,
+                        {f: _api_value(f, v) for f, v in changed.items()},
+                        idempotency_key(account_id, synced.get(account_id, {}), changed),
+                    )
+                    for account_id, changed in batch
+                ]
+                written = writer.patch_accounts(writes)
+                accepted = {account_id: changed for account_id, changed in batch if written[account_id]}
+                report.fields_written += _record(state, report.sync_id, accepted)
+                report.accounts_patched += len(accepted)
+                for account_id, _ in batch:
+                    if not written[account_id]:
+                        report.missing_accounts.append(account_id)
+                        log.warning(
+                            "CRM sync %s: account %s is not in the CRM (not found); skipped", report.sync_id, account_id
+                        )
                 report.requests, report.retries = writer.requests, writer.retries
+                done += len(batch)
                 if progress is not None:
                     progress(done, len(todo))
-                if done % 500 == 0:
-                    log.info("CRM sync %s: %d/%d accounts written", report.sync_id, done, len(todo))
+                log.info("CRM sync %s: %d/%d accounts written", report.sync_id, done, len(todo))
         except BaseException as exc:
             report.requests, report.retries = writer.requests, writer.retries
             report.seconds = time.monotonic() - started

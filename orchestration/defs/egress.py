@@ -77,9 +77,13 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
 
         settings = platform.settings
 
+        reported = 0
+
         def progress(done: int, total: int) -> None:
-            if done == total or done % 500 == 0:
+            nonlocal reported
+            if done == total or done - reported >= 1000:
                 context.log.info(f"CRM sync: {done}/{total} accounts")
+                reported = done
 
         with crm_endpoint(settings, sources.crm_base_url or None, sources.crm_token or None) as (url, token):
             report = sync_crm(

@@ -30,7 +30,7 @@ def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey])
     )
     def analytics_warehouse(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         start, end = window(context)
-        report = publish(platform.settings, (start, end), run_id=context.run_id, limits=platform.limits)
+        report = publish(platform.settings, (start, end), run_id=context.run.run_id, limits=platform.limits)
         context.log.info(
             f"published {report.publish_id} as of {report.as_of}: {report.changed_values} KPI values "
             f"changed, {report.restatements} restated"

@@ -17,7 +17,15 @@ from dataops.governance.catalog import DomainNote, domain_notes
 from dataops.governance.policy import Policy, load_policy
 from dataops.registry import load_registry
 from dataops.settings import DBT_PROJECT_DIR
-from dataops.transform import dbt_env, dbt_executable, prepare_manifest, registry_vars, write_registry_seeds
+from dataops.transform import (
+    dbt_env,
+    dbt_executable,
+    keep_run_target,
+    prepare_manifest,
+    registry_vars,
+    run_target,
+    write_registry_seeds,
+)
 from orchestration.defs.ingest import WAREHOUSE_POOL
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource
@@ -145,7 +153,11 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
         if config.full_refresh:
             args.append("--full-refresh")
         context.log.info(f"dbt {' '.join(args[:1])} for {start}..{end} (registry {registry.version})")
-        with dbt_env(platform.settings, platform.limits, (start.isoformat(), end.isoformat())):
-            yield from dbt.cli(args, context=context).stream()
+        target = run_target(platform.settings, context.run.run_id)
+        try:
+            with dbt_env(platform.settings, platform.limits, (start.isoformat(), end.isoformat())):
+                yield from dbt.cli(args, context=context, target_path=target).stream()
+        finally:
+            keep_run_target(platform.settings, target)
 
     return [enterprise_model]

@@ -7,7 +7,10 @@
 - A token bucket rate limit answers 429 with ``Retry-After`` when exceeded.
 - Faults can be switched on for tests (5xx bursts, slow responses, 429 storms, truncated pages), in
   process through :class:`Faults` or over HTTP with ``POST /api/v1/_faults``.
-- ``PATCH /api/v1/accounts/{id}`` writes the enterprise's fields back (reverse ETL).
+- ``PATCH /api/v1/accounts/{id}`` writes the enterprise's fields back (reverse ETL), and
+  ``PATCH /api/v1/accounts`` writes up to :data:`MAX_BATCH` accounts in one request, each with its own
+  result (like Salesforce's sObject Collections with ``allOrNone=false``): one request against the rate
+  limit instead of one per account.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from source_systems.crm import store
 
 MAX_LIMIT = 2000
+MAX_BATCH = 200
 
 
 @dataclass
@@ -169,20 +173,49 @@ def create_app(
             next_cursor = _encode_cursor(last["SystemModstamp"], last["Id"])
         return {"object": obj, "records": records, "next_cursor": next_cursor}
 
+    allowed = set(store.WRITEBACK_FIELDS["accounts"])
+
+    def not_writable(fields: dict[str, Any]) -> str | None:
+        unknown = set(fields) - allowed
+        return f"fields {sorted(unknown)} are not writable; writable: {sorted(allowed)}" if unknown else None
+
+    def update_account(conn: Any, account_id: str, fields: dict[str, Any]) -> bool:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        return bool(conn.execute(f"update accounts set {sets} where Id = ?", (*fields.values(), account_id)).rowcount)
+
     @app.patch("/api/v1/accounts/{account_id}")
     def patch_account(
         account_id: str, fields: dict[str, Any], idempotency_key: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:
-        allowed = set(store.WRITEBACK_FIELDS["accounts"])
-        unknown = set(fields) - allowed
-        if unknown:
-            raise HTTPException(422, detail=f"fields {sorted(unknown)} are not writable; writable: {sorted(allowed)}")
+        error = not_writable(fields)
+        if error:
+            raise HTTPException(422, detail=error)
         with store.connect(db_path) as conn:
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            cur = conn.execute(f"update accounts set {sets} where Id = ?", (*fields.values(), account_id))
-            if cur.rowcount == 0:
+            if not update_account(conn, account_id, fields):
                 raise HTTPException(404, detail=f"account {account_id!r} not found")
         return {"id": account_id, "updated": sorted(fields)}
+
+    @app.patch("/api/v1/accounts")
+    def patch_accounts(body: dict[str, Any]) -> dict[str, Any]:
+        """``{"records": [{"id": ..., "fields": {...}}, ...]}``: one transaction, one result per record
+        (``updated``, ``not_found`` or ``invalid`` with its error), in the order sent."""
+        records = body.get("records")
+        if not isinstance(records, list) or not records:
+            raise HTTPException(422, detail='expected {"records": [{"id": ..., "fields": {...}}, ...]}')
+        if len(records) > MAX_BATCH:
+            raise HTTPException(413, detail=f"{len(records)} records in one request; at most {MAX_BATCH}")
+        results: list[dict[str, Any]] = []
+        with store.connect(db_path) as conn:
+            for record in records:
+                account_id, fields = str(record.get("id", "")), record.get("fields") or {}
+                error = not_writable(fields) if fields else "no fields to write"
+                if error:
+                    results.append({"id": account_id, "status": "invalid", "error": error})
+                elif update_account(conn, account_id, fields):
+                    results.append({"id": account_id, "status": "updated", "updated": sorted(fields)})
+                else:
+                    results.append({"id": account_id, "status": "not_found"})
+        return {"results": results}
 
     @app.post("/api/v1/_faults")
     def set_faults(settings: dict[str, float]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 import sqlite3
 import time
 from collections import Counter
@@ -23,9 +24,13 @@ import polars as pl
 import pytest
 
 from dataops.egress.reverse_etl import (
+    DEFAULT_BATCH_SIZE,
     DELINQUENT_FIELD,
     FIELDS,
+    STATE_FIELD,
+    AccountWrite,
     CrmSyncError,
+    CrmWriter,
     crm_endpoint,
     read_sync_log,
     read_sync_runs,
@@ -64,7 +69,13 @@ class Recording(httpx.BaseTransport):
 
     @property
     def patches(self) -> list[tuple[str, dict[str, object]]]:
-        return [(path.rsplit("/", 1)[-1], body) for _, method, path, body in self.sent if method == "PATCH"]
+        """Every account write, in the order sent: (account id, fields), whatever request carried it."""
+        return [
+            (str(record["id"]), record["fields"])
+            for _, method, _, body in self.sent
+            if method == "PATCH"
+            for record in body["records"]  # type: ignore[attr-defined]
+        ]
 
 
 @pytest.fixture()
@@ -126,6 +137,23 @@ def test_the_writable_fields_are_the_crms() -> None:
     assert list(FIELDS) == store.WRITEBACK_FIELDS["accounts"]
 
 
+def test_a_write_the_crm_refuses_names_the_account_and_an_unknown_one_is_reported() -> None:
+    def crm(request: httpx.Request) -> httpx.Response:
+        records = json.loads(request.content)["records"]
+        answers = {
+            "A1": {"status": "updated"},
+            "A2": {"status": "not_found"},
+            "A3": {"status": "invalid", "error": "no"},
+        }
+        return httpx.Response(200, json={"results": [{"id": r["id"], **answers[r["id"]]} for r in records]})
+
+    writer = CrmWriter("http://crm.test", "t", max_requests_per_second=None, transport=httpx.MockTransport(crm))
+    writes = [AccountWrite(a, {STATE_FIELD: "active"}, a) for a in ("A1", "A2")]
+    assert writer.patch_accounts(writes) == {"A1": True, "A2": False}
+    with pytest.raises(CrmSyncError, match="refused the write of account A3: no"):
+        writer.patch_accounts([*writes, AccountWrite("A3", {STATE_FIELD: "active"}, "A3")])
+
+
 def test_a_sync_writes_every_accounts_enterprise_view_within_the_rate_limit(copy: Published) -> None:
     settings = copy.settings
     expected = simulated_enterprise_view(settings)
@@ -145,13 +173,16 @@ def test_a_sync_writes_every_accounts_enterprise_view_within_the_rate_limit(copy
             max_requests_per_second=80,
             transport=recording,
             progress=lambda done, total: progress.append((done, total)),
+            batch_size=5,
         )
 
     held = crm_fields(settings)
     assert held == {a: (s, d, m) for a, (_, s, d, m) in expected.items() if a in accounts}
     assert report.accounts_considered == report.accounts_patched == len(held)
     assert report.fields_written == 3 * len(held)
-    assert report.requests == len(recording.patches) == len(held)
+    assert len(recording.patches) == len(held)
+    assert report.requests == len(recording.sent) == math.ceil(len(held) / 5)  # five accounts per request
+    assert all(len(body["records"]) <= 5 for *_, body in recording.sent)  # type: ignore[arg-type]
     assert report.retries == 0
     starts = [t for t, *_ in recording.sent]
     assert starts[-1] - starts[0] >= (len(starts) - 1) / 80 - 0.01  # paced: never faster than 80/s
@@ -262,10 +293,10 @@ def test_a_sync_honours_429_and_retry_after(copy: Published, crm: RunningServer)
     held = crm_fields(settings)
     assert report.accounts_patched == len(held) and all(None not in v for v in held.values())
     assert report.retries == 3
-    assert report.requests == len(recording.patches) == len(held) + 3
+    assert report.requests == len(recording.sent) == math.ceil(len(held) / DEFAULT_BATCH_SIZE) + 3
     first, second, third = (t for t, *_ in recording.sent[:3])
     assert second - first >= 0.3 and third - second >= 0.3  # no retry before Retry-After said
-    assert len({path for _, _, path, _ in recording.sent[:4]}) == 1  # the same account, until it went through
+    assert len({json.dumps(body) for *_, body in recording.sent[:4]}) == 1  # the same request, until it went through
     log = read_sync_log(settings)
     assert len(log) == len({(e["account_id"], e["field"]) for e in log}) == 3 * len(held)
 
@@ -292,8 +323,8 @@ def test_an_interrupted_sync_completes_on_rerun_with_the_same_state_and_no_dupli
 
             return progress
 
-        # 1. 429 (Retry-After) then 5xx until the retry budget is spent, on the 51st account
-        with pytest.raises(CrmSyncError, match=r"account \w+ failed after 3 attempts") as first:
+        # 1. 429 (Retry-After) then 5xx until the retry budget is spent, on the sixth request of ten accounts
+        with pytest.raises(CrmSyncError, match=r"10 accounts \(\w+ \.\. \w+\) failed after 3 attempts") as first:
             sync_crm(
                 settings,
                 server.url,
@@ -301,8 +332,9 @@ def test_an_interrupted_sync_completes_on_rerun_with_the_same_state_and_no_dupli
                 policy=FAST,
                 max_requests_per_second=None,
                 progress=fail_after(50, rate_limited=1, retry_after=0.05, errors_5xx=2),
+                batch_size=10,
             )
-        failed_account = str(first.value).split("account ")[1].split(" ")[0]
+        failed_account = str(first.value).split("(")[1].split(" ")[0]  # the first account of the failed request
         assert "50 of" in str(first.value)
         written = {a for a, v in crm_fields(settings).items() if v != (None, None, None)}
         logged = {e["account_id"] for e in read_sync_log(settings)}
@@ -323,6 +355,7 @@ def test_an_interrupted_sync_completes_on_rerun_with_the_same_state_and_no_dupli
                 max_requests_per_second=None,
                 transport=recording,
                 progress=fail_after(30, slow=2, slow_seconds=0.5),
+                batch_size=10,
             )
         assert recording.patches[0][0] == failed_account
         assert not logged & {a for a, _ in recording.patches}  # nothing recorded was sent again

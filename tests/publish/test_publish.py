@@ -153,6 +153,9 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
 
     rerun = run_job(case.root, case.late_day, case.late_day)
     assert rerun.success
+    dbt_log = (case.settings.dbt_runs_dir / rerun.run_id / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in dbt_log  # the run before left its parse for this one
+    assert "Partial parsing enabled" in dbt_log
     publish = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
     assert publish[-1].materialization.metadata["restatements"].value == 0

@@ -109,3 +109,28 @@ def test_faults_can_be_set_over_http(crm: RunningServer) -> None:
         httpx.post(f"{crm.url}/api/v1/_faults", json={"nope": 1}, headers={"Authorization": "Bearer t0ken"}).status_code
         == 422
     )
+
+
+def test_the_collection_endpoint_writes_many_accounts_with_one_result_each(tiny_sources: Path, tmp_path: Path) -> None:
+    db = tmp_path / "crm.sqlite"
+    db.write_bytes((tiny_sources / "crm" / "crm.sqlite").read_bytes())
+    with sqlite3.connect(db) as conn:
+        first, second = (r[0] for r in conn.execute("select Id from accounts order by Id limit 2"))
+    records = [
+        {"id": first, "fields": {"Enterprise_State__c": "active"}},
+        {"id": "001NOSUCHACCOUNT", "fields": {"Enterprise_State__c": "active"}},
+        {"id": second, "fields": {"Name": "renamed"}},
+    ]
+    with start_in_thread(db, token="t", rate_per_second=200, burst=200) as srv:
+        headers = {"Authorization": "Bearer t"}
+        answer = httpx.patch(f"{srv.url}/api/v1/accounts", json={"records": records}, headers=headers, timeout=10)
+        too_many = [{"id": first, "fields": {"Enterprise_State__c": "active"}}] * 201
+        refused = httpx.patch(f"{srv.url}/api/v1/accounts", json={"records": too_many}, headers=headers, timeout=10)
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == ["updated", "not_found", "invalid"]
+    assert "Name" in results[2]["error"]
+    with sqlite3.connect(db) as conn:
+        held = dict(conn.execute("select Id, Enterprise_State__c from accounts where Id in (?, ?)", (first, second)))
+    assert held == {first: "active", second: None}
+    assert refused.status_code == 413 and "at most 200" in refused.text

@@ -96,7 +96,7 @@ def ingest_asset(
             sources.extractor(contract.system),
             start,
             end,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             options=platform.ingest_options(),
         )
         context.log.info(

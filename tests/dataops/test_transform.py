@@ -1,0 +1,38 @@
+"""Each data directory keeps its own warm dbt parse and a bounded history of dbt run artefacts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dataops.settings import Settings
+from dataops.transform import PARTIAL_PARSE, keep_run_target, run_target
+
+
+def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path) -> None:
+    settings = Settings.from_env(tmp_path)
+    first = run_target(settings, "run-1")
+    assert not (first / PARTIAL_PARSE).exists()  # nothing parsed yet in this data directory
+    (first / PARTIAL_PARSE).write_bytes(b"parse of run 1")
+    keep_run_target(settings, first)
+
+    second = run_target(settings, "run-2")
+    assert (second / PARTIAL_PARSE).read_bytes() == b"parse of run 1"
+    (second / PARTIAL_PARSE).write_bytes(b"parse of run 2")
+    keep_run_target(settings, second)
+    assert (settings.dbt_runs_dir / PARTIAL_PARSE).read_bytes() == b"parse of run 2"
+    assert not [p for p in settings.dbt_runs_dir.iterdir() if p.name.startswith(".")]  # no staged leftovers
+
+
+def test_only_the_last_runs_artefacts_are_kept(tmp_path: Path) -> None:
+    settings = Settings.from_env(tmp_path)
+    for number in range(6):
+        target = run_target(settings, f"run-{number}")
+        (target / "run_results.json").write_text("{}")
+        os.utime(target, (1_000_000 + number, 1_000_000 + number))  # distinct ages, oldest first
+    keep_run_target(settings, target, keep=3)
+    kept = sorted(p.name for p in settings.dbt_runs_dir.iterdir() if p.is_dir())
+    assert kept == ["run-3", "run-4", "run-5"]
+    os.utime(target, (1, 1))  # the current run is never pruned, even when its folder looks oldest
+    keep_run_target(settings, target, keep=1)
+    assert (target / "run_results.json").exists()
