@@ -3,11 +3,14 @@ SQL in one DuckDB connection) gives exactly the KPIs of the pipeline. No timing 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from benchmarks import run
 from benchmarks.run import growth, main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bench")]
@@ -34,6 +37,49 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert build["pandera"]["validate"]["rows"] > 0
     assert result["machine"]["cores"] and result["machine"]["packages"]["duckdb"]
     assert "| **full build / floor** |" in result_path.with_suffix(".md").read_text()
+
+
+def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run sees the systems of record as on the real schedule: simulated through its own last day, never
+    further (a CRM keeps only each record's current state). The tasks are recorded, not run."""
+    calls: list[tuple[str, str, str]] = []
+
+    def task(name: str, **args: Any) -> dict[str, Any]:
+        if name == "simulate":
+            calls.append(("simulate", args["start"], args["through"]))
+            return {"wall_s": 0.0}
+        calls.append(("pipeline", args["start"], args["end"]))
+        stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
+        outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": 1.0, "startup_s": 0.0}
+        return outcome | {
+            "peak_rss": 1,
+            "stages": stages,
+            "steps": {},
+            "days": 1,
+            "start": args["start"],
+            "end": args["end"],
+        }
+
+    monkeypatch.setattr(run, "task", task)
+    start = dt.date(2025, 1, 1)
+    result = run.ladder(tmp_path, 1.0, start, [2, 5], seed=1)
+
+    day = lambda n: (start + dt.timedelta(days=n)).isoformat()  # noqa: E731
+    assert calls == [
+        ("simulate", day(0), day(1)),
+        ("pipeline", day(0), day(1)),  # history: days 0-1
+        ("simulate", day(0), day(2)),
+        ("pipeline", day(2), day(2)),  # daily run after 2 days
+        ("simulate", day(0), day(4)),
+        ("pipeline", day(3), day(4)),  # history up to 5 days
+        ("simulate", day(0), day(5)),
+        ("pipeline", day(5), day(5)),  # daily run after 5 days
+        ("pipeline", day(5), day(5)),  # the same day again: no new data
+    ]
+    kinds = [(r["kind"], r["history_days"]) for r in result["runs"]]
+    assert kinds == [("history", 2), ("daily", 2), ("history", 5), ("daily", 5), ("no_data", 5)]
 
 
 def test_growth_exponent() -> None:
