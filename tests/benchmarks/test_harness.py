@@ -20,7 +20,7 @@ def test_harness_smoke(tmp_path: Path) -> None:
     output = tmp_path / "results"
     code = main(
         [
-            "--scale", "0.01", "--days", "3", "--incremental=", "--no-profile",
+            "--scale", "0.01", "--days", "2", "--incremental=", "--no-profile",
             "--work", str(tmp_path / "work"), "--output", str(output), "--tag=-smoke",
         ]
     )  # fmt: skip
