@@ -104,7 +104,7 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
             profiler.start()
         import dagster as dg
 
-        from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home
+        from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home, run_failures
         from dataops.settings import Settings
 
         probe.install()
@@ -191,16 +191,8 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
         tree = profiler.output_text(unicode=False, color=False, show_all=False)
         flat = profiler.output_text(unicode=False, color=False, show_all=True, flat=True)
         out.with_name(out.name + ".txt").write_text(f"{tree}\n\nSelf time per function:\n{flat[:20000]}")
-    failures = [
-        f"{e.step_key}: {e.event_specific_data.error.message.strip()[:500]}"  # type: ignore[union-attr]
-        for e in result.all_events
-        if e.event_type_value == "STEP_FAILURE"
-    ]
-    failed_checks = [
-        f"{e.asset_check_key.asset_key.to_user_string()}:{e.asset_check_key.name}"
-        for e in result.get_asset_check_evaluations()
-        if not e.passed
-    ]
+    failures, failed_checks = run_failures(result)
+    failures = [failure[:500] for failure in failures]
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),

@@ -75,6 +75,21 @@ class RunOutcome:
     published: dict[str, Any] | None
 
 
+def run_failures(result: Any) -> tuple[list[str], list[str]]:
+    """What went wrong in a finished run: each failed step with its error, each failed check with its reason."""
+    failures = [
+        f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    ]
+    failed_checks = [
+        f"{e.asset_check_key.asset_key.to_user_string()}: {e.asset_check_key.name} ({e.description or 'failed'})"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ]
+    return failures, failed_checks
+
+
 def _step_progress(instance: Any, run_id: str) -> tuple[int, str]:
     """Steps finished so far, and the step running now, from the run's event log."""
     import dagster as dg
@@ -136,16 +151,7 @@ def run_partitions(
                 if progress is not None:
                     progress(*_step_progress(instance, run_id), total=total)
             result = outcome["result"]
-        failures = [
-            f"{e.step_key}: {e.event_specific_data.error.message.strip()}"  # type: ignore[union-attr]
-            for e in result.all_events
-            if e.event_type_value == "STEP_FAILURE"
-        ]
-        failed_checks = [
-            f"{e.asset_check_key.asset_key.to_user_string()}: {e.asset_check_key.name} ({e.description or 'failed'})"
-            for e in result.get_asset_check_evaluations()
-            if not e.passed
-        ]
+        failures, failed_checks = run_failures(result)
         published = None
         for event in result.get_asset_materialization_events():
             if event.asset_key is not None and event.asset_key.path[0] == "publish":
