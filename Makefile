@@ -13,8 +13,10 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
+# Bytecode is compiled at install (docs/decisions/0016): otherwise, where PYTHONDONTWRITEBYTECODE is set or
+# site-packages is read-only, every process (each Dagster run, each dbt step) recompiles dagster and dbt.
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock Makefile
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 bootstrap: $(VENV)/.synced

@@ -60,14 +60,13 @@ def _exclusive(spans: list[Span]) -> dict[str, float]:
 
 
 def _step_stage(step_key: str, is_check: bool) -> str:
-    if step_key == "enterprise_model":  # dbt's own tests are asset checks run inside its step
-        return "dbt"
-    if is_check:
-        return "checks"
-    if step_key.startswith(("erp__", "crm__", "accounting__")):
-        return "ingest"
+    # dbt's tests and the volume breakers are asset checks run inside their asset's step
     if step_key == "enterprise_model":
         return "dbt"
+    if step_key.startswith(("erp__", "crm__", "accounting__")):
+        return "ingest"
+    if is_check:
+        return "checks"
     if step_key.startswith("publish"):
         return "publish"
     if step_key.startswith("simulation"):

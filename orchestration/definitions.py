@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dataops.settings import Settings
-from orchestration.defs import automation, brakes, egress, publish, quality, simulation, transform
+from orchestration.defs import automation, egress, publish, quality, simulation, transform
 from orchestration.defs.ingest import accounting, crm, erp
 from orchestration.partitions import daily_partitions
 from orchestration.resources import platform_resource, sources_resource
@@ -31,7 +31,7 @@ def defs() -> dg.Definitions:
             *publish.assets(partitions, published_inputs),
             *egress.assets(partitions),
         ],
-        asset_checks=[*quality.checks(), *brakes.checks()],
+        asset_checks=quality.checks(),
         resources={"platform": platform_resource(), "sources": sources_resource(), "dbt": transform.dbt_resource()},
         executor=dg.in_process_executor,
     )

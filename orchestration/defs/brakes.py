@@ -1,6 +1,7 @@
-"""The volume circuit breaker as blocking checks on the ingestion assets: a partition far outside its
-recent volume halts the run before dbt and publishing. Let an expected spike through with the run tag
-``dataops/allow_volume_spike=<system.table>|all`` (or the registry's ``volume_breaker.expected_spikes``).
+"""The volume circuit breaker as a blocking check of each ingestion asset, evaluated in the asset's own step:
+a partition far outside its recent volume fails the step and halts the run before dbt and publishing. Let an
+expected spike through with the run tag ``dataops/allow_volume_spike=<system.table>|all`` (or the registry's
+``volume_breaker.expected_spikes``).
 
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
@@ -13,53 +14,53 @@ from dataops.registry import load_registry
 from dataops.volume import ALLOW_TAG, check_volume
 from dataops.warehouse import connect
 from orchestration.resources import PlatformResource
-from quality.contracts import CONTRACTS, Contract
+from quality.contracts import Contract
+
+VOLUME_CHECK = "volume_within_recent_range"
 
 
-def volume_check(contract: Contract) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+def volume_check_spec(contract: Contract) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        VOLUME_CHECK,
         asset=dg.AssetKey([contract.system, contract.table]),
-        name="volume_within_recent_range",
         blocking=True,
         description="Extracted rows per partition stay within the recent range "
         "(registry: volume_breaker); a spike halts the run before publishing.",
     )
-    def _check(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
-        tw = context.partition_time_window
-        start, end = tw.start.date(), tw.end.date() - dt.timedelta(days=1)
-        tag = context.run.tags.get(ALLOW_TAG, "")
-        allow = {t.strip() for t in tag.split(",") if t.strip()}
-        with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
-            outcome = check_volume(conn, contract, start, end, load_registry(), allow)
-        if outcome.tripped:
-            summary = "; ".join(f"{day}: {why}" for day, why in outcome.tripped.items())
-            description = (
-                f"volume circuit breaker tripped on {contract.name}: {summary}. If the spike is real, "
-                f"re-run with the tag {ALLOW_TAG}={contract.name} or list it under "
-                "volume_breaker.expected_spikes in definitions/registry.yaml."
-            )
-        else:
-            description = f"{contract.name}: volumes within range" + (
-                f" (let through: {'; '.join(f'{d}: {w}' for d, w in outcome.allowed.items())})"
-                if outcome.allowed
-                else ""
-            )
-        return dg.AssetCheckResult(
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=description,
-            metadata={
-                "partitions_checked": len(outcome.checked),
-                "tripped": dg.MetadataValue.json(outcome.tripped),
-                "let_through": dg.MetadataValue.json(outcome.allowed),
-                "rows_and_recent_range": dg.MetadataValue.json(
-                    {d: [r, list(rng) if rng else None] for d, (r, rng) in outcome.checked.items()}
-                ),
-            },
+
+
+def volume_check_result(
+    context: dg.AssetExecutionContext, platform: PlatformResource, contract: Contract
+) -> dg.AssetCheckResult:
+    """The breaker over the partitions the step just ingested (docs/decisions/0013)."""
+    tw = context.partition_time_window
+    start, end = tw.start.date(), tw.end.date() - dt.timedelta(days=1)
+    tag = context.run.tags.get(ALLOW_TAG, "")
+    allow = {t.strip() for t in tag.split(",") if t.strip()}
+    with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
+        outcome = check_volume(conn, contract, start, end, load_registry(), allow)
+    if outcome.tripped:
+        summary = "; ".join(f"{day}: {why}" for day, why in outcome.tripped.items())
+        description = (
+            f"volume circuit breaker tripped on {contract.name}: {summary}. If the spike is real, "
+            f"re-run with the tag {ALLOW_TAG}={contract.name} or list it under "
+            "volume_breaker.expected_spikes in definitions/registry.yaml."
         )
-
-    return _check
-
-
-def checks() -> list[dg.AssetChecksDefinition]:
-    return [volume_check(contract) for contract in CONTRACTS.values()]
+    else:
+        description = f"{contract.name}: volumes within range" + (
+            f" (let through: {'; '.join(f'{d}: {w}' for d, w in outcome.allowed.items())})" if outcome.allowed else ""
+        )
+    return dg.AssetCheckResult(
+        check_name=VOLUME_CHECK,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "partitions_checked": len(outcome.checked),
+            "tripped": dg.MetadataValue.json(outcome.tripped),
+            "let_through": dg.MetadataValue.json(outcome.allowed),
+            "rows_and_recent_range": dg.MetadataValue.json(
+                {d: [r, list(rng) if rng else None] for d, (r, rng) in outcome.checked.items()}
+            ),
+        },
+    )

@@ -1,4 +1,4 @@
-"""The cleansing gate: pandera checks as blocking asset checks on the marts and KPIs.
+"""The cleansing gate: pandera checks as blocking asset checks on the marts and KPIs, run in one step.
 
 A failing check blocks what is downstream of its asset, which includes publishing; its metadata carries
 the offending rows so the UI shows why.
@@ -7,8 +7,10 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 """
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from dataops.quality import GATE, CheckOutcome, GateCheck, run_check
@@ -30,7 +32,7 @@ def _markdown(frame: pl.DataFrame) -> str:
         return str(frame)
 
 
-def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+def outcome_result(outcome: CheckOutcome, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
     metadata: dict[str, object] = {
         "rows_checked": outcome.rows_checked,
         "failing_rows": outcome.failing_rows,
@@ -42,6 +44,8 @@ def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
             outcome.failure_cases.with_columns(pl.all().cast(pl.String)).to_dicts()
         )
     return dg.AssetCheckResult(
+        asset_key=key.asset_key,
+        check_name=key.name,
         passed=outcome.passed,
         metadata=metadata,  # type: ignore[arg-type]
         severity=dg.AssetCheckSeverity.ERROR,
@@ -49,22 +53,37 @@ def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
     )
 
 
-def gate_check(check: GateCheck) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=dg.AssetKey(list(check.asset)), name=check.name, description=check.description, blocking=True)
-    def _check(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
-        partitioned = context.has_partition_key_range or context.has_partition_key
-        with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
-            if partitioned:
-                tw = context.partition_time_window
-                start, end = tw.start.date(), tw.end.date() - dt.timedelta(days=1)
-            else:  # the whole history
-                start, end = conn.execute("select min(date_day), max(date_day) from marts.dim_dates").fetchone()  # type: ignore[misc]
-            outcome = run_check(check, conn, start, end, load_registry())
-        context.log.info(outcome.summary())
-        return outcome_result(outcome)
+def _window(context: dg.AssetCheckExecutionContext, conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date]:
+    """The run's business dates, or the whole history when the gate runs outside a partitioned run."""
+    if context.has_partition_key_range or context.has_partition_key:
+        tw = context.partition_time_window
+        return tw.start.date(), tw.end.date() - dt.timedelta(days=1)
+    return conn.execute("select min(date_day), max(date_day) from marts.dim_dates").fetchone()  # type: ignore[return-value]
 
-    return _check
+
+def _key(check: GateCheck) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(dg.AssetKey(list(check.asset)), check.name)
 
 
 def checks() -> list[dg.AssetChecksDefinition]:
-    return [gate_check(check) for check in GATE]
+    """The whole gate as one step (one connection, one step's overhead) with a result per check."""
+    specs = [
+        dg.AssetCheckSpec(check.name, asset=_key(check).asset_key, description=check.description, blocking=True)
+        for check in GATE
+    ]
+
+    @dg.multi_asset_check(specs=specs, name="cleansing_gate", can_subset=True)
+    def cleansing_gate(
+        context: dg.AssetCheckExecutionContext, platform: PlatformResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        """The pandera models of quality/ over the run's window of the marts and KPIs."""
+        selected = [check for check in GATE if _key(check) in context.selected_asset_check_keys]
+        registry = load_registry()
+        with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
+            start, end = _window(context, conn)
+            for check in selected:
+                outcome = run_check(check, conn, start, end, registry)
+                context.log.info(f"{check.name}: {outcome.summary()}")
+                yield outcome_result(outcome, _key(check))
+
+    return [cleansing_gate]

@@ -18,6 +18,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from dataops.quality import GATE
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
 from tests.published import Published, copy_of
@@ -76,6 +77,11 @@ def test_a_corrupted_mart_blocks_publishing(published: Published, tmp_path: Path
     assert [e.asset_check_key.name for e in failed] == ["payments_within_invoiced"]
     cases = failed[0].metadata["failure_cases_json"].value
     assert any(row["invoice_id"] == invoice for row in cases)  # the check names the offending row
+    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    # the whole gate ran, in one step, and only the broken rule failed
+    assert len([e for e in checks if e.step_key == "cleansing_gate"]) == len(GATE)
+    failed_steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failed_steps == ["cleansing_gate"]
     published_steps = [e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert published_steps == []
     assert digest(case.settings.analytics_db) == before  # byte for byte what analysts had

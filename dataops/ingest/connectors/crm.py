@@ -35,7 +35,7 @@ class RetryPolicy:
 
 class WaitHonouringRetryAfter(tenacity.wait.wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
-        self.backoff = tenacity.wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff)
+        self.backoff = tenacity.wait_exponential_jitter(multiplier=policy.initial_backoff, max=policy.max_backoff)
         self.cap = policy.max_backoff
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:

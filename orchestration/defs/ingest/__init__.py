@@ -1,4 +1,5 @@
-"""Ingestion assets: one per source table, keyed like the dbt ``source()`` they feed.
+"""Ingestion assets: one per source table, keyed like the dbt ``source()`` they feed, each with its volume
+circuit breaker checked in the same step (orchestration/defs/brakes.py).
 
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
@@ -9,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from dataops.ingest.pipeline import IngestReport, ingest
+from orchestration.defs.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource, SourcesResource
 from quality.contracts import Contract
@@ -76,6 +78,7 @@ def ingest_asset(
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=deps,
+        check_specs=[volume_check_spec(contract)],
         pool=WAREHOUSE_POOL,
         retry_policy=SOURCE_RETRY,
         tags={"layer": "raw"},
@@ -105,7 +108,12 @@ def ingest_asset(
         )
         if report.extra_columns:
             context.log.warning(f"{contract.name}: new source columns kept in _extra: {report.extra_columns}")
-        return dg.MaterializeResult(metadata=report_metadata(report))
+        # The breaker runs in this step (not a step of its own: one step less per table and run), unless the
+        # launch left it out of the selection.
+        volume = dg.AssetCheckKey(dg.AssetKey([contract.system, contract.table]), VOLUME_CHECK)
+        selected = volume in context.selected_asset_check_keys
+        checks = [volume_check_result(context, platform, contract)] if selected else []
+        return dg.MaterializeResult(metadata=report_metadata(report), check_results=checks)
 
     return _ingest
 
