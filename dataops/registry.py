@@ -117,7 +117,8 @@ def load_registry(path: str | Path | None = None) -> Registry:
     reg_path = Path(path) if path else Path(os.environ.get("DATAOPS_REGISTRY") or REGISTRY_PATH)
     if not reg_path.exists():
         raise RegistryError(f"registry file not found: {reg_path}")
-    data = yaml.safe_load(reg_path.read_text())
+    # libyaml's safe loader when PyYAML has it: ten times faster, and every check and step reads the registry
+    data = yaml.load(reg_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(data, dict):
         raise RegistryError(f"{reg_path}: expected a mapping at the top level")
     kpis = []
