@@ -85,3 +85,14 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
 def test_growth_exponent() -> None:
     assert growth([(0.1, 1.0), (1, 10.0), (10, 100.0)]) == pytest.approx(1.0)
     assert growth([(1, 5.0)]) is None
+
+
+def test_the_ladder_table_shows_each_runs_ingestion_seconds() -> None:
+    stages = {"extract": 1.0, "land": 0.5, "load": 2.0, "validate": 0.25, "dbt": 9.0, "checks": 0.5}
+    no_data = {
+        "kind": "no_data", "history_days": 720, "start": "2026-11-28", "end": "2026-11-28", "success": True,
+        "failed_checks": [], "failures": [], "wall_s": 40.0, "startup_s": 4.0, "peak_rss": 2**30,
+        "stages": {name: {"seconds": seconds, "peak_rss": 0} for name, seconds in stages.items()},
+    }  # fmt: skip
+    [row] = [line for line in run._ladder_and_scaling_tables({"incremental": {"runs": [no_data]}}) if "no new" in line]
+    assert row.split(" | ")[4:7] == ["3.8", "9.0", "0.5"]  # ingest = extract + land + load + validate
