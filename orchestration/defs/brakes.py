@@ -7,12 +7,13 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 """
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 
 from dataops.registry import load_registry
 from dataops.volume import ALLOW_TAG, check_volume
-from dataops.warehouse import connect
+from dataops.warehouse import Limits, connect
 from orchestration.resources import PlatformResource
 from quality.contracts import Contract
 
@@ -37,8 +38,25 @@ def volume_check_result(
     start, end = tw.start.date(), tw.end.date() - dt.timedelta(days=1)
     tag = context.run.tags.get(ALLOW_TAG, "")
     allow = {t.strip() for t in tag.split(",") if t.strip()}
-    with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
-        outcome = check_volume(conn, contract, start, end, load_registry(), allow)
+    return breaker_result(platform.settings.build_db, platform.limits, contract, start, end, allow)
+
+
+def breaker_result(
+    build_db: Path, limits: Limits, contract: Contract, start: dt.date, end: dt.date, allow: set[str]
+) -> dg.AssetCheckResult:
+    """Fails closed: a breaker that cannot be evaluated fails its check (the run stops before publishing)
+    instead of raising, which would make the step's source retry policy ingest the table again."""
+    try:
+        with connect(build_db, read_only=True, limits=limits) as conn:
+            outcome = check_volume(conn, contract, start, end, load_registry(), allow)
+    except Exception as exc:
+        return dg.AssetCheckResult(
+            check_name=VOLUME_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"volume circuit breaker on {contract.name} could not be evaluated: "
+            f"{type(exc).__name__}: {exc}",
+        )
     if outcome.tripped:
         summary = "; ".join(f"{day}: {why}" for day, why in outcome.tripped.items())
         description = (

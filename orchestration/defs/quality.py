@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from dataops.quality import GATE, CheckOutcome, GateCheck, run_check
-from dataops.registry import load_registry
+from dataops.registry import Registry, load_registry
 from dataops.warehouse import connect
 from orchestration.resources import PlatformResource
 
@@ -65,6 +65,25 @@ def _key(check: GateCheck) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(dg.AssetKey(list(check.asset)), check.name)
 
 
+def gate_results(
+    checks: list[GateCheck], conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, registry: Registry
+) -> Iterator[dg.AssetCheckResult]:
+    """One result per check; a check that cannot run fails with its error and does not hide the others."""
+    for check in checks:
+        try:
+            outcome = run_check(check, conn, start, end, registry)
+        except Exception as exc:
+            yield dg.AssetCheckResult(
+                asset_key=_key(check).asset_key,
+                check_name=check.name,
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{check.name} could not run: {type(exc).__name__}: {exc}",
+            )
+            continue
+        yield outcome_result(outcome, _key(check))
+
+
 def checks() -> list[dg.AssetChecksDefinition]:
     """The whole gate as one step (one connection, one step's overhead) with a result per check."""
     specs = [
@@ -78,12 +97,10 @@ def checks() -> list[dg.AssetChecksDefinition]:
     ) -> Iterator[dg.AssetCheckResult]:
         """The pandera models of quality/ over the run's window of the marts and KPIs."""
         selected = [check for check in GATE if _key(check) in context.selected_asset_check_keys]
-        registry = load_registry()
         with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
             start, end = _window(context, conn)
-            for check in selected:
-                outcome = run_check(check, conn, start, end, registry)
-                context.log.info(f"{check.name}: {outcome.summary()}")
-                yield outcome_result(outcome, _key(check))
+            for result in gate_results(selected, conn, start, end, load_registry()):
+                context.log.info(result.description or result.check_name)
+                yield result
 
     return [cleansing_gate]
