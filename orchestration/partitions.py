@@ -29,7 +29,7 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=first_business_date(settings).isoformat(), timezone="UTC")
 
 
-def window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+def window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:
     """The run's business dates as an inclusive range (one day, or a whole backfill range)."""
     tw = context.partition_time_window
     return tw.start.date(), (tw.end - dt.timedelta(days=1)).date()

@@ -31,11 +31,9 @@ def volume_check_spec(contract: Contract) -> dg.AssetCheckSpec:
 
 
 def volume_check_result(
-    context: dg.AssetExecutionContext, platform: PlatformResource, contract: Contract
+    context: dg.AssetExecutionContext, platform: PlatformResource, contract: Contract, start: dt.date, end: dt.date
 ) -> dg.AssetCheckResult:
-    """The breaker over the partitions the step just ingested (docs/decisions/0013)."""
-    tw = context.partition_time_window
-    start, end = tw.start.date(), tw.end.date() - dt.timedelta(days=1)
+    """The breaker over the partitions the step just ingested, start..end (docs/decisions/0013)."""
     tag = context.run.tags.get(ALLOW_TAG, "")
     allow = {t.strip() for t in tag.split(",") if t.strip()}
     return breaker_result(platform.settings.build_db, platform.limits, contract, start, end, allow)

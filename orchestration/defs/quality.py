@@ -16,6 +16,7 @@ import polars as pl
 from dataops.quality import GATE, CheckOutcome, GateCheck, run_check
 from dataops.registry import Registry, load_registry
 from dataops.warehouse import connect
+from orchestration.partitions import window
 from orchestration.resources import PlatformResource
 
 
@@ -56,8 +57,7 @@ def outcome_result(outcome: CheckOutcome, key: dg.AssetCheckKey) -> dg.AssetChec
 def _window(context: dg.AssetCheckExecutionContext, conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date]:
     """The run's business dates, or the whole history when the gate runs outside a partitioned run."""
     if context.has_partition_key_range or context.has_partition_key:
-        tw = context.partition_time_window
-        return tw.start.date(), tw.end.date() - dt.timedelta(days=1)
+        return window(context)
     return conn.execute("select min(date_day), max(date_day) from marts.dim_dates").fetchone()  # type: ignore[return-value]
 
 
@@ -70,18 +70,19 @@ def gate_results(
 ) -> Iterator[dg.AssetCheckResult]:
     """One result per check; a check that cannot run fails with its error and does not hide the others."""
     for check in checks:
+        key = _key(check)
         try:
             outcome = run_check(check, conn, start, end, registry)
         except Exception as exc:
             yield dg.AssetCheckResult(
-                asset_key=_key(check).asset_key,
-                check_name=check.name,
+                asset_key=key.asset_key,
+                check_name=key.name,
                 passed=False,
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=f"{check.name} could not run: {type(exc).__name__}: {exc}",
             )
             continue
-        yield outcome_result(outcome, _key(check))
+        yield outcome_result(outcome, key)
 
 
 def checks() -> list[dg.AssetChecksDefinition]:

@@ -110,9 +110,8 @@ def ingest_asset(
             context.log.warning(f"{contract.name}: new source columns kept in _extra: {report.extra_columns}")
         # The breaker runs in this step (not a step of its own: one step less per table and run), unless the
         # launch left it out of the selection.
-        volume = dg.AssetCheckKey(dg.AssetKey([contract.system, contract.table]), VOLUME_CHECK)
-        selected = volume in context.selected_asset_check_keys
-        checks = [volume_check_result(context, platform, contract)] if selected else []
+        selected = dg.AssetCheckKey(context.asset_key, VOLUME_CHECK) in context.selected_asset_check_keys
+        checks = [volume_check_result(context, platform, contract, start, end)] if selected else []
         return dg.MaterializeResult(metadata=report_metadata(report), check_results=checks)
 
     return _ingest
