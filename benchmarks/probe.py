@@ -4,8 +4,8 @@
   runs as a subprocess) from ``/proc`` every few milliseconds, so a stage's peak is the largest sample inside
   its intervals.
 * ``StageProbe``: wraps a handful of pipeline functions (by attribute, only in the benchmark's process) to
-  record when extract, land, load and validate run, and how many rows pandera validated in how long. The
-  pipeline code itself is unchanged.
+  record when extract, land, load and validate run, when a volume breaker is evaluated inside its ingestion
+  step, and how many rows pandera validated in how long. The pipeline code itself is unchanged.
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ class StageProbe:
         from dataops.ingest.connectors.accounting import AccountingExtractor
         from dataops.ingest.connectors.crm import CrmExtractor
         from dataops.ingest.connectors.erp import ErpExtractor
+        from orchestration.defs import brakes
 
         for extractor in (ErpExtractor, CrmExtractor, AccountingExtractor):
             self._wrap(extractor, "extract", "extract")
@@ -159,6 +160,7 @@ class StageProbe:
         self._wrap(pipeline, "read_landed", "load")
         self._wrap(pipeline, "load_range", "load")
         self._wrap(pipeline, "apply_contract", "validate", rows=lambda _c, batch, *_: batch.height)
+        self._wrap(brakes, "breaker_result", "breaker")
         self._wrap(pandera_polars.DataFrameModel, "validate", "pandera", rows=lambda _cls, frame, *_a, **_k: len(frame))
         return self
 

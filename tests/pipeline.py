@@ -59,7 +59,7 @@ def run_job(
 def extractors(settings: Settings, crm: RunningServer) -> dict[str, Extractor]:
     return {
         "erp": ErpExtractor(settings.erp_db),
-        "crm": CrmExtractor(crm.url, crm.token, page_size=1000),
+        "crm": CrmExtractor(crm.url, crm.token),
         "accounting": AccountingExtractor(settings.accounting_exports),
     }
 

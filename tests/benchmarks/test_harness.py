@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from benchmarks import run
+from benchmarks.probe import Span
 from benchmarks.run import growth, main
+from benchmarks.worker import stage_times
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bench")]
 
@@ -96,3 +98,12 @@ def test_the_ladder_table_shows_each_runs_ingestion_seconds() -> None:
     }  # fmt: skip
     [row] = [line for line in run._ladder_and_scaling_tables({"incremental": {"runs": [no_data]}}) if "no new" in line]
     assert row.split(" | ")[4:7] == ["3.8", "9.0", "0.5"]  # ingest = extract + land + load + validate
+
+
+def test_the_volume_breakers_count_as_checks_not_as_orchestration() -> None:
+    """They run inside their ingestion steps: the probe's spans put their seconds under checks."""
+    spans = [Span("extract", 0.0, 1.0), Span("breaker", 1.0, 1.25), Span("breaker", 3.0, 3.5)]
+    seconds, intervals = stage_times(spans, {"checks": [(10.0, 10.5)], "dbt": [(5.0, 9.0)]})
+    assert seconds["checks"] == pytest.approx(1.25)  # the gate's step and both breakers
+    assert intervals["checks"] == [(10.0, 10.5), (1.0, 1.25), (3.0, 3.5)]
+    assert seconds["extract"] == 1.0 and seconds["dbt"] == 4.0

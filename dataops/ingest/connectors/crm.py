@@ -46,11 +46,19 @@ class WaitHonouringRetryAfter(tenacity.wait.wait_base):
         return backoff
 
 
+# The most records one page may carry (the API's ``limit`` maximum). Every request counts against the CRM's
+# rate limit, so a window is read in as few pages as the API allows: at SF 10 over 31 days, 257 requests
+# instead of 510, and extraction 22 s -> 16 s (README, Performance of the pipeline).
+MAX_PAGE_SIZE = 2000
+
+
 class CrmExtractor:
     system = "crm"
     watermark_column: str | None = "SystemModstamp"
 
-    def __init__(self, base_url: str, token: str, page_size: int = 1000, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, base_url: str, token: str, page_size: int = MAX_PAGE_SIZE, policy: RetryPolicy | None = None
+    ) -> None:
         self.policy = policy or RetryPolicy()
         self.page_size = page_size
         self.http = httpx.Client(

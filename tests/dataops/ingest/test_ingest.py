@@ -9,6 +9,7 @@ import json
 import sqlite3
 
 import duckdb
+import httpx
 import polars as pl
 import pytest
 
@@ -19,6 +20,7 @@ from dataops.ingest.contract import ContractViolation
 from dataops.ingest.load import QuarantineRateExceeded
 from dataops.ingest.pipeline import IngestOptions, ingest, rebuild_raw
 from quality.contracts import CONTRACTS, contract_for
+from source_systems.crm.api import MAX_LIMIT
 from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
 from tests.source_systems.helpers import accounting_rows
 
@@ -118,6 +120,21 @@ def test_crm_faults_are_survived_with_the_same_result(baseline: Sources, fresh: 
     ingest_all(fresh, policy=dataclasses.replace(FAST, max_attempts=12))
     assert fresh.crm.faults.errors_5xx == fresh.crm.faults.truncated == fresh.crm.faults.slow == 0
     assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
+
+
+def test_the_crm_is_read_in_pages_as_large_as_its_api_allows() -> None:
+    """Each request counts against the CRM's rate limit: the fewer pages, the fewer waits."""
+    limits: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        limits.append(request.url.params["limit"])
+        cursor = None if "cursor" in request.url.params else "next"
+        return httpx.Response(200, json={"object": "leads", "records": [], "next_cursor": cursor})
+
+    extractor = CrmExtractor("http://crm.test", "token")
+    extractor.http = httpx.Client(base_url="http://crm.test", transport=httpx.MockTransport(api))
+    extractor.records("leads", dt.datetime(2025, 2, 1, tzinfo=dt.UTC), dt.datetime(2025, 2, 2, tzinfo=dt.UTC))
+    assert limits == [str(MAX_LIMIT)] * 2
 
 
 def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(fresh: Sources) -> None:
