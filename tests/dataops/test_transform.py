@@ -1,12 +1,15 @@
-"""Each data directory keeps its own warm dbt parse and a bounded history of dbt run artefacts."""
+"""Each data directory keeps its own warm dbt parse and a bounded history of dbt run artefacts; dbt logs
+to its file at info level unless told otherwise."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import pytest
+
 from dataops.settings import Settings
-from dataops.transform import PARTIAL_PARSE, keep_run_target, run_target
+from dataops.transform import PARTIAL_PARSE, dbt_environment, keep_run_target, run_target
 
 
 def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path) -> None:
@@ -36,3 +39,13 @@ def test_only_the_last_runs_artefacts_are_kept(tmp_path: Path) -> None:
     os.utime(target, (1, 1))  # the current run is never pruned, even when its folder looks oldest
     keep_run_target(settings, target, keep=1)
     assert (target / "run_results.json").exists()
+
+
+def test_dbt_logs_to_its_file_at_info_level_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.from_env(tmp_path)
+    monkeypatch.delenv("DBT_LOG_LEVEL_FILE", raising=False)
+    assert dbt_environment(settings)["DBT_LOG_LEVEL_FILE"] == "info"
+    monkeypatch.setenv("DBT_LOG_LEVEL_FILE", "debug")  # dbt's own variable, for a closer look
+    assert dbt_environment(settings)["DBT_LOG_LEVEL_FILE"] == "debug"

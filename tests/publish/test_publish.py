@@ -119,7 +119,10 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     assert reader.stdout is not None and reader.stdin is not None
     assert json.loads(reader.stdout.readline())[0] == "ready"
     simulate(case.settings.sources_dir, case.late_day)
-    assert run_job(case.root, case.late_day, case.late_day).success  # the reader held the file open all along
+    late = run_job(case.root, case.late_day, case.late_day)
+    assert late.success  # the reader held the file open all along
+    late_log = (case.settings.dbt_runs_dir / late.run_id / "dbt.log").read_text()
+    assert "Finished running" in late_log and '"level": "debug"' not in late_log  # dbt's file log: info level
     for _ in range(3):
         reader.stdin.write("read\n")
         reader.stdin.flush()
@@ -157,7 +160,7 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     )
     assert as_shown == [(old,)]  # kpi_history still answers what the dashboard said before
 
-    rerun = run_job(case.root, case.late_day, case.late_day)
+    rerun = run_job(case.root, case.late_day, case.late_day, DBT_LOG_LEVEL_FILE="debug")  # dbt's parse lines
     assert rerun.success
     dbt_log = (case.settings.dbt_runs_dir / rerun.run_id / "dbt.log").read_text()
     assert "Unable to do partial parsing" not in dbt_log  # the run before left its parse for this one
