@@ -58,5 +58,5 @@ def register_pseudonym(conn: duckdb.DuckDBPyConnection, settings: Settings) -> N
     conn.execute(
         "create or replace temp macro pseudonym(value) as 'psd_' || left(sha256("
         "getvariable('dataops_pseudonym_outer') || unhex(sha256(getvariable('dataops_pseudonym_inner') "
-        "|| encode(value)))), 24)"
+        "|| encode(cast(value as varchar))))), 24)"
     )

@@ -27,6 +27,13 @@ def test_the_warehouse_pseudonym_equals_the_hmac_reference(
     assert got == [pseudonymise(key.encode(), v) for v in VALUES]
 
 
+def test_a_value_that_is_not_text_is_pseudonymised_as_its_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAOPS_PSEUDONYM_KEY", "k")
+    with duckdb.connect() as conn:
+        register_pseudonym(conn, Settings(tmp_path))
+        assert conn.execute("select pseudonym(4711)").fetchone() == (pseudonymise(b"k", "4711"),)
+
+
 def test_neither_the_key_nor_its_pads_are_in_the_macro(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = "0123456789abcdef" * 4
     monkeypatch.setenv("DATAOPS_PSEUDONYM_KEY", key)
