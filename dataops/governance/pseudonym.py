@@ -47,7 +47,7 @@ def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
 
 
 def register_pseudonym(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """``pseudonym(varchar) -> varchar`` on the connection, equal to :func:`pseudonymise`.
+    """``pseudonym(value) -> varchar`` on the connection (any value as its text), equal to :func:`pseudonymise`.
 
     The padded keys are session variables of this connection, passed as parameters: they appear in no SQL
     text, no macro definition and nothing the connection writes to a database file.
