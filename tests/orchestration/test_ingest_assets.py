@@ -10,6 +10,7 @@ import pytest
 
 from dataops.settings import Settings
 from orchestration.definitions import defs
+from orchestration.defs.brakes import VOLUME_CHECK
 from quality.contracts import CONTRACTS
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
@@ -67,7 +68,7 @@ def test_a_sixty_day_backfill_is_one_run_with_one_step_per_asset(definitions: dg
         assert len(instance.get_runs()) == 1
         steps = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_SUCCESS]
         assert len(steps) == len(CONTRACTS)  # each asset ran once for the whole range
-        breakers = [e for e in result.get_asset_check_evaluations() if e.check_name == "volume_within_recent_range"]
+        breakers = [e for e in result.get_asset_check_evaluations() if e.check_name == VOLUME_CHECK]
         tables = sorted(dg.AssetKey([c.system, c.table]) for c in CONTRACTS.values())
         assert sorted(e.asset_key for e in breakers) == tables
         assert all(e.passed for e in breakers)  # ... and so did its volume circuit breaker, in the same step
