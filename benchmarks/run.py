@@ -218,7 +218,7 @@ def _brief(run: dict[str, Any]) -> dict[str, Any]:
         "stages",
         "steps",
     )
-    return {k: run[k] for k in keys}
+    return {k: run[k] for k in keys} | {"events": run.get("events", {})}
 
 
 def growth(points: list[tuple[float, float]]) -> float | None:
@@ -282,6 +282,8 @@ def _full_build_table(full: dict[str, Any]) -> list[str]:
         f"({full['kpis_compared']['rows_pipeline']} rows of kpis.kpi_daily). Build succeeded: {build['success']}.",
         "",
     ]
+    if build.get("events"):
+        lines += [f"Dagster events the build wrote: {events_phrase(build['events'])}.", ""]
     if build.get("pandera"):
         lines += ["| pandera | rows | seconds | rows/s | share of build |", "| --- | ---: | ---: | ---: | ---: |"]
         for where, p in build["pandera"].items():
@@ -291,12 +293,19 @@ def _full_build_table(full: dict[str, Any]) -> list[str]:
     return lines
 
 
+def events_phrase(events: dict[str, int], shown: int = 4) -> str:
+    """The run's event count and its largest kinds, e.g. ``775 (STEP_OUTPUT 223, ...)``."""
+    top = sorted(events.items(), key=lambda kv: (-kv[1], kv[0]))[:shown]
+    return f"{sum(events.values()):,} ({', '.join(f'{kind} {count:,}' for kind, count in top)})"
+
+
 def _ladder_and_scaling_tables(result: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if result.get("incremental"):
         lines += [
-            "| run | history days | wall s | start-up s | ingest s | dbt s | checks s | peak RSS GiB | ok |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| run | history days | wall s | start-up s | ingest s | dbt s | checks s | Dagster events | peak RSS GiB "
+            "| ok |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         labels = {
             "history": "backfill (builds the history)",
@@ -311,11 +320,12 @@ def _ladder_and_scaling_tables(result: dict[str, Any]) -> list[str]:
             )
             st = run["stages"]
             ingest = sum(st[stage]["seconds"] for stage in ("extract", "land", "load", "validate") if stage in st)
+            events = sum(run.get("events", {}).values())
             ok = "yes" if run["success"] else "FAILED: " + "; ".join(run["failed_checks"] or run["failures"])[:90]
             lines.append(
                 f"| {label} | {run['history_days']} | {run['wall_s']:.1f} | {run['startup_s']:.1f} "
                 f"| {ingest:.1f} | {st['dbt']['seconds']:.1f} | {st['checks']['seconds']:.1f} "
-                f"| {gib(run['peak_rss'])} | {ok} |"
+                f"| {f'{events:,}' if events else '–'} | {gib(run['peak_rss'])} | {ok} |"
             )
         lines.append("")
     if result.get("scaling"):

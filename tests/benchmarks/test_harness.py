@@ -38,7 +38,12 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert build["stages"]["dbt"]["seconds"] > 0 and build["peak_rss"] > 0
     assert build["pandera"]["validate"]["rows"] > 0
     assert result["machine"]["cores"] and result["machine"]["packages"]["duckdb"]
-    assert "| **full build / floor** |" in result_path.with_suffix(".md").read_text()
+    # every asset and day is one materialisation event: 2 days, so at least two per ingested table
+    events = build["events"]
+    assert events["ASSET_MATERIALIZATION"] >= 2 * 17 and events["RUN_SUCCESS"] == 1, events
+    table = result_path.with_suffix(".md").read_text()
+    assert "| **full build / floor** |" in table
+    assert f"Dagster events the build wrote: {sum(events.values()):,} (" in table
 
 
 def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
@@ -95,9 +100,15 @@ def test_the_ladder_table_shows_each_runs_ingestion_seconds() -> None:
         "kind": "no_data", "history_days": 720, "start": "2026-11-28", "end": "2026-11-28", "success": True,
         "failed_checks": [], "failures": [], "wall_s": 40.0, "startup_s": 4.0, "peak_rss": 2**30,
         "stages": {name: {"seconds": seconds, "peak_rss": 0} for name, seconds in stages.items()},
+        "events": {"STEP_OUTPUT": 1000, "ASSET_MATERIALIZATION": 234},
     }  # fmt: skip
     [row] = [line for line in run._ladder_and_scaling_tables({"incremental": {"runs": [no_data]}}) if "no new" in line]
-    assert row.split(" | ")[4:7] == ["3.8", "9.0", "0.5"]  # ingest = extract + land + load + validate
+    assert row.split(" | ")[4:8] == ["3.8", "9.0", "0.5", "1,234"]  # ingest = extract + land + load + validate
+
+
+def test_the_events_phrase_names_the_total_and_the_largest_kinds() -> None:
+    events = {"LOG_MESSAGE": 3, "ASSET_MATERIALIZATION": 31_000, "STEP_OUTPUT": 223}
+    assert run.events_phrase(events, shown=2) == "31,226 (ASSET_MATERIALIZATION 31,000, STEP_OUTPUT 223)"
 
 
 def test_the_volume_breakers_count_as_checks_not_as_orchestration() -> None:
