@@ -217,8 +217,9 @@ def _brief(run: dict[str, Any]) -> dict[str, Any]:
         "peak_rss",
         "stages",
         "steps",
+        "events",
     )
-    return {k: run[k] for k in keys} | {"events": run.get("events", {})}
+    return {k: run[k] for k in keys}
 
 
 def growth(points: list[tuple[float, float]]) -> float | None:

@@ -64,6 +64,7 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
             "peak_rss": 1,
             "stages": stages,
             "steps": {},
+            "events": {},
             "days": 1,
             "start": args["start"],
             "end": args["end"],
