@@ -82,7 +82,7 @@ def _step_stage(step_key: str, is_check: bool) -> str:
     # dbt's tests and the volume breakers are asset checks run inside their asset's step
     if step_key == "enterprise_model":
         return "dbt"
-    if step_key.startswith(("erp__", "crm__", "accounting__")):
+    if step_key.startswith("ingest_"):  # one ingestion step per source (docs/decisions/0018)
         return "ingest"
     if is_check:
         return "checks"

@@ -83,6 +83,21 @@ def dbt_tests_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMe
     return counts
 
 
+def dbt_constraints_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMeta]) -> dict[str, int]:
+    """Contract constraints (the marts' not-null columns, docs/decisions/0019): rules DuckDB enforces while it
+    writes the table, so they have no test node of their own."""
+    counts: dict[str, int] = {}
+    for node in manifest["nodes"].values():
+        name = f"{node.get('schema')}.{node.get('name')}"
+        if node["resource_type"] == "model" and name in datasets:
+            found = len(node.get("constraints") or []) + sum(
+                len(column.get("constraints") or []) for column in node["columns"].values()
+            )
+            if found:
+                counts[name] = found
+    return counts
+
+
 def record_publication(conn: duckdb.DuckDBPyConnection, datasets: list[str], published_at: dt.datetime) -> None:
     """Created, last modified and published times per dataset (modified when its content fingerprint moved)."""
     conn.execute(GOVERNANCE_DDL)
@@ -116,6 +131,7 @@ def build_catalog(
     """The two catalog tables, from declarations, the build warehouse's records and the policy."""
     notes = domain_notes()
     tests = dbt_tests_by_dataset(manifest, datasets)
+    constraints = dbt_constraints_by_dataset(manifest, datasets)
     history = {
         r[0]: r[1:]
         for r in conn.execute(
@@ -163,8 +179,10 @@ def build_catalog(
                 "data_as_of": as_of,
                 "row_count": stats,
                 "size_bytes": blocks * 262_144,
-                "check_status": "passed" if (gate or tests.get(name)) else "no checks",
-                "checks": json.dumps({"gate": gate, "dbt_tests": tests.get(name, 0)}),
+                "check_status": "passed" if (gate or tests.get(name) or constraints.get(name)) else "no checks",
+                "checks": json.dumps(
+                    {"gate": gate, "dbt_tests": tests.get(name, 0), "constraints": constraints.get(name, 0)}
+                ),
                 "access_roles": json.dumps(readers),
                 "clear_personal_data_roles": json.dumps(clear),
                 "published_file": "restricted" if name in restricted else "general",

@@ -49,6 +49,7 @@ def breaker_result(
             outcome = check_volume(conn, contract, start, end, load_registry(), allow)
     except Exception as exc:
         return dg.AssetCheckResult(
+            asset_key=dg.AssetKey([contract.system, contract.table]),
             check_name=VOLUME_CHECK,
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -67,6 +68,7 @@ def breaker_result(
             f" (let through: {'; '.join(f'{d}: {w}' for d, w in outcome.allowed.items())})" if outcome.allowed else ""
         )
     return dg.AssetCheckResult(
+        asset_key=dg.AssetKey([contract.system, contract.table]),
         check_name=VOLUME_CHECK,
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.ERROR,

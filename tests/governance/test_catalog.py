@@ -75,6 +75,8 @@ def test_the_catalog_lists_every_published_dataset_with_its_state(governed: Gove
         assert count >= 0 and (json.loads(upstream) or name.startswith("reference.")), name
     assert set(json.loads(catalog["marts.fct_gl_entries"][3])) == {"data_engineer", "executive", "finance"}
     assert len(json.loads(catalog["marts.dim_customers"][3])) == 6  # opt-out: every role
+    (checks,) = rows(analytics, "select checks from catalog.datasets where dataset = 'marts.fct_contracts'")[0]
+    assert json.loads(checks)["constraints"] == 2  # contract_id and customer_id: enforced not null
     columns = rows(analytics, "select count(*), count(*) filter (where is_pii) from catalog.columns")[0]
     assert columns[0] > 100 and columns[1] >= 2
 

@@ -26,7 +26,7 @@ def test_jobs_are_named_by_scope_and_serialised(definitions: dg.Definitions) -> 
     daily = definitions.resolve_job_def("daily_elt_job")
     assert daily.tags["dataops/writes"] == "build_warehouse"
     nodes = {n.name for n in daily.graph.nodes}
-    assert {"crm__leads", "enterprise_model", "publish__analytics_warehouse"} <= nodes
+    assert {"ingest_crm", "enterprise_model", "publish__analytics_warehouse"} <= nodes
 
 
 def test_the_schedule_runs_yesterday_at_two(definitions: dg.Definitions) -> None:

@@ -11,6 +11,7 @@ import pytest
 from dataops.settings import Settings
 from orchestration.definitions import defs
 from orchestration.defs.brakes import VOLUME_CHECK
+from orchestration.defs.ingest import parents_first
 from quality.contracts import CONTRACTS
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
@@ -49,7 +50,7 @@ def test_one_asset_per_source_table_keyed_like_dbt_sources(definitions: dg.Defin
     assert dg.AssetKey(["accounting", "invoices"]) in graph.get(dg.AssetKey(["accounting", "payments"])).parent_keys
 
 
-def test_a_sixty_day_backfill_is_one_run_with_one_step_per_asset(definitions: dg.Definitions) -> None:
+def test_a_sixty_day_backfill_is_one_run_with_one_step_per_source(definitions: dg.Definitions) -> None:
     job = dg.Definitions.merge(
         definitions,
         dg.Definitions(
@@ -66,17 +67,61 @@ def test_a_sixty_day_backfill_is_one_run_with_one_step_per_asset(definitions: dg
         )
         assert result.success
         assert len(instance.get_runs()) == 1
-        steps = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_SUCCESS]
-        assert len(steps) == len(CONTRACTS)  # each asset ran once for the whole range
+        steps = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_SUCCESS]
+        assert sorted(steps) == ["ingest_accounting", "ingest_crm", "ingest_erp"]  # once for the whole range
         breakers = [e for e in result.get_asset_check_evaluations() if e.check_name == VOLUME_CHECK]
         tables = sorted(dg.AssetKey([c.system, c.table]) for c in CONTRACTS.values())
         assert sorted(e.asset_key for e in breakers) == tables
         assert all(e.passed for e in breakers)  # ... and so did its volume circuit breaker, in the same step
         materializations = result.get_asset_materialization_events()
-        assert len(materializations) == 60 * len(CONTRACTS)  # ... and materialised all 60 partitions
+        assert len(materializations) == 60 * len(CONTRACTS)  # ... and every table all 60 partitions
         leads = [m for m in materializations if m.asset_key == dg.AssetKey(["crm", "leads"])]
         metadata = leads[0].materialization.metadata
         assert metadata["partitions"].value == 60
         for name in ("rows_landed", "rows_loaded", "rows_quarantined", "bytes_landed", "watermark", "preview"):
             assert name in metadata
         assert metadata["rows_landed"].value == metadata["rows_loaded"].value + metadata["rows_quarantined"].value
+
+
+def test_a_source_ingests_every_table_after_the_tables_it_references() -> None:
+    for system in ("erp", "crm", "accounting"):
+        ordered = [c.table for c in parents_first([c for c in CONTRACTS.values() if c.system == system])]
+        for position, contract in enumerate(CONTRACTS[f"{system}.{t}"] for t in ordered):
+            assert {parent for parent, _ in contract.references.values()} <= set(ordered[:position])
+    assert [c.table for c in parents_first([CONTRACTS["accounting.payments"], CONTRACTS["accounting.invoices"]])] == [
+        "invoices",
+        "payments",
+    ]
+
+
+def test_a_failing_table_fails_its_step_by_name_and_the_rest_of_the_source_still_lands(
+    definitions: dg.Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import orchestration.defs.ingest as ingest_module
+
+    real = ingest_module.ingest
+
+    def broken_invoices(settings, contract, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if contract.name == "accounting.invoices":
+            raise ValueError("accounting export invoices_2025-01-01.csv: unreadable")
+        return real(settings, contract, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "ingest", broken_invoices)
+    job = dg.Definitions.merge(
+        definitions,
+        dg.Definitions(jobs=[dg.define_asset_job("accounting_job", selection=dg.AssetSelection.groups("accounting"))]),
+    ).resolve_job_def("accounting_job")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, partition_key="2025-01-02", raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    retried = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(failures) == 1 and not retried  # bad data is not retried: it fails the same way every time
+    message = failures[0].step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    assert "accounting.invoices: ValueError: accounting export invoices_2025-01-01.csv: unreadable" in message
+    # its children are not ingested against a parent this attempt did not load; the others are
+    assert "accounting.payments: not ingested: its parent invoices failed" in message
+    landed = {m.asset_key.path[1] for m in result.get_asset_materialization_events()}
+    tables = {c.table for c in CONTRACTS.values() if c.system == "accounting"}
+    children = {c.table for c in CONTRACTS.values() if ("invoices", "invoice_no") in c.references.values()}
+    assert landed == tables - {"invoices"} - children and landed

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from dataops.settings import DBT_PROJECT_DIR, Settings
@@ -37,7 +39,37 @@ def test_data_tests_on_keys_and_states_pass(built: Path) -> None:
     assert result.success, result.output[-3000:]
     kinds = {r["unique_id"].split(".")[2].split("_")[0] for r in result.results}
     assert {"unique", "not", "relationships", "accepted"} <= kinds  # unique, not_null, relationships, accepted_values
-    assert len(result.results) > 100 and set(result.statuses().values()) == {"pass"}
+    assert len(result.results) >= 90 and set(result.statuses().values()) == {"pass"}
+
+
+def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: Path, tmp_path: Path) -> None:
+    prepare_manifest()
+    nodes = json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())["nodes"].values()
+    declared = {
+        (node["schema"], node["name"], column["name"])
+        for node in nodes
+        if node["resource_type"] == "model"
+        for column in node["columns"].values()
+        if any(c["type"] == "not_null" for c in column.get("constraints") or [])
+    }
+    assert len({(schema, table) for schema, table, _ in declared}) >= 17  # every mart and KPI table
+    assert not any(  # ... instead of a not_null test, not beside one
+        n["resource_type"] == "test"
+        and (n.get("test_metadata") or {}).get("name") == "not_null"
+        and n["fqn"][1] in {"marts", "kpis"}
+        for n in nodes
+    )
+    copy = tmp_path / "build.duckdb"
+    shutil.copyfile(Settings(built).build_db, copy)
+    with duckdb.connect(str(copy)) as conn:
+        enforced = set(
+            conn.execute(
+                "select table_schema, table_name, column_name from information_schema.columns where is_nullable = 'NO'"
+            ).fetchall()
+        )
+        assert declared <= enforced  # incremental tables too: they were created with their contract
+        with pytest.raises(duckdb.ConstraintException, match=r"NOT NULL constraint failed: fct_contracts\.customer_id"):
+            conn.execute("insert into marts.fct_contracts (contract_id, customer_id) values ('C-X', null)")
 
 
 @pytest.fixture(scope="module")

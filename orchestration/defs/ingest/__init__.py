@@ -1,19 +1,23 @@
 """Ingestion assets: one per source table, keyed like the dbt ``source()`` they feed, each with its volume
-circuit breaker checked in the same step (orchestration/defs/brakes.py).
+circuit breaker (orchestration/defs/brakes.py); one step per source ingests its tables, parents first.
 
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
 
+import datetime as dt
+from collections.abc import Iterator
+from graphlib import TopologicalSorter
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.pipeline import IngestReport, ingest
 from orchestration.defs.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource, SourcesResource
-from quality.contracts import Contract
+from quality.contracts import CONTRACTS, Contract
 
 OWNER = "team:data-platform"
 SOURCE_KIND = {"erp": "sqlite", "crm": "api", "accounting": "csv"}
@@ -58,17 +62,16 @@ def report_metadata(report: IngestReport) -> dict[str, Any]:
     }
 
 
-# Transient source faults (a CRM outage beyond the connector's own retries) are retried by the step.
+# Transient source faults (a CRM outage beyond the connector's own retries, an export not there yet) are
+# retried by the step; other errors fail it at once.
+TRANSIENT = (SourceUnavailable, OSError)
 SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def ingest_asset(
-    contract: Contract, partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey] | None = None
-) -> dg.AssetsDefinition:
+def _spec(contract: Contract, partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]) -> dg.AssetSpec:
     parents = {dg.AssetKey([contract.system, parent]) for parent, _ in contract.references.values()}
-    deps = sorted(parents | set(upstream or []), key=lambda k: k.to_user_string())
-
-    @dg.asset(
+    deps: list[dg.AssetKey] = sorted(parents | set(upstream), key=lambda k: k.to_user_string())
+    return dg.AssetSpec(
         key=dg.AssetKey([contract.system, contract.table]),
         description=f"{contract.system} {contract.table}: {HOW[contract.system]}, landed as Parquet and loaded "
         f"into raw.{contract.system}__{contract.table} (bad rows to quarantine).",
@@ -76,11 +79,7 @@ def ingest_asset(
         kinds={SOURCE_KIND[contract.system], "parquet", "duckdb"},
         owners=[OWNER],
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
         deps=deps,
-        check_specs=[volume_check_spec(contract)],
-        pool=WAREHOUSE_POOL,
-        retry_policy=SOURCE_RETRY,
         tags={"layer": "raw"},
         metadata={
             "contract": f"quality/contracts/{contract.system}.py",
@@ -88,36 +87,90 @@ def ingest_asset(
             "key": ", ".join(contract.key),
         },
     )
+
+
+def parents_first(contracts: list[Contract]) -> list[Contract]:
+    """The source's tables in an order where every table comes after the tables it references."""
+    by_table = {c.table: c for c in contracts}
+    graph = {c.table: {parent for parent, _ in c.references.values() if parent in by_table} for c in contracts}
+    return [by_table[table] for table in TopologicalSorter(graph).static_order()]
+
+
+def ingest_source(
+    system: str, partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey] | None = None
+) -> dg.AssetsDefinition:
+    """One asset per source table, all of a source's tables in one step (docs/decisions/0018)."""
+    ordered = parents_first([c for c in CONTRACTS.values() if c.system == system])
+
+    @dg.multi_asset(
+        name=f"ingest_{system}",
+        specs=[_spec(c, partitions_def, upstream or []) for c in ordered],
+        check_specs=[volume_check_spec(c) for c in ordered],
+        can_subset=True,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        retry_policy=SOURCE_RETRY,
+    )
     def _ingest(
         context: dg.AssetExecutionContext, platform: PlatformResource, sources: SourcesResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult]:
         start, end = window(context)
-        context.log.info(f"ingesting {contract.name} for {start}..{end}")
-        report = ingest(
-            platform.settings,
-            contract,
-            sources.extractor(contract.system),
-            start,
-            end,
-            run_id=context.run.run_id,
-            options=platform.ingest_options(),
-        )
-        context.log.info(
-            f"{contract.name}: landed {report.landed_rows}, loaded {report.loaded_rows}, "
-            f"quarantined {report.quarantined_rows}"
-        )
-        if report.extra_columns:
-            context.log.warning(f"{contract.name}: new source columns kept in _extra: {report.extra_columns}")
-        # The breaker runs in this step (not a step of its own: one step less per table and run), unless the
-        # launch left it out of the selection.
-        selected = dg.AssetCheckKey(context.asset_key, VOLUME_CHECK) in context.selected_asset_check_keys
-        checks = [volume_check_result(context, platform, contract, start, end)] if selected else []
-        return dg.MaterializeResult(metadata=report_metadata(report), check_results=checks)
+        failed: dict[str, str] = {}
+        transient = False
+        for contract in ordered:
+            key = dg.AssetKey([contract.system, contract.table])
+            if key not in context.selected_asset_keys:
+                continue
+            waiting = sorted(p for p, _ in contract.references.values() if f"{system}.{p}" in failed)
+            if waiting:  # its rows would only wait in quarantine for a parent this attempt did not load
+                failed[contract.name] = f"not ingested: its parent {', '.join(waiting)} failed"
+                continue
+            try:
+                yield ingest_table(context, platform, sources, contract, start, end)
+            except Exception as exc:
+                context.log.error(f"{contract.name}: {type(exc).__name__}: {exc}")
+                failed[contract.name] = f"{type(exc).__name__}: {exc}"
+                transient = transient or isinstance(exc, TRANSIENT)
+        if failed:
+            # The other tables are landed and loaded. Only a source that may come back is worth a retry:
+            # bad data fails the same way every time.
+            raise dg.Failure(
+                description=f"{system} ingestion failed for {len(failed)} table(s): "
+                + "; ".join(f"{name}: {why}" for name, why in failed.items()),
+                metadata={"failed_tables": dg.MetadataValue.json(failed)},
+                allow_retries=transient,
+            )
 
     return _ingest
 
 
-def ingest_assets(
-    contracts: list[Contract], partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey] | None = None
-) -> list[dg.AssetsDefinition]:
-    return [ingest_asset(c, partitions_def, upstream) for c in contracts]
+def ingest_table(
+    context: dg.AssetExecutionContext,
+    platform: PlatformResource,
+    sources: SourcesResource,
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+) -> dg.MaterializeResult:
+    context.log.info(f"ingesting {contract.name} for {start}..{end}")
+    report = ingest(
+        platform.settings,
+        contract,
+        sources.extractor(contract.system),
+        start,
+        end,
+        run_id=context.run.run_id,
+        options=platform.ingest_options(),
+    )
+    context.log.info(
+        f"{contract.name}: landed {report.landed_rows}, loaded {report.loaded_rows}, "
+        f"quarantined {report.quarantined_rows}"
+    )
+    if report.extra_columns:
+        context.log.warning(f"{contract.name}: new source columns kept in _extra: {report.extra_columns}")
+    # The breaker runs in this step (docs/decisions/0013), unless the launch left it out of the selection.
+    key = dg.AssetKey([contract.system, contract.table])
+    selected = dg.AssetCheckKey(key, VOLUME_CHECK) in context.selected_asset_check_keys
+    checks = [volume_check_result(context, platform, contract, start, end)] if selected else []
+    return dg.MaterializeResult(asset_key=key, metadata=report_metadata(report), check_results=checks)

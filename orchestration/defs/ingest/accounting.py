@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.defs.ingest import ingest_assets
-from quality.contracts import CONTRACTS
+from orchestration.defs.ingest import ingest_source
 
 
 def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
-    return ingest_assets([c for c in CONTRACTS.values() if c.system == "accounting"], partitions_def, upstream)
+    return [ingest_source("accounting", partitions_def, upstream)]
