@@ -38,6 +38,20 @@ def connect(path: Path, read_only: bool = False, limits: Limits | None = None) -
 
 
 @contextmanager
+def held_open(path: Path, limits: Limits | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The build warehouse kept open for a step that does many units of work in turn.
+
+    DuckDB keeps one database per file and process while a connection to it is open, so each
+    ``connect(path, limits=limits)`` inside the block joins it (about 1 ms) instead of opening the file and
+    checkpointing it on close (about 28 ms at 720 days of history). Every unit of work still has its own
+    connection and transaction; the file is released when the block ends, before the next step. A
+    read-only ``connect`` of the same file cannot join: read through the connection this yields.
+    """
+    with connect(path, limits=limits) as conn:
+        yield conn
+
+
+@contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """One explicit transaction: everything in the block lands together or not at all."""
     conn.execute("begin transaction")

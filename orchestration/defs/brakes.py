@@ -7,9 +7,11 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 """
 
 import datetime as dt
+from contextlib import nullcontext
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from dataops.registry import load_registry
 from dataops.volume import ALLOW_TAG, check_volume
@@ -31,22 +33,34 @@ def volume_check_spec(contract: Contract) -> dg.AssetCheckSpec:
 
 
 def volume_check_result(
-    context: dg.AssetExecutionContext, platform: PlatformResource, contract: Contract, start: dt.date, end: dt.date
+    context: dg.AssetExecutionContext,
+    platform: PlatformResource,
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+    conn: duckdb.DuckDBPyConnection | None = None,
 ) -> dg.AssetCheckResult:
     """The breaker over the partitions the step just ingested, start..end (docs/decisions/0013)."""
     tag = context.run.tags.get(ALLOW_TAG, "")
     allow = {t.strip() for t in tag.split(",") if t.strip()}
-    return breaker_result(platform.settings.build_db, platform.limits, contract, start, end, allow)
+    return breaker_result(platform.settings.build_db, platform.limits, contract, start, end, allow, conn)
 
 
 def breaker_result(
-    build_db: Path, limits: Limits, contract: Contract, start: dt.date, end: dt.date, allow: set[str]
+    build_db: Path,
+    limits: Limits,
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+    allow: set[str],
+    conn: duckdb.DuckDBPyConnection | None = None,
 ) -> dg.AssetCheckResult:
     """Fails closed: a breaker that cannot be evaluated fails its check (the run stops before publishing)
-    instead of raising, which would make the step's source retry policy ingest the table again."""
+    instead of raising, which would make the step's source retry policy ingest the table again. It reads
+    through ``conn`` when the step holds the warehouse open, else through a read-only connection of its own."""
     try:
-        with connect(build_db, read_only=True, limits=limits) as conn:
-            outcome = check_volume(conn, contract, start, end, load_registry(), allow)
+        with nullcontext(conn) if conn is not None else connect(build_db, read_only=True, limits=limits) as reader:
+            outcome = check_volume(reader, contract, start, end, load_registry(), allow)
     except Exception as exc:
         return dg.AssetCheckResult(
             asset_key=dg.AssetKey([contract.system, contract.table]),

@@ -10,10 +10,12 @@ from graphlib import TopologicalSorter
 from typing import Any
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.pipeline import IngestReport, ingest
+from dataops.warehouse import held_open
 from orchestration.defs.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource, SourcesResource
@@ -118,20 +120,19 @@ def ingest_source(
         start, end = window(context)
         failed: dict[str, str] = {}
         transient = False
-        for contract in ordered:
-            key = dg.AssetKey([contract.system, contract.table])
-            if key not in context.selected_asset_keys:
-                continue
-            waiting = sorted(p for p, _ in contract.references.values() if f"{system}.{p}" in failed)
-            if waiting:  # its rows would only wait in quarantine for a parent this attempt did not load
-                failed[contract.name] = f"not ingested: its parent {', '.join(waiting)} failed"
-                continue
-            try:
-                yield ingest_table(context, platform, sources, contract, start, end)
-            except Exception as exc:
-                context.log.error(f"{contract.name}: {type(exc).__name__}: {exc}")
-                failed[contract.name] = f"{type(exc).__name__}: {exc}"
-                transient = transient or isinstance(exc, TRANSIENT)
+        selected = [c for c in ordered if dg.AssetKey([c.system, c.table]) in context.selected_asset_keys]
+        with held_open(platform.settings.build_db, platform.limits) as warehouse:
+            for contract in selected:
+                waiting = sorted(p for p, _ in contract.references.values() if f"{system}.{p}" in failed)
+                if waiting:  # its rows would only wait in quarantine for a parent this attempt did not load
+                    failed[contract.name] = f"not ingested: its parent {', '.join(waiting)} failed"
+                    continue
+                try:
+                    yield ingest_table(context, platform, sources, contract, start, end, warehouse)
+                except Exception as exc:
+                    context.log.error(f"{contract.name}: {type(exc).__name__}: {exc}")
+                    failed[contract.name] = f"{type(exc).__name__}: {exc}"
+                    transient = transient or isinstance(exc, TRANSIENT)
         if failed:
             # The other tables are landed and loaded. Only a source that may come back is worth a retry:
             # bad data fails the same way every time.
@@ -152,6 +153,7 @@ def ingest_table(
     contract: Contract,
     start: dt.date,
     end: dt.date,
+    warehouse: duckdb.DuckDBPyConnection,
 ) -> dg.MaterializeResult:
     context.log.info(f"ingesting {contract.name} for {start}..{end}")
     report = ingest(
@@ -172,5 +174,5 @@ def ingest_table(
     # The breaker runs in this step (docs/decisions/0013), unless the launch left it out of the selection.
     key = dg.AssetKey([contract.system, contract.table])
     selected = dg.AssetCheckKey(key, VOLUME_CHECK) in context.selected_asset_check_keys
-    checks = [volume_check_result(context, platform, contract, start, end)] if selected else []
+    checks = [volume_check_result(context, platform, contract, start, end, warehouse)] if selected else []
     return dg.MaterializeResult(asset_key=key, metadata=report_metadata(report), check_results=checks)
