@@ -1,5 +1,6 @@
-"""The volume circuit breaker as a blocking check of each ingestion asset, evaluated in the asset's own step:
-a partition far outside its recent volume fails the step and halts the run before dbt and publishing. Let an
+"""The volume circuit breaker as a blocking check of each ingestion asset, evaluated in its source's ingestion
+step right after the table's load: a partition far outside its recent volume fails the step and halts the run
+before dbt and publishing. Let an
 expected spike through with the run tag ``dataops/allow_volume_spike=<system.table>|all`` (or the registry's
 ``volume_breaker.expected_spikes``).
 
@@ -56,7 +57,7 @@ def breaker_result(
     conn: duckdb.DuckDBPyConnection | None = None,
 ) -> dg.AssetCheckResult:
     """Fails closed: a breaker that cannot be evaluated fails its check (the run stops before publishing)
-    instead of raising, which would make the step's source retry policy ingest the table again. It reads
+    instead of raising, which would count its table as failed and skip the tables that reference it. It reads
     through ``conn`` when the step holds the warehouse open, else through a read-only connection of its own."""
     try:
         with nullcontext(conn) if conn is not None else connect(build_db, read_only=True, limits=limits) as reader:

@@ -125,3 +125,38 @@ def test_a_failing_table_fails_its_step_by_name_and_the_rest_of_the_source_still
     tables = {c.table for c in CONTRACTS.values() if c.system == "accounting"}
     children = {c.table for c in CONTRACTS.values() if ("invoices", "invoice_no") in c.references.values()}
     assert landed == tables - {"invoices"} - children and landed
+
+
+def test_an_unavailable_source_is_retried_and_one_table_can_be_ingested_alone(
+    sixty_days: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import orchestration.defs.ingest as ingest_module
+    from dataops.ingest.connectors import SourceUnavailable
+
+    monkeypatch.setenv("DATAOPS_DATA_DIR", str(sixty_days))
+    monkeypatch.delenv("DATAOPS_START_DATE", raising=False)
+    monkeypatch.setattr(ingest_module, "SOURCE_RETRY", dg.RetryPolicy(max_retries=1))  # no 10 s wait here
+    real = ingest_module.ingest
+
+    def export_not_there_yet(settings, contract, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if contract.name == "accounting.journal_lines":
+            raise SourceUnavailable("the accounting manifest of 2025-01-02 lists no file for journal_lines")
+        return real(settings, contract, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "ingest", export_not_there_yet)
+    definitions = defs()  # built after the patch: the assets take the retry policy when they are defined
+    one_table = dg.AssetSelection.assets(dg.AssetKey(["accounting", "fx_rates"]))
+    jobs = [
+        dg.define_asset_job("accounting_job", selection=dg.AssetSelection.groups("accounting")),
+        dg.define_asset_job("fx_rates_job", selection=one_table),
+    ]
+    merged = dg.Definitions.merge(definitions, dg.Definitions(jobs=jobs))
+    with dg.DagsterInstance.ephemeral() as instance:
+        source = merged.resolve_job_def("accounting_job").execute_in_process(
+            instance=instance, partition_key="2025-01-02", raise_on_error=False
+        )
+        alone = merged.resolve_job_def("fx_rates_job").execute_in_process(instance=instance, partition_key="2025-01-03")
+    retried = [e for e in source.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert not source.success and len(retried) == 1  # a source that may come back gets its retries
+    assert alone.success
+    assert [m.asset_key for m in alone.get_asset_materialization_events()] == [dg.AssetKey(["accounting", "fx_rates"])]

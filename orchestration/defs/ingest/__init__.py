@@ -64,9 +64,9 @@ def report_metadata(report: IngestReport) -> dict[str, Any]:
     }
 
 
-# Transient source faults (a CRM outage beyond the connector's own retries, an export not there yet) are
-# retried by the step; other errors fail it at once.
-TRANSIENT = (SourceUnavailable, OSError)
+# Transient source faults (a CRM outage beyond the connector's own retries, an export not there yet: the
+# connectors raise SourceUnavailable) are retried by the step; other errors fail it at once.
+TRANSIENT = (SourceUnavailable,)
 SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -128,11 +128,13 @@ def ingest_source(
                     failed[contract.name] = f"not ingested: its parent {', '.join(waiting)} failed"
                     continue
                 try:
-                    yield ingest_table(context, platform, sources, contract, start, end, warehouse)
+                    report = ingest_table(context, platform, sources, contract, start, end)
                 except Exception as exc:
                     context.log.error(f"{contract.name}: {type(exc).__name__}: {exc}")
                     failed[contract.name] = f"{type(exc).__name__}: {exc}"
                     transient = transient or isinstance(exc, TRANSIENT)
+                    continue
+                yield table_result(context, platform, contract, start, end, report, warehouse)
         if failed:
             # The other tables are landed and loaded. Only a source that may come back is worth a retry:
             # bad data fails the same way every time.
@@ -153,8 +155,7 @@ def ingest_table(
     contract: Contract,
     start: dt.date,
     end: dt.date,
-    warehouse: duckdb.DuckDBPyConnection,
-) -> dg.MaterializeResult:
+) -> IngestReport:
     context.log.info(f"ingesting {contract.name} for {start}..{end}")
     report = ingest(
         platform.settings,
@@ -171,6 +172,19 @@ def ingest_table(
     )
     if report.extra_columns:
         context.log.warning(f"{contract.name}: new source columns kept in _extra: {report.extra_columns}")
+    return report
+
+
+def table_result(
+    context: dg.AssetExecutionContext,
+    platform: PlatformResource,
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+    report: IngestReport,
+    warehouse: duckdb.DuckDBPyConnection,
+) -> dg.MaterializeResult:
+    """The table's materialisation with its volume breaker, read through the step's held warehouse."""
     # The breaker runs in this step (docs/decisions/0013), unless the launch left it out of the selection.
     key = dg.AssetKey([contract.system, contract.table])
     selected = dg.AssetCheckKey(key, VOLUME_CHECK) in context.selected_asset_check_keys
