@@ -7,6 +7,7 @@ registry's definitions reach dbt as vars and generated seeds on every invocation
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -86,31 +87,45 @@ PARTIAL_PARSE = "partial_parse.msgpack"
 KEEP_DBT_RUNS = 30
 
 
-def run_target(settings: Settings, run_id: str) -> Path:
+def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """Where a data directory keeps the last parse of one checkout of the dbt project.
+
+    Keyed by the project's path: dbt reuses a parse whose files hash the same even when it was made in
+    another checkout, and its seeds then point at that checkout's files (a moved or deleted one fails the
+    run with "No files found that match the pattern").
+    """
+    key = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:12]
+    return settings.dbt_runs_dir / f"partial_parse-{key}.msgpack"
+
+
+def run_target(settings: Settings, run_id: str, project_dir: Path = DBT_PROJECT_DIR) -> Path:
     """The target folder of one Dagster run's dbt invocation, started from the last run's parse.
 
     dagster-dbt gives every invocation a fresh target folder and seeds it with the project's
     ``target/partial_parse.msgpack``, which ``dbt parse`` wrote under another profile (another data
     directory, other limits): dbt then re-parsed the whole project on every run ("Unable to do partial
     parsing because profile has changed"), four seconds of each daily run. Each data directory keeps its
-    own last parse instead (docs/decisions/0015).
+    own last parse instead, one per checkout of the project (docs/decisions/0015).
     """
     target = settings.dbt_runs_dir / run_id
     target.mkdir(parents=True, exist_ok=True)
-    warm = settings.dbt_runs_dir / PARTIAL_PARSE
+    warm = warm_parse(settings, project_dir)
     if warm.exists() and not (target / PARTIAL_PARSE).exists():
         shutil.copyfile(warm, target / PARTIAL_PARSE)
     return target
 
 
-def keep_run_target(settings: Settings, target: Path, keep: int = KEEP_DBT_RUNS) -> None:
+def keep_run_target(
+    settings: Settings, target: Path, keep: int = KEEP_DBT_RUNS, project_dir: Path = DBT_PROJECT_DIR
+) -> None:
     """Keep the run's parse for the next run, and the artefacts of the last ``keep`` runs only (each run
     writes a few megabytes of compiled SQL and logs; the run's results stay in Dagster's event log)."""
     parsed = target / PARTIAL_PARSE
     if parsed.exists():
         staged = settings.dbt_runs_dir / f".{PARTIAL_PARSE}.{os.getpid()}"
         shutil.copyfile(parsed, staged)
-        os.replace(staged, settings.dbt_runs_dir / PARTIAL_PARSE)  # atomic: a reader never sees half a file
+        os.replace(staged, warm_parse(settings, project_dir))  # atomic: a reader never sees half a file
+    (settings.dbt_runs_dir / PARTIAL_PARSE).unlink(missing_ok=True)  # the unkeyed parse of earlier versions
     runs = sorted((p for p in settings.dbt_runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in runs[: max(0, len(runs) - keep)]:
         if old != target:

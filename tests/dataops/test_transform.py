@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dataops.settings import Settings
-from dataops.transform import PARTIAL_PARSE, dbt_environment, keep_run_target, run_target
+from dataops.transform import PARTIAL_PARSE, dbt_environment, keep_run_target, run_target, warm_parse
 
 
 def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path) -> None:
@@ -23,8 +23,22 @@ def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path
     assert (second / PARTIAL_PARSE).read_bytes() == b"parse of run 1"
     (second / PARTIAL_PARSE).write_bytes(b"parse of run 2")
     keep_run_target(settings, second)
-    assert (settings.dbt_runs_dir / PARTIAL_PARSE).read_bytes() == b"parse of run 2"
+    assert warm_parse(settings).read_bytes() == b"parse of run 2"
     assert not [p for p in settings.dbt_runs_dir.iterdir() if p.name.startswith(".")]  # no staged leftovers
+
+
+def test_a_parse_made_in_another_checkout_of_the_project_is_not_reused(tmp_path: Path) -> None:
+    settings = Settings.from_env(tmp_path / "data")
+    here, moved = tmp_path / "checkout" / "transforms", tmp_path / "moved" / "transforms"
+    first = run_target(settings, "run-1", here)
+    (first / PARTIAL_PARSE).write_bytes(b"parse whose seeds point into the first checkout")
+    keep_run_target(settings, first, project_dir=here)
+
+    elsewhere = run_target(settings, "run-2", moved)
+    assert not (elsewhere / PARTIAL_PARSE).exists()  # dbt parses afresh instead of reading the old paths
+    (elsewhere / PARTIAL_PARSE).write_bytes(b"parse of the moved checkout")
+    keep_run_target(settings, elsewhere, project_dir=moved)
+    assert (run_target(settings, "run-3", here) / PARTIAL_PARSE).read_bytes().endswith(b"first checkout")
 
 
 def test_only_the_last_runs_artefacts_are_kept(tmp_path: Path) -> None:
