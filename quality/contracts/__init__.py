@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from graphlib import TopologicalSorter
+
 from quality.contracts import accounting, crm, erp
 from quality.contracts.base import Alias, Contract
 
-CONTRACTS: dict[str, Contract] = {c.name: c for c in (*erp.CONTRACTS, *crm.CONTRACTS, *accounting.CONTRACTS)}
+
+def parents_first(contracts: list[Contract]) -> list[Contract]:
+    """The contracts in an order where every table comes after the tables it references: a table's orphans
+    are judged against its parents, so whatever loads tables in turn loads the parents first."""
+    by_name = {c.name: c for c in contracts}
+    graph = {
+        c.name: {f"{c.system}.{parent}" for parent, _ in c.references.values()} & by_name.keys() for c in contracts
+    }
+    return [by_name[name] for name in TopologicalSorter(graph).static_order()]
+
+
+# By system, parents first: ingestion (one step per source) and `dataops lake rebuild-raw` load in this order.
+CONTRACTS: dict[str, Contract] = {
+    c.name: c for system in (erp, crm, accounting) for c in parents_first(list(system.CONTRACTS))
+}
 SYSTEMS = ("erp", "crm", "accounting")
 
 
@@ -21,4 +37,4 @@ def tables_of(system: str) -> list[str]:
     return [c.table for c in CONTRACTS.values() if c.system == system]
 
 
-__all__ = ["CONTRACTS", "SYSTEMS", "Alias", "Contract", "contract_for", "tables_of"]
+__all__ = ["CONTRACTS", "SYSTEMS", "Alias", "Contract", "contract_for", "parents_first", "tables_of"]

@@ -11,8 +11,7 @@ import pytest
 from dataops.settings import Settings
 from orchestration.definitions import defs
 from orchestration.defs.brakes import VOLUME_CHECK
-from orchestration.defs.ingest import parents_first
-from quality.contracts import CONTRACTS
+from quality.contracts import CONTRACTS, parents_first
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 
@@ -33,6 +32,25 @@ def definitions(sixty_days: Path, monkeypatch: pytest.MonkeyPatch) -> dg.Definit
     return defs()
 
 
+def fail_table(monkeypatch: pytest.MonkeyPatch, name: str, error: Exception) -> None:
+    """The ingestion of one table raises ``error``; the others ingest as usual."""
+    import orchestration.defs.ingest as ingest_module
+
+    real = ingest_module.ingest
+
+    def failing(settings, contract, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if contract.name == name:
+            raise error
+        return real(settings, contract, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "ingest", failing)
+
+
+def job_of(definitions: dg.Definitions, name: str, selection: dg.AssetSelection) -> dg.JobDefinition:
+    jobs = dg.Definitions(jobs=[dg.define_asset_job(name, selection=selection)])
+    return dg.Definitions.merge(definitions, jobs).resolve_job_def(name)
+
+
 def test_one_asset_per_source_table_keyed_like_dbt_sources(definitions: dg.Definitions) -> None:
     graph = definitions.resolve_asset_graph()
     ingest_keys = {k for k in graph.get_all_asset_keys() if k.path[0] in {"erp", "crm", "accounting"}}
@@ -51,12 +69,7 @@ def test_one_asset_per_source_table_keyed_like_dbt_sources(definitions: dg.Defin
 
 
 def test_a_sixty_day_backfill_is_one_run_with_one_step_per_source(definitions: dg.Definitions) -> None:
-    job = dg.Definitions.merge(
-        definitions,
-        dg.Definitions(
-            jobs=[dg.define_asset_job("ingest_job", selection=dg.AssetSelection.groups("erp", "crm", "accounting"))]
-        ),
-    ).resolve_job_def("ingest_job")
+    job = job_of(definitions, "ingest_job", dg.AssetSelection.groups("erp", "crm", "accounting"))
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
             instance=instance,
@@ -97,20 +110,8 @@ def test_a_source_ingests_every_table_after_the_tables_it_references() -> None:
 def test_a_failing_table_fails_its_step_by_name_and_the_rest_of_the_source_still_lands(
     definitions: dg.Definitions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import orchestration.defs.ingest as ingest_module
-
-    real = ingest_module.ingest
-
-    def broken_invoices(settings, contract, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if contract.name == "accounting.invoices":
-            raise ValueError("accounting export invoices_2025-01-01.csv: unreadable")
-        return real(settings, contract, *args, **kwargs)
-
-    monkeypatch.setattr(ingest_module, "ingest", broken_invoices)
-    job = dg.Definitions.merge(
-        definitions,
-        dg.Definitions(jobs=[dg.define_asset_job("accounting_job", selection=dg.AssetSelection.groups("accounting"))]),
-    ).resolve_job_def("accounting_job")
+    fail_table(monkeypatch, "accounting.invoices", ValueError("accounting export invoices_2025-01-01.csv: unreadable"))
+    job = job_of(definitions, "accounting_job", dg.AssetSelection.groups("accounting"))
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(instance=instance, partition_key="2025-01-02", raise_on_error=False)
     assert not result.success
@@ -136,26 +137,17 @@ def test_an_unavailable_source_is_retried_and_one_table_can_be_ingested_alone(
     monkeypatch.setenv("DATAOPS_DATA_DIR", str(sixty_days))
     monkeypatch.delenv("DATAOPS_START_DATE", raising=False)
     monkeypatch.setattr(ingest_module, "SOURCE_RETRY", dg.RetryPolicy(max_retries=1))  # no 10 s wait here
-    real = ingest_module.ingest
-
-    def export_not_there_yet(settings, contract, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if contract.name == "accounting.journal_lines":
-            raise SourceUnavailable("the accounting manifest of 2025-01-02 lists no file for journal_lines")
-        return real(settings, contract, *args, **kwargs)
-
-    monkeypatch.setattr(ingest_module, "ingest", export_not_there_yet)
+    unavailable = SourceUnavailable("the accounting manifest of 2025-01-02 lists no file for journal_lines")
+    fail_table(monkeypatch, "accounting.journal_lines", unavailable)
     definitions = defs()  # built after the patch: the assets take the retry policy when they are defined
     one_table = dg.AssetSelection.assets(dg.AssetKey(["accounting", "fx_rates"]))
-    jobs = [
-        dg.define_asset_job("accounting_job", selection=dg.AssetSelection.groups("accounting")),
-        dg.define_asset_job("fx_rates_job", selection=one_table),
-    ]
-    merged = dg.Definitions.merge(definitions, dg.Definitions(jobs=jobs))
     with dg.DagsterInstance.ephemeral() as instance:
-        source = merged.resolve_job_def("accounting_job").execute_in_process(
+        source = job_of(definitions, "accounting_job", dg.AssetSelection.groups("accounting")).execute_in_process(
             instance=instance, partition_key="2025-01-02", raise_on_error=False
         )
-        alone = merged.resolve_job_def("fx_rates_job").execute_in_process(instance=instance, partition_key="2025-01-03")
+        alone = job_of(definitions, "fx_rates_job", one_table).execute_in_process(
+            instance=instance, partition_key="2025-01-03"
+        )
     retried = [e for e in source.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert not source.success and len(retried) == 1  # a source that may come back gets its retries
     assert alone.success

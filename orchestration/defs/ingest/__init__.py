@@ -6,7 +6,6 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 
 import datetime as dt
 from collections.abc import Iterator
-from graphlib import TopologicalSorter
 from typing import Any
 
 import dagster as dg
@@ -91,18 +90,11 @@ def _spec(contract: Contract, partitions_def: dg.PartitionsDefinition, upstream:
     )
 
 
-def parents_first(contracts: list[Contract]) -> list[Contract]:
-    """The source's tables in an order where every table comes after the tables it references."""
-    by_table = {c.table: c for c in contracts}
-    graph = {c.table: {parent for parent, _ in c.references.values() if parent in by_table} for c in contracts}
-    return [by_table[table] for table in TopologicalSorter(graph).static_order()]
-
-
 def ingest_source(
     system: str, partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey] | None = None
 ) -> dg.AssetsDefinition:
     """One asset per source table, all of a source's tables in one step (docs/decisions/0018)."""
-    ordered = parents_first([c for c in CONTRACTS.values() if c.system == system])
+    ordered = [c for c in CONTRACTS.values() if c.system == system]  # parents first
 
     @dg.multi_asset(
         name=f"ingest_{system}",
