@@ -114,10 +114,17 @@ def simulated(work: Path, scale: float, start: dt.date, end: dt.date, seed: int)
     return base / "sources", result
 
 
-def pipeline(data_dir: Path, start: dt.date, end: dt.date, what: str, profile: Path | None = None) -> dict[str, Any]:
+def pipeline(
+    data_dir: Path,
+    start: dt.date,
+    end: dt.date,
+    what: str,
+    profile: Path | None = None,
+    rebuild_unchanged: bool = False,
+) -> dict[str, Any]:
     say(f"{what}: pipeline run {start}..{end} ({(end - start).days + 1} days)")
     args: dict[str, Any] = {"data_dir": str(data_dir), "start": start.isoformat(), "end": end.isoformat()}
-    args |= RUN_OPTIONS
+    args |= RUN_OPTIONS | {"rebuild_unchanged": rebuild_unchanged}
     if profile is not None:
         args["profile"] = str(profile)
     result = task("pipeline", **args)
@@ -201,6 +208,9 @@ def ladder(work: Path, scale: float, start: dt.date, history: list[int], seed: i
         built = days + 1
     rerun = pipeline(data_dir, last_day, last_day, "no-data run (the same day again, nothing new in the sources)")
     runs.append({"kind": "no_data", "history_days": built - 1, **_brief(rerun)})
+    # The same again with dbt run anyway: what the no-data run costs without skipping an unchanged build.
+    forced = pipeline(data_dir, last_day, last_day, "no-data run, dbt run anyway", rebuild_unchanged=True)
+    runs.append({"kind": "no_data_rebuilt", "history_days": built - 1, **_brief(forced)})
     return {"runs": runs}
 
 
@@ -312,6 +322,7 @@ def _ladder_and_scaling_tables(result: dict[str, Any]) -> list[str]:
             "history": "backfill (builds the history)",
             "daily": "**daily incremental**",
             "no_data": "**no new data**",
+            "no_data_rebuilt": "no new data, dbt run anyway",
         }
         for run in result["incremental"]["runs"]:
             label = (

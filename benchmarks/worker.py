@@ -171,6 +171,8 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
             if args.get("max_quarantine_rate") is not None:  # the resource's config is replaced as a whole
                 platform = {"data_dir": str(data_dir), "max_quarantine_rate": float(args["max_quarantine_rate"])}
                 run_config["resources"] = {"platform": {"config": platform}}
+            if args.get("rebuild_unchanged"):  # run dbt even over an unchanged build (docs/decisions/0020)
+                run_config["ops"] = {"enterprise_model": {"config": {"rebuild_unchanged": True}}}
             result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=run_config)
         if profiler is not None:
             profiler.stop()

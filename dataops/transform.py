@@ -8,6 +8,7 @@ registry's definitions reach dbt as vars and generated seeds on every invocation
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
+from dataops.ingest.lake import PER_EXTRACTION
 from dataops.registry import (
     Registry,
     customer_states_seed_csv,
@@ -28,7 +32,7 @@ from dataops.registry import (
     registry_docs,
 )
 from dataops.settings import DBT_PROJECT_DIR, Settings, environ
-from dataops.warehouse import Limits
+from dataops.warehouse import Limits, scalar, transaction
 
 GENERATED_SEEDS = ("registry_kpis.csv", "registry_customer_states.csv")
 
@@ -136,11 +140,16 @@ def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:
     return project_dir / "target" / "manifest.json"
 
 
-def _newest_source(project_dir: Path) -> float:
+def _project_files(project_dir: Path) -> list[Path]:
+    """The files dbt reads from the project: the code, the seeds and the two configuration files."""
     paths = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
     for folder in ("models", "macros", "seeds", "tests", "snapshots"):
         paths += [p for p in (project_dir / folder).rglob("*") if p.is_file()]
-    return max(p.stat().st_mtime for p in paths if p.exists())
+    return sorted(p for p in paths if p.exists())
+
+
+def _newest_source(project_dir: Path) -> float:
+    return max(p.stat().st_mtime for p in _project_files(project_dir))
 
 
 def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_PROJECT_DIR) -> Path:
@@ -224,3 +233,87 @@ def _run_in_process(
     DuckDBConnectionManager.close_all_connections()  # release the warehouse file for the caller
     gc.collect()
     return bool(result.success), str(result.exception or "")
+
+
+# A build's inputs, and the build the warehouse holds (docs/decisions/0020). A re-run of a window whose raw
+# rows, project, registry and archive log are all unchanged since the last complete build of that window
+# would rebuild the same tables: the dbt step reports them unchanged instead of running dbt.
+BUILD_STAMP_DDL = """
+create schema if not exists pipeline;
+create table if not exists pipeline.dbt_build (
+    inputs varchar not null,
+    window_start varchar,
+    window_end varchar,
+    run_id varchar not null,
+    built_at timestamptz not null
+)
+"""
+
+
+def build_inputs(
+    conn: duckdb.DuckDBPyConnection,
+    window: tuple[str, str],
+    dbt_vars: str,
+    project_dir: Path = DBT_PROJECT_DIR,
+) -> str:
+    """A digest of everything a dbt build of ``window`` reads.
+
+    Raw rows are summed by content without the lineage that changes with every extraction of the same
+    records (``PER_EXTRACTION``): the models never read it, so a re-run that re-extracts an unchanged day
+    leaves the digest as it was (tests/transforms/test_dbt_project.py keeps the models off those columns).
+    A sum, not an XOR, so two copies of a row do not cancel out.
+    """
+    raw = [
+        str(name)
+        for (name,) in conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'raw' order by 1"
+        ).fetchall()
+    ]
+    per_run = ", ".join(PER_EXTRACTION)
+    parts: dict[str, Any] = {
+        f"raw.{name}": conn.execute(
+            f"select count(*), sum(hash(r))::varchar from (select * exclude ({per_run}) from raw.{name}) r"
+        ).fetchone()
+        for name in raw
+    }
+    archived = scalar(
+        conn,
+        "select count(*) from information_schema.tables where table_schema = 'governance' "
+        "and table_name = 'archive_log'",
+    )
+    if archived:  # archiving deletes rows from incremental marts; restoring puts them back
+        parts["archive_log"] = conn.execute(
+            "select count(*), sum(hash(log))::varchar from governance.archive_log log"
+        ).fetchone()
+    project = hashlib.sha256()
+    for path in _project_files(project_dir):
+        project.update(str(path.relative_to(project_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    parts |= {
+        "project": project.hexdigest(),
+        "vars": dbt_vars,
+        "window": list(window),
+        "versions": [importlib.metadata.version(p) for p in ("dbt-core", "dbt-duckdb", "duckdb")],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def built_from(conn: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
+    """The inputs digest and run of the last complete build, if the warehouse holds one."""
+    conn.execute(BUILD_STAMP_DDL)
+    row = conn.execute("select inputs, run_id from pipeline.dbt_build").fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def forget_build(conn: duckdb.DuckDBPyConnection) -> None:
+    """Before dbt writes anything: a build that fails or stops half-way leaves no stamp behind."""
+    conn.execute(BUILD_STAMP_DDL)
+    conn.execute("delete from pipeline.dbt_build")
+
+
+def record_build(conn: duckdb.DuckDBPyConnection, inputs: str, window: tuple[str, str], run_id: str) -> None:
+    conn.execute(BUILD_STAMP_DDL)
+    with transaction(conn):
+        conn.execute("delete from pipeline.dbt_build")
+        conn.execute(
+            "insert into pipeline.dbt_build values (?, ?, ?, ?, now())", [inputs, window[0], window[1], run_id]
+        )

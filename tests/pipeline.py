@@ -34,6 +34,7 @@ def run_job(
     instance: dg.DagsterInstance | None = None,
     raise_on_error: bool = False,
     tags: dict[str, str] | None = None,
+    run_config: dict[str, object] | None = None,
     **env: str,
 ) -> dg.ExecuteInProcessResult:
     """Materialise the selected assets for [start, end] in one in-process run, as a backfill would."""
@@ -51,9 +52,13 @@ def run_job(
             **(tags or {}),
         }
         if instance is not None:
-            return resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error)
+            return resolved.execute_in_process(
+                run_config=run_config, instance=instance, tags=tags, raise_on_error=raise_on_error
+            )
         with dg.DagsterInstance.ephemeral() as ephemeral:
-            return resolved.execute_in_process(instance=ephemeral, tags=tags, raise_on_error=raise_on_error)
+            return resolved.execute_in_process(
+                run_config=run_config, instance=ephemeral, tags=tags, raise_on_error=raise_on_error
+            )
 
 
 def extractors(settings: Settings, crm: RunningServer) -> dict[str, Extractor]:

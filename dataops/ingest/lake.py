@@ -16,6 +16,8 @@ from pathlib import Path
 import polars as pl
 
 LINEAGE = ("_system", "_extracted_at", "_run_id", "_partition", "_record_hash", "_source")
+# The lineage that differs between two extractions of the same records: what a re-run changes and nothing else.
+PER_EXTRACTION = ("_extracted_at", "_run_id", "_source")
 
 
 @dataclass(frozen=True)

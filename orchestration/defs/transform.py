@@ -4,6 +4,7 @@ asset checks, and a partitioned run passes its business-date window to dbt.
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
 
+import graphlib
 import importlib.metadata
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
@@ -18,14 +19,19 @@ from dataops.governance.policy import Policy, load_policy
 from dataops.registry import load_registry
 from dataops.settings import DBT_PROJECT_DIR
 from dataops.transform import (
+    build_inputs,
+    built_from,
     dbt_env,
     dbt_executable,
+    forget_build,
     keep_run_target,
     prepare_manifest,
+    record_build,
     registry_vars,
     run_target,
     write_registry_seeds,
 )
+from dataops.warehouse import connect
 from orchestration.defs.ingest import WAREHOUSE_POOL
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource
@@ -99,9 +105,12 @@ def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class DbtRunConfig(dg.Config):
-    """Rebuild the incremental models from scratch instead of recomputing the run's window."""
+    """``full_refresh`` rebuilds the incremental models from scratch instead of recomputing the run's window.
+    ``rebuild_unchanged`` runs dbt even when the warehouse already holds this window built from the same
+    inputs (docs/decisions/0020), which otherwise reports the models unchanged without running dbt."""
 
     full_refresh: bool = False
+    rebuild_unchanged: bool = False
 
 
 class LocalDbtCliResource(DbtCliResource):
@@ -146,18 +155,52 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
     ) -> Iterator[Any]:
         """The dbt project: staging, intermediate, marts and KPIs for the run's business dates."""
         start, end = window(context)
+        span = (start.isoformat(), end.isoformat())
         registry = load_registry()
         write_registry_seeds(registry)
+        dbt_vars = registry_vars(registry)
+        settings = platform.settings
+        with connect(settings.build_db, limits=platform.limits) as conn:
+            inputs = build_inputs(conn, span, dbt_vars)
+            last = built_from(conn)
+            unchanged = last is not None and last[0] == inputs
+            if unchanged and not (config.full_refresh or config.rebuild_unchanged):
+                yield from _unchanged(context, span, last_run=last[1] if last else "")
+                return
+            forget_build(conn)
         # unit tests belong to development and CI (pytest runs them), not to every production run
-        args = ["build", "--exclude-resource-type", "unit_test", "--vars", registry_vars(registry)]
+        args = ["build", "--exclude-resource-type", "unit_test", "--vars", dbt_vars]
         if config.full_refresh:
             args.append("--full-refresh")
         context.log.info(f"dbt {' '.join(args[:1])} for {start}..{end} (registry {registry.version})")
-        target = run_target(platform.settings, context.run.run_id)
+        target = run_target(settings, context.run.run_id)
         try:
-            with dbt_env(platform.settings, platform.limits, (start.isoformat(), end.isoformat())):
+            with dbt_env(settings, platform.limits, span):
                 yield from dbt.cli(args, context=context, target_path=target).stream()
         finally:
-            keep_run_target(platform.settings, target)
+            keep_run_target(settings, target)
+        whole = context.assets_def
+        if context.selected_asset_keys == whole.keys and context.selected_asset_check_keys == whole.check_keys:
+            with connect(settings.build_db, limits=platform.limits) as conn:  # only a build of every node
+                record_build(conn, inputs, span, context.run.run_id)
 
     return [enterprise_model]
+
+
+def _unchanged(context: dg.AssetExecutionContext, span: tuple[str, str], last_run: str) -> Iterator[Any]:
+    """Every selected model, reported as the last complete build left it, without running dbt.
+
+    Downstream steps (the cleansing gate, publishing, egress) still run: the run that built these tables
+    may have stopped before publishing them.
+    """
+    context.log.info(
+        f"dbt not run: the warehouse holds {span[0]}..{span[1]} built by run {last_run} from the same raw rows, "
+        "project, registry and archive log; run with rebuild_unchanged (or full_refresh) to run dbt anyway"
+    )
+    selected = context.selected_asset_keys
+    deps = context.assets_def.asset_deps
+    for key in graphlib.TopologicalSorter({key: deps[key] & selected for key in selected}).static_order():
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={"dbt": "unchanged, not rebuilt", "built_by_run": dg.MetadataValue.dagster_run(last_run)},
+        )

@@ -51,13 +51,13 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
 ) -> None:
     """Each run sees the systems of record as on the real schedule: simulated through its own last day, never
     further (a CRM keeps only each record's current state). The tasks are recorded, not run."""
-    calls: list[tuple[str, str, str]] = []
+    calls: list[tuple[str, ...]] = []
 
     def task(name: str, **args: Any) -> dict[str, Any]:
         if name == "simulate":
             calls.append(("simulate", args["start"], args["through"]))
             return {"wall_s": 0.0}
-        calls.append(("pipeline", args["start"], args["end"]))
+        calls.append(("pipeline", args["start"], args["end"], args["rebuild_unchanged"]))
         stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
         outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": 1.0, "startup_s": 0.0}
         return outcome | {
@@ -77,17 +77,25 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
     day = lambda n: (start + dt.timedelta(days=n)).isoformat()  # noqa: E731
     assert calls == [
         ("simulate", day(0), day(1)),
-        ("pipeline", day(0), day(1)),  # history: days 0-1
+        ("pipeline", day(0), day(1), False),  # history: days 0-1
         ("simulate", day(0), day(2)),
-        ("pipeline", day(2), day(2)),  # daily run after 2 days
+        ("pipeline", day(2), day(2), False),  # daily run after 2 days
         ("simulate", day(0), day(4)),
-        ("pipeline", day(3), day(4)),  # history up to 5 days
+        ("pipeline", day(3), day(4), False),  # history up to 5 days
         ("simulate", day(0), day(5)),
-        ("pipeline", day(5), day(5)),  # daily run after 5 days
-        ("pipeline", day(5), day(5)),  # the same day again: no new data
+        ("pipeline", day(5), day(5), False),  # daily run after 5 days
+        ("pipeline", day(5), day(5), False),  # the same day again: no new data
+        ("pipeline", day(5), day(5), True),  # and again, with dbt run over the unchanged build
     ]
     kinds = [(r["kind"], r["history_days"]) for r in result["runs"]]
-    assert kinds == [("history", 2), ("daily", 2), ("history", 5), ("daily", 5), ("no_data", 5)]
+    assert kinds == [
+        ("history", 2),
+        ("daily", 2),
+        ("history", 5),
+        ("daily", 5),
+        ("no_data", 5),
+        ("no_data_rebuilt", 5),
+    ]
 
 
 def test_growth_exponent() -> None:

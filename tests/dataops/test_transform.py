@@ -6,10 +6,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from dataops.governance.catalog import GOVERNANCE_DDL
 from dataops.settings import Settings
-from dataops.transform import PARTIAL_PARSE, dbt_environment, keep_run_target, run_target, warm_parse
+from dataops.transform import (
+    PARTIAL_PARSE,
+    build_inputs,
+    built_from,
+    dbt_environment,
+    forget_build,
+    keep_run_target,
+    record_build,
+    run_target,
+    warm_parse,
+)
 
 
 def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path) -> None:
@@ -63,3 +75,59 @@ def test_dbt_logs_to_its_file_at_info_level_unless_told_otherwise(
     assert dbt_environment(settings)["DBT_LOG_LEVEL_FILE"] == "info"
     monkeypatch.setenv("DBT_LOG_LEVEL_FILE", "debug")  # dbt's own variable, for a closer look
     assert dbt_environment(settings)["DBT_LOG_LEVEL_FILE"] == "debug"
+
+
+def _project(root: Path) -> Path:
+    project = root / "transforms"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: t\n")
+    (project / "models" / "stg_erp__customers.sql").write_text("select * from raw.erp__customers\n")
+    return project
+
+
+def _warehouse(path: Path) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect(str(path))
+    conn.execute("create schema raw")
+    conn.execute("""
+        create table raw.erp__customers as
+        select * from (values ('C-1', 'Acme', 'r1', '2025-01-05 10:00'::timestamptz, 'part-1.parquet', '2025-01-05'),
+                              ('C-1', 'Acme', 'r1', '2025-01-05 10:00'::timestamptz, 'part-1.parquet', '2025-01-05'))
+            as t(customer_no, customer_name, _run_id, _extracted_at, _source, _partition)
+    """)
+    return conn
+
+
+WINDOW = ("2025-01-05", "2025-01-05")
+
+
+def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    with _warehouse(tmp_path / "build.duckdb") as conn:
+        first = build_inputs(conn, WINDOW, '{"a": 1}', project)
+        conn.execute("update raw.erp__customers set _run_id = 'r2', _extracted_at = now(), _source = 'part-2.parquet'")
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first  # a re-run re-extracted the same rows
+
+        assert build_inputs(conn, ("2025-01-05", "2025-01-06"), '{"a": 1}', project) != first
+        assert build_inputs(conn, WINDOW, '{"a": 2}', project) != first  # the registry's vars
+        conn.execute("update raw.erp__customers set customer_name = 'Acme Corp'")  # both copies: an XOR would cancel
+        renamed = build_inputs(conn, WINDOW, '{"a": 1}', project)
+        assert renamed != first
+        conn.execute("update raw.erp__customers set _partition = '2025-01-06'")  # a row the models read moved day
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) != renamed
+        moved = build_inputs(conn, WINDOW, '{"a": 1}', project)
+        (project / "models" / "stg_erp__customers.sql").write_text("select 1\n")
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) != moved
+        edited = build_inputs(conn, WINDOW, '{"a": 1}', project)
+        conn.execute(GOVERNANCE_DDL)
+        conn.execute("insert into governance.archive_log values ('marts.fct_invoices', '2024-01', 'x', 3, now(), null)")
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) != edited  # archiving deleted rows from a mart
+
+
+def test_the_warehouse_keeps_only_its_last_complete_build(tmp_path: Path) -> None:
+    with duckdb.connect(str(tmp_path / "build.duckdb")) as conn:
+        assert built_from(conn) is None
+        record_build(conn, "digest-1", WINDOW, "run-1")
+        record_build(conn, "digest-2", WINDOW, "run-2")
+        assert built_from(conn) == ("digest-2", "run-2")
+        forget_build(conn)  # dbt is about to write: a build that fails half-way leaves no stamp
+        assert built_from(conn) is None

@@ -106,7 +106,7 @@ READER = textwrap.dedent("""
 def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(published: Published, tmp_path: Path) -> None:
     """One run on the day a late journal line arrives, with an analyst holding the published file open:
     the reader keeps a consistent snapshot, the line is one restatement, history keeps what was shown, and
-    re-running the unchanged day afterwards publishes no change."""
+    re-running the unchanged day afterwards publishes no change, with dbt skipped or run again."""
     case = copy_of(published, tmp_path)
     shown_before = dict(analyst(case, "select date_day, value from kpis.kpi_daily where kpi_name = 'revenue_usd'"))
     first_publish = analyst(case, "select published_at from publish.publish_log")[0][0]
@@ -160,12 +160,28 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     )
     assert as_shown == [(old,)]  # kpi_history still answers what the dashboard said before
 
-    rerun = run_job(case.root, case.late_day, case.late_day, DBT_LOG_LEVEL_FILE="debug")  # dbt's parse lines
+    rerun = run_job(case.root, case.late_day, case.late_day)  # nothing new in the sources since
     assert rerun.success
-    dbt_log = (case.settings.dbt_runs_dir / rerun.run_id / "dbt.log").read_text()
+    assert not (case.settings.dbt_runs_dir / rerun.run_id).exists()  # dbt did not run (docs/decisions/0020)
+    models = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] in ("marts", "kpis")]
+    assert len(models) >= 17
+    assert {e.materialization.metadata["dbt"].value for e in models} == {"unchanged, not rebuilt"}
+    assert {e.materialization.metadata["built_by_run"].value for e in models} == {late.run_id}
+    publish = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
+    assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0  # the gate and publish still ran
+
+    rebuilt = run_job(
+        case.root,
+        case.late_day,
+        case.late_day,
+        run_config={"ops": {"enterprise_model": {"config": {"rebuild_unchanged": True}}}},
+        DBT_LOG_LEVEL_FILE="debug",  # dbt's parse lines
+    )
+    assert rebuilt.success
+    dbt_log = (case.settings.dbt_runs_dir / rebuilt.run_id / "dbt.log").read_text()
     assert "Unable to do partial parsing" not in dbt_log  # the run before left its parse for this one
     assert "Partial parsing enabled" in dbt_log
-    publish = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
+    publish = [e for e in rebuilt.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
     assert publish[-1].materialization.metadata["restatements"].value == 0
     assert analyst(case, "select count(*) from publish.kpi_restatements") == [(1,)]

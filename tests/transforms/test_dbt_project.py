@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from dataops.ingest.lake import PER_EXTRACTION
 from dataops.settings import DBT_PROJECT_DIR, Settings
 from dataops.transform import prepare_manifest, run_dbt
 
@@ -30,6 +32,8 @@ def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(built: Path) -
         "a_won_back_customer_is_new_again_but_resuming_is_not",
         "the_crm_status_does_not_make_an_mql",
         "the_same_person_as_two_leads_counts_once",
+        "a_rerun_of_an_older_day_does_not_override_a_newer_days_copy",
+        "a_record_changed_twice_in_one_day_keeps_the_same_copy_on_every_run",
     } <= names
     assert set(result.statuses().values()) == {"pass"}
 
@@ -70,6 +74,19 @@ def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: 
         assert declared <= enforced  # incremental tables too: they were created with their contract
         with pytest.raises(duckdb.ConstraintException, match=r"NOT NULL constraint failed: fct_contracts\.customer_id"):
             conn.execute("insert into marts.fct_contracts (contract_id, customer_id) values ('C-X', null)")
+
+
+def test_no_model_reads_the_lineage_a_rerun_changes() -> None:
+    """The build-inputs digest leaves these columns out (docs/decisions/0020): a model reading one could change
+    on a re-run that the digest calls unchanged, and the dbt step would then skip a build it needed."""
+    lineage = re.compile(r"\b(" + "|".join(PER_EXTRACTION) + r")\b")
+    read_by_dbt = [
+        path.relative_to(DBT_PROJECT_DIR)
+        for folder in ("models", "macros", "snapshots")
+        for path in (DBT_PROJECT_DIR / folder).rglob("*.sql")
+        if lineage.search(path.read_text())
+    ]
+    assert read_by_dbt == []
 
 
 @pytest.fixture(scope="module")

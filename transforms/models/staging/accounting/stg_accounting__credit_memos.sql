@@ -17,7 +17,6 @@ renamed as (
         amount as credit_amount,
         reason as credit_reason,
         _partition as loaded_partition,
-        _extracted_at,
         _record_hash
 
     from source
@@ -26,9 +25,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at, _record_hash)
+    select * exclude (_record_hash)
     from renamed
-    qualify row_number() over (partition by credit_memo_id order by _extracted_at desc, _record_hash) = 1
+    qualify row_number() over (partition by credit_memo_id order by loaded_partition desc, _record_hash) = 1
 
 )
 

@@ -12,7 +12,8 @@ renamed as (
         rate_date,
         currency as currency_code,
         usd_per_unit,
-        _extracted_at
+        _partition,
+        _record_hash
 
     from source
 
@@ -20,9 +21,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at)
+    select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by rate_date, currency_code order by _extracted_at desc) = 1
+    qualify row_number() over (partition by rate_date, currency_code order by _partition desc, _record_hash) = 1
 
 )
 

@@ -18,7 +18,6 @@ renamed as (
         amount as invoice_amount,
         invoice_type,
         _partition as loaded_partition,
-        _extracted_at,
         _record_hash
 
     from source
@@ -28,9 +27,9 @@ renamed as (
 final as (
 
     -- the same line twice in an export is one invoice
-    select * exclude (_extracted_at, _record_hash)
+    select * exclude (_record_hash)
     from renamed
-    qualify row_number() over (partition by invoice_id order by _extracted_at desc, _record_hash) = 1
+    qualify row_number() over (partition by invoice_id order by loaded_partition desc, _record_hash) = 1
 
 )
 

@@ -22,7 +22,6 @@ renamed as (
         reference,
         description,
         _partition as loaded_partition,
-        _extracted_at,
         _record_hash
 
     from source
@@ -31,9 +30,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at, _record_hash)
+    select * exclude (_record_hash)
     from renamed
-    qualify row_number() over (partition by journal_line_id order by _extracted_at desc, _record_hash) = 1
+    qualify row_number() over (partition by journal_line_id order by loaded_partition desc, _record_hash) = 1
 
 )
 

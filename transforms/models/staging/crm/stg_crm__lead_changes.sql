@@ -15,7 +15,8 @@ renamed as (
         OldValue as old_value,
         NewValue as new_value,
         CreatedDate as changed_at,
-        _extracted_at
+        _partition,
+        _record_hash
 
     from source
 
@@ -23,9 +24,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at)
+    select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by lead_change_id order by _extracted_at desc) = 1
+    qualify row_number() over (partition by lead_change_id order by _partition desc, _record_hash) = 1
 
 )
 

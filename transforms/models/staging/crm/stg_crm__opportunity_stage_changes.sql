@@ -14,7 +14,8 @@ renamed as (
         OldValue as from_stage,
         NewValue as to_stage,
         CreatedDate as changed_at,
-        _extracted_at
+        _partition,
+        _record_hash
 
     from source
     where Field = 'StageName'
@@ -23,9 +24,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at)
+    select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by opportunity_stage_change_id order by _extracted_at desc) = 1
+    qualify row_number() over (partition by opportunity_stage_change_id order by _partition desc, _record_hash) = 1
 
 )
 

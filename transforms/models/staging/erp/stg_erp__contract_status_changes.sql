@@ -15,7 +15,8 @@ renamed as (
         to_status,
         changed_at,
         reason as change_reason,
-        _extracted_at
+        _partition,
+        _record_hash
 
     from source
 
@@ -23,9 +24,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at)
+    select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by contract_status_change_id order by _extracted_at desc) = 1
+    qualify row_number() over (partition by contract_status_change_id order by _partition desc, _record_hash) = 1
 
 )
 

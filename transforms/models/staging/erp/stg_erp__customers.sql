@@ -20,7 +20,8 @@ renamed as (
         created_on as created_date,
         updated_at,
         is_deleted,
-        _extracted_at
+        _partition,
+        _record_hash
 
     from source
 
@@ -28,9 +29,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at)
+    select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by bill_to_id order by updated_at desc, _extracted_at desc) = 1
+    qualify row_number() over (partition by bill_to_id order by updated_at desc, _partition desc, _record_hash) = 1
 
 )
 

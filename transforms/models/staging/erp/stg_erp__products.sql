@@ -15,7 +15,8 @@ renamed as (
         list_price as list_price_usd,
         updated_at,
         is_deleted,
-        _extracted_at
+        _partition,
+        _record_hash
 
     from source
 
@@ -23,9 +24,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at)
+    select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by product_id order by updated_at desc, _extracted_at desc) = 1
+    qualify row_number() over (partition by product_id order by updated_at desc, _partition desc, _record_hash) = 1
 
 )
 

@@ -17,7 +17,8 @@ renamed as (
         unit_price,
         line_amount,
         updated_at,
-        _extracted_at
+        _partition,
+        _record_hash
 
     from source
 
@@ -25,9 +26,9 @@ renamed as (
 
 final as (
 
-    select * exclude (_extracted_at)
+    select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by sales_order_line_id order by updated_at desc, _extracted_at desc) = 1
+    qualify row_number() over (partition by sales_order_line_id order by updated_at desc, _partition desc, _record_hash) = 1
 
 )
 
