@@ -32,7 +32,7 @@ from dataops.registry import (
     registry_docs,
 )
 from dataops.settings import DBT_PROJECT_DIR, Settings, environ
-from dataops.warehouse import Limits, scalar, transaction
+from dataops.warehouse import Limits, connect, scalar, transaction
 
 GENERATED_SEEDS = ("registry_kpis.csv", "registry_customer_states.csv")
 
@@ -165,6 +165,9 @@ def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_P
     return manifest
 
 
+WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot"})
+
+
 @dataclass
 class DbtResult:
     success: bool
@@ -197,6 +200,9 @@ def run_dbt(
     """
     registry = registry or load_registry()
     write_registry_seeds(registry)
+    if args[:1] and args[0] in WRITING_COMMANDS and settings.build_db.exists():
+        with connect(settings.build_db, limits=limits) as conn:
+            forget_build(conn)  # built by hand: the Dagster step must not take it for its own last build
     start, end = window or (None, None)
     full = [
         dbt_executable(),
@@ -259,22 +265,26 @@ def build_inputs(
     """A digest of everything a dbt build of ``window`` reads.
 
     Raw rows are summed by content without the lineage that changes with every extraction of the same
-    records (``PER_EXTRACTION``): the models never read it, so a re-run that re-extracts an unchanged day
-    leaves the digest as it was (tests/transforms/test_dbt_project.py keeps the models off those columns).
+    records (``PER_EXTRACTION``) and without the columns the CRM write-back sets (a contract's
+    ``written_back``): the models read neither, so a re-run that re-extracts an unchanged day leaves the
+    digest as it was (tests/transforms/test_dbt_project.py keeps the models off those columns).
     A sum, not an XOR, so two copies of a row do not cancel out.
     """
-    raw = [
-        str(name)
-        for (name,) in conn.execute(
-            "select table_name from information_schema.tables where table_schema = 'raw' order by 1"
-        ).fetchall()
-    ]
-    per_run = ", ".join(PER_EXTRACTION)
+    from quality.contracts import CONTRACTS  # pandera: loaded already wherever a build runs, not on every import
+
+    unread = {f"{c.system}__{c.table}": {*PER_EXTRACTION, *c.written_back} for c in CONTRACTS.values()}
+    columns: dict[str, list[str]] = {}
+    for table, column in conn.execute(
+        "select table_name, column_name from information_schema.columns where table_schema = 'raw' "
+        "order by table_name, ordinal_position"
+    ).fetchall():
+        if column not in unread.get(table, PER_EXTRACTION):
+            columns.setdefault(str(table), []).append(f'"{column}"')
     parts: dict[str, Any] = {
-        f"raw.{name}": conn.execute(
-            f"select count(*), sum(hash(r))::varchar from (select * exclude ({per_run}) from raw.{name}) r"
+        f"raw.{table}": conn.execute(
+            f"select count(*), sum(hash(row({', '.join(read)})))::varchar from raw.{table}"
         ).fetchone()
-        for name in raw
+        for table, read in columns.items()
     }
     archived = scalar(
         conn,

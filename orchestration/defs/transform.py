@@ -163,9 +163,8 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
         with connect(settings.build_db, limits=platform.limits) as conn:
             inputs = build_inputs(conn, span, dbt_vars)
             last = built_from(conn)
-            unchanged = last is not None and last[0] == inputs
-            if unchanged and not (config.full_refresh or config.rebuild_unchanged):
-                yield from _unchanged(context, span, last_run=last[1] if last else "")
+            if last is not None and last[0] == inputs and not (config.full_refresh or config.rebuild_unchanged):
+                yield from _unchanged(context, span, last_run=last[1])
                 return
             forget_build(conn)
         # unit tests belong to development and CI (pytest runs them), not to every production run

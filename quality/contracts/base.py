@@ -41,6 +41,9 @@ class Contract:
     amounts_with_separators: tuple[str, ...] = ()
     # Landing-zone partitions older than this are archived (dataops archive), never deleted.
     retention_days: int = 730
+    # Columns this platform writes into the source itself (the CRM write-back). No model reads them, so a
+    # re-run that re-extracts only their new values changes nothing dbt builds (docs/decisions/0020).
+    written_back: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -100,7 +100,13 @@ class OpportunityHistory(pa.DataFrameModel):
 
 
 CONTRACTS = [
-    Contract("crm", "accounts", Accounts, key=("Id",)),
+    Contract(
+        "crm",
+        "accounts",
+        Accounts,
+        key=("Id",),
+        written_back=("Enterprise_State__c", "Enterprise_Delinquent__c", "Enterprise_MRR_USD__c"),
+    ),
     Contract("crm", "contacts", Contacts, key=("Id",), references={"AccountId": ("accounts", "Id")}),
     Contract("crm", "leads", Leads, key=("Id",)),
     Contract("crm", "lead_history", LeadHistory, key=("Id",), references={"LeadId": ("leads", "Id")}),

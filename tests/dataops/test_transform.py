@@ -4,6 +4,7 @@ to its file at info level unless told otherwise."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import duckdb
@@ -19,6 +20,7 @@ from dataops.transform import (
     forget_build,
     keep_run_target,
     record_build,
+    run_dbt,
     run_target,
     warm_parse,
 )
@@ -94,6 +96,11 @@ def _warehouse(path: Path) -> duckdb.DuckDBPyConnection:
                               ('C-1', 'Acme', 'r1', '2025-01-05 10:00'::timestamptz, 'part-1.parquet', '2025-01-05'))
             as t(customer_no, customer_name, _run_id, _extracted_at, _source, _partition)
     """)
+    conn.execute("""
+        create table raw.crm__accounts as
+        select 'A-1' as Id, 'Acme' as Name, 2333.41 as Enterprise_MRR_USD__c, 'r1' as _run_id,
+               now() as _extracted_at, 'part-1.parquet' as _source, '2025-01-05' as _partition
+    """)
     return conn
 
 
@@ -106,6 +113,11 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
         first = build_inputs(conn, WINDOW, '{"a": 1}', project)
         conn.execute("update raw.erp__customers set _run_id = 'r2', _extracted_at = now(), _source = 'part-2.parquet'")
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first  # a re-run re-extracted the same rows
+        conn.execute("update raw.crm__accounts set Enterprise_MRR_USD__c = 2330.95")
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first  # ... and what the write-back set since
+        conn.execute("update raw.crm__accounts set Name = 'Acme AG'")
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) != first
+        conn.execute("update raw.crm__accounts set Name = 'Acme'")
 
         assert build_inputs(conn, ("2025-01-05", "2025-01-06"), '{"a": 1}', project) != first
         assert build_inputs(conn, WINDOW, '{"a": 2}', project) != first  # the registry's vars
@@ -131,3 +143,27 @@ def test_the_warehouse_keeps_only_its_last_complete_build(tmp_path: Path) -> Non
         assert built_from(conn) == ("digest-2", "run-2")
         forget_build(conn)  # dbt is about to write: a build that fails half-way leaves no stamp
         assert built_from(conn) is None
+
+
+def test_dbt_run_by_hand_forgets_the_last_build_and_a_parse_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dataops dbt run`` may build with other code or vars: the next Dagster run must not skip its build."""
+    settings = Settings.from_env(tmp_path)
+    settings.build_db.parent.mkdir(parents=True)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        record_build(conn, "digest-1", WINDOW, "run-1")
+    ran: list[list[str]] = []
+
+    def dbt(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        ran.append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", dbt)
+    run_dbt(["parse"], settings)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        assert built_from(conn) == ("digest-1", "run-1")
+    run_dbt(["run", "--select", "fct_leads"], settings)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        assert built_from(conn) is None
+    assert [command[1] for command in ran] == ["parse", "run"]

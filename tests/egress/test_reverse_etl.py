@@ -39,6 +39,7 @@ from dataops.egress.reverse_etl import (
 )
 from dataops.ingest.connectors.crm import RetryPolicy
 from dataops.settings import Settings
+from quality.contracts import CONTRACTS
 from source_systems.crm import store
 from source_systems.crm.server import RunningServer, start_in_thread
 from source_systems.simulator.run import existing_config, state_dir
@@ -374,3 +375,9 @@ def test_an_interrupted_sync_completes_on_rerun_with_the_same_state_and_no_dupli
     assert got_log == want_log
     assert max(Counter((e["account_id"], e["field"], e["new_value"]) for e in entries).values()) == 1
     assert [r["status"] for r in read_sync_runs(settings)] == ["failed", "failed", "completed", "completed"]
+
+
+def test_the_fields_written_back_are_the_ones_the_crm_contract_declares() -> None:
+    """The dbt step's digest ignores a contract's written-back columns (docs/decisions/0020): a field the sync
+    writes but the contract does not declare would make every re-run after a sync rebuild for nothing."""
+    assert set(FIELDS) == set(CONTRACTS["crm.accounts"].written_back)
