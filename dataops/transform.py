@@ -165,7 +165,12 @@ def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_P
     return manifest
 
 
-WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot"})
+DBT_COMMANDS = frozenset(
+    {"build", "clean", "clone", "compile", "debug", "deps", "docs", "init", "list", "ls", "parse", "retry", "run"}
+    | {"run-operation", "seed", "show", "snapshot", "source", "test"}
+)
+# Commands that never write the warehouse's tables; any other (or none recognised) may, so it forgets the build.
+READ_ONLY_COMMANDS = frozenset({"clean", "compile", "debug", "deps", "docs", "list", "ls", "parse", "show", "test"})
 
 
 @dataclass
@@ -200,7 +205,8 @@ def run_dbt(
     """
     registry = registry or load_registry()
     write_registry_seeds(registry)
-    if args[:1] and args[0] in WRITING_COMMANDS and settings.build_db.exists():
+    command = next((arg for arg in args if arg in DBT_COMMANDS), None)
+    if command not in READ_ONLY_COMMANDS and settings.build_db.exists():
         with connect(settings.build_db, limits=limits) as conn:
             forget_build(conn)  # built by hand: the Dagster step must not take it for its own last build
     start, end = window or (None, None)
@@ -273,19 +279,18 @@ def build_inputs(
     from quality.contracts import CONTRACTS  # pandera: loaded already wherever a build runs, not on every import
 
     unread = {f"{c.system}__{c.table}": {*PER_EXTRACTION, *c.written_back} for c in CONTRACTS.values()}
-    columns: dict[str, list[str]] = {}
-    for table, column in conn.execute(
-        "select table_name, column_name from information_schema.columns where table_schema = 'raw' "
+    columns: dict[str, list[tuple[str, str]]] = {}
+    for table, column, data_type in conn.execute(
+        "select table_name, column_name, data_type from information_schema.columns where table_schema = 'raw' "
         "order by table_name, ordinal_position"
     ).fetchall():
         if column not in unread.get(table, PER_EXTRACTION):
-            columns.setdefault(str(table), []).append(f'"{column}"')
-    parts: dict[str, Any] = {
-        f"raw.{table}": conn.execute(
-            f"select count(*), sum(hash(row({', '.join(read)})))::varchar from raw.{table}"
-        ).fetchone()
-        for table, read in columns.items()
-    }
+            columns.setdefault(str(table), []).append((str(column), str(data_type)))
+    parts: dict[str, Any] = {}
+    for table, read in columns.items():
+        names = ", ".join(f'"{name}"' for name, _ in read)
+        rows = conn.execute(f"select count(*), sum(hash(row({names})))::varchar from raw.{table}").fetchone()
+        parts[f"raw.{table}"] = [read, rows]  # a row's hash ignores column names; two types' values may hash alike
     archived = scalar(
         conn,
         "select count(*) from information_schema.tables where table_schema = 'governance' "

@@ -56,16 +56,26 @@ class IngestReport:
 
 
 def with_lineage(
-    df: pl.DataFrame, system: str, day: dt.date, extracted_at: dt.datetime, run_id: str, source: str
+    df: pl.DataFrame,
+    system: str,
+    day: dt.date,
+    extracted_at: dt.datetime,
+    run_id: str,
+    source: str,
+    unhashed: tuple[str, ...] = (),
 ) -> pl.DataFrame:
-    """Add the lineage columns every landed row carries."""
+    """Add the lineage columns every landed row carries.
+
+    ``_record_hash`` covers the record as the source owns it: not the ``unhashed`` columns this platform
+    writes back into the source, so a record the write-back touched keeps its hash (docs/decisions/0020).
+    """
     if "__file" in df.columns:
         source_expr = pl.col("__file")
         df = df.rename({"__file": "_source_file"})
         source_expr = pl.col("_source_file")
     else:
         source_expr = pl.lit(source)
-    payload_cols = [c for c in df.columns if c != "_source_file"]
+    payload_cols = [c for c in df.columns if c != "_source_file" and c not in unhashed]
     if df.height and payload_cols:
         # sha256 of the record as JSON: stable across library versions, unlike polars' row hash
         encoded = df.select(pl.struct(payload_cols).struct.json_encode()).to_series().to_list()
@@ -100,7 +110,13 @@ def ingest(
     report = IngestReport(contract.name, start, end)
     for day in days(start, end):
         df = with_lineage(
-            frames[day], contract.system, day, extracted_at, run_id, source=f"{contract.system}:{contract.table}"
+            frames[day],
+            contract.system,
+            day,
+            extracted_at,
+            run_id,
+            source=f"{contract.system}:{contract.table}",
+            unhashed=contract.written_back,
         )
         landed = lake.land(settings.lake_dir, contract.system, contract.table, day, df, extracted_at, run_id)
         report.landed_rows += landed.rows

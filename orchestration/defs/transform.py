@@ -178,9 +178,8 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
                 yield from dbt.cli(args, context=context, target_path=target).stream()
         finally:
             keep_run_target(settings, target)
-        whole = context.assets_def
-        if context.selected_asset_keys == whole.keys and context.selected_asset_check_keys == whole.check_keys:
-            with connect(settings.build_db, limits=platform.limits) as conn:  # only a build of every node
+        if not context.is_subset:  # only a build of every model and test is a complete build
+            with connect(settings.build_db, limits=platform.limits) as conn:
                 record_build(conn, inputs, span, context.run.run_id)
 
     return [enterprise_model]

@@ -3,14 +3,17 @@ to its file at info level unless told otherwise."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
 from dataops.governance.catalog import GOVERNANCE_DDL
+from dataops.ingest.pipeline import with_lineage
 from dataops.settings import Settings
 from dataops.transform import (
     PARTIAL_PARSE,
@@ -24,6 +27,7 @@ from dataops.transform import (
     run_target,
     warm_parse,
 )
+from quality.contracts import CONTRACTS
 
 
 def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path) -> None:
@@ -96,12 +100,20 @@ def _warehouse(path: Path) -> duckdb.DuckDBPyConnection:
                               ('C-1', 'Acme', 'r1', '2025-01-05 10:00'::timestamptz, 'part-1.parquet', '2025-01-05'))
             as t(customer_no, customer_name, _run_id, _extracted_at, _source, _partition)
     """)
-    conn.execute("""
-        create table raw.crm__accounts as
-        select 'A-1' as Id, 'Acme' as Name, 2333.41 as Enterprise_MRR_USD__c, 'r1' as _run_id,
-               now() as _extracted_at, 'part-1.parquet' as _source, '2025-01-05' as _partition
-    """)
+    _land_account(conn, name="Acme", mrr=2333.41, run_id="r1")
     return conn
+
+
+def _land_account(conn: duckdb.DuckDBPyConnection, name: str, mrr: float, run_id: str) -> None:
+    """The CRM account as ingestion loads it, lineage and record hash included."""
+    account = pl.DataFrame({"Id": ["A-1"], "Name": [name], "Enterprise_MRR_USD__c": [mrr]})
+    written_back = CONTRACTS["crm.accounts"].written_back
+    landed = with_lineage(
+        account, "crm", dt.date(2025, 1, 5), dt.datetime.now(dt.UTC), run_id, "crm:accounts", written_back
+    )
+    conn.register("landed", landed)
+    conn.execute("create or replace table raw.crm__accounts as select * from landed")
+    conn.unregister("landed")
 
 
 WINDOW = ("2025-01-05", "2025-01-05")
@@ -113,11 +125,15 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
         first = build_inputs(conn, WINDOW, '{"a": 1}', project)
         conn.execute("update raw.erp__customers set _run_id = 'r2', _extracted_at = now(), _source = 'part-2.parquet'")
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first  # a re-run re-extracted the same rows
-        conn.execute("update raw.crm__accounts set Enterprise_MRR_USD__c = 2330.95")
+        _land_account(conn, name="Acme", mrr=2330.95, run_id="r2")
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first  # ... and what the write-back set since
-        conn.execute("update raw.crm__accounts set Name = 'Acme AG'")
+        _land_account(conn, name="Acme AG", mrr=2330.95, run_id="r3")
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) != first
-        conn.execute("update raw.crm__accounts set Name = 'Acme'")
+        _land_account(conn, name="Acme", mrr=2330.95, run_id="r4")
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first
+        conn.execute("alter table raw.erp__customers rename column customer_name to customer_legal_name")
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project) != first  # same values, another column
+        conn.execute("alter table raw.erp__customers rename column customer_legal_name to customer_name")
 
         assert build_inputs(conn, ("2025-01-05", "2025-01-06"), '{"a": 1}', project) != first
         assert build_inputs(conn, WINDOW, '{"a": 2}', project) != first  # the registry's vars
@@ -161,9 +177,10 @@ def test_dbt_run_by_hand_forgets_the_last_build_and_a_parse_does_not(
 
     monkeypatch.setattr(subprocess, "run", dbt)
     run_dbt(["parse"], settings)
+    run_dbt(["--log-level", "debug", "test"], settings)
     with duckdb.connect(str(settings.build_db)) as conn:
         assert built_from(conn) == ("digest-1", "run-1")
-    run_dbt(["run", "--select", "fct_leads"], settings)
+    run_dbt(["--debug", "run", "--select", "fct_leads"], settings)  # the command after dbt's global flags
     with duckdb.connect(str(settings.build_db)) as conn:
         assert built_from(conn) is None
-    assert [command[1] for command in ran] == ["parse", "run"]
+    assert len(ran) == 3

@@ -185,3 +185,16 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
     assert publish[-1].materialization.metadata["restatements"].value == 0
     assert analyst(case, "select count(*) from publish.kpi_restatements") == [(1,)]
+    with duckdb.connect(str(case.settings.build_db), read_only=True) as conn:
+        assert conn.execute("select run_id from pipeline.dbt_build").fetchall() == [(rebuilt.run_id,)]
+
+    one_model = run_job(  # a build of one model is no complete build: the next re-run must not skip
+        case.root,
+        case.late_day,
+        case.late_day,
+        selection=dg.AssetSelection.assets(dg.AssetKey(["marts", "fct_leads"])),
+        run_config={"ops": {"enterprise_model": {"config": {"rebuild_unchanged": True}}}},
+    )
+    assert one_model.success and (case.settings.dbt_runs_dir / one_model.run_id).exists()
+    with duckdb.connect(str(case.settings.build_db), read_only=True) as conn:
+        assert conn.execute("select count(*) from pipeline.dbt_build").fetchone() == (0,)

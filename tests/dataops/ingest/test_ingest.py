@@ -18,7 +18,7 @@ from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
 from dataops.ingest.contract import ContractViolation
 from dataops.ingest.load import QuarantineRateExceeded
-from dataops.ingest.pipeline import IngestOptions, ingest, rebuild_raw
+from dataops.ingest.pipeline import IngestOptions, ingest, rebuild_raw, with_lineage
 from quality.contracts import CONTRACTS, contract_for
 from source_systems.crm.api import MAX_LIMIT
 from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
@@ -233,3 +233,19 @@ def test_old_versions_are_kept_until_an_explicit_prune(ingested_copy: Sources) -
     result = runner.invoke(app, ["lake", "prune", "--keep", "1"])
     assert result.exit_code == 0 and f"removed {len(CONTRACTS)} old version(s)" in result.output
     assert len(lake.versions(root, "erp", "customers", START)) == 1
+
+
+def test_a_record_keeps_its_hash_when_only_the_write_back_changed_it() -> None:
+    """The CRM sync writes the enterprise's values into each account after every run; re-extracted, the
+    account must not look changed to the dbt step's digest (docs/decisions/0020)."""
+    written_back = CONTRACTS["crm.accounts"].written_back
+    account = pl.DataFrame({"Id": ["A-1"], "Name": ["Acme"], "Enterprise_MRR_USD__c": [2333.41]})
+
+    def record_hash(frame: pl.DataFrame) -> str:
+        now = dt.datetime.now(dt.UTC)
+        return str(
+            with_lineage(frame, "crm", START, now, "run", "crm:accounts", unhashed=written_back)["_record_hash"][0]
+        )
+
+    assert record_hash(account) == record_hash(account.with_columns(Enterprise_MRR_USD__c=pl.lit(2330.95)))
+    assert record_hash(account) != record_hash(account.with_columns(Name=pl.lit("Acme AG")))
