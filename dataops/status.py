@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataops.settings import Settings
-from dataops.warehouse import connect, query_frame, scalar
+from dataops.warehouse import connect, query_frame, table_exists
 
 FRESHNESS_HOURS = 6
 
@@ -60,7 +60,7 @@ def platform_status(settings: Settings, now: dt.datetime | None = None) -> Statu
             )
         quarantine = (
             query_frame(conn, "select dataset, rows from publish.quarantine_summary order by dataset")
-            if _has_table(conn, "publish", "quarantine_summary")
+            if table_exists(conn, "publish", "quarantine_summary")
             else None
         )
     if quarantine is not None:
@@ -73,11 +73,6 @@ def platform_status(settings: Settings, now: dt.datetime | None = None) -> Statu
         status.is_fresh = status.as_of >= yesterday or now < deadline
     status.failed_checks, status.warnings = _failed_checks(settings)
     return status
-
-
-def _has_table(conn: Any, schema: str, table: str) -> bool:
-    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
-    return bool(scalar(conn, sql, [schema, table]))
 
 
 def _failed_checks(settings: Settings) -> tuple[list[str], list[str]]:

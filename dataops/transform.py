@@ -32,7 +32,7 @@ from dataops.registry import (
     registry_docs,
 )
 from dataops.settings import DBT_PROJECT_DIR, Settings, environ
-from dataops.warehouse import Limits, connect, scalar, transaction
+from dataops.warehouse import Limits, connect, table_exists, transaction
 
 GENERATED_SEEDS = ("registry_kpis.csv", "registry_customer_states.csv")
 
@@ -291,12 +291,7 @@ def build_inputs(
         names = ", ".join(f'"{name}"' for name, _ in read)
         rows = conn.execute(f"select count(*), sum(hash(row({names})))::varchar from raw.{table}").fetchone()
         parts[f"raw.{table}"] = [read, rows]  # a row's hash ignores column names; two types' values may hash alike
-    archived = scalar(
-        conn,
-        "select count(*) from information_schema.tables where table_schema = 'governance' "
-        "and table_name = 'archive_log'",
-    )
-    if archived:  # archiving deletes rows from incremental marts; restoring puts them back
+    if table_exists(conn, "governance", "archive_log"):  # archiving deletes rows from marts; restoring adds them
         parts["archive_log"] = conn.execute(
             "select count(*), sum(hash(log))::varchar from governance.archive_log log"
         ).fetchone()
@@ -314,15 +309,16 @@ def build_inputs(
 
 def built_from(conn: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
     """The inputs digest and run of the last complete build, if the warehouse holds one."""
-    conn.execute(BUILD_STAMP_DDL)
+    if not table_exists(conn, "pipeline", "dbt_build"):
+        return None
     row = conn.execute("select inputs, run_id from pipeline.dbt_build").fetchone()
     return (str(row[0]), str(row[1])) if row else None
 
 
 def forget_build(conn: duckdb.DuckDBPyConnection) -> None:
     """Before dbt writes anything: a build that fails or stops half-way leaves no stamp behind."""
-    conn.execute(BUILD_STAMP_DDL)
-    conn.execute("delete from pipeline.dbt_build")
+    if table_exists(conn, "pipeline", "dbt_build"):
+        conn.execute("delete from pipeline.dbt_build")
 
 
 def record_build(conn: duckdb.DuckDBPyConnection, inputs: str, window: tuple[str, str], run_id: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from dataops.registry import Registry
+from dataops.warehouse import table_exists
 from quality.contracts import Contract
 
 ALLOW_TAG = "dataops/allow_volume_spike"  # run tag: table names (system.table), comma separated, or "all"
@@ -39,10 +40,7 @@ def partition_counts(
     table = f"{contract.system}__{contract.table}"
     counts: dict[dt.date, int] = {}
     for schema in ("raw", "quarantine"):
-        exists = conn.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-        ).fetchall()[0][0]
-        if not exists:
+        if not table_exists(conn, schema, table):
             continue
         for day, rows in conn.execute(
             f"select _partition, count(*) from {schema}.{table} where _partition between ? and ? group by 1",

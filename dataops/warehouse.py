@@ -72,3 +72,8 @@ def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | dic
     """The single value a query returns (its result fully consumed, as DuckDB requires before the next one)."""
     rows = conn.execute(sql, params or []).fetchall()
     return rows[0][0] if rows else None
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
+    return bool(scalar(conn, sql, [schema, table]))

@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from dataops.ingest.contract import QUARANTINE_SCHEMA, ContractResult
-from dataops.warehouse import query_frame, scalar, transaction
+from dataops.warehouse import query_frame, table_exists, transaction
 from quality.contracts import Contract
 
 ORPHAN = "orphan_fk"
@@ -35,11 +35,6 @@ class LoadResult:
     orphans: int = 0
     released: int = 0
     per_partition: dict[dt.date, tuple[int, int]] = field(default_factory=dict)  # day -> (rows, quarantined)
-
-
-def _table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
-    return bool(scalar(conn, sql, [schema, table]))
 
 
 def raw_name(contract: Contract) -> str:
@@ -70,7 +65,7 @@ def _orphans(conn: duckdb.DuckDBPyConnection, contract: Contract, frame: str) ->
     found: dict[int, list[str]] = {}
     for column, (parent, parent_col) in contract.references.items():
         parent_table = f"raw.{contract.system}__{parent}"
-        if _table_exists(conn, "raw", f"{contract.system}__{parent}"):
+        if table_exists(conn, "raw", f"{contract.system}__{parent}"):
             exists = f"exists (select 1 from {parent_table} p where p.{parent_col} = b.{column})"
         else:
             exists = "false"
