@@ -43,12 +43,21 @@ PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 def dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME if set, else the data directory's; created with the platform's instance config."""
+    """DAGSTER_HOME if set, else the data directory's; created with the platform's instance config.
+
+    A new instance's storage is created here, once: the webserver, the daemon and the code server each
+    create it on start when it is missing, and started together (`dataops ui`, `dagster dev`) they can race
+    on its SQLite schema ("Version table 'alembic_version' has more than one head present").
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(INSTANCE_CONFIG)
+        import dagster as dg  # only for a new instance: every caller imports Dagster anyway, or soon
+
+        with dg.DagsterInstance.from_config(str(home)):
+            pass
     return home
 
 
