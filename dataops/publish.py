@@ -4,11 +4,16 @@ swapped in atomically; KPI history and restatements are kept in the build wareho
 Publishing runs only after every blocking check of the run passed (it is downstream of every checked
 asset). It writes the build warehouse (history) and a new analyst file; analysts holding the old file
 keep their snapshot, new connections see the new one. Nothing is ever written into a file analysts read.
+
+A publish made from the same inputs as the one analysts already have is not written again
+(docs/decisions/0021): the same build, quarantine, policy, domain notes, pseudonym key and code.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -16,11 +21,12 @@ from pathlib import Path
 
 import duckdb
 
-from dataops.governance.catalog import build_catalog, record_publication
+from dataops.governance.catalog import DOMAINS_DIR, build_catalog, record_publication
 from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
-from dataops.governance.policy import load_policy
-from dataops.governance.pseudonym import register_pseudonym
+from dataops.governance.policy import load_policy, policy_path
+from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
 from dataops.settings import Settings
+from dataops.transform import built_from
 from dataops.warehouse import Limits, connect, query_frame, scalar, transaction
 
 PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
@@ -37,7 +43,10 @@ create table if not exists publish.kpi_restatements (
 create table if not exists publish.publish_log (
     publish_id varchar not null, published_at timestamp with time zone not null, as_of_date date,
     window_start date, window_end date, run_id varchar, kpi_values_changed integer, restatements integer);
+alter table publish.publish_log add column if not exists inputs varchar;
 """
+# What a publish is made from, beyond the build: the code that writes it (a change to it republishes).
+PUBLISH_CODE = (Path(__file__), *sorted((Path(__file__).parent / "governance").glob("*.py")))
 
 
 @dataclass
@@ -50,6 +59,7 @@ class PublishReport:
     changed_values: int = 0
     restatements: int = 0
     bytes: int = 0
+    unchanged_since_run: str | None = None  # set when nothing was written: the run that published this
 
 
 def _published_tables(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -91,14 +101,66 @@ CAUSES = """
 """
 
 
+def publish_inputs(conn: duckdb.DuckDBPyConnection, settings: Settings) -> str | None:
+    """A digest of everything a publish is made from, or None when the warehouse cannot say what its marts
+    were built from (no complete build recorded: a build failed, stopped, ran a subset or ran by hand).
+
+    The build is named by its inputs and its run, so a forced rebuild of the same inputs publishes again.
+    The key enters as its own hash, mixed with the rest: the digest, which analysts can read in
+    ``publish_log``, reveals nothing of it.
+    """
+    build = built_from(conn)
+    if build is None:
+        return None
+    # what analysts see of the quarantine: a re-extraction quarantines the same rows with new lineage
+    quarantine = conn.execute(f"select * from ({_quarantine_summary_query(conn)}) order by all").fetchall()
+    files = hashlib.sha256()
+    for path in (policy_path(), *sorted(DOMAINS_DIR.glob("*.yaml")), *PUBLISH_CODE):
+        files.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    parts = {
+        "build": list(build),
+        "quarantine": quarantine,
+        "files": files.hexdigest(),
+        "key": hashlib.sha256(pseudonym_key(settings)).hexdigest(),
+        "duckdb": duckdb.__version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _already_published(conn: duckdb.DuckDBPyConnection, settings: Settings, inputs: str) -> PublishReport | None:
+    """The last publish, if it was made from ``inputs`` and both published files are the ones it wrote."""
+    last = conn.execute(
+        "select publish_id, published_at, as_of_date, run_id, inputs from publish.publish_log "
+        "order by published_at desc limit 1"
+    ).fetchone()
+    if last is None or last[4] != inputs or not settings.restricted_db.exists():
+        return None
+    held = latest_publish(settings)  # the restricted file is swapped in first: this one is the last word
+    if held is None or held["publish_id"] != last[0]:
+        return None
+    return PublishReport(
+        str(last[0]),
+        last[1],
+        last[2],
+        settings.analytics_db,
+        bytes=settings.analytics_db.stat().st_size,
+        unchanged_since_run=str(last[3]),
+    )
+
+
 def publish(
     settings: Settings,
     window: tuple[dt.date, dt.date],
     run_id: str | None = None,
     limits: Limits | None = None,
     now: dt.datetime | None = None,
+    republish_unchanged: bool = False,
 ) -> PublishReport:
-    """Record KPI history and restatements, then write the analyst warehouse aside and swap it in."""
+    """Record KPI history and restatements, then write the analyst warehouse aside and swap it in.
+
+    When analysts already have a publish made from the same inputs (:func:`publish_inputs`), nothing is
+    written and the report names that publish, unless ``republish_unchanged``.
+    """
     publish_id = uuid.uuid4().hex[:16]
     published_at = now or dt.datetime.now(dt.UTC)
     start, end = window
@@ -108,6 +170,11 @@ def publish(
     restricted_aside = settings.restricted_db.with_name(f".{settings.restricted_db.stem}-{publish_id}.duckdb")
     with connect(settings.build_db, limits=limits) as conn:
         conn.execute(PUBLISH_DDL)
+        inputs = publish_inputs(conn, settings)
+        if inputs is not None and not republish_unchanged:
+            held = _already_published(conn, settings, inputs)
+            if held is not None:
+                return held
         as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
         with transaction(conn):
             conn.execute(f"create temp table candidates as {CANDIDATES}", {"as_of": as_of})
@@ -145,8 +212,9 @@ def publish(
             changed = scalar(conn, "select count(*) from changed")
             restated = scalar(conn, "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id])
             conn.execute(
-                "insert into publish.publish_log values (?, ?, ?, ?, ?, ?, ?, ?)",
-                [publish_id, published_at, as_of, start, end, run_id, changed, restated],
+                "insert into publish.publish_log (publish_id, published_at, as_of_date, window_start, window_end, "
+                "run_id, kpi_values_changed, restatements, inputs) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [publish_id, published_at, as_of, start, end, run_id, changed, restated, inputs],
             )
             for name in ("candidates", "latest", "changed", "causes"):
                 conn.execute(f"drop table {name}")
@@ -276,6 +344,10 @@ def _write_restricted(
 
 
 def _quarantine_summary(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"create table analytics.publish.quarantine_summary as {_quarantine_summary_query(conn)}")
+
+
+def _quarantine_summary_query(conn: duckdb.DuckDBPyConnection) -> str:
     """How many rows each source table holds in quarantine, and why (counts only: never the rows)."""
     tables = [
         t
@@ -284,14 +356,12 @@ def _quarantine_summary(conn: duckdb.DuckDBPyConnection) -> None:
         ).fetchall()
     ]
     parts = [
-        f"select '{t.replace('__', '.')}' as dataset, count(*) as rows, "
-        f"coalesce(string_agg(distinct split_part(r, ':', 1), ', '), '') as reasons "
-        f"from quarantine.{t} left join (select unnest(_reasons) as r, _record_hash from quarantine.{t}) using "
-        f"(_record_hash)"
+        f"select '{t.replace('__', '.')}' as dataset, (select count(*) from quarantine.{t}) as rows, "
+        "coalesce((select string_agg(distinct reason, ', ' order by reason) from "
+        f"(select split_part(unnest(_reasons), ':', 1) as reason from quarantine.{t})), '') as reasons"
         for t in tables
     ]
-    query = " union all ".join(parts) if parts else "select '' as dataset, 0 as rows, '' as reasons where false"
-    conn.execute(f"create table analytics.publish.quarantine_summary as {query}")
+    return " union all ".join(parts) if parts else "select '' as dataset, 0 as rows, '' as reasons where false"
 
 
 def latest_publish(settings: Settings) -> dict[str, object] | None:

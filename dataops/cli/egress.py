@@ -57,15 +57,27 @@ def dashboard_serve(
         server.server_close()
 
 
-def export() -> None:
+def export(
+    force: Annotated[
+        bool, typer.Option("--force", help="Read the publish again even if it was exported whole already.")
+    ] = False,
+) -> None:
     """Export the published marts and KPIs as versioned Parquet data products (data/exports/)."""
     from dataops.egress.exports import export_data_products, exports_dir
 
     paths = settings()
     try:
-        report = export_data_products(paths, progress=lambda dataset: console.print(f"exporting {dataset}"))
+        report = export_data_products(
+            paths, progress=lambda dataset: console.print(f"exporting {dataset}"), force=force
+        )
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
+    if report.already_exported:
+        console.print(
+            f"publish {report.publish_id} is exported already: {len(report.datasets)} data products in "
+            f"{exports_dir(paths)} (--force to read it again)"
+        )
+        return
     console.print(
         f"{len(report.datasets)} data products in {exports_dir(paths)} (publish {report.publish_id}); "
         f"{len(report.changed)} changed: {', '.join(report.changed) or 'none'}"

@@ -15,10 +15,12 @@ because a dashboard nobody rebuilt (publishing stopped) is exactly when it must 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -109,7 +111,11 @@ def build_dashboard(settings: Settings, output: Path | None = None, now: dt.date
     so a reader (or the server) never sees half of it.
     """
     target = output or dashboard_path(settings)
-    html = render_dashboard(load_dashboard_data(settings, now))
+    _write_page(target, render_dashboard(load_dashboard_data(settings, now)))
+    return target
+
+
+def _write_page(target: Path, html: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
@@ -117,7 +123,47 @@ def build_dashboard(settings: Settings, output: Path | None = None, now: dt.date
         handle.write(html)
     os.chmod(handle.name, 0o644)
     os.replace(handle.name, target)
-    return target
+
+
+def refresh_dashboard(settings: Settings, now: dt.datetime | None = None) -> tuple[Path, bool]:
+    """The pipeline's dashboard, written only when what it would show changed (docs/decisions/0021); returns
+    its path and whether it was written.
+
+    A page is a function of the publish it reads and the status it shows (freshness at ``now``, failed
+    checks, quarantine): the file keeps a digest of both, and of the code that draws it, in a ``<meta>``.
+    """
+    target = dashboard_path(settings)
+    data = load_dashboard_data(settings, now)
+    if _made_from_of(target) == made_from(data):
+        return target, False
+    _write_page(target, render_dashboard(data))
+    return target, True
+
+
+def made_from(data: DashboardData) -> str:
+    """A digest of everything the page shows and the code that draws it."""
+    code = hashlib.sha256(Path(__file__).read_bytes())
+    for template in sorted(TEMPLATES.iterdir()):
+        code.update(template.read_bytes())
+    parts = {
+        "publish_id": data.status.publish_id,
+        "status": _status_view(data),
+        "missing": data.missing,
+        "code": code.hexdigest(),
+        "plotly": plotly.__version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+MADE_FROM = re.compile(r'<meta name="dataops-made-from" content="([0-9a-f]{64})">')
+
+
+def _made_from_of(page: Path) -> str | None:
+    if not page.exists():
+        return None
+    with page.open(encoding="utf-8", errors="replace") as handle:
+        found = MADE_FROM.search(handle.read(4096))  # in the head, before the inlined plotly.js
+    return found.group(1) if found else None
 
 
 def load_dashboard_data(settings: Settings, now: dt.datetime | None = None) -> DashboardData:
@@ -257,6 +303,7 @@ def render_dashboard(data: DashboardData) -> str:
     )
     template = environment.get_template("dashboard.html.j2")
     return template.render(
+        made_from=made_from(data),
         csp=CONTENT_SECURITY_POLICY,
         plotlyjs=get_plotlyjs(),
         plotly_version=plotly.__version__,

@@ -7,7 +7,9 @@ version of every dataset of the same publish. A reader opens a manifest, then th
 are never rewritten, and the previous versions stay a while for readers mid-read.
 
 A version is its content: rows are written in a total order with DuckDB's deterministic Parquet writer,
-so re-exporting an unchanged publish produces the same bytes and changes nothing on disk.
+so re-exporting an unchanged publish produces the same bytes and changes nothing on disk. A publish already
+exported whole (``index.json`` names it and every manifest's file is there) is not read again
+(docs/decisions/0021): a publish id names one analyst file, never rewritten.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class ExportReport:
     datasets: dict[str, int] = field(default_factory=dict)  # dataset -> current version
     changed: list[str] = field(default_factory=list)
     rows: int = 0
+    already_exported: bool = False  # the publish was exported whole before: nothing was read or written
 
 
 def exports_dir(settings: Settings) -> Path:
@@ -68,8 +71,10 @@ def export_data_products(
     settings: Settings,
     limits: Limits | None = None,
     progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> ExportReport:
-    """Export the published marts and KPIs from the analyst warehouse (read-only)."""
+    """Export the published marts and KPIs from the analyst warehouse (read-only); a publish already exported
+    whole is left as it is unless ``force``, which exports it again (changing nothing on disk)."""
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"nothing is published yet ({settings.analytics_db}); run the pipeline first")
     root = exports_dir(settings)
@@ -79,6 +84,9 @@ def export_data_products(
             "select publish_id, published_at from publish.publish_log order by published_at desc limit 1"
         ).fetchall()
         publish_id, published_at = (str(last[0][0]), last[0][1].isoformat()) if last else (None, None)
+        done = None if force or publish_id is None else _exported_whole(root, publish_id)
+        if done is not None:
+            return done
         tables = conn.execute(
             "select schema_name, table_name from duckdb_tables() where database_name = 'analytics' "
             f"and schema_name in {EXPORTED_SCHEMAS} order by 1, 2"
@@ -139,6 +147,22 @@ def _export_one(
     for old in sorted(folder.glob("v*.parquet"))[:-KEEP_VERSIONS]:
         old.unlink()
     return version, True, row_count
+
+
+def _exported_whole(root: Path, publish_id: str) -> ExportReport | None:
+    """The report of ``publish_id``'s export, if the index names it and every file it lists is there."""
+    index_path = root / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    if index.get("publish_id") != publish_id:
+        return None
+    report = ExportReport(publish_id, already_exported=True)
+    for dataset, version in index.get("datasets", {}).items():
+        manifest = read_manifest_at(root / dataset)
+        if manifest is None or manifest["version"] != version or not (root / dataset / manifest["file"]).exists():
+            return None
+        report.datasets[dataset] = int(version)
+        report.rows += int(manifest["row_count"])
+    return report
 
 
 def read_manifest_at(folder: Path) -> dict[str, Any] | None:

@@ -63,30 +63,35 @@ class Policy:
         return self.limits_by_role.get(role, self.limits_by_role["default"])
 
 
+def policy_path(path: str | Path | None = None) -> Path:
+    """The policy file in force: the given file, else ``DATAOPS_POLICY``, else the committed one."""
+    return Path(path or os.environ.get("DATAOPS_POLICY") or POLICY_PATH)
+
+
 def load_policy(path: str | Path | None = None) -> Policy:
-    """Read and check the policy: the given file, else ``DATAOPS_POLICY``, else the committed one."""
-    policy_path = Path(path or os.environ.get("DATAOPS_POLICY") or POLICY_PATH)
+    """Read and check the policy (see :func:`policy_path` for which file)."""
+    source = policy_path(path)
     try:
-        data = yaml.safe_load(policy_path.read_text())
+        data = yaml.safe_load(source.read_text())
     except FileNotFoundError:
-        raise PolicyError(f"policy file not found: {policy_path}") from None
+        raise PolicyError(f"policy file not found: {source}") from None
     roles = tuple(data.get("roles") or {})
     if not roles:
-        raise PolicyError(f"{policy_path}: no roles")
+        raise PolicyError(f"{source}: no roles")
     grants = data.get("grants") or {}
     for kind in ("restricted_datasets", "personal_data"):
         for dataset, granted in (grants.get(kind) or {}).items():
             unknown = set(granted) - set(roles)
             if unknown:
-                raise PolicyError(f"{policy_path}: grants.{kind}.{dataset} names unknown roles {sorted(unknown)}")
+                raise PolicyError(f"{source}: grants.{kind}.{dataset} names unknown roles {sorted(unknown)}")
     raw_limits = data.get("limits") or {}
     if "default" not in raw_limits:
-        raise PolicyError(f"{policy_path}: limits.default is required")
+        raise PolicyError(f"{source}: limits.default is required")
     default = raw_limits["default"]
     limits = {}
     for role, values in raw_limits.items():
         if role != "default" and role not in roles:
-            raise PolicyError(f"{policy_path}: limits.{role} is not a role")
+            raise PolicyError(f"{source}: limits.{role} is not a role")
         merged = {**default, **(values or {})}
         limits[role] = Limits(
             max_scan_rows=int(merged["max_scan_rows"]),

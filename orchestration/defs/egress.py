@@ -37,11 +37,15 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
         **common,
     )
     def kpi_dashboard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        from dataops.egress.dashboard import build_dashboard
+        from dataops.egress.dashboard import refresh_dashboard
 
-        path = build_dashboard(platform.settings)
-        context.log.info(f"dashboard written to {path}")
-        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size})
+        path, written = refresh_dashboard(platform.settings)
+        context.log.info(
+            f"dashboard written to {path}" if written else f"dashboard unchanged: {path} shows this publish and status"
+        )
+        return dg.MaterializeResult(
+            metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size, "written": written}
+        )
 
     @dg.asset(
         key=EXPORTS_KEY,
@@ -53,10 +57,14 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
         from dataops.egress.exports import export_data_products, exports_dir
 
         report = export_data_products(platform.settings, platform.limits)
-        context.log.info(f"{len(report.changed)} of {len(report.datasets)} data products changed")
+        if report.already_exported:
+            context.log.info(f"publish {report.publish_id} is exported already: {len(report.datasets)} data products")
+        else:
+            context.log.info(f"{len(report.changed)} of {len(report.datasets)} data products changed")
         return dg.MaterializeResult(
             metadata={
                 "publish_id": report.publish_id or "",
+                "already_exported": report.already_exported,
                 "datasets": len(report.datasets),
                 "changed": dg.MetadataValue.json(report.changed),
                 "rows": report.rows,

@@ -14,6 +14,13 @@ from orchestration.resources import PlatformResource
 ANALYTICS_KEY = dg.AssetKey(["publish", "analytics_warehouse"])
 
 
+class PublishConfig(dg.Config):
+    """``republish_unchanged`` writes the analyst warehouse even when analysts already have a publish made
+    from the same inputs (docs/decisions/0021), which is otherwise reported and left as it is."""
+
+    republish_unchanged: bool = False
+
+
 def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=ANALYTICS_KEY,
@@ -28,9 +35,37 @@ def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey])
         pool=WAREHOUSE_POOL,
         tags={"layer": "egress"},
     )
-    def analytics_warehouse(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+    def analytics_warehouse(
+        context: dg.AssetExecutionContext, platform: PlatformResource, config: PublishConfig
+    ) -> dg.MaterializeResult:
+        """The marts and KPIs written aside and swapped in, unless analysts already have them."""
         start, end = window(context)
-        report = publish(platform.settings, (start, end), run_id=context.run.run_id, limits=platform.limits)
+        report = publish(
+            platform.settings,
+            (start, end),
+            run_id=context.run.run_id,
+            limits=platform.limits,
+            republish_unchanged=config.republish_unchanged,
+        )
+        if report.unchanged_since_run is not None:
+            context.log.info(
+                f"not published again: analysts have {report.publish_id} (as of {report.as_of}), published by run "
+                f"{report.unchanged_since_run} from the same build, quarantine, policy, domain notes and "
+                "pseudonym key; run with republish_unchanged to write it anyway"
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    "publish": "unchanged, not published again",
+                    "publish_id": report.publish_id,
+                    "published_by_run": dg.MetadataValue.dagster_run(report.unchanged_since_run),
+                    "published_at": report.published_at.isoformat(),
+                    "as_of_date": str(report.as_of),
+                    "kpi_values_changed": 0,
+                    "restatements": 0,
+                    "path": dg.MetadataValue.path(str(report.path)),
+                    "bytes": report.bytes,
+                }
+            )
         context.log.info(
             f"published {report.publish_id} as of {report.as_of}: {report.changed_values} KPI values "
             f"changed, {report.restatements} restated"

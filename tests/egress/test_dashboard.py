@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
+import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from dataops.egress.dashboard import build_dashboard, dashboard_path, format_value, serve_dashboard
+from dataops.egress.dashboard import (
+    build_dashboard,
+    dashboard_path,
+    format_value,
+    refresh_dashboard,
+    serve_dashboard,
+)
 from dataops.settings import PROJECT_ROOT, Settings
 from source_systems.simulator.run import simulate
 from tests.local import CHROMIUM, CHROMIUM_ARGS
@@ -229,3 +237,26 @@ def test_nothing_published_means_no_dashboard(tmp_path: Path) -> None:
     assert dashboard_path(settings) == tmp_path / "dashboard" / "index.html"
     with pytest.raises(FileNotFoundError, match="nothing published"):
         build_dashboard(settings)
+
+
+def test_the_pipeline_rewrites_the_dashboard_only_when_what_it_shows_changed(
+    restated: Published, tmp_path: Path
+) -> None:
+    """The same publish and status leave the file as it is; a new publish, or freshness judged later, write
+    it again (and the page written is the one the dashboard command builds)."""
+    settings = copy_of(restated, tmp_path / "data").settings
+    page = dashboard_path(settings)
+
+    assert refresh_dashboard(settings, NOW) == (page, True)
+    written = page.stat()
+    assert refresh_dashboard(settings, NOW) == (page, False)
+    assert page.stat().st_mtime_ns == written.st_mtime_ns and page.stat().st_ino == written.st_ino
+    assert page.read_bytes() == build_dashboard(settings, tmp_path / "built.html", now=NOW).read_bytes()
+
+    assert refresh_dashboard(settings, NOW + dt.timedelta(days=3)) == (page, True)  # no longer fresh
+    assert refresh_dashboard(settings, NOW + dt.timedelta(days=3)) == (page, False)
+
+    os.chmod(settings.analytics_db, stat.S_IRUSR | stat.S_IWUSR)  # stand in for a new publish
+    with duckdb.connect(str(settings.analytics_db)) as conn:
+        conn.execute("insert into publish.publish_log (publish_id, published_at) values ('stand-in', now())")
+    assert refresh_dashboard(settings, NOW + dt.timedelta(days=3)) == (page, True)

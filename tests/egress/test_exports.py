@@ -60,10 +60,36 @@ def test_manifests_match_their_files_and_an_unchanged_reexport_changes_nothing(
     assert index["publish_id"] == first.publish_id and index["datasets"] == first.datasets
 
     before = snapshot(exports_dir(settings))
+    again = export_data_products(settings, force=True)  # read and written again, whole
+
+    assert not again.already_exported and again.changed == [] and again.datasets == first.datasets
+    assert snapshot(exports_dir(settings)) == before  # not a byte, not a timestamp
+
+
+def test_a_publish_exported_whole_is_not_read_again_unless_a_file_is_missing(
+    published: Published, tmp_path: Path
+) -> None:
+    world = copy_of(published, tmp_path / "data")
+    settings = world.settings
+    first = export_data_products(settings)
+    before = snapshot(exports_dir(settings))
+
     again = export_data_products(settings)
 
-    assert again.changed == [] and again.datasets == first.datasets
-    assert snapshot(exports_dir(settings)) == before  # not a byte, not a timestamp
+    assert again.already_exported and again.publish_id == first.publish_id
+    assert again.datasets == first.datasets and again.rows == first.rows and again.changed == []
+    assert snapshot(exports_dir(settings)) == before
+
+    lost = read_manifest(settings, "kpis.kpi_daily")
+    assert lost is not None
+    (exports_dir(settings) / "kpis.kpi_daily" / lost["file"]).unlink()
+    repaired = export_data_products(settings)
+
+    assert not repaired.already_exported and repaired.changed == ["kpis.kpi_daily"]
+    current = read_manifest(settings, "kpis.kpi_daily")
+    assert current is not None and current["version"] == lost["version"] + 1
+    assert current["checksum"] == lost["checksum"]
+    assert (exports_dir(settings) / "kpis.kpi_daily" / current["file"]).exists()
 
 
 def test_a_changed_dataset_gets_a_new_version_and_the_rest_stay(published: Published, tmp_path: Path) -> None:
@@ -75,6 +101,7 @@ def test_a_changed_dataset_gets_a_new_version_and_the_rest_stay(published: Publi
     os.chmod(settings.analytics_db, stat.S_IRUSR | stat.S_IWUSR)  # stand in for a new publish
     with duckdb.connect(str(settings.analytics_db)) as conn:
         conn.execute("delete from kpis.kpi_daily where date_day = (select max(date_day) from kpis.kpi_daily)")
+        conn.execute("insert into publish.publish_log (publish_id, published_at) values ('stand-in', now())")
 
     report = export_data_products(settings)
 

@@ -168,7 +168,9 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     assert {e.materialization.metadata["dbt"].value for e in models} == {"unchanged, not rebuilt"}
     assert {e.materialization.metadata["built_by_run"].value for e in models} == {late.run_id}
     publish = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
-    assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0  # the gate and publish still ran
+    assert publish[-1].materialization.metadata["publish"].value == "unchanged, not published again"
+    assert publish[-1].materialization.metadata["published_by_run"].value == late.run_id  # the gate still ran
+    assert analyst(case, "select count(*) from publish.publish_log")[0][0] == 2  # and analysts keep their file
 
     rebuilt = run_job(
         case.root,
@@ -182,6 +184,7 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     assert "Unable to do partial parsing" not in dbt_log  # the run before left its parse for this one
     assert "Partial parsing enabled" in dbt_log
     publish = [e for e in rebuilt.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
+    assert "publish" not in publish[-1].materialization.metadata  # a new build (its run) is published again
     assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
     assert publish[-1].materialization.metadata["restatements"].value == 0
     assert analyst(case, "select count(*) from publish.kpi_restatements") == [(1,)]
@@ -198,3 +201,94 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     assert one_model.success and (case.settings.dbt_runs_dir / one_model.run_id).exists()
     with duckdb.connect(str(case.settings.build_db), read_only=True) as conn:
         assert conn.execute("select count(*) from pipeline.dbt_build").fetchone() == (0,)
+
+
+def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Analysts keep the file they have while its build, quarantine, policy and pseudonym key are the same;
+    any of them changing, a build the warehouse cannot vouch for, or a lost swap publishes again."""
+    from dataops.governance.policy import POLICY_PATH
+    from dataops.publish import publish
+    from dataops.transform import forget_build
+
+    case = copy_of(published, tmp_path)
+    settings = case.settings
+    window = (case.late_day - dt.timedelta(days=1), case.late_day - dt.timedelta(days=1))
+    (last_id,) = analyst(case, "select publish_id from publish.publish_log")[0]
+
+    def publishes(**options: bool) -> bool:
+        """One publish; True when it wrote a new analyst file, and then it must be a new publish."""
+        nonlocal last_id
+        before = settings.analytics_db.stat().st_ino if settings.analytics_db.exists() else None
+        report = publish(settings, window, run_id="test", **options)
+        wrote = report.unchanged_since_run is None
+        assert (settings.analytics_db.stat().st_ino != before) == wrote
+        assert (report.publish_id != last_id) == wrote
+        newest = analyst(case, "select max_by(publish_id, published_at) from publish.publish_log")
+        assert newest == [(report.publish_id,)]
+        last_id = report.publish_id
+        return wrote
+
+    assert not publishes()  # the run's own publish, from the same build
+    assert publishes(republish_unchanged=True)
+    assert not publishes()
+
+    monkeypatch.setenv("DATAOPS_PSEUDONYM_KEY", "a rotated key")
+    assert publishes()
+    assert not publishes()
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_PATH.read_text() + "\n# reviewed\n")
+    monkeypatch.setenv("DATAOPS_POLICY", str(policy))
+    assert publishes()
+
+    with duckdb.connect(str(settings.build_db)) as conn:  # an orphan released by a later extraction
+        held = conn.execute(
+            "select table_name from duckdb_tables() where schema_name = 'quarantine' and estimated_size > 0 limit 1"
+        ).fetchone()
+        assert held is not None
+        conn.execute(f"delete from quarantine.{held[0]} where rowid = (select min(rowid) from quarantine.{held[0]})")
+    assert publishes()
+
+    settings.analytics_db.unlink()  # stopped between recording the publish and swapping its file in
+    assert publishes()
+    assert not publishes()
+
+    with duckdb.connect(str(settings.build_db)) as conn:  # dbt run by hand: the warehouse cannot say what
+        forget_build(conn)  # its marts were built from
+    assert publishes()
+    assert publishes()
+
+
+def test_the_quarantine_summary_counts_each_held_row_once(published: Published, tmp_path: Path) -> None:
+    """A record quarantined twice (two deliveries of the same bad row), or for two reasons, is two rows in
+    the count and each reason once, sorted: the counts analysts see equal the rows held."""
+    from dataops.publish import publish
+
+    case = copy_of(published, tmp_path)
+    with duckdb.connect(str(case.settings.build_db)) as conn:
+        table = conn.execute(
+            "select table_name from duckdb_tables() where schema_name = 'quarantine' and estimated_size > 0 limit 1"
+        ).fetchone()[0]
+        conn.execute(f"""
+            insert into quarantine.{table} by name
+            select * replace (list_append(_reasons, 'zz_second: a second reason') as _reasons)
+            from quarantine.{table} limit 1
+        """)
+        held = dict(
+            conn.execute(
+                "select replace(table_name, '__', '.'), estimated_size from duckdb_tables() "
+                "where schema_name = 'quarantine'"
+            ).fetchall()
+        )
+        for name in held:
+            held[name] = conn.execute(f"select count(*) from quarantine.{name.replace('.', '__')}").fetchone()[0]
+    day = case.late_day - dt.timedelta(days=1)
+    publish(case.settings, (day, day))
+
+    rows_ = analyst(case, "select dataset, rows, reasons from publish.quarantine_summary")
+    summary = {name: (rows, reasons) for name, rows, reasons in rows_}
+    assert {name: rows for name, (rows, _) in summary.items()} == held
+    reasons = summary[table.replace("__", ".")][1].split(", ")
+    assert reasons == sorted(set(reasons)) and reasons[-1] == "zz_second"
