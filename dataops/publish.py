@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from dataops.governance.catalog import DOMAINS_DIR, build_catalog, record_publication
+from dataops.digest import digest, files_digest, table_digest
+from dataops.governance.catalog import (
+    DOMAINS_DIR,
+    build_catalog,
+    dbt_constraints_by_dataset,
+    dbt_tests_by_dataset,
+    record_publication,
+)
 from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
 from dataops.governance.policy import load_policy, policy_path
 from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
@@ -59,7 +66,8 @@ class PublishReport:
     changed_values: int = 0
     restatements: int = 0
     bytes: int = 0
-    unchanged_since_run: str | None = None  # set when nothing was written: the run that published this
+    unchanged: bool = False  # nothing was written: analysts have this publish already
+    published_by_run: str | None = None  # the run that wrote it, when ``unchanged``
 
 
 def _published_tables(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -101,41 +109,46 @@ CAUSES = """
 """
 
 
-def publish_inputs(conn: duckdb.DuckDBPyConnection, settings: Settings) -> str | None:
+def publish_inputs(conn: duckdb.DuckDBPyConnection, settings: Settings, manifest: dict[str, Any]) -> str | None:
     """A digest of everything a publish is made from, or None when the warehouse cannot say what its marts
     were built from (no complete build recorded: a build failed, stopped, ran a subset or ran by hand).
 
-    The build is named by its inputs and its run, so a forced rebuild of the same inputs publishes again.
-    The key enters as its own hash, mixed with the rest: the digest, which analysts can read in
-    ``publish_log``, reveals nothing of it.
+    Besides the build: the quarantine summary, the archive log, what publishing reads from dbt's
+    ``manifest`` (each dataset's classification, personal-data columns, descriptions, tests and constraints:
+    not the file, which every dbt command rewrites), the policy, the domain notes, the publishing code and
+    the pseudonym key. The build is named by its inputs and its run, so a forced rebuild of the
+    same inputs publishes again. The key enters as its own hash, mixed with the rest: the digest, which
+    analysts can read in ``publish_log``, reveals nothing of it.
     """
     build = built_from(conn)
     if build is None:
         return None
-    # what analysts see of the quarantine: a re-extraction quarantines the same rows with new lineage
-    quarantine = conn.execute(f"select * from ({_quarantine_summary_query(conn)}) order by all").fetchall()
-    files = hashlib.sha256()
-    for path in (policy_path(), *sorted(DOMAINS_DIR.glob("*.yaml")), *PUBLISH_CODE):
-        files.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    parts = {
-        "build": list(build),
-        "quarantine": quarantine,
-        "files": files.hexdigest(),
-        "key": hashlib.sha256(pseudonym_key(settings)).hexdigest(),
-        "duckdb": duckdb.__version__,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    datasets = published_datasets(manifest)
+    return digest(
+        {
+            "build": list(build),
+            # what analysts see of the quarantine: a re-extraction quarantines the same rows with new lineage
+            "quarantine": conn.execute(f"select * from ({_quarantine_summary_query(conn)}) order by all").fetchall(),
+            "archive_log": table_digest(conn, "governance", "archive_log"),  # changes marts outside dbt
+            "datasets": {name: asdict(meta) for name, meta in datasets.items()},
+            "tests": [dbt_tests_by_dataset(manifest, datasets), dbt_constraints_by_dataset(manifest, datasets)],
+            "files": files_digest([policy_path(), *sorted(DOMAINS_DIR.glob("*.yaml")), *PUBLISH_CODE]),
+            "key": hashlib.sha256(pseudonym_key(settings)).hexdigest(),
+            "duckdb": duckdb.__version__,
+        }
+    )
 
 
 def _already_published(conn: duckdb.DuckDBPyConnection, settings: Settings, inputs: str) -> PublishReport | None:
-    """The last publish, if it was made from ``inputs`` and both published files are the ones it wrote."""
+    """The last publish, if it was made from ``inputs``, the analyst file holds it and the restricted file
+    (swapped in just before the analyst file) is there."""
     last = conn.execute(
         "select publish_id, published_at, as_of_date, run_id, inputs from publish.publish_log "
         "order by published_at desc limit 1"
     ).fetchone()
     if last is None or last[4] != inputs or not settings.restricted_db.exists():
         return None
-    held = latest_publish(settings)  # the restricted file is swapped in first: this one is the last word
+    held = latest_publish(settings)
     if held is None or held["publish_id"] != last[0]:
         return None
     return PublishReport(
@@ -144,7 +157,8 @@ def _already_published(conn: duckdb.DuckDBPyConnection, settings: Settings, inpu
         last[2],
         settings.analytics_db,
         bytes=settings.analytics_db.stat().st_size,
-        unchanged_since_run=str(last[3]),
+        unchanged=True,
+        published_by_run=None if last[3] is None else str(last[3]),
     )
 
 
@@ -170,7 +184,8 @@ def publish(
     restricted_aside = settings.restricted_db.with_name(f".{settings.restricted_db.stem}-{publish_id}.duckdb")
     with connect(settings.build_db, limits=limits) as conn:
         conn.execute(PUBLISH_DDL)
-        inputs = publish_inputs(conn, settings)
+        manifest = load_manifest()
+        inputs = publish_inputs(conn, settings, manifest)
         if inputs is not None and not republish_unchanged:
             held = _already_published(conn, settings, inputs)
             if held is not None:
@@ -219,7 +234,6 @@ def publish(
             for name in ("candidates", "latest", "changed", "causes"):
                 conn.execute(f"drop table {name}")
         report = PublishReport(publish_id, published_at, as_of, target, changed_values=changed, restatements=restated)
-        manifest = load_manifest()
         datasets = {
             name: meta
             for name, meta in published_datasets(manifest).items()

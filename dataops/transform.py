@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 
+from dataops.digest import digest, files_digest, table_digest
 from dataops.ingest.lake import PER_EXTRACTION
 from dataops.registry import (
     Registry,
@@ -274,7 +275,6 @@ def build_inputs(
     records (``PER_EXTRACTION``) and without the columns the CRM write-back sets (a contract's
     ``written_back``): the models read neither, so a re-run that re-extracts an unchanged day leaves the
     digest as it was (tests/transforms/test_dbt_project.py keeps the models off those columns).
-    A sum, not an XOR, so two copies of a row do not cancel out.
     """
     from quality.contracts import CONTRACTS  # pandera: loaded already wherever a build runs, not on every import
 
@@ -288,23 +288,16 @@ def build_inputs(
             columns.setdefault(str(table), []).append((str(column), str(data_type)))
     parts: dict[str, Any] = {}
     for table, read in columns.items():
-        names = ", ".join(f'"{name}"' for name, _ in read)
-        rows = conn.execute(f"select count(*), sum(hash(row({names})))::varchar from raw.{table}").fetchone()
-        parts[f"raw.{table}"] = [read, rows]  # a row's hash ignores column names; two types' values may hash alike
-    if table_exists(conn, "governance", "archive_log"):  # archiving deletes rows from marts; restoring adds them
-        parts["archive_log"] = conn.execute(
-            "select count(*), sum(hash(log))::varchar from governance.archive_log log"
-        ).fetchone()
-    project = hashlib.sha256()
-    for path in _project_files(project_dir):
-        project.update(str(path.relative_to(project_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+        # a row's hash ignores column names, and two types' values may hash alike: both are part of it
+        parts[f"raw.{table}"] = [read, table_digest(conn, "raw", table, [name for name, _ in read])]
     parts |= {
-        "project": project.hexdigest(),
+        "archive_log": table_digest(conn, "governance", "archive_log"),  # archiving deletes rows from marts
+        "project": files_digest(_project_files(project_dir), root=project_dir),
         "vars": dbt_vars,
         "window": list(window),
         "versions": [importlib.metadata.version(p) for p in ("dbt-core", "dbt-duckdb", "duckdb")],
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(parts)
 
 
 def built_from(conn: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:

@@ -15,7 +15,6 @@ because a dashboard nobody rebuilt (publishing stopped) is exactly when it must 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import ipaddress
 import json
 import logging
@@ -23,7 +22,7 @@ import os
 import re
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +36,7 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from dataops.digest import digest, files_digest
 from dataops.settings import Settings
 from dataops.status import FRESHNESS_HOURS, Status, platform_status
 from dataops.warehouse import connect, query_frame, scalar
@@ -130,29 +130,21 @@ def refresh_dashboard(settings: Settings, now: dt.datetime | None = None) -> tup
     its path and whether it was written.
 
     A page is a function of the publish it reads and the status it shows (freshness at ``now``, failed
-    checks, quarantine): the file keeps a digest of both, and of the code that draws it, in a ``<meta>``.
+    checks, quarantine): the file keeps a digest of the status, which names the publish, and of the code
+    that draws it, in a ``<meta>``. Only the status is read to compare; the KPIs only when the page changes.
     """
     target = dashboard_path(settings)
-    data = load_dashboard_data(settings, now)
-    if _made_from_of(target) == made_from(data):
+    status = platform_status(settings, now)
+    if _made_from_of(target) == made_from(status):
         return target, False
-    _write_page(target, render_dashboard(data))
+    _write_page(target, render_dashboard(load_dashboard_data(settings, now, status)))
     return target, True
 
 
-def made_from(data: DashboardData) -> str:
-    """A digest of everything the page shows and the code that draws it."""
-    code = hashlib.sha256(Path(__file__).read_bytes())
-    for template in sorted(TEMPLATES.iterdir()):
-        code.update(template.read_bytes())
-    parts = {
-        "publish_id": data.status.publish_id,
-        "status": _status_view(data),
-        "missing": data.missing,
-        "code": code.hexdigest(),
-        "plotly": plotly.__version__,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+def made_from(status: Status) -> str:
+    """A digest of the status the page shows (its publish included) and of the code that draws it."""
+    code = [Path(__file__), *sorted(TEMPLATES.iterdir())]
+    return digest({"status": asdict(status), "code": files_digest(code), "plotly": plotly.__version__})
 
 
 MADE_FROM = re.compile(r'<meta name="dataops-made-from" content="([0-9a-f]{64})">')
@@ -166,7 +158,9 @@ def _made_from_of(page: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def load_dashboard_data(settings: Settings, now: dt.datetime | None = None) -> DashboardData:
+def load_dashboard_data(
+    settings: Settings, now: dt.datetime | None = None, status: Status | None = None
+) -> DashboardData:
     """Read the published KPIs, restatements, customer states and funnel (aggregates only)."""
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"no analyst warehouse at {settings.analytics_db}: nothing published yet")
@@ -246,7 +240,7 @@ def load_dashboard_data(settings: Settings, now: dt.datetime | None = None) -> D
             if "publish.kpi_restatements" in present
             else 0
         )
-    status = platform_status(settings, now)
+    status = status or platform_status(settings, now)
     return DashboardData(
         definitions=definitions,
         daily=daily,
@@ -303,7 +297,7 @@ def render_dashboard(data: DashboardData) -> str:
     )
     template = environment.get_template("dashboard.html.j2")
     return template.render(
-        made_from=made_from(data),
+        made_from=made_from(data.status),
         csp=CONTENT_SECURITY_POLICY,
         plotlyjs=get_plotlyjs(),
         plotly_version=plotly.__version__,

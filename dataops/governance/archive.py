@@ -146,21 +146,23 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
     if not rows:
         raise FileNotFoundError(f"no archived period {period} of {dataset} (see `dataops archive list`)")
     location, count = Path(rows[0][0]), int(rows[0][1])
+    restored = (
+        "update governance.archive_log set restored_at = ? where dataset = ? and period = ? and restored_at is null",
+        [dt.datetime.now(dt.UTC), dataset, period],
+    )
     if dataset.startswith("lake."):
         original = settings.data_dir / location.relative_to(settings.archive_dir)
         if original.exists():
             raise FileExistsError(f"{original} exists again (re-landed?); compare it with {location} by hand")
         original.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(location), str(original))
+        conn.execute(*restored)
     else:
         column = _archive_column(conn, dataset, location)
-        with transaction(conn):
+        with transaction(conn):  # the rows and the log together: the log is how a re-run sees the change
             conn.execute(f"delete from {dataset} where strftime({column}, '%Y-%m') = ?", [period])
             conn.execute(f"insert into {dataset} by name select * from read_parquet('{location}')")
-    conn.execute(
-        "update governance.archive_log set restored_at = ? where dataset = ? and period = ? and restored_at is null",
-        [dt.datetime.now(dt.UTC), dataset, period],
-    )
+            conn.execute(*restored)
     return Archived(dataset, period, location, count)
 
 

@@ -8,6 +8,7 @@ twice: upstream datasets and source systems (the manifest's lineage) and who may
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,14 +73,24 @@ def _dataset_name(node: dict[str, Any]) -> str:
     return f"{node['schema']}.{node['name']}"
 
 
-def load_manifest(path: Path | None = None) -> dict[str, Any]:
+def load_manifest(path: Path | None = None, attempts: int = 20) -> dict[str, Any]:
+    """dbt's manifest. dbt rewrites the file in place on every command, so a reader can catch it half
+    written: it is read again for a few seconds before that counts as an error."""
     manifest = path or DBT_PROJECT_DIR / "target" / "manifest.json"
     if not manifest.exists():
         from dataops.transform import prepare_manifest
 
         prepare_manifest()
-    data: dict[str, Any] = json.loads(manifest.read_text())
-    return data
+    attempt = 1
+    while True:
+        try:
+            data: dict[str, Any] = json.loads(manifest.read_text())
+            return data
+        except json.JSONDecodeError as exc:
+            if attempt >= attempts:
+                raise ValueError(f"{manifest} is not valid JSON ({exc}); run `dataops dbt parse`") from exc
+        attempt += 1
+        time.sleep(0.25)
 
 
 def published_datasets(manifest: dict[str, Any]) -> dict[str, DatasetMeta]:

@@ -4,6 +4,8 @@ of the run passed.
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from dataops.publish import publish
@@ -47,24 +49,24 @@ def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey])
             limits=platform.limits,
             republish_unchanged=config.republish_unchanged,
         )
-        if report.unchanged_since_run is not None:
+        metadata: dict[str, Any] = {
+            "publish_id": report.publish_id,
+            "published_at": report.published_at.isoformat(),
+            "as_of_date": str(report.as_of),
+            "path": dg.MetadataValue.path(str(report.path)),
+            "bytes": report.bytes,
+        }
+        if report.unchanged:
+            by = f" by run {report.published_by_run}" if report.published_by_run else ""
             context.log.info(
-                f"not published again: analysts have {report.publish_id} (as of {report.as_of}), published by run "
-                f"{report.unchanged_since_run} from the same build, quarantine, policy, domain notes and "
-                "pseudonym key; run with republish_unchanged to write it anyway"
+                f"not published again: analysts have {report.publish_id} (as of {report.as_of}), published{by} "
+                "from the same build, quarantine, archive log, manifest, policy, domain notes and pseudonym key; "
+                "run with republish_unchanged to write it anyway"
             )
+            if report.published_by_run:
+                metadata["published_by_run"] = dg.MetadataValue.dagster_run(report.published_by_run)
             return dg.MaterializeResult(
-                metadata={
-                    "publish": "unchanged, not published again",
-                    "publish_id": report.publish_id,
-                    "published_by_run": dg.MetadataValue.dagster_run(report.unchanged_since_run),
-                    "published_at": report.published_at.isoformat(),
-                    "as_of_date": str(report.as_of),
-                    "kpi_values_changed": 0,
-                    "restatements": 0,
-                    "path": dg.MetadataValue.path(str(report.path)),
-                    "bytes": report.bytes,
-                }
+                metadata={"publish": "unchanged, not published again", **metadata, "kpi_values_changed": 0}
             )
         context.log.info(
             f"published {report.publish_id} as of {report.as_of}: {report.changed_values} KPI values "
@@ -72,13 +74,9 @@ def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey])
         )
         return dg.MaterializeResult(
             metadata={
-                "publish_id": report.publish_id,
-                "published_at": report.published_at.isoformat(),
-                "as_of_date": str(report.as_of),
+                **metadata,
                 "kpi_values_changed": report.changed_values,
                 "restatements": report.restatements,
-                "path": dg.MetadataValue.path(str(report.path)),
-                "bytes": report.bytes,
                 "tables": dg.MetadataValue.json(report.tables),
             }
         )

@@ -155,3 +155,21 @@ def test_archiving_past_retention_moves_records_and_restores_without_loss(govern
     assert sorted(p.relative_to(root).as_posix() for p in settings.lake_dir.rglob("*.parquet")) == lake_before
     assert rows(settings.build_db, f"select * from {states} order by all") == facts_before
     assert all(r[4] is not None for r in archive_log(settings))  # every period marked restored
+
+
+def test_a_manifest_caught_half_written_is_read_again_and_a_broken_one_is_named(tmp_path: Path) -> None:
+    """dbt rewrites target/manifest.json in place: a reader that catches it half written reads it again."""
+    import threading
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"nodes": {"model.dataops.x": {"na')  # dbt still writing
+    finish = threading.Timer(0.3, lambda: manifest.write_text('{"nodes": {}}'))
+    finish.start()
+    try:
+        assert load_manifest(manifest) == {"nodes": {}}
+    finally:
+        finish.join()
+
+    manifest.write_text("{")
+    with pytest.raises(ValueError, match=r"manifest\.json is not valid JSON.*dataops dbt parse"):
+        load_manifest(manifest, attempts=2)

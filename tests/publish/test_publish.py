@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -206,8 +207,12 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
 def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
     published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Analysts keep the file they have while its build, quarantine, policy and pseudonym key are the same;
-    any of them changing, a build the warehouse cannot vouch for, or a lost swap publishes again."""
+    """Analysts keep the file they have while its build, quarantine, manifest, policy and pseudonym key are
+    the same; any of them changing, a build the warehouse cannot vouch for, or a lost swap publishes again."""
+    import shutil
+
+    import dataops.publish
+    from dataops.governance.metadata import load_manifest
     from dataops.governance.policy import POLICY_PATH
     from dataops.publish import publish
     from dataops.transform import forget_build
@@ -222,7 +227,7 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
         nonlocal last_id
         before = settings.analytics_db.stat().st_ino if settings.analytics_db.exists() else None
         report = publish(settings, window, run_id="test", **options)
-        wrote = report.unchanged_since_run is None
+        wrote = not report.unchanged
         assert (settings.analytics_db.stat().st_ino != before) == wrote
         assert (report.publish_id != last_id) == wrote
         newest = analyst(case, "select max_by(publish_id, published_at) from publish.publish_log")
@@ -251,9 +256,23 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
         conn.execute(f"delete from quarantine.{held[0]} where rowid = (select min(rowid) from quarantine.{held[0]})")
     assert publishes()
 
-    settings.analytics_db.unlink()  # stopped between recording the publish and swapping its file in
+    manifest = load_manifest()
+    fct_leads = next(n for n in manifest["nodes"].values() if n["unique_id"] == "model.dataops.fct_leads")
+    fct_leads["columns"]["company_name"].setdefault("tags", []).append("pii")  # newly declared personal data
+    monkeypatch.setattr(dataops.publish, "load_manifest", lambda: manifest)
     assert publishes()
     assert not publishes()
+
+    older = tmp_path / "older.duckdb"  # the analyst file of a publish that is not the last one recorded
+    shutil.copy(settings.analytics_db, older)
+    assert publishes(republish_unchanged=True)
+    os.replace(older, settings.analytics_db)  # as if the run had stopped before swapping its file in
+    assert publishes()
+    assert not publishes()
+
+    settings.restricted_db.unlink()
+    assert publishes()
+    assert settings.restricted_db.exists()
 
     with duckdb.connect(str(settings.build_db)) as conn:  # dbt run by hand: the warehouse cannot say what
         forget_build(conn)  # its marts were built from
@@ -276,14 +295,11 @@ def test_the_quarantine_summary_counts_each_held_row_once(published: Published, 
             select * replace (list_append(_reasons, 'zz_second: a second reason') as _reasons)
             from quarantine.{table} limit 1
         """)
-        held = dict(
-            conn.execute(
-                "select replace(table_name, '__', '.'), estimated_size from duckdb_tables() "
-                "where schema_name = 'quarantine'"
-            ).fetchall()
-        )
-        for name in held:
-            held[name] = conn.execute(f"select count(*) from quarantine.{name.replace('.', '__')}").fetchone()[0]
+        names = conn.execute("select table_name from duckdb_tables() where schema_name = 'quarantine'").fetchall()
+        held = {
+            name.replace("__", "."): conn.execute(f"select count(*) from quarantine.{name}").fetchone()[0]
+            for (name,) in names
+        }
     day = case.late_day - dt.timedelta(days=1)
     publish(case.settings, (day, day))
 
