@@ -173,3 +173,38 @@ def test_a_manifest_caught_half_written_is_read_again_and_a_broken_one_is_named(
     manifest.write_text("{")
     with pytest.raises(ValueError, match=r"manifest\.json is not valid JSON.*dataops dbt parse"):
         load_manifest(manifest, attempts=2)
+
+
+def test_a_restore_that_cannot_mark_its_log_puts_no_rows_back(governed: Governed, tmp_path: Path) -> None:
+    """Restored rows and the log that says so land together: the log is how a re-run sees that the marts
+    changed (docs/decisions/0021), so rows back with an unchanged log would never be published."""
+    from typing import Any, cast
+
+    from dataops.governance.archive import _restore
+
+    root = tmp_path / "data"
+    shutil.copytree(governed.settings.data_dir, root)
+    settings = Settings(root)
+    states = "marts.fct_customer_states_daily"
+    archive(settings, published_datasets(load_manifest()), BUILT_START + dt.timedelta(days=730 + 35))
+    archived = rows(settings.build_db, f"select count(*) from {states}")
+
+    class LogWriteFails:
+        """The build warehouse, failing the statement that marks the log (a full disk, a killed process)."""
+
+        def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> duckdb.DuckDBPyConnection:
+            if sql.startswith("update governance.archive_log"):
+                raise duckdb.IOException("no space left on device")
+            return self.conn.execute(sql, *args)
+
+    with duckdb.connect(str(settings.build_db)) as conn, pytest.raises(duckdb.IOException, match="no space"):
+        _restore(cast(Any, LogWriteFails(conn)), settings, states, "2025-01")
+
+    assert rows(settings.build_db, f"select count(*) from {states}") == archived  # nothing came back
+    waiting = f"select count(*) from governance.archive_log where dataset = '{states}' and restored_at is null"
+    assert rows(settings.build_db, waiting) == [(1,)]
+    restore_all(settings, states)
+    assert rows(settings.build_db, waiting) == [(0,)]
