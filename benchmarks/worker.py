@@ -2,8 +2,9 @@
 
 The task's result is written as JSON to the ``out`` path of its arguments. Tasks: ``simulate``, ``pipeline``
 (one Dagster run of the platform's daily job over a date range, as ``dataops run``/``backfill`` launch it),
-``floor_prepare`` (untimed: the raw layer out to Parquet, the dbt project compiled), ``floor`` (the compiled
-SQL in one DuckDB connection) and ``compare`` (the KPIs of the floor and of the pipeline).
+``dagster_alone`` (the same run with every step idle), ``floor_prepare`` (untimed: the raw layer out to
+Parquet, the dbt project compiled), ``floor`` (the compiled SQL in one DuckDB connection) and ``compare``
+(the KPIs of the floor and of the pipeline).
 """
 
 from __future__ import annotations
@@ -130,6 +131,36 @@ def event_counts(records: list[Any]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def run_tags(start: dt.date, end: dt.date) -> dict[str, str]:
+    """The tags of a measured run: one run over the range, as ``dataops backfill`` launches it."""
+    return {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+        "dataops/launched_by": "benchmark",
+        # A fresh window's first month-start billing day has no month of history for the volume breaker
+        # to compare with; the benchmark measures cost, so it lets spikes through with the documented tag.
+        "dataops/allow_volume_spike": "all",
+    }
+
+
+def step_intervals(records: list[Any]) -> tuple[dict[str, tuple[float, float]], set[str]]:
+    """Each step's start and end (from its events), and the steps that evaluated asset checks."""
+    opened: dict[str, float] = {}
+    steps: dict[str, tuple[float, float]] = {}
+    check_steps: set[str] = set()
+    for record in records:
+        entry = record.event_log_entry
+        key = str(entry.step_key)
+        kind = entry.dagster_event.event_type_value if entry.dagster_event is not None else ""
+        if kind == "ASSET_CHECK_EVALUATION":
+            check_steps.add(key)
+        elif kind == "STEP_START":
+            opened[key] = entry.timestamp
+        elif kind in STEP_ENDS and key in opened:
+            steps[key] = (opened[key], entry.timestamp)
+    return steps, check_steps
+
+
 def pipeline(args: dict[str, Any]) -> dict[str, Any]:
     """One run of the daily job over [start, end] on the data directory's own Dagster instance."""
     data_dir = Path(args["data_dir"])
@@ -157,14 +188,7 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
         from orchestration.definitions import defs
 
         job = defs().resolve_job_def(JOB)
-        tags = {
-            "dagster/asset_partition_range_start": start.isoformat(),
-            "dagster/asset_partition_range_end": end.isoformat(),
-            "dataops/launched_by": "benchmark",
-            # A fresh window's first month-start billing day has no month of history for the volume breaker
-            # to compare with; the benchmark measures cost, so it lets spikes through with the documented tag.
-            "dataops/allow_volume_spike": "all",
-        }
+        tags = run_tags(start, end)
         launched = time.time()
         with dg.DagsterInstance.get() as instance:
             run_config: dict[str, Any] = dict(QUIET)
@@ -180,19 +204,7 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
     wall_end = time.time()
     probe.remove()
     records = run_records(result.run_id)
-    opened: dict[str, float] = {}
-    steps: dict[str, tuple[float, float]] = {}
-    check_steps: set[str] = set()
-    for record in records:
-        entry = record.event_log_entry
-        key = str(entry.step_key)
-        kind = entry.dagster_event.event_type_value if entry.dagster_event is not None else ""
-        if kind == "ASSET_CHECK_EVALUATION":
-            check_steps.add(key)
-        elif kind == "STEP_START":
-            opened[key] = entry.timestamp
-        elif kind in STEP_ENDS and key in opened:
-            steps[key] = (opened[key], entry.timestamp)
+    steps, check_steps = step_intervals(records)
     by_step_stage: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for key, interval in steps.items():
         by_step_stage[_step_stage(key, key in check_steps)].append(interval)
@@ -244,6 +256,45 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
         "events": event_counts(records),
         "dbt_nodes_s": _dbt_split(dbt_targets),  # per node type, summed over dbt's 2 threads
         "dbt_targets": [str(t) for t in dbt_targets],
+    }
+
+
+def dagster_alone(args: dict[str, Any]) -> dict[str, Any]:
+    """The same job over the same window on a new instance of the platform's kind, every step idle
+    (``benchmarks/idle.py``): what Dagster costs around the work, whatever the work costs."""
+    data_dir, home = Path(args["data_dir"]), Path(args["dagster_home"])
+    start, end = _date(args["start"]), _date(args["end"])
+    os.environ.update({"DATAOPS_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)})
+    wall_start = time.time()
+    import dagster as dg
+
+    from benchmarks.idle import idle_definitions
+    from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home
+    from dataops.settings import Settings
+
+    dagster_home(Settings.from_env())  # the platform's instance config (pools, one run at a time)
+    os.environ.setdefault(PLANNED_EVENTS, "true")
+    from orchestration.definitions import defs
+
+    job = idle_definitions(defs(), JOB).resolve_job_def(JOB)
+    launched = time.time()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance, tags=run_tags(start, end), raise_on_error=False, run_config=dict(QUIET)
+        )
+    wall_end = time.time()
+    records = run_records(result.run_id)
+    steps, _ = step_intervals(records)
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "days": (end - start).days + 1,
+        "success": result.success,
+        "wall_s": round(wall_end - wall_start, 3),
+        "startup_s": round(launched - wall_start, 3),
+        "planning_s": round(min((a for a, _ in steps.values()), default=launched) - launched, 3),
+        "steps": {k: round(b - a, 3) for k, (a, b) in sorted(steps.items(), key=lambda kv: kv[1][0])},
+        "events": event_counts(records),
     }
 
 
@@ -384,7 +435,14 @@ def compare(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-TASKS = {"simulate": simulate, "pipeline": pipeline, "floor_prepare": floor_prepare, "floor": floor, "compare": compare}
+TASKS = {
+    "simulate": simulate,
+    "pipeline": pipeline,
+    "dagster_alone": dagster_alone,
+    "floor_prepare": floor_prepare,
+    "floor": floor,
+    "compare": compare,
+}
 
 
 def main() -> None:

@@ -41,8 +41,14 @@ def test_harness_smoke(tmp_path: Path) -> None:
     # every asset and day is one materialisation event: 2 days, so at least two per ingested table
     events = build["events"]
     assert events["ASSET_MATERIALIZATION"] >= 2 * 17 and events["RUN_SUCCESS"] == 1, events
+    # Dagster alone: the same run with every step idle writes the events the build wrote
+    alone = result["full"]["dagster_alone"]
+    counted = ("ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION", "STEP_OUTPUT")
+    assert alone["success"] and alone["steps"].keys() == build["steps"].keys(), (alone["steps"], build["steps"])
+    assert {k: alone["events"].get(k) for k in counted} == {k: events.get(k) for k in counted}
     table = result_path.with_suffix(".md").read_text()
     assert "| **full build / floor** |" in table
+    assert "| Dagster alone / floor |" in table
     assert f"Dagster events the build wrote: {sum(events.values()):,} (" in table
 
 
@@ -57,6 +63,9 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
         if name == "simulate":
             calls.append(("simulate", args["start"], args["through"]))
             return {"wall_s": 0.0}
+        if name == "dagster_alone":
+            calls.append(("dagster_alone", args["start"], args["end"]))
+            return {"success": True, "wall_s": 1.0, "steps": {}, "events": {}}
         calls.append(("pipeline", args["start"], args["end"], args["rebuild_unchanged"]))
         stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
         outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": 1.0, "startup_s": 0.0}
@@ -86,6 +95,7 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
         ("pipeline", day(5), day(5), False),  # daily run after 5 days
         ("pipeline", day(5), day(5), False),  # the same day again: no new data
         ("pipeline", day(5), day(5), True),  # and again, with dbt run over the unchanged build
+        ("dagster_alone", day(5), day(5)),  # and the daily run with every step idle
     ]
     kinds = [(r["kind"], r["history_days"]) for r in result["runs"]]
     assert kinds == [
