@@ -4,8 +4,11 @@ The floor measures the data work with nothing around it. This measures the oppos
 costs to run the same job over the same window on the same kind of instance, however fast the work inside
 the steps. Each step keeps its assets, checks, partitions, backfill policy and concurrency pool, and reports
 each selected asset materialised and each selected check passed, so the run writes the events the real one
-writes (the harness's smoke test compares them). If this alone exceeds a target, no work inside the steps
-can meet it on this graph and instance.
+writes, except the steps' log messages (the harness's smoke test compares them). If this alone exceeds a
+target, no work inside the steps can meet it on this graph and instance.
+
+Left out, as an idle step never needs them: resources, retry policies, op tags and config, and the job's
+config and hooks. A graph-backed asset is refused, not flattened.
 
 No ``from __future__ import annotations`` here: Dagster reads the steps' context annotations as types.
 """
@@ -24,7 +27,7 @@ def _topological(specs: list[dg.AssetSpec]) -> list[dg.AssetKey]:
     def visit(key: dg.AssetKey) -> None:
         if key in order or key not in deps:
             return
-        for parent in sorted(deps[key], key=lambda k: k.to_user_string()):
+        for parent in sorted(deps[key] - {key}, key=lambda k: k.to_user_string()):  # not itself (yesterday's)
             visit(parent)
         order.append(key)
 
@@ -46,13 +49,16 @@ def _report(context: Any, order: list[dg.AssetKey]) -> Iterator[dg.MaterializeRe
 def idle_assets(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
     """The same step as ``assets_def`` (name, assets, checks, partitions, policy, pool), doing no work."""
     node = assets_def.node_def
-    pool = node.pool if isinstance(node, dg.OpDefinition) else None
+    if not isinstance(node, dg.OpDefinition):
+        raise TypeError(f"{node.name} is a graph-backed asset: its idle copy would be one step, not its ops")
+    pool = node.pool
     specs, checks = list(assets_def.specs), list(assets_def.check_specs)
     order = _topological(specs)
     if not specs:  # checks alone (the gate, the freshness checks)
 
         @dg.multi_asset_check(specs=checks, name=node.name, can_subset=assets_def.can_subset, pool=pool)
         def idle_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+            # mypy: the generator yields only check results here (no asset keys to report)
             yield from _report(context, [])  # type: ignore[misc]
 
         return idle_checks
@@ -73,6 +79,7 @@ def idle_assets(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
 
 
 def _runs(definition: object) -> TypeGuard[dg.AssetsDefinition]:
+    """Whether Dagster executes it (external assets and specs pass through unchanged)."""
     return isinstance(definition, dg.AssetsDefinition) and definition.is_executable
 
 

@@ -269,7 +269,7 @@ def dagster_alone(args: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
     from benchmarks.idle import idle_definitions
-    from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home
+    from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home, run_failures
     from dataops.settings import Settings
 
     dagster_home(Settings.from_env())  # the platform's instance config (pools, one run at a time)
@@ -290,6 +290,7 @@ def dagster_alone(args: dict[str, Any]) -> dict[str, Any]:
         "end": end.isoformat(),
         "days": (end - start).days + 1,
         "success": result.success,
+        "failures": [failure[:500] for failure in run_failures(result)[0]],
         "wall_s": round(wall_end - wall_start, 3),
         "startup_s": round(launched - wall_start, 3),
         "planning_s": round(min((a for a, _ in steps.values()), default=launched) - launched, 3),

@@ -137,3 +137,36 @@ def test_the_volume_breakers_count_as_checks_not_as_orchestration() -> None:
     assert seconds["checks"] == pytest.approx(1.25)  # the gate's step and both breakers
     assert intervals["checks"] == [(10.0, 10.5), (1.0, 1.25), (3.0, 3.5)]
     assert seconds["extract"] == 1.0 and seconds["dbt"] == 4.0
+
+
+def _sf10_full(alone: dict[str, Any]) -> dict[str, Any]:
+    build = {
+        "wall_s": 80.0, "startup_s": 4.0, "peak_rss": 2**30, "success": True,
+        "stages": {"dbt": {"seconds": 30.0, "peak_rss": 0}},
+    }  # fmt: skip
+    compared = {"identical": True, "rows_pipeline": 1}
+    floor = {"wall_s": 4.0, "peak_rss": 0}
+    return {"build": build, "floor": floor, "ratio": 20.0, "kpis_compared": compared, "dagster_alone": alone}
+
+
+def test_the_tables_set_dagster_alone_beside_the_floor_and_name_it_in_the_sf10_target() -> None:
+    full = _sf10_full({"success": True, "wall_s": 24.0, "startup_s": 3.0, "steps": {}, "events": {}})
+    lines = run._full_build_table(full)
+    assert "| Dagster alone / floor | 6.0x | | |" in lines
+    assert "| (full build - Dagster alone) / floor | 14.0x | | |" in lines
+    result = {"scale": 10, "full": full}
+    assert run.targets(result)["ratio_sf10"] == ("20.0x (Dagster alone, every step idle: 6.0x)", 3.0, "NO")
+    daily = {"success": True, "wall_s": 8.0, "startup_s": 3.0, "steps": {"enterprise_model": 1.5}, "events": {"X": 9}}
+    [row] = [
+        line
+        for line in run._ladder_and_scaling_tables({"incremental": {"runs": [], "dagster_alone": daily}})
+        if "Dagster alone" in line
+    ]
+    assert row.split(" | ")[2:8] == ["8.0", "3.0", "–", "1.5", "–", "9"]
+
+
+def test_a_failed_idle_run_is_shown_failed_and_left_out_of_the_target() -> None:
+    failed = {"success": False, "failures": ["enterprise_model: boom"], "wall_s": 2.0, "steps": {}, "events": {}}
+    full = _sf10_full(failed)
+    assert "| Dagster alone: FAILED (enterprise_model: boom) | | | |" in run._full_build_table(full)
+    assert run.targets({"scale": 10, "full": full})["ratio_sf10"] == ("20.0x", 3.0, "NO")
