@@ -179,15 +179,11 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
             profiler.start()
         import dagster as dg
 
-        from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home, run_failures
+        from dataops.operations import QUIET
         from dataops.settings import Settings
 
         probe.install()
-        dagster_home(Settings.from_env())
-        os.environ.setdefault(PLANNED_EVENTS, "true")  # as every platform entry point does (decision 0014)
-        from orchestration.definitions import defs
-
-        job = defs().resolve_job_def(JOB)
+        job = platform_definitions().resolve_job_def(JOB)
         tags = run_tags(start, end)
         launched = time.time()
         with dg.DagsterInstance.get() as instance:
@@ -233,29 +229,57 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
         tree = profiler.output_text(unicode=False, color=False, show_all=False)
         flat = profiler.output_text(unicode=False, color=False, show_all=True, flat=True)
         out.with_name(out.name + ".txt").write_text(f"{tree}\n\nSelf time per function:\n{flat[:20000]}")
-    failures, failed_checks = run_failures(result)
-    failures = [failure[:500] for failure in failures]
-    return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "days": (end - start).days + 1,
-        "success": result.success,
-        "failures": failures,
-        "failed_checks": failed_checks,
-        "wall_s": round(wall_end - wall_start, 3),
-        "startup_s": round(launched - wall_start, 3),  # imports, definitions (dbt manifest), instance
-        # from launch to the first step: the run's plan, incl. one planned event per asset *and partition*
-        "planning_s": round(min((a for a, _ in steps.values()), default=launched) - launched, 3),
+    return run_summary(result, records, steps, (start, end), (wall_start, launched, wall_end)) | {
         "ingest_steps_s": round(ingest_steps, 3),
         "peak_rss": sampler.peak(),
         "maxrss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "maxrss_children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
         "stages": stages,
-        "steps": {k: round(b - a, 3) for k, (a, b) in sorted(steps.items(), key=lambda kv: kv[1][0])},
         "pandera": pandera,
-        "events": event_counts(records),
         "dbt_nodes_s": _dbt_split(dbt_targets),  # per node type, summed over dbt's 2 threads
         "dbt_targets": [str(t) for t in dbt_targets],
+    }
+
+
+def platform_definitions() -> Any:
+    """The platform's definitions, loaded as its entry points load them: the data directory's instance
+    created with the platform's config, and one planned event per asset (decision 0014)."""
+    from dataops.operations import PLANNED_EVENTS, dagster_home
+    from dataops.settings import Settings
+
+    dagster_home(Settings.from_env())
+    os.environ.setdefault(PLANNED_EVENTS, "true")
+    from orchestration.definitions import defs
+
+    return defs()
+
+
+def run_summary(
+    result: Any,
+    records: list[Any],
+    steps: dict[str, tuple[float, float]],
+    window: tuple[dt.date, dt.date],
+    clock: tuple[float, float, float],
+) -> dict[str, Any]:
+    """What every measured run reports: its window, outcome, times and events. ``clock`` is the wall time
+    at the start, at launch and at the end."""
+    from dataops.operations import run_failures
+
+    (start, end), (wall_start, launched, wall_end) = window, clock
+    failures, failed_checks = run_failures(result)
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "days": (end - start).days + 1,
+        "success": result.success,
+        "failures": [failure[:500] for failure in failures],
+        "failed_checks": failed_checks,
+        "wall_s": round(wall_end - wall_start, 3),
+        "startup_s": round(launched - wall_start, 3),  # imports, definitions (dbt manifest), instance
+        # from launch to the first step: the run's plan, incl. one planned event per asset *and partition*
+        "planning_s": round(min((a for a, _ in steps.values()), default=launched) - launched, 3),
+        "steps": {k: round(b - a, 3) for k, (a, b) in sorted(steps.items(), key=lambda kv: kv[1][0])},
+        "events": event_counts(records),
     }
 
 
@@ -269,14 +293,9 @@ def dagster_alone(args: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
     from benchmarks.idle import idle_definitions
-    from dataops.operations import PLANNED_EVENTS, QUIET, dagster_home, run_failures
-    from dataops.settings import Settings
+    from dataops.operations import QUIET
 
-    dagster_home(Settings.from_env())  # the platform's instance config (pools, one run at a time)
-    os.environ.setdefault(PLANNED_EVENTS, "true")
-    from orchestration.definitions import defs
-
-    job = idle_definitions(defs(), JOB).resolve_job_def(JOB)
+    job = idle_definitions(platform_definitions(), JOB).resolve_job_def(JOB)
     launched = time.time()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
@@ -285,18 +304,7 @@ def dagster_alone(args: dict[str, Any]) -> dict[str, Any]:
     wall_end = time.time()
     records = run_records(result.run_id)
     steps, _ = step_intervals(records)
-    return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "days": (end - start).days + 1,
-        "success": result.success,
-        "failures": [failure[:500] for failure in run_failures(result)[0]],
-        "wall_s": round(wall_end - wall_start, 3),
-        "startup_s": round(launched - wall_start, 3),
-        "planning_s": round(min((a for a, _ in steps.values()), default=launched) - launched, 3),
-        "steps": {k: round(b - a, 3) for k, (a, b) in sorted(steps.items(), key=lambda kv: kv[1][0])},
-        "events": event_counts(records),
-    }
+    return run_summary(result, records, steps, (start, end), (wall_start, launched, wall_end))
 
 
 def floor_prepare(args: dict[str, Any]) -> dict[str, Any]:

@@ -109,7 +109,9 @@ CAUSES = """
 """
 
 
-def publish_inputs(conn: duckdb.DuckDBPyConnection, settings: Settings, manifest: dict[str, Any]) -> str | None:
+def publish_inputs(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, manifest: dict[str, Any], datasets: dict[str, DatasetMeta]
+) -> str | None:
     """A digest of everything a publish is made from, or None when the warehouse cannot say what its marts
     were built from (no complete build recorded: a build failed, stopped, ran a subset or ran by hand).
 
@@ -123,7 +125,6 @@ def publish_inputs(conn: duckdb.DuckDBPyConnection, settings: Settings, manifest
     build = built_from(conn)
     if build is None:
         return None
-    datasets = published_datasets(manifest)
     return digest(
         {
             "build": list(build),
@@ -185,7 +186,8 @@ def publish(
     with connect(settings.build_db, limits=limits) as conn:
         conn.execute(PUBLISH_DDL)
         manifest = load_manifest()
-        inputs = publish_inputs(conn, settings, manifest)
+        declared = published_datasets(manifest)
+        inputs = publish_inputs(conn, settings, manifest, declared)
         if inputs is not None and not republish_unchanged:
             held = _already_published(conn, settings, inputs)
             if held is not None:
@@ -235,9 +237,7 @@ def publish(
                 conn.execute(f"drop table {name}")
         report = PublishReport(publish_id, published_at, as_of, target, changed_values=changed, restatements=restated)
         datasets = {
-            name: meta
-            for name, meta in published_datasets(manifest).items()
-            if name in {f"{s}.{t}" for s, t in _published_tables(conn)}
+            name: meta for name, meta in declared.items() if name in {f"{s}.{t}" for s, t in _published_tables(conn)}
         }
         restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
         personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}

@@ -15,6 +15,7 @@ because a dashboard nobody rebuilt (publishing stopped) is exactly when it must 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import logging
@@ -143,8 +144,13 @@ def refresh_dashboard(settings: Settings, now: dt.datetime | None = None) -> tup
 
 def made_from(status: Status) -> str:
     """A digest of the status the page shows (its publish included) and of the code that draws it."""
-    code = [Path(__file__), *sorted(TEMPLATES.iterdir())]
-    return digest({"status": asdict(status), "code": files_digest(code), "plotly": plotly.__version__})
+    return digest({"status": asdict(status), "code": _code_digest(), "plotly": plotly.__version__})
+
+
+@functools.cache
+def _code_digest() -> str:
+    """The drawing code, read once per process: comparing and then drawing a page both need it."""
+    return files_digest([Path(__file__), *sorted(TEMPLATES.iterdir())])
 
 
 MADE_FROM = re.compile(r'<meta name="dataops-made-from" content="([0-9a-f]{64})">')
