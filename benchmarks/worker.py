@@ -179,10 +179,13 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
             profiler.start()
         import dagster as dg
 
-        from dataops.operations import QUIET
-        from dataops.settings import Settings
+        from application.mock_sources import crm_environment
+        from application.runs import QUIET
+        from dataops.core.settings import Settings
 
         probe.install()
+        crm = crm_environment(Settings.from_env())  # the simulated CRM, served as a demo's run serves it
+        crm.__enter__()
         job = platform_definitions().resolve_job_def(JOB)
         tags = run_tags(start, end)
         launched = time.time()
@@ -194,6 +197,7 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
             if args.get("rebuild_unchanged"):  # run dbt even over an unchanged build (docs/decisions/0020)
                 run_config["ops"] = {"enterprise_model": {"config": {"rebuild_unchanged": True}}}
             result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=run_config)
+        crm.__exit__(None, None, None)
         if profiler is not None:
             profiler.stop()
         dbt_targets = [Settings.from_env().dbt_runs_dir / result.run_id]  # the run's dbt artefacts
@@ -244,8 +248,8 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
 def platform_definitions() -> Any:
     """The platform's definitions, loaded as its entry points load them: the data directory's instance
     created with the platform's config, and one planned event per asset (decision 0014)."""
-    from dataops.operations import PLANNED_EVENTS, dagster_home
-    from dataops.settings import Settings
+    from application.runs import PLANNED_EVENTS, dagster_home
+    from dataops.core.settings import Settings
 
     dagster_home(Settings.from_env())
     os.environ.setdefault(PLANNED_EVENTS, "true")
@@ -263,7 +267,7 @@ def run_summary(
 ) -> dict[str, Any]:
     """What every measured run reports: its window, outcome, times and events. ``clock`` is the wall time
     at the start, at launch and at the end."""
-    from dataops.operations import run_failures
+    from application.runs import run_failures
 
     (start, end), (wall_start, launched, wall_end) = window, clock
     failures, failed_checks = run_failures(result)
@@ -292,8 +296,8 @@ def dagster_alone(args: dict[str, Any]) -> dict[str, Any]:
     wall_start = time.time()
     import dagster as dg
 
+    from application.runs import QUIET
     from benchmarks.idle import idle_definitions
-    from dataops.operations import QUIET
 
     job = idle_definitions(platform_definitions(), JOB).resolve_job_def(JOB)
     launched = time.time()
@@ -312,7 +316,7 @@ def floor_prepare(args: dict[str, Any]) -> dict[str, Any]:
     compiled it (its manifest; models are built from scratch on a first build), else ``dbt compile``."""
     import duckdb
 
-    from dataops.settings import Settings
+    from dataops.core.settings import Settings
 
     data_dir, bench = Path(args["data_dir"]), Path(args["floor_dir"])
     inputs = bench / "inputs"
@@ -362,9 +366,9 @@ def floor_prepare(args: dict[str, Any]) -> dict[str, Any]:
 
 def _compile(settings: Any, target: Path, start: str, end: str) -> None:
     """dbt compile as a full refresh with the run's vars and window (when the build's own SQL is missing)."""
-    from dataops.registry import load_registry
-    from dataops.settings import DBT_PROJECT_DIR
-    from dataops.transform import dbt_environment, dbt_executable, registry_vars, window_environment
+    from dataops.core.settings import DBT_PROJECT_DIR
+    from dataops.transform.dbt import dbt_environment, dbt_executable, registry_vars, window_environment
+    from registry.loader import load_registry
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
     env |= dbt_environment(settings) | window_environment(start, end)
@@ -392,7 +396,7 @@ def floor(args: dict[str, Any]) -> dict[str, Any]:
     """The floor: the landed raw layer and the compiled models, in order, in one DuckDB connection."""
     import duckdb
 
-    from dataops.warehouse import Limits
+    from dataops.core.warehouse import Limits
 
     bench = Path(args["floor_dir"])
     plan = json.loads((bench / "plan.json").read_text())

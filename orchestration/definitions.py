@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dataops.settings import Settings
-from orchestration.defs import automation, egress, publish, quality, simulation, transform
+from dataops.core.settings import Settings
+from orchestration.defs import automation, egress, publish, quality, transform
 from orchestration.defs.ingest import accounting, crm, erp
 from orchestration.partitions import daily_partitions
 from orchestration.resources import platform_resource, sources_resource
@@ -14,8 +14,7 @@ from orchestration.resources import platform_resource, sources_resource
 @dg.definitions
 def defs() -> dg.Definitions:
     partitions = daily_partitions(Settings.from_env())
-    mock = simulation.mock_sources_in_use()
-    sources_upstream = [simulation.SIMULATION_KEY] if mock else []
+    sources_upstream: list[dg.AssetKey] = []
     ingest = [
         *erp.assets(partitions, sources_upstream),
         *crm.assets(partitions, sources_upstream),
@@ -25,7 +24,6 @@ def defs() -> dg.Definitions:
     published_inputs = [k for k in model[0].keys if k.path[0] in {"marts", "kpis"}]
     core = dg.Definitions(
         assets=[
-            *(simulation.assets(partitions) if mock else []),
             *ingest,
             *model,
             *publish.assets(partitions, published_inputs),

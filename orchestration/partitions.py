@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from dataops.settings import Settings
+from dataops.core.settings import Settings
 
 DEFAULT_HISTORY_DAYS = 120
 

@@ -12,13 +12,13 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from dataops.core.settings import DEFAULT_DATA_DIR, Settings
+from dataops.core.warehouse import Limits
 from dataops.ingest.connectors import Extractor, SourceUnavailable
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
 from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import IngestOptions
-from dataops.settings import DEFAULT_DATA_DIR, Settings
-from dataops.warehouse import Limits
 
 
 def from_env(name: str, default: Any) -> Any:
@@ -50,10 +50,7 @@ class PlatformResource(dg.ConfigurableResource):
 
 
 class SourcesResource(dg.ConfigurableResource):
-    """The ERP database, the CRM API and the accounting export folder.
-
-    With no ``CRM_BASE_URL`` the mock CRM is started in this process on a loopback port for the run.
-    """
+    """The ERP database, the CRM API and the accounting export folder, reached through their interfaces."""
 
     data_dir: str = str(DEFAULT_DATA_DIR)
     crm_base_url: str = ""
@@ -61,7 +58,6 @@ class SourcesResource(dg.ConfigurableResource):
     crm_max_attempts: int = 6
     crm_initial_backoff_seconds: float = 0.5
     crm_timeout_seconds: float = 10.0
-    _server: Any = PrivateAttr(default=None)
     _crm: CrmExtractor | None = PrivateAttr(default=None)
 
     @property
@@ -71,8 +67,6 @@ class SourcesResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._crm is not None:
             self._crm.close()
-        if self._server is not None:
-            self._server.stop()
 
     def extractor(self, system: str) -> Extractor:
         settings = self.settings
@@ -86,23 +80,17 @@ class SourcesResource(dg.ConfigurableResource):
 
     def _crm_extractor(self) -> CrmExtractor:
         if self._crm is None:
-            base_url, token = self.crm_base_url, self.crm_token
-            if not base_url:
-                from source_systems.crm.server import DEFAULT_TOKEN, start_in_thread
-
-                if not self.settings.crm_db.exists():
-                    raise SourceUnavailable(
-                        f"no CRM store at {self.settings.crm_db}; run `dataops simulate` "
-                        "first, or set CRM_BASE_URL and CRM_TOKEN"
-                    )
-                self._server = start_in_thread(self.settings.crm_db, token=token or DEFAULT_TOKEN)
-                base_url, token = self._server.url, self._server.token
+            if not self.crm_base_url:
+                raise SourceUnavailable(
+                    "no CRM configured: set CRM_BASE_URL and CRM_TOKEN (`dataops run` and `dataops ui` serve the "
+                    "simulated CRM of the data directory and set them)"
+                )
             policy = RetryPolicy(
                 max_attempts=self.crm_max_attempts,
                 initial_backoff=self.crm_initial_backoff_seconds,
                 timeout=self.crm_timeout_seconds,
             )
-            self._crm = CrmExtractor(base_url, token, policy=policy)
+            self._crm = CrmExtractor(self.crm_base_url, self.crm_token, policy=policy)
         return self._crm
 
 

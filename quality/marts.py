@@ -1,6 +1,6 @@
 """pandera models of the cleansed marts: the rules dbt's relational tests do not express.
 
-Each model validates one dataset as loaded from the build warehouse (see ``dataops.quality``); registry
+Each model validates one dataset as loaded from the build warehouse (see ``quality.gate``); registry
 values a rule depends on (a tolerance) arrive as columns of the dataset, so the rules stay static.
 """
 

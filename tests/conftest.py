@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from dataops.settings import Settings
+from dataops.core.settings import Settings
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from dataops.core.settings import Settings, environ
 from dataops.ingest.connectors import Extractor
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import ingest
-from dataops.settings import Settings, environ
 from quality.contracts import CONTRACTS
 from source_systems.crm.server import RunningServer
 
@@ -38,9 +38,10 @@ def run_job(
     **env: str,
 ) -> dg.ExecuteInProcessResult:
     """Materialise the selected assets for [start, end] in one in-process run, as a backfill would."""
+    from application.mock_sources import crm_environment
     from orchestration.definitions import defs
 
-    with environment(DATAOPS_DATA_DIR=str(data_dir), **env):
+    with environment(DATAOPS_DATA_DIR=str(data_dir), **env), crm_environment(Settings(data_dir)):
         definitions = defs()
         if selection is None:  # egress has its own tests; the rest need not pay for it on every run
             selection = dg.AssetSelection.all() - dg.AssetSelection.groups("egress")

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dataops.settings import Settings
+from dataops.core.settings import Settings
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job

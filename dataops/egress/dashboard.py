@@ -8,7 +8,7 @@ every analyst may see, personal data pseudonymised) and shows only aggregates of
 
 The same input gives the same bytes (sorted queries, no build timestamp), so a rebuild after a publish that
 changed nothing changes nothing. Freshness is the one judgement that depends on the clock: the file states
-it as checked at build time (``dataops.status``) and the page re-checks it with the same rule when opened,
+it as checked at build time (``dataops.publish.status``) and the page re-checks it with the same rule when opened,
 because a dashboard nobody rebuilt (publishing stopped) is exactly when it must not keep saying "fresh".
 """
 
@@ -37,10 +37,10 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from dataops.digest import digest, files_digest
-from dataops.settings import Settings
-from dataops.status import FRESHNESS_HOURS, Status, platform_status
-from dataops.warehouse import connect, query_frame, scalar
+from dataops.core.digest import digest, files_digest
+from dataops.core.settings import Settings
+from dataops.core.warehouse import connect, query_frame, scalar
+from dataops.publish.status import FRESHNESS_HOURS, CheckSummary, Status, platform_status
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,9 @@ class DashboardData:
     missing: list[str] = field(default_factory=list)
 
 
-def build_dashboard(settings: Settings, output: Path | None = None, now: dt.datetime | None = None) -> Path:
+def build_dashboard(
+    settings: Settings, output: Path | None = None, now: dt.datetime | None = None, checks: CheckSummary | None = None
+) -> Path:
     """Write the dashboard for the current publish; returns its path.
 
     ``now`` is the moment freshness is judged at build time (default: the clock); with the same warehouse
@@ -112,7 +114,7 @@ def build_dashboard(settings: Settings, output: Path | None = None, now: dt.date
     so a reader (or the server) never sees half of it.
     """
     target = output or dashboard_path(settings)
-    _write_page(target, render_dashboard(load_dashboard_data(settings, now)))
+    _write_page(target, render_dashboard(load_dashboard_data(settings, now, platform_status(settings, now, checks))))
     return target
 
 
@@ -126,7 +128,9 @@ def _write_page(target: Path, html: str) -> None:
     os.replace(handle.name, target)
 
 
-def refresh_dashboard(settings: Settings, now: dt.datetime | None = None) -> tuple[Path, bool]:
+def refresh_dashboard(
+    settings: Settings, now: dt.datetime | None = None, checks: CheckSummary | None = None
+) -> tuple[Path, bool]:
     """The pipeline's dashboard, written only when what it would show changed (docs/decisions/0021); returns
     its path and whether it was written.
 
@@ -135,7 +139,7 @@ def refresh_dashboard(settings: Settings, now: dt.datetime | None = None) -> tup
     that draws it, in a ``<meta>``. Only the status is read to compare; the KPIs only when the page changes.
     """
     target = dashboard_path(settings)
-    status = platform_status(settings, now)
+    status = platform_status(settings, now, checks)
     if _made_from_of(target) == made_from(status):
         return target, False
     _write_page(target, render_dashboard(load_dashboard_data(settings, now, status)))
@@ -269,7 +273,7 @@ def _definitions(conn: duckdb.DuckDBPyConnection, published: bool) -> list[KpiDe
             from reference.registry_kpis order by kpi_order, kpi_name
         """).fetchall()
         return [KpiDefinition(*(str(v) for v in row)) for row in rows]
-    from dataops.registry import load_registry
+    from registry.loader import load_registry
 
     registry = load_registry()
     return [

@@ -24,8 +24,8 @@ from typing import Any
 
 import duckdb
 
-from dataops.settings import Settings
-from dataops.warehouse import Limits, connect
+from dataops.core.settings import Settings
+from dataops.core.warehouse import Limits, connect
 
 EXPORTED_SCHEMAS = ("marts", "kpis")
 KEEP_VERSIONS = 3

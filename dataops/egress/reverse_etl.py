@@ -28,8 +28,8 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -37,10 +37,10 @@ from typing import Any
 
 import httpx
 
+from dataops.core.settings import Settings
+from dataops.core.warehouse import connect
 from dataops.ingest.connectors.crm import RetryPolicy, TransientCrmError, retrying_policy, send
-from dataops.registry import Registry, load_registry
-from dataops.settings import Settings
-from dataops.warehouse import connect
+from registry.loader import Registry, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -514,22 +514,12 @@ def sync_crm(
     return report
 
 
-@contextmanager
-def crm_endpoint(
-    settings: Settings, base_url: str | None = None, token: str | None = None
-) -> Iterator[tuple[str, str]]:
-    """The CRM to write to: the given URL, else ``CRM_BASE_URL``/``CRM_TOKEN``, else the mock CRM over
-    the data directory's CRM store, started on a loopback port for the duration (as ingestion does)."""
+def crm_endpoint(base_url: str | None = None, token: str | None = None) -> tuple[str, str]:
+    """The CRM to write to: the given URL and token, else ``CRM_BASE_URL`` and ``CRM_TOKEN``."""
     base_url = base_url or os.environ.get("CRM_BASE_URL") or None
-    token = token or os.environ.get("CRM_TOKEN") or None
-    if base_url:
-        yield base_url, token or ""
-        return
-    from source_systems.crm.server import DEFAULT_TOKEN, start_in_thread
-
-    if not settings.crm_db.exists():
+    if not base_url:
         raise CrmSyncError(
-            f"no CRM store at {settings.crm_db}; run `dataops simulate` first, or set CRM_BASE_URL and CRM_TOKEN"
+            "no CRM configured: set CRM_BASE_URL and CRM_TOKEN (`dataops` commands serve the simulated CRM of the "
+            "data directory and set them)"
         )
-    with start_in_thread(settings.crm_db, token=token or DEFAULT_TOKEN) as server:
-        yield server.url, server.token
+    return base_url, token or os.environ.get("CRM_TOKEN") or ""

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import duckdb
 
+from dataops.core.settings import Settings
+from dataops.core.warehouse import connect, scalar, transaction
 from dataops.governance.catalog import GOVERNANCE_DDL
 from dataops.governance.metadata import DatasetMeta
 from dataops.ingest import lake
-from dataops.settings import Settings
-from dataops.warehouse import connect, scalar, transaction
 from quality.contracts import CONTRACTS
 
 

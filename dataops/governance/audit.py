@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dataops.settings import Settings
+from dataops.core.settings import Settings
 
 
 def audit_path(settings: Settings) -> Path:

@@ -16,9 +16,8 @@ import yaml
 
 from dataops.governance.metadata import DatasetMeta
 from dataops.governance.policy import Policy
-from dataops.settings import PROJECT_ROOT
+from registry import DOMAINS_DIR
 
-DOMAINS_DIR = PROJECT_ROOT / "definitions" / "domains"
 GOVERNANCE_DDL = """
 create schema if not exists governance;
 create table if not exists governance.dataset_history (

@@ -19,10 +19,10 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from dataops.core.settings import Settings
 from dataops.governance import audit
 from dataops.governance.policy import Policy
 from dataops.governance.users import User
-from dataops.settings import Settings
 
 READABLE_SCHEMAS = ("marts", "kpis", "reference", "catalog", "publish", "information_schema")
 DENIED_FUNCTION_PREFIXES = ("read_", "parquet_", "sqlite_", "pg_", "duckdb_", "iceberg_", "delta_")

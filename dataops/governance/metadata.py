@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataops.settings import DBT_PROJECT_DIR
+from dataops.core.settings import DBT_PROJECT_DIR
 
 PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
 # The central list of what every published dataset must declare (a test fails when one lacks any).
@@ -78,7 +78,7 @@ def load_manifest(path: Path | None = None, attempts: int = 20) -> dict[str, Any
     written: it is read again for a few seconds before that counts as an error."""
     manifest = path or DBT_PROJECT_DIR / "target" / "manifest.json"
     if not manifest.exists():
-        from dataops.transform import prepare_manifest
+        from dataops.transform.dbt import prepare_manifest
 
         prepare_manifest()
     attempt = 1

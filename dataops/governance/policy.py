@@ -1,4 +1,4 @@
-"""The access policy: roles, grants and per-role limits, from one file (definitions/policy.yaml).
+"""The access policy: roles, grants and per-role limits, from one file (registry/policy.yaml).
 
 Who may read what is computed here and only here: the gateway enforces it, publishing splits the files by
 it, the catalog and the Dagster UI show it.
@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from dataops.settings import PROJECT_ROOT
+from registry import POLICY_FILE
 
-POLICY_PATH = PROJECT_ROOT / "definitions" / "policy.yaml"
+POLICY_PATH = POLICY_FILE
 
 
 class PolicyError(ValueError):

@@ -16,7 +16,7 @@ import secrets
 
 import duckdb
 
-from dataops.settings import Settings
+from dataops.core.settings import Settings
 
 BLOCK = 64  # SHA-256's block size in bytes: HMAC pads (or first hashes) the key to it
 

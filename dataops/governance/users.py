@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from dataops.core.settings import Settings
 from dataops.governance.policy import Policy
-from dataops.settings import Settings
 
 
 class AuthenticationError(PermissionError):

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
+from dataops.core.warehouse import query_frame, table_exists, transaction
 from dataops.ingest.contract import QUARANTINE_SCHEMA, ContractResult
-from dataops.warehouse import query_frame, table_exists, transaction
 from quality.contracts import Contract
 
 ORPHAN = "orphan_fk"

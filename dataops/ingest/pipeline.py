@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from dataops.core.settings import Settings
+from dataops.core.warehouse import Limits, connect
 from dataops.ingest import lake
 from dataops.ingest.connectors import Extractor, days
 from dataops.ingest.contract import ContractResult, apply_contract, check_shape
 from dataops.ingest.lake import LINEAGE
 from dataops.ingest.load import LoadResult, load_range
-from dataops.settings import Settings
-from dataops.warehouse import Limits, connect
 from quality.contracts import CONTRACTS, Contract
 
 

@@ -12,8 +12,8 @@ import os
 
 import dagster as dg
 
-from dataops.sensors import export_versions, new_deliveries
-from dataops.settings import Settings
+from dataops.core.settings import Settings
+from dataops.ingest.deliveries import export_versions, new_deliveries
 from orchestration.defs.publish import ANALYTICS_KEY
 
 DAILY_CRON = "0 2 * * *"  # 02:00 UTC: yesterday has closed everywhere

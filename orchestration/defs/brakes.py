@@ -14,11 +14,11 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from dataops.registry import load_registry
-from dataops.volume import ALLOW_TAG, check_volume
-from dataops.warehouse import Limits, connect
+from dataops.core.warehouse import Limits, connect
+from dataops.ingest.volume import ALLOW_TAG, check_volume
 from orchestration.resources import PlatformResource
 from quality.contracts import Contract
+from registry.loader import load_registry
 
 VOLUME_CHECK = "volume_within_recent_range"
 
@@ -76,7 +76,7 @@ def breaker_result(
         description = (
             f"volume circuit breaker tripped on {contract.name}: {summary}. If the spike is real, "
             f"re-run with the tag {ALLOW_TAG}={contract.name} or list it under "
-            "volume_breaker.expected_spikes in definitions/registry.yaml."
+            "volume_breaker.expected_spikes in registry/enterprise.yaml."
         )
     else:
         description = f"{contract.name}: volumes within range" + (

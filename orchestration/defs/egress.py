@@ -38,8 +38,10 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
     )
     def kpi_dashboard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         from dataops.egress.dashboard import refresh_dashboard
+        from orchestration.instance import failed_checks
 
-        path, written = refresh_dashboard(platform.settings)
+        checks = failed_checks(context.instance, context.run.run_id)
+        path, written = refresh_dashboard(platform.settings, checks=checks)
         context.log.info(
             f"dashboard written to {path}" if written else f"dashboard unchanged: {path} shows this publish and status"
         )
@@ -93,13 +95,8 @@ def assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]
                 context.log.info(f"CRM sync: {done}/{total} accounts")
                 reported = done
 
-        with crm_endpoint(settings, sources.crm_base_url or None, sources.crm_token or None) as (url, token):
-            report = sync_crm(
-                settings,
-                url,
-                token,
-                progress=progress,
-            )
+        url, token = crm_endpoint(sources.crm_base_url or None, sources.crm_token or None)
+        report = sync_crm(settings, url, token, progress=progress)
         return dg.MaterializeResult(
             metadata={
                 "as_of_date": str(report.as_of),

@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from dataops.publish import publish
+from dataops.publish.analyst_warehouse import publish
 from orchestration.defs.ingest import OWNER, WAREHOUSE_POOL
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource

@@ -13,11 +13,11 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from dataops.quality import GATE, CheckOutcome, GateCheck, run_check
-from dataops.registry import Registry, load_registry
-from dataops.warehouse import connect
+from dataops.core.warehouse import connect
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource
+from quality.gate import GATE, CheckOutcome, GateCheck, run_check
+from registry.loader import Registry, load_registry
 
 
 def _markdown(frame: pl.DataFrame) -> str:

@@ -14,11 +14,11 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from packaging import version
 
+from dataops.core.settings import DBT_PROJECT_DIR
+from dataops.core.warehouse import connect
 from dataops.governance.catalog import DomainNote, domain_notes
 from dataops.governance.policy import Policy, load_policy
-from dataops.registry import load_registry
-from dataops.settings import DBT_PROJECT_DIR
-from dataops.transform import (
+from dataops.transform.dbt import (
     build_inputs,
     built_from,
     dbt_env,
@@ -31,10 +31,10 @@ from dataops.transform import (
     run_target,
     write_registry_seeds,
 )
-from dataops.warehouse import connect
 from orchestration.defs.ingest import WAREHOUSE_POOL
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource
+from registry.loader import load_registry
 
 LAYERS = ("staging", "intermediate", "marts", "kpis")
 

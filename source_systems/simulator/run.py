@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dataops.registry import Registry, load_registry
+from registry.loader import Registry, load_registry
 from source_systems.accounting import export as accounting
 from source_systems.crm import store as crm_store
 from source_systems.erp import store as erp_store

@@ -19,7 +19,7 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 
-from dataops.registry import Registry
+from registry.loader import Registry
 from source_systems.simulator.state import State
 
 PROSPECT, ONBOARDING, ACTIVE, PAUSED, CHURNED = range(5)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dataops.registry import RegistryError, load_registry
-from dataops.settings import REGISTRY_PATH
+from registry import ENTERPRISE_FILE as REGISTRY_PATH
+from registry.loader import RegistryError, load_registry
 
 
 def test_the_committed_registry_defines_every_kpi() -> None:

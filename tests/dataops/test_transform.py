@@ -12,10 +12,10 @@ import duckdb
 import polars as pl
 import pytest
 
+from dataops.core.settings import Settings
 from dataops.governance.catalog import GOVERNANCE_DDL
 from dataops.ingest.pipeline import with_lineage
-from dataops.settings import Settings
-from dataops.transform import (
+from dataops.transform.dbt import (
     PARTIAL_PARSE,
     build_inputs,
     built_from,

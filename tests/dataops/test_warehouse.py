@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dataops.warehouse import connect, held_open, scalar
+from dataops.core.warehouse import connect, held_open, scalar
 
 
 def test_units_of_work_inside_held_open_join_the_open_database_and_checkpoint_once(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dataops.operations import dagster_home
-from dataops.settings import PROJECT_ROOT, Settings
+from application.runs import dagster_home
+from dataops.core.settings import PROJECT_ROOT, Settings
+from source_systems.crm.server import start_in_thread
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 from tests.local import free_port
@@ -61,7 +62,15 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     settings = Settings(root)
     simulate(settings.sources_dir, START + dt.timedelta(days=DAYS - 1), SimConfig(seed=2, scale=0.02, start=START))
     home = dagster_home(settings)  # with the platform's dagster.yaml: one run at a time
-    env = {**os.environ, "DATAOPS_DATA_DIR": str(root), "DAGSTER_HOME": str(home), "DAGSTER_TELEMETRY_DISABLED": "1"}
+    crm = start_in_thread(settings.crm_db)  # the simulated CRM, served as `dataops ui` serves it
+    env = {
+        **os.environ,
+        "DATAOPS_DATA_DIR": str(root),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_TELEMETRY_DISABLED": "1",
+        "CRM_BASE_URL": crm.url,
+        "CRM_TOKEN": crm.token,
+    }
     port = free_port()
     logs = root / "logs"
     logs.mkdir()
@@ -109,3 +118,4 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        crm.stop()

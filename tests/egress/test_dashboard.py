@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from dataops.core.settings import PROJECT_ROOT, Settings
 from dataops.egress.dashboard import (
     build_dashboard,
     dashboard_path,
@@ -22,7 +23,6 @@ from dataops.egress.dashboard import (
     refresh_dashboard,
     serve_dashboard,
 )
-from dataops.settings import PROJECT_ROOT, Settings
 from source_systems.simulator.run import simulate
 from tests.local import CHROMIUM, CHROMIUM_ARGS
 from tests.pipeline import run_job

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from dataops.core.settings import Settings
 from dataops.egress.reverse_etl import (
     DEFAULT_BATCH_SIZE,
     DELINQUENT_FIELD,
@@ -38,7 +39,6 @@ from dataops.egress.reverse_etl import (
     sync_db_path,
 )
 from dataops.ingest.connectors.crm import RetryPolicy
-from dataops.settings import Settings
 from quality.contracts import CONTRACTS
 from source_systems.crm import store
 from source_systems.crm.server import RunningServer, start_in_thread
@@ -267,14 +267,19 @@ def test_a_changed_value_writes_only_that_field(copy: Published, crm: RunningSer
 def test_an_account_the_crm_no_longer_has_is_skipped_and_retried_later(
     copy: Published, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no CRM_BASE_URL the mock CRM is started over the data directory's store, as ingestion does."""
+    """The application serves the data directory's simulated CRM and points the sync at it (CRM_BASE_URL)."""
+    from application.mock_sources import crm_environment
+
     settings = copy.settings
     with closing(sqlite3.connect(settings.crm_db)) as conn, conn:
         gone = conn.execute("select Id from accounts order by Id desc limit 1").fetchall()[0][0]
         conn.execute("delete from accounts where Id = ?", (gone,))
     monkeypatch.delenv("CRM_BASE_URL", raising=False)
     monkeypatch.delenv("CRM_TOKEN", raising=False)
-    with crm_endpoint(settings) as (url, token):
+    with pytest.raises(CrmSyncError, match="CRM_BASE_URL"):
+        crm_endpoint()  # the library starts no mock: only a configured CRM
+    with crm_environment(settings):
+        url, token = crm_endpoint()
         report = sync_crm(settings, url, token, max_requests_per_second=None)
         assert report.missing_accounts == [gone]
         assert report.accounts_patched == report.accounts_considered - 1

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dataops.core.settings import Settings
 from dataops.governance.gateway import Gateway
 from dataops.governance.policy import POLICY_PATH, Policy, load_policy
 from dataops.governance.users import User, add_user
-from dataops.settings import Settings
 from tests.pipeline import environment
 
 ROLES = ("analyst", "finance", "sales_ops", "marketing_ops", "executive", "data_engineer")

@@ -18,11 +18,11 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from dataops.core.settings import Settings
 from dataops.governance import audit
 from dataops.governance.gateway import Denied, Gateway
 from dataops.governance.policy import load_policy
 from dataops.governance.users import User, add_user
-from dataops.settings import Settings
 from tests.governance.conftest import Governed
 from tests.local import free_port
 

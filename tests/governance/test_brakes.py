@@ -11,14 +11,14 @@ import duckdb
 import pytest
 import yaml
 
-from dataops.registry import ExpectedSpike, load_registry
-from dataops.settings import Settings
-from dataops.transform import dbt_environment
-from dataops.volume import ALLOW_TAG, check_volume
-from dataops.warehouse import Limits, connect, scalar
+from dataops.core.settings import Settings
+from dataops.core.warehouse import Limits, connect, scalar
+from dataops.ingest.volume import ALLOW_TAG, check_volume
+from dataops.transform.dbt import dbt_environment
 from orchestration.defs.publish import ANALYTICS_KEY
 from orchestration.resources import platform_resource
 from quality.contracts import CONTRACTS
+from registry.loader import ExpectedSpike, load_registry
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 from tests.pipeline import environment, run_job

@@ -13,7 +13,8 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from dataops.cli.main import app
+from application.cli.main import app
+from dataops.core.settings import Settings
 from dataops.governance.archive import archive, archive_log, restore_all
 from dataops.governance.metadata import (
     REQUIRED_FIELDS,
@@ -21,8 +22,7 @@ from dataops.governance.metadata import (
     metadata_problems,
     published_datasets,
 )
-from dataops.publish import publish
-from dataops.settings import Settings
+from dataops.publish.analyst_warehouse import publish
 from tests.conftest import BUILT_DAYS, BUILT_START
 from tests.governance.conftest import Governed
 from tests.pipeline import environment

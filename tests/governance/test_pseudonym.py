@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dataops.core.settings import Settings
 from dataops.governance.pseudonym import hmac_pads, pseudonymise, register_pseudonym
-from dataops.settings import Settings
 
 KEYS = ["k", "0123456789abcdef" * 4, "a much longer key than one SHA-256 block, which HMAC hashes first " * 2, "clé🔑"]
 VALUES = ["ada@example.com", "", "zoë.müller@exämple.de", "x" * 300, None, "multi\nline\ttext"]

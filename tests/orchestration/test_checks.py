@@ -9,12 +9,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from dataops.quality import GATE
-from dataops.registry import load_registry
-from dataops.warehouse import Limits
+from dataops.core.warehouse import Limits
 from orchestration.defs.brakes import VOLUME_CHECK, breaker_result
 from orchestration.defs.quality import gate_results
 from quality.contracts import contract_for
+from quality.gate import GATE
+from registry.loader import load_registry
 
 DAY = dt.date(2025, 3, 3)
 

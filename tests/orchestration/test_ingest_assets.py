@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from dataops.settings import Settings
+from application.mock_sources import crm_environment
+from dataops.core.settings import Settings
 from orchestration.definitions import defs
 from orchestration.defs.brakes import VOLUME_CHECK
 from quality.contracts import CONTRACTS, parents_first
@@ -26,10 +28,11 @@ def sixty_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def definitions(sixty_days: Path, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
+def definitions(sixty_days: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Definitions]:
     monkeypatch.setenv("DATAOPS_DATA_DIR", str(sixty_days))
     monkeypatch.delenv("DATAOPS_START_DATE", raising=False)
-    return defs()
+    with crm_environment(Settings(sixty_days)):
+        yield defs()
 
 
 def fail_table(monkeypatch: pytest.MonkeyPatch, name: str, error: Exception) -> None:

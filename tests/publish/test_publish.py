@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from dataops.quality import GATE
+from quality.gate import GATE
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
 from tests.published import Published, copy_of
@@ -211,11 +211,11 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
     the same; any of them changing, a build the warehouse cannot vouch for, or a lost swap publishes again."""
     import shutil
 
-    import dataops.publish
+    import dataops.publish.analyst_warehouse
     from dataops.governance.metadata import load_manifest
     from dataops.governance.policy import POLICY_PATH
-    from dataops.publish import publish
-    from dataops.transform import forget_build
+    from dataops.publish.analyst_warehouse import publish
+    from dataops.transform.dbt import forget_build
 
     case = copy_of(published, tmp_path)
     settings = case.settings
@@ -259,7 +259,7 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
     manifest = load_manifest()
     fct_leads = next(n for n in manifest["nodes"].values() if n["unique_id"] == "model.dataops.fct_leads")
     fct_leads["columns"]["company_name"].setdefault("tags", []).append("pii")  # newly declared personal data
-    monkeypatch.setattr(dataops.publish, "load_manifest", lambda: manifest)
+    monkeypatch.setattr(dataops.publish.analyst_warehouse, "load_manifest", lambda: manifest)
     assert publishes()
     assert not publishes()
 
@@ -283,7 +283,7 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
 def test_the_quarantine_summary_counts_each_held_row_once(published: Published, tmp_path: Path) -> None:
     """A record quarantined twice (two deliveries of the same bad row), or for two reasons, is two rows in
     the count and each reason once, sorted: the counts analysts see equal the rows held."""
-    from dataops.publish import publish
+    from dataops.publish.analyst_warehouse import publish
 
     case = copy_of(published, tmp_path)
     with duckdb.connect(str(case.settings.build_db)) as conn:

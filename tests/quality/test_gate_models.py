@@ -6,8 +6,8 @@ import datetime as dt
 
 import polars as pl
 
-from dataops.quality import validate
 from quality import kpis, marts
+from quality.gate import validate
 
 D1, D2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
 

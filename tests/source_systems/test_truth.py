@@ -20,7 +20,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from dataops.registry import load_registry
+from registry.loader import load_registry
 from source_systems.simulator.state import State, frame
 from source_systems.simulator.truth import compute_truth
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dataops.core.settings import DBT_PROJECT_DIR, Settings
 from dataops.ingest.lake import PER_EXTRACTION
-from dataops.settings import DBT_PROJECT_DIR, Settings
-from dataops.transform import prepare_manifest, run_dbt
+from dataops.transform.dbt import prepare_manifest, run_dbt
 from quality.contracts import CONTRACTS
 
 pytestmark = pytest.mark.xdist_group("built")

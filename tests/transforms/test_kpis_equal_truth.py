@@ -8,8 +8,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from dataops.registry import load_registry
-from dataops.settings import Settings
+from dataops.core.settings import Settings
+from registry.loader import load_registry
 from tests.transforms.conftest import DAYS
 
 pytestmark = pytest.mark.xdist_group("built")

@@ -9,9 +9,10 @@ import polars as pl
 import pytest
 import yaml
 
-from dataops.registry import load_registry
-from dataops.settings import REGISTRY_PATH, Settings
-from dataops.transform import run_dbt
+from dataops.core.settings import Settings
+from dataops.transform.dbt import run_dbt
+from registry import ENTERPRISE_FILE as REGISTRY_PATH
+from registry.loader import load_registry
 from source_systems.simulator.run import recompute_truth
 from tests.pipeline import environment
 from tests.transforms.test_kpis_equal_truth import compare, kpis

@@ -1,4 +1,4 @@
-{#- The enterprise's normalisation rules (definitions/registry.yaml, customer_schema_rule). -#}
+{#- The enterprise's normalisation rules (registry/enterprise.yaml, customer_schema_rule). -#}
 
 {% macro normalize_text(column) -%}
     nullif(trim(regexp_replace({{ column }}, '\s+', ' ', 'g')), '')

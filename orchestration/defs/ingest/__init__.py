@@ -12,9 +12,9 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from dataops.core.warehouse import held_open
 from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.pipeline import IngestReport, ingest
-from dataops.warehouse import held_open
 from orchestration.defs.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
 from orchestration.partitions import window
 from orchestration.resources import PlatformResource, SourcesResource

@@ -11,12 +11,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dataops.core.settings import Settings
 from dataops.ingest.connectors import Extractor
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
 from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import IngestOptions, IngestReport, ingest
-from dataops.settings import Settings
 from quality.contracts import CONTRACTS
 from source_systems.crm.server import RunningServer, start_in_thread
 from source_systems.simulator.config import DirtRates, SimConfig

@@ -219,7 +219,7 @@ def test_orphans_wait_in_quarantine_until_their_parent_arrives(baseline: Sources
 def test_old_versions_are_kept_until_an_explicit_prune(ingested_copy: Sources) -> None:
     from typer.testing import CliRunner
 
-    from dataops.cli import app
+    from application.cli import app
 
     extractors = ingested_copy.extractors()
     for contract in CONTRACTS.values():

@@ -1,7 +1,0 @@
-"""The project's command line, ``dataops``: one Typer app, a module per group of commands."""
-
-from __future__ import annotations
-
-from dataops.cli.main import app
-
-__all__ = ["app"]

@@ -1,0 +1,1 @@
+"""Settings, warehouse connections and digests: what every other room of the library uses."""

@@ -1,0 +1,1 @@
+"""Publishing the analyst warehouse, and reading what it says."""

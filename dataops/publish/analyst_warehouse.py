@@ -1,0 +1,387 @@
+"""Write, audit, publish: the analyst warehouse is rebuilt aside from the audited build warehouse and
+swapped in atomically; KPI history and restatements are kept in the build warehouse and published with it.
+
+Publishing runs only after every blocking check of the run passed (it is downstream of every checked
+asset). It writes the build warehouse (history) and a new analyst file; analysts holding the old file
+keep their snapshot, new connections see the new one. Nothing is ever written into a file analysts read.
+
+A publish made from the same inputs as the one analysts already have is not written again
+(docs/decisions/0021): the same build, quarantine, policy, domain notes, pseudonym key and code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from dataops.core.digest import digest, files_digest, table_digest
+from dataops.core.settings import Settings
+from dataops.core.warehouse import Limits, connect, query_frame, scalar, transaction
+from dataops.governance.catalog import (
+    DOMAINS_DIR,
+    build_catalog,
+    dbt_constraints_by_dataset,
+    dbt_tests_by_dataset,
+    record_publication,
+)
+from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
+from dataops.governance.policy import load_policy, policy_path
+from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
+from dataops.transform.dbt import built_from
+
+PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
+PUBLISH_DDL = """
+create schema if not exists publish;
+create table if not exists publish.kpi_history (
+    publish_id varchar not null, kpi_name varchar not null, period date not null, grain varchar not null,
+    value decimal(38, 2) not null, unit varchar not null, is_final boolean not null,
+    published_at timestamp with time zone not null);
+create table if not exists publish.kpi_restatements (
+    publish_id varchar not null, kpi_name varchar not null, period date not null, grain varchar not null,
+    old_value decimal(38, 2) not null, new_value decimal(38, 2) not null, was_final boolean not null,
+    restated_at timestamp with time zone not null, cause varchar not null);
+create table if not exists publish.publish_log (
+    publish_id varchar not null, published_at timestamp with time zone not null, as_of_date date,
+    window_start date, window_end date, run_id varchar, kpi_values_changed integer, restatements integer);
+alter table publish.publish_log add column if not exists inputs varchar;
+"""
+# What a publish is made from, beyond the build: the code that writes it (a change to it republishes).
+PUBLISH_CODE = (Path(__file__), *sorted((Path(__file__).parent / "governance").glob("*.py")))
+
+
+@dataclass
+class PublishReport:
+    publish_id: str
+    published_at: dt.datetime
+    as_of: dt.date | None
+    path: Path
+    tables: dict[str, int] = field(default_factory=dict)
+    changed_values: int = 0
+    restatements: int = 0
+    bytes: int = 0
+    unchanged: bool = False  # nothing was written: analysts have this publish already
+    published_by_run: str | None = None  # the run that wrote it, when ``unchanged``
+
+
+def _published_tables(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE' "
+        f"and table_schema in ({', '.join('?' * len(PUBLISHED_SCHEMAS))}) order by 1, 2",
+        list(PUBLISHED_SCHEMAS),
+    ).fetchall()
+    return [(str(s), str(t)) for s, t in rows]
+
+
+CANDIDATES = """
+    select kpi.kpi_name, kpi.date_day as period, 'day' as grain, kpi.value, kpi.unit,
+           coalesce(dates.month_close_date <= $as_of, false) as is_final
+    from kpis.kpi_daily as kpi
+    inner join marts.dim_dates as dates on dates.date_day = kpi.date_day
+"""
+LATEST = """
+    select * from publish.kpi_history
+    qualify row_number() over (partition by kpi_name, period, grain order by published_at desc) = 1
+"""
+# Late records loaded by the run that explain a restated value: what changed a past day.
+CAUSES = """
+    select 'revenue_usd' as kpi_name, posting_date as period,
+           'journal line ' || journal_line_id || ' (posted ' || posting_date
+           || ', delivered ' || loaded_partition || ')' as record
+    from marts.fct_gl_entries
+    where loaded_partition between $start and $end and posting_date < loaded_partition and is_revenue_account
+    union all
+    select 'cash_collected_usd', payment_date,
+           'payment ' || payment_id || ' (paid ' || payment_date || ', delivered ' || loaded_partition || ')'
+    from marts.fct_payments where loaded_partition between $start and $end
+    union all
+    select 'open_ar_usd', dates.date_day,
+           'payment ' || payment_id || ' (paid ' || payment_date || ', delivered ' || loaded_partition || ')'
+    from marts.fct_payments
+    inner join marts.dim_dates as dates on dates.date_day >= payment_date and dates.date_day <= $end
+    where loaded_partition between $start and $end
+"""
+
+
+def publish_inputs(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, manifest: dict[str, Any], datasets: dict[str, DatasetMeta]
+) -> str | None:
+    """A digest of everything a publish is made from, or None when the warehouse cannot say what its marts
+    were built from (no complete build recorded: a build failed, stopped, ran a subset or ran by hand).
+
+    Besides the build: the quarantine summary, the archive log, what publishing reads from dbt's
+    ``manifest`` (each dataset's classification, personal-data columns, descriptions, tests and constraints:
+    not the file, which every dbt command rewrites), the policy, the domain notes, the publishing code and
+    the pseudonym key. The build is named by its inputs and its run, so a forced rebuild of the
+    same inputs publishes again. The key enters as its own hash, mixed with the rest: the digest, which
+    analysts can read in ``publish_log``, reveals nothing of it.
+    """
+    build = built_from(conn)
+    if build is None:
+        return None
+    return digest(
+        {
+            "build": list(build),
+            # what analysts see of the quarantine: a re-extraction quarantines the same rows with new lineage
+            "quarantine": conn.execute(f"select * from ({_quarantine_summary_query(conn)}) order by all").fetchall(),
+            "archive_log": table_digest(conn, "governance", "archive_log"),  # changes marts outside dbt
+            "datasets": {name: asdict(meta) for name, meta in datasets.items()},
+            "tests": [dbt_tests_by_dataset(manifest, datasets), dbt_constraints_by_dataset(manifest, datasets)],
+            "files": files_digest([policy_path(), *sorted(DOMAINS_DIR.glob("*.yaml")), *PUBLISH_CODE]),
+            "key": hashlib.sha256(pseudonym_key(settings)).hexdigest(),
+            "duckdb": duckdb.__version__,
+        }
+    )
+
+
+def _already_published(conn: duckdb.DuckDBPyConnection, settings: Settings, inputs: str) -> PublishReport | None:
+    """The last publish, if it was made from ``inputs``, the analyst file holds it and the restricted file
+    (swapped in just before the analyst file) is there."""
+    last = conn.execute(
+        "select publish_id, published_at, as_of_date, run_id, inputs from publish.publish_log "
+        "order by published_at desc limit 1"
+    ).fetchone()
+    if last is None or last[4] != inputs or not settings.restricted_db.exists():
+        return None
+    held = latest_publish(settings)
+    if held is None or held["publish_id"] != last[0]:
+        return None
+    return PublishReport(
+        str(last[0]),
+        last[1],
+        last[2],
+        settings.analytics_db,
+        bytes=settings.analytics_db.stat().st_size,
+        unchanged=True,
+        published_by_run=None if last[3] is None else str(last[3]),
+    )
+
+
+def publish(
+    settings: Settings,
+    window: tuple[dt.date, dt.date],
+    run_id: str | None = None,
+    limits: Limits | None = None,
+    now: dt.datetime | None = None,
+    republish_unchanged: bool = False,
+) -> PublishReport:
+    """Record KPI history and restatements, then write the analyst warehouse aside and swap it in.
+
+    When analysts already have a publish made from the same inputs (:func:`publish_inputs`), nothing is
+    written and the report names that publish, unless ``republish_unchanged``.
+    """
+    publish_id = uuid.uuid4().hex[:16]
+    published_at = now or dt.datetime.now(dt.UTC)
+    start, end = window
+    target = settings.analytics_db
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = target.with_name(f".{target.stem}-{publish_id}.duckdb")
+    restricted_aside = settings.restricted_db.with_name(f".{settings.restricted_db.stem}-{publish_id}.duckdb")
+    with connect(settings.build_db, limits=limits) as conn:
+        conn.execute(PUBLISH_DDL)
+        manifest = load_manifest()
+        declared = published_datasets(manifest)
+        inputs = publish_inputs(conn, settings, manifest, declared)
+        if inputs is not None and not republish_unchanged:
+            held = _already_published(conn, settings, inputs)
+            if held is not None:
+                return held
+        as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
+        with transaction(conn):
+            conn.execute(f"create temp table candidates as {CANDIDATES}", {"as_of": as_of})
+            conn.execute(f"create temp table latest as {LATEST}")
+            conn.execute("""
+                create temp table changed as
+                select candidates.*, latest.value as old_value, latest.is_final as was_final
+                from candidates
+                left join latest using (kpi_name, period, grain)
+                where latest.value is null or latest.value <> candidates.value
+                   or latest.is_final <> candidates.is_final
+            """)
+            conn.execute(f"create temp table causes as {CAUSES}", {"start": start, "end": end})
+            conn.execute(
+                """
+                insert into publish.kpi_history
+                select $publish_id, kpi_name, period, grain, value, unit, is_final, $at from changed
+            """,
+                {"publish_id": publish_id, "at": published_at},
+            )
+            conn.execute(
+                """
+                insert into publish.kpi_restatements
+                select $publish_id, changed.kpi_name, changed.period, changed.grain, changed.old_value,
+                       changed.value, changed.was_final, $at,
+                       coalesce(
+                           (select string_agg(distinct record, '; ' order by record) from causes
+                            where causes.kpi_name = changed.kpi_name and causes.period = changed.period),
+                           'recomputed with the data delivered ' || $start || '..' || $end)
+                from changed
+                where changed.old_value is not null and changed.old_value <> changed.value
+            """,
+                {"publish_id": publish_id, "at": published_at, "start": start, "end": end},
+            )
+            changed = scalar(conn, "select count(*) from changed")
+            restated = scalar(conn, "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id])
+            conn.execute(
+                "insert into publish.publish_log (publish_id, published_at, as_of_date, window_start, window_end, "
+                "run_id, kpi_values_changed, restatements, inputs) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [publish_id, published_at, as_of, start, end, run_id, changed, restated, inputs],
+            )
+            for name in ("candidates", "latest", "changed", "causes"):
+                conn.execute(f"drop table {name}")
+        report = PublishReport(publish_id, published_at, as_of, target, changed_values=changed, restatements=restated)
+        datasets = {
+            name: meta for name, meta in declared.items() if name in {f"{s}.{t}" for s, t in _published_tables(conn)}
+        }
+        restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
+        personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
+        record_publication(conn, sorted(datasets), published_at)
+        catalog, columns = build_catalog(conn, datasets, manifest, load_policy(), published_at, as_of, restricted)
+        register_pseudonym(conn, settings)
+        _write_aside(conn, aside, as_of, report, datasets, restricted, personal)
+        conn.register("_catalog_datasets", catalog)
+        conn.register("_catalog_columns", columns)
+        _write_catalog(conn, aside)
+        _write_restricted(conn, restricted_aside, as_of, datasets, restricted | set(personal))
+    os.chmod(restricted_aside, 0o600)  # restricted data and personal data in clear: the owner only
+    os.replace(restricted_aside, settings.restricted_db)
+    os.chmod(aside, 0o444)  # analysts read it; nobody writes into a published file
+    os.replace(aside, target)
+    report.bytes = target.stat().st_size
+    return report
+
+
+def _select(schema: str, table: str, clear: bool, personal: dict[str, list[str]]) -> str:
+    """The published form of a table: flash/final for KPIs, personal data pseudonymised unless ``clear``."""
+    name = f"{schema}.{table}"
+    if name == "kpis.kpi_daily":
+        return (
+            "select kpi.*, coalesce(dates.month_close_date <= $as_of, false) as is_final "
+            "from kpis.kpi_daily as kpi inner join marts.dim_dates as dates using (date_day)"
+        )
+    if name == "kpis.kpi_monthly":
+        return (
+            "select kpi.*, coalesce((select min(month_close_date) from marts.dim_dates as d "
+            "where d.month_start_date = kpi.month_start_date) <= $as_of, false) as is_final "
+            "from kpis.kpi_monthly as kpi"
+        )
+    columns = personal.get(name)
+    if columns and not clear:
+        replaced = ", ".join(f"pseudonym({c}) as {c}" for c in columns)
+        return f"select * replace ({replaced}) from {name}"
+    return f"select * from {name}"
+
+
+def _copy(
+    conn: duckdb.DuckDBPyConnection,
+    alias: str,
+    tables: list[str],
+    as_of: dt.date | None,
+    clear: bool,
+    personal: dict[str, list[str]],
+    report: PublishReport | None = None,
+) -> None:
+    for name in tables:
+        schema, table = name.split(".")
+        conn.execute(f"create schema if not exists {alias}.{schema}")
+        select = _select(schema, table, clear, personal)
+        conn.execute(f"create table {alias}.{name} as {select}", {"as_of": as_of} if "$as_of" in select else None)
+        if report is not None:
+            report.tables[name] = scalar(conn, f"select count(*) from {alias}.{name}")
+
+
+def _write_aside(
+    conn: duckdb.DuckDBPyConnection,
+    aside: Path,
+    as_of: dt.date | None,
+    report: PublishReport,
+    datasets: dict[str, DatasetMeta],
+    restricted: set[str],
+    personal: dict[str, list[str]],
+) -> None:
+    """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
+    if aside.exists():
+        aside.unlink()
+    conn.execute(f"attach '{aside}' as analytics")
+    try:
+        _copy(
+            conn, "analytics", sorted(set(datasets) - restricted), as_of, clear=False, personal=personal, report=report
+        )
+        conn.execute("create schema analytics.publish")
+        for table in ("kpi_history", "kpi_restatements", "publish_log"):
+            conn.execute(f"create table analytics.publish.{table} as select * from publish.{table}")
+        _quarantine_summary(conn)
+        conn.execute("checkpoint analytics")
+    finally:
+        conn.execute("detach analytics")
+
+
+def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
+    conn.execute(f"attach '{aside}' as analytics")
+    try:
+        conn.execute("create schema analytics.catalog")
+        conn.execute("create table analytics.catalog.datasets as select * from _catalog_datasets")
+        conn.execute("create table analytics.catalog.columns as select * from _catalog_columns")
+        conn.execute(
+            "create table analytics.catalog.archives as select dataset, period, rows, archived_at, "
+            "restored_at from governance.archive_log"
+        )
+        conn.execute("checkpoint analytics")
+    finally:
+        conn.execute("detach analytics")
+        conn.unregister("_catalog_datasets")
+        conn.unregister("_catalog_columns")
+
+
+def _write_restricted(
+    conn: duckdb.DuckDBPyConnection,
+    aside: Path,
+    as_of: dt.date | None,
+    datasets: dict[str, DatasetMeta],
+    names: set[str],
+) -> None:
+    """The restricted file: restricted datasets, and the personal-data datasets in clear."""
+    if aside.exists():
+        aside.unlink()
+    conn.execute(f"attach '{aside}' as restricted")
+    try:
+        _copy(conn, "restricted", sorted(names & set(datasets)), as_of, clear=True, personal={})
+        conn.execute("checkpoint restricted")
+    finally:
+        conn.execute("detach restricted")
+
+
+def _quarantine_summary(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"create table analytics.publish.quarantine_summary as {_quarantine_summary_query(conn)}")
+
+
+def _quarantine_summary_query(conn: duckdb.DuckDBPyConnection) -> str:
+    """How many rows each source table holds in quarantine, and why (counts only: never the rows)."""
+    tables = [
+        t
+        for (t,) in conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'quarantine' order by 1"
+        ).fetchall()
+    ]
+    parts = [
+        f"select '{t.replace('__', '.')}' as dataset, (select count(*) from quarantine.{t}) as rows, "
+        "coalesce((select string_agg(distinct reason, ', ' order by reason) from "
+        f"(select split_part(unnest(_reasons), ':', 1) as reason from quarantine.{t})), '') as reasons"
+        for t in tables
+    ]
+    return " union all ".join(parts) if parts else "select '' as dataset, 0 as rows, '' as reasons where false"
+
+
+def latest_publish(settings: Settings) -> dict[str, object] | None:
+    """The last publish as the analyst warehouse records it (None before the first)."""
+    if not settings.analytics_db.exists():
+        return None
+    with connect(settings.analytics_db, read_only=True) as conn:
+        frame = query_frame(conn, "select * from publish.publish_log order by published_at desc limit 1")
+    return frame.row(0, named=True) if frame.height else None

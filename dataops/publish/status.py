@@ -1,0 +1,82 @@
+"""What is published, read from the analyst warehouse and the Dagster instance; never from the build
+warehouse, so asking never waits for (or blocks) a run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataops.core.settings import Settings
+from dataops.core.warehouse import connect, query_frame, table_exists
+
+FRESHNESS_HOURS = 6
+
+
+@dataclass
+class Status:
+    publish_id: str | None = None
+    published_at: dt.datetime | None = None
+    as_of: dt.date | None = None
+    is_fresh: bool = False
+    freshness_target: str = ""
+    kpis: list[dict[str, Any]] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    quarantine: dict[str, int] = field(default_factory=dict)
+
+
+def published_kpis(settings: Settings, day: dt.date | None = None) -> list[dict[str, Any]]:
+    """KPIs of a date (default: the latest), as plain values: date, kpi, value, unit, is_final."""
+    if not settings.analytics_db.exists():
+        raise FileNotFoundError(f"no analyst warehouse at {settings.analytics_db}: nothing published yet")
+    with connect(settings.analytics_db, read_only=True) as conn:
+        frame = query_frame(
+            conn,
+            """
+            select cast(date_day as varchar) as date, kpi_name as kpi, cast(value as double) as value, unit, is_final
+            from kpis.kpi_daily
+            where date_day = coalesce(?, (select max(date_day) from kpis.kpi_daily))
+            order by (select kpi_order from reference.registry_kpis r where r.kpi_name = kpi_daily.kpi_name)
+        """,
+            [day],
+        )
+    return frame.to_dicts()
+
+
+CheckSummary = tuple[list[str], list[str]]  # checks that failed in the latest run: errors, warnings
+
+
+def platform_status(settings: Settings, now: dt.datetime | None = None, checks: CheckSummary | None = None) -> Status:
+    """What analysts have: the latest publish, its freshness at ``now``, its KPIs and quarantine counts.
+
+    ``checks`` are the latest run's failed checks, which only the orchestrator knows; its caller passes them.
+    """
+    status = Status()
+    now = now or dt.datetime.now(dt.UTC)
+    if not settings.analytics_db.exists():
+        return status
+    with connect(settings.analytics_db, read_only=True) as conn:
+        log = query_frame(conn, "select * from publish.publish_log order by published_at desc limit 1")
+        if log.height:
+            row = log.row(0, named=True)
+            status.publish_id, status.published_at, status.as_of = (
+                row["publish_id"],
+                row["published_at"],
+                row["as_of_date"],
+            )
+        quarantine = (
+            query_frame(conn, "select dataset, rows from publish.quarantine_summary order by dataset")
+            if table_exists(conn, "publish", "quarantine_summary")
+            else None
+        )
+    if quarantine is not None:
+        status.quarantine = dict(quarantine.iter_rows())
+    status.kpis = published_kpis(settings, status.as_of)
+    if status.as_of is not None:
+        deadline = dt.datetime.combine(status.as_of + dt.timedelta(days=1), dt.time(FRESHNESS_HOURS), dt.UTC)
+        yesterday = now.date() - dt.timedelta(days=1)
+        status.freshness_target = f"yesterday ({yesterday}) published by {FRESHNESS_HOURS:02d}:00 UTC"
+        status.is_fresh = status.as_of >= yesterday or now < deadline
+    status.failed_checks, status.warnings = checks or ([], [])
+    return status

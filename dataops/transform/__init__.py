@@ -1,0 +1,1 @@
+"""Running the dbt project (transforms/) with the registry's values and the platform's environment."""

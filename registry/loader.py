@@ -1,0 +1,233 @@
+"""The enterprise registry: one versioned YAML file of agreed definitions, loaded into typed objects.
+
+The simulator's truth, the dbt project and the catalog all read this one file, so a definition changes
+in one place. Loading validates the shape eagerly: a typo in the registry should fail loudly with the
+key that is wrong, not surface later as a silently different KPI.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from registry import ENTERPRISE_FILE
+
+
+class RegistryError(ValueError):
+    """The registry file is missing a key or holds a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Kpi:
+    name: str
+    description: str
+    formula: str
+    unit: str
+    kind: str  # stock (a level at day end) or flow (a sum over the day)
+    owner: str
+    grain: str = "day"
+
+
+@dataclass(frozen=True)
+class PlausibilityBound:
+    max_change_pct: float
+    min_base: float
+
+
+@dataclass(frozen=True)
+class ExpectedChange:
+    kpi: str
+    date: dt.date
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExpectedSpike:
+    table: str
+    date: dt.date
+    reason: str
+
+
+@dataclass(frozen=True)
+class VolumeBreaker:
+    lookback_days: int = 35
+    min_history_days: int = 5
+    max_ratio: float = 5.0
+    min_rows: int = 100
+    expected_spikes: tuple[ExpectedSpike, ...] = ()
+
+
+@dataclass(frozen=True)
+class Registry:
+    version: str
+    raw: dict[str, Any]
+    kpis: tuple[Kpi, ...]
+    delinquency_days: int
+    mql_score_threshold: int
+    free_mail_domains: tuple[str, ...]
+    sql_accepted_status: str
+    legal_suffixes: tuple[str, ...]
+    currencies: tuple[str, ...]
+    revenue_account_prefix: str
+    month_close_business_day: int
+    live_contract_states: tuple[str, ...]
+    path: Path
+    plausibility: dict[str, PlausibilityBound] = field(default_factory=dict)
+    expected_changes: tuple[ExpectedChange, ...] = ()
+    overpayment_tolerance: float = 0.01
+    volume_breaker: VolumeBreaker = field(default_factory=VolumeBreaker)
+
+    @property
+    def kpi_names(self) -> list[str]:
+        return [k.name for k in self.kpis]
+
+    def kpi(self, name: str) -> Kpi:
+        for kpi in self.kpis:
+            if kpi.name == name:
+                return kpi
+        raise KeyError(f"KPI {name!r} is not defined in the registry {self.path}")
+
+    def with_overrides(self, **changes: Any) -> Registry:
+        """A copy with some values replaced (tests change the delinquency threshold this way)."""
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        values.update(changes)
+        return Registry(**values)
+
+
+def _get(data: dict[str, Any], dotted: str, kind: type, path: Path) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise RegistryError(f"{path}: required key '{dotted}' is missing")
+        node = node[part]
+    if not isinstance(node, kind):
+        raise RegistryError(f"{path}: '{dotted}' must be a {kind.__name__}, got {node!r}")
+    return node
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """Read and validate the registry: the given file, else ``DATAOPS_REGISTRY``, else the committed one."""
+    reg_path = Path(path) if path else Path(os.environ.get("DATAOPS_REGISTRY") or ENTERPRISE_FILE)
+    if not reg_path.exists():
+        raise RegistryError(f"registry file not found: {reg_path}")
+    # libyaml's safe loader when PyYAML has it: ten times faster, and every check and step reads the registry
+    data = yaml.load(reg_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if not isinstance(data, dict):
+        raise RegistryError(f"{reg_path}: expected a mapping at the top level")
+    kpis = []
+    for i, item in enumerate(_get(data, "kpis", list, reg_path)):
+        missing = {"name", "description", "formula", "unit", "kind", "owner"} - set(item)
+        if missing:
+            raise RegistryError(f"{reg_path}: kpis[{i}] lacks {sorted(missing)}")
+        if item["kind"] not in {"stock", "flow"}:
+            raise RegistryError(f"{reg_path}: kpis[{i}] ({item['name']}) kind must be stock or flow")
+        kpis.append(Kpi(**{k: item[k] for k in Kpi.__dataclass_fields__ if k in item}))
+    return Registry(
+        version=str(_get(data, "version", str, reg_path)),
+        raw=data,
+        kpis=tuple(kpis),
+        delinquency_days=_get(data, "delinquency.days_past_due", int, reg_path),
+        mql_score_threshold=_get(data, "mql.score_threshold", int, reg_path),
+        free_mail_domains=tuple(_get(data, "mql.free_mail_domains", list, reg_path)),
+        sql_accepted_status=_get(data, "sql.accepted_status", str, reg_path),
+        legal_suffixes=tuple(_get(data, "customer_schema_rule.legal_suffixes", list, reg_path)),
+        currencies=tuple(_get(data, "money.currencies", list, reg_path)),
+        revenue_account_prefix=str(_get(data, "general_ledger.revenue_account_prefix", str, reg_path)),
+        month_close_business_day=_get(data, "close_calendar.month_close_business_day", int, reg_path),
+        live_contract_states=tuple(_get(data, "live_contract_states", list, reg_path)),
+        path=reg_path,
+        plausibility={
+            kpi: PlausibilityBound(float(b["max_change_pct"]), float(b["min_base"]))
+            for kpi, b in _get(data, "kpi_plausibility.bounds", dict, reg_path).items()
+        },
+        expected_changes=tuple(
+            ExpectedChange(str(c["kpi"]), dt.date.fromisoformat(str(c["date"])), str(c.get("reason", "")))
+            for c in (_get(data, "kpi_plausibility.expected_changes", list, reg_path) or [])
+        ),
+        overpayment_tolerance=float(_get(data, "data_quality.overpayment_tolerance", float, reg_path)),
+        volume_breaker=_volume_breaker(_get(data, "volume_breaker", dict, reg_path)),
+    )
+
+
+def _volume_breaker(data: dict[str, Any]) -> VolumeBreaker:
+    return VolumeBreaker(
+        lookback_days=int(data["lookback_days"]),
+        min_history_days=int(data["min_history_days"]),
+        max_ratio=float(data["max_ratio"]),
+        min_rows=int(data["min_rows"]),
+        expected_spikes=tuple(
+            ExpectedSpike(str(s["table"]), dt.date.fromisoformat(str(s["date"])), str(s.get("reason", "")))
+            for s in (data.get("expected_spikes") or [])
+        ),
+    )
+
+
+def dbt_vars(registry: Registry) -> dict[str, Any]:
+    """The registry's values as dbt vars: the models read definitions from here, never from SQL literals."""
+    return {
+        "registry_version": registry.version,
+        "delinquency_days": registry.delinquency_days,
+        "mql_score_threshold": registry.mql_score_threshold,
+        "free_mail_domains": list(registry.free_mail_domains),
+        "sql_accepted_status": registry.sql_accepted_status,
+        "legal_suffixes": list(registry.legal_suffixes),
+        "revenue_account_prefix": registry.revenue_account_prefix,
+        "live_contract_states": list(registry.live_contract_states),
+        "month_close_business_day": registry.month_close_business_day,
+    }
+
+
+def kpi_seed_csv(registry: Registry) -> str:
+    """The KPI definitions as a dbt seed, so that dbt docs and the warehouse carry them."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        ["kpi_order", "kpi_name", "description", "formula", "unit", "kind", "grain", "owner", "definition_version"]
+    )
+    for order, kpi in enumerate(registry.kpis, start=1):
+        writer.writerow(
+            [order, kpi.name, kpi.description, kpi.formula, kpi.unit, kpi.kind, kpi.grain, kpi.owner, registry.version]
+        )
+    return buf.getvalue()
+
+
+def customer_states_seed_csv(registry: Registry) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["precedence", "state", "rule", "definition_version"])
+    for order, item in enumerate(registry.raw["customer_states"], start=1):
+        writer.writerow([order, item["name"], item["rule"], registry.version])
+    return buf.getvalue()
+
+
+def registry_docs(registry: Registry) -> str:
+    """dbt doc blocks rendering the definitions, so that ``dbt docs`` shows them."""
+
+    def cell(text: str) -> str:
+        return " ".join(str(text).split()).replace("|", "/")
+
+    kpi_rows = "\n".join(
+        f"| {k.name} | {cell(k.description)} | {cell(k.formula)} | {k.unit} | {k.kind} | {k.owner} |"
+        for k in registry.kpis
+    )
+    state_rows = "\n".join(f"| {s['name']} | {cell(s['rule'])} |" for s in registry.raw["customer_states"])
+    return (
+        "{% docs registry_kpis %}\n"
+        f"The enterprise KPIs, registry version {registry.version} (generated from registry/enterprise.yaml).\n\n"
+        "| KPI | meaning | formula | unit | kind | owner |\n|---|---|---|---|---|---|\n"
+        f"{kpi_rows}\n"
+        "{% enddocs %}\n\n"
+        "{% docs registry_customer_states %}\n"
+        f"Customer states at the end of each UTC day, first match wins (registry version {registry.version}). "
+        f"Delinquent is a flag: an invoice open more than {registry.delinquency_days} days after its due date.\n\n"
+        "| state | rule |\n|---|---|\n"
+        f"{state_rows}\n"
+        "{% enddocs %}\n"
+    )

@@ -1,0 +1,85 @@
+"""The operating commands, end to end on a tiny simulated business: backfill, run, status, kpis."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from typer.testing import CliRunner
+
+from application.cli import app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("cli")]
+
+
+@pytest.fixture(scope="module")
+def operated(tmp_path_factory: pytest.TempPathFactory) -> tuple[CliRunner, Path, list[str]]:
+    root = tmp_path_factory.mktemp("cli")
+    runner = CliRunner(env={"DATAOPS_DATA_DIR": str(root), "DAGSTER_HOME": "", "COLUMNS": "200"})
+    made = runner.invoke(app, ["simulate", "--start", "2025-04-01", "--through", "2025-04-10", "--scale", "0.02"])
+    assert made.exit_code == 0, made.output
+    outputs = []
+    for args in (["backfill", "--start", "2025-04-01", "--end", "2025-04-09"], ["run", "--date", "2025-04-10"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    return runner, root, outputs
+
+
+def test_backfill_and_run_report_their_publish_and_are_recorded_for_the_ui(
+    operated: tuple[CliRunner, Path, list[str]],
+) -> None:
+    _, root, (backfill, run) = operated
+    assert "daily_elt_job 2025-04-01..2025-04-09" in backfill and "succeeded" in backfill
+    assert "as of 2025-04-09" in backfill
+    assert "as of 2025-04-10" in run
+    with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 2 and all(r.job_name == "daily_elt_job" for r in runs)
+        ranges = sorted(
+            (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs
+        )
+        assert ranges == [("2025-04-01", "2025-04-09"), ("2025-04-10", "2025-04-10")]
+
+
+def test_status_shows_publish_freshness_checks_and_quarantine(operated: tuple[CliRunner, Path, list[str]]) -> None:
+    runner, _, _ = operated
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    for text in (
+        "Last publish",
+        "as of business date 2025-04-10",
+        "stale",
+        "KPIs on 2025-04-10",
+        "mrr_usd",
+        "Failed checks in the last run: none",
+        "Quarantined rows:",
+    ):
+        assert text in result.output, text
+
+
+def test_kpis_in_each_format(operated: tuple[CliRunner, Path, list[str]]) -> None:
+    runner, _, _ = operated
+    as_json = json.loads(runner.invoke(app, ["kpis", "--format", "json"]).stdout)
+    assert {tuple(sorted(row)) for row in as_json} == {("date", "is_final", "kpi", "unit", "value")}
+    assert {row["date"] for row in as_json} == {"2025-04-10"} and len(as_json) == 15
+    assert isinstance(as_json[0]["value"], float) and as_json[0]["is_final"] is False
+    rows = list(
+        csv.DictReader(io.StringIO(runner.invoke(app, ["kpis", "--date", "2025-04-05", "--format", "csv"]).stdout))
+    )
+    assert len(rows) == 15 and rows[0]["date"] == "2025-04-05"
+    table = runner.invoke(app, ["kpis"]).output
+    assert "KPIs on 2025-04-10" in table and "active_customers" in table
+    bad = runner.invoke(app, ["kpis", "--format", "xml"])
+    assert bad.exit_code == 2 and "table, csv, json" in bad.output
+
+
+def test_a_date_outside_the_partitions_is_refused_clearly(operated: tuple[CliRunner, Path, list[str]]) -> None:
+    runner, _, _ = operated
+    result = runner.invoke(app, ["run", "--date", "2024-01-01"])
+    assert result.exit_code == 1
+    assert "outside the partitions 2025-04-01" in result.output
