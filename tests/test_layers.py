@@ -35,9 +35,7 @@ def imports_of(path: Path) -> set[str]:
 
 
 def project_imports() -> dict[Path, set[str]]:
-    return {
-        path: imports_of(path) for package in ALLOWED for path in (ROOT / package).rglob("*.py") if path.is_file()
-    }
+    return {path: imports_of(path) for package in ALLOWED for path in (ROOT / package).rglob("*.py") if path.is_file()}
 
 
 def test_every_import_points_down_the_layers() -> None:
