@@ -31,6 +31,7 @@ test: bootstrap lint typecheck unit
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd transforms && ../$(BIN)/sqlfluff lint models macros --processes 2
 
 typecheck:
 	$(BIN)/mypy

@@ -68,7 +68,7 @@ def latest_checks(settings: Settings) -> tuple[list[str], list[str]]:
         return [], []
     import dagster as dg
 
-    from orchestration.instance import failed_checks
+    from orchestration.lib.instance import failed_checks
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return failed_checks(instance)

@@ -94,6 +94,6 @@ def idle_definitions(real: dg.Definitions, job_name: str) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[dg.define_asset_job(job_name, selection=selection, partitions_def=job.partitions_def, tags=job.tags)],
+        jobs=[dg.define_asset_job(job_name, selection=selection, tags=job.tags)],  # partitions follow the assets
         executor=dg.in_process_executor,
     )

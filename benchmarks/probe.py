@@ -151,7 +151,7 @@ class StageProbe:
         from dataops.ingest.connectors.accounting import AccountingExtractor
         from dataops.ingest.connectors.crm import CrmExtractor
         from dataops.ingest.connectors.erp import ErpExtractor
-        from orchestration.defs import brakes
+        from orchestration.lib import brakes
 
         for extractor in (ErpExtractor, CrmExtractor, AccountingExtractor):
             self._wrap(extractor, "extract", "extract")

@@ -123,7 +123,7 @@ def run_records(run_id: str, page: int = 10_000) -> list[Any]:
 
 def event_counts(records: list[Any]) -> dict[str, int]:
     """Events per type, most first: each one is a write to the instance's SQLite files, and on range runs
-    they, not the data, are most of the cost (README, Performance)."""
+    they, not the data, are most of the cost (docs/performance.md)."""
     counts: dict[str, int] = defaultdict(int)
     for record in records:
         event = record.event_log_entry.dagster_event
@@ -367,7 +367,7 @@ def floor_prepare(args: dict[str, Any]) -> dict[str, Any]:
 def _compile(settings: Any, target: Path, start: str, end: str) -> None:
     """dbt compile as a full refresh with the run's vars and window (when the build's own SQL is missing)."""
     from dataops.core.settings import DBT_PROJECT_DIR
-    from dataops.transform.dbt import dbt_environment, dbt_executable, registry_vars, window_environment
+    from dataops.transform.project import dbt_environment, dbt_executable, registry_vars, window_environment
     from registry.loader import load_registry
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}

@@ -1,36 +1,23 @@
-"""The one ``Definitions`` of the code location, built from small modules per concern."""
+"""The code location: every definition in ``orchestration/defs`` (one folder per domain), loaded by Dagster's
+defs-folder loader, with the platform's freshness policy on what analysts read."""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import dagster as dg
 
-from dataops.core.settings import Settings
-from orchestration.defs import automation, egress, publish, quality, transform
-from orchestration.defs.ingest import accounting, crm, erp
-from orchestration.partitions import daily_partitions
-from orchestration.resources import platform_resource, sources_resource
+from orchestration.lib.names import ANALYTICS_KEY, KPI_KEYS
+from registry.loader import load_registry
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    partitions = daily_partitions(Settings.from_env())
-    sources_upstream: list[dg.AssetKey] = []
-    ingest = [
-        *erp.assets(partitions, sources_upstream),
-        *crm.assets(partitions, sources_upstream),
-        *accounting.assets(partitions, sources_upstream),
-    ]
-    model = transform.assets(partitions)
-    published_inputs = [k for k in model[0].keys if k.path[0] in {"marts", "kpis"}]
-    core = dg.Definitions(
-        assets=[
-            *ingest,
-            *model,
-            *publish.assets(partitions, published_inputs),
-            *egress.assets(partitions),
-        ],
-        asset_checks=quality.checks(),
-        resources={"platform": platform_resource(), "sources": sources_resource(), "dbt": transform.dbt_resource()},
-        executor=dg.in_process_executor,
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    hour = load_registry().freshness_hour
+    # published between midnight and the deadline every day (yesterday's run), else stale in the UI
+    policy = dg.FreshnessPolicy.cron(deadline_cron=f"0 {hour} * * *", lower_bound_delta=dt.timedelta(hours=hour))
+    return loaded.map_resolved_asset_specs(
+        func=lambda spec: dg.apply_freshness_policy(spec, policy), selection=[*KPI_KEYS, ANALYTICS_KEY]
     )
-    return dg.Definitions.merge(core, automation.definitions(partitions))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-STATES = ["prospect", "onboarding", "active", "paused", "churned"]
+from registry.loader import load_registry
+
+STATES = [rule.name for rule in load_registry().customer_states]  # the registry's, in evaluation order
 # Transitions a customer's state can make from one day to the next (staying is always possible).
 TRANSITIONS = {
     ("prospect", "onboarding"),

@@ -11,13 +11,14 @@ import csv
 import datetime as dt
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from registry import ENTERPRISE_FILE
+from registry import DOMAINS_DIR, ENTERPRISE_FILE
 
 
 class RegistryError(ValueError):
@@ -64,6 +65,33 @@ class VolumeBreaker:
     expected_spikes: tuple[ExpectedSpike, ...] = ()
 
 
+# The facts a customer-state condition may use; dbt and the simulator's truth compute each of them.
+STATE_FACTS = ("live_contracts", "paused_contracts", "ever_live", "ever_signed", "delinquent")
+_CONDITION_WORDS = {"and", "or", "not", "otherwise", *STATE_FACTS}
+_CONDITION = re.compile(r"^[a-z_0-9<>=!() ]+$")
+
+
+@dataclass(frozen=True)
+class StateRule:
+    name: str
+    when: str  # a condition over STATE_FACTS, or "otherwise"
+
+
+def _state_rules(items: list[Any], path: Path) -> tuple[StateRule, ...]:
+    """The states in evaluation order, each condition checked to use only the known facts (it becomes SQL)."""
+    rules = []
+    for i, item in enumerate(items):
+        when = str(item.get("when", "")).strip()
+        words = set(re.findall(r"[a-z_]+", when))
+        if not when or not _CONDITION.match(when) or not words <= _CONDITION_WORDS:
+            unknown = ", ".join(sorted(words - _CONDITION_WORDS)) or when or "(missing)"
+            raise RegistryError(f"{path}: customer_states[{i}] ({item.get('name')}) `when` uses {unknown}")
+        rules.append(StateRule(str(item["name"]), when))
+    if rules[-1].when != "otherwise" or any(r.when == "otherwise" for r in rules[:-1]):
+        raise RegistryError(f"{path}: customer_states: the last state, and only it, has `when: otherwise`")
+    return tuple(rules)
+
+
 @dataclass(frozen=True)
 class Registry:
     version: str
@@ -78,6 +106,8 @@ class Registry:
     revenue_account_prefix: str
     month_close_business_day: int
     live_contract_states: tuple[str, ...]
+    customer_states: tuple[StateRule, ...]  # in the order they are evaluated: first match wins
+    freshness_hour: int  # yesterday published by this hour, UTC
     path: Path
     plausibility: dict[str, PlausibilityBound] = field(default_factory=dict)
     expected_changes: tuple[ExpectedChange, ...] = ()
@@ -142,6 +172,8 @@ def load_registry(path: str | Path | None = None) -> Registry:
         revenue_account_prefix=str(_get(data, "general_ledger.revenue_account_prefix", str, reg_path)),
         month_close_business_day=_get(data, "close_calendar.month_close_business_day", int, reg_path),
         live_contract_states=tuple(_get(data, "live_contract_states", list, reg_path)),
+        customer_states=_state_rules(_get(data, "customer_states", list, reg_path), reg_path),
+        freshness_hour=_get(data, "freshness.published_by_hour_utc", int, reg_path),
         path=reg_path,
         plausibility={
             kpi: PlausibilityBound(float(b["max_change_pct"]), float(b["min_base"]))
@@ -181,6 +213,7 @@ def dbt_vars(registry: Registry) -> dict[str, Any]:
         "revenue_account_prefix": registry.revenue_account_prefix,
         "live_contract_states": list(registry.live_contract_states),
         "month_close_business_day": registry.month_close_business_day,
+        "customer_states": [{"name": r.name, "when": r.when} for r in registry.customer_states],
     }
 
 
@@ -231,3 +264,41 @@ def registry_docs(registry: Registry) -> str:
         f"{state_rows}\n"
         "{% enddocs %}\n"
     )
+
+
+@dataclass
+class DomainNote:
+    domain: str
+    owner: str
+    notes: str
+    tags: list[str]
+    caveats: list[str]
+    example_queries: list[str]
+
+
+def domain_notes(folder: Path = DOMAINS_DIR) -> dict[str, list[DomainNote]]:
+    """What each domain team wrote about datasets, from the one file per domain it owns."""
+    out: dict[str, list[DomainNote]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        for dataset, note in (data.get("datasets") or {}).items():
+            out.setdefault(dataset, []).append(
+                DomainNote(
+                    str(data.get("domain", path.stem)),
+                    str(data.get("owner", "")),
+                    str(note.get("notes", "")),
+                    list(note.get("tags") or []),
+                    list(note.get("caveats") or []),
+                    list(note.get("example_queries") or []),
+                )
+            )
+    return out
+
+
+def domain_owners(folder: Path = DOMAINS_DIR) -> dict[str, str]:
+    """Each domain's owning team, from its file: the owner of every dataset whose meta names the domain."""
+    owners: dict[str, str] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        owners[str(data.get("domain", path.stem))] = str(data.get("owner", ""))
+    return owners

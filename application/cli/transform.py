@@ -19,7 +19,7 @@ def dbt(
     end: Annotated[str | None, typer.Option(help="Last business date of the window.")] = None,
 ) -> None:
     """Run dbt on the build warehouse, e.g. `dataops dbt build` or `dataops dbt docs generate`."""
-    from dataops.transform.dbt import run_dbt
+    from dataops.transform.runner import run_dbt
 
     if not ctx.args:
         console.print("give dbt arguments, e.g. `dataops dbt build --select marts`")

@@ -77,3 +77,16 @@ def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | dic
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
     return bool(scalar(conn, sql, [schema, table]))
+
+
+def table_row_counts(conn: duckdb.DuckDBPyConnection, relations: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Rows of each relation that is a table (a view's count would run its query, so views are left out)."""
+    wanted = set(relations)
+    tables = conn.execute(
+        "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE'"
+    ).fetchall()
+    counts: dict[tuple[str, str], int] = {}
+    for schema, name in tables:
+        if (schema, name) in wanted:
+            counts[(schema, name)] = int(conn.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0])  # type: ignore[index]
+    return counts

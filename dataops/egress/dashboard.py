@@ -40,7 +40,8 @@ from plotly.subplots import make_subplots
 from dataops.core.digest import digest, files_digest
 from dataops.core.settings import Settings
 from dataops.core.warehouse import connect, query_frame, scalar
-from dataops.publish.status import FRESHNESS_HOURS, CheckSummary, Status, platform_status
+from dataops.publish.status import CheckSummary, Status, platform_status
+from registry.loader import load_registry
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,6 @@ def _definitions(conn: duckdb.DuckDBPyConnection, published: bool) -> list[KpiDe
             from reference.registry_kpis order by kpi_order, kpi_name
         """).fetchall()
         return [KpiDefinition(*(str(v) for v in row)) for row in rows]
-    from registry.loader import load_registry
 
     registry = load_registry()
     return [
@@ -663,7 +663,7 @@ def _status_view(data: DashboardData) -> dict[str, Any]:
         "as_of": _iso(status.as_of),
         "is_fresh": status.is_fresh,
         "freshness_target": status.freshness_target,
-        "freshness_hours": FRESHNESS_HOURS,
+        "freshness_hours": load_registry().freshness_hour,
         "failed_checks": sorted(status.failed_checks),
         "warnings": sorted(status.warnings),
         "quarantine_total": f"{sum(rows for _, rows in quarantine):,}",

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
-import yaml
 
 from dataops.governance.metadata import DatasetMeta
 from dataops.governance.policy import Policy
-from registry import DOMAINS_DIR
+from registry.loader import domain_notes
 
 GOVERNANCE_DDL = """
 create schema if not exists governance;
@@ -34,35 +31,6 @@ GATE_CHECKS = {
     "marts.fct_contracts": ["contract_amounts_consistent"],
     "kpis.kpi_daily": ["kpi_values_valid", "kpis_consistent", "kpi_movements_plausible"],
 }
-
-
-@dataclass
-class DomainNote:
-    domain: str
-    owner: str
-    notes: str
-    tags: list[str]
-    caveats: list[str]
-    example_queries: list[str]
-
-
-def domain_notes(folder: Path = DOMAINS_DIR) -> dict[str, list[DomainNote]]:
-    """What each domain team wrote about datasets, from the one file per domain it owns."""
-    out: dict[str, list[DomainNote]] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
-        for dataset, note in (data.get("datasets") or {}).items():
-            out.setdefault(dataset, []).append(
-                DomainNote(
-                    str(data.get("domain", path.stem)),
-                    str(data.get("owner", "")),
-                    str(note.get("notes", "")),
-                    list(note.get("tags") or []),
-                    list(note.get("caveats") or []),
-                    list(note.get("example_queries") or []),
-                )
-            )
-    return out
 
 
 def dbt_tests_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMeta]) -> dict[str, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dataops.core.settings import DBT_PROJECT_DIR
+from registry.loader import domain_owners
 
 PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
 # The central list of what every published dataset must declare (a test fails when one lacks any).
@@ -78,7 +79,7 @@ def load_manifest(path: Path | None = None, attempts: int = 20) -> dict[str, Any
     written: it is read again for a few seconds before that counts as an error."""
     manifest = path or DBT_PROJECT_DIR / "target" / "manifest.json"
     if not manifest.exists():
-        from dataops.transform.dbt import prepare_manifest
+        from dataops.transform.runner import prepare_manifest
 
         prepare_manifest()
     attempt = 1
@@ -96,6 +97,7 @@ def load_manifest(path: Path | None = None, attempts: int = 20) -> dict[str, Any
 def published_datasets(manifest: dict[str, Any]) -> dict[str, DatasetMeta]:
     """Every model and seed that publishing copies to analysts, with its declared and derived metadata."""
     nodes = {**manifest["nodes"], **manifest.get("sources", {})}
+    owners = domain_owners()
     out: dict[str, DatasetMeta] = {}
     for unique_id, node in manifest["nodes"].items():
         if node["resource_type"] not in {"model", "seed"} or node["schema"] not in PUBLISHED_SCHEMAS:
@@ -113,10 +115,13 @@ def published_datasets(manifest: dict[str, Any]) -> dict[str, DatasetMeta]:
         upstream = sorted(
             {_dataset_name(p) if p["resource_type"] != "source" else f"{p['source_name']}.{p['name']}" for p in direct}
         )
+        meta = _meta(node)
+        if "owner" not in meta and meta.get("domain") in owners:  # the domain's owner, from the registry
+            meta = {**meta, "owner": owners[meta["domain"]]}
         out[_dataset_name(node)] = DatasetMeta(
             _dataset_name(node),
             node.get("description", ""),
-            _meta(node),
+            meta,
             columns,
             upstream,
             sorted(_sources_of(unique_id, nodes)),

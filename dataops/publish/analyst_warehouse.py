@@ -25,7 +25,6 @@ from dataops.core.digest import digest, files_digest, table_digest
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect, query_frame, scalar, transaction
 from dataops.governance.catalog import (
-    DOMAINS_DIR,
     build_catalog,
     dbt_constraints_by_dataset,
     dbt_tests_by_dataset,
@@ -34,7 +33,8 @@ from dataops.governance.catalog import (
 from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
 from dataops.governance.policy import load_policy, policy_path
 from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
-from dataops.transform.dbt import built_from
+from dataops.transform.build_stamp import built_from
+from registry import DOMAINS_DIR
 
 PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
 PUBLISH_DDL = """

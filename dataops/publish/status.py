@@ -1,5 +1,5 @@
-"""What is published, read from the analyst warehouse and the Dagster instance; never from the build
-warehouse, so asking never waits for (or blocks) a run."""
+"""What is published, read from the analyst warehouse only: never from the build warehouse, so asking never
+waits for (or blocks) a run."""
 
 from __future__ import annotations
 
@@ -8,9 +8,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import connect, query_frame, table_exists
+from dataops.core.warehouse import connect, query_frame, scalar, table_exists
+from registry.loader import load_registry
 
-FRESHNESS_HOURS = 6
+
+@dataclass(frozen=True)
+class Freshness:
+    """Whether what analysts have reaches yesterday, judged by the registry's publishing deadline."""
+
+    as_of: dt.date | None
+    is_fresh: bool
+    target: str  # e.g. "yesterday (2025-03-04) published by 06:00 UTC"
+
+    @property
+    def summary(self) -> str:
+        through = f"published through {self.as_of}" if self.as_of else "nothing published"
+        return f"{through}: {'fresh' if self.is_fresh else 'stale'} (target: {self.target})"
+
+
+def judge_freshness(as_of: dt.date | None, now: dt.datetime, hour: int) -> Freshness:
+    """Fresh when yesterday is published, or when the deadline of the first missing day has not passed:
+    day D is due at ``hour``:00 UTC on D + 1."""
+    yesterday = now.date() - dt.timedelta(days=1)
+    target = f"yesterday ({yesterday}) published by {hour:02d}:00 UTC"
+    if as_of is None:
+        return Freshness(None, False, target)
+    first_missing_due = dt.datetime.combine(as_of + dt.timedelta(days=2), dt.time(hour), dt.UTC)
+    return Freshness(as_of, as_of >= yesterday or now < first_missing_due, target)
+
+
+def freshness(settings: Settings, now: dt.datetime) -> Freshness:
+    """The published warehouse's freshness at ``now``."""
+    as_of = None
+    if settings.analytics_db.exists():
+        with connect(settings.analytics_db, read_only=True) as conn:
+            as_of = scalar(conn, "select max(as_of_date) from publish.publish_log")
+    return judge_freshness(as_of, now, load_registry().freshness_hour)
 
 
 @dataclass
@@ -73,10 +106,7 @@ def platform_status(settings: Settings, now: dt.datetime | None = None, checks: 
     if quarantine is not None:
         status.quarantine = dict(quarantine.iter_rows())
     status.kpis = published_kpis(settings, status.as_of)
-    if status.as_of is not None:
-        deadline = dt.datetime.combine(status.as_of + dt.timedelta(days=1), dt.time(FRESHNESS_HOURS), dt.UTC)
-        yesterday = now.date() - dt.timedelta(days=1)
-        status.freshness_target = f"yesterday ({yesterday}) published by {FRESHNESS_HOURS:02d}:00 UTC"
-        status.is_fresh = status.as_of >= yesterday or now < deadline
+    judged = judge_freshness(status.as_of, now, load_registry().freshness_hour)
+    status.is_fresh, status.freshness_target = judged.is_fresh, judged.target
     status.failed_checks, status.warnings = checks or ([], [])
     return status

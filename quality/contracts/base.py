@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import pandera.polars as pa
 import polars as pl
 
+from registry.loader import load_registry
+
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$"
-CURRENCIES = ["USD", "EUR", "GBP"]
+CURRENCIES = list(load_registry().currencies)  # the registry's (money.currencies), read when contracts load
 
 
 @dataclass(frozen=True)

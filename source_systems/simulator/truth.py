@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -74,31 +75,53 @@ def contract_intervals(state: State, n_days: int) -> pl.DataFrame:
     )
 
 
-def customer_states(state: State, n_customers: int, n_days: int) -> tuple[np.ndarray, np.ndarray]:
-    """State codes [customer, day] at each day's end, and the live-contract spells used for MRR."""
+def customer_states(state: State, registry: Registry, n_customers: int, n_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """State codes [customer, day] at each day's end by the registry's rules, and the delinquency flags.
+
+    The facts are computed from the ledger; which state they mean is the registry's (``customer_states``, first
+    condition that holds wins), evaluated like dbt evaluates it, so a changed rule moves truth and models alike.
+    """
     spells = contract_intervals(state, n_days)
     cust = spells["customer"].to_numpy()
     start = spells["day"].to_numpy()
     stop = spells["stop"].to_numpy()
     to = spells["to_status"].to_numpy()
     live = np.isin(to, list(LIVE_CODES.values()))
+    paused = to == PAUSED_CODE
     live_n = _interval_sum(n_customers, n_days, cust[live], start[live], stop[live])
-    paused_n = _interval_sum(
-        n_customers, n_days, cust[to == PAUSED_CODE], start[to == PAUSED_CODE], stop[to == PAUSED_CODE]
-    )
+    paused_n = _interval_sum(n_customers, n_days, cust[paused], start[paused], stop[paused])
     signed = np.zeros((n_customers, n_days), dtype=bool)
-    contracts = state.table("contracts")
-    first_sign = contracts.group_by("customer").agg(pl.col("signed_day").min())
+    first_sign = state.table("contracts").group_by("customer").agg(pl.col("signed_day").min())
     for c, s in first_sign.iter_rows():
         if s < n_days:
             signed[c, s:] = True
-    ever_active = np.maximum.accumulate(live_n > 0, axis=1)
-    codes = np.full((n_customers, n_days), PROSPECT, dtype=np.int8)
-    codes[signed] = ONBOARDING
-    codes[ever_active] = CHURNED
-    codes[paused_n > 0] = PAUSED
-    codes[live_n > 0] = ACTIVE
-    return codes, live
+    delinquent = delinquent_flags(state, registry, n_customers, n_days)
+    facts = pl.DataFrame(
+        {
+            "live_contracts": live_n.ravel(),
+            "paused_contracts": paused_n.ravel(),
+            "ever_live": np.maximum.accumulate(live_n > 0, axis=1).ravel(),
+            "ever_signed": signed.ravel(),
+            "delinquent": delinquent.ravel(),
+        }
+    )
+    codes = facts.select(_state_expression(registry).alias("code"))["code"].to_numpy()
+    return codes.astype(np.int8).reshape(n_customers, n_days), delinquent
+
+
+def _state_expression(registry: Registry) -> pl.Expr:
+    """The registry's state rules as one polars expression: when ... then code ... otherwise code."""
+    known = {str(name): code for code, name in enumerate(STATE_NAMES)}
+    expression: Any = None
+    for rule in registry.customer_states:
+        if rule.name not in known:
+            raise ValueError(f"the simulator's truth knows the states {sorted(known)}, not {rule.name!r}")
+        if rule.when == "otherwise":
+            return pl.lit(known[rule.name]) if expression is None else expression.otherwise(known[rule.name])
+        condition = pl.sql_expr(rule.when)
+        expression = pl.when(condition) if expression is None else expression.when(condition)
+        expression = expression.then(known[rule.name])
+    raise ValueError("the registry's last customer state must be `otherwise`")
 
 
 def delinquent_flags(state: State, registry: Registry, n_customers: int, n_days: int) -> np.ndarray:
@@ -184,9 +207,8 @@ def compute_truth(
     fx = state.table("fx").filter(pl.col("day") < n).sort("currency", "day")
     rate = fx["rate_micro"].to_numpy().reshape(3, n)
 
-    codes, _ = customer_states(state, n_customers, n)
+    codes, delinquent = customer_states(state, registry, n_customers, n)
     prev = np.concatenate([np.full((n_customers, 1), PROSPECT, dtype=np.int8), codes[:, :-1]], axis=1)
-    delinquent = delinquent_flags(state, registry, n_customers, n)
     counts = {
         "active_customers": (codes == ACTIVE).sum(axis=0),
         "new_customers": ((codes == ACTIVE) & np.isin(prev, [PROSPECT, ONBOARDING, CHURNED])).sum(axis=0),

@@ -39,7 +39,7 @@ def _real() -> dg.Definitions:
     def raw_arrived() -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=True)
 
-    job = dg.define_asset_job("job", selection=dg.AssetSelection.all(), partitions_def=DAYS, tags={"team": "data"})
+    job = dg.define_asset_job("job", selection=dg.AssetSelection.all(), tags={"team": "data"})
     return dg.Definitions(assets=[raw, model], asset_checks=[raw_arrived], jobs=[job])
 
 

@@ -15,18 +15,9 @@ import pytest
 from dataops.core.settings import Settings
 from dataops.governance.catalog import GOVERNANCE_DDL
 from dataops.ingest.pipeline import with_lineage
-from dataops.transform.dbt import (
-    PARTIAL_PARSE,
-    build_inputs,
-    built_from,
-    dbt_environment,
-    forget_build,
-    keep_run_target,
-    record_build,
-    run_dbt,
-    run_target,
-    warm_parse,
-)
+from dataops.transform.build_stamp import build_inputs, built_from, forget_build, record_build
+from dataops.transform.project import dbt_environment
+from dataops.transform.runner import PARTIAL_PARSE, keep_run_target, run_dbt, run_target, warm_parse
 from quality.contracts import CONTRACTS
 
 

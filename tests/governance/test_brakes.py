@@ -14,9 +14,9 @@ import yaml
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect, scalar
 from dataops.ingest.volume import ALLOW_TAG, check_volume
-from dataops.transform.dbt import dbt_environment
-from orchestration.defs.publish import ANALYTICS_KEY
-from orchestration.resources import platform_resource
+from dataops.transform.project import dbt_environment
+from orchestration.lib.names import ANALYTICS_KEY
+from orchestration.lib.resources import platform_resource
 from quality.contracts import CONTRACTS
 from registry.loader import ExpectedSpike, load_registry
 from source_systems.simulator.config import SimConfig

@@ -84,3 +84,37 @@ def test_the_sensor_fires_once_per_manifest_and_again_for_a_reexport(tmp_path: P
                 ("2025-01-01", "accounting-2025-01-01-v2")
             ]
             assert tick(fourth.cursor).run_requests == []
+
+
+def test_freshness_is_judged_by_the_registry_everywhere(tmp_path: Path) -> None:
+    """Dagster's freshness policy and the status judge by the registry's deadline: change it, both follow."""
+    import yaml
+
+    from dataops.publish.status import judge_freshness
+    from registry import ENTERPRISE_FILE
+
+    data = yaml.safe_load(ENTERPRISE_FILE.read_text())
+    data["freshness"]["published_by_hour_utc"] = 9
+    changed = tmp_path / "enterprise.yaml"
+    changed.write_text(yaml.safe_dump(data))
+    with environment(DATAOPS_DATA_DIR=str(tmp_path), DATAOPS_START_DATE="2025-01-01", DATAOPS_REGISTRY=str(changed)):
+        graph = defs().resolve_asset_graph()
+    for key in (dg.AssetKey(["kpis", "kpi_daily"]), dg.AssetKey(["publish", "analytics_warehouse"])):
+        policy = graph.get(key).freshness_policy
+        assert isinstance(policy, dg.FreshnessPolicy) and getattr(policy, "deadline_cron", None) == "0 9 * * *", key
+    assert graph.get(dg.AssetKey(["marts", "fct_invoices"])).freshness_policy is None
+    # the day before yesterday is still fresh before 09:00 (yesterday is not due yet), stale after
+    as_of = dt.date(2025, 3, 8)
+    assert judge_freshness(as_of, dt.datetime(2025, 3, 10, 8, 59, tzinfo=dt.UTC), 9).is_fresh
+    assert not judge_freshness(as_of, dt.datetime(2025, 3, 10, 9, 0, tzinfo=dt.UTC), 9).is_fresh
+    assert judge_freshness(dt.date(2025, 3, 9), dt.datetime(2025, 3, 10, 23, tzinfo=dt.UTC), 9).is_fresh
+    assert not judge_freshness(None, dt.datetime(2025, 3, 10, 1, tzinfo=dt.UTC), 9).is_fresh
+
+
+def test_the_code_location_loads_every_domain_folder(definitions: dg.Definitions) -> None:
+    """Each folder of orchestration/defs contributes its definitions; the published warehouse has the check."""
+    graph = definitions.resolve_asset_graph()
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert {"erp", "crm", "accounting", "staging", "marts", "kpis", "publish", "egress"} <= groups
+    checks = {key.name for key in graph.asset_check_keys}
+    assert {"yesterday_published", "customer_states_are_consistent", "volume_within_recent_range"} <= checks

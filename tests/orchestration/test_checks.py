@@ -10,8 +10,8 @@ import dagster as dg
 import duckdb
 
 from dataops.core.warehouse import Limits
-from orchestration.defs.brakes import VOLUME_CHECK, breaker_result
-from orchestration.defs.quality import gate_results
+from orchestration.defs.gate.cleansing_gate import gate_results
+from orchestration.lib.brakes import VOLUME_CHECK, breaker_result
 from quality.contracts import contract_for
 from quality.gate import GATE
 from registry.loader import load_registry

@@ -12,7 +12,7 @@ import pytest
 from application.mock_sources import crm_environment
 from dataops.core.settings import Settings
 from orchestration.definitions import defs
-from orchestration.defs.brakes import VOLUME_CHECK
+from orchestration.lib.brakes import VOLUME_CHECK
 from quality.contracts import CONTRACTS, parents_first
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
@@ -37,7 +37,7 @@ def definitions(sixty_days: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
 
 def fail_table(monkeypatch: pytest.MonkeyPatch, name: str, error: Exception) -> None:
     """The ingestion of one table raises ``error``; the others ingest as usual."""
-    import orchestration.defs.ingest as ingest_module
+    import orchestration.lib.ingest as ingest_module
 
     real = ingest_module.ingest
 
@@ -134,7 +134,7 @@ def test_a_failing_table_fails_its_step_by_name_and_the_rest_of_the_source_still
 def test_an_unavailable_source_is_retried_and_one_table_can_be_ingested_alone(
     sixty_days: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import orchestration.defs.ingest as ingest_module
+    import orchestration.lib.ingest as ingest_module
     from dataops.ingest.connectors import SourceUnavailable
 
     monkeypatch.setenv("DATAOPS_DATA_DIR", str(sixty_days))

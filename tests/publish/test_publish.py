@@ -215,7 +215,7 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
     from dataops.governance.metadata import load_manifest
     from dataops.governance.policy import POLICY_PATH
     from dataops.publish.analyst_warehouse import publish
-    from dataops.transform.dbt import forget_build
+    from dataops.transform.build_stamp import forget_build
 
     case = copy_of(published, tmp_path)
     settings = case.settings

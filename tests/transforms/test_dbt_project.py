@@ -9,15 +9,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings
 from dataops.ingest.lake import PER_EXTRACTION
-from dataops.transform.dbt import prepare_manifest, run_dbt
+from dataops.transform.runner import prepare_manifest, run_dbt
 from quality.contracts import CONTRACTS
+from registry.loader import dbt_vars, domain_owners, load_registry
 
 pytestmark = pytest.mark.xdist_group("built")
 
-REQUIRED_META = ("owner", "classification")
+REQUIRED_META = ("domain", "classification")
 CLASSIFICATIONS = {"public", "internal", "confidential", "restricted"}
 PII_HINTS = ("email", "first_name", "last_name", "phone")
 
@@ -101,8 +103,10 @@ def manifest() -> dict:  # type: ignore[type-arg]
 
 
 def documentation_problems(manifest: dict) -> list[str]:  # type: ignore[type-arg]
-    """Every model and column described; every model with an owner and a classification; PII tagged."""
+    """Every model and column described; every model with a classification and a domain the registry names an
+    owner for; PII tagged."""
     problems = []
+    owners = domain_owners()
     for node in manifest["nodes"].values():
         if node["resource_type"] not in {"model", "seed"}:
             continue
@@ -113,6 +117,8 @@ def documentation_problems(manifest: dict) -> list[str]:  # type: ignore[type-ar
         for key in REQUIRED_META:
             if not meta.get(key):
                 problems.append(f"{name}: no {key} in meta")
+        if meta.get("domain") and not owners.get(meta["domain"]):
+            problems.append(f"{name}: domain {meta['domain']!r} has no owner in registry/domains")
         if meta.get("classification") and meta["classification"] not in CLASSIFICATIONS:
             problems.append(f"{name}: classification {meta['classification']!r} is not one of {CLASSIFICATIONS}")
         for column in node["columns"].values():
@@ -131,15 +137,21 @@ def test_every_model_and_column_is_documented_owned_and_classified(manifest: dic
 def test_the_documentation_check_catches_a_missing_piece(manifest: dict) -> None:  # type: ignore[type-arg]
     broken = json.loads(json.dumps(manifest))
     node = next(n for n in broken["nodes"].values() if n["name"] == "fct_leads")
-    node["config"]["meta"].pop("owner")
-    node["meta"].pop("owner", None)
+    node["config"]["meta"]["domain"] = "nobody"
+    node["meta"].pop("domain", None)
     node["columns"]["email"]["config"]["tags"] = []
     node["columns"]["email"]["tags"] = []
     next(iter(node["columns"].values()))["description"] = ""
     problems = documentation_problems(broken)
-    assert "fct_leads: no owner in meta" in problems
+    assert "fct_leads: domain 'nobody' has no owner in registry/domains" in problems
     assert "fct_leads.email: personal data not tagged pii" in problems
     assert any(p.startswith("fct_leads.lead_id") for p in problems)
+
+
+def test_the_projects_var_defaults_are_the_registrys_values() -> None:
+    """A bare `dbt parse` uses dbt_project.yml's defaults; every run passes the registry's own values."""
+    defaults = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
+    assert defaults == dbt_vars(load_registry())
 
 
 def test_marts_enforce_their_contracts(manifest: dict) -> None:  # type: ignore[type-arg]

@@ -9,7 +9,7 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.ingest.pipeline import ingest
-from dataops.transform.dbt import run_dbt
+from dataops.transform.runner import run_dbt
 from quality.contracts import contract_for
 from source_systems.crm.server import start_in_thread
 from source_systems.simulator.config import DirtRates, SimConfig

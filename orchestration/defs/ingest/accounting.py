@@ -1,11 +1,13 @@
-"""Ingestion assets of the ACCOUNTING (group `accounting`)."""
+"""The accounting tables (group `accounting`): the daily export folder and its manifest; one step for them all."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.defs.ingest import ingest_source
+from orchestration.lib.ingest import ingest_source
+from orchestration.lib.partitions import daily_partitions
 
 
-def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
-    return [ingest_source("accounting", partitions_def, upstream)]
+@dg.definitions
+def accounting() -> dg.Definitions:
+    return dg.Definitions(assets=[ingest_source("accounting", daily_partitions())])

@@ -1,11 +1,13 @@
-"""Ingestion assets of the ERP (group `erp`)."""
+"""The erp tables (group `erp`): SQL by updated_at watermark; one step for them all."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.defs.ingest import ingest_source
+from orchestration.lib.ingest import ingest_source
+from orchestration.lib.partitions import daily_partitions
 
 
-def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
-    return [ingest_source("erp", partitions_def, upstream)]
+@dg.definitions
+def erp() -> dg.Definitions:
+    return dg.Definitions(assets=[ingest_source("erp", daily_partitions())])

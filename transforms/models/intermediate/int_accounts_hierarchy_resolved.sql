@@ -4,7 +4,10 @@ with recursive
 
 accounts as (
 
-    select account_id, parent_account_id from {{ ref('stg_crm__accounts') }}
+    select
+        account_id,
+        parent_account_id
+    from {{ ref('stg_crm__accounts') }}
 
 ),
 
@@ -29,7 +32,7 @@ chains as (
         list_prepend(parents.account_id, chains.path) as path
 
     from chains
-    inner join accounts as parents on parents.account_id = chains.next_parent_id
+    inner join accounts as parents on chains.next_parent_id = parents.account_id
     where chains.depth < 20  -- a cycle in the CRM cannot loop forever
 
 ),
@@ -39,8 +42,9 @@ tops as (
     -- the chain ends at an account without a parent (or whose parent the CRM never delivered)
     select *
     from chains
-    where next_parent_id is null
-        or next_parent_id not in (select account_id from accounts)
+    where
+        next_parent_id is null
+        or next_parent_id not in (select accounts.account_id from accounts)
 
 ),
 

@@ -25,31 +25,42 @@ hierarchy as (
 
 by_reference as (
 
-    select bill_to.bill_to_id, accounts.account_id, 'crm_reference' as match_method
+    select
+        bill_to.bill_to_id,
+        accounts.account_id,
+        'crm_reference' as match_method
     from bill_to
-    inner join accounts on accounts.account_id = bill_to.crm_account_id
+    inner join accounts on bill_to.crm_account_id = accounts.account_id
 
 ),
 
 by_tax_id as (
 
-    select bill_to.bill_to_id, accounts.account_id, 'tax_id' as match_method
+    select
+        bill_to.bill_to_id,
+        accounts.account_id,
+        'tax_id' as match_method
     from bill_to
-    inner join accounts on accounts.tax_id_normalized = bill_to.tax_id_normalized
-    where bill_to.bill_to_id not in (select bill_to_id from by_reference)
+    inner join accounts on bill_to.tax_id_normalized = accounts.tax_id_normalized
+    where bill_to.bill_to_id not in (select by_reference.bill_to_id from by_reference)
     qualify count(*) over (partition by bill_to.bill_to_id) = 1
 
 ),
 
 by_name as (
 
-    select bill_to.bill_to_id, accounts.account_id, 'name_and_country' as match_method
+    select
+        bill_to.bill_to_id,
+        accounts.account_id,
+        'name_and_country' as match_method
     from bill_to
     inner join accounts
-        on accounts.account_name_normalized = bill_to.bill_to_name_normalized
-        and accounts.country_code = bill_to.country_code
-    where bill_to.bill_to_id not in (select bill_to_id from by_reference)
-        and bill_to.bill_to_id not in (select bill_to_id from by_tax_id)
+        on
+            bill_to.bill_to_name_normalized = accounts.account_name_normalized
+            and bill_to.country_code = accounts.country_code
+    where
+        bill_to.bill_to_id not in (select by_reference.bill_to_id from by_reference)
+        and bill_to.bill_to_id not in (select by_tax_id.bill_to_id from by_tax_id)
     qualify count(*) over (partition by bill_to.bill_to_id) = 1  -- an ambiguous name is no match
 
 ),
@@ -76,8 +87,8 @@ final as (
         coalesce(hierarchy.ultimate_parent_id, bill_to.bill_to_id) as customer_id
 
     from bill_to
-    left join matches on matches.bill_to_id = bill_to.bill_to_id
-    left join hierarchy on hierarchy.account_id = matches.account_id
+    left join matches on bill_to.bill_to_id = matches.bill_to_id
+    left join hierarchy on matches.account_id = hierarchy.account_id
 
 )
 

@@ -11,7 +11,11 @@ resolved as (
 
 final as (
 
-    select bill_to_id, bill_to_name, country_code, customer_id
+    select
+        bill_to_id,
+        bill_to_name,
+        country_code,
+        customer_id
     from resolved
     where not is_matched
 

@@ -18,7 +18,10 @@ contracts as (
 
 customers as (
 
-    select bill_to_id, customer_id from {{ ref('int_bill_to_customers_resolved') }}
+    select
+        bill_to_id,
+        customer_id
+    from {{ ref('int_bill_to_customers_resolved') }}
 
 ),
 
@@ -44,8 +47,8 @@ spells as (
         contract_id,
         status,
         changed_date as valid_from_date,
-        lead(changed_date) over (partition by contract_id order by changed_date) as valid_to_date,
-        change_reason
+        change_reason,
+        lead(changed_date) over (partition by contract_id order by changed_date) as valid_to_date
 
     from end_of_day
 
@@ -65,8 +68,8 @@ final as (
         spells.change_reason
 
     from spells
-    inner join contracts on contracts.contract_id = spells.contract_id
-    inner join customers on customers.bill_to_id = contracts.bill_to_id
+    inner join contracts on spells.contract_id = contracts.contract_id
+    inner join customers on contracts.bill_to_id = customers.bill_to_id
 
 )
 

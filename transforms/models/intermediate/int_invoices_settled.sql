@@ -10,15 +10,26 @@ invoices as (
 
 settlements as (
 
-    select invoice_id, payment_date as settled_on, payment_amount as amount from {{ ref('stg_accounting__payments') }}
+    select
+        invoice_id,
+        payment_date as settled_on,
+        payment_amount as amount
+    from {{ ref('stg_accounting__payments') }}
     union all
-    select invoice_id, credit_memo_date, credit_amount from {{ ref('stg_accounting__credit_memos') }}
+    select
+        invoice_id,
+        credit_memo_date,
+        credit_amount
+    from {{ ref('stg_accounting__credit_memos') }}
 
 ),
 
 daily as (
 
-    select invoice_id, settled_on, sum(amount) as amount
+    select
+        invoice_id,
+        settled_on,
+        sum(amount) as amount
     from settlements
     group by 1, 2
 
@@ -45,7 +56,7 @@ final as (
         min(running.settled_on) filter (where running.settled_amount >= invoices.invoice_amount) as settled_date
 
     from invoices
-    left join running on running.invoice_id = invoices.invoice_id
+    left join running on invoices.invoice_id = running.invoice_id
     group by 1, 2, 3, 4
 
 )

@@ -17,7 +17,10 @@ changes as (
 
 scores as (
 
-    select lead_id, cast(changed_at as date) as changed_date, try_cast(new_value as integer) as score
+    select
+        lead_id,
+        cast(changed_at as date) as changed_date,
+        try_cast(new_value as integer) as score
     from changes
     where changed_field = 'score'
 
@@ -25,7 +28,9 @@ scores as (
 
 first_qualifying as (
 
-    select lead_id, min(changed_date) as score_qualified_date
+    select
+        lead_id,
+        min(changed_date) as score_qualified_date
     from scores
     where score >= {{ var('mql_score_threshold') }}
     group by 1
@@ -34,7 +39,9 @@ first_qualifying as (
 
 first_accepted as (
 
-    select lead_id, min(cast(changed_at as date)) as accepted_date
+    select
+        lead_id,
+        min(cast(changed_at as date)) as accepted_date
     from changes
     where changed_field = 'status' and new_value = '{{ var("sql_accepted_status") }}'
     group by 1
@@ -49,12 +56,12 @@ final as (
         leads.is_business_email,
         leads.crm_status,
         leads.current_score,
-        case when leads.is_business_email then first_qualifying.score_qualified_date end as qualified_date,
-        first_accepted.accepted_date
+        first_accepted.accepted_date,
+        case when leads.is_business_email then first_qualifying.score_qualified_date end as qualified_date
 
     from leads
-    left join first_qualifying on first_qualifying.lead_id = leads.lead_id
-    left join first_accepted on first_accepted.lead_id = leads.lead_id
+    left join first_qualifying on leads.lead_id = first_qualifying.lead_id
+    left join first_accepted on leads.lead_id = first_accepted.lead_id
 
 )
 

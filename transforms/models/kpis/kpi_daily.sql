@@ -56,17 +56,33 @@ customer_values as (
 
 all_values as (
 
-    select date_day, kpi_name, cast(value as decimal(38, 2)) as value from customer_values
+    select
+        date_day,
+        kpi_name,
+        cast(value as decimal(38, 2)) as value
+    from customer_values
     union all
-    select date_day, kpi_name, cast(value as decimal(38, 2)) from money
+    select
+        date_day,
+        kpi_name,
+        cast(value as decimal(38, 2)) as value
+    from money
     union all
-    select date_day, kpi_name, cast(value as decimal(38, 2)) from funnel
+    select
+        date_day,
+        kpi_name,
+        cast(value as decimal(38, 2)) as value
+    from funnel
 
 ),
 
 grid as (
 
-    select dates.date_day, definitions.kpi_name, definitions.unit, definitions.kpi_order
+    select
+        dates.date_day,
+        definitions.kpi_name,
+        definitions.unit,
+        definitions.kpi_order
     from dates
     cross join definitions
 
@@ -82,7 +98,7 @@ final as (
         '{{ var("registry_version") }}' as definition_version
 
     from grid
-    left join all_values on all_values.date_day = grid.date_day and all_values.kpi_name = grid.kpi_name
+    left join all_values on grid.date_day = all_values.date_day and grid.kpi_name = all_values.kpi_name
 
 )
 

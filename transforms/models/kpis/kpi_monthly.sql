@@ -33,8 +33,8 @@ by_month as (
         arg_max(daily.value, daily.date_day) as last_value
 
     from daily
-    inner join dates on dates.date_day = daily.date_day
-    inner join definitions on definitions.kpi_name = daily.kpi_name
+    inner join dates on daily.date_day = dates.date_day
+    inner join definitions on daily.kpi_name = definitions.kpi_name
     group by 1, 2, 3, 4, 5
 
 ),

@@ -34,7 +34,7 @@ account_rows as (
         cast(null as varchar) as match_method
 
     from accounts
-    inner join hierarchy on hierarchy.account_id = accounts.account_id
+    inner join hierarchy on accounts.account_id = hierarchy.account_id
 
 ),
 
@@ -47,12 +47,14 @@ bill_to_rows as (
         bill_to.account_id as parent_entity_id,
         bill_to.customer_id,
         coalesce(hierarchy.depth + 1, 0) as depth,
-        case when hierarchy.parent_chain is null then bill_to.bill_to_id
-            else hierarchy.parent_chain || ' > ' || bill_to.bill_to_id end as parent_chain,
+        case
+            when hierarchy.parent_chain is null then bill_to.bill_to_id
+            else hierarchy.parent_chain || ' > ' || bill_to.bill_to_id
+        end as parent_chain,
         bill_to.match_method
 
     from bill_to
-    left join hierarchy on hierarchy.account_id = bill_to.account_id
+    left join hierarchy on bill_to.account_id = hierarchy.account_id
 
 ),
 

@@ -43,14 +43,18 @@ crm_customers as (
         'crm' as customer_source
 
     from accounts
-    inner join hierarchy on hierarchy.account_id = accounts.account_id and hierarchy.depth = 0
+    inner join hierarchy on accounts.account_id = hierarchy.account_id and hierarchy.depth = 0
     where hierarchy.ultimate_parent_id = accounts.account_id
 
 ),
 
 erp_only_customers as (
 
-    select bill_to_id as customer_id, bill_to_name as customer_name, country_code, 'erp_only' as customer_source
+    select
+        bill_to_id as customer_id,
+        bill_to_name as customer_name,
+        country_code,
+        'erp_only' as customer_source
     from bill_to
     where not is_matched
 
@@ -66,22 +70,31 @@ customers as (
 
 bill_to_counts as (
 
-    select customer_id, count(*) as bill_to_count from bill_to group by 1
+    select
+        customer_id,
+        count(*) as bill_to_count
+    from bill_to
+    group by 1
 
 ),
 
 contract_counts as (
 
-    select bill_to.customer_id, count(*) as contract_count, min(contracts.signed_date) as first_signed_date
+    select
+        bill_to.customer_id,
+        count(*) as contract_count,
+        min(contracts.signed_date) as first_signed_date
     from contracts
-    inner join bill_to on bill_to.bill_to_id = contracts.bill_to_id
+    inner join bill_to on contracts.bill_to_id = bill_to.bill_to_id
     group by 1
 
 ),
 
 first_live as (
 
-    select customer_id, min(valid_from_date) as first_live_date
+    select
+        customer_id,
+        min(valid_from_date) as first_live_date
     from spells
     where is_live
     group by 1
@@ -95,15 +108,15 @@ final as (
         customers.customer_name,
         customers.country_code,
         customers.customer_source,
-        coalesce(bill_to_counts.bill_to_count, 0) as bill_to_count,
-        coalesce(contract_counts.contract_count, 0) as contract_count,
         contract_counts.first_signed_date,
-        first_live.first_live_date
+        first_live.first_live_date,
+        coalesce(bill_to_counts.bill_to_count, 0) as bill_to_count,
+        coalesce(contract_counts.contract_count, 0) as contract_count
 
     from customers
-    left join bill_to_counts on bill_to_counts.customer_id = customers.customer_id
-    left join contract_counts on contract_counts.customer_id = customers.customer_id
-    left join first_live on first_live.customer_id = customers.customer_id
+    left join bill_to_counts on customers.customer_id = bill_to_counts.customer_id
+    left join contract_counts on customers.customer_id = contract_counts.customer_id
+    left join first_live on customers.customer_id = first_live.customer_id
 
 )
 

@@ -11,7 +11,10 @@ rates as (
 
 bounds as (
 
-    select min(rate_date) as first_date, max(rate_date) as last_date from rates
+    select
+        min(rate_date) as first_date,
+        max(rate_date) as last_date
+    from rates
 
 ),
 
@@ -19,13 +22,15 @@ calendar as (
 
     -- a little beyond the last date, so every month covered has its close date
     select cast(generated as date) as date_day
-    from bounds, generate_series(first_date, last_date + interval 45 day, interval 1 day) as days(generated)
+    from bounds, generate_series(first_date, last_date + interval 45 day, interval 1 day) as days (generated)
 
 ),
 
 business_days as (
 
-    select date_day, dayofweek(date_day) between 1 and 5 as is_business_day
+    select
+        date_day,
+        dayofweek(date_day) between 1 and 5 as is_business_day
     from calendar
 
 ),
@@ -44,9 +49,11 @@ closes as (
 
     from month_ends
     inner join business_days
-        on business_days.date_day > month_ends.month_end_date
-        and business_days.is_business_day
-    qualify row_number() over (partition by month_ends.month_end_date order by business_days.date_day)
+        on
+            month_ends.month_end_date < business_days.date_day
+            and business_days.is_business_day
+    qualify
+        row_number() over (partition by month_ends.month_end_date order by business_days.date_day)
         = {{ var('month_close_business_day') }}
 
 ),
@@ -56,13 +63,13 @@ final as (
     select
         business_days.date_day,
         cast(date_trunc('month', business_days.date_day) as date) as month_start_date,
+        business_days.is_business_day,
+        closes.close_date as month_close_date,
         last_day(business_days.date_day) as month_end_date,
         year(business_days.date_day) as year_number,
         month(business_days.date_day) as month_number,
         dayofweek(business_days.date_day) as day_of_week,
-        business_days.is_business_day,
-        business_days.date_day = last_day(business_days.date_day) as is_month_end,
-        closes.close_date as month_close_date
+        business_days.date_day = last_day(business_days.date_day) as is_month_end
 
     from business_days
     left join closes on closes.month_end_date = last_day(business_days.date_day)

@@ -30,8 +30,10 @@ final as (
         lead_count,
         mql_date,
         accepted_date,
-        case when mql_date is not null and accepted_date is not null
-            then greatest(mql_date, accepted_date) end as sql_date
+        case
+            when mql_date is not null and accepted_date is not null
+                then greatest(mql_date, accepted_date)
+        end as sql_date
 
     from people
 

@@ -8,7 +8,11 @@ products as (
 
 final as (
 
-    select product_id, product_name, product_type, list_price_usd
+    select
+        product_id,
+        product_name,
+        product_type,
+        list_price_usd
     from products
     where not is_deleted
 

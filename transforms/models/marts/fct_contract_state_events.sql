@@ -11,14 +11,20 @@ changes as (
 
 contracts as (
 
-    select contract_id, bill_to_id from {{ ref('stg_erp__contracts') }}
+    select
+        contract_id,
+        bill_to_id
+    from {{ ref('stg_erp__contracts') }}
     where not is_deleted
 
 ),
 
 bill_to as (
 
-    select bill_to_id, customer_id from {{ ref('int_bill_to_customers_resolved') }}
+    select
+        bill_to_id,
+        customer_id
+    from {{ ref('int_bill_to_customers_resolved') }}
 
 ),
 
@@ -32,14 +38,14 @@ final as (
         changes.to_status,
         changes.changed_at,
         cast(changes.changed_at as date) as changed_date,
+        changes.change_reason as cause,
         lead(cast(changes.changed_at as date)) over (
             partition by changes.contract_id order by changes.changed_at, changes.contract_status_change_id
-        ) as valid_until_date,
-        changes.change_reason as cause
+        ) as valid_until_date
 
     from changes
-    inner join contracts on contracts.contract_id = changes.contract_id
-    inner join bill_to on bill_to.bill_to_id = contracts.bill_to_id
+    inner join contracts on changes.contract_id = contracts.contract_id
+    inner join bill_to on contracts.bill_to_id = bill_to.bill_to_id
 
 )
 

@@ -9,7 +9,10 @@ contracts as (
 
 bill_to as (
 
-    select bill_to_id, customer_id from {{ ref('int_bill_to_customers_resolved') }}
+    select
+        bill_to_id,
+        customer_id
+    from {{ ref('int_bill_to_customers_resolved') }}
 
 ),
 
@@ -49,8 +52,8 @@ final as (
         contracts.current_status
 
     from contracts
-    inner join bill_to on bill_to.bill_to_id = contracts.bill_to_id
-    left join milestones on milestones.contract_id = contracts.contract_id
+    inner join bill_to on contracts.bill_to_id = bill_to.bill_to_id
+    left join milestones on contracts.contract_id = milestones.contract_id
 
 )
 

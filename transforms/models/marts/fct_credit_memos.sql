@@ -11,14 +11,17 @@ credit_memos as (
 
     select * from {{ ref('stg_accounting__credit_memos') }}
     {% if is_incremental() %}
-    where loaded_partition between {{ window_start() }} and {{ window_end() }}
+        where loaded_partition between {{ window_start() }} and {{ window_end() }}
     {% endif %}
 
 ),
 
 bill_to as (
 
-    select bill_to_id, customer_id from {{ ref('int_bill_to_customers_resolved') }}
+    select
+        bill_to_id,
+        customer_id
+    from {{ ref('int_bill_to_customers_resolved') }}
 
 ),
 
@@ -36,7 +39,7 @@ final as (
         credit_memos.loaded_partition
 
     from credit_memos
-    left join bill_to on bill_to.bill_to_id = credit_memos.bill_to_id
+    left join bill_to on credit_memos.bill_to_id = bill_to.bill_to_id
 
 )
 

@@ -17,7 +17,11 @@ contract_events as (
 
 transitions as (
 
-    select customer_id, date_day as changed_date, previous_state as from_state, state as to_state
+    select
+        customer_id,
+        date_day as changed_date,
+        previous_state as from_state,
+        state as to_state
     from states
     where state <> previous_state
 
@@ -28,8 +32,10 @@ causes as (
     select
         customer_id,
         changed_date,
-        string_agg(contract_id || ' ' || coalesce(from_status, 'new') || '->' || to_status, '; '
-                   order by changed_at) as cause
+        string_agg(
+            contract_id || ' ' || coalesce(from_status, 'new') || '->' || to_status, '; '
+            order by changed_at
+        ) as cause
 
     from contract_events
     group by 1, 2
@@ -39,16 +45,16 @@ causes as (
 final as (
 
     select
-        transitions.customer_id || '@' || cast(transitions.changed_date as varchar) as customer_state_event_id,
         transitions.customer_id,
         transitions.from_state,
         transitions.to_state,
         transitions.changed_date,
+        transitions.customer_id || '@' || cast(transitions.changed_date as varchar) as customer_state_event_id,
         coalesce(causes.cause, 'no contract change that day') as cause
 
     from transitions
     left join causes
-        on causes.customer_id = transitions.customer_id and causes.changed_date = transitions.changed_date
+        on transitions.customer_id = causes.customer_id and transitions.changed_date = causes.changed_date
 
 )
 

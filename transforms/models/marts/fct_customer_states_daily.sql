@@ -41,7 +41,7 @@ invoices as (
         settled.settled_date
 
     from {{ ref('int_invoices_settled') }} as settled
-    inner join {{ ref('int_bill_to_customers_resolved') }} as bill_to on bill_to.bill_to_id = settled.bill_to_id
+    inner join {{ ref('int_bill_to_customers_resolved') }} as bill_to on settled.bill_to_id = bill_to.bill_to_id
 
 ),
 
@@ -74,8 +74,9 @@ contract_counts as (
 
     from spells
     inner join days
-        on days.date_day >= spells.valid_from_date
-        and (spells.valid_to_date is null or days.date_day < spells.valid_to_date)
+        on
+            spells.valid_from_date <= days.date_day
+            and (spells.valid_to_date is null or spells.valid_to_date > days.date_day)
     group by 1, 2
 
 ),
@@ -94,36 +95,49 @@ milestones as (
 
 delinquent as (
 
-    select distinct invoices.customer_id, days.date_day
+    select distinct
+        invoices.customer_id,
+        days.date_day
     from invoices
     inner join days
-        on days.date_day > invoices.due_date + {{ var('delinquency_days') }}
-        and (invoices.settled_date is null or days.date_day < invoices.settled_date)
+        on
+            days.date_day > invoices.due_date + {{ var('delinquency_days') }}
+            and (invoices.settled_date is null or invoices.settled_date > days.date_day)
+
+),
+
+facts as (
+
+    -- the facts the registry's state conditions are written in (registry/enterprise.yaml, customer_states)
+    select
+        customers.customer_id,
+        days.date_day,
+        coalesce(contract_counts.live_contract_count, 0) as live_contracts,
+        coalesce(contract_counts.paused_contract_count, 0) as paused_contracts,
+        coalesce(milestones.first_live_date <= days.date_day, false) as ever_live,
+        coalesce(milestones.first_signed_date <= days.date_day, false) as ever_signed,
+        delinquent.customer_id is not null as delinquent
+
+    from customers
+    cross join days
+    left join contract_counts
+        on customers.customer_id = contract_counts.customer_id and days.date_day = contract_counts.date_day
+    left join milestones on customers.customer_id = milestones.customer_id
+    left join delinquent on customers.customer_id = delinquent.customer_id and days.date_day = delinquent.date_day
 
 ),
 
 states as (
 
     select
-        customers.customer_id,
-        days.date_day,
-        case
-            when coalesce(contract_counts.live_contract_count, 0) > 0 then 'active'
-            when coalesce(contract_counts.paused_contract_count, 0) > 0 then 'paused'
-            when milestones.first_live_date <= days.date_day then 'churned'
-            when milestones.first_signed_date <= days.date_day then 'onboarding'
-            else 'prospect'
-        end as state,
-        delinquent.customer_id is not null as is_delinquent,
-        coalesce(contract_counts.live_contract_count, 0) as live_contract_count,
-        coalesce(contract_counts.paused_contract_count, 0) as paused_contract_count
+        customer_id,
+        date_day,
+        {{ customer_state_case() }} as state,
+        delinquent as is_delinquent,
+        live_contracts as live_contract_count,
+        paused_contracts as paused_contract_count
 
-    from customers
-    cross join days
-    left join contract_counts
-        on contract_counts.customer_id = customers.customer_id and contract_counts.date_day = days.date_day
-    left join milestones on milestones.customer_id = customers.customer_id
-    left join delinquent on delinquent.customer_id = customers.customer_id and delinquent.date_day = days.date_day
+    from facts
 
 ),
 

@@ -10,7 +10,11 @@ rates as (
 
 final as (
 
-    select rate_date, currency_code, usd_per_unit from rates
+    select
+        rate_date,
+        currency_code,
+        usd_per_unit
+    from rates
 
 )
 

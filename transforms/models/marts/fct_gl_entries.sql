@@ -11,7 +11,7 @@ journal_lines as (
 
     select * from {{ ref('stg_accounting__journal_lines') }}
     {% if is_incremental() %}
-    where loaded_partition between {{ window_start() }} and {{ window_end() }}
+        where loaded_partition between {{ window_start() }} and {{ window_end() }}
     {% endif %}
 
 ),
@@ -28,11 +28,11 @@ final as (
         is_revenue_account,
         debit_amount,
         credit_amount,
-        case when is_revenue_account then credit_amount - debit_amount else 0 end as revenue_amount,
         currency_code,
         reference,
         description,
         loaded_partition,
+        case when is_revenue_account then credit_amount - debit_amount else 0 end as revenue_amount,
         posting_date < loaded_partition as is_late_arrival
 
     from journal_lines

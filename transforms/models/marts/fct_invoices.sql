@@ -11,14 +11,17 @@ invoices as (
 
     select * from {{ ref('stg_accounting__invoices') }}
     {% if is_incremental() %}
-    where loaded_partition between {{ window_start() }} and {{ window_end() }}
+        where loaded_partition between {{ window_start() }} and {{ window_end() }}
     {% endif %}
 
 ),
 
 bill_to as (
 
-    select bill_to_id, customer_id from {{ ref('int_bill_to_customers_resolved') }}
+    select
+        bill_to_id,
+        customer_id
+    from {{ ref('int_bill_to_customers_resolved') }}
 
 ),
 
@@ -44,8 +47,8 @@ final as (
         invoices.loaded_partition
 
     from invoices
-    left join bill_to on bill_to.bill_to_id = invoices.bill_to_id
-    left join rates on rates.rate_date = invoices.invoice_date and rates.currency_code = invoices.currency_code
+    left join bill_to on invoices.bill_to_id = bill_to.bill_to_id
+    left join rates on invoices.invoice_date = rates.rate_date and invoices.currency_code = rates.currency_code
 
 )
 

@@ -32,7 +32,7 @@ final as (
         leads.crm_status in ('MQL', 'SAL', 'Converted') as is_crm_mql
 
     from leads
-    inner join qualified on qualified.lead_id = leads.lead_id
+    inner join qualified on leads.lead_id = qualified.lead_id
 
 )
 

@@ -14,7 +14,10 @@ stage_changes as (
 
 hierarchy as (
 
-    select account_id, ultimate_parent_id from {{ ref('int_accounts_hierarchy_resolved') }}
+    select
+        account_id,
+        ultimate_parent_id
+    from {{ ref('int_accounts_hierarchy_resolved') }}
 
 ),
 
@@ -48,8 +51,8 @@ final as (
         coalesce(closes.is_won, false) as is_won
 
     from opportunities
-    left join hierarchy on hierarchy.account_id = opportunities.account_id
-    left join closes on closes.opportunity_id = opportunities.opportunity_id
+    left join hierarchy on opportunities.account_id = hierarchy.account_id
+    left join closes on opportunities.opportunity_id = closes.opportunity_id
 
 )
 

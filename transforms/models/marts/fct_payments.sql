@@ -11,14 +11,17 @@ payments as (
 
     select * from {{ ref('stg_accounting__payments') }}
     {% if is_incremental() %}
-    where loaded_partition between {{ window_start() }} and {{ window_end() }}
+        where loaded_partition between {{ window_start() }} and {{ window_end() }}
     {% endif %}
 
 ),
 
 bill_to as (
 
-    select bill_to_id, customer_id from {{ ref('int_bill_to_customers_resolved') }}
+    select
+        bill_to_id,
+        customer_id
+    from {{ ref('int_bill_to_customers_resolved') }}
 
 ),
 
@@ -43,8 +46,8 @@ final as (
         payments.loaded_partition
 
     from payments
-    left join bill_to on bill_to.bill_to_id = payments.bill_to_id
-    left join rates on rates.rate_date = payments.payment_date and rates.currency_code = payments.currency_code
+    left join bill_to on payments.bill_to_id = bill_to.bill_to_id
+    left join rates on payments.payment_date = rates.rate_date and payments.currency_code = rates.currency_code
 
 )
 

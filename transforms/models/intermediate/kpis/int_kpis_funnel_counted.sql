@@ -16,7 +16,10 @@ opportunities as (
 
 mqls as (
 
-    select mql_date as date_day, 'mqls' as kpi_name, count(*) as value
+    select
+        mql_date as date_day,
+        'mqls' as kpi_name,
+        count(*) as value
     from people
     where mql_date is not null
     group by 1
@@ -25,7 +28,10 @@ mqls as (
 
 sqls as (
 
-    select sql_date, 'sqls', count(*)
+    select
+        sql_date,
+        'sqls' as kpi_name,
+        count(*) as value
     from people
     where sql_date is not null
     group by 1
@@ -34,7 +40,10 @@ sqls as (
 
 won as (
 
-    select closed_date, 'opportunities_won', count(*)
+    select
+        closed_date,
+        'opportunities_won' as kpi_name,
+        count(*) as value
     from opportunities
     where is_won
     group by 1
@@ -44,8 +53,10 @@ won as (
 final as (
 
     select * from mqls
-    union all select * from sqls
-    union all select * from won
+    union all
+    select * from sqls
+    union all
+    select * from won
 
 )
 

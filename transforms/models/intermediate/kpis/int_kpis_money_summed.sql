@@ -11,7 +11,11 @@ dates as (
 
 rates as (
 
-    select rate_date as date_day, currency_code, usd_per_unit from {{ ref('fct_fx_rates') }}
+    select
+        rate_date as date_day,
+        currency_code,
+        usd_per_unit
+    from {{ ref('fct_fx_rates') }}
 
 ),
 
@@ -66,25 +70,34 @@ live_spells as (
         contracts.mrr_amount
 
     from contract_events
-    inner join contracts on contracts.contract_id = contract_events.contract_id
+    inner join contracts on contract_events.contract_id = contracts.contract_id
     where contract_events.to_status in ({{ sql_list(var('live_contract_states')) }})
 
 ),
 
 mrr as (
 
-    select dates.date_day, live_spells.currency_code, 'mrr_usd' as kpi_name, sum(live_spells.mrr_amount) as amount
+    select
+        dates.date_day,
+        live_spells.currency_code,
+        'mrr_usd' as kpi_name,
+        sum(live_spells.mrr_amount) as amount
     from live_spells
     inner join dates
-        on dates.date_day >= live_spells.valid_from_date
-        and (live_spells.valid_until_date is null or dates.date_day < live_spells.valid_until_date)
+        on
+            live_spells.valid_from_date <= dates.date_day
+            and (live_spells.valid_until_date is null or live_spells.valid_until_date > dates.date_day)
     group by 1, 2
 
 ),
 
 bookings as (
 
-    select signed_date, currency_code, 'bookings_usd', sum(total_contract_value)
+    select
+        signed_date,
+        currency_code,
+        'bookings_usd' as kpi_name,
+        sum(total_contract_value) as amount
     from contracts
     group by 1, 2
 
@@ -92,7 +105,11 @@ bookings as (
 
 billings as (
 
-    select invoice_date, currency_code, 'billings_usd', sum(invoice_amount)
+    select
+        invoice_date,
+        currency_code,
+        'billings_usd' as kpi_name,
+        sum(invoice_amount) as amount
     from invoices
     group by 1, 2
 
@@ -100,7 +117,11 @@ billings as (
 
 revenue as (
 
-    select posting_date, currency_code, 'revenue_usd', sum(revenue_amount)
+    select
+        posting_date,
+        currency_code,
+        'revenue_usd' as kpi_name,
+        sum(revenue_amount) as amount
     from gl_entries
     where is_revenue_account
     group by 1, 2
@@ -109,7 +130,11 @@ revenue as (
 
 cash as (
 
-    select payment_date, currency_code, 'cash_collected_usd', sum(payment_amount)
+    select
+        payment_date,
+        currency_code,
+        'cash_collected_usd' as kpi_name,
+        sum(payment_amount) as amount
     from payments
     group by 1, 2
 
@@ -117,17 +142,32 @@ cash as (
 
 receivable_moves as (
 
-    select invoice_date as date_day, currency_code, invoice_amount as amount from invoices
+    select
+        invoice_date as date_day,
+        currency_code,
+        invoice_amount as amount
+    from invoices
     union all
-    select payment_date, currency_code, -payment_amount from payments
+    select
+        payment_date,
+        currency_code,
+        -payment_amount as amount
+    from payments
     union all
-    select credit_memo_date, currency_code, -credit_amount from credit_memos
+    select
+        credit_memo_date,
+        currency_code,
+        -credit_amount as amount
+    from credit_memos
 
 ),
 
 receivable_daily as (
 
-    select date_day, currency_code, sum(amount) as amount
+    select
+        date_day,
+        currency_code,
+        sum(amount) as amount
     from receivable_moves
     group by 1, 2
 
@@ -138,24 +178,29 @@ open_ar as (
     select
         rates.date_day,
         rates.currency_code,
-        'open_ar_usd',
+        'open_ar_usd' as kpi_name,
         sum(coalesce(receivable_daily.amount, 0)) over (
             partition by rates.currency_code order by rates.date_day rows unbounded preceding
-        )
+        ) as amount
 
     from rates
     left join receivable_daily
-        on receivable_daily.date_day = rates.date_day and receivable_daily.currency_code = rates.currency_code
+        on rates.date_day = receivable_daily.date_day and rates.currency_code = receivable_daily.currency_code
 
 ),
 
 pipeline as (
 
-    select dates.date_day, opportunities.currency_code, 'pipeline_usd', sum(opportunities.amount)
+    select
+        dates.date_day,
+        opportunities.currency_code,
+        'pipeline_usd' as kpi_name,
+        sum(opportunities.amount) as amount
     from opportunities
     inner join dates
-        on dates.date_day >= opportunities.created_date
-        and (opportunities.closed_date is null or dates.date_day < opportunities.closed_date)
+        on
+            opportunities.created_date <= dates.date_day
+            and (opportunities.closed_date is null or opportunities.closed_date > dates.date_day)
     group by 1, 2
 
 ),
@@ -163,12 +208,18 @@ pipeline as (
 per_currency as (
 
     select * from mrr
-    union all select * from bookings
-    union all select * from billings
-    union all select * from revenue
-    union all select * from cash
-    union all select * from open_ar
-    union all select * from pipeline
+    union all
+    select * from bookings
+    union all
+    select * from billings
+    union all
+    select * from revenue
+    union all
+    select * from cash
+    union all
+    select * from open_ar
+    union all
+    select * from pipeline
 
 ),
 
@@ -181,7 +232,7 @@ converted as (
 
     from per_currency
     inner join rates
-        on rates.date_day = per_currency.date_day and rates.currency_code = per_currency.currency_code
+        on per_currency.date_day = rates.date_day and per_currency.currency_code = rates.currency_code
     group by 1, 2
 
 ),
@@ -190,7 +241,12 @@ final as (
 
     select * from converted
     union all
-    select date_day, 'arr_usd', 12 * value from converted where kpi_name = 'mrr_usd'
+    select
+        date_day,
+        'arr_usd' as kpi_name,
+        12 * value as value
+    from converted
+    where kpi_name = 'mrr_usd'
 
 )
 

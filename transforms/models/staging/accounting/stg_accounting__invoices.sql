@@ -11,14 +11,14 @@ renamed as (
     select
         invoice_no as invoice_id,
         customer_id as bill_to_id,
-        nullif(trim(contract_ref), '') as contract_id,
         invoice_date,
         due_date,
         currency as currency_code,
         amount as invoice_amount,
         invoice_type,
         _partition as loaded_partition,
-        _record_hash
+        _record_hash,
+        nullif(trim(contract_ref), '') as contract_id
 
     from source
 

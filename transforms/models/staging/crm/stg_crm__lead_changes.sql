@@ -11,12 +11,12 @@ renamed as (
     select
         Id as lead_change_id,
         LeadId as lead_id,
-        lower(Field) as changed_field,
         OldValue as old_value,
         NewValue as new_value,
         CreatedDate as changed_at,
         _partition,
-        _record_hash
+        _record_hash,
+        lower(Field) as changed_field
 
     from source
 

@@ -28,7 +28,8 @@ final as (
 
     select * exclude (_partition, _record_hash)
     from renamed
-    qualify row_number() over (partition by sales_order_line_id order by updated_at desc, _partition desc, _record_hash) = 1
+    qualify
+        row_number() over (partition by sales_order_line_id order by updated_at desc, _partition desc, _record_hash) = 1
 
 )
 

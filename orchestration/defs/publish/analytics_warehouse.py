@@ -9,11 +9,10 @@ from typing import Any
 import dagster as dg
 
 from dataops.publish.analyst_warehouse import publish
-from orchestration.defs.ingest import OWNER, WAREHOUSE_POOL
-from orchestration.partitions import window
-from orchestration.resources import PlatformResource
-
-ANALYTICS_KEY = dg.AssetKey(["publish", "analytics_warehouse"])
+from orchestration.lib.dbt import published_model_keys
+from orchestration.lib.names import ANALYTICS_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
+from orchestration.lib.partitions import daily_partitions, window
+from orchestration.lib.resources import PlatformResource
 
 
 class PublishConfig(dg.Config):
@@ -23,14 +22,16 @@ class PublishConfig(dg.Config):
     republish_unchanged: bool = False
 
 
-def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
+def analytics_warehouse_asset(
+    partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=ANALYTICS_KEY,
         description="The read-only analyst warehouse (marts, KPIs with flash/final, KPI history and restatements), "
         "swapped in atomically after every check passed.",
         group_name="publish",
         kinds={"duckdb"},
-        owners=[OWNER],
+        owners=[PLATFORM_OWNER],
         deps=upstream,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -81,4 +82,10 @@ def assets(partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey])
             }
         )
 
-    return [analytics_warehouse]
+    return analytics_warehouse
+
+
+@dg.definitions
+def analytics_warehouse() -> dg.Definitions:
+    """Downstream of every published dbt model: the marts and KPIs (the gate's checks block through them)."""
+    return dg.Definitions(assets=[analytics_warehouse_asset(daily_partitions(), published_model_keys())])

@@ -14,23 +14,12 @@ import duckdb
 import polars as pl
 
 from dataops.core.warehouse import connect
-from orchestration.partitions import window
-from orchestration.resources import PlatformResource
+from orchestration.lib.metadata import markdown_table
+from orchestration.lib.names import WAREHOUSE_POOL
+from orchestration.lib.partitions import window
+from orchestration.lib.resources import PlatformResource
 from quality.gate import GATE, CheckOutcome, GateCheck, run_check
 from registry.loader import Registry, load_registry
-
-
-def _markdown(frame: pl.DataFrame) -> str:
-    with pl.Config(
-        tbl_formatting="MARKDOWN",
-        tbl_hide_column_data_types=True,
-        tbl_hide_dataframe_shape=True,
-        tbl_width_chars=600,
-        fmt_str_lengths=60,
-        tbl_cols=14,
-        tbl_rows=25,
-    ):
-        return str(frame)
 
 
 def outcome_result(outcome: CheckOutcome, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
@@ -40,7 +29,7 @@ def outcome_result(outcome: CheckOutcome, key: dg.AssetCheckKey) -> dg.AssetChec
         "failed_rules": dg.MetadataValue.json(outcome.failed_checks),
     }
     if not outcome.passed:
-        metadata["failure_cases"] = dg.MetadataValue.md(_markdown(outcome.failure_cases))
+        metadata["failure_cases"] = dg.MetadataValue.md(markdown_table(outcome.failure_cases))
         metadata["failure_cases_json"] = dg.MetadataValue.json(
             outcome.failure_cases.with_columns(pl.all().cast(pl.String)).to_dicts()
         )
@@ -85,17 +74,17 @@ def gate_results(
         yield outcome_result(outcome, key)
 
 
-def checks() -> list[dg.AssetChecksDefinition]:
+@dg.definitions
+def cleansing_gate() -> dg.Definitions:
     """The whole gate as one step (one connection, one step's overhead) with a result per check."""
     specs = [
         dg.AssetCheckSpec(check.name, asset=_key(check).asset_key, description=check.description, blocking=True)
         for check in GATE
     ]
 
-    @dg.multi_asset_check(specs=specs, name="cleansing_gate", can_subset=True)
-    def cleansing_gate(
-        context: dg.AssetCheckExecutionContext, platform: PlatformResource
-    ) -> Iterator[dg.AssetCheckResult]:
+    # In the writers' pool: it opens the build warehouse, and a reader's lock would fail a concurrent writer.
+    @dg.multi_asset_check(specs=specs, name="cleansing_gate", can_subset=True, pool=WAREHOUSE_POOL)
+    def gate(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> Iterator[dg.AssetCheckResult]:
         """The pandera models of quality/ over the run's window of the marts and KPIs."""
         selected = [check for check in GATE if _key(check) in context.selected_asset_check_keys]
         with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
@@ -104,4 +93,4 @@ def checks() -> list[dg.AssetChecksDefinition]:
                 context.log.info(result.description or result.check_name)
                 yield result
 
-    return [cleansing_gate]
+    return dg.Definitions(asset_checks=[gate])

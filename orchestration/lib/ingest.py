@@ -1,5 +1,5 @@
 """Ingestion assets: one per source table, keyed like the dbt ``source()`` they feed, each with its volume
-circuit breaker (orchestration/defs/brakes.py); one step per source ingests its tables, parents first.
+circuit breaker (orchestration/lib/brakes.py); one step per source ingests its tables, parents first.
 
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
@@ -15,34 +15,25 @@ import polars as pl
 from dataops.core.warehouse import held_open
 from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.pipeline import IngestReport, ingest
-from orchestration.defs.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
-from orchestration.partitions import window
-from orchestration.resources import PlatformResource, SourcesResource
+from orchestration.lib.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
+from orchestration.lib.metadata import markdown_table
+from orchestration.lib.names import PLATFORM_OWNER, WAREHOUSE_POOL
+from orchestration.lib.partitions import window
+from orchestration.lib.resources import PlatformResource, SourcesResource
 from quality.contracts import CONTRACTS, Contract
 
-OWNER = "team:data-platform"
 SOURCE_KIND = {"erp": "sqlite", "crm": "api", "accounting": "csv"}
 HOW = {
     "erp": "SQL by updated_at watermark from the ERP",
     "crm": "the CRM API (updated_since/until, cursor pages)",
     "accounting": "the accounting system's daily export",
 }
-# Ingestion writes the build warehouse: one writer at a time (see automation and dagster.yaml).
-WAREHOUSE_POOL = "build_warehouse"
 
 
-def _markdown(df: pl.DataFrame | None) -> str:
+def _preview(df: pl.DataFrame | None) -> str:
     if df is None or df.height == 0:
         return "(no rows)"
-    with pl.Config(
-        tbl_formatting="MARKDOWN",
-        tbl_hide_column_data_types=True,
-        tbl_hide_dataframe_shape=True,
-        tbl_width_chars=400,
-        fmt_str_lengths=40,
-        tbl_cols=12,
-    ):
-        return str(df.drop([c for c in df.columns if c.startswith("_")]))
+    return markdown_table(df.drop([c for c in df.columns if c.startswith("_")]))
 
 
 def report_metadata(report: IngestReport) -> dict[str, Any]:
@@ -59,7 +50,7 @@ def report_metadata(report: IngestReport) -> dict[str, Any]:
         "schema_drift_new_columns": dg.MetadataValue.json(report.extra_columns),
         "top_quarantine_reasons": dg.MetadataValue.json(dict(report.top_reasons)),
         "landed_files": dg.MetadataValue.json(report.landed_files[-5:]),
-        "preview": dg.MetadataValue.md(_markdown(report.preview)),
+        "preview": dg.MetadataValue.md(_preview(report.preview)),
     }
 
 
@@ -78,7 +69,7 @@ def _spec(contract: Contract, partitions_def: dg.PartitionsDefinition, upstream:
         f"into raw.{contract.system}__{contract.table} (bad rows to quarantine).",
         group_name=contract.system,
         kinds={SOURCE_KIND[contract.system], "parquet", "duckdb"},
-        owners=[OWNER],
+        owners=[PLATFORM_OWNER],
         partitions_def=partitions_def,
         deps=deps,
         tags={"layer": "raw"},

@@ -16,7 +16,7 @@ import duckdb
 
 from dataops.core.warehouse import Limits, connect
 from dataops.ingest.volume import ALLOW_TAG, check_volume
-from orchestration.resources import PlatformResource
+from orchestration.lib.resources import PlatformResource
 from quality.contracts import Contract
 from registry.loader import load_registry
 

@@ -25,8 +25,10 @@ def first_business_date(settings: Settings) -> dt.date:
     return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DEFAULT_HISTORY_DAYS)
 
 
-def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=first_business_date(settings).isoformat(), timezone="UTC")
+def daily_partitions(settings: Settings | None = None) -> dg.DailyPartitionsDefinition:
+    """One partition per UTC business date, from the sources' first (read when the code location loads)."""
+    start = first_business_date(settings or Settings.from_env())
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC")
 
 
 def window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:

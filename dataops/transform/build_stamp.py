@@ -1,0 +1,90 @@
+"""A build's inputs, and the build the warehouse holds (docs/decisions/0020).
+
+A re-run of a window whose raw rows, project, registry and archive log are all unchanged since the last
+complete build of that window would rebuild the same tables: the dbt step reports them unchanged instead.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from dataops.core.digest import digest, files_digest, table_digest
+from dataops.core.settings import DBT_PROJECT_DIR
+from dataops.core.warehouse import table_exists, transaction
+from dataops.ingest.lake import PER_EXTRACTION
+from dataops.transform.project import project_files
+
+BUILD_STAMP_DDL = """
+create schema if not exists pipeline;
+create table if not exists pipeline.dbt_build (
+    inputs varchar not null,
+    window_start varchar,
+    window_end varchar,
+    run_id varchar not null,
+    built_at timestamptz not null
+)
+"""
+
+
+def build_inputs(
+    conn: duckdb.DuckDBPyConnection,
+    window: tuple[str, str],
+    dbt_vars: str,
+    project_dir: Path = DBT_PROJECT_DIR,
+) -> str:
+    """A digest of everything a dbt build of ``window`` reads.
+
+    Raw rows are summed by content without the lineage that changes with every extraction of the same
+    records (``PER_EXTRACTION``) and without the columns the CRM write-back sets (a contract's
+    ``written_back``): the models read neither, so a re-run that re-extracts an unchanged day leaves the
+    digest as it was (tests/transforms/test_dbt_project.py keeps the models off those columns).
+    """
+    from quality.contracts import CONTRACTS  # pandera: loaded already wherever a build runs, not on every import
+
+    unread = {f"{c.system}__{c.table}": {*PER_EXTRACTION, *c.written_back} for c in CONTRACTS.values()}
+    columns: dict[str, list[tuple[str, str]]] = {}
+    for table, column, data_type in conn.execute(
+        "select table_name, column_name, data_type from information_schema.columns where table_schema = 'raw' "
+        "order by table_name, ordinal_position"
+    ).fetchall():
+        if column not in unread.get(table, PER_EXTRACTION):
+            columns.setdefault(str(table), []).append((str(column), str(data_type)))
+    parts: dict[str, Any] = {}
+    for table, read in columns.items():
+        # a row's hash ignores column names, and two types' values may hash alike: both are part of it
+        parts[f"raw.{table}"] = [read, table_digest(conn, "raw", table, [name for name, _ in read])]
+    parts |= {
+        "archive_log": table_digest(conn, "governance", "archive_log"),  # archiving deletes rows from marts
+        "project": files_digest(project_files(project_dir), root=project_dir),
+        "vars": dbt_vars,
+        "window": list(window),
+        "versions": [importlib.metadata.version(p) for p in ("dbt-core", "dbt-duckdb", "duckdb")],
+    }
+    return digest(parts)
+
+
+def built_from(conn: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
+    """The inputs digest and run of the last complete build, if the warehouse holds one."""
+    if not table_exists(conn, "pipeline", "dbt_build"):
+        return None
+    row = conn.execute("select inputs, run_id from pipeline.dbt_build").fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def forget_build(conn: duckdb.DuckDBPyConnection) -> None:
+    """Before dbt writes anything: a build that fails or stops half-way leaves no stamp behind."""
+    if table_exists(conn, "pipeline", "dbt_build"):
+        conn.execute("delete from pipeline.dbt_build")
+
+
+def record_build(conn: duckdb.DuckDBPyConnection, inputs: str, window: tuple[str, str], run_id: str) -> None:
+    conn.execute(BUILD_STAMP_DDL)
+    with transaction(conn):
+        conn.execute("delete from pipeline.dbt_build")
+        conn.execute(
+            "insert into pipeline.dbt_build values (?, ?, ?, ?, now())", [inputs, window[0], window[1], run_id]
+        )

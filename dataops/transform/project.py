@@ -1,0 +1,76 @@
+"""The dbt project as the platform runs it: the registry's values in, the platform's environment around it.
+
+The registry's definitions reach dbt as vars and generated seeds on every invocation, so a change to
+``registry/enterprise.yaml`` changes the models without touching SQL (docs/decisions/0007).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from dataops.core.settings import DBT_PROJECT_DIR, Settings
+from dataops.core.warehouse import Limits
+from registry.loader import Registry, customer_states_seed_csv, dbt_vars, kpi_seed_csv, registry_docs
+
+
+def write_registry_seeds(registry: Registry, project_dir: Path = DBT_PROJECT_DIR) -> None:
+    """Generate the registry seeds and their docs (rewritten only when their content changes, which keeps
+    dbt's partial parsing warm)."""
+    generated = {
+        project_dir / "seeds" / "registry" / "registry_kpis.csv": kpi_seed_csv(registry),
+        project_dir / "seeds" / "registry" / "registry_customer_states.csv": customer_states_seed_csv(registry),
+        project_dir / "docs" / "registry.md": registry_docs(registry),
+    }
+    for path, content in generated.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != content:
+            path.write_text(content)
+
+
+def registry_vars(registry: Registry) -> str:
+    """The --vars of every invocation: constant while the registry is, so dbt's partial parsing holds."""
+    return json.dumps(dbt_vars(registry), sort_keys=True)
+
+
+def window_environment(start: str | None, end: str | None) -> dict[str, str]:
+    """The run's business dates, for the window macros (see transforms/macros/window.sql)."""
+    return {"DATAOPS_WINDOW_START": start, "DATAOPS_WINDOW_END": end} if start and end else {}
+
+
+# dbt writes its log file at debug level by default: every query and connection (docs/decisions/0015). Info
+# level keeps each node's result and every error; set dbt's own DBT_LOG_LEVEL_FILE=debug to get the rest back.
+DBT_FILE_LOG_LEVEL = "info"
+
+
+def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[str, str]:
+    """What the dbt profile reads (transforms/profiles.yml), with the same names as the Dagster resources."""
+    limits = limits or Limits()
+    return {
+        "DATAOPS_DATA_DIR": str(settings.data_dir),
+        "DATAOPS_DUCKDB_MEMORY_LIMIT": limits.memory_limit,
+        "DATAOPS_DUCKDB_THREADS": str(limits.threads),
+        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+        "DBT_LOG_LEVEL_FILE": os.environ.get("DBT_LOG_LEVEL_FILE", DBT_FILE_LOG_LEVEL),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def dbt_executable() -> str:
+    """The dbt of this environment, whether or not the virtualenv is on PATH."""
+    local = Path(sys.executable).with_name("dbt")
+    return str(local) if local.exists() else "dbt"
+
+
+def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    return project_dir / "target" / "manifest.json"
+
+
+def project_files(project_dir: Path = DBT_PROJECT_DIR) -> list[Path]:
+    """The files dbt reads from the project: the code, the seeds and the two configuration files."""
+    paths = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
+    for folder in ("models", "macros", "seeds", "tests", "snapshots"):
+        paths += [p for p in (project_dir / folder).rglob("*") if p.is_file()]
+    return sorted(p for p in paths if p.exists())

@@ -1,0 +1,233 @@
+"""Running dbt: by hand (``dataops dbt``), in tests, and for the Dagster step, which reads its structured log.
+
+Every door runs the same command line with the registry's vars and the platform's environment. dbt runs in
+a subprocess: dbt-duckdb keeps the warehouse open in its process after a command, and a subprocess can be
+stopped (Ctrl-C, a cancelled run) without leaving the caller's process holding the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataops.core.settings import DBT_PROJECT_DIR, Settings, environ
+from dataops.core.warehouse import Limits, connect
+from dataops.transform.build_stamp import forget_build
+from dataops.transform.project import (
+    dbt_environment,
+    dbt_executable,
+    manifest_path,
+    project_files,
+    registry_vars,
+    window_environment,
+    write_registry_seeds,
+)
+from registry.loader import Registry, load_registry
+
+PARTIAL_PARSE = "partial_parse.msgpack"
+KEEP_DBT_RUNS = 30
+DBT_COMMANDS = frozenset(
+    {"build", "clean", "clone", "compile", "debug", "deps", "docs", "init", "list", "ls", "parse", "retry", "run"}
+    | {"run-operation", "seed", "show", "snapshot", "source", "test"}
+)
+# Commands that never write the warehouse's tables; any other (or none recognised) may, so it forgets the build.
+READ_ONLY_COMMANDS = frozenset({"clean", "compile", "debug", "deps", "docs", "list", "ls", "parse", "show", "test"})
+
+
+@dataclass
+class DbtResult:
+    success: bool
+    output: str
+    results: list[dict[str, Any]]  # run_results.json: one entry per node run
+
+    def statuses(self) -> dict[str, str]:
+        return {r["unique_id"]: r["status"] for r in self.results}
+
+
+def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """Where a data directory keeps the last parse of one checkout of the dbt project.
+
+    Keyed by the project's path: dbt reuses a parse whose files hash the same even when it was made in
+    another checkout, and its seeds then point at that checkout's files (a moved or deleted one fails the
+    run with "No files found that match the pattern").
+    """
+    key = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:12]
+    return settings.dbt_runs_dir / f"partial_parse-{key}.msgpack"
+
+
+def run_target(settings: Settings, run_id: str, project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """The target folder of one Dagster run's dbt invocation, started from the last run's parse.
+
+    Each data directory keeps its own last parse, one per checkout of the project (docs/decisions/0015): a
+    parse made under another profile (another data directory, other limits) would make dbt parse it all again.
+    """
+    target = settings.dbt_runs_dir / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    warm = warm_parse(settings, project_dir)
+    if warm.exists() and not (target / PARTIAL_PARSE).exists():
+        shutil.copyfile(warm, target / PARTIAL_PARSE)
+    return target
+
+
+def keep_run_target(
+    settings: Settings, target: Path, keep: int = KEEP_DBT_RUNS, project_dir: Path = DBT_PROJECT_DIR
+) -> None:
+    """Keep the run's parse for the next run, and the artefacts of the last ``keep`` runs only (each run
+    writes a few megabytes of compiled SQL and logs; the run's results stay in Dagster's event log)."""
+    parsed = target / PARTIAL_PARSE
+    if parsed.exists():
+        staged = settings.dbt_runs_dir / f".{PARTIAL_PARSE}.{os.getpid()}"
+        shutil.copyfile(parsed, staged)
+        os.replace(staged, warm_parse(settings, project_dir))  # atomic: a reader never sees half a file
+    runs = sorted((p for p in settings.dbt_runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - keep)]:
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def command_line(args: list[str], registry: Registry, target: Path | None = None) -> list[str]:
+    """dbt, the given arguments, the project, and the registry's values."""
+    line = [dbt_executable(), *args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    line += ["--vars", registry_vars(registry)]
+    return [*line, "--target-path", str(target)] if target is not None else line
+
+
+def process_environment(
+    settings: Settings, limits: Limits | None = None, window: tuple[str, str] | None = None
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
+    return env | dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
+
+
+def _forget_if_writing(args: list[str], settings: Settings, limits: Limits | None) -> None:
+    command = next((arg for arg in args if arg in DBT_COMMANDS), None)
+    if command not in READ_ONLY_COMMANDS and settings.build_db.exists():
+        with connect(settings.build_db, limits=limits) as conn:
+            forget_build(conn)  # built by hand: the Dagster step must not take it for its own last build
+
+
+def run_dbt(
+    args: list[str],
+    settings: Settings,
+    registry: Registry | None = None,
+    window: tuple[str, str] | None = None,
+    limits: Limits | None = None,
+    in_process: bool = False,
+) -> DbtResult:
+    """Run dbt to completion with the registry vars and the platform's environment.
+
+    ``in_process`` (dbtRunner, then the adapter's connections are dropped) saves the start-up seconds where
+    many small runs follow each other, as in tests.
+    """
+    registry = registry or load_registry()
+    write_registry_seeds(registry)
+    _forget_if_writing(args, settings, limits)
+    full = command_line(args, registry)
+    if in_process:
+        success, output = _run_in_process(full[1:], settings, limits, window)
+    else:
+        env = process_environment(settings, limits, window)
+        proc = subprocess.run(full, env=env, capture_output=True, text=True, check=False)
+        success, output = proc.returncode == 0, proc.stdout + proc.stderr
+    results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
+    results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
+    return DbtResult(success=success, output=output, results=results)
+
+
+def _run_in_process(
+    args: list[str], settings: Settings, limits: Limits | None, window: tuple[str, str] | None
+) -> tuple[bool, str]:
+    import gc
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt.cli.main import dbtRunner
+
+    unset: dict[str, str | None] = {"DATAOPS_WINDOW_START": None, "DATAOPS_WINDOW_END": None}
+    values = unset | dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
+    with environ(values):
+        result = dbtRunner().invoke(args)
+    DuckDBConnectionManager.close_all_connections()  # release the warehouse file for the caller
+    gc.collect()
+    return bool(result.success), str(result.exception or "")
+
+
+def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """Make sure target/manifest.json exists and is newer than the project's files (dbt parse if not)."""
+    registry = registry or load_registry()
+    write_registry_seeds(registry, project_dir)
+    manifest = manifest_path(project_dir)
+    if manifest.exists() and manifest.stat().st_mtime >= max(p.stat().st_mtime for p in project_files(project_dir)):
+        return manifest
+    result = run_dbt(["parse"], Settings.from_env(), registry)
+    if not result.success:
+        raise RuntimeError(f"dbt parse failed:\n{result.output[-3000:]}")
+    return manifest
+
+
+@dataclass
+class DbtInvocation:
+    """A dbt command running in a subprocess, read as dbt's structured (JSON) log while it runs.
+
+    ``events()`` yields each log line as dbt writes it; ``result()`` waits and reads run_results.json;
+    ``stop()`` interrupts dbt (SIGINT, as Ctrl-C would, then SIGKILL after ``grace`` seconds) so a cancelled
+    or interrupted step never leaves dbt writing the warehouse behind it.
+    """
+
+    process: subprocess.Popen[str]
+    target: Path
+    grace: float = 20.0
+    errors: list[str] = field(default_factory=list)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                self.errors.append(line.rstrip())  # not dbt's log: a crash's traceback, say
+                continue
+            if event.get("info", {}).get("level") == "error":
+                self.errors.append(str(event["info"].get("msg", "")))
+            yield event
+
+    def result(self) -> DbtResult:
+        code = self.process.wait()
+        path = self.target / "run_results.json"
+        results = json.loads(path.read_text())["results"] if path.exists() else []
+        return DbtResult(success=code == 0, output="\n".join(self.errors), results=results)
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=self.grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_dbt(
+    args: list[str],
+    settings: Settings,
+    target: Path,
+    registry: Registry | None = None,
+    window: tuple[str, str] | None = None,
+    limits: Limits | None = None,
+) -> DbtInvocation:
+    """Start dbt with its log as JSON lines on stdout; the caller reads ``events()`` then ``result()``."""
+    registry = registry or load_registry()
+    write_registry_seeds(registry)
+    # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
+    line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
+    env = process_environment(settings, limits, window)
+    process = subprocess.Popen(line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return DbtInvocation(process, target)

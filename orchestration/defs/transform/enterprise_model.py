@@ -1,0 +1,137 @@
+"""The dbt project as Dagster assets: sources map to the ingestion assets, dbt tests are asset checks, and a
+partitioned run passes its business-date window to dbt.
+
+No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
+"""
+
+import graphlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtProject, dbt_assets
+
+from dataops.core.warehouse import connect
+from dataops.transform.build_stamp import build_inputs, built_from, forget_build, record_build
+from dataops.transform.project import registry_vars
+from dataops.transform.runner import keep_run_target, run_target, start_dbt
+from orchestration.lib.dbt import dbt_project, node_events, with_row_counts
+from orchestration.lib.dbt import translator as model_translator
+from orchestration.lib.names import WAREHOUSE_POOL
+from orchestration.lib.partitions import daily_partitions, window
+from orchestration.lib.resources import PlatformResource
+from registry.loader import load_registry
+
+FAILED = ("error", "fail")
+
+
+class DbtRunConfig(dg.Config):
+    """``full_refresh`` rebuilds the incremental models from scratch instead of recomputing the run's window.
+    ``rebuild_unchanged`` runs dbt even when the warehouse already holds this window built from the same
+    inputs (docs/decisions/0020), which otherwise reports the models unchanged without running dbt."""
+
+    full_refresh: bool = False
+    rebuild_unchanged: bool = False
+
+
+def enterprise_model_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    translator = model_translator()
+    manifest: dict[str, Any] = json.loads(project.manifest_path.read_text())
+
+    @dbt_assets(
+        manifest=manifest,
+        project=project,
+        dagster_dbt_translator=translator,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        name="enterprise_model",
+    )
+    def enterprise_model(
+        context: dg.AssetExecutionContext, platform: PlatformResource, config: DbtRunConfig
+    ) -> Iterator[Any]:
+        """The dbt project: staging, intermediate, marts and KPIs for the run's business dates."""
+        start, end = window(context)
+        span = (start.isoformat(), end.isoformat())
+        registry = load_registry()
+        settings = platform.settings
+        with connect(settings.build_db, limits=platform.limits) as conn:
+            inputs = build_inputs(conn, span, registry_vars(registry))
+            last = built_from(conn)
+            if last is not None and last[0] == inputs and not (config.full_refresh or config.rebuild_unchanged):
+                yield from _unchanged(context, span, last_run=last[1])
+                return
+            forget_build(conn)
+        # unit tests belong to development and CI (pytest runs them), not to every production run
+        args = ["build", "--exclude-resource-type", "unit_test", *_selection(context, manifest, translator, project)]
+        args += ["--full-refresh"] if config.full_refresh else []
+        context.log.info(f"dbt build for {start}..{end} (registry {registry.version})")
+        target = run_target(settings, context.run.run_id)
+        dbt = start_dbt(args, settings, target, registry, span, platform.limits)
+        checks = set(context.selected_asset_check_keys)
+        finished: list[dg.MaterializeResult | dg.AssetCheckResult] = []
+        try:
+            for event in dbt.events():
+                finished += node_events(event, manifest, translator, project, checks)
+                if event.get("info", {}).get("name", "").endswith("Result"):  # dbt's "3 of 44 OK created ..."
+                    context.log.info(str(event["info"].get("msg", "")))
+            result = dbt.result()
+        finally:
+            dbt.stop()
+            keep_run_target(settings, target)
+        # row counts once dbt has let go of the warehouse (no other process may open it while dbt writes)
+        yield from with_row_counts(finished, settings.build_db, platform.limits)
+        if not result.success:
+            failed = [
+                f"{r['unique_id']}: {r.get('message')}" for r in result.results if r["status"] in ("error", "fail")
+            ]
+            raise dg.Failure(
+                description="dbt build failed: " + ("; ".join(failed[:5]) or result.output[-2000:] or "see dbt.log"),
+                metadata={"dbt_log": dg.MetadataValue.path(str(target / "dbt.log"))},
+            )
+        if not context.is_subset:  # only a build of every model and test is a complete build
+            with connect(settings.build_db, limits=platform.limits) as conn:
+                record_build(conn, inputs, span, context.run.run_id)
+
+    return enterprise_model
+
+
+def _selection(
+    context: dg.AssetExecutionContext, manifest: dict[str, Any], translator: Any, project: DbtProject
+) -> list[str]:
+    """``--select`` of the selected models when the step runs a subset, else nothing (the whole project)."""
+    if not context.is_subset:
+        return []
+    selected = context.selected_asset_keys
+    names = [
+        node["name"]
+        for uid, node in manifest["nodes"].items()
+        if node["resource_type"] in ("model", "seed", "snapshot")
+        and translator.get_asset_spec(manifest, uid, project).key in selected
+    ]
+    return ["--select", *sorted(names)]
+
+
+def _unchanged(context: dg.AssetExecutionContext, span: tuple[str, str], last_run: str) -> Iterator[Any]:
+    """Every selected model, reported as the last complete build left it, without running dbt.
+
+    Downstream steps (the cleansing gate, publishing, egress) still run: the run that built these tables
+    may have stopped before publishing them.
+    """
+    context.log.info(
+        f"dbt not run: the warehouse holds {span[0]}..{span[1]} built by run {last_run} from the same raw rows, "
+        "project, registry and archive log; run with rebuild_unchanged (or full_refresh) to run dbt anyway"
+    )
+    selected = context.selected_asset_keys
+    deps = context.assets_def.asset_deps
+    for key in graphlib.TopologicalSorter({key: deps[key] & selected for key in selected}).static_order():
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={"dbt": "unchanged, not rebuilt", "built_by_run": dg.MetadataValue.dagster_run(last_run)},
+        )
+
+
+@dg.definitions
+def enterprise_model() -> dg.Definitions:
+    return dg.Definitions(assets=[enterprise_model_assets(dbt_project(), daily_partitions())])

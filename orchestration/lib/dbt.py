@@ -1,0 +1,190 @@
+"""The dbt project in Dagster: its manifest prepared with the registry's seeds, its nodes as assets and checks,
+and a dbt run's structured log turned into their materialisations and check results as dbt writes it.
+
+dbt runs through the library's runner (the same command ``dataops dbt`` runs) rather than through
+``DbtCliResource``: that resource asks the dbt executable for its version (a network check for updates) and
+builds an adapter handle on every invocation, seconds of every run that no public option turns off, and this
+project needs neither (docs/decisions/0032).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, DbtProjectPreparer
+
+from dataops.core.settings import DBT_PROJECT_DIR
+from dataops.core.warehouse import Limits, connect, table_row_counts
+from dataops.governance.metadata import PUBLISHED_SCHEMAS
+from dataops.governance.policy import Policy, load_policy
+from dataops.transform.runner import prepare_manifest
+from orchestration.lib.names import PLATFORM_OWNER
+from registry.loader import DomainNote, domain_notes, domain_owners
+
+LAYERS = ("staging", "intermediate", "marts", "kpis")
+DECLARED = ("classification", "domain", "grain", "refresh_schedule", "retention_days")
+
+
+class RegistryPreparer(DbtProjectPreparer):
+    """Writes the registry's seeds, then parses the project when the manifest is older than its files.
+
+    Unlike dagster-dbt's default preparer it prepares on every load, not only under ``dagster dev``: the
+    registry is data that changes without a deployment, and a fresh manifest costs one file comparison. (The
+    default preparer's ``dbt parse`` would fail here: the models read seeds generated from the registry.)
+    """
+
+    def prepare_if_dev(self, project: DbtProject) -> None:
+        self.prepare(project)
+
+    def prepare(self, project: DbtProject) -> None:
+        prepare_manifest(project_dir=Path(project.project_dir))
+
+
+def dbt_project() -> DbtProject:
+    """The dbt project, prepared: registry seeds written and the manifest current."""
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    RegistryPreparer().prepare_if_dev(project)
+    return project
+
+
+def translator() -> EnterpriseModelTranslator:
+    return EnterpriseModelTranslator(load_policy(), domain_notes(), domain_owners())
+
+
+def published_model_keys(project: DbtProject | None = None) -> list[dg.AssetKey]:
+    """The assets of the models analysts get (schemas marts and kpis): what publishing waits for."""
+    project = project or dbt_project()
+    manifest = json.loads(project.manifest_path.read_text())
+    keys = [
+        translator().get_asset_spec(manifest, uid, project).key
+        for uid, node in manifest["nodes"].items()
+        if node["resource_type"] == "model" and node["config"].get("schema") in PUBLISHED_SCHEMAS
+    ]
+    return sorted(keys, key=lambda k: k.to_user_string())
+
+
+def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
+
+
+class EnterpriseModelTranslator(DagsterDbtTranslator):
+    """Groups by layer; owners are the registry's owner of each model's domain; the metadata protocol and the
+    policy's readers on each asset; descriptions as written (Markdown), without doc() references."""
+
+    def __init__(self, policy: Policy, notes: dict[str, list[DomainNote]], owners: Mapping[str, str]) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True))
+        self.policy, self.notes, self.owners = policy, notes, owners
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "seed":
+            return "reference"
+        fqn = dbt_resource_props.get("fqn", [])
+        return next((part for part in fqn if part in LAYERS), "transform")
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> list[str]:
+        domain = _meta(dbt_resource_props).get("domain")
+        owner = self.owners.get(str(domain)) if domain else None
+        return [f"team:{owner}"] if owner else [PLATFORM_OWNER]
+
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        text = dbt_resource_props.get("description") or dbt_resource_props["name"]
+        return str(text).split("{{")[0].strip()  # Markdown kept whole; a doc() block is dbt's, not the UI's
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        meta = _meta(dbt_resource_props)
+        return {k: str(meta[k]) for k in ("classification", "domain") if meta.get(k)}
+
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The metadata protocol on the asset: what the dataset declares, and who may read it (the policy)."""
+        meta = _meta(dbt_resource_props)
+        out = dict(super().get_metadata(dbt_resource_props))
+        out |= {
+            k: meta[k] for k in ("classification", "domain", "grain", "refresh_schedule", "retention_days") if k in meta
+        }
+        out |= {k: ", ".join(meta[k]) for k in ("key", "sort_order") if k in meta}
+        columns = dbt_resource_props.get("columns", {}).values()
+        pii = [
+            c["name"] for c in columns if "pii" in {*(c.get("tags") or []), *(c.get("config", {}).get("tags") or [])}
+        ]
+        dataset = f"{dbt_resource_props.get('schema')}.{dbt_resource_props['name']}"
+        if pii:
+            out["pii_columns"] = dg.MetadataValue.json(pii)
+            out["clear_personal_data_roles"] = dg.MetadataValue.json(self.policy.clear_personal_data_readers(dataset))
+        if meta.get("classification"):
+            out["access_roles"] = dg.MetadataValue.json(self.policy.readers(dataset, meta["classification"]))
+        notes = " ".join(n.notes for n in self.notes.get(dataset, []) if n.notes)
+        if notes:
+            out["domain_notes"] = dg.MetadataValue.md(notes)
+        return out
+
+
+RESULT_EVENTS = ("LogModelResult", "LogSeedResult", "LogSnapshotResult", "LogTestResult")
+
+
+def node_events(
+    event: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    translator: DagsterDbtTranslator,
+    project: DbtProject,
+    selected_checks: set[dg.AssetCheckKey],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """What one finished dbt node (its result line in dbt's log) means in Dagster: a model or seed
+    materialised, or a test's check result."""
+    if event.get("info", {}).get("name") not in RESULT_EVENTS:
+        return
+    data = event["data"]
+    unique_id = str(data["node_info"]["unique_id"])
+    node = manifest["nodes"].get(unique_id)
+    if node is None:  # a unit test: dbt's own, not an asset check
+        return
+    status = str(data["node_info"].get("node_status") or data.get("status") or "")
+    seconds = round(float(data.get("execution_time") or 0), 3)
+    metadata: dict[str, Any] = {"execution_time_s": seconds, "dbt_status": status}
+    if node["resource_type"] in ("model", "seed", "snapshot") and status == "success":
+        key = translator.get_asset_spec(manifest, unique_id, project).key
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+    elif node["resource_type"] == "test":
+        check = _check_key(node, manifest, translator, project)
+        if check is not None and check in selected_checks:
+            failures = int(data.get("num_failures") or 0)
+            yield dg.AssetCheckResult(
+                asset_key=check.asset_key,
+                check_name=check.name,
+                passed=status == "pass",
+                severity=dg.AssetCheckSeverity.WARN if status == "warn" else dg.AssetCheckSeverity.ERROR,
+                description=f"{status}: {failures} failing rows" if failures else status,
+                metadata={**metadata, "failing_rows": failures},
+            )
+
+
+def _check_key(
+    test: Mapping[str, Any], manifest: Mapping[str, Any], translator: DagsterDbtTranslator, project: DbtProject
+) -> dg.AssetCheckKey | None:
+    attached = test.get("attached_node") or next(iter(test["depends_on"]["nodes"]), None)
+    if attached is None or attached not in manifest["nodes"]:
+        return None
+    spec = translator.get_asset_spec(manifest, attached, project)
+    check = translator.get_asset_check_spec(spec, manifest, test["unique_id"], project)
+    return check.key if check is not None else None
+
+
+def with_row_counts(
+    events: Sequence[dg.MaterializeResult | dg.AssetCheckResult], build_db: Path, limits: Limits
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The events, each materialised table with its row count (``dagster/row_count``; views have none)."""
+    keys = [e.asset_key for e in events if isinstance(e, dg.MaterializeResult) and e.asset_key is not None]
+    relations = [(key.path[0], key.path[-1]) for key in keys if len(key.path) == 2]
+    with connect(build_db, read_only=True, limits=limits) as conn:
+        counts = table_row_counts(conn, relations)
+    for event in events:
+        key = event.asset_key
+        if isinstance(event, dg.MaterializeResult) and key is not None and tuple(key.path) in counts:
+            rows = counts[(key.path[0], key.path[-1])]
+            metadata: dict[str, Any] = {**(event.metadata or {}), "dagster/row_count": rows}
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        else:
+            yield event

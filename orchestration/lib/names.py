@@ -1,0 +1,12 @@
+"""Names the code location's definitions share: owners, the writers' pool, the keys downstream steps depend on."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+PLATFORM_OWNER = "team:data-platform"  # the platform's own assets: ingestion, publishing, egress
+# Every step that opens the build warehouse, to write or to read, is in this pool of one (docs/decisions/0005).
+WAREHOUSE_POOL = "build_warehouse"
+ANALYTICS_KEY = dg.AssetKey(["publish", "analytics_warehouse"])
+KPI_KEYS = (dg.AssetKey(["kpis", "kpi_daily"]), dg.AssetKey(["kpis", "kpi_monthly"]))
+WRITES_TAG = {"dataops/writes": "build_warehouse"}
