@@ -42,8 +42,8 @@ def held_open(path: Path, limits: Limits | None = None) -> Iterator[duckdb.DuckD
     """The build warehouse kept open for a step that does many units of work in turn.
 
     DuckDB keeps one database per file and process while a connection to it is open, so each
-    ``connect(path, limits=limits)`` inside the block joins it (about 1 ms) instead of opening the file and
-    checkpointing it on close (about 28 ms at 720 days of history). Every unit of work still has its own
+    ``connect(path, limits=limits)`` inside the block joins it instead of opening the file and checkpointing
+    it on close, which grows with history (docs/performance.md). Every unit of work still has its own
     connection and transaction; the file is released when the block ends, before the next step. A
     read-only ``connect`` of the same file cannot join: read through the connection this yields.
     """

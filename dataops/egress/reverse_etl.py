@@ -28,7 +28,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -445,58 +445,18 @@ def sync_crm(
             (report.sync_id, _now(), view.as_of.isoformat(), view.publish_id),
         )
         synced = _synced(state)
-        todo: list[tuple[str, dict[str, str]]] = []
-        for account_id, desired in view.values.items():
-            recorded = synced.get(account_id, {})
-            changed = dict(desired) if full else {f: v for f, v in desired.items() if recorded.get(f) != v}
-            if changed:
-                todo.append((account_id, changed))
+        todo = _changes(view, synced, full)
         report.accounts_changed = len(todo)
         log.info(
-            "CRM sync %s: %d accounts as of %s, %d to write",
-            report.sync_id,
-            report.accounts_considered,
-            view.as_of,
-            len(todo),
+            "CRM sync %s: %d accounts as of %s, %d to write", report.sync_id, len(view.values), view.as_of, len(todo)
         )
         writer = CrmWriter(base_url, token, policy, max_requests_per_second, transport)
         try:
-            done = 0
-            for first in range(0, len(todo), batch_size):
-                batch = todo[first : first + batch_size]
-                writes = [
-                    AccountWrite(
-                        account_id,
-                        {f: _api_value(f, v) for f, v in changed.items()},
-                        idempotency_key(account_id, synced.get(account_id, {}), changed),
-                    )
-                    for account_id, changed in batch
-                ]
-                written = writer.patch_accounts(writes)
-                accepted = {account_id: changed for account_id, changed in batch if written[account_id]}
-                report.fields_written += _record(state, report.sync_id, accepted)
-                report.accounts_patched += len(accepted)
-                for account_id, _ in batch:
-                    if not written[account_id]:
-                        report.missing_accounts.append(account_id)
-                        log.warning(
-                            "CRM sync %s: account %s is not in the CRM (not found); skipped", report.sync_id, account_id
-                        )
-                report.requests, report.retries = writer.requests, writer.retries
-                done += len(batch)
+            for done in _write_batches(writer, state, report, todo, synced, batch_size):
                 if progress is not None:
                     progress(done, len(todo))
-                log.info("CRM sync %s: %d/%d accounts written", report.sync_id, done, len(todo))
         except BaseException as exc:
-            report.requests, report.retries = writer.requests, writer.retries
-            report.seconds = time.monotonic() - started
-            message = (
-                f"{exc} ({report.accounts_patched} of {len(todo)} accounts were written and recorded; "
-                "re-run the sync to resume)"
-            )
-            _finish_run(state, report, "failed", message)
-            if isinstance(exc, CrmSyncError):
-                raise CrmSyncError(message) from exc
+            _fail_run(state, report, writer, started, exc, len(todo))
             raise
         finally:
             writer.close()
@@ -512,6 +472,74 @@ def sync_crm(
         report.seconds,
     )
     return report
+
+
+def _changes(
+    view: EnterpriseView, synced: dict[str, dict[str, str | None]], full: bool
+) -> list[tuple[str, dict[str, str]]]:
+    """Each account's fields that differ from what the last sync wrote (every field with ``full``)."""
+    todo: list[tuple[str, dict[str, str]]] = []
+    for account_id, desired in view.values.items():
+        recorded = synced.get(account_id, {})
+        changed = dict(desired) if full else {f: v for f, v in desired.items() if recorded.get(f) != v}
+        if changed:
+            todo.append((account_id, changed))
+    return todo
+
+
+def _write_batches(
+    writer: CrmWriter,
+    state: sqlite3.Connection,
+    report: SyncReport,
+    todo: list[tuple[str, dict[str, str]]],
+    synced: dict[str, dict[str, str | None]],
+    batch_size: int,
+) -> Iterator[int]:
+    """PATCH the changes a batch at a time, recording each accepted account at once; yields accounts done."""
+    done = 0
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first : first + batch_size]
+        writes = [
+            AccountWrite(
+                account_id,
+                {f: _api_value(f, v) for f, v in changed.items()},
+                idempotency_key(account_id, synced.get(account_id, {}), changed),
+            )
+            for account_id, changed in batch
+        ]
+        written = writer.patch_accounts(writes)
+        accepted = {account_id: changed for account_id, changed in batch if written[account_id]}
+        report.fields_written += _record(state, report.sync_id, accepted)
+        report.accounts_patched += len(accepted)
+        for account_id, _ in batch:
+            if not written[account_id]:
+                report.missing_accounts.append(account_id)
+                log.warning(
+                    "CRM sync %s: account %s is not in the CRM (not found); skipped", report.sync_id, account_id
+                )
+        report.requests, report.retries = writer.requests, writer.retries
+        done += len(batch)
+        log.info("CRM sync %s: %d/%d accounts written", report.sync_id, done, len(todo))
+        yield done
+
+
+def _fail_run(
+    state: sqlite3.Connection,
+    report: SyncReport,
+    writer: CrmWriter,
+    started: float,
+    exc: BaseException,
+    total: int,
+) -> None:
+    """Record a sync that stopped part-way, and say how far it got (a CrmSyncError is raised with that)."""
+    report.requests, report.retries = writer.requests, writer.retries
+    report.seconds = time.monotonic() - started
+    message = (
+        f"{exc} ({report.accounts_patched} of {total} accounts were written and recorded; re-run the sync to resume)"
+    )
+    _finish_run(state, report, "failed", message)
+    if isinstance(exc, CrmSyncError):
+        raise CrmSyncError(message) from exc
 
 
 def crm_endpoint(base_url: str | None = None, token: str | None = None) -> tuple[str, str]:

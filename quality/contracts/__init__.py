@@ -22,9 +22,6 @@ def parents_first(contracts: list[Contract]) -> list[Contract]:
 CONTRACTS: dict[str, Contract] = {
     c.name: c for system in (erp, crm, accounting) for c in parents_first(list(system.CONTRACTS))
 }
-SYSTEMS = ("erp", "crm", "accounting")
-
-
 def contract_for(system: str, table: str) -> Contract:
     try:
         return CONTRACTS[f"{system}.{table}"]
@@ -33,8 +30,4 @@ def contract_for(system: str, table: str) -> Contract:
         raise KeyError(f"no ingestion contract for {system}.{table}; contracts exist for: {known}") from None
 
 
-def tables_of(system: str) -> list[str]:
-    return [c.table for c in CONTRACTS.values() if c.system == system]
-
-
-__all__ = ["CONTRACTS", "SYSTEMS", "Alias", "Contract", "contract_for", "parents_first", "tables_of"]
+__all__ = ["CONTRACTS", "Alias", "Contract", "contract_for", "parents_first"]

@@ -9,7 +9,6 @@ raw source values are parsed before typing (mixed date and timestamp formats, th
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 
 import pandera.polars as pa
@@ -65,7 +64,3 @@ def valid_email(data: pa.PolarsData) -> pl.LazyFrame:
     return data.lazyframe.select(
         pl.col(data.key).str.strip_chars().str.to_lowercase().str.contains(EMAIL_PATTERN).fill_null(False)
     )
-
-
-def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -47,8 +47,7 @@ class WaitHonouringRetryAfter(tenacity.wait.wait_base):
 
 
 # The most records one page may carry (the API's ``limit`` maximum). Every request counts against the CRM's
-# rate limit, so a window is read in as few pages as the API allows: at SF 10 over 31 days, 257 requests
-# instead of 510, and extraction 22 s -> 16 s (docs/performance.md).
+# rate limit, so a window is read in as few pages as the API allows (docs/performance.md).
 MAX_PAGE_SIZE = 2000
 
 
