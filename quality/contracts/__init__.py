@@ -22,6 +22,8 @@ def parents_first(contracts: list[Contract]) -> list[Contract]:
 CONTRACTS: dict[str, Contract] = {
     c.name: c for system in (erp, crm, accounting) for c in parents_first(list(system.CONTRACTS))
 }
+
+
 def contract_for(system: str, table: str) -> Contract:
     try:
         return CONTRACTS[f"{system}.{table}"]
