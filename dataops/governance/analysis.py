@@ -73,6 +73,7 @@ class Dataset:
     pii_columns: frozenset[str] = frozenset()
     files: frozenset[str] = frozenset({GENERAL})  # GENERAL (pseudonymised) and/or RESTRICTED (clear)
     columns: tuple[tuple[str, str], ...] = ()  # (name, DuckDB type)
+    rows: int = 0  # for the scan limit (the files are written once: DuckDB's count is exact)
 
     @property
     def schema(self) -> str:

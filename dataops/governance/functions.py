@@ -165,11 +165,3 @@ def check_plan(conn: duckdb.DuckDBPyConnection, sql: str, tables: set[str]) -> d
         elif name.endswith("SCAN") and name not in INNER_SCANS:
             raise Refusal(f"the plan has a scan the gateway does not know ({name}); refused", outcome="error")
     return scanned
-
-
-def row_counts(conn: duckdb.DuckDBPyConnection, tables: set[str]) -> dict[str, int]:
-    """Rows in each table (the published files are written once, so DuckDB's count is exact)."""
-    rows = conn.execute(
-        "select lower(database_name || '.' || schema_name || '.' || table_name), estimated_size from duckdb_tables()"
-    ).fetchall()
-    return {str(name): int(size or 0) for name, size in rows if name in tables}

@@ -46,16 +46,24 @@ class QueryResult:
     cut_by: str | None = None  # the brake that cut the result: row_limit or result_bytes
 
 
-def _columns(path: str, database: str) -> dict[str, list[tuple[str, str]]]:
+def _tables(path: str, database: str) -> dict[str, tuple[list[tuple[str, str]], int]]:
+    """Each table of a published file: its columns (name, type) and its rows."""
     with duckdb.connect(path, read_only=True) as conn:
-        rows = conn.execute(
+        columns = conn.execute(
             "select lower(schema_name || '.' || table_name), column_name, data_type from duckdb_columns() "
             "where database_name = ? order by schema_name, table_name, column_index",
             [database],
         ).fetchall()
-    out: dict[str, list[tuple[str, str]]] = {}
-    for table, column, kind in rows:
-        out.setdefault(str(table), []).append((str(column), str(kind)))
+        rows = dict(
+            conn.execute(
+                "select lower(schema_name || '.' || table_name), estimated_size from duckdb_tables() "
+                "where database_name = ?",
+                [database],
+            ).fetchall()
+        )
+    out: dict[str, tuple[list[tuple[str, str]], int]] = {}
+    for table, column, kind in columns:
+        out.setdefault(str(table), ([], int(rows.get(table) or 0)))[0].append((str(column), str(kind)))
     return out
 
 
@@ -80,20 +88,20 @@ class Gateway:
             return self._cache[1]
         if key[0] is None:
             raise Denied("nothing is published yet", outcome="invalid")
-        general = _columns(str(self.settings.analytics_db), "analytics")
-        restricted = _columns(str(self.settings.restricted_db), "restricted") if key[1] is not None else {}
+        general = _tables(str(self.settings.analytics_db), "analytics")
+        restricted = _tables(str(self.settings.restricted_db), "restricted") if key[1] is not None else {}
         with duckdb.connect(str(self.settings.analytics_db), read_only=True) as conn:
             catalogued = conn.execute("select dataset, classification, pii_columns from catalog.datasets").fetchall()
         out: dict[str, Dataset] = {}
         for name, classification, pii in catalogued:
             name = str(name).lower()
             files = frozenset(f for f, held in ((GENERAL, general), (RESTRICTED, restricted)) if name in held)
-            columns = general.get(name) or restricted.get(name) or []
+            columns, rows = general.get(name) or restricted.get(name) or ([], 0)
             pii_columns = frozenset(json.loads(pii or "[]"))
-            out[name] = Dataset(name, str(classification), pii_columns, files, tuple(columns))
-        for name, columns in general.items():
+            out[name] = Dataset(name, str(classification), pii_columns, files, tuple(columns), rows)
+        for name, (columns, rows) in general.items():
             if name.split(".", 1)[0] in OPEN_SCHEMAS and name not in out:
-                out[name] = Dataset(name, "internal", frozenset(), frozenset({GENERAL}), tuple(columns))
+                out[name] = Dataset(name, "internal", frozenset(), frozenset({GENERAL}), tuple(columns), rows)
         self._cache = (key, out)
         return out
 
@@ -141,7 +149,7 @@ class Gateway:
         with slots.hold(
             self.settings, user.name, limits.max_concurrent_queries, server.max_concurrent_queries, server.queue_seconds
         ):
-            reply = self._execute(analysis, limits, user.role)
+            reply = self._execute(analysis, datasets, limits, user.role)
         entry["scanned_rows"] = reply.scanned_rows
         if reply.refusal is not None:
             reason, outcome, brake = reply.refusal
@@ -177,12 +185,12 @@ class Gateway:
         ask = self.policy.how_to_ask
         return ask[0].lower() + ask[1:] if ask else "ask the data platform team"
 
-    def _execute(self, analysis: Analysis, limits: Limits, role: str) -> Reply:
+    def _execute(self, analysis: Analysis, datasets: dict[str, Dataset], limits: Limits, role: str) -> Reply:
         files = {GENERAL: self.settings.analytics_db, RESTRICTED: self.settings.restricted_db}
         job = Job(
             sql=analysis.sql,
             files={alias: str(files[file]) for file, alias in analysis.aliases.items()},
-            tables=frozenset(analysis.tables),
+            tables={table: datasets[table.split(".", 1)[1]].rows for table in analysis.tables},
             memory_limit=limits.memory_limit,
             threads=limits.threads,
             ceiling_bytes=limits.worker_ceiling_bytes,

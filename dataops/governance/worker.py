@@ -32,7 +32,7 @@ from typing import Any
 
 import duckdb
 
-from dataops.governance.functions import Refusal, check_parse, check_plan, row_counts
+from dataops.governance.functions import Refusal, check_parse, check_plan
 
 POLL_SECONDS = 0.02
 RECYCLE_RSS_BYTES = 512 * 1024**2  # a worker left holding more than this after a query is replaced
@@ -43,7 +43,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 class Job:
     sql: str
     files: dict[str, str]  # alias -> path of a published file
-    tables: frozenset[str]  # alias.schema.table the statement may read
+    tables: dict[str, int]  # alias.schema.table the statement may read -> its rows
     memory_limit: str
     threads: int
     ceiling_bytes: int
@@ -150,9 +150,9 @@ def _strip(text: str, files: dict[str, str]) -> str:
     return text.replace("explain (format json) ", "")
 
 
-def open_database(job: Job) -> tuple[duckdb.DuckDBPyConnection, dict[str, int]]:
-    """A fresh in-memory DuckDB with the job's files attached read-only, the row counts of its tables, then
-    no external access and a locked configuration: no file, extension or setting is reachable from SQL."""
+def open_database(job: Job) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB with the job's files attached read-only, then no external access and a locked
+    configuration: no file, extension or setting is reachable from SQL."""
     db = duckdb.connect(
         config={
             "memory_limit": job.memory_limit,
@@ -165,22 +165,30 @@ def open_database(job: Job) -> tuple[duckdb.DuckDBPyConnection, dict[str, int]]:
     try:
         for alias, path in job.files.items():
             db.execute(f"attach '{path.replace(chr(39), chr(39) * 2)}' as \"{alias}\" (read_only)")
-        counts = row_counts(db, set(job.tables))
         db.execute("set enable_external_access = false")
         db.execute("set lock_configuration = true")
     except BaseException:
         db.close()
         raise
-    return db, counts
+    return db
 
 
 def run_job(job: Job) -> Reply:
     """Run one query under its limits (in the worker process)."""
+    reply, closing = _run(job)
+    if closing is not None:
+        closing.close()
+    return reply
+
+
+def _run(job: Job) -> tuple[Reply, duckdb.DuckDBPyConnection | None]:
+    """The reply, and the database to close once it is sent (closing takes a few milliseconds)."""
     reply = Reply()
     db: duckdb.DuckDBPyConnection | None = None
+    counts = job.tables
     _set_ceiling(job.ceiling_bytes)
     try:
-        db, counts = open_database(job)
+        db = open_database(job)
         check_parse(db, job.sql, set(job.tables))
         scanned = check_plan(db, job.sql, set(job.tables))
         reply.scanned_rows = sum(counts.get(t, 0) * n for t, n in scanned.items())
@@ -204,14 +212,12 @@ def run_job(job: Job) -> Reply:
     except duckdb.Error as exc:
         message = _strip(str(exc).strip().split("\nLINE ")[0].strip(), job.files)
         reply = Reply(refusal=(message, "invalid", None))
-    except Exception as exc:
+    except Exception as exc:  # anything else is the gateway's own failure: refused, closed
         reply = Reply(refusal=(f"the query's worker failed ({type(exc).__name__})", "error", None))
     finally:
-        if db is not None:
-            db.close()
         _set_ceiling(None)
     reply.rss_after = _rss_bytes()
-    return reply
+    return reply, db
 
 
 def serve(conn: Connection) -> None:
@@ -221,11 +227,14 @@ def serve(conn: Connection) -> None:
             job = conn.recv()
         except (EOFError, OSError):
             return
-        reply = run_job(job)
+        reply, db = _run(job)
         try:
             conn.send(reply)
         except (TypeError, ValueError, AttributeError) as exc:  # a value that does not pickle
             conn.send(Reply(refusal=(f"the result could not be returned ({type(exc).__name__})", "invalid", None)))
+        finally:
+            if db is not None:
+                db.close()
 
 
 # --- in the gateway ---

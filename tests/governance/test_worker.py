@@ -44,12 +44,12 @@ def job(path: Path, sql: str, **limits: object) -> Job:
         "max_bytes": 10_000,
         **limits,
     }
-    return Job(sql, {ALIAS: str(path)}, frozenset({f"{ALIAS}.marts.small"}), **values)  # type: ignore[arg-type]
+    return Job(sql, {ALIAS: str(path)}, {f"{ALIAS}.marts.small": 100}, **values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def database(published_file: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    db, _ = open_database(job(published_file, "select 1"))
+    db = open_database(job(published_file, "select 1"))
     yield db
     db.close()
 
