@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dataops.governance.gateway import QueryResult
     from dataops.governance.users import FailedTokens, User
 
+STDIN_CHARS = 1 << 20
 users_app = typer.Typer(help="Users of the query gateway (roles and tokens).", no_args_is_help=True)
 catalog_app = typer.Typer(help="The catalog of published datasets.", no_args_is_help=True)
 api_app = typer.Typer(help="The query gateway's HTTP API.", no_args_is_help=True)
@@ -55,7 +56,7 @@ def sql(
     if format not in ("table", "csv", "json"):
         raise typer.BadParameter(f"{format!r} is not one of table, csv, json", param_hint="--format")
     if statement == "-":
-        statement = sys.stdin.read()
+        statement = sys.stdin.read(STDIN_CHARS)  # past the statement size limit, which refuses it
     entry = audit.Entry("cli", statement, source=f"cli:{account_name(caller_uid())}")
     try:
         paths = settings()

@@ -67,14 +67,17 @@ def _tables(path: str, database: str) -> dict[str, tuple[list[tuple[str, str]], 
     return out
 
 
+# What the published files hold, per pair of files as they are on disk (a publish swaps in new inodes).
+_PUBLISHED: dict[tuple[Any, ...], dict[str, Dataset]] = {}
+
+
 class Gateway:
     def __init__(self, settings: Settings, policy: Policy) -> None:
         self.settings = settings
         self.policy = policy
-        self._cache: tuple[tuple[Any, ...], dict[str, Dataset]] | None = None
 
     def _files_key(self) -> tuple[Any, ...]:
-        key: list[Any] = []
+        key: list[Any] = [self.settings.data_dir]
         for path in (self.settings.analytics_db, self.settings.restricted_db):
             stat = path.stat() if path.exists() else None
             key.append(None if stat is None else (stat.st_ino, stat.st_mtime_ns, stat.st_size))
@@ -84,12 +87,12 @@ class Gateway:
         """What is published, in which file and how it is classified: the analyst file's catalog and the
         tables the two files actually hold (read again when a publish swaps them)."""
         key = self._files_key()
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        if key[0] is None:
+        if key in _PUBLISHED:
+            return _PUBLISHED[key]
+        if key[1] is None:
             raise Denied("nothing is published yet", outcome="invalid")
         general = _tables(str(self.settings.analytics_db), "analytics")
-        restricted = _tables(str(self.settings.restricted_db), "restricted") if key[1] is not None else {}
+        restricted = _tables(str(self.settings.restricted_db), "restricted") if key[2] is not None else {}
         with duckdb.connect(str(self.settings.analytics_db), read_only=True) as conn:
             catalogued = conn.execute("select dataset, classification, pii_columns from catalog.datasets").fetchall()
         out: dict[str, Dataset] = {}
@@ -102,7 +105,8 @@ class Gateway:
         for name, (columns, rows) in general.items():
             if name.split(".", 1)[0] in OPEN_SCHEMAS and name not in out:
                 out[name] = Dataset(name, "internal", frozenset(), frozenset({GENERAL}), tuple(columns), rows)
-        self._cache = (key, out)
+        _PUBLISHED.clear()  # one publish at a time is current
+        _PUBLISHED[key] = out
         return out
 
     def run(self, user: User, sql: str, door: str, entry: audit.Entry | None = None) -> QueryResult:
@@ -141,14 +145,14 @@ class Gateway:
         limits = self.policy.limits(user.role)
         server = self.policy.server
         datasets = self.datasets()
-        analysis = authorise(sql, datasets, self.policy, user.role, server.max_statement_bytes)
-        executed = analysis.sql
-        for file, alias in analysis.aliases.items():
-            executed = executed.replace(alias, file)
-        entry.update(datasets=analysis.datasets, columns=analysis.columns, executed=executed)
-        with slots.hold(
+        with slots.hold(  # the analysis too: what an analyst sends costs the gateway only within their slots
             self.settings, user.name, limits.max_concurrent_queries, server.max_concurrent_queries, server.queue_seconds
         ):
+            analysis = authorise(sql, datasets, self.policy, user.role, server.max_statement_bytes)
+            executed = analysis.sql
+            for file, alias in analysis.aliases.items():
+                executed = executed.replace(alias, file)
+            entry.update(datasets=analysis.datasets, columns=analysis.columns, executed=executed)
             reply = self._execute(analysis, datasets, limits, user.role)
         entry["scanned_rows"] = reply.scanned_rows
         if reply.refusal is not None:

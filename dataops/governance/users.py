@@ -185,11 +185,13 @@ class FailedTokens:
             except json.JSONDecodeError:
                 state = {}
             horizon = time.time() - self.limits.failed_token_window_seconds
-            state = {k: [t for t in v if t > horizon] for k, v in state.items()}
+            loaded = {k: [t for t in v if t > horizon] for k, v in state.items()}
+            state = {k: list(v) for k, v in loaded.items() if v}
             yield state
-            fh.seek(0)
-            fh.truncate()
-            fh.write(json.dumps({k: v for k, v in state.items() if v}))
+            if state != loaded:  # most requests only read it
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps({k: v for k, v in state.items() if v}))
 
     def check(self, source: str) -> None:
         """Refuse the source while it is slowed down."""

@@ -126,3 +126,12 @@ def test_every_table_reference_is_classified() -> None:
     refs = references(statement)  # type: ignore[arg-type]
     assert [t.name for t in refs.real] == ["dim_products"]
     assert sorted(t.name for t in refs.ctes) == ["c", "c"] and len(refs.functions) == 1
+
+
+def test_a_statement_too_long_to_analyse_cheaply_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(Denied) as long:
+        run("select 1" + " + 1" * (analysis.MAX_TOKENS // 2 + 1))
+    assert long.value.brake == "statement_size" and "tokens" in long.value.reason
+    with pytest.raises(Denied) as large:
+        authorise("select 1 -- " + "x" * 100, DATASETS, POLICY, "analyst", 50)
+    assert large.value.brake == "statement_size" and "bytes" in large.value.reason

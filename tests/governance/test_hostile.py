@@ -287,6 +287,9 @@ ATTACKS: dict[str, Attack] = {
         "select count(*) from marts.fct_leads a, marts.fct_leads b", "scan limit", outcome="braked", brake="scan_limit"
     ),
     "sleep_ms": Attack("select sleep_ms(60000)", "not allowed"),
+    "an expression of ten thousand terms, costly to analyse": Attack(
+        "select 1" + "+1" * 10_000, "tokens, above the", outcome="braked", brake="statement_size"
+    ),
     "a first row of a megabyte": Attack(
         "select repeat('x', 1000000)", "the first row alone is", outcome="braked", brake="result_bytes"
     ),
@@ -655,3 +658,15 @@ def test_the_cli_prints_no_traceback_and_answers_in_a_real_process(hostile: Gove
     assert failed.returncode == 4 and "Traceback" not in failed.stderr and "nope" in failed.stderr
     assert answered.returncode == 0 and json_rows(answered.stdout) == [{"one": 1}]
     assert [r["outcome"] for r in hostile.new_records(before)] == ["invalid", "ok"]
+
+
+def test_an_expiry_in_the_past_is_refused_and_a_revoked_user_is_refused_at_once(hostile: Governed) -> None:
+    code, output = cli(hostile, "users", "add", "leaver", "--role", "analyst", "--expires-days", "-5")
+    assert code == 2 and "greater than or equal to 1" in " ".join(output.split())
+    code, output = cli(hostile, "users", "add", "short_stay", "--role", "analyst", "--expires-days", "1")
+    token = output.split("shown once: ")[1].split()[0]
+    assert code == 0 and cli(hostile, "sql", "select 1", token=token)[0] == 0
+    assert cli(hostile, "users", "revoke", "short_stay")[0] == 0
+    code, output = cli(hostile, "sql", "select 1", token=token)
+    assert code == 3 and "revoked" in output
+    (hostile.settings.governance_dir / "failed_tokens.json").unlink()
