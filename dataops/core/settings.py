@@ -4,7 +4,7 @@ One object answers every path question so that tests can point the whole platfor
 directory with a single variable (``DATAOPS_DATA_DIR``).
 
 The variables that choose where the platform's data, policy, users and pseudonym key are
-(:data:`TRUSTED_VARIABLES`) are honoured only for the platform's own account, the owner of the installation:
+(:data:`TRUSTED_VARIABLES`) are honoured only for the platform's own account (:func:`platform_uid`):
 anyone else who sets them is refused (:class:`UntrustedSetting`), never given the file they point at. The data
 directory is private to that account; only the analyst file and the data products are readable by others
 (:func:`secure_data_dir`, docs/governance.md).
@@ -35,8 +35,10 @@ class UntrustedSetting(PermissionError):
 
 
 def platform_uid() -> int:
-    """The platform's account: the owner of the installation (the code, the registry and its policy)."""
-    return PROJECT_ROOT.stat().st_uid
+    """The platform's account: the owner of the installation's ``data/`` folder (a deployment gives it, or the
+    symlink's target, to the service's account; the code itself may stay the administrator's)."""
+    anchor = DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.exists() else PROJECT_ROOT
+    return anchor.stat().st_uid
 
 
 def caller_uid() -> int:
