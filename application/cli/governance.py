@@ -66,18 +66,18 @@ def sql(
         raise fail(str(exc), code=3) from None
     result = _answer(paths, statement, entry, token_file, token)
     _record_or_fail(paths, entry)
-    if result is None:
+    if isinstance(result, int):
         label = f"denied by the {entry['brake']}" if entry["brake"] else str(entry["outcome"]).replace("_", " ")
-        code = 3 if entry["outcome"] == "unauthenticated" or "honoured only" in entry["reason"] else 4
-        code = 1 if entry["outcome"] == "error" else code
-        raise fail(f"{label}: {entry['reason']}", code=code)
+        raise fail(f"{label}: {entry['reason']}", code=result)
     _print(result, format)
 
 
 def _answer(
     paths: Settings, statement: str, entry: audit.Entry, token_file: Path | None, token: str | None
-) -> QueryResult | None:
-    """The result, or None with the refusal in ``entry``."""
+) -> QueryResult | int:
+    """The result, or the exit code of the refusal, which is in ``entry``: 3 the caller is not who may ask
+    (no valid token or mapping, slowed down, a setting not theirs to choose), 4 the query was refused, 1 the
+    gateway failed."""
     from dataops.governance.gateway import Denied, Gateway
     from dataops.governance.policy import load_policy
     from dataops.governance.users import AuthenticationError, FailedTokens, SlowedDown
@@ -99,11 +99,12 @@ def _answer(
         entry.refuse("unauthenticated", f"authentication: {exc}")
     except UntrustedSetting as exc:
         entry.refuse("denied", str(exc))
-    except Denied:
-        pass  # the gateway filled in the entry
-    except Exception as exc:
+    except Denied as denied:  # the gateway filled in the entry
+        return 1 if denied.outcome == "error" else 4
+    except Exception as exc:  # anything else: refused, closed, audited
         entry.refuse("error", f"the query was not answered ({type(exc).__name__}: {exc})")
-    return None
+        return 1
+    return 3
 
 
 def _user(paths: Settings, limiter: FailedTokens, source: str, token_file: Path | None) -> User:
