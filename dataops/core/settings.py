@@ -193,11 +193,22 @@ def secure_data_dir(settings: Settings) -> None:
         (root / name).mkdir(exist_ok=True)
         (root / name).chmod(mode)
     for entry in root.iterdir():
-        if entry.name not in SHARED_ROOMS and not entry.is_symlink():
-            entry.chmod(0o700 if entry.is_dir() else 0o600)
+        if entry.name not in SHARED_ROOMS:
+            _close(entry)
+    # the analyst file, and a publish's copy aside, made readable just before it is swapped in
+    analyst_files = (settings.analytics_db.name, f".{settings.analytics_db.stem}-")
     for entry in settings.warehouse_dir.iterdir():
-        if entry != settings.analytics_db and not entry.is_symlink():
+        if not entry.name.startswith(analyst_files):
+            _close(entry)
+
+
+def _close(entry: Path) -> None:
+    """The owner's alone; an entry that a run removed meanwhile (a temporary file) is no matter."""
+    try:
+        if not entry.is_symlink():
             entry.chmod(0o700 if entry.is_dir() else 0o600)
+    except FileNotFoundError:
+        pass
 
 
 def readable_by_others(path: Path, root: Path) -> bool:

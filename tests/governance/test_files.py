@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import copy
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 
-from dataops.core.settings import readable_by_others, secure_data_dir
+from dataops.core.settings import Settings, readable_by_others, secure_data_dir
 from dataops.egress.exports import export_data_products
 from dataops.governance.metadata import load_manifest, metadata_problems, published_datasets
 from tests.governance.conftest import Governed
@@ -93,3 +94,24 @@ def test_readable_by_others_follows_every_folder(tmp_path: Path) -> None:
     (tmp_path / "a").chmod(0o711)
     file.chmod(0o600)
     assert not readable_by_others(file, tmp_path)
+
+
+def test_securing_the_data_directory_leaves_a_publish_in_flight_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every run's process secures the data directory as it loads, while another run may be publishing: the
+    copy aside, already readable, keeps its mode, and a temporary file that vanishes meanwhile is no error."""
+    settings = Settings(tmp_path / "data")
+    settings.warehouse_dir.mkdir(parents=True)
+    aside = settings.warehouse_dir / ".analytics-0123456789abcdef.duckdb"
+    aside.write_bytes(b"")
+    aside.chmod(0o444)
+    listing = Path.iterdir
+
+    def with_a_ghost(self: Path) -> Iterator[Path]:
+        yield from listing(self)
+        yield self / "build.duckdb.wal"  # listed, then removed by its run before it could be closed
+
+    monkeypatch.setattr(Path, "iterdir", with_a_ghost)
+    secure_data_dir(settings)
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o444
