@@ -8,12 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from dataops.core.settings import Settings, secure_data_dir
 from orchestration.lib.names import ANALYTICS_KEY, KPI_KEYS
 from registry.loader import load_registry
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    secure_data_dir(Settings.from_env())  # what the runs write is the platform account's alone (docs/governance.md)
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     hour = load_registry().freshness_hour
     # published between midnight and the deadline every day (yesterday's run), else stale in the UI

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,17 @@ from source_systems.simulator.run import simulate
 
 if TYPE_CHECKING:
     from tests.published import Published
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pseudonym_key_outside_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The pseudonym key lives outside every data directory (the platform account's config folder by
+    default): tests keep theirs in the session's temporary folder, not in the home of whoever runs them."""
+    from dataops.core.settings import environ
+
+    with environ({"DATAOPS_PSEUDONYM_KEY_FILE": str(tmp_path_factory.mktemp("keys") / "pseudonym.key")}):
+        yield
+
 
 TINY_START = dt.date(2025, 1, 1)
 TINY_DAYS = 80

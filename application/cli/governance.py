@@ -6,16 +6,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from application.cli.common import console, err_console, fail, parse_date, settings
+from dataops.core.settings import DEFAULT_DATA_DIR, Settings, UntrustedSetting, account_name, caller_uid, platform_uid
 
+if TYPE_CHECKING:
+    from dataops.governance import audit
+    from dataops.governance.gateway import QueryResult
+    from dataops.governance.users import FailedTokens, User
+
+STDIN_CHARS = 1 << 20
 users_app = typer.Typer(help="Users of the query gateway (roles and tokens).", no_args_is_help=True)
 catalog_app = typer.Typer(help="The catalog of published datasets.", no_args_is_help=True)
 api_app = typer.Typer(help="The query gateway's HTTP API.", no_args_is_help=True)
+pseudonym_app = typer.Typer(help="The key behind the pseudonyms of personal data.", no_args_is_help=True)
 archive_app = typer.Typer(
     help="Retention: archive partitions past their retention, list, restore.", no_args_is_help=True
 )
@@ -26,47 +35,115 @@ def register(app: typer.Typer) -> None:
     app.add_typer(users_app, name="users")
     app.add_typer(catalog_app, name="catalog")
     app.add_typer(api_app, name="api")
+    app.add_typer(pseudonym_app, name="pseudonym")
     app.add_typer(archive_app, name="archive")
 
 
 def sql(
-    statement: Annotated[str, typer.Argument(help="One SELECT query over the published datasets.")],
+    statement: Annotated[str, typer.Argument(help="One SELECT query over the published datasets ('-': read stdin).")],
     format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
-    token: Annotated[
-        str | None, typer.Option(help="Your gateway token (default: $DATAOPS_TOKEN, else your OS user's mapping).")
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file holding your gateway token (mode 600). Default: $DATAOPS_TOKEN, else your OS account."
+        ),
     ] = None,
+    token: Annotated[str | None, typer.Option(hidden=True, help="Refused: the process list would show it.")] = None,
 ) -> None:
     """Query the analyst warehouse through the gateway: authenticated, authorised, braked and audited."""
-    from dataops.governance.formats import to_csv, to_json
-    from dataops.governance.gateway import Denied, Gateway
-    from dataops.governance.policy import load_policy
-    from dataops.governance.users import AuthenticationError, authenticate_os_user, authenticate_token
+    from dataops.governance import audit
 
     if format not in ("table", "csv", "json"):
         raise typer.BadParameter(f"{format!r} is not one of table, csv, json", param_hint="--format")
-    paths = settings()
-    token = token or os.environ.get("DATAOPS_TOKEN")
+    if statement == "-":
+        statement = sys.stdin.read(STDIN_CHARS)  # past the statement size limit, which refuses it
+    entry = audit.Entry("cli", statement, source=f"cli:{account_name(caller_uid())}")
     try:
-        user = authenticate_token(paths, token) if token else authenticate_os_user(paths)
-    except AuthenticationError as exc:
-        from dataops.governance import audit
+        paths = settings()
+    except UntrustedSetting as exc:  # audited where the platform's own settings keep it
+        entry.refuse("denied", str(exc))
+        _record_or_fail(Settings(DEFAULT_DATA_DIR), entry)
+        raise fail(str(exc), code=3) from None
+    result = _answer(paths, statement, entry, token_file, token)
+    _record_or_fail(paths, entry)
+    if isinstance(result, int):
+        label = f"denied by the {entry['brake']}" if entry["brake"] else str(entry["outcome"]).replace("_", " ")
+        raise fail(f"{label}: {entry['reason']}", code=result)
+    _print(result, format)
 
-        audit.record(
-            paths,
-            {
-                "user": None,
-                "role": None,
-                "door": "cli",
-                "statement": statement,
-                "allowed": False,
-                "reason": f"authentication: {exc}",
-            },
-        )
-        raise fail(f"not authenticated: {exc}", code=3) from None
+
+def _answer(
+    paths: Settings, statement: str, entry: audit.Entry, token_file: Path | None, token: str | None
+) -> QueryResult | int:
+    """The result, or the exit code of the refusal, which is in ``entry``: 3 the caller is not who may ask
+    (no valid token or mapping, slowed down, a setting not theirs to choose), 4 the query was refused, 1 the
+    gateway failed."""
+    from dataops.governance.gateway import Denied, Gateway
+    from dataops.governance.policy import load_policy
+    from dataops.governance.users import AuthenticationError, FailedTokens, SlowedDown
+
     try:
-        result = Gateway(paths, load_policy()).run(user, statement, door="cli")
-    except Denied as denied:
-        raise fail(f"denied{f' by the {denied.brake}' if denied.brake else ''}: {denied.reason}", code=4) from None
+        policy = load_policy()
+        if token is not None:
+            raise AuthenticationError(
+                "a token on the command line is visible to every account in the process list: use --token-file "
+                "or DATAOPS_TOKEN (and replace the token you just typed: `dataops users add` again)"
+            )
+        limiter = FailedTokens(paths, policy.server)
+        limiter.check(str(entry["source"]))
+        user = _user(paths, limiter, str(entry["source"]), token_file)
+        return Gateway(paths, policy).run(user, statement, door="cli", entry=entry)
+    except SlowedDown as exc:
+        entry.refuse("unauthenticated", f"authentication: {exc}", brake="failed_tokens")
+    except AuthenticationError as exc:
+        entry.refuse("unauthenticated", f"authentication: {exc}")
+    except UntrustedSetting as exc:
+        entry.refuse("denied", str(exc))
+    except Denied as denied:  # the gateway filled in the entry
+        return 1 if denied.outcome == "error" else 4
+    except Exception as exc:  # anything else: refused, closed, audited
+        entry.refuse("error", f"the query was not answered ({type(exc).__name__}: {exc})")
+        return 1
+    return 3
+
+
+def _user(paths: Settings, limiter: FailedTokens, source: str, token_file: Path | None) -> User:
+    from dataops.governance.users import AuthenticationError, authenticate_os_user, authenticate_token
+
+    token = _read_token(token_file) if token_file else os.environ.get("DATAOPS_TOKEN")
+    try:
+        return authenticate_token(paths, token.strip()) if token else authenticate_os_user(paths)
+    except AuthenticationError as exc:
+        if exc.failed_token:
+            limiter.failed(source)
+        raise
+
+
+def _read_token(path: Path) -> str:
+    from dataops.governance.users import AuthenticationError
+
+    try:
+        mode, token = path.stat().st_mode, path.read_text().strip()
+    except OSError as exc:
+        raise AuthenticationError(f"the token file cannot be read ({exc.strerror or exc})") from None
+    if mode & 0o077:
+        raise AuthenticationError(f"{path} is readable by other accounts: `chmod 600 {path}`")
+    return token
+
+
+def _record_or_fail(paths: Settings, entry: audit.Entry) -> None:
+    """The audit line first: a request that cannot be audited is not answered."""
+    from dataops.governance import audit
+
+    try:
+        audit.record(paths, entry)
+    except OSError as exc:
+        raise fail(f"the audit log cannot be written ({exc.strerror}); nothing is answered", code=1) from None
+
+
+def _print(result: QueryResult, format: str) -> None:
+    from dataops.governance.formats import to_csv, to_json
+
     if format == "json":
         sys.stdout.write(to_json(result) + "\n")
     elif format == "csv":
@@ -84,7 +161,9 @@ def sql(
 def users_add(
     name: Annotated[str, typer.Argument(help="User name.")],
     role: Annotated[str, typer.Option(help="One of the policy's roles (registry/policy.yaml).")],
-    expires_days: Annotated[int | None, typer.Option(help="Token lifetime in days (default: no expiry).")] = None,
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, help="Token lifetime in days, at least 1 (default: no expiry).")
+    ] = None,
     os_user: Annotated[str | None, typer.Option(help="OS account that may use the CLI without a token.")] = None,
 ) -> None:
     """Create (or replace) a gateway user; prints the token once (only its hash is stored)."""
@@ -93,9 +172,21 @@ def users_add(
 
     try:
         token = add_user(settings(), load_policy(), name, role, expires_days, os_user)
-    except PolicyError as exc:
+    except (PolicyError, ValueError) as exc:
         raise fail(str(exc)) from None
     console.print(f"user {name} ({role}); token, shown once: [bold]{token}[/]")
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Revoke a user at once: their token and OS mapping stop working (the entry stays for the audit)."""
+    from dataops.governance.users import revoke_user
+
+    try:
+        revoke_user(settings(), name)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    console.print(f"user {name} revoked")
 
 
 @users_app.command("list")
@@ -105,6 +196,18 @@ def users_list() -> None:
 
     for name, entry in sorted(list_users(settings()).items()):
         console.print(f"{name}: {entry}")
+
+
+@pseudonym_app.command("rotate")
+def pseudonym_rotate() -> None:
+    """Replace the pseudonym key; the next publish re-pseudonymises everything (docs/governance.md)."""
+    from dataops.governance.pseudonym import rotate_key
+
+    old, new = rotate_key(settings())
+    console.print(
+        f"pseudonym key {old or '(none)'} replaced by {new} at {settings().pseudonym_key_file}; run the pipeline "
+        "(or `dataops publish`) to publish with it: every pseudonym changes, and no longer joins with old ones"
+    )
 
 
 @catalog_app.command("search")
@@ -148,8 +251,15 @@ def api_serve(
     from application.api import create_app
     from dataops.governance.policy import load_policy
 
+    if os.geteuid() != platform_uid():
+        raise fail(
+            f"the gateway runs as the platform's account ({account_name(platform_uid())}), which owns its files; "
+            "see docs/governance.md"
+        )
+    policy = load_policy()
     console.print(f"query gateway on http://{host}:{port}/v1/query")
-    uvicorn.run(create_app(settings(), load_policy()), host=host, port=port, log_level="info")
+    app = create_app(settings(), policy, warm_workers=min(2, policy.server.max_concurrent_queries))
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @archive_app.command("run")

@@ -13,6 +13,23 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def private_data() -> None:
+    """Batch ELT platform: simulated ERP, CRM and accounting -> Parquet lake -> DuckDB -> published KPIs."""
+    import os
+
+    from dataops.core.settings import Settings, UntrustedSetting, platform_uid, secure_data_dir
+
+    if os.geteuid() != platform_uid():
+        return  # another account's command: the data directory is not its to change
+    try:
+        secure_data_dir(Settings.from_env())  # the platform's files are its own (docs/governance.md)
+    except UntrustedSetting:
+        return  # the command refuses the setting itself
+
+
 demo.register(app)
 sources.register(app)
 lake.register(app)

@@ -29,6 +29,7 @@ from dataops.core.warehouse import Limits, connect
 
 EXPORTED_SCHEMAS = ("marts", "kpis")
 KEEP_VERSIONS = 3
+SHARED_FOLDER, SHARED_FILE = 0o755, 0o644
 
 
 @dataclass
@@ -59,8 +60,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> bool:
         return False
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    tmp.chmod(SHARED_FILE)
     os.replace(tmp, path)
     return True
+
+
+def _shared_folder(folder: Path) -> None:
+    """Data products are meant for others: their folders and files are readable by every account, whatever
+    the platform's umask (which keeps the rest of the data directory private)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(SHARED_FOLDER)
 
 
 def read_manifest(settings: Settings, dataset: str) -> dict[str, Any] | None:
@@ -78,7 +87,7 @@ def export_data_products(
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"nothing is published yet ({settings.analytics_db}); run the pipeline first")
     root = exports_dir(settings)
-    root.mkdir(parents=True, exist_ok=True)
+    _shared_folder(root)
     with connect(settings.analytics_db, read_only=True, limits=limits) as conn:
         last = conn.execute(
             "select publish_id, published_at from publish.publish_log order by published_at desc limit 1"
@@ -116,7 +125,7 @@ def _export_one(
     published_at: str | None,
 ) -> tuple[int, bool, int]:
     staging = folder.parent / ".staging"  # beside, not inside: an unchanged dataset's folder is not touched
-    staging.mkdir(exist_ok=True)
+    staging.mkdir(exist_ok=True)  # the platform's alone (umask): files are shared once they are complete
     tmp = staging / f"{dataset}.parquet"
     conn.execute(f"copy (select * from {dataset} order by all) to '{tmp}' (format parquet, compression zstd)")
     checksum = _sha256(tmp)
@@ -125,8 +134,9 @@ def _export_one(
         tmp.unlink()
         return int(current["version"]), False, int(current["row_count"])
     version = int(current["version"]) + 1 if current else 1
-    folder.mkdir(parents=True, exist_ok=True)
+    _shared_folder(folder)
     name = f"v{version:04d}-{checksum[:12]}.parquet"
+    tmp.chmod(SHARED_FILE)
     os.replace(tmp, folder / name)
     row_count = int(conn.execute(f"select count(*) from read_parquet('{folder / name}')").fetchall()[0][0])
     schema = [{"name": str(row[0]), "type": str(row[1])} for row in conn.execute(f"describe {dataset}").fetchall()]

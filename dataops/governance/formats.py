@@ -1,4 +1,9 @@
-"""Query results as JSON, CSV or Arrow, the same for both doors."""
+"""Query results as JSON, CSV or Arrow, the same for both doors.
+
+Column names need not be unique (``select a.id, b.id``): CSV and Arrow keep them as they are; JSON rows are
+objects keyed by ``columns``, where a repeated name gets a suffix (``id``, ``id_2``), and ``names`` keeps
+them as DuckDB gave them, so no value is lost.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +24,35 @@ FORMATS = ("json", "csv", "arrow", "table")
 def _plain(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
-    if isinstance(value, dt.date | dt.datetime):
+    if isinstance(value, dt.date | dt.datetime | dt.time):
         return value.isoformat()
     return value
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """The names, a repeated one suffixed ``_2``, ``_3`` ... (never a suffix that is another column's name)."""
+    taken, seen, out = set(names), set(), []
+    for name in names:
+        key, n = name, 1
+        while key in seen or (key != name and key in taken):
+            n += 1
+            key = f"{name}_{n}"
+        seen.add(key)
+        out.append(key)
+    return out
+
+
 def to_json(result: QueryResult) -> str:
+    keys = unique_names(result.columns)
     return json.dumps(
         {
-            "columns": result.columns,
-            "rows": [dict(zip(result.columns, map(_plain, row), strict=True)) for row in result.rows],
+            "columns": keys,
+            "names": result.columns,
+            "types": result.types,
+            "rows": [dict(zip(keys, map(_plain, row), strict=True)) for row in result.rows],
             "row_count": len(result.rows),
             "truncated": result.truncated,
+            "cut_by": result.cut_by,
             "notes": result.notes,
         },
         default=str,
@@ -46,11 +68,9 @@ def to_csv(result: QueryResult) -> str:
 
 
 def to_arrow(result: QueryResult) -> bytes:
-    table = (
-        pa.Table.from_pylist([dict(zip(result.columns, row, strict=True)) for row in result.rows])
-        if result.rows
-        else pa.table({c: pa.array([], pa.string()) for c in result.columns})
-    )
+    columns = list(zip(*result.rows, strict=True)) if result.rows else [() for _ in result.columns]
+    arrays = [pa.array(list(values)) if result.rows else pa.array([], pa.string()) for values in columns]
+    table = pa.Table.from_arrays(arrays, names=result.columns)
     table = table.replace_schema_metadata({"truncated": str(result.truncated).lower()})
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:

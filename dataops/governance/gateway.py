@@ -1,68 +1,35 @@
 """The query gateway: the one door to the published data, behind the CLI and the HTTP API alike.
 
-Every query is authenticated (by the caller), parsed (DuckDB's own parser says what the statement is;
-sqlglot gives the tables, columns and functions it touches), authorised against the policy, braked (scan
-limit from the plan before it runs, statement timeout, row limit, memory and threads) and audited, allowed or
-not. DuckDB's own protections are the second wall: the gateway's connection attaches the published files
-read-only, then disables external access and locks its configuration.
+Every query is authenticated (by the door), analysed and authorised on what will actually run
+(:mod:`.analysis`: table references resolved with their scopes, rewritten to the file that may answer the
+role, authorised again), then run in a worker process the gateway can kill (:mod:`.worker`), which checks
+DuckDB's own parse and plan of it (:mod:`.functions`) under the role's brakes: scan limit from the row counts
+of the tables the plan scans, a wall-clock deadline, a memory ceiling, concurrency caps per user and for the
+whole gateway (:mod:`.slots`), and result limits in rows and bytes. Every request is audited once, whatever
+comes of it (:mod:`.audit`); an error never names data the role may not read.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-import sqlglot
-from sqlglot import exp
 
 from dataops.core.settings import Settings
-from dataops.governance import audit
-from dataops.governance.policy import Policy
+from dataops.governance import audit, slots
+from dataops.governance.analysis import GENERAL, RESTRICTED, Analysis, Dataset, Denied, authorise
+from dataops.governance.policy import Limits, Policy
 from dataops.governance.users import User
+from dataops.governance.worker import Breach, Job, Reply, pool
 
-READABLE_SCHEMAS = ("marts", "kpis", "reference", "catalog", "publish", "information_schema")
-DENIED_FUNCTION_PREFIXES = ("read_", "parquet_", "sqlite_", "pg_", "duckdb_", "iceberg_", "delta_")
-DENIED_FUNCTIONS = {
-    "glob",
-    "getenv",
-    "query",
-    "query_table",
-    "sniff_csv",
-    "current_setting",
-    "load_extension",
-    "json_execute_serialized_sql",
-    "which_secret",
-    "read_text",
-    "read_blob",
-    "writefile",
-}
-
-
-class Denied(PermissionError):
-    """The gateway refused the query; ``brake`` names the limit that stopped it, if one did."""
-
-    def __init__(self, reason: str, brake: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.brake = brake
-
-
-@dataclass
-class DatasetInfo:
-    classification: str
-    pii_columns: set[str]
-    in_restricted_file: bool
-
-
-@dataclass
-class Analysis:
-    statement: exp.Expr
-    datasets: list[str]
-    columns: list[str]
+__all__ = ["Dataset", "Denied", "Gateway", "QueryResult"]
+# Schemas of the analyst file readable through the gateway besides the catalogued datasets: the publish log,
+# KPI history and quarantine summary, and the catalog itself (no personal data in either).
+OPEN_SCHEMAS = ("publish", "catalog")
 
 
 @dataclass
@@ -75,75 +42,33 @@ class QueryResult:
     duration_ms: int
     datasets: list[str]
     notes: list[str] = field(default_factory=list)
+    bytes: int = 0
+    cut_by: str | None = None  # the brake that cut the result: row_limit or result_bytes
 
 
-def _function_name(node: exp.Expr) -> str:
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    return str(node.sql_name()).lower() if isinstance(node, exp.Func) else ""
-
-
-def analyse(sql: str, datasets: dict[str, DatasetInfo]) -> Analysis:
-    """What the statement is and what it touches; refuses anything that is not one plain query."""
-    try:
-        statements = duckdb.connect().extract_statements(sql)
-    except duckdb.Error as exc:
-        raise Denied(f"the SQL does not parse: {str(exc).splitlines()[0]}") from None
-    if len(statements) != 1:
-        raise Denied(
-            f"one statement per query: found {len(statements)} (a second statement after a semicolon is not run)"
+def _tables(path: str, database: str) -> dict[str, tuple[list[tuple[str, str]], int]]:
+    """Each table of a published file: its columns (name, type) and its rows."""
+    with duckdb.connect(path, read_only=True) as conn:
+        columns = conn.execute(
+            "select lower(schema_name || '.' || table_name), column_name, data_type from duckdb_columns() "
+            "where database_name = ? order by schema_name, table_name, column_index",
+            [database],
+        ).fetchall()
+        rows = dict(
+            conn.execute(
+                "select lower(schema_name || '.' || table_name), estimated_size from duckdb_tables() "
+                "where database_name = ?",
+                [database],
+            ).fetchall()
         )
-    kind = statements[0].type
-    if kind != duckdb.StatementType.SELECT:
-        raise Denied(f"only SELECT queries are allowed through the gateway; this is {kind.name}")
-    try:
-        parsed = sqlglot.parse(sql, read="duckdb")
-    except sqlglot.errors.ParseError as exc:
-        raise Denied(f"the SQL could not be analysed: {str(exc).splitlines()[0]}") from None
-    statement = parsed[0]
-    if statement is None or not isinstance(statement, exp.Query):
-        raise Denied("only SELECT queries are allowed through the gateway")
-    for node in statement.walk():
-        name = _function_name(node)
-        if name and (name in DENIED_FUNCTIONS or name.startswith(DENIED_FUNCTION_PREFIXES)):
-            raise Denied(f"function {name}() is not allowed: it reads files or settings outside the published datasets")
-        if isinstance(node, exp.Command | exp.Pragma | exp.Set | exp.Copy | exp.Attach | exp.Install):
-            raise Denied("only plain queries are allowed through the gateway")
-    ctes = {cte.alias_or_name for cte in statement.find_all(exp.CTE)}
-    touched: dict[str, str] = {}  # alias or name -> dataset
-    names: list[str] = []
-    by_table: dict[str, list[str]] = {}
-    for name in datasets:
-        by_table.setdefault(name.split(".", 1)[1], []).append(name)
-    for table in statement.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            raise Denied(f"table functions are not allowed ({table.this.sql('duckdb')}): query published datasets")
-        if table.catalog:
-            raise Denied("name datasets as schema.table; the gateway chooses which published file answers")
-        if not table.db and table.name in ctes:
-            continue
-        if table.db:
-            dataset = f"{table.db}.{table.name}"
-        else:
-            candidates = by_table.get(table.name, [])
-            if len(candidates) != 1:
-                raise Denied(f"no dataset named {table.name!r}; use schema.table (`dataops catalog search`)")
-            dataset = candidates[0]
-        if dataset.split(".")[0] not in READABLE_SCHEMAS or (
-            dataset not in datasets and not dataset.startswith("information_schema.")
-        ):
-            raise Denied(f"no dataset {dataset!r} is published; `dataops catalog search TEXT` lists them")
-        touched[table.alias_or_name] = dataset
-        touched[table.name] = dataset
-        names.append(dataset)
-    columns = []
-    single = names[0] if len(set(names)) == 1 else None
-    for column in statement.find_all(exp.Column):
-        owner = touched.get(column.table) if column.table else single
-        columns.append(f"{owner or '?'}.{column.name}")
-    if any(isinstance(s, exp.Star) for s in statement.find_all(exp.Star)):
-        columns += [f"{d}.*" for d in sorted(set(names))]
-    return Analysis(statement, sorted(set(names)), sorted(set(columns)))
+    out: dict[str, tuple[list[tuple[str, str]], int]] = {}
+    for table, column, kind in columns:
+        out.setdefault(str(table), ([], int(rows.get(table) or 0)))[0].append((str(column), str(kind)))
+    return out
+
+
+# What the published files hold, per pair of files as they are on disk (a publish swaps in new inodes).
+_PUBLISHED: dict[tuple[Any, ...], dict[str, Dataset]] = {}
 
 
 class Gateway:
@@ -151,169 +76,152 @@ class Gateway:
         self.settings = settings
         self.policy = policy
 
-    def datasets(self) -> dict[str, DatasetInfo]:
-        """What is published and how it is classified, from the general file's catalog."""
-        if not self.settings.analytics_db.exists():
-            raise Denied("nothing is published yet")
-        with duckdb.connect(str(self.settings.analytics_db), read_only=True) as conn:
-            rows = conn.execute(
-                "select dataset, classification, pii_columns, published_file from catalog.datasets"
-            ).fetchall()
-        # restricted datasets, and the clear copy of datasets with personal data, live in the restricted file
-        return {
-            d: DatasetInfo(c, set(json.loads(p or "[]")), f == "restricted" or p not in (None, "[]"))
-            for d, c, p, f in rows
-        }
+    def _files_key(self) -> tuple[Any, ...]:
+        key: list[Any] = [self.settings.data_dir]
+        for path in (self.settings.analytics_db, self.settings.restricted_db):
+            stat = path.stat() if path.exists() else None
+            key.append(None if stat is None else (stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        return tuple(key)
 
-    def run(self, user: User, sql: str, door: str) -> QueryResult:
-        """Run one query for a user, or refuse it; audited either way."""
+    def datasets(self) -> dict[str, Dataset]:
+        """What is published, in which file and how it is classified: the analyst file's catalog and the
+        tables the two files actually hold (read again when a publish swaps them)."""
+        key = self._files_key()
+        if key in _PUBLISHED:
+            return _PUBLISHED[key]
+        if key[1] is None:
+            raise Denied("nothing is published yet", outcome="invalid")
+        general = _tables(str(self.settings.analytics_db), "analytics")
+        restricted = _tables(str(self.settings.restricted_db), "restricted") if key[2] is not None else {}
+        with duckdb.connect(str(self.settings.analytics_db), read_only=True) as conn:
+            catalogued = conn.execute("select dataset, classification, pii_columns from catalog.datasets").fetchall()
+        out: dict[str, Dataset] = {}
+        for name, classification, pii in catalogued:
+            name = str(name).lower()
+            files = frozenset(f for f, held in ((GENERAL, general), (RESTRICTED, restricted)) if name in held)
+            columns, rows = general.get(name) or restricted.get(name) or ([], 0)
+            pii_columns = frozenset(json.loads(pii or "[]"))
+            out[name] = Dataset(name, str(classification), pii_columns, files, tuple(columns), rows)
+        for name, (columns, rows) in general.items():
+            if name.split(".", 1)[0] in OPEN_SCHEMAS and name not in out:
+                out[name] = Dataset(name, "internal", frozenset(), frozenset({GENERAL}), tuple(columns), rows)
+        _PUBLISHED.clear()  # one publish at a time is current
+        _PUBLISHED[key] = out
+        return out
+
+    def run(self, user: User, sql: str, door: str, entry: audit.Entry | None = None) -> QueryResult:
+        """Run one query for a user, or refuse it. The request is recorded in ``entry``; without one (a
+        caller that is not a door), the gateway records it in the audit itself, before returning."""
+        own = entry is None
+        entry = audit.Entry(door, sql) if entry is None else entry
+        entry.statement(sql)
+        entry.update(user=user.name, role=user.role)
         started = time.monotonic()
-        entry: dict[str, Any] = {"user": user.name, "role": user.role, "door": door, "statement": sql}
         try:
             result = self._run(user, sql, entry)
-        except Denied as denied:
             entry.update(
-                allowed=False,
-                reason=denied.reason,
-                brake=denied.brake,
-                rows=0,
-                duration_ms=round((time.monotonic() - started) * 1000),
+                allowed=True,
+                outcome="ok",
+                reason="",
+                rows=len(result.rows),
+                bytes=result.bytes,
+                truncated=result.truncated,
+                brake=result.cut_by,
             )
-            audit.record(self.settings, entry)
+            return result
+        except Denied as denied:
+            entry.refuse(denied.outcome, denied.reason, denied.brake)
             raise
-        entry.update(
-            allowed=True,
-            reason="",
-            rows=len(result.rows),
-            truncated=result.truncated,
-            duration_ms=result.duration_ms,
-            brake="row_limit" if result.truncated else None,
-        )
-        audit.record(self.settings, entry)
-        return result
+        except Exception as exc:
+            entry.refuse("error", f"the gateway failed ({type(exc).__name__}); the query was not answered")
+            raise Denied("the gateway failed; the query was not answered", outcome="error") from exc
+        finally:
+            entry["duration_ms"] = round((time.monotonic() - started) * 1000)
+            if own:
+                audit.record(self.settings, entry)
 
-    def _run(self, user: User, sql: str, entry: dict[str, Any]) -> QueryResult:
+    def _run(self, user: User, sql: str, entry: audit.Entry) -> QueryResult:
         started = time.monotonic()
         limits = self.policy.limits(user.role)
-        published = self.datasets()
-        analysis = analyse(sql, published)
-        entry.update(datasets=analysis.datasets, columns=analysis.columns)
-        notes, use_restricted = [], False
-        for dataset in analysis.datasets:
-            info = published.get(dataset)
-            if info is None:
-                continue
-            if not self.policy.can_read(user.role, dataset, info.classification):
-                granted = ", ".join(self.policy.readers(dataset, info.classification)) or "nobody"
-                raise Denied(
-                    f"{dataset} is restricted: granted to {granted}; your role is {user.role}. {self.policy.how_to_ask}"
-                )
-            clear = info.pii_columns and self.policy.sees_personal_data(user.role, dataset)
-            if info.classification == "restricted" or clear:
-                use_restricted = True
-            elif info.pii_columns:
-                notes.append(f"{dataset}: personal data ({', '.join(sorted(info.pii_columns))}) is pseudonymised")
-        rewritten = self._qualify(analysis.statement, published, user)
-        conn = self._connect(limits.memory_limit, limits.threads, use_restricted)
-        try:
-            self._check_scan(conn, rewritten, limits.max_scan_rows, user.role)
-            rows, columns, types, truncated = self._execute(
-                conn, rewritten, limits.statement_timeout_seconds, limits.max_result_rows, user.role
-            )
-        finally:
-            conn.close()
-        if truncated:
+        server = self.policy.server
+        datasets = self.datasets()
+        with slots.hold(  # the analysis too: what an analyst sends costs the gateway only within their slots
+            self.settings, user.name, limits.max_concurrent_queries, server.max_concurrent_queries, server.queue_seconds
+        ):
+            analysis = authorise(sql, datasets, self.policy, user.role, server.max_statement_bytes)
+            executed = analysis.sql
+            for file, alias in analysis.aliases.items():
+                executed = executed.replace(alias, file)
+            entry.update(datasets=analysis.datasets, columns=analysis.columns, executed=executed)
+            reply = self._execute(analysis, datasets, limits, user.role)
+        entry["scanned_rows"] = reply.scanned_rows
+        if reply.refusal is not None:
+            reason, outcome, brake = reply.refusal
+            if brake is not None:
+                reason = f"{reason}, the limit of role {user.role}; narrow the query, or {self._ask()}"
+            raise Denied(self._redact(reason, datasets, user.role), brake=brake, outcome=outcome)
+        notes = list(analysis.notes)
+        if reply.cut_by == "row_limit":
             notes.append(
                 f"the result was cut at {limits.max_result_rows} rows (the row limit of role {user.role}); "
                 f"add filters or aggregate. {self.policy.how_to_ask}"
             )
+        elif reply.cut_by == "result_bytes":
+            notes.append(
+                f"the result was cut at {len(reply.rows)} rows, before it passed {limits.max_result_bytes:,} bytes "
+                f"(the result size limit of role {user.role}); select fewer or shorter columns. "
+                f"{self.policy.how_to_ask}"
+            )
         return QueryResult(
-            columns,
-            types,
-            rows,
-            truncated,
+            reply.columns,
+            reply.types,
+            reply.rows,
+            reply.cut_by is not None,
             limits.max_result_rows,
             round((time.monotonic() - started) * 1000),
             analysis.datasets,
             notes,
+            bytes=reply.bytes,
+            cut_by=reply.cut_by,
         )
 
-    def _qualify(self, statement: exp.Expr, published: dict[str, DatasetInfo], user: User) -> str:
-        """Point every table at the published file that may answer this role."""
-        tree = statement.copy()
-        for table in tree.find_all(exp.Table):
-            if not table.db:
-                matches = [d for d in published if d.split(".", 1)[1] == table.name]
-                if len(matches) != 1:
-                    continue  # a CTE name
-                table.set("db", exp.to_identifier(matches[0].split(".")[0]))
-            dataset = f"{table.db}.{table.name}"
-            info = published.get(dataset)
-            restricted = (
-                info is not None
-                and info.in_restricted_file
-                and (info.classification == "restricted" or self.policy.sees_personal_data(user.role, dataset))
-            )
-            table.set("catalog", exp.to_identifier("restricted" if restricted else "analytics"))
-        return str(tree.sql(dialect="duckdb"))
+    def _ask(self) -> str:
+        ask = self.policy.how_to_ask
+        return ask[0].lower() + ask[1:] if ask else "ask the data platform team"
 
-    def _connect(self, memory_limit: str, threads: int, restricted: bool) -> duckdb.DuckDBPyConnection:
-        conn = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads})
-        conn.execute(f"attach '{self.settings.analytics_db}' as analytics (read_only)")
-        if restricted:
-            conn.execute(f"attach '{self.settings.restricted_db}' as restricted (read_only)")
-        conn.execute("use analytics")
-        conn.execute("set enable_external_access = false")  # the second wall: no files, no extensions
-        conn.execute("set lock_configuration = true")  # and no SET to lift a limit
-        return conn
-
-    def _check_scan(self, conn: duckdb.DuckDBPyConnection, sql: str, limit: int, role: str) -> None:
-        plan = json.loads(conn.execute(f"explain (format json) {sql}").fetchall()[0][1])
-        scans: dict[str, int] = {}
-
-        def walk(node: dict[str, Any]) -> None:
-            info = node.get("extra_info") or {}
-            if "SCAN" in node.get("name", "") and isinstance(info, dict) and "Table" in info:
-                estimate = int(str(info.get("Estimated Cardinality", "0")).replace("~", "") or 0)
-                scans[info["Table"]] = scans.get(info["Table"], 0) + estimate
-            for child in node.get("children", []):
-                walk(child)
-
-        for root in plan:
-            walk(root)
-        total = sum(scans.values())
-        if total > limit:
-            biggest = ", ".join(f"{t} ~{n:,}" for t, n in sorted(scans.items(), key=lambda kv: -kv[1])[:3])
-            raise Denied(
-                f"scan limit: the plan would scan ~{total:,} rows ({biggest}), above the {limit:,} "
-                f"allowed to role {role}; add filters, or {self.policy.how_to_ask}",
-                brake="scan_limit",
-            )
-
-    def _execute(
-        self, conn: duckdb.DuckDBPyConnection, sql: str, timeout: float, max_rows: int, role: str
-    ) -> tuple[list[tuple[Any, ...]], list[str], list[str], bool]:
-        timer = threading.Timer(timeout, conn.interrupt)
-        timer.start()
+    def _execute(self, analysis: Analysis, datasets: dict[str, Dataset], limits: Limits, role: str) -> Reply:
+        files = {GENERAL: self.settings.analytics_db, RESTRICTED: self.settings.restricted_db}
+        job = Job(
+            sql=analysis.sql,
+            files={alias: str(files[file]) for file, alias in analysis.aliases.items()},
+            tables={table: datasets[table.split(".", 1)[1]].rows for table in analysis.tables},
+            memory_limit=limits.memory_limit,
+            threads=limits.threads,
+            ceiling_bytes=limits.worker_ceiling_bytes,
+            max_scan_rows=limits.max_scan_rows,
+            max_rows=limits.max_result_rows,
+            max_bytes=limits.max_result_bytes,
+        )
         try:
-            cursor = conn.execute(sql)
-            columns = [d[0] for d in cursor.description or []]
-            types = [str(d[1]) for d in cursor.description or []]
-            rows = cursor.fetchmany(max_rows + 1)
-        except duckdb.InterruptException:
+            return pool().run(job, limits.statement_timeout_seconds)
+        except Breach as breach:
             raise Denied(
-                f"statement timeout: stopped after {timeout:g}s, the limit of role {role}; "
-                f"narrow the query, or {self.policy.how_to_ask}",
-                brake="statement_timeout",
+                f"{breach.reason}, the limit of role {role}; narrow the query, or {self._ask()}", brake=breach.brake
             ) from None
-        except duckdb.Error as exc:
-            if "interrupt" in str(exc).lower():
-                raise Denied(
-                    f"statement timeout: stopped after {timeout:g}s, the limit of role {role}",
-                    brake="statement_timeout",
-                ) from None
-            raise Denied(f"the query failed: {str(exc).splitlines()[0]}") from None
-        finally:
-            timer.cancel()
-        truncated = len(rows) > max_rows
-        return rows[:max_rows], columns, types, truncated
+
+    def _redact(self, message: str, datasets: dict[str, Dataset], role: str) -> str:
+        """DuckDB's message, unless it names a table or column the role may not read."""
+        readable = {n for n, d in datasets.items() if self.policy.can_read(role, n, d.classification)}
+        allowed_words = {w for n in readable for w in (n, n.split(".", 1)[1], *(c for c, _ in datasets[n].columns))}
+        secret = {
+            word
+            for name, dataset in datasets.items()
+            if name not in readable
+            for word in (name.split(".", 1)[1], *(c for c, _ in dataset.columns))
+            if word.lower() not in {a.lower() for a in allowed_words}
+        }
+        secret |= {"restricted_", "general_"}
+        lowered = message.lower()
+        if any(re.search(rf"(?<![a-z0-9_]){re.escape(w.lower())}(?![a-z0-9])", lowered) for w in secret):
+            return "the query failed (DuckDB's message is withheld: it names data your role may not read)"
+        return message

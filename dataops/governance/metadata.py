@@ -63,6 +63,13 @@ class DatasetMeta:
         if self.classification and self.classification not in CLASSIFICATIONS:
             gaps.append(f"classification ({self.classification!r} is not one of {', '.join(CLASSIFICATIONS)})")
         gaps += [f"description of column {c.name}" for c in self.columns if not c.description]
+        if self.pii_columns:  # the key of a row about a person links its pseudonyms back to the person
+            key = self.meta.get("key") or []
+            gaps += [
+                f"pii tag on key column {c} (a key of rows with personal data links their pseudonyms back)"
+                for c in ([key] if isinstance(key, str) else key)
+                if c not in self.pii_columns
+            ]
         return gaps
 
 

@@ -1,6 +1,11 @@
 """Pseudonyms for personal data: a keyed hash (HMAC-SHA256), stable across tables so joins still work,
-useless without the key. The key lives in the data directory (``governance/pseudonym.key``, mode 0600) or
-``DATAOPS_PSEUDONYM_KEY``; it never leaves the platform's files.
+useless without the key.
+
+The key lives outside the data directory (``Settings.pseudonym_key_file``: the platform account's config
+folder, or ``DATAOPS_PSEUDONYM_KEY_FILE``), created mode 0600 on first use, so that no copy, backup or reader
+of the data carries it. Rotating it (:func:`rotate_key`, ``dataops pseudonym rotate``) changes every pseudonym
+at the next publish: pseudonyms published before no longer join with those published after
+(docs/governance.md, docs/decisions/0025).
 
 Publishing computes them in DuckDB (docs/decisions/0017): HMAC is two SHA-256 passes over the key's padded
 blocks (RFC 2104), which DuckDB's ``sha256`` does column at a time, where a Python function called per value
@@ -13,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from pathlib import Path
 
 import duckdb
 
@@ -21,17 +27,58 @@ from dataops.core.settings import Settings
 BLOCK = 64  # SHA-256's block size in bytes: HMAC pads (or first hashes) the key to it
 
 
+def legacy_key_file(settings: Settings) -> Path:
+    """Where earlier versions kept the key: inside the data directory."""
+    return settings.governance_dir / "pseudonym.key"
+
+
+def _write_key(path: Path, key: str, replace: bool) -> None:
+    """Write a key file mode 0600 (its folder 0700); atomically, and never over an existing key unless
+    ``replace``."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if another process created the key first: theirs stands
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
 def pseudonym_key(settings: Settings) -> bytes:
-    configured = os.environ.get("DATAOPS_PSEUDONYM_KEY")
-    if configured:
-        return configured.encode()
-    path = settings.data_dir / "governance" / "pseudonym.key"
+    """The key, created on first use; a key earlier versions kept in the data directory is moved out (the
+    same key: pseudonyms do not change)."""
+    path = settings.pseudonym_key_file
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+        legacy = legacy_key_file(settings)
+        _write_key(path, legacy.read_text().rstrip("\r\n") if legacy.exists() else secrets.token_hex(32), replace=False)
+        legacy.unlink(missing_ok=True)
+    if path.stat().st_mode & 0o077:
+        raise PermissionError(f"{path} is readable by others; `chmod 600 {path}`, then rotate the key")
+    return path.read_text().rstrip("\r\n").encode()
+
+
+def key_id(key: bytes) -> str:
+    """A name for a key that reveals nothing of it (for logs and the rotation's report)."""
+    return hashlib.sha256(b"dataops pseudonym key id:" + key).hexdigest()[:12]
+
+
+def rotate_key(settings: Settings) -> tuple[str | None, str]:
+    """Replace the key with a new random one; returns the old and new key ids. The old key is not kept:
+    keeping it would keep every old pseudonym reversible by whoever obtains it."""
+    path = settings.pseudonym_key_file
+    old = key_id(pseudonym_key(settings)) if path.exists() or legacy_key_file(settings).exists() else None
+    new = secrets.token_hex(32)
+    _write_key(path, new, replace=True)
+    return old, key_id(new.encode())
 
 
 def pseudonymise(key: bytes, value: str | None) -> str | None:

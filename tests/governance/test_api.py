@@ -7,63 +7,27 @@ import contextlib
 import csv
 import io
 import multiprocessing
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pyarrow as pa
 import pytest
+import yaml
 
 from dataops.core.settings import Settings
 from dataops.governance import audit
 from dataops.governance.gateway import Denied, Gateway
 from dataops.governance.policy import load_policy
-from dataops.governance.users import User, add_user
-from tests.governance.conftest import Governed
-from tests.local import free_port
+from dataops.governance.users import User, add_user, revoke_user
+from tests.governance.conftest import Governed, ask, cli, json_rows, serve
 
 pytestmark = pytest.mark.xdist_group("built")
-
-DATAOPS = Path(sys.executable).with_name("dataops")
 
 
 @pytest.fixture(scope="module")
 def api(governed: Governed) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "DATAOPS_DATA_DIR": str(governed.settings.data_dir)}
-    server = subprocess.Popen(
-        [str(DATAOPS), "api", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"`dataops api serve` did not start: {server.communicate()[1][-2000:]}")
-        time.sleep(0.2)
-    try:
+    with serve(governed) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-
-
-def ask(url: str, token: str | None, sql: str, fmt: str = "json") -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.post(f"{url}/v1/query", json={"sql": sql, "format": fmt}, headers=headers, timeout=60)
 
 
 def test_results_come_back_as_json_csv_and_arrow(api: str, governed: Governed) -> None:
@@ -96,17 +60,25 @@ def test_the_api_applies_the_same_rules_as_the_cli(api: str, governed: Governed)
     assert hostile.status_code == 403
 
 
-def test_missing_wrong_and_expired_tokens_are_refused_and_audited(api: str, governed: Governed) -> None:
-    expired = add_user(governed.settings, governed.policy, "leaver", "analyst", expires_days=-1)
+def test_missing_wrong_expired_and_revoked_tokens_are_refused_and_audited(api: str, governed: Governed) -> None:
+    expired = add_user(governed.settings, governed.policy, "leaver", "analyst", expires_days=1)
+    users = yaml.safe_load(governed.settings.users_file.read_text())
+    users["users"]["leaver"]["expires_at"] = "2025-01-01T00:00:00+00:00"  # a day that has passed
+    governed.settings.users_file.write_text(yaml.safe_dump(users))
+    revoked = add_user(governed.settings, governed.policy, "moved_on", "analyst")
+    assert ask(api, revoked, "select 1 as one").status_code == 200
+    revoke_user(governed.settings, "moved_on")
     before = len(audit.read(governed.settings))
     sql = "select 1 as one"
-    for token, says in ((None, "no token"), ("not-a-token", "unknown token"), (expired, "expired")):
+    cases = ((None, "no token"), ("not-a-token", "unknown token"), (expired, "expired"), (revoked, "revoked"))
+    for token, says in cases:
         response = ask(api, token, sql)
         assert response.status_code == 401
         assert says in response.json()["message"]
     records = audit.read(governed.settings)[before:]
-    assert len(records) == 3
+    assert len(records) == 4
     assert all(r["door"] == "http" and r["allowed"] is False and "authentication" in r["reason"] for r in records)
+    (governed.settings.governance_dir / "failed_tokens.json").unlink()
 
 
 def test_an_oversized_request_is_refused_before_it_is_read(api: str, governed: Governed) -> None:
@@ -154,3 +126,44 @@ def test_concurrent_gateway_processes_lose_no_audit_record(governed: Governed) -
     assert len(records) == workers * each
     assert sum(1 for r in records if r["allowed"] is False) == workers * 3
     assert {r["user"] for r in records} == {f"worker{w}" for w in range(workers)}
+
+
+def test_duplicate_column_names_keep_every_value_in_json_csv_and_arrow(api: str, governed: Governed) -> None:
+    sql = "select a.kpi_name, b.kpi_name, 'x' as kpi_name_2 from kpis.kpi_monthly a, kpis.kpi_monthly b limit 1"
+    answer = ask(api, governed.tokens["analyst"], sql).json()
+    assert answer["names"] == ["kpi_name", "kpi_name", "kpi_name_2"]
+    assert answer["columns"] == ["kpi_name", "kpi_name_3", "kpi_name_2"]  # unique keys, none taken twice
+    assert list(answer["rows"][0].values())[2] == "x" and len(answer["rows"][0]) == 3
+    as_csv = ask(api, governed.tokens["analyst"], sql, "csv").text.splitlines()
+    assert as_csv[0] == "kpi_name,kpi_name,kpi_name_2"
+    table = pa.ipc.open_stream(io.BytesIO(ask(api, governed.tokens["analyst"], sql, "arrow").content)).read_all()
+    assert table.column_names == ["kpi_name", "kpi_name", "kpi_name_2"] and table.num_rows == 1
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select count(*) as n from publish.publish_log",
+        "select count(*) as n from publish.kpi_history",
+        "select count(*) as n from publish.quarantine_summary",
+        "select count(*) as n from catalog.datasets",
+        "select count(*) as n from catalog.columns where dataset = 'marts.fct_leads'",
+    ],
+)
+def test_the_documented_analyst_schemas_answer_at_both_doors(api: str, governed: Governed, sql: str) -> None:
+    over_http = ask(api, governed.tokens["analyst"], sql)
+    assert over_http.status_code == 200 and over_http.json()["rows"][0]["n"] > 0, over_http.text
+    code, output = cli(governed, "sql", sql, "--format", "json", token=governed.tokens["analyst"])
+    assert code == 0 and json_rows(output) == over_http.json()["rows"]
+
+
+def test_benign_queries_answer_at_both_doors_as_before(api: str, governed: Governed) -> None:
+    sql = (
+        "with monthly as (select kpi_name, max(value) as peak from kpis.kpi_monthly group by all) "
+        "select m.kpi_name, m.peak, r.unit from monthly m join reference.registry_kpis r using (kpi_name) "
+        "order by m.kpi_name"
+    )
+    over_http = ask(api, governed.tokens["finance"], sql)
+    assert over_http.status_code == 200 and len(over_http.json()["rows"]) > 5
+    code, output = cli(governed, "sql", sql, "--format", "json", token=governed.tokens["finance"])
+    assert code == 0 and json_rows(output) == over_http.json()["rows"]

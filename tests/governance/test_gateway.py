@@ -59,7 +59,8 @@ def test_a_query_over_the_scan_limit_is_refused_before_it_runs(braked: Governed)
     with pytest.raises(Denied) as denied:
         braked.gateway().run(braked.user("analyst"), "select * from marts.fct_customer_states_daily", door="cli")
     assert denied.value.brake == "scan_limit"
-    assert "scan limit" in denied.value.reason and "2,000 allowed to role analyst" in denied.value.reason
+    assert "scan limit" in denied.value.reason and "12,000 rows" in denied.value.reason
+    assert "above the 2,000 allowed, the limit of role analyst" in denied.value.reason
     assert time.monotonic() - started < 5
     record = audit.read(braked.settings)[-1]
     assert record["allowed"] is False and record["brake"] == "scan_limit" and record["rows"] == 0

@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from dataops.governance.pseudonym import rotate_key
 from quality.gate import GATE
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
@@ -239,7 +240,11 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
     assert publishes(republish_unchanged=True)
     assert not publishes()
 
-    monkeypatch.setenv("DATAOPS_PSEUDONYM_KEY", "a rotated key")
+    key_file = tmp_path / "pseudonym.key"  # rotated in a copy: the session's key stays as it was
+    shutil.copy(settings.pseudonym_key_file, key_file)
+    monkeypatch.setenv("DATAOPS_PSEUDONYM_KEY_FILE", str(key_file))
+    assert not publishes()
+    rotate_key(settings)
     assert publishes()
     assert not publishes()
 
