@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,11 @@ from registry.loader import Registry, load_registry
 from source_systems.accounting import export as accounting
 from source_systems.crm import store as crm_store
 from source_systems.erp import store as erp_store
+from source_systems.product import EVENTS_DIR, behaviour, delivery
+from source_systems.simulator import health
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.dirt import DirtLog, spoil
-from source_systems.simulator.engine import DayRecords, Engine
+from source_systems.simulator.engine import C_ACTIVE, C_PAUSED, DayRecords, Engine
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
 from source_systems.simulator.truth import compute_truth
@@ -46,6 +49,11 @@ class SimulationSummary:
     days_simulated: int
     counts: dict[str, int] = field(default_factory=dict)
     dirt: dict[str, int] = field(default_factory=dict)
+    # The product's event stream: lines its collectors delivered in this call, and the time it took to
+    # generate and write them (wall clock and this process's CPU time).
+    product_lines: int = 0
+    product_wall_s: float = 0.0
+    product_cpu_s: float = 0.0
 
 
 def state_dir(sources: Path) -> Path:
@@ -107,10 +115,16 @@ def simulate(
     crm = crm_store.connect(sources / "crm" / "crm.sqlite")
     exports = sources / "accounting" / "exports"
     exports.mkdir(parents=True, exist_ok=True)
+    product = [0, 0.0, 0.0]
     try:
         for d in range(first_new, last + 1):
             records = engine.step(d)
             _emit(cfg, engine, records, erp, crm, exports)
+            if cfg.product_events:
+                wall, cpu = time.perf_counter(), time.process_time()
+                product[0] += _product_day(cfg, engine, d, sources.joinpath(*EVENTS_DIR))
+                product[1] += time.perf_counter() - wall
+                product[2] += time.process_time() - cpu
             if progress:
                 progress(d - first_new + 1, last - first_new + 1, cfg.start + dt.timedelta(days=d))
     finally:
@@ -125,7 +139,21 @@ def simulate(
         days_simulated=max(0, last - first_new + 1),
         counts=system_counts(sources),
         dirt=_dirt_counts(state),
+        product_lines=int(product[0]),
+        product_wall_s=float(product[1]),
+        product_cpu_s=float(product[2]),
     )
+
+
+def _product_day(cfg: SimConfig, engine: Engine, d: int, root: Path) -> int:
+    """What the customers' users did today, as the product's collectors deliver it; the lines written."""
+    codes = engine.customer_states()
+    h = health.current(engine.s)
+    using, holding = codes == C_ACTIVE, np.isin(codes, [C_ACTIVE, C_PAUSED])
+    day = behaviour.plan(cfg.seed, cfg.start, d, engine.s, engine.w, using, holding, h)
+    dirt, lines = delivery.deliver(cfg, d, engine.s, engine.w, day, root)
+    engine.s.append("dirt", dirt)
+    return lines
 
 
 def _write_truth(sources: Path, cfg: SimConfig, state: State, registry: Registry) -> None:
