@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from isal import isal_zlib
 
 from source_systems.product import catalog
 from source_systems.product.behaviour import Day, device_skew_ms, unit
-from source_systems.product.render import DAY_MS, hex_ids, iso_ms, line_bytes
+from source_systems.product.render import DAY_MS, Lines, fixed, hex_ids, hex_matrix, template
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
@@ -50,7 +51,6 @@ EVENT, TRUNCATED, MALFORMED = range(3)
 OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
 LAST = 2**62  # sorts a truncated line last in its object
-DIRT_COLUMNS = ("day", "system", "table", "key", "column", "kind", "class")
 
 
 @dataclass
@@ -96,17 +96,24 @@ def deliver(cfg: SimConfig, d: int, state: State, world: World, day: Day, root: 
     rng = stream(cfg.seed, d, "product:delivery")
     start_ms = (cfg.start - dt.date(1970, 1, 1)).days * DAY_MS
     ev = _events(cfg, rng, world, day, start_ms + d * DAY_MS)
-    ids = hex_ids(np.frombuffer(rng.bytes(16 * ev.height), dtype=np.uint8).reshape(ev.height, 16))
+    id_hex = hex_matrix(np.frombuffer(rng.bytes(16 * ev.height), dtype=np.uint8).reshape(ev.height, 16))
+    ids = fixed(id_hex)
     copies = _copies(cfg, rng, ev, d, start_ms)
-    _ledger(state, ev, day, copies, start_ms)
+    _ledger(state, ev, day, copies, d, start_ms)
     properties, pii = _properties(cfg, rng, d, ev, world)
-    lines = pl.concat(
-        [_render(cfg, rng, d, ev, copies, ids, properties, world), _malformed(cfg, rng, d, ev.height, start_ms)],
-        how="vertical_relaxed",
-    ).select(state_schema())
-    state.append("pending_events", lines.filter(pl.col("day") > d))
-    due = pl.concat([lines.filter(pl.col("day") == d), state.take_pending("pending_events", d)])
-    return pl.concat([_event_dirt(cfg, d, ev, copies, ids, pii), _write(cfg, d, root, due)]), due.height
+    dirt = _event_dirt(cfg, d, ev, copies, ids, pii)
+    # rendered in the order they are written: today's objects first, each by time of receipt
+    copies = copies.with_columns(
+        seq=pl.int_range(0, copies.height, dtype=pl.Int64) + d * 2**32,
+        sort_ms=pl.when(pl.col("flag") == TRUNCATED).then(pl.lit(LAST, dtype=pl.Int64)).otherwise("received_ms"),
+    )
+    keys = [copies[c].to_numpy() for c in ("seq", "sort_ms", "collector", "hour", "receive_day", "day")]
+    lines = _render(cfg, rng, d, ev, copies[np.lexsort(keys)], id_hex, properties, world, day.users)
+    today = int(np.searchsorted(lines["day"].to_numpy(), d, side="right"))
+    junk = _malformed(cfg, rng, d, ev.height, start_ms)
+    state.append("pending_events", pl.concat([lines[today:], junk.filter(pl.col("day") > d)]))
+    extra = pl.concat([junk.filter(pl.col("day") == d), state.take_pending("pending_events", d)])
+    return pl.concat([dirt, _write(cfg, d, root, lines[:today], extra)]), today + extra.height
 
 
 def state_schema() -> list[str]:
@@ -327,56 +334,51 @@ def _truncated(
 
 
 # ------------------------------------------------------------------ what counts (the usage ledger)
-def _ledger(state: State, ev: pl.DataFrame, day: Day, copies: pl.DataFrame, start_ms: int) -> None:
+def _ledger(state: State, ev: pl.DataFrame, day: Day, copies: pl.DataFrame, d: int, start_ms: int) -> None:
     """Usage and seat changes as the registry counts them, by event day and the day they became known."""
-    complete = copies.filter((pl.col("flag") == EVENT) & (pl.col("kind") != 1))  # first complete copy
-    complete = complete.join(
-        ev.with_row_index("ev").select(pl.col("ev").cast(pl.Int64), "traffic", "etype", "user", "anonymous"), on="ev"
-    )
-    complete = complete.filter(pl.col("traffic") == REAL).with_columns(
-        event_day=((pl.col("received_ms") - (pl.col("sent_ms") - pl.col("occurred_ms")) - start_ms) // DAY_MS)
-    )
-    users = day.users
+    complete = (copies["flag"].to_numpy() == EVENT) & (copies["kind"].to_numpy() != 1)  # first complete copy
+    evi = copies["ev"].to_numpy()[complete]
+    real = ev["traffic"].to_numpy()[evi] == REAL
+    evi = evi[real]
+    pick = np.flatnonzero(complete)[real]
+    received, sent = copies["received_ms"].to_numpy()[pick], copies["sent_ms"].to_numpy()[pick]
+    event_day = (received - (sent - copies["occurred_ms"].to_numpy()[pick]) - start_ms) // DAY_MS
+    delivered = copies["day"].to_numpy()[pick]
+    user = ev["user"].to_numpy()[evi]
+    etype = ev["etype"].to_numpy()[evi]
     # a browser is stitched to its user from the day that user's first sign-in on it is delivered
-    signins = complete.filter(pl.col("etype") == catalog.SIGNED_IN).group_by("user").agg(pl.col("day").min())
+    users = day.users
     stitched = users["stitched_known"].to_numpy().copy()
-    if signins.height:
-        rows = signins["user"].to_numpy()
-        stitched[rows] = np.minimum(stitched[rows], signins["day"].to_numpy())
+    signin = etype == catalog.SIGNED_IN
+    np.minimum.at(stitched, user[signin], delivered[signin])
     state.replace("product_users", users.with_columns(stitched_known=pl.Series(stitched)))
-    contact = users["user"]
-    user = complete["user"].to_numpy()
-    delivered = complete["day"].to_numpy()
-    known = np.where(complete["anonymous"].to_numpy(), np.maximum(delivered, stitched[user]), delivered)
-    seat = pl.col("etype").is_in([catalog.SEAT_ASSIGNED, catalog.SEAT_REVOKED])
-    usage = (
-        complete.with_columns(known_day=pl.Series(known))
-        .filter(~seat)
-        .group_by("event_day", "known_day", "user", "etype")
-        .agg(events=pl.len())
-        .sort("event_day", "known_day", "user", "etype")
-    )
+    known = np.where(ev["anonymous"].to_numpy()[evi], np.maximum(delivered, stitched[user]), delivered)
+    seat = np.isin(etype, [catalog.SEAT_ASSIGNED, catalog.SEAT_REVOKED])
+    # one ledger row per (event day, known day, user, event type); days lie within a few of today
+    key = (((event_day - d + 32) * 64 + (known - d + 32)) * 2**32 + user) * 16 + etype
+    keys, counts = np.unique(key[~seat], return_counts=True)
+    rows = keys // 16 % 2**32
     state.append(
         "usage",
         frame(
             "usage",
-            day=usage["event_day"],
-            known_day=usage["known_day"],
-            user=contact.gather(usage["user"]),
-            event_type=usage["etype"],
-            events=usage["events"],
+            day=keys // 16 // 2**32 // 64 - 32 + d,
+            known_day=keys // 16 // 2**32 % 64 - 32 + d,
+            user=users["user"].to_numpy()[rows],
+            event_type=keys % 16,
+            events=counts,
         ),
     )
-    seats = complete.filter(seat).sort("event_day", "day", "user")
-    if seats.height:
+    if seat.any():
+        order = np.lexsort((user[seat], delivered[seat], event_day[seat]))
         state.append(
             "seats",
             frame(
                 "seats",
-                day=seats["event_day"],
-                known_day=seats["day"],
-                customer=users["customer"].gather(seats["user"]),
-                delta=np.where(seats["etype"].to_numpy() == catalog.SEAT_ASSIGNED, 1, -1),
+                day=event_day[seat][order],
+                known_day=delivered[seat][order],
+                customer=users["customer"].to_numpy()[user[seat][order]],
+                delta=np.where(etype[seat][order] == catalog.SEAT_ASSIGNED, 1, -1),
             ),
         )
 
@@ -388,242 +390,248 @@ def _render(
     d: int,
     ev: pl.DataFrame,
     copies: pl.DataFrame,
-    ids: pl.Series,
+    id_hex: np.ndarray,
     properties: pl.Series,
     world: World,
+    users: pl.DataFrame,
 ) -> pl.DataFrame:
-    """One NDJSON line per copy (a truncated copy cut short), plus malformed lines from a broken client."""
+    """One NDJSON line per copy (a truncated copy cut short).
+
+    Every field that repeats (a user's id, a device's, an account's, a client's context) is written once
+    into a small table and picked per event, so a line costs a handful of string views and one buffer of
+    fixed-width timestamps.
+    """
     date = cfg.start + dt.timedelta(days=d)
     names = catalog.EVENT_TYPES.copy()
     if date >= cfg.effective_rename_date:
         for code, name in catalog.RENAMED.items():
             names[code] = name
-    per_event = ev.select(
-        event_id=ids,
-        head=pl.concat_str(
-            [
-                pl.lit('{"event_id":"'),
-                ids,
-                pl.lit('","event_type":"'),
-                pl.Series(names).gather(ev["etype"]),
-                pl.lit('","user_id":'),
-                _json_string(_user_ids(ev)),
-                pl.lit(',"device_id":'),
-                _json_string(_device_ids(ev)),
-                pl.lit(',"account_ref":'),
-                _json_string(_account_refs(ev, world)),
-                pl.lit(',"context":'),
-                _context(rng, ev),
-                pl.lit(',"properties":'),
-                properties,
-            ]
-        ),
-    )
-    n = copies.height
     ev_idx = copies["ev"]
+
+    def per_copy(values: pl.Series) -> pl.Series:
+        return values.gather(ev_idx)
+
+    n = copies.height
+    times = template(
+        [
+            ',"occurred_at":"',
+            copies["occurred_ms"].to_numpy(),
+            '","sent_at":"',
+            copies["sent_ms"].to_numpy(),
+            '","received_at":"',
+            copies["received_ms"].to_numpy(),
+            '"}\n',
+        ],
+        n,
+    )
+    # the literal text between fields is folded into the tables, so a line is eight pieces
+    head = np.empty((ev.height, 45), dtype=np.uint8)
+    head[:, :13] = np.frombuffer(b'{"event_id":"', dtype=np.uint8)
+    head[:, 13:] = id_hex
     line = pl.select(
         pl.concat_str(
             [
-                per_event["head"].gather(ev_idx),
-                pl.lit(',"occurred_at":"'),
-                iso_ms(copies["occurred_ms"].to_numpy()),
-                pl.lit('","sent_at":"'),
-                iso_ms(copies["sent_ms"].to_numpy()),
-                pl.lit('","received_at":"'),
-                iso_ms(copies["received_ms"].to_numpy()),
-                pl.lit('"}\n'),
+                per_copy(fixed(head)),
+                per_copy(pl.Series([f'","event_type":"{t}","user_id":' for t in names]).gather(ev["etype"])),
+                per_copy(_user_ids(ev, users, ',"device_id":')),
+                per_copy(_device_ids(rng, ev, users, ',"account_ref":')),
+                per_copy(_account_refs(ev, world, ',"context":')),
+                per_copy(_contexts(rng, ev, ',"properties":')),
+                per_copy(properties),
+                times,
             ]
         )
     ).to_series()
     flag = copies["flag"].to_numpy()
     truncated = flag == TRUNCATED
     if truncated.any():
-        cut = (line.str.len_bytes().to_numpy() * rng.uniform(0.3, 0.9, size=n)).astype(np.int64)
         idx = np.flatnonzero(truncated)
-        line = line.scatter(idx, line.gather(idx).str.slice(0, pl.Series(cut[idx])))
-    out = copies.select("day", "receive_day", "hour", "collector").with_columns(
-        sort_ms=pl.Series(np.where(truncated, LAST, copies["received_ms"].to_numpy())),
-        seq=pl.Series(np.arange(n, dtype=np.int64) + d * 2**32),
-        flag=pl.Series(flag.astype(np.int64)),
-        line=line,
-    )
-    return out
+        cut = (line.gather(idx).str.len_bytes().to_numpy() * rng.uniform(0.3, 0.9, size=len(idx))).astype(np.int64)
+        line = line.scatter(idx, line.gather(idx).str.slice(0, pl.Series(cut)))
+    return copies.select(state_schema()[:-1]).with_columns(line=line)
 
 
-def _json_string(values: pl.Series) -> pl.Expr:
-    return pl.when(values.is_null()).then(pl.lit("null")).otherwise(pl.concat_str([pl.lit('"'), values, pl.lit('"')]))
+def _quoted(values: np.ndarray) -> np.ndarray:
+    return np.char.add(np.char.add('"', values.astype(str)), '"')
 
 
-def _user_ids(ev: pl.DataFrame) -> pl.Series:
-    contact = ev["contact"]
-    traffic = ev["traffic"]
-    ids = pl.select(
-        pl.when((traffic == REAL) & ~ev["anonymous"])
-        .then(pl.concat_str([pl.lit("003"), contact.cast(pl.String).str.zfill(9)]))
-        .when(traffic == SYNTHETIC)
-        .then(pl.lit(catalog.SYNTHETIC_USER))
-    ).to_series()
-    return ids
-
-
-def _device_ids(ev: pl.DataFrame) -> pl.Series:
-    device = ev["device"].to_numpy()
+def _user_ids(ev: pl.DataFrame, users: pl.DataFrame, then: str) -> pl.Series:
+    """'"003…"' for a signed-in user, the monitoring user's id, or null; each followed by ``then``."""
+    contact = users["user"].to_numpy()
+    ids = _quoted(np.char.add("003", np.char.zfill(contact.astype(str), 9)))
+    table = pl.Series(np.char.add(["null", f'"{catalog.SYNTHETIC_USER}"', *ids], then))
     traffic = ev["traffic"].to_numpy()
-    digest = (unit(0, np.abs(device), 12) * 2**32).astype(">u4")
-    hexed = hex_ids(np.frombuffer(digest.tobytes(), dtype=np.uint8).reshape(-1, 4))
-    prefix = np.array(["w-", "i-", "a-", ""])[ev["platform"].to_numpy()]
-    collector = np.array(catalog.COLLECTORS)[np.maximum(ev["collector"].to_numpy(), 0)]
-    return pl.select(
-        pl.when(pl.Series(traffic == PROBE))
-        .then(pl.concat_str([pl.lit("probe-"), pl.Series(collector)]))
-        .when(pl.Series(traffic == SYNTHETIC))
-        .then(pl.lit("s-monitor01"))
-        .when(pl.Series(traffic == BOT))
-        .then(pl.concat_str([pl.lit("b-"), hexed]))
-        .when(pl.Series(device >= 0))
-        .then(pl.concat_str([pl.Series(prefix), hexed]))
-    ).to_series()
+    pick = np.where((traffic == REAL) & ~ev["anonymous"].to_numpy(), ev["user"].to_numpy() + 2, 0)
+    pick[traffic == SYNTHETIC] = 1
+    return table.gather(pick)
 
 
-def _account_refs(ev: pl.DataFrame, world: World) -> pl.Series:
-    account = ev["account"].to_numpy()
-    refs = pl.Series(world.acc_crm_id).gather(np.maximum(account, 0))
-    return pl.select(pl.when(pl.Series(account >= 0)).then(refs)).to_series()
+def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame, then: str) -> pl.Series:
+    """'"w-…"', '"i-…"', '"a-…"' per user and platform, a crawler's fresh '"b-…"', a probe's, or null."""
+    traffic = ev["traffic"].to_numpy()
+    device = ev["device"].to_numpy()
+    n_users = users.height
+    own = (np.arange(n_users * 3) // 3) * 4 + np.arange(n_users * 3) % 3  # row * 4 + platform
+    contact_dev = users["user"].to_numpy()[own // 4] * 4 + own % 4
+    digest = (unit(0, contact_dev, 12) * 2**32).astype(">u4")
+    hexed = hex_ids(np.frombuffer(digest.tobytes(), dtype=np.uint8).reshape(-1, 4)).to_numpy().astype(str)
+    real = np.char.add(np.char.add('"', np.array(["w-", "i-", "a-"])[own % 4]), np.char.add(hexed, '"'))
+    bots = np.flatnonzero(traffic == BOT)
+    bot_hex = hex_ids(np.frombuffer(rng.bytes(4 * len(bots)), dtype=np.uint8).reshape(len(bots), 4)).to_numpy()
+    fixed_ids = ["null", '"s-monitor01"', *(f'"probe-{c}"' for c in catalog.COLLECTORS)]
+    bot_ids = np.char.add(np.char.add('"b-', bot_hex.astype(str)), '"')
+    table = pl.Series(np.char.add(np.concatenate([fixed_ids, real, bot_ids]).astype(str), then), dtype=pl.String)
+    pick = np.zeros(len(traffic), dtype=np.int64)
+    rows = ev["user"].to_numpy()
+    client = (traffic == REAL) & (device >= 0)
+    pick[client] = len(fixed_ids) + rows[client] * 3 + ev["platform"].to_numpy()[client]
+    pick[traffic == SYNTHETIC] = 1
+    probes = traffic == PROBE
+    pick[probes] = 2 + ev["collector"].to_numpy()[probes]
+    pick[bots] = len(fixed_ids) + len(real) + np.arange(len(bots))
+    return table.gather(pick)
 
 
-def _context(rng: np.random.Generator, ev: pl.DataFrame) -> pl.Expr:
+def _account_refs(ev: pl.DataFrame, world: World, then: str) -> pl.Series:
+    table = pl.Series(np.char.add(["null", *_quoted(world.acc_crm_id)], then))
+    return table.gather(ev["account"].to_numpy() + 1)
+
+
+def _contexts(rng: np.random.Generator, ev: pl.DataFrame, then: str) -> pl.Series:
+    """The client: platform, app version (of a customer's client only) and user agent."""
+    n = ev.height
+    traffic = ev["traffic"].to_numpy()
     platform = ev["platform"].to_numpy()
-    client = (ev["traffic"].to_numpy() == REAL) & (platform != catalog.SERVER)
-    version = pl.Series(catalog.APP_VERSIONS).gather(rng.integers(0, len(catalog.APP_VERSIONS), size=ev.height))
-    agent = pl.Series(_AGENTS).gather(ev["agent"])
-    return pl.concat_str(
+    agent = ev["agent"].to_numpy()
+    client = (traffic == REAL) & (platform != catalog.SERVER)
+    versions = ["null", *_quoted(catalog.APP_VERSIONS)]
+    version = np.where(client, 1 + rng.integers(0, len(catalog.APP_VERSIONS), size=n), 0)
+    table = pl.Series(
         [
-            pl.lit('{"platform":"'),
-            pl.Series(catalog.PLATFORMS).gather(platform),
-            pl.lit('","app_version":'),
-            pl.when(pl.Series(client))
-            .then(pl.concat_str([pl.lit('"'), version, pl.lit('"')]))
-            .otherwise(pl.lit("null")),
-            pl.lit(',"user_agent":"'),
-            agent,
-            pl.lit('"}'),
+            f'{{"platform":"{p}","app_version":{v},"user_agent":"{a}"}}{then}'
+            for p in catalog.PLATFORMS
+            for v in versions
+            for a in _AGENTS
         ]
     )
+    return table.gather((platform * len(versions) + version) * len(_AGENTS) + agent)
 
 
 def _properties(
     cfg: SimConfig, rng: np.random.Generator, d: int, ev: pl.DataFrame, world: World
 ) -> tuple[pl.Series, np.ndarray]:
-    """Each event type's own properties; an email typed into a free-text one now and then."""
+    """Each event type's own properties; an email typed into a free-text one now and then.
+
+    Every properties object the product writes is the head of one table and the tail of another (tables
+    made once), so rendering is two lookups per event; typed addresses are added to the table per day.
+    """
+    heads, at = _property_heads()
     n = ev.height
     etype = ev["etype"].to_numpy()
     traffic = ev["traffic"].to_numpy()
-    free_text = (traffic == REAL) & np.isin(etype, [catalog.SEARCH, COMMENT])
-    pii = free_text & (rng.random(n) < cfg.dirt.event_pii)
-    account = np.maximum(ev["account"].to_numpy(), 0)
-    base = pl.DataFrame(
-        {
-            "i": np.arange(n),
-            "etype": etype,
-            "traffic": traffic,
-            "anonymous": ev["anonymous"],
-            "p1": rng.integers(1, 5_000, size=n),
-            "p2": rng.integers(40, 3_000, size=n),
-            "pick": rng.integers(0, 1 << 30, size=n),
-            "pii": pii,
-        }
-    ).with_columns(
-        email=pl.concat_str(
-            [
-                pl.Series(PII_FIRST).gather(rng.integers(0, len(PII_FIRST), size=n)),
-                pl.lit("."),
-                pl.Series(PII_LAST).gather(rng.integers(0, len(PII_LAST), size=n)),
-                pl.lit("@"),
-                pl.Series(world.acc_domain).gather(account),
-            ]
-        )
-    )
+    pii = (traffic == REAL) & np.isin(etype, [catalog.SEARCH, COMMENT]) & (rng.random(n) < cfg.dirt.event_pii)
+    p1 = rng.integers(0, 1_000, size=n)
+    p2 = rng.integers(40, 3_000, size=n)
+    pick = rng.integers(0, 1 << 30, size=n)
+    head = np.zeros(n, dtype=np.int64)
+    tail = np.zeros(n, dtype=np.int64)  # "" unless said otherwise
     load_ms = (cfg.start + dt.timedelta(days=d)) >= cfg.effective_property_date
-    parts = []
-    for code in np.unique(etype).tolist():
-        sub = base.filter(pl.col("etype") == code)
-        parts.append(sub.select("i", props=_PROPERTIES[code](load_ms)))
-    return pl.concat(parts).sort("i")["props"], pii
+    client_tail = np.where(traffic == REAL, 2 + p2, 1) if load_ms else np.ones(n, dtype=np.int64)
+    choice = {code: etype == code for code in range(len(catalog.EVENT_TYPES))}
+    page = choice[catalog.PAGE_VIEWED]
+    sections = len(catalog.SECTIONS)
+    head[page] = at["page"] + (pick % sections * 1_000 + p1)[page]
+    head[page & ev["anonymous"].to_numpy() & (traffic == REAL)] = at["login"]
+    head[page & (traffic == PROBE)] = at["healthz"]
+    head[page & (traffic == BOT)] = at["section"] + (pick % sections)[page & (traffic == BOT)]
+    tail[page] = client_tail[page]
+    for code, key, index in (
+        (catalog.SEARCH, "search", pick % len(catalog.SEARCHES) * 200 + p1 % 200),
+        (catalog.SIGNED_IN, "signed_in", pick % len(catalog.SIGN_IN_METHODS)),
+        (3, "report_created", p1 * len(catalog.TEMPLATES) + pick % len(catalog.TEMPLATES)),
+        (4, "report_viewed", p1),
+        (5, "dashboard_viewed", p1 % 400),
+        (6, "dashboard_shared", p1 % 400 * len(catalog.CHANNELS) + pick % len(catalog.CHANNELS)),
+        (7, "workflow", p1 % 500),
+        (8, "integration", pick % len(catalog.CONNECTORS)),
+        (COMMENT, "comment", pick % len(catalog.COMMENTS)),
+        (catalog.EXPORTED, "exported", p1 * len(catalog.FORMATS) + pick % len(catalog.FORMATS)),
+        (catalog.SEAT_ASSIGNED, "seat", np.zeros(n, dtype=np.int64)),
+        (catalog.SEAT_REVOKED, "seat", np.zeros(n, dtype=np.int64)),
+    ):
+        head[choice[code]] = at[key] + index[choice[code]]
+    tail[choice[7]] = 2 + 2 * 3_000 + p2[choice[7]]
+    tail[choice[8]] = 2 + 3_000 + p2[choice[8]]
+    typed = np.flatnonzero(pii)  # who typed which address
+    people = np.char.add(
+        np.char.add(PII_FIRST[rng.integers(0, len(PII_FIRST), size=len(typed))], "."),
+        PII_LAST[rng.integers(0, len(PII_LAST), size=len(typed))],
+    )
+    emails = np.char.add(np.char.add(people, "@"), world.acc_domain[np.maximum(ev["account"].to_numpy(), 0)[typed]])
+    in_search = etype[typed] == catalog.SEARCH
+    typed_heads = np.where(
+        in_search,
+        np.char.add(np.char.add('{"query":"', emails), np.char.add('","results":', (p1[typed] % 200).astype(str))),
+        np.char.add(np.char.add('{"text":"please send this to ', emails), '"'),
+    )
+    head[typed] = heads.len() + np.arange(len(typed))
+    tail[typed] = 1
+    table = pl.concat([heads, pl.Series(typed_heads.astype(str), dtype=pl.String)])
+    tails = _property_tails()
+    return pl.select(pl.concat_str([table.gather(head), tails.gather(tail)])).to_series(), pii
+
+
+@cache
+def _property_heads() -> tuple[pl.Series, dict[str, int]]:
+    """The beginnings of every properties object, by kind, and where each kind starts in the table."""
+    kinds: dict[str, list[str]] = {
+        "page": [f'{{"path":"/{s}/{p}"' for s in catalog.SECTIONS for p in range(1_000)],
+        "login": ['{"path":"/login"'],
+        "healthz": ['{"path":"/healthz"'],
+        "section": [f'{{"path":"/{s}"' for s in catalog.SECTIONS],
+        "search": [f'{{"query":"{q}","results":{r}}}' for q in catalog.SEARCHES for r in range(200)],
+        "signed_in": [f'{{"method":"{m}"}}' for m in catalog.SIGN_IN_METHODS],
+        "report_created": [
+            f'{{"report_id":"r-{p}","template":"{t}"}}' for p in range(1_000) for t in catalog.TEMPLATES
+        ],
+        "report_viewed": [f'{{"report_id":"r-{p}"}}' for p in range(1_000)],
+        "dashboard_viewed": [f'{{"dashboard_id":"db-{p}"}}' for p in range(400)],
+        "dashboard_shared": [
+            f'{{"dashboard_id":"db-{p}","channel":"{c}"}}' for p in range(400) for c in catalog.CHANNELS
+        ],
+        "workflow": [f'{{"workflow_id":"wf-{p}","duration_ms":' for p in range(500)],
+        "integration": [f'{{"connector":"{c}","records":' for c in catalog.CONNECTORS],
+        "comment": [f'{{"text":"{t}"}}' for t in catalog.COMMENTS],
+        "exported": [f'{{"report_id":"r-{p}","format":"{f}"}}' for p in range(1_000) for f in catalog.FORMATS],
+        "seat": ['{"seat_type":"full"}'],
+    }
+    at: dict[str, int] = {}
+    table: list[str] = []
+    for kind, heads in kinds.items():
+        at[kind] = len(table)
+        table += heads
+    return pl.Series(table, dtype=pl.String), at
+
+
+@cache
+def _property_tails() -> pl.Series:
+    """'', '}', then ',"load_ms":N}', 'N}' and 'N,"status":"ok"}' for N below 3,000."""
+    numbers = [str(v) for v in range(3_000)]
+    return pl.Series(
+        [
+            "",
+            "}",
+            *(f',"load_ms":{v}}}' for v in numbers),
+            *(f"{v}}}" for v in numbers),
+            *(f'{v},"status":"ok"}}' for v in numbers),
+        ],
+        dtype=pl.String,
+    )
 
 
 COMMENT = 9
 PII_FIRST = np.array(["anna", "james", "maria", "lukas", "sophie", "oliver", "emma", "noah", "lea", "tom"])
 PII_LAST = np.array(["smith", "weber", "martin", "jansen", "murphy", "garcia", "fischer", "walsh", "brown", "moreau"])
-
-
-def _choice(values: np.ndarray) -> pl.Expr:
-    return pl.lit(pl.Series(values.tolist(), dtype=pl.String)).gather(pl.col("pick") % len(values))
-
-
-def _page(load_ms: bool) -> pl.Expr:
-    path = (
-        pl.when(pl.col("traffic") == PROBE)
-        .then(pl.lit("/healthz"))
-        .when(pl.col("anonymous") & (pl.col("traffic") == REAL))
-        .then(pl.lit("/login"))
-        .when(pl.col("traffic") != REAL)
-        .then(pl.concat_str([pl.lit("/"), _choice(catalog.SECTIONS)]))
-        .otherwise(pl.concat_str([pl.lit("/"), _choice(catalog.SECTIONS), pl.lit("/"), pl.col("p1").cast(pl.String)]))
-    )
-    parts = [pl.lit('{"path":"'), path, pl.lit('"')]
-    if load_ms:
-        parts += [
-            pl.when(pl.col("traffic") == REAL)
-            .then(pl.concat_str([pl.lit(',"load_ms":'), pl.col("p2").cast(pl.String)]))
-            .otherwise(pl.lit("")),
-        ]
-    return pl.concat_str([*parts, pl.lit("}")])
-
-
-def _search(_: bool) -> pl.Expr:
-    query = pl.when(pl.col("pii")).then(pl.col("email")).otherwise(_choice(catalog.SEARCHES))
-    return pl.concat_str(
-        [pl.lit('{"query":"'), query, pl.lit('","results":'), (pl.col("p1") % 200).cast(pl.String), pl.lit("}")]
-    )
-
-
-def _comment(_: bool) -> pl.Expr:
-    text = (
-        pl.when(pl.col("pii"))
-        .then(pl.concat_str([pl.lit("please send this to "), pl.col("email")]))
-        .otherwise(_choice(catalog.COMMENTS))
-    )
-    return pl.concat_str([pl.lit('{"text":"'), text, pl.lit('"}')])
-
-
-def _simple(template: str, *values: pl.Expr) -> object:
-    """A properties object from a template with {} for each value (an int column or a choice)."""
-    pieces = template.split("{}")
-
-    def render(_: bool) -> pl.Expr:
-        parts: list[pl.Expr] = [pl.lit(pieces[0])]
-        for value, piece in zip(values, pieces[1:], strict=True):
-            parts += [value.cast(pl.String), pl.lit(piece)]
-        return pl.concat_str(parts)
-
-    return render
-
-
-_PROPERTIES = {
-    catalog.PAGE_VIEWED: _page,
-    catalog.SEARCH: _search,
-    catalog.SIGNED_IN: _simple('{"method":"{}"}', _choice(catalog.SIGN_IN_METHODS)),
-    3: _simple('{"report_id":"r-{}","template":"{}"}', pl.col("p1"), _choice(catalog.TEMPLATES)),
-    4: _simple('{"report_id":"r-{}"}', pl.col("p1")),
-    5: _simple('{"dashboard_id":"db-{}"}', pl.col("p1") % 400),
-    6: _simple('{"dashboard_id":"db-{}","channel":"{}"}', pl.col("p1") % 400, _choice(catalog.CHANNELS)),
-    7: _simple('{"workflow_id":"wf-{}","duration_ms":{},"status":"ok"}', pl.col("p1") % 500, pl.col("p2")),
-    8: _simple('{"connector":"{}","records":{}}', _choice(catalog.CONNECTORS), pl.col("p2")),
-    COMMENT: _comment,
-    catalog.EXPORTED: _simple('{"report_id":"r-{}","format":"{}"}', pl.col("p1"), _choice(catalog.FORMATS)),
-    catalog.SEAT_ASSIGNED: _simple('{"seat_type":"{}"}', pl.lit("full")),
-    catalog.SEAT_REVOKED: _simple('{"seat_type":"{}"}', pl.lit("full")),
-}
 
 
 _JUNK = (
@@ -659,17 +667,17 @@ def _malformed(cfg: SimConfig, rng: np.random.Generator, d: int, n_real: int, st
 
 # ------------------------------------------------------------------ the dirt log
 def _dirt(d: int, keys: pl.Series, column: str, kind: str, klass: str) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "day": pl.Series([d] * keys.len(), dtype=pl.Int64),
-            "system": "product",
-            "table": "events",
-            "key": keys.cast(pl.String),
-            "column": column,
-            "kind": kind,
-            "class": klass,
-        }
-    ).select(DIRT_COLUMNS)
+    k = keys.len()
+    return frame(
+        "dirt",
+        day=np.full(k, d),
+        system=pl.repeat("product", k, eager=True),
+        table=pl.repeat("events", k, eager=True),
+        key=keys.cast(pl.String),
+        column=pl.repeat(column, k, eager=True),
+        kind=pl.repeat(kind, k, eager=True),
+        **{"class": pl.repeat(klass, k, eager=True)},
+    )
 
 
 def _event_dirt(
@@ -701,32 +709,60 @@ def _event_dirt(
 
 
 # ------------------------------------------------------------------ the objects and manifests
-def _write(cfg: SimConfig, d: int, root: Path, lines: pl.DataFrame) -> pl.DataFrame:
-    """Write today's objects (sorted by receipt), then the manifest of every hour complete today."""
-    lines = lines.sort("receive_day", "hour", "collector", "sort_ms", "seq")
-    data, offsets = line_bytes(lines["line"])
-    keys = lines.select("receive_day", "hour", "collector").to_numpy()
-    bounds = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1 if len(keys) else np.array([], dtype=np.int64)
-    starts = np.concatenate([[0], bounds]).astype(np.int64) if len(keys) else np.array([], dtype=np.int64)
-    stops = np.concatenate([bounds, [len(keys)]]).astype(np.int64) if len(keys) else np.array([], dtype=np.int64)
-    flag = lines["flag"].to_numpy()
+def _write(cfg: SimConfig, d: int, root: Path, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    """Write today's objects, then the manifest of every hour complete today.
+
+    ``main`` holds today's lines in the order they are written; ``extra`` (lines generated on earlier
+    days, malformed ones) is merged into its objects by time of receipt.
+    """
+    extra = extra.sort("receive_day", "hour", "collector", "sort_ms", "seq")
+    lines, more = Lines(main["line"]), Lines(extra["line"])
+    obj, extra_obj = _object_keys(main), _object_keys(extra)
+    sort_ms, extra_ms = main["sort_ms"].to_numpy(), extra["sort_ms"].to_numpy()
+    flags = np.concatenate([main["flag"].to_numpy(), extra["flag"].to_numpy()])
     written: dict[Path, dict[str, object]] = {}
-    dirt: list[pl.DataFrame] = []
-    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-        receive_day, hour, collector = (int(x) for x in keys[a])
-        path = object_path(root, cfg.start, receive_day, hour, collector)
-        body = bytes(data[offsets[a] - offsets[0] : offsets[b] - offsets[0]])
-        blob = isal_zlib.compress(body, 1, wbits=31)
+    bad: dict[str, list[str]] = {"truncated_object": [], "malformed_line": []}
+    for key in np.union1d(obj, extra_obj).tolist():
+        a, b = _run(obj, key)
+        ea, eb = _run(extra_obj, key)
+        # each extra line goes before the object's own lines received at the same time (it was generated first)
+        at = np.searchsorted(sort_ms[a:b], extra_ms[ea:eb], side="left") + a
+        squeeze = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+        out: list[bytes] = []
+        order: list[int] = []  # the rows written, in order (extra rows numbered after the main ones)
+        cursor = a
+        for row, pos in zip(range(ea, eb), at.tolist(), strict=True):
+            out += [squeeze.compress(piece) for piece in lines.pieces(cursor, pos)]
+            out += [squeeze.compress(piece) for piece in more.pieces(row, row + 1)]
+            order += [*range(cursor, pos), main.height + row]
+            cursor = pos
+        out += [squeeze.compress(piece) for piece in lines.pieces(cursor, b)]
+        order += range(cursor, b)
+        blob = b"".join([*out, squeeze.flush()])
+        receive_day, rest = divmod(int(key), 72)
+        path = object_path(root, cfg.start, receive_day, rest // 3, rest % 3)
         _atomic(path, blob)
-        written[path] = {"lines": b - a, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        written[path] = {"lines": len(order), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
         name = path.relative_to(root).as_posix()
         for kind, code in (("truncated_object", TRUNCATED), ("malformed_line", MALFORMED)):
-            at = np.flatnonzero(flag[a:b] == code) + 1
-            if len(at):
-                dirt.append(_dirt(d, pl.Series([f"{name}:{i}" for i in at.tolist()]), "*", kind, "bogus"))
+            at_line = np.flatnonzero(flags[np.asarray(order, dtype=np.int64)] == code) + 1
+            bad[kind] += [f"{name}:{i}" for i in at_line.tolist()]
     for receive_day, hour in _complete_hours(cfg, d):
         _manifest(cfg, root, receive_day, hour, written, d)
-    return pl.concat(dirt) if dirt else _dirt(d, pl.Series([], dtype=pl.String), "*", "", "")
+    return pl.concat([_dirt(d, pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
+
+
+def _object_keys(lines: pl.DataFrame) -> np.ndarray:
+    """One number per (receive day, hour, collector), in the order objects are written."""
+    return np.asarray(
+        (lines["receive_day"].to_numpy() * 24 + lines["hour"].to_numpy()) * 3 + lines["collector"].to_numpy(),
+        dtype=np.int64,
+    )
+
+
+def _run(keys: np.ndarray, key: int) -> tuple[int, int]:
+    """The rows of a sorted key array equal to ``key``."""
+    return int(np.searchsorted(keys, key, side="left")), int(np.searchsorted(keys, key, side="right"))
 
 
 def _complete_hours(cfg: SimConfig, d: int) -> list[tuple[int, int]]:

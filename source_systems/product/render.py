@@ -13,6 +13,7 @@ from functools import cache
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from polars import CompatLevel
 
 DAY_MS = 86_400_000
 EPOCH = dt.date(1970, 1, 1)
@@ -20,19 +21,24 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 def fixed(mat: np.ndarray) -> pl.Series:
-    """Rows of an (n, width) uint8 matrix of ASCII as a string Series."""
+    """Rows of an (n, width) uint8 matrix of ASCII (no NUL bytes) as a string Series."""
     n, width = mat.shape
-    buf = pa.py_buffer(np.ascontiguousarray(mat, dtype=np.uint8))
-    arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, buf])
-    return pl.Series(pl.from_arrow(arr.cast(pa.large_binary()))).cast(pl.String)
+    if n == 0:
+        return pl.Series([], dtype=pl.String)
+    return pl.Series(np.ascontiguousarray(mat, dtype=np.uint8).view(f"S{width}").ravel()).cast(pl.String)
 
 
-def hex_ids(raw: np.ndarray) -> pl.Series:
-    """(n, 16) random bytes as 32 lowercase hex digits each."""
+def hex_matrix(raw: np.ndarray) -> np.ndarray:
+    """(n, k) bytes as (n, 2k) lowercase hex digits."""
     out = np.empty((raw.shape[0], 2 * raw.shape[1]), dtype=np.uint8)
     out[:, 0::2] = _HEX[raw >> 4]
     out[:, 1::2] = _HEX[raw & 15]
-    return fixed(out)
+    return out
+
+
+def hex_ids(raw: np.ndarray) -> pl.Series:
+    """(n, k) random bytes as 2k lowercase hex digits each."""
+    return fixed(hex_matrix(raw))
 
 
 @cache
@@ -55,11 +61,8 @@ def _millis() -> np.ndarray:
     return np.frombuffer("".join(f"{i:03d}Z" for i in range(1000)).encode(), dtype=np.uint8).reshape(1000, 4)
 
 
-def iso_ms(ms: np.ndarray) -> pl.Series:
-    """Epoch milliseconds as 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
-    ms = np.asarray(ms, dtype=np.int64)
-    if len(ms) == 0:
-        return pl.Series([], dtype=pl.String)
+def iso_into(out: np.ndarray, ms: np.ndarray) -> None:
+    """Write epoch milliseconds as 'YYYY-MM-DDTHH:MM:SS.mmmZ' into the 24 columns of ``out``."""
     day = ms // DAY_MS
     first = int(day.min())
     span = int(day.max()) - first + 1
@@ -68,11 +71,82 @@ def iso_ms(ms: np.ndarray) -> pl.Series:
         dtype=np.uint8,
     ).reshape(span, 11)
     rest = ms - day * DAY_MS
-    out = np.empty((len(ms), 24), dtype=np.uint8)
     out[:, :11] = dates[day - first]
     out[:, 11:20] = _time_of_day()[rest // 1000]
-    out[:, 20:] = _millis()[rest % 1000]
+    out[:, 20:24] = _millis()[rest % 1000]
+
+
+def iso_ms(ms: np.ndarray) -> pl.Series:
+    """Epoch milliseconds as 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
+    ms = np.asarray(ms, dtype=np.int64)
+    if len(ms) == 0:
+        return pl.Series([], dtype=pl.String)
+    out = np.empty((len(ms), 24), dtype=np.uint8)
+    iso_into(out, ms)
     return fixed(out)
+
+
+def template(parts: list[str | np.ndarray], n: int) -> pl.Series:
+    """Fixed-width strings from literal text and epoch-millisecond columns (rendered as ISO timestamps)."""
+    widths = [len(p) if isinstance(p, str) else 24 for p in parts]
+    out = np.empty((n, sum(widths)), dtype=np.uint8)
+    at = 0
+    for part, width in zip(parts, widths, strict=True):
+        if isinstance(part, str):
+            out[:, at : at + width] = np.frombuffer(part.encode(), dtype=np.uint8)
+        elif n:
+            iso_into(out[:, at : at + width], np.asarray(part, dtype=np.int64))
+        at += width
+    return fixed(out)
+
+
+class Lines:
+    """The bytes of runs of consecutive lines of a string Series, as pieces to compress or write.
+
+    A Series that polars built in order keeps its strings back to back in a few buffers, so a run of lines
+    is a few slices of those buffers and nothing is copied; a Series laid out any other way is copied
+    once into one buffer.
+    """
+
+    def __init__(self, lines: pl.Series) -> None:
+        arr = lines.rechunk().to_arrow(compat_level=CompatLevel.newest())
+        self.n = len(arr)
+        if arr.type == pa.string_view() and self.n:
+            views = np.frombuffer(arr.buffers()[1], dtype=np.int32).reshape(-1, 4)[arr.offset : arr.offset + self.n]
+            self.length = views[:, 0].astype(np.int64)
+            self.buffer = views[:, 2].astype(np.int64)
+            self.start = views[:, 3].astype(np.int64)
+            self.data = [memoryview(b) if b is not None else memoryview(b"") for b in arr.buffers()[2:]]
+            if self._contiguous():
+                self.first = np.searchsorted(self.buffer, np.arange(len(self.data) + 1)).tolist()
+                return
+        large = arr.cast(pa.large_string())
+        self.offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset : large.offset + self.n + 1]
+        self.data = [memoryview(large.buffers()[2]) if large.buffers()[2] is not None else memoryview(b"")]
+        self.buffer = np.zeros(self.n, dtype=np.int64)
+        self.start = self.offsets[:-1]
+        self.length = np.diff(self.offsets)
+        self.first = [0, self.n]
+
+    def _contiguous(self) -> bool:
+        """Every line out of line (longer than 12 bytes) and right after the one before, buffer by buffer."""
+        if (self.length <= 12).any() or (np.diff(self.buffer) < 0).any():
+            return False
+        same = self.buffer[1:] == self.buffer[:-1]
+        follows = self.start[1:] == self.start[:-1] + self.length[:-1]
+        fresh = self.start[1:] == 0
+        return bool(np.all(np.where(same, follows, fresh)) and (self.n == 0 or self.start[0] == 0))
+
+    def pieces(self, a: int, b: int) -> list[memoryview]:
+        """Lines a (inclusive) to b (exclusive), in order."""
+        out = []
+        while a < b:
+            buf = int(self.buffer[a])
+            end = min(b, self.first[buf + 1])
+            last = end - 1
+            out.append(self.data[buf][int(self.start[a]) : int(self.start[last]) + int(self.length[last])])
+            a = end
+        return out
 
 
 def line_bytes(lines: pl.Series) -> tuple[memoryview, np.ndarray]:
