@@ -33,6 +33,7 @@ RAMP_DAYS = 21
 SEAT_DELAY_DAYS = 7.0  # mean wait for a seat after go-live
 HYSTERESIS = 0.05
 DAY_MS = 86_400_000
+MAX_LATENCY_MS = 3_100  # from a client's send to the collector's receipt (product.delivery)
 
 
 def unit(seed: int, ids: np.ndarray, salt: int) -> np.ndarray:
@@ -234,7 +235,13 @@ def _sessions(
     gaps = rng.exponential(40_000.0, size=total).astype(np.int64) + 300
     gaps[pos == 0] = 0
     cum = np.cumsum(gaps)
-    true_ms = sess_start[ev_sess] + cum - cum[sess_first[ev_sess]]
+    offset = cum - cum[sess_first[ev_sess]]
+    # a session ends before midnight, network delay included (one that would not starts earlier): a day's
+    # use counts for its day
+    length = np.zeros(ns, dtype=np.int64)
+    np.maximum.at(length, ev_sess, offset)
+    sess_start = np.minimum(sess_start, day_ms + DAY_MS - MAX_LATENCY_MS - 1 - length)
+    true_ms = sess_start[ev_sess] + offset
     user = sess_user[ev_sess]
     ev_platform = platform[ev_sess]
     # web sessions often start signed out: a login page view from the device alone, then the sign-in

@@ -38,7 +38,7 @@ import polars as pl
 from isal import isal_zlib
 
 from source_systems.product import catalog
-from source_systems.product.behaviour import Day, device_skew_ms, unit
+from source_systems.product.behaviour import MAX_LATENCY_MS, Day, device_skew_ms, unit
 from source_systems.product.render import DAY_MS, Lines, fixed, hex_ids, hex_matrix, template
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.rng import stream
@@ -231,7 +231,7 @@ def _copies(cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, 
     client = (traffic == REAL) & (platform != catalog.SERVER)
     sent = true + np.where(client, rng.integers(0, 10_000, size=n), rng.integers(0, 1_000, size=n))
     # a mobile session sent in one go when the device is back online
-    n_sess = int(session.max()) + 1 if n and session.max() >= 0 else 0
+    n_sess = max(int(session.max()) + 1 if n else 0, 1)
     away = rng.random(n_sess) < cfg.dirt.event_offline
     gone = np.minimum(rng.exponential(OFFLINE_MEAN_MS, size=n_sess).astype(np.int64), OFFLINE_CAP_MS)
     last = np.zeros(n_sess, dtype=np.int64)
@@ -240,9 +240,12 @@ def _copies(cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, 
     mobile = client & np.isin(platform, [catalog.IOS, catalog.ANDROID]) & in_sess
     offline = np.zeros(n, bool)
     offline[mobile] = away[session[mobile]]
-    back = np.minimum(last[np.maximum(session, 0)] + gone[np.maximum(session, 0)], true + OFFLINE_CAP_MS - 5_000)
+    # known within the late-arrival horizon: received by 18:00 on the third day after (the later hours of a
+    # day may be known only the next day, see _place)
+    horizon = np.minimum(true + OFFLINE_CAP_MS, true // DAY_MS * DAY_MS + 3 * DAY_MS + 18 * HOUR_MS) - MAX_LATENCY_MS
+    back = np.minimum(last[np.maximum(session, 0)] + gone[np.maximum(session, 0)], horizon)
     sent = np.where(offline, np.maximum(back, sent), sent)
-    received = sent + 20 + np.minimum(rng.exponential(150.0, size=n), 3_000).astype(np.int64)
+    received = sent + 20 + np.minimum(rng.exponential(150.0, size=n), MAX_LATENCY_MS - 100).astype(np.int64)
     device = ev["device"].to_numpy()
     skew = np.where(device >= 0, device_skew_ms(cfg.seed, device, cfg.dirt.event_clock_skew), 0)
     collector = ev["collector"].to_numpy()
@@ -258,16 +261,8 @@ def _copies(cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, 
         }
     )
     first = _place(cfg, first, start_ms)
-    # a late session's copies never wait for a delayed object (they would pass the 72-hour horizon)
-    late_in_delayed = offline & first["delayed"].to_numpy()
-    if late_in_delayed.any():
-        first = _place(
-            cfg,
-            first.with_columns(collector=pl.Series(np.where(late_in_delayed, (collector + 1) % 3, collector))),
-            start_ms,
-        )
     truncated = _truncated(cfg, rng, first, d, traffic, received - true)
-    dup = (rng.random(n) < cfg.dirt.event_duplicate) & (traffic == REAL) & ~truncated & ~first["delayed"].to_numpy()
+    dup = (rng.random(n) < cfg.dirt.event_duplicate) & (traffic == REAL) & ~truncated
     again = np.flatnonzero(truncated | dup)
     shift = np.where(
         truncated[again],
@@ -294,20 +289,28 @@ def _copies(cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, 
 
 
 def _place(cfg: SimConfig, copies: pl.DataFrame, start_ms: int) -> pl.DataFrame:
-    """Each copy's object (receive day, hour, instance) and the day that object is delivered."""
+    """Each copy's object (receive day, hour, instance), the day the object is written and the day its hour
+    is known (its manifest is delivered).
+
+    An hour's objects arrive minutes after it ends (hour 23's on the next day), a delayed one the next
+    morning; the hour's manifest with its last object, and a reader reads an hour once it has a manifest.
+    """
     received = copies["received_ms"].to_numpy()
     receive_day = (received - start_ms) // DAY_MS
     hour = received // HOUR_MS % 24
     collector = copies["collector"].to_numpy()
     delayed = np.zeros(len(received), bool)
+    waits = hour == 23
     for r in np.unique(receive_day).tolist():
         late = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, r)
         if late is not None:
             delayed |= (receive_day == r) & (hour == late[0]) & (collector == late[1])
+            waits |= (receive_day == r) & (hour == late[0])
     return copies.with_columns(
         receive_day=pl.Series(receive_day),
         hour=pl.Series(hour),
-        day=pl.Series(receive_day + delayed),
+        day=pl.Series(receive_day + (delayed | (hour == 23))),
+        known=pl.Series(receive_day + waits),
         delayed=pl.Series(delayed),
     )
 
@@ -335,24 +338,33 @@ def _truncated(
 
 # ------------------------------------------------------------------ what counts (the usage ledger)
 def _ledger(state: State, ev: pl.DataFrame, day: Day, copies: pl.DataFrame, d: int, start_ms: int) -> None:
-    """Usage and seat changes as the registry counts them, by event day and the day they became known."""
-    complete = (copies["flag"].to_numpy() == EVENT) & (copies["kind"].to_numpy() != 1)  # first complete copy
-    evi = copies["ev"].to_numpy()[complete]
+    """Usage and seat changes as the registry counts them, by event day and the day they became known.
+
+    An event counts from the first day any complete copy of it is known, on the day of its corrected time
+    (the same in every copy: a copy sent again is sent and received later by the same amount).
+    """
+    complete = copies["flag"].to_numpy() == EVENT
+    ev_of = copies["ev"].to_numpy()
+    known_first = np.full(ev.height, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(known_first, ev_of[complete], copies["known"].to_numpy()[complete])
+    once = complete & (copies["kind"].to_numpy() != 1)  # one complete copy of each event
+    evi = ev_of[once]
     real = ev["traffic"].to_numpy()[evi] == REAL
     evi = evi[real]
-    pick = np.flatnonzero(complete)[real]
+    pick = np.flatnonzero(once)[real]
     received, sent = copies["received_ms"].to_numpy()[pick], copies["sent_ms"].to_numpy()[pick]
     event_day = (received - (sent - copies["occurred_ms"].to_numpy()[pick]) - start_ms) // DAY_MS
-    delivered = copies["day"].to_numpy()[pick]
+    delivered = known_first[evi]
     user = ev["user"].to_numpy()[evi]
     etype = ev["etype"].to_numpy()[evi]
-    # a browser is stitched to its user from the day that user's first sign-in on it is delivered
+    # a browser is stitched to its user from the day its first event carrying the user's id is delivered
     users = day.users
     stitched = users["stitched_known"].to_numpy().copy()
-    signin = etype == catalog.SIGNED_IN
-    np.minimum.at(stitched, user[signin], delivered[signin])
+    anonymous = ev["anonymous"].to_numpy()[evi]
+    signed = (ev["platform"].to_numpy()[evi] == catalog.WEB) & ~anonymous
+    np.minimum.at(stitched, user[signed], delivered[signed])
     state.replace("product_users", users.with_columns(stitched_known=pl.Series(stitched)))
-    known = np.where(ev["anonymous"].to_numpy()[evi], np.maximum(delivered, stitched[user]), delivered)
+    known = np.where(anonymous, np.maximum(delivered, stitched[user]), delivered)
     seat = np.isin(etype, [catalog.SEAT_ASSIGNED, catalog.SEAT_REVOKED])
     # one ledger row per (event day, known day, user, event type); days lie within a few of today
     key = (((event_day - d + 32) * 64 + (known - d + 32)) * 2**32 + user) * 16 + etype
@@ -747,8 +759,8 @@ def _write(cfg: SimConfig, d: int, root: Path, main: pl.DataFrame, extra: pl.Dat
         for kind, code in (("truncated_object", TRUNCATED), ("malformed_line", MALFORMED)):
             at_line = np.flatnonzero(flags[np.asarray(order, dtype=np.int64)] == code) + 1
             bad[kind] += [f"{name}:{i}" for i in at_line.tolist()]
-    for receive_day, hour in _complete_hours(cfg, d):
-        _manifest(cfg, root, receive_day, hour, written, d)
+    for receive_day, hour, delayed in _complete_hours(cfg, d):
+        _manifest(cfg, root, receive_day, hour, delayed, written)
     return pl.concat([_dirt(d, pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
 
 
@@ -765,29 +777,32 @@ def _run(keys: np.ndarray, key: int) -> tuple[int, int]:
     return int(np.searchsorted(keys, key, side="left")), int(np.searchsorted(keys, key, side="right"))
 
 
-def _complete_hours(cfg: SimConfig, d: int) -> list[tuple[int, int]]:
-    """Hours whose last object arrives today: today's on-time ones, and yesterday's delayed one."""
+def _complete_hours(cfg: SimConfig, d: int) -> list[tuple[int, int, bool]]:
+    """Hours whose last object arrives today, and whether it was delayed: yesterday's last hour and delayed
+    one, then today's hours but the last (and a delayed one)."""
     today = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, d)
-    hours = [(d, h) for h in range(24) if today is None or h != today[0]]
     yesterday = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, d - 1) if d > 0 else None
-    if yesterday is not None:
-        hours.insert(0, (d - 1, yesterday[0]))
-    return hours
+    hours = []
+    if d > 0:
+        hours = sorted(
+            {(d - 1, 23, yesterday is not None and yesterday[0] == 23)}
+            | ({(d - 1, yesterday[0], True)} if yesterday else set())
+        )
+    return hours + [(d, h, False) for h in range(23) if today is None or h != today[0]]
 
 
 def _manifest(
-    cfg: SimConfig, root: Path, receive_day: int, hour: int, written: dict[Path, dict[str, object]], d: int
+    cfg: SimConfig, root: Path, receive_day: int, hour: int, delayed: bool, written: dict[Path, dict[str, object]]
 ) -> None:
     objects = []
     for c, name in enumerate(catalog.COLLECTORS):
         path = object_path(root, cfg.start, receive_day, hour, c)
         info = written.get(path) or _describe(path)
         objects.append({"name": path.name, "collector": name, **info})
-    delivered = dt.datetime.combine(cfg.start + dt.timedelta(days=receive_day), dt.time(hour)) + dt.timedelta(
-        hours=1, minutes=2
-    )
-    if receive_day < d:
-        delivered = dt.datetime.combine(cfg.start + dt.timedelta(days=d), dt.time(3, 17))
+    hour_start = dt.datetime.combine(cfg.start + dt.timedelta(days=receive_day), dt.time(hour))
+    delivered = hour_start + dt.timedelta(hours=1, minutes=2)
+    if delayed:
+        delivered = dt.datetime.combine(cfg.start + dt.timedelta(days=receive_day + 1), dt.time(3, 17))
     manifest = {
         "date": (cfg.start + dt.timedelta(days=receive_day)).isoformat(),
         "hour": hour,

@@ -680,7 +680,7 @@ class Engine:
         if not hit.any():
             return
         cause = np.where(scripted, health.CAUSE_SCRIPTED, np.where(silent, health.CAUSE_SILENT, health.CAUSE_HEALTH))
-        to_status = np.where(cancel, CANCEL_REQ, ENDED)
+        to_status = np.where(cancel, CANCEL_REQ, np.where(stop, ENDED, st))
         self.s.append(
             "churn_causes",
             frame(

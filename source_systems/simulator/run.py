@@ -31,8 +31,9 @@ from source_systems.simulator.dirt import DirtLog, spoil
 from source_systems.simulator.engine import C_ACTIVE, C_PAUSED, DayRecords, Engine
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
-from source_systems.simulator.truth import compute_truth
-from source_systems.simulator.world import build_world
+from source_systems.simulator.truth import compute_truth, customer_states, paused_flags
+from source_systems.simulator.usage_truth import compute_usage_truth, latent_health_frames
+from source_systems.simulator.world import World, build_world
 
 Progress = Callable[[int, int, dt.date], None]
 
@@ -175,6 +176,39 @@ def _write_truth(sources: Path, cfg: SimConfig, state: State, registry: Registry
     pl.DataFrame({"customer_no": world.bill_customer_no, "customer_key": keys[world.bill_customer]}).write_parquet(
         truth_dir / "bill_to_customers.parquet", statistics=False
     )
+    _write_usage_truth(truth_dir, cfg, state, registry, world, keys)
+
+
+def _write_usage_truth(
+    truth_dir: Path, cfg: SimConfig, state: State, registry: Registry, world: World, keys: np.ndarray
+) -> None:
+    """The product's usage and the latent health behind churn (simulator/usage_truth.py)."""
+    n = state.last_day + 1
+    states, delinquent = customer_states(state, registry, world.n_customers, n)
+    latent, churn = latent_health_frames(state, cfg.start, world.n_customers, keys, states)
+    latent.write_parquet(truth_dir / "customer_latent_health.parquet", statistics=False)
+    churn.write_parquet(truth_dir / "churn_events.parquet", statistics=False)
+    if not cfg.product_events:
+        return
+    usage = compute_usage_truth(
+        state,
+        registry,
+        cfg.start,
+        world.n_customers,
+        keys,
+        world.acc_crm_id,
+        states,
+        delinquent,
+        paused_flags(state, world.n_customers, n),
+    )
+    for name, frame_ in (
+        ("usage_users_daily", usage.users_daily),
+        ("usage_accounts_daily", usage.accounts_daily),
+        ("usage_customers_daily", usage.customers_daily),
+        ("usage_kpi_daily", usage.kpi_daily),
+        ("usage_kpi_daily_history", usage.kpi_daily_history),
+    ):
+        frame_.write_parquet(truth_dir / f"{name}.parquet", statistics=False)
 
 
 def recompute_truth(sources: Path, registry: Registry | None = None) -> None:

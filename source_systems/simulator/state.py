@@ -155,7 +155,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "customer": pl.Int64,
         "created_day": pl.Int64,
         "seated": pl.Boolean,
-        "stitched_known": pl.Int64,  # day the first sign-in of the user's browser was delivered
+        "stitched_known": pl.Int64,  # day the user's browser first delivered an event with the user's id
     },
     "product_customers": {"customer": pl.Int64, "episode_start": pl.Int64},
     "usage": {"day": pl.Int32, "known_day": pl.Int32, "user": pl.Int64, "event_type": pl.Int16, "events": pl.Int32},

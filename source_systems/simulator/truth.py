@@ -124,6 +124,15 @@ def _state_expression(registry: Registry) -> pl.Expr:
     raise ValueError("the registry's last customer state must be `otherwise`")
 
 
+def paused_flags(state: State, n_customers: int, n_days: int) -> np.ndarray:
+    """[customer, day]: at least one contract paused at the day's end."""
+    spells = contract_intervals(state, n_days).filter(pl.col("to_status") == PAUSED_CODE)
+    count = _interval_sum(
+        n_customers, n_days, spells["customer"].to_numpy(), spells["day"].to_numpy(), spells["stop"].to_numpy()
+    )
+    return count > 0
+
+
 def states_before_first_day(state: State, registry: Registry, n_customers: int) -> np.ndarray:
     """Each customer's state at the end of the day before the first: the installed base is active."""
     shifted = State(last_day=state.last_day)
