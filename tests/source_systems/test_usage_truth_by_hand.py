@@ -113,9 +113,7 @@ def test_usage_per_seat_rounds_half_away_from_zero(truth: UsageTruth) -> None:
 def test_health_score_and_customers_at_risk(truth: UsageTruth) -> None:
     assert _series(truth.kpi_daily, "at_risk_customers") == D(0, 0, 0, 0, 0, 1, 0, 0, 1, 0)
     customers = truth.customers_daily
-    score = {
-        (r["customer_key"], (r["date"] - START).days): r["health_score"] for r in customers.iter_rows(named=True)
-    }
+    score = {(r["customer_key"], (r["date"] - START).days): r["health_score"] for r in customers.iter_rows(named=True)}
     assert [score[("A", d)] for d in range(10)] == [100, 100, 100, 60, 60, 100, 100, 60, 10, 80]
     # before its first use (day 2) B has a seat and no active user: low seat use
     assert [score[("B", d)] for d in range(10)] == [80, 80, 100, 100, 60, 40, 55, 55, 55, 55]
