@@ -8,6 +8,7 @@ buffer. ``line_bytes`` gives the bytes of many lines at once, without copying th
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from functools import cache
 
 import numpy as np
@@ -103,49 +104,43 @@ def template(parts: list[str | np.ndarray], n: int) -> pl.Series:
 class Lines:
     """The bytes of runs of consecutive lines of a string Series, as pieces to compress or write.
 
-    A Series that polars built in order keeps its strings back to back in a few buffers, so a run of lines
-    is a few slices of those buffers and nothing is copied; a Series laid out any other way is copied
-    once into one buffer.
+    Polars keeps the strings of a Series it built back to back in a few buffers, so a run of lines is a few
+    slices of those buffers and nothing is copied (a line it replaced later lives elsewhere: one more slice).
+    A Series laid out any other way is copied once into one buffer.
     """
 
     def __init__(self, lines: pl.Series) -> None:
         arr = lines.rechunk().to_arrow(compat_level=CompatLevel.newest())
         self.n = len(arr)
+        views = None
         if arr.type == pa.string_view() and self.n:
             views = np.frombuffer(arr.buffers()[1], dtype=np.int32).reshape(-1, 4)[arr.offset : arr.offset + self.n]
+        if views is not None and (views[:, 0] > 12).all():  # every line out of line, in a buffer
             self.length = views[:, 0].astype(np.int64)
             self.buffer = views[:, 2].astype(np.int64)
             self.start = views[:, 3].astype(np.int64)
             self.data = [memoryview(b) if b is not None else memoryview(b"") for b in arr.buffers()[2:]]
-            if self._contiguous():
-                self.first = np.searchsorted(self.buffer, np.arange(len(self.data) + 1)).tolist()
-                return
-        large = arr.cast(pa.large_string())
-        self.offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset : large.offset + self.n + 1]
-        self.data = [memoryview(large.buffers()[2]) if large.buffers()[2] is not None else memoryview(b"")]
-        self.buffer = np.zeros(self.n, dtype=np.int64)
-        self.start = self.offsets[:-1]
-        self.length = np.diff(self.offsets)
-        self.first = [0, self.n]
-
-    def _contiguous(self) -> bool:
-        """Every line out of line (longer than 12 bytes) and right after the one before, buffer by buffer."""
-        if (self.length <= 12).any() or (np.diff(self.buffer) < 0).any():
-            return False
-        same = self.buffer[1:] == self.buffer[:-1]
-        follows = self.start[1:] == self.start[:-1] + self.length[:-1]
-        fresh = self.start[1:] == 0
-        return bool(np.all(np.where(same, follows, fresh)) and (self.n == 0 or self.start[0] == 0))
+        else:
+            large = arr.cast(pa.large_string())
+            offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset : large.offset + self.n + 1]
+            self.data = [memoryview(large.buffers()[2]) if large.buffers()[2] is not None else memoryview(b"")]
+            self.buffer = np.zeros(self.n, dtype=np.int64)
+            self.start = offsets[:-1]
+            self.length = np.diff(offsets)
+        follows = (self.buffer[1:] == self.buffer[:-1]) & (self.start[1:] == self.start[:-1] + self.length[:-1])
+        self.breaks = np.flatnonzero(~follows) + 1  # lines that do not follow the one before in memory
 
     def pieces(self, a: int, b: int) -> list[memoryview]:
         """Lines a (inclusive) to b (exclusive), in order."""
+        if a >= b:
+            return []
+        lo, hi = np.searchsorted(self.breaks, a, side="right"), np.searchsorted(self.breaks, b, side="left")
+        cuts = [a, *self.breaks[lo:hi].tolist(), b]
         out = []
-        while a < b:
-            buf = int(self.buffer[a])
-            end = min(b, self.first[buf + 1])
-            last = end - 1
-            out.append(self.data[buf][int(self.start[a]) : int(self.start[last]) + int(self.length[last])])
-            a = end
+        for first, stop in itertools.pairwise(cuts):
+            last = stop - 1
+            buf = int(self.buffer[first])
+            out.append(self.data[buf][int(self.start[first]) : int(self.start[last]) + int(self.length[last])])
         return out
 
 
