@@ -45,6 +45,12 @@ invoices as (
 
 ),
 
+first_day as (
+
+    select min(dates.date_day) as first_date from dates
+
+),
+
 bounds as (
 
     -- the day before the first recomputed day gives each customer its previous state
@@ -68,7 +74,7 @@ days as (
     -- (an installed base is not new on the first day), only to give the first day its previous state
     select cast(bounds.from_date - interval 1 day as date) as date_day
     from bounds
-    where bounds.from_date = (select min(date_day) from dates)
+    where bounds.from_date = (select first_day.first_date from first_day)
 
 ),
 
@@ -174,7 +180,7 @@ final as (
     -- the day before the recomputed ones only served lag()
     where
         with_previous.date_day >= {{ recompute_from() }}
-        and with_previous.date_day >= (select min(date_day) from dates)
+        and with_previous.date_day >= (select first_day.first_date from first_day)
 
 )
 
