@@ -1,9 +1,8 @@
-"""The enterprise's own product: how its customers' users use it, and the event pipeline that delivers it.
+"""The enterprise's own product as its users and its collectors see it: the tracking plan (``catalog``), the
+text of an event line (``render``), and the collector fleet's objects and manifests (``collector``).
 
-``behaviour`` decides who uses the product how much each day (users are the CRM's contacts, so every
-event rolls up to a customer through the account hierarchy); ``delivery`` turns what they do into what a
-real collector fleet delivers: gzip-compressed NDJSON objects per hour and collector instance with a
-manifest per hour, with the dirt of real event pipelines, recorded in the dirt log.
+Who uses it how much, and what the event pipeline does to their events on the way (late, duplicated, cut
+off, with skewed clocks), is the simulator's business: ``simulator/usage.py`` and ``simulator/events.py``.
 """
 
 from __future__ import annotations

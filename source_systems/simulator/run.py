@@ -24,8 +24,8 @@ from registry.loader import Registry, load_registry
 from source_systems.accounting import export as accounting
 from source_systems.crm import store as crm_store
 from source_systems.erp import store as erp_store
-from source_systems.product import EVENTS_DIR, behaviour, delivery
-from source_systems.simulator import health
+from source_systems.product import EVENTS_DIR
+from source_systems.simulator import events, health, usage
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.dirt import DirtLog, spoil
 from source_systems.simulator.engine import C_ACTIVE, C_PAUSED, DayRecords, Engine
@@ -151,8 +151,8 @@ def _product_day(cfg: SimConfig, engine: Engine, d: int, root: Path) -> int:
     codes = engine.customer_states()
     h = health.current(engine.s)
     using, holding = codes == C_ACTIVE, np.isin(codes, [C_ACTIVE, C_PAUSED])
-    day = behaviour.plan(cfg.seed, cfg.start, d, engine.s, engine.w, using, holding, h)
-    dirt, lines = delivery.deliver(cfg, d, engine.s, engine.w, day, root)
+    day = usage.plan(cfg.seed, cfg.start, d, engine.s, engine.w, using, holding, h)
+    dirt, lines = events.deliver(cfg, d, engine.s, engine.w, day, root)
     engine.s.append("dirt", dirt)
     return lines
 

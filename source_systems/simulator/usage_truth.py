@@ -2,7 +2,7 @@
 
 Computed from the usage ledger the event pipeline keeps while it delivers (each event counted once, on
 the day of its corrected time, from the day its first complete copy was delivered; see
-``product.delivery``), never from the delivered objects. Definitions come from the registry
+``simulator/events.py``), never from the delivered objects. Definitions come from the registry
 (``usage``, ``usage_kpis``): which event types make a feature, the windows, the health score's rules.
 
 Knowledge has a time here too: an event that arrives late changes the days before. Every KPI is computed

@@ -16,7 +16,7 @@ import pytest
 
 from dataops.core.settings import Settings
 from registry.loader import load_registry
-from source_systems.product import EVENTS_DIR, delivery
+from source_systems.product import EVENTS_DIR, collector
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 from tests.conftest import TINY_START
@@ -129,14 +129,14 @@ def test_the_manifest_is_written_last_and_every_file_aside_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writes: list[Path] = []
-    real_atomic = delivery._atomic
+    real_atomic = collector._atomic
 
     def recording(path: Path, data: bytes) -> None:
         real_atomic(path, data)
         assert path.exists() and not path.with_name(f".{path.name}.tmp").exists()
         writes.append(path)
 
-    monkeypatch.setattr(delivery, "_atomic", recording)
+    monkeypatch.setattr(collector, "_atomic", recording)
     config = SimConfig(seed=3, scale=0.02, start=TINY_START, dirt=DirtRates(event_delayed_hour=1.0))
     simulate(tmp_path, TINY_START + dt.timedelta(days=3), config)
     manifests = [i for i, p in enumerate(writes) if p.name == "manifest.json"]

@@ -33,7 +33,7 @@ RAMP_DAYS = 21
 SEAT_DELAY_DAYS = 7.0  # mean wait for a seat after go-live
 HYSTERESIS = 0.05
 DAY_MS = 86_400_000
-MAX_LATENCY_MS = 3_100  # from a client's send to the collector's receipt (product.delivery)
+MAX_LATENCY_MS = 3_100  # from a client's send to the collector's receipt (simulator/events.py)
 
 
 def unit(seed: int, ids: np.ndarray, salt: int) -> np.ndarray:
