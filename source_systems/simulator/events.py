@@ -26,7 +26,6 @@ day of its corrected time (received_at minus (sent_at minus occurred_at)) and th
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -47,25 +46,6 @@ REAL, BOT, PROBE, SYNTHETIC = range(4)
 OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
 LAST = 2**62  # sorts a truncated line last in its object
-
-
-@dataclass
-class Events:
-    """One row per event (not per delivered copy): who, what, when, and how it is written."""
-
-    traffic: np.ndarray
-    etype: np.ndarray
-    true_ms: np.ndarray
-    user: np.ndarray  # users-table row, -1 for none
-    account: np.ndarray  # CRM account index, -1 for none
-    platform: np.ndarray
-    session: np.ndarray
-    anonymous: np.ndarray
-    device: np.ndarray  # device number, -1 for server-side events
-    agent: pl.Series  # user agent
-    user_id: pl.Series
-    device_id: pl.Series
-    offline: np.ndarray
 
 
 def delayed_object(seed: int, rate: float, day: int) -> tuple[int, int] | None:

@@ -280,6 +280,11 @@ def system_counts(sources: Path) -> dict[str, int]:
             with sqlite3.connect(path) as conn:
                 for t in tables:
                     counts[f"{system}.{t}"] = conn.execute(f"select count(*) from {t}").fetchone()[0]
+    events = sources.joinpath(*EVENTS_DIR)
+    if events.exists():
+        manifests = [json.loads(m.read_text()) for m in events.glob("date=*/hour=*/manifest.json")]
+        counts["product.event_hours"] = len(manifests)
+        counts["product.event_lines"] = sum(o["lines"] for m in manifests for o in m["objects"])
     exports = sources / "accounting" / "exports"
     if exports.exists():
         days = sorted(p for p in exports.iterdir() if p.is_dir() and not p.name.startswith("."))

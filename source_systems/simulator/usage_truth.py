@@ -23,6 +23,7 @@ from registry.loader import Registry
 from source_systems.product import catalog
 from source_systems.simulator import health
 from source_systems.simulator.state import State
+from source_systems.simulator.truth import STATE_NAMES
 
 VALUE_TYPE = pl.Decimal(38, 2)
 
@@ -217,8 +218,7 @@ def compute_usage_truth(
 
 
 def health_state(name: str) -> int:
-    from source_systems.simulator.truth import STATE_NAMES
-
+    """The truth's code of a customer state."""
     return int(np.flatnonzero(name == STATE_NAMES)[0])
 
 
