@@ -92,6 +92,51 @@ def _state_rules(items: list[Any], path: Path) -> tuple[StateRule, ...]:
     return tuple(rules)
 
 
+HEALTH_RULES = ("usage_decline", "low_seat_use", "delinquent", "paused")
+
+
+@dataclass(frozen=True)
+class HealthScore:
+    start: int = 100
+    at_risk_below: int = 50
+    trend_days: int = 14
+    # rule (one of HEALTH_RULES) -> points lost when it holds
+    deductions: tuple[tuple[str, int], ...] = (
+        ("usage_decline", 40),
+        ("low_seat_use", 20),
+        ("delinquent", 25),
+        ("paused", 30),
+    )
+
+    def points(self, rule: str) -> int:
+        return dict(self.deductions).get(rule, 0)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What counts as using the product, and the windows of its KPIs (registry: usage)."""
+
+    late_arrival_hours: int = 72
+    excluded_user_agent_patterns: tuple[str, ...] = ()
+    seat_assigned: str = "seat.assigned"
+    seat_revoked: str = "seat.revoked"
+    weekly_days: int = 7
+    monthly_days: int = 28
+    session_gap_minutes: int = 30
+    features: tuple[tuple[str, tuple[str, ...]], ...] = ()  # feature -> its event types
+    adoption_window_days: int = 28
+    health_score: HealthScore = field(default_factory=HealthScore)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [name for name, _ in self.features]
+
+    @property
+    def late_arrival_days(self) -> int:
+        """Days after its own on which a day's usage can still change (a day ends at midnight)."""
+        return -(-self.late_arrival_hours // 24)
+
+
 @dataclass(frozen=True)
 class Registry:
     version: str
@@ -113,6 +158,13 @@ class Registry:
     expected_changes: tuple[ExpectedChange, ...] = ()
     overpayment_tolerance: float = 0.01
     volume_breaker: VolumeBreaker = field(default_factory=VolumeBreaker)
+    usage: Usage = field(default_factory=Usage)
+    # The product's usage KPIs (registry: usage_kpis), one per feature for feature_adoption.
+    usage_kpis: tuple[Kpi, ...] = ()
+
+    @property
+    def usage_kpi_names(self) -> list[str]:
+        return [k.name for k in self.usage_kpis]
 
     @property
     def kpi_names(self) -> list[str]:
@@ -151,14 +203,8 @@ def load_registry(path: str | Path | None = None) -> Registry:
     data = yaml.load(reg_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(data, dict):
         raise RegistryError(f"{reg_path}: expected a mapping at the top level")
-    kpis = []
-    for i, item in enumerate(_get(data, "kpis", list, reg_path)):
-        missing = {"name", "description", "formula", "unit", "kind", "owner"} - set(item)
-        if missing:
-            raise RegistryError(f"{reg_path}: kpis[{i}] lacks {sorted(missing)}")
-        if item["kind"] not in {"stock", "flow"}:
-            raise RegistryError(f"{reg_path}: kpis[{i}] ({item['name']}) kind must be stock or flow")
-        kpis.append(Kpi(**{k: item[k] for k in Kpi.__dataclass_fields__ if k in item}))
+    kpis = _kpis(data, "kpis", reg_path)
+    usage = _usage(_get(data, "usage", dict, reg_path), reg_path)
     return Registry(
         version=str(_get(data, "version", str, reg_path)),
         raw=data,
@@ -185,6 +231,61 @@ def load_registry(path: str | Path | None = None) -> Registry:
         ),
         overpayment_tolerance=float(_get(data, "data_quality.overpayment_tolerance", float, reg_path)),
         volume_breaker=_volume_breaker(_get(data, "volume_breaker", dict, reg_path)),
+        usage=usage,
+        usage_kpis=tuple(_kpis(data, "usage_kpis", reg_path, usage.feature_names)),
+    )
+
+
+def _kpis(data: dict[str, Any], key: str, path: Path, features: list[str] | None = None) -> list[Kpi]:
+    """KPI definitions; one ``per_feature`` entry becomes one KPI per feature (``<name>_<feature>``)."""
+    kpis = []
+    for i, item in enumerate(_get(data, key, list, path)):
+        missing = {"name", "description", "formula", "unit", "kind", "owner"} - set(item)
+        if missing:
+            raise RegistryError(f"{path}: {key}[{i}] lacks {sorted(missing)}")
+        if item["kind"] not in {"stock", "flow"}:
+            raise RegistryError(f"{path}: {key}[{i}] ({item['name']}) kind must be stock or flow")
+        kpi = Kpi(**{k: item[k] for k in Kpi.__dataclass_fields__ if k in item})
+        if item.get("per_feature"):
+            for feature in features or []:
+                kpis.append(
+                    Kpi(
+                        name=f"{kpi.name}_{feature}",
+                        description=f"{kpi.description} (feature: {feature})",
+                        formula=kpi.formula,
+                        unit=kpi.unit,
+                        kind=kpi.kind,
+                        owner=kpi.owner,
+                    )
+                )
+        else:
+            kpis.append(kpi)
+    return kpis
+
+
+def _usage(data: dict[str, Any], path: Path) -> Usage:
+    score = _get(data, "health_score", dict, path)
+    deductions = _get(score, "deductions", dict, path)
+    unknown = set(deductions) - set(HEALTH_RULES)
+    if unknown:
+        raise RegistryError(f"{path}: usage.health_score.deductions has unknown rules {sorted(unknown)}")
+    features = _get(data, "features", dict, path)
+    return Usage(
+        late_arrival_hours=_get(data, "late_arrival_hours", int, path),
+        excluded_user_agent_patterns=tuple(_get(data, "excluded_user_agent_patterns", list, path)),
+        seat_assigned=str(_get(data, "seat_events.assigned", str, path)),
+        seat_revoked=str(_get(data, "seat_events.revoked", str, path)),
+        weekly_days=_get(data, "window_days.weekly", int, path),
+        monthly_days=_get(data, "window_days.monthly", int, path),
+        session_gap_minutes=_get(data, "session_gap_minutes", int, path),
+        features=tuple((str(name), tuple(str(t) for t in types)) for name, types in features.items()),
+        adoption_window_days=_get(data, "adoption_window_days", int, path),
+        health_score=HealthScore(
+            start=_get(score, "start", int, path),
+            at_risk_below=_get(score, "at_risk_below", int, path),
+            trend_days=_get(score, "trend_days", int, path),
+            deductions=tuple((rule, int(_get(spec, "points", int, path))) for rule, spec in deductions.items()),
+        ),
     )
 
 

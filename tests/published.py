@@ -17,7 +17,13 @@ from tests.pipeline import run_job
 
 # January closes on February 7 (5th business day); its late accrual lines arrive in the days after.
 START = dt.date(2025, 1, 20)
-CONFIG = SimConfig(seed=4, scale=0.04, start=START, dirt=DirtRates(late_journal=1.0, held_back_payment=0.0))
+CONFIG = SimConfig(
+    seed=4,
+    scale=0.04,
+    start=START,
+    dirt=DirtRates(late_journal=1.0, held_back_payment=0.0),
+    product_events=False,  # not read by the pipeline yet
+)
 
 
 @dataclass

@@ -114,6 +114,11 @@ class Settings:
         return self.sources_dir / "accounting" / "exports"
 
     @property
+    def product_events(self) -> Path:
+        """The product's event collectors deliver here: date=/hour=/ folders of NDJSON.gz and a manifest."""
+        return self.sources_dir / "product" / "events"
+
+    @property
     def truth_dir(self) -> Path:
         return self.sources_dir / "truth"
 

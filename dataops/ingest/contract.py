@@ -158,7 +158,10 @@ def apply_contract(contract: Contract, batch: pl.DataFrame, source_columns: list
         rows = readable["_row"].to_list()
         for index, column, check in cases.select("index", "column", "check").iter_rows():
             reasons.setdefault(rows[index], []).append(f"{column}: {check}")
-    payload = batch.select(pl.struct(source_columns).struct.json_encode()).to_series() if source_columns else None
+    if "_payload" in batch.columns:  # computed per landed file by the reader
+        payload: pl.Series | None = batch["_payload"]
+    else:
+        payload = batch.select(pl.struct(source_columns).struct.json_encode()).to_series() if source_columns else None
     key = pl.concat_str([batch[k].cast(pl.String) for k in contract.key], separator=":", ignore_nulls=False)
     lineage = batch.select(*[c for c in LINEAGE if c in batch.columns], _key=key, _row=pl.col("_row"))
     if "_extra" in batch.columns:  # computed per landed file by the reader

@@ -144,18 +144,24 @@ def read_landed(
         source = str(path.relative_to(settings.data_dir))
         file_extras = check_shape(contract, df.columns, source, day) if has_columns else []
         extras.update(file_extras)
-        # Unknown columns are kept, per file, as JSON in _extra (only the columns this file had).
+        # Unknown columns are kept, per file, as JSON in _extra, and each row's original payload in _payload:
+        # only the columns this file had, so a row's payload does not depend on the range it is read with.
+        own = [c for c in df.columns if c not in LINEAGE]
         df = df.with_columns(
             pl.struct(file_extras).struct.json_encode().alias("_extra")
             if file_extras
-            else pl.lit(None, dtype=pl.String).alias("_extra")
+            else pl.lit(None, dtype=pl.String).alias("_extra"),
+            pl.struct([pl.col(c).cast(pl.String) for c in own]).struct.json_encode().alias("_payload")
+            if own
+            else pl.lit(None, dtype=pl.String).alias("_payload"),
         )
-        for column in df.columns:
-            if column not in (*LINEAGE, "_extra") and column not in source_columns:
+        for column in own:
+            if column not in source_columns:
                 source_columns.append(column)
         frames.append(df)
+    kept = (*LINEAGE, "_extra", "_payload")
     batch = pl.concat(
-        [f.with_columns(pl.col(c).cast(pl.String) for c in f.columns if c not in (*LINEAGE, "_extra")) for f in frames],
+        [f.with_columns(pl.col(c).cast(pl.String) for c in f.columns if c not in kept) for f in frames],
         how="diagonal_relaxed",
     )
     return batch, source_columns, sorted(extras)

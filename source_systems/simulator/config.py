@@ -26,6 +26,15 @@ class DirtRates:
     bad_amount: float = 0.004
     held_back_payment: float = 0.02  # omitted from a day's export, delivered by a corrected _v2 re-export
     late_journal: float = 0.6  # chance per currency and month of a late adjusting entry after the close
+    # The product's event stream (source_systems/product): per event unless said otherwise.
+    event_duplicate: float = 0.005  # delivered again, hours later (at-least-once)
+    event_offline: float = 0.08  # per mobile session: sent when the device is back online, up to 72 h later
+    event_clock_skew: float = 0.02  # per device: its clock is off by minutes to days
+    event_bot: float = 0.01  # crawler traffic, relative to the real events
+    event_malformed: float = 0.0005  # junk lines from a broken client, relative to the real events
+    event_truncated: float = 0.02  # per object: its last line is cut off (the event is delivered again)
+    event_delayed_hour: float = 0.2  # per day: one late-evening hour of one collector is delivered next day
+    event_pii: float = 0.03  # per free-text property: someone typed an email address into it
 
 
 @dataclass(frozen=True)
@@ -41,27 +50,43 @@ class SimConfig:
     # A marketing campaign: on this business date leads arrive this many times as often (a real spike).
     lead_spike_date: dt.date | None = None
     lead_spike_factor: float = 1.0
+    # The share of customer hierarchies that are already customers, with a live contract, on the first day.
+    installed_base: float = 0.4
+    # The product's event stream; tests that never read it switch it off to save time.
+    product_events: bool = True
+    # From these business dates the product's tracking changes: a property is added, an event renamed.
+    event_property_date: dt.date | None = None
+    event_rename_date: dt.date | None = None
 
     @property
     def effective_drift_date(self) -> dt.date:
         return self.drift_date or (self.start + dt.timedelta(days=20))
 
+    @property
+    def effective_property_date(self) -> dt.date:
+        return self.event_property_date or (self.start + dt.timedelta(days=25))
+
+    @property
+    def effective_rename_date(self) -> dt.date:
+        return self.event_rename_date or (self.start + dt.timedelta(days=40))
+
     def to_json(self) -> str:
         data = asdict(self)
-        data["start"] = self.start.isoformat()
-        data["drift_date"] = self.drift_date.isoformat() if self.drift_date else None
-        data["lead_spike_date"] = self.lead_spike_date.isoformat() if self.lead_spike_date else None
+        for name in _DATES:
+            data[name] = data[name].isoformat() if data[name] else None
         return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> SimConfig:
         data: dict[str, Any] = json.loads(text)
-        data["start"] = dt.date.fromisoformat(data["start"])
-        data["drift_date"] = dt.date.fromisoformat(data["drift_date"]) if data["drift_date"] else None
+        for name in _DATES:
+            value = data.get(name)
+            data[name] = dt.date.fromisoformat(value) if value else None
         data["dirt"] = DirtRates(**data["dirt"])
-        spike = data.get("lead_spike_date")
-        data["lead_spike_date"] = dt.date.fromisoformat(spike) if spike else None
         return cls(**data)
 
     def with_(self, **changes: Any) -> SimConfig:
         return replace(self, **changes)
+
+
+_DATES = ("start", "drift_date", "lead_spike_date", "event_property_date", "event_rename_date")

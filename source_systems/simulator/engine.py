@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from source_systems.simulator import health
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
@@ -73,6 +74,12 @@ class DayRecords:
 
 def _money(cents: np.ndarray) -> np.ndarray:
     return np.asarray(cents, dtype=np.int64) / 100.0
+
+
+def _first_per(keys: np.ndarray, days: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The earliest of ``days`` for each of ``wanted`` among ``keys``."""
+    first = pl.DataFrame({"k": keys, "d": days}).group_by("k").agg(pl.col("d").min())
+    return pl.DataFrame({"k": wanted}).join(first, on="k", how="left")["d"].to_numpy()
 
 
 class Engine:
@@ -146,6 +153,7 @@ class Engine:
         out = DayRecords(day=d)
         if d == 0:
             self._genesis(out)
+        self._health(d)
         self._fx(d, out)
         self._monthly_invoicing(d, out)
         self._contract_transitions(d, out)
@@ -204,6 +212,60 @@ class Engine:
         per = rng.integers(1, 4, size=n)
         acc = np.repeat(np.arange(n), per)
         self._new_contacts(0, acc, out, created=np.repeat(created, per))
+        health.initial(self.s, self.cfg.seed, w.n_customers)
+        self._installed_base(out)
+
+    def _installed_base(self, out: DayRecords) -> None:
+        """Customers before the first day: live contracts signed in the past, some already declining.
+
+        The hierarchy cases (parents 0 and 1) and the scripted lifecycles (2 and 3) start as prospects.
+        """
+        w, rng = self.w, self.rng(0, "installed_base")
+        candidates = np.arange(4, w.n_customers)
+        chosen = candidates[rng.random(len(candidates)) < self.cfg.installed_base]
+        bills = np.flatnonzero(np.isin(w.bill_customer, chosen))
+        take = rng.random(len(bills)) < 0.5
+        take[np.unique(w.bill_customer[bills], return_index=True)[1]] = True  # at least one per customer
+        bills = bills[take]
+        n = len(bills)
+        if n == 0:
+            return
+        terms = self._draw_terms(rng, n) | {"services": np.zeros(n, dtype=np.int64)}
+        signed = -rng.integers(40, 1000, size=n)
+        live = signed + rng.integers(3, 22, size=n)
+        ids = self._sign(0, bills, terms, out, history=(signed, live))
+        c = self.s.table("contracts")
+        self.s.replace(
+            "contracts", c.with_columns(status=pl.when(pl.col("contract").is_in(ids)).then(LIVE).otherwise("status"))
+        )
+        self.s.append(
+            "status_changes",
+            frame("status_changes", contract=ids, day=live, from_status=[SIGNED] * n, to_status=[LIVE] * n),
+        )
+        sec = self.secs(0, "installed_live", n, 5 * 3600 + 1, 21 * 3600)
+        then, now = self.ts_sqlite(live, sec), self.ts_sqlite(0, sec)
+        cno = [f"K{k:07d}" for k in ids]
+        out.add(
+            "insert",
+            "erp.contract_status_history",
+            pl.DataFrame(
+                {
+                    "history_id": self.s.next_ids("contract_history", n),
+                    "contract_no": cno,
+                    "from_status": "signed",
+                    "to_status": "live",
+                    "changed_at": then,
+                    "reason": "go_live",
+                    "updated_at": now,
+                }
+            ),
+        )
+        out.add(
+            "update",
+            "erp.contracts",
+            pl.DataFrame({"contract_no": cno, "status": "live", "status_changed_at": then, "updated_at": now}),
+        )
+        health.declining_already(self.s, rng, np.unique(w.bill_customer[bills]))
 
     def _new_contacts(self, d: int, acc: np.ndarray, out: DayRecords, created: np.ndarray | None = None) -> None:
         w, rng = self.w, self.rng(d, "contacts")
@@ -217,6 +279,7 @@ class Engine:
             f"{f}.{ln}.{i}@{dom}".lower() for f, ln, i, dom in zip(first, last, ids, w.acc_domain[acc], strict=True)
         ]
         sec = self.secs(d, "contacts", m, 2, 80000)
+        self.s.append("contacts", frame("contacts", contact=ids, account=acc, created_day=[d] * m))
         out.add(
             "insert",
             "crm.contacts",
@@ -257,8 +320,12 @@ class Engine:
         )
 
     def _monthly_invoicing(self, d: int, out: DayRecords) -> None:
-        """Subscriptions are invoiced monthly in arrears on the 1st for contracts live at the end of the 1st's eve."""
-        if d == 0 or self.date(d).day != 1:
+        """Subscriptions are invoiced monthly in arrears on the 1st for contracts live at the end of the 1st's eve.
+
+        The systems start with an invoice run on the first day, whatever its date: the installed base's month
+        just ended (so the first month-start billing is not the first billing the pipeline ever sees).
+        """
+        if d != 0 and self.date(d).day != 1:
             return
         c = self.s.table("contracts").filter(pl.col("status").is_in([LIVE, CANCEL_REQ]))
         if c.height:
@@ -323,6 +390,9 @@ class Engine:
         rest_late = rng.integers(20, 151, size=n)
         credit_frac = rng.uniform(0.1, 0.4, size=n)
         held = rng.random(n) < self.cfg.dirt.held_back_payment
+        # A customer in poor health pays late, partly or not at all (the branches between 0.70 and 0.91).
+        troubled = rng.random(n) < health.troubled_invoice(health.current(self.s)[c["customer"].to_numpy()])
+        u = np.where(troubled, 0.70 + u * 0.21, u)
         rows: list[tuple[int, int, int, int, bool]] = []
         for i in range(n):  # a handful of branches per invoice; the draws above are vectorised
             amt = int(amounts[i])
@@ -554,10 +624,18 @@ class Engine:
         free &= ~scripted
         u = rng.random(len(st))
         notice = rng.integers(30, 91, size=len(st))
-        pause = free & (old == LIVE) & (u < 0.0007)
-        cancel = free & (old == LIVE) & (u >= 0.0007) & (u < 0.0019)
-        resume = free & (old == PAUSED) & (u < 0.03)
-        stop = free & (old == PAUSED) & (u >= 0.03) & (u < 0.034)
+        # What happens to a contract follows its customer's latent health (simulator/health.py).
+        h = health.current(self.s)[c["customer"].to_numpy()]
+        p_pause, p_cancel = health.pause_hazard(h), health.cancel_hazard(h)
+        p_resume, p_stop = health.resume_chance(h), health.terminate_chance(h)
+        silent = free & (old == LIVE) & (rng.random(len(st)) < health.SILENT_CANCEL)
+        pause = free & (old == LIVE) & ~silent & (u < p_pause)
+        cancel = free & (old == LIVE) & ((u >= p_pause) & (u < p_pause + p_cancel) | silent)
+        resume = free & (old == PAUSED) & (u < p_resume)
+        stop = free & (old == PAUSED) & (u >= p_resume) & (u < p_resume + p_stop)
+        restarted = go_live & ~np.isin(self.customer_states()[c["customer"].to_numpy()], [C_ACTIVE, C_PAUSED])
+        health.restart(self.s, self.cfg.seed, np.unique(c["customer"].to_numpy()[restarted]))
+        self._churn_causes(d, c["contract"].to_numpy(), st, cancel, stop, silent, script_hit)
         st[pause] = PAUSED
         st[cancel] = CANCEL_REQ
         end_day[cancel] = d + notice[cancel]
@@ -585,6 +663,39 @@ class Engine:
         svc = c.filter(pl.Series(go_live) & (pl.col("services") > 0))
         if svc.height:
             self._issue_invoices(d, svc, svc["services"].to_numpy(), kind=1, out=out)
+
+    def _churn_causes(
+        self,
+        d: int,
+        contract: np.ndarray,
+        st: np.ndarray,
+        cancel: np.ndarray,
+        stop: np.ndarray,
+        silent: np.ndarray,
+        script_hit: np.ndarray,
+    ) -> None:
+        """Why each cancellation request or termination happened, for the truth (health.CAUSES)."""
+        scripted = script_hit & np.isin(st, [CANCEL_REQ, ENDED])
+        hit = cancel | stop | scripted
+        if not hit.any():
+            return
+        cause = np.where(scripted, health.CAUSE_SCRIPTED, np.where(silent, health.CAUSE_SILENT, health.CAUSE_HEALTH))
+        to_status = np.where(cancel, CANCEL_REQ, np.where(stop, ENDED, st))
+        self.s.append(
+            "churn_causes",
+            frame(
+                "churn_causes",
+                contract=contract[hit],
+                day=[d] * int(hit.sum()),
+                to_status=to_status[hit],
+                cause=cause[hit],
+            ),
+        )
+
+    def _health(self, d: int) -> None:
+        """Health moves before anything else happens on the day; declines start under contract only."""
+        states = self.customer_states()
+        health.step(self.s, self.cfg.seed, d, np.isin(states, [C_ACTIVE, C_PAUSED]))
 
     def _status_rows(
         self,
@@ -634,11 +745,23 @@ class Engine:
             ),
         )
 
-    def _sign(self, d: int, bills: np.ndarray, terms: dict[str, np.ndarray], out: DayRecords) -> None:
-        """New contracts (with their bill-to entity on first purchase and a sales order)."""
+    def _sign(
+        self,
+        d: int,
+        bills: np.ndarray,
+        terms: dict[str, np.ndarray],
+        out: DayRecords,
+        history: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """New contracts (with their bill-to entity on first purchase and a sales order); their ids.
+
+        ``history`` gives the days of signing and go-live of contracts signed before the first day (the
+        installed base, as the systems hold it on day 0): their rows carry those dates, and day 0's
+        modification time.
+        """
         n = len(bills)
         if n == 0:
-            return
+            return np.zeros(0, dtype=np.int64)
         rng = self.rng(d, "sign")
         w = self.w
         created = self.s.table("billto_created")
@@ -647,6 +770,7 @@ class Engine:
         if new_bills:
             nb = np.array(new_bills)
             self.s.append("billto_created", frame("billto_created", bill=nb, day=[d] * len(nb)))
+            first_day = np.full(len(nb), d) if history is None else _first_per(bills, history[0], nb)
             sec = self.secs(d, "billto", len(nb), 3600, 5 * 3600)
             out.add(
                 "insert",
@@ -661,7 +785,7 @@ class Engine:
                         "currency": np.array(CURRENCIES)[w.bill_currency[nb]],
                         "credit_limit": 50000.0,
                         "_name_variant": w.bill_name_variant[nb],
-                        "created_on": self.date(d).isoformat(),
+                        "created_on": iso_date(self.cfg.start, first_day),
                         "updated_at": self.ts_sqlite(d, sec),
                         "is_deleted": 0,
                     }
@@ -670,6 +794,9 @@ class Engine:
         ids = self.s.next_ids("contract", n)
         live_day = d + rng.integers(3, 22, size=n)
         live_day[np.isin(w.bill_customer[bills], list(SCRIPTED))] = d + 3
+        signed = np.full(n, d)
+        if history is not None:
+            signed, live_day = history
         cur = w.bill_currency[bills]
         tcv = terms["mrr"] * terms["term"] + terms["services"]
         self.s.append(
@@ -686,7 +813,7 @@ class Engine:
                 services=terms["services"],
                 term=terms["term"],
                 tcv=tcv,
-                signed_day=[d] * n,
+                signed_day=signed,
                 live_day=live_day,
                 end_day=[-1] * n,
                 status=[SIGNED] * n,
@@ -694,6 +821,7 @@ class Engine:
         )
         sec = self.secs(d, "contracts", n, 5 * 3600 + 1, 21 * 3600)
         ts = self.ts_sqlite(d, sec)
+        then = ts if history is None else self.ts_sqlite(signed, sec)  # when it was signed
         p = self.products
         cno = [f"K{k:07d}" for k in ids]
         out.add(
@@ -709,18 +837,18 @@ class Engine:
                     "total_value": _money(tcv),
                     "services_amount": _money(terms["services"]),
                     "term_months": terms["term"],
-                    "signed_on": self.date(d).isoformat(),
+                    "signed_on": iso_date(self.cfg.start, signed),
                     "go_live_on": iso_date(self.cfg.start, live_day),
                     "status": "signed",
-                    "status_changed_at": ts,
+                    "status_changed_at": then,
                     "end_on": pl.Series([None] * n, dtype=pl.String),
-                    "created_at": ts,
+                    "created_at": then,
                     "updated_at": ts,
                     "is_deleted": 0,
                 }
             ),
         )
-        self._status_rows_signed(d, ids, sec, out)
+        self._status_rows_signed(d, ids, sec, out, signed)
         # A sales order per contract: the subscription line and, when sold, the services line.
         order_ids = self.s.next_ids("order", n)
         ono = [f"SO{o:07d}" for o in order_ids]
@@ -732,10 +860,10 @@ class Engine:
                     "order_no": ono,
                     "customer_no": w.bill_customer_no[bills],
                     "contract_no": cno,
-                    "order_date": self.date(d).isoformat(),
+                    "order_date": iso_date(self.cfg.start, signed),
                     "currency": np.array(CURRENCIES)[cur],
                     "total_amount": _money(terms["mrr"] + terms["services"]),
-                    "created_at": ts,
+                    "created_at": then,
                     "updated_at": ts,
                     "is_deleted": 0,
                 }
@@ -765,14 +893,18 @@ class Engine:
                 }
             ),
         )
+        return ids
 
-    def _status_rows_signed(self, d: int, ids: np.ndarray, sec: np.ndarray, out: DayRecords) -> None:
+    def _status_rows_signed(
+        self, d: int, ids: np.ndarray, sec: np.ndarray, out: DayRecords, signed: np.ndarray
+    ) -> None:
         n = len(ids)
         self.s.append(
             "status_changes",
-            frame("status_changes", contract=ids, day=[d] * n, from_status=[-1] * n, to_status=[SIGNED] * n),
+            frame("status_changes", contract=ids, day=signed, from_status=[-1] * n, to_status=[SIGNED] * n),
         )
         ts = self.ts_sqlite(d, sec)
+        then = self.ts_sqlite(signed, sec)
         out.add(
             "insert",
             "erp.contract_status_history",
@@ -782,7 +914,7 @@ class Engine:
                     "contract_no": [f"K{k:07d}" for k in ids],
                     "from_status": pl.Series([None] * n, dtype=pl.String),
                     "to_status": "signed",
-                    "changed_at": ts,
+                    "changed_at": then,
                     "reason": "signed",
                     "updated_at": ts,
                 }

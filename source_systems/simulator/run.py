@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,16 @@ from registry.loader import Registry, load_registry
 from source_systems.accounting import export as accounting
 from source_systems.crm import store as crm_store
 from source_systems.erp import store as erp_store
+from source_systems.product import EVENTS_DIR
+from source_systems.simulator import events, health, usage
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.dirt import DirtLog, spoil
-from source_systems.simulator.engine import DayRecords, Engine
+from source_systems.simulator.engine import C_ACTIVE, C_PAUSED, DayRecords, Engine
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
-from source_systems.simulator.truth import compute_truth
-from source_systems.simulator.world import build_world
+from source_systems.simulator.truth import compute_truth, customer_states, paused_flags
+from source_systems.simulator.usage_truth import compute_usage_truth, latent_health_frames
+from source_systems.simulator.world import World, build_world
 
 Progress = Callable[[int, int, dt.date], None]
 
@@ -46,6 +50,11 @@ class SimulationSummary:
     days_simulated: int
     counts: dict[str, int] = field(default_factory=dict)
     dirt: dict[str, int] = field(default_factory=dict)
+    # The product's event stream: lines its collectors delivered in this call, and the time it took to
+    # generate and write them (wall clock and this process's CPU time).
+    product_lines: int = 0
+    product_wall_s: float = 0.0
+    product_cpu_s: float = 0.0
 
 
 def state_dir(sources: Path) -> Path:
@@ -107,10 +116,16 @@ def simulate(
     crm = crm_store.connect(sources / "crm" / "crm.sqlite")
     exports = sources / "accounting" / "exports"
     exports.mkdir(parents=True, exist_ok=True)
+    product = [0, 0.0, 0.0]
     try:
         for d in range(first_new, last + 1):
             records = engine.step(d)
             _emit(cfg, engine, records, erp, crm, exports)
+            if cfg.product_events:
+                wall, cpu = time.perf_counter(), time.process_time()
+                product[0] += _product_day(cfg, engine, d, sources.joinpath(*EVENTS_DIR))
+                product[1] += time.perf_counter() - wall
+                product[2] += time.process_time() - cpu
             if progress:
                 progress(d - first_new + 1, last - first_new + 1, cfg.start + dt.timedelta(days=d))
     finally:
@@ -125,7 +140,21 @@ def simulate(
         days_simulated=max(0, last - first_new + 1),
         counts=system_counts(sources),
         dirt=_dirt_counts(state),
+        product_lines=int(product[0]),
+        product_wall_s=float(product[1]),
+        product_cpu_s=float(product[2]),
     )
+
+
+def _product_day(cfg: SimConfig, engine: Engine, d: int, root: Path) -> int:
+    """What the customers' users did today, as the product's collectors deliver it; the lines written."""
+    codes = engine.customer_states()
+    h = health.current(engine.s)
+    using, holding = codes == C_ACTIVE, np.isin(codes, [C_ACTIVE, C_PAUSED])
+    day = usage.plan(cfg.seed, cfg.start, d, engine.s, engine.w, using, holding, h)
+    dirt, lines = events.deliver(cfg, d, engine.s, engine.w, day, root)
+    engine.s.append("dirt", dirt)
+    return lines
 
 
 def _write_truth(sources: Path, cfg: SimConfig, state: State, registry: Registry) -> None:
@@ -147,6 +176,39 @@ def _write_truth(sources: Path, cfg: SimConfig, state: State, registry: Registry
     pl.DataFrame({"customer_no": world.bill_customer_no, "customer_key": keys[world.bill_customer]}).write_parquet(
         truth_dir / "bill_to_customers.parquet", statistics=False
     )
+    _write_usage_truth(truth_dir, cfg, state, registry, world, keys)
+
+
+def _write_usage_truth(
+    truth_dir: Path, cfg: SimConfig, state: State, registry: Registry, world: World, keys: np.ndarray
+) -> None:
+    """The product's usage and the latent health behind churn (simulator/usage_truth.py)."""
+    n = state.last_day + 1
+    states, delinquent = customer_states(state, registry, world.n_customers, n)
+    latent, churn = latent_health_frames(state, cfg.start, world.n_customers, keys, states)
+    latent.write_parquet(truth_dir / "customer_latent_health.parquet", statistics=False)
+    churn.write_parquet(truth_dir / "churn_events.parquet", statistics=False)
+    if not cfg.product_events:
+        return
+    usage = compute_usage_truth(
+        state,
+        registry,
+        cfg.start,
+        world.n_customers,
+        keys,
+        world.acc_crm_id,
+        states,
+        delinquent,
+        paused_flags(state, world.n_customers, n),
+    )
+    for name, frame_ in (
+        ("usage_users_daily", usage.users_daily),
+        ("usage_accounts_daily", usage.accounts_daily),
+        ("usage_customers_daily", usage.customers_daily),
+        ("usage_kpi_daily", usage.kpi_daily),
+        ("usage_kpi_daily_history", usage.kpi_daily_history),
+    ):
+        frame_.write_parquet(truth_dir / f"{name}.parquet", statistics=False)
 
 
 def recompute_truth(sources: Path, registry: Registry | None = None) -> None:
@@ -218,6 +280,11 @@ def system_counts(sources: Path) -> dict[str, int]:
             with sqlite3.connect(path) as conn:
                 for t in tables:
                     counts[f"{system}.{t}"] = conn.execute(f"select count(*) from {t}").fetchone()[0]
+    events = sources.joinpath(*EVENTS_DIR)
+    if events.exists():
+        manifests = [json.loads(m.read_text()) for m in events.glob("date=*/hour=*/manifest.json")]
+        counts["product.event_hours"] = len(manifests)
+        counts["product.event_lines"] = sum(o["lines"] for m in manifests for o in m["objects"])
     exports = sources / "accounting" / "exports"
     if exports.exists():
         days = sorted(p for p in exports.iterdir() if p.is_dir() and not p.name.startswith("."))

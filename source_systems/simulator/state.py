@@ -139,6 +139,37 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     # Open invoices by bill-to for services invoices at go-live and expansions.
     "customer_flags": {"customer": pl.Int64, "ever_active": pl.Boolean},
+    # Every CRM contact (a user of the product once their customer is live), by account.
+    "contacts": {"contact": pl.Int64, "account": pl.Int64, "created_day": pl.Int64},
+    # The latent health of every customer now (simulator/health.py), and its path while under contract.
+    "health": {"customer": pl.Int64, "h": pl.Float64, "decline_left": pl.Int64, "decline_rate": pl.Float64},
+    "health_daily": {"day": pl.Int64, "customer": pl.Int64, "h": pl.Float64},
+    # Why each cancellation request or termination happened (health.CAUSES).
+    "churn_causes": {"contract": pl.Int64, "day": pl.Int64, "to_status": pl.Int64, "cause": pl.Int64},
+    # The product (source_systems/product): its users and their seats, each customer's spell of use,
+    # the usage ledger (events that count, by the day they count for and the day they became known),
+    # seat changes likewise, and delivered lines planned for a later day.
+    "product_users": {
+        "user": pl.Int64,
+        "account": pl.Int64,
+        "customer": pl.Int64,
+        "created_day": pl.Int64,
+        "seated": pl.Boolean,
+        "stitched_known": pl.Int64,  # day the user's browser first delivered an event with the user's id
+    },
+    "product_customers": {"customer": pl.Int64, "episode_start": pl.Int64},
+    "usage": {"day": pl.Int32, "known_day": pl.Int32, "user": pl.Int64, "event_type": pl.Int16, "events": pl.Int32},
+    "seats": {"day": pl.Int32, "known_day": pl.Int32, "customer": pl.Int64, "delta": pl.Int32},
+    "pending_events": {
+        "day": pl.Int64,  # when the line is delivered
+        "receive_day": pl.Int64,
+        "hour": pl.Int64,
+        "collector": pl.Int64,
+        "sort_ms": pl.Int64,
+        "seq": pl.Int64,
+        "flag": pl.Int64,  # 0 an event, 1 a truncated copy, 2 a malformed line
+        "line": pl.String,
+    },
     "billto_created": {"bill": pl.Int64, "day": pl.Int64},
 }
 

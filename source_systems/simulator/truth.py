@@ -94,7 +94,7 @@ def customer_states(state: State, registry: Registry, n_customers: int, n_days: 
     first_sign = state.table("contracts").group_by("customer").agg(pl.col("signed_day").min())
     for c, s in first_sign.iter_rows():
         if s < n_days:
-            signed[c, s:] = True
+            signed[c, max(s, 0) :] = True  # the installed base signed before the first day
     delinquent = delinquent_flags(state, registry, n_customers, n_days)
     facts = pl.DataFrame(
         {
@@ -122,6 +122,24 @@ def _state_expression(registry: Registry) -> pl.Expr:
         expression = pl.when(condition) if expression is None else expression.when(condition)
         expression = expression.then(known[rule.name])
     raise ValueError("the registry's last customer state must be `otherwise`")
+
+
+def paused_flags(state: State, n_customers: int, n_days: int) -> np.ndarray:
+    """[customer, day]: at least one contract paused at the day's end."""
+    spells = contract_intervals(state, n_days).filter(pl.col("to_status") == PAUSED_CODE)
+    count = _interval_sum(
+        n_customers, n_days, spells["customer"].to_numpy(), spells["day"].to_numpy(), spells["stop"].to_numpy()
+    )
+    return count > 0
+
+
+def states_before_first_day(state: State, registry: Registry, n_customers: int) -> np.ndarray:
+    """Each customer's state at the end of the day before the first: the installed base is active."""
+    shifted = State(last_day=state.last_day)
+    shifted.replace("status_changes", state.table("status_changes").with_columns(pl.col("day") + 1))
+    shifted.replace("contracts", state.table("contracts").with_columns(pl.col("signed_day") + 1))
+    codes, _ = customer_states(shifted, registry, n_customers, 1)
+    return codes[:, 0]
 
 
 def delinquent_flags(state: State, registry: Registry, n_customers: int, n_days: int) -> np.ndarray:
@@ -208,7 +226,7 @@ def compute_truth(
     rate = fx["rate_micro"].to_numpy().reshape(3, n)
 
     codes, delinquent = customer_states(state, registry, n_customers, n)
-    prev = np.concatenate([np.full((n_customers, 1), PROSPECT, dtype=np.int8), codes[:, :-1]], axis=1)
+    prev = np.concatenate([states_before_first_day(state, registry, n_customers)[:, None], codes[:, :-1]], axis=1)
     counts = {
         "active_customers": (codes == ACTIVE).sum(axis=0),
         "new_customers": ((codes == ACTIVE) & np.isin(prev, [PROSPECT, ONBOARDING, CHURNED])).sum(axis=0),

@@ -38,6 +38,9 @@ def test_the_committed_registry_defines_every_kpi() -> None:
         (lambda d: d["mql"].__setitem__("score_threshold", "sixty"), "mql.score_threshold"),
         (lambda d: d["kpis"][0].pop("owner"), "kpis[0]"),
         (lambda d: d["kpis"][1].__setitem__("kind", "level"), "stock or flow"),
+        (lambda d: d["usage"].pop("late_arrival_hours"), "late_arrival_hours"),
+        (lambda d: d["usage"]["health_score"]["deductions"].__setitem__("bad_mood", {"points": 5}), "bad_mood"),
+        (lambda d: d["usage_kpis"][0].pop("formula"), "usage_kpis[0]"),
     ],
 )
 def test_a_broken_registry_names_the_problem(tmp_path: Path, mutate: object, message: str) -> None:
@@ -47,3 +50,19 @@ def test_a_broken_registry_names_the_problem(tmp_path: Path, mutate: object, mes
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RegistryError, match=message.replace("[", r"\[")):
         load_registry(path)
+
+
+def test_the_usage_definitions_and_kpis() -> None:
+    """Usage KPIs sit beside the others (the pipeline does not compute them yet); one adoption KPI per feature."""
+    registry = load_registry()
+    usage = registry.usage
+    assert usage.late_arrival_hours == 72 and usage.late_arrival_days == 3
+    assert usage.feature_names == ["reports", "dashboards", "workflows", "integrations", "collaboration", "exports"]
+    names = registry.usage_kpi_names
+    assert [n for n in names if n.startswith("feature_adoption_")] == [
+        f"feature_adoption_{f}" for f in usage.feature_names
+    ]
+    assert {"usage_events", "daily_active_users", "weekly_active_users", "monthly_active_users"} <= set(names)
+    assert {"usage_active_customers", "usage_per_seat", "at_risk_customers"} <= set(names)
+    assert not set(names) & set(registry.kpi_names)
+    assert usage.health_score.points("usage_decline") == 40 and usage.health_score.at_risk_below == 50

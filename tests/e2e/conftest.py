@@ -60,7 +60,11 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("dagster-e2e")
     settings = Settings(root)
-    simulate(settings.sources_dir, START + dt.timedelta(days=DAYS - 1), SimConfig(seed=2, scale=0.02, start=START))
+    simulate(
+        settings.sources_dir,
+        START + dt.timedelta(days=DAYS - 1),
+        SimConfig(seed=2, scale=0.02, start=START, product_events=False),
+    )
     home = dagster_home(settings)  # with the platform's dagster.yaml: one run at a time
     crm = start_in_thread(settings.crm_db)  # the simulated CRM, served as `dataops ui` serves it
     env = {

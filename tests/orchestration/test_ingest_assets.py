@@ -23,7 +23,11 @@ START = dt.date(2025, 1, 1)
 @pytest.fixture(scope="module")
 def sixty_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sixty")
-    simulate(Settings(root).sources_dir, START + dt.timedelta(days=59), SimConfig(seed=3, scale=0.03, start=START))
+    simulate(
+        Settings(root).sources_dir,
+        START + dt.timedelta(days=59),
+        SimConfig(seed=3, scale=0.03, start=START, product_events=False),
+    )
     return root
 
 

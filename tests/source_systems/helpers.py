@@ -46,3 +46,58 @@ def system_rows(sources: Path, system: str, table: str) -> pl.DataFrame:
     if system == "crm":
         return sqlite_rows(sources / "crm" / "crm.sqlite", table)
     return accounting_rows(sources, table)
+
+
+def product_lines(sources: Path) -> pl.DataFrame:
+    """Every line the product's collectors delivered, parsed where it parses, with its object and position.
+
+    ``delivered`` is the day the object became visible: its hour's manifest's ``delivered_at`` date.
+    """
+    import gzip
+
+    root = sources / "product" / "events"
+    rows = []
+    for manifest_path in sorted(root.rglob("manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        delivered = manifest["delivered_at"][:10]
+        for entry in manifest["objects"]:
+            path = manifest_path.parent / entry["name"]
+            body = gzip.decompress(path.read_bytes()).decode()
+            lines = body.split("\n")
+            if body.endswith("\n"):
+                lines = lines[:-1]
+            for number, text in enumerate(lines, start=1):
+                try:
+                    event = json.loads(text)
+                except ValueError:
+                    event = None
+                ok = isinstance(event, dict) and "event_id" in event
+                event = event if ok else {}
+                context = event.get("context") or {}
+                rows.append(
+                    {
+                        "object": path.relative_to(root).as_posix(),
+                        "line": number,
+                        "last": number == len(lines),
+                        "ends_with_newline": body.endswith("\n"),
+                        "delivered": delivered,
+                        "text": text,
+                        "ok": ok,
+                        "event_id": event.get("event_id"),
+                        "event_type": event.get("event_type"),
+                        "occurred_at": event.get("occurred_at"),
+                        "sent_at": event.get("sent_at"),
+                        "received_at": event.get("received_at"),
+                        "user_id": event.get("user_id"),
+                        "device_id": event.get("device_id"),
+                        "account_ref": event.get("account_ref"),
+                        "platform": context.get("platform"),
+                        "user_agent": context.get("user_agent"),
+                        "properties": json.dumps(event.get("properties")) if ok else None,
+                    }
+                )
+    ts = "%Y-%m-%dT%H:%M:%S%.3fZ"
+    return pl.DataFrame(rows, infer_schema_length=None).with_columns(
+        pl.col("delivered").str.to_date(),
+        *(pl.col(c).str.to_datetime(ts, time_unit="ms") for c in ("occurred_at", "sent_at", "received_at")),
+    )

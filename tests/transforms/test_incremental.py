@@ -33,7 +33,9 @@ DAILY = ["build", "--resource-type", "model", "--exclude", "config.materialized:
 @pytest.mark.e2e
 def test_daily_incremental_runs_equal_one_full_refresh(tmp_path: Path) -> None:
     settings = Settings(tmp_path)
-    config = SimConfig(seed=9, scale=0.03, start=START, dirt=DirtRates(held_back_payment=0.3, late_journal=1.0))
+    config = SimConfig(
+        seed=9, scale=0.03, start=START, dirt=DirtRates(held_back_payment=0.3, late_journal=1.0), product_events=False
+    )
     first_end = START + dt.timedelta(days=FIRST_RUN_DAYS - 1)
     simulate(settings.sources_dir, first_end, config)  # one call equals day by day (test_determinism)
     late_windows = 0

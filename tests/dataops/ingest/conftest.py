@@ -75,7 +75,9 @@ def snapshot(build_db: Path) -> dict[str, list[tuple[object, ...]]]:
 @pytest.fixture(scope="session")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ingest-sim")
-    simulate(Settings(root).sources_dir, END, SimConfig(seed=5, scale=0.05, start=START, dirt=RATES))
+    # the systems of record only: the product's event stream is not ingested here
+    config = SimConfig(seed=5, scale=0.05, start=START, dirt=RATES, product_events=False)
+    simulate(Settings(root).sources_dir, END, config)
     return root
 
 

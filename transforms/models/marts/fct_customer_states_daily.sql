@@ -45,6 +45,12 @@ invoices as (
 
 ),
 
+first_day as (
+
+    select min(dates.date_day) as first_date from dates
+
+),
+
 bounds as (
 
     -- the day before the first recomputed day gives each customer its previous state
@@ -61,6 +67,14 @@ days as (
     select dates.date_day
     from dates, bounds
     where dates.date_day between bounds.from_date and bounds.to_date
+
+    union all
+
+    -- on a full build, the day before the first: the customers the systems already had when the data begins
+    -- (an installed base is not new on the first day), only to give the first day its previous state
+    select cast(bounds.from_date - interval 1 day as date) as date_day
+    from bounds
+    where bounds.from_date = (select first_day.first_date from first_day)
 
 ),
 
@@ -164,7 +178,9 @@ final as (
 
     from with_previous
     -- the day before the recomputed ones only served lag()
-    where with_previous.date_day >= {{ recompute_from() }}
+    where
+        with_previous.date_day >= {{ recompute_from() }}
+        and with_previous.date_day >= (select first_day.first_date from first_day)
 
 )
 

@@ -1,0 +1,157 @@
+"""Fast text for a million events a day: hex ids and ISO timestamps built as byte matrices in numpy.
+
+Formatting one value at a time (or with strftime) would cost more than the rest of the simulation; a
+fixed-width field is instead assembled column by column from lookup tables and handed to polars as one
+buffer. ``line_bytes`` gives the bytes of many lines at once, without copying them one by one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from functools import cache
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from polars import CompatLevel
+
+DAY_MS = 86_400_000
+EPOCH = dt.date(1970, 1, 1)
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def fixed(mat: np.ndarray) -> pl.Series:
+    """Rows of an (n, width) uint8 matrix of ASCII (no NUL bytes) as a string Series."""
+    n, width = mat.shape
+    if n == 0:
+        return pl.Series([], dtype=pl.String)
+    return pl.Series(np.ascontiguousarray(mat, dtype=np.uint8).view(f"S{width}").ravel()).cast(pl.String)
+
+
+def hex_matrix(raw: np.ndarray) -> np.ndarray:
+    """(n, k) bytes as (n, 2k) lowercase hex digits."""
+    out = np.empty((raw.shape[0], 2 * raw.shape[1]), dtype=np.uint8)
+    out[:, 0::2] = _HEX[raw >> 4]
+    out[:, 1::2] = _HEX[raw & 15]
+    return out
+
+
+def hex_ids(raw: np.ndarray) -> pl.Series:
+    """(n, k) random bytes as 2k lowercase hex digits each."""
+    return fixed(hex_matrix(raw))
+
+
+@cache
+def _time_of_day() -> np.ndarray:
+    """'HH:MM:SS.' for every second of a day."""
+    sec = np.arange(86_400)
+    digits = np.frombuffer(b"0123456789", dtype=np.uint8)
+    out = np.empty((86_400, 9), dtype=np.uint8)
+    for col, value in ((0, sec // 3600), (3, sec // 60 % 60), (6, sec % 60)):
+        out[:, col] = digits[value // 10]
+        out[:, col + 1] = digits[value % 10]
+    out[:, 2] = out[:, 5] = ord(":")
+    out[:, 8] = ord(".")
+    return out
+
+
+@cache
+def _millis() -> np.ndarray:
+    """'mmmZ' for every millisecond of a second."""
+    return np.frombuffer("".join(f"{i:03d}Z" for i in range(1000)).encode(), dtype=np.uint8).reshape(1000, 4)
+
+
+def iso_into(out: np.ndarray, ms: np.ndarray) -> None:
+    """Write epoch milliseconds as 'YYYY-MM-DDTHH:MM:SS.mmmZ' into the 24 columns of ``out``."""
+    day = ms // DAY_MS
+    first = int(day.min())
+    span = int(day.max()) - first + 1
+    dates = np.frombuffer(
+        "".join((EPOCH + dt.timedelta(days=first + i)).isoformat() + "T" for i in range(span)).encode(),
+        dtype=np.uint8,
+    ).reshape(span, 11)
+    rest = ms - day * DAY_MS
+    out[:, :11] = dates[day - first]
+    out[:, 11:20] = _time_of_day()[rest // 1000]
+    out[:, 20:24] = _millis()[rest % 1000]
+
+
+def iso_ms(ms: np.ndarray) -> pl.Series:
+    """Epoch milliseconds as 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
+    ms = np.asarray(ms, dtype=np.int64)
+    if len(ms) == 0:
+        return pl.Series([], dtype=pl.String)
+    out = np.empty((len(ms), 24), dtype=np.uint8)
+    iso_into(out, ms)
+    return fixed(out)
+
+
+def template(parts: list[str | np.ndarray], n: int) -> pl.Series:
+    """Fixed-width strings from literal text and epoch-millisecond columns (rendered as ISO timestamps)."""
+    widths = [len(p) if isinstance(p, str) else 24 for p in parts]
+    out = np.empty((n, sum(widths)), dtype=np.uint8)
+    at = 0
+    for part, width in zip(parts, widths, strict=True):
+        if isinstance(part, str):
+            out[:, at : at + width] = np.frombuffer(part.encode(), dtype=np.uint8)
+        elif n:
+            iso_into(out[:, at : at + width], np.asarray(part, dtype=np.int64))
+        at += width
+    return fixed(out)
+
+
+class Lines:
+    """The bytes of runs of consecutive lines of a string Series, as pieces to compress or write.
+
+    Polars keeps the strings of a Series it built back to back in a few buffers, so a run of lines is a few
+    slices of those buffers and nothing is copied (a line it replaced later lives elsewhere: one more slice).
+    A Series laid out any other way is copied once into one buffer.
+    """
+
+    def __init__(self, lines: pl.Series) -> None:
+        arr = lines.rechunk().to_arrow(compat_level=CompatLevel.newest())
+        self.n = len(arr)
+        views = None
+        if arr.type == pa.string_view() and self.n:
+            views = np.frombuffer(arr.buffers()[1], dtype=np.int32).reshape(-1, 4)[arr.offset : arr.offset + self.n]
+        if views is not None and (views[:, 0] > 12).all():  # every line out of line, in a buffer
+            self.length = views[:, 0].astype(np.int64)
+            self.buffer = views[:, 2].astype(np.int64)
+            self.start = views[:, 3].astype(np.int64)
+            self.data = [memoryview(b) if b is not None else memoryview(b"") for b in arr.buffers()[2:]]
+        else:
+            large = arr.cast(pa.large_string())
+            offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset : large.offset + self.n + 1]
+            self.data = [memoryview(large.buffers()[2]) if large.buffers()[2] is not None else memoryview(b"")]
+            self.buffer = np.zeros(self.n, dtype=np.int64)
+            self.start = offsets[:-1]
+            self.length = np.diff(offsets)
+        follows = (self.buffer[1:] == self.buffer[:-1]) & (self.start[1:] == self.start[:-1] + self.length[:-1])
+        self.breaks = np.flatnonzero(~follows) + 1  # lines that do not follow the one before in memory
+
+    def pieces(self, a: int, b: int) -> list[memoryview]:
+        """Lines a (inclusive) to b (exclusive), in order."""
+        if a >= b:
+            return []
+        lo, hi = np.searchsorted(self.breaks, a, side="right"), np.searchsorted(self.breaks, b, side="left")
+        cuts = [a, *self.breaks[lo:hi].tolist(), b]
+        out = []
+        for first, stop in itertools.pairwise(cuts):
+            last = stop - 1
+            buf = int(self.buffer[first])
+            out.append(self.data[buf][int(self.start[first]) : int(self.start[last]) + int(self.length[last])])
+        return out
+
+
+def line_bytes(lines: pl.Series) -> tuple[memoryview, np.ndarray]:
+    """All lines' bytes back to back, and where each line starts (n + 1 offsets)."""
+    arr = lines.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    view = memoryview(data) if data is not None else memoryview(b"")
+    return view, offsets
