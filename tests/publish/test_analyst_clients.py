@@ -70,7 +70,9 @@ class Client:
             assert done.returncode == 0, f"{self.name}: {done.stdout}{done.stderr}"
             return [[str(v) for v in row.values()] for row in json.loads(done.stdout or "[]")]
         stop = Path(os.devnull)  # exists: read once
-        done = subprocess.run([*self.command, str(database), str(stop), sql], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*self.command, str(database), str(stop), sql], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, f"{self.name}: {done.stderr[-3000:]}"
         rows: list[list[str]] = json.loads(done.stdout.splitlines()[-1])["rows"]
         return rows
@@ -204,9 +206,14 @@ def test_the_analysts_clients_read_the_restricted_file_and_the_data_products(
     )
     assert run.returncode == 0, run.stderr
     with duckdb.connect(str(settings.restricted_db), read_only=True) as conn:
-        ledger = [[str(v) for v in row] for row in conn.execute("select count(*), sum(debit_amount) from marts.fct_gl_entries").fetchall()]
+        ledger = [
+            [str(v) for v in row]
+            for row in conn.execute("select count(*), sum(debit_amount) from marts.fct_gl_entries").fetchall()
+        ]
     with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
-        kpis = [[str(v) for v in row] for row in conn.execute("select count(*), sum(value) from kpis.kpi_daily").fetchall()]
+        kpis = [
+            [str(v) for v in row] for row in conn.execute("select count(*), sum(value) from kpis.kpi_daily").fetchall()
+        ]
     assert int(ledger[0][0]) > 0 and int(kpis[0][0]) > 0
     index = json.loads((exports_dir(settings) / "index.json").read_text())
     products = {}
