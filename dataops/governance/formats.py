@@ -1,4 +1,4 @@
-"""Query results as JSON, CSV or Arrow, the same for both doors.
+"""Query results as JSON, CSV, Arrow or Parquet, the same for both doors.
 
 Column names need not be unique (``select a.id, b.id``): CSV and Arrow keep them as they are; JSON rows are
 objects keyed by ``columns``, where a repeated name gets a suffix (``id``, ``id_2``), and ``names`` keeps
@@ -15,10 +15,11 @@ import json
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dataops.governance.gateway import QueryResult
 
-FORMATS = ("json", "csv", "arrow", "table")
+FORMATS = ("json", "csv", "arrow", "parquet", "table")
 
 
 def _plain(value: Any) -> Any:
@@ -75,4 +76,12 @@ def to_arrow(result: QueryResult) -> bytes:
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
+    return sink.getvalue()
+
+
+def to_parquet(result: QueryResult) -> bytes:
+    """The Arrow result as one Parquet file, for the tools that open files (a download from the query page)."""
+    table = pa.ipc.open_stream(to_arrow(result)).read_all()
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
     return sink.getvalue()
