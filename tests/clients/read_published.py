@@ -22,7 +22,7 @@ def main() -> None:
         print(json.dumps({"duckdb": duckdb.__version__, "rows": [[str(v) for v in row] for row in rows]}), flush=True)
         if last:
             return
-        time.sleep(0.05)
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,7 @@ class Watcher:
                 return
             if last:
                 return
+            time.sleep(0.2)
 
     def join(self) -> None:
         assert self.thread is not None
