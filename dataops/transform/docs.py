@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataops.core.settings import Settings
-from dataops.transform.dbt import run_dbt
+from dataops.transform.runner import run_dbt
 
 # What the site is made of: the page, and the two files it loads.
 SITE_FILES = ("index.html", "manifest.json", "catalog.json")
