@@ -1,12 +1,14 @@
 """The gateway's HTTP door (FastAPI): the same rules as `dataops sql` for tools off the machine.
 
-``POST /v1/query`` with ``{"sql": "...", "format": "json" | "csv" | "arrow" | "parquet"}`` and
-``Authorization: Bearer <token>`` (docs/governance.md has the response shapes). Every request, whatever it asks
-and however it ends, is audited exactly once by :class:`AuditedDoor`, which wraps the whole application: it
-reads the body itself and refuses it past the size limit as it is read (a declared ``Content-Length`` or a
-chunked body alike), before anything parses it or looks at the token; it records the request's audit line
-before the first byte of the answer goes out, and answers 500 instead when the line cannot be written. The query
-page (application/query_page) is served beside it and calls the same endpoint.
+``POST /v1/query`` with ``{"sql": "...", "format": "json" | "csv" | "arrow"}`` and ``Authorization: Bearer
+<token>`` (docs/governance.md has the response shapes). Every request, whatever it asks and however it ends, is
+audited exactly once by :class:`AuditedDoor`, which wraps the whole application: it reads the body itself and
+refuses it past the size limit as it is read (a declared ``Content-Length`` or a chunked body alike), before
+anything parses it or looks at the token; it records the request's audit line before the first byte of the
+answer goes out, and answers 500 instead when the line cannot be written.
+
+A ``parquet`` format answers with one Parquet file; the query page (application/query_page) is served beside
+the endpoint and calls it like any other client.
 """
 
 from __future__ import annotations

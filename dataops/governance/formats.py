@@ -2,7 +2,7 @@
 
 Column names need not be unique (``select a.id, b.id``): CSV and Arrow keep them as they are; JSON rows are
 objects keyed by ``columns``, where a repeated name gets a suffix (``id``, ``id_2``), and ``names`` keeps
-them as DuckDB gave them, so no value is lost.
+them as DuckDB gave them, so no value is lost. Parquet names its columns as JSON's ``columns``.
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ def to_arrow(result: QueryResult) -> bytes:
 
 
 def to_parquet(result: QueryResult) -> bytes:
-    """The Arrow result as one Parquet file, for the tools that open files (a download from the query page)."""
+    """The Arrow result as one Parquet file, for the tools that open files (a download from the query page);
+    its column names unique as in JSON, since Parquet readers cannot tell two columns of one name apart."""
     table = pa.ipc.open_stream(to_arrow(result)).read_all()
+    table = table.rename_columns(unique_names(result.columns))
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()

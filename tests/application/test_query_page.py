@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def test_a_denied_query_says_which_brake_stopped_it_and_whom_to_ask(page: Any, s
     assert page.get_attribute("#denied", "data-brake") == "scan_limit"
     assert page.text_content("#denied h2") == "Stopped by the scan limit"
     message = page.text_content("#denied .message")
-    assert f"{LIMITS['max_scan_rows']:,}" in message and "Ask data-platform" in message
+    assert f"{LIMITS['max_scan_rows']:,}" in message and "data-platform@dataops.example" in message
     assert page.is_hidden("#results")
 
     denied = [r for r in audit.read(server.governed.settings) if r.get("allowed") is False and r["door"] == "http"]
@@ -236,13 +237,16 @@ def test_results_download_as_csv_and_parquet(page: Any, server: Server) -> None:
     rows = list(csv.reader(io.StringIO(Path(csv_download.value.path()).read_text())))
     assert rows[0] == ["date_day", "value"] and [(d, f"{float(v):.2f}") for d, v in rows[1:]] == expected
 
+    page.fill("#sql", MRR.replace("value from", "value, value * 12 as value from"))  # two columns named value
     with page.expect_download() as parquet_download:
         page.click("#download-parquet")
     assert parquet_download.value.suggested_filename.endswith(".parquet")
     table = pq.read_table(parquet_download.value.path())
-    assert table.column_names == ["date_day", "value"]
-    downloaded = zip(table.column("date_day").to_pylist(), table.column("value").to_pylist(), strict=True)
-    assert [(d.isoformat(), f"{v}") for d, v in downloaded] == expected
+    assert table.column_names == ["date_day", "value", "value_2"]  # named as the JSON result names them
+    downloaded = zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
+    assert [(d.isoformat(), f"{v}", f"{y}") for d, v, y in downloaded] == [
+        (d, v, f"{12 * Decimal(v)}") for d, v in expected
+    ]
 
 
 def test_the_page_reads_on_a_phone(page: Any, server: Server) -> None:

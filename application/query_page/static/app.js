@@ -7,7 +7,12 @@
 (function () {
   const PAGE_ROWS = 50;
   const TOKEN_KEY = "dataops-query-token";
-  const BRAKES = { scan_limit: "scan limit", statement_timeout: "statement timeout", row_limit: "row limit" };
+  // The gateway's brakes (registry/policy.yaml), named as people say them.
+  const BRAKES = { scan_limit: "scan limit", statement_timeout: "statement timeout", row_limit: "row limit",
+    result_bytes: "result size limit", memory_limit: "memory limit", memory_ceiling: "memory limit",
+    concurrency_user: "limit of queries you may run at once", concurrency_server: "server's limit of queries at once",
+    failed_tokens: "pause after failed sign-ins", statement_size: "statement size limit",
+    statement_nesting: "statement nesting limit", request_size: "request size limit" };
   // The platform's own tables for analysts (README: "Querying the analyst warehouse"), beside the catalog's datasets.
   const PLATFORM_TABLES = ["catalog.datasets", "catalog.columns", "catalog.archives", "publish.kpi_history",
     "publish.kpi_restatements", "publish.publish_log", "publish.quarantine_summary"];
@@ -54,8 +59,9 @@
 
   async function signIn(token) {
     state.token = token;
-    const [datasets, columns] = await Promise.all([ask(CATALOG_SQL), ask(COLUMNS_SQL)]);
+    const datasets = await ask(CATALOG_SQL);  // one at a time: a user's concurrent queries are braked
     if (!datasets.ok) { throw await failure(datasets); }
+    const columns = await ask(COLUMNS_SQL);
     if (!columns.ok) { throw await failure(columns); }
     state.datasets = (await datasets.json()).rows;
     state.columns = {};
@@ -313,14 +319,18 @@
     card.dataset.brake = problem.brake || "";
     card.dataset.status = String(problem.status);
     let title = "The query failed";
-    if (problem.status === 403) {
-      title = problem.brake ? "Stopped by the " + (BRAKES[problem.brake] || problem.brake) : "Not allowed";
+    if (problem.brake) {
+      title = "Stopped by the " + (BRAKES[problem.brake] || problem.brake.replace(/_/g, " "));
+    } else if (problem.status === 403) {
+      title = "Not allowed";
     } else if (problem.status === 413) {
       title = "The query is too large";
+    } else if (problem.status === 400) {
+      title = "The query is not valid";
     }
     card.append(element("h2", title), element("p", problem.message, "message"));
     const owners = datasetsIn(sql);
-    if (problem.status === 403 && owners.length) {
+    if ((problem.status === 403 || problem.brake) && owners.length) {
       card.append(element("h3", "Whom to ask"));
       const list = element("ul", null, "ask");
       for (const dataset of owners) {
