@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: bootstrap run test lint typecheck unit browser bench clean-data
+.PHONY: bootstrap run test lint typecheck unit browser clients bench clean-data
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
 $(UV):
@@ -36,13 +36,26 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-unit: browser
+unit: browser clients
 	$(BIN)/pytest
 
 # The page tests drive Debian's Chromium (Playwright cannot download its own browsers here).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the page tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# The analysts' own clients (tests/clients/README.md): older DuckDB releases and the DuckDB CLI, each in a small
+# environment of its own from a pinned, hashed requirements file, that the tests open the published files with.
+CLIENTS := .clients
+CLIENT_ENVS := $(patsubst tests/clients/%.txt,$(CLIENTS)/%/.synced,$(wildcard tests/clients/*.txt))
+
+$(CLIENTS)/%/.synced: tests/clients/%.txt $(UV)
+	rm -rf $(CLIENTS)/$*
+	$(UV) venv --quiet --python $(PYTHON) $(CLIENTS)/$*
+	$(UV) pip install --quiet --python $(CLIENTS)/$*/bin/python --require-hashes --no-deps -r $<
+	@touch $@
+
+clients: $(CLIENT_ENVS)
 
 ## bench: simulate the sources at SF (default 1), then measure the full build, the floor, daily runs (see benchmarks/)
 SF ?= 1

@@ -6,6 +6,9 @@ audited exactly once by :class:`AuditedDoor`, which wraps the whole application:
 refuses it past the size limit as it is read (a declared ``Content-Length`` or a chunked body alike), before
 anything parses it or looks at the token; it records the request's audit line before the first byte of the
 answer goes out, and answers 500 instead when the line cannot be written.
+
+A ``parquet`` format answers with one Parquet file; the query page (application/query_page) is served beside
+the endpoint and calls it like any other client.
 """
 
 from __future__ import annotations
@@ -24,16 +27,22 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from application import query_page
 from dataops.core.settings import Settings
 from dataops.governance import audit
-from dataops.governance.formats import to_arrow, to_csv, to_json
+from dataops.governance.formats import to_arrow, to_csv, to_json, to_parquet
 from dataops.governance.gateway import Denied, Gateway
 from dataops.governance.policy import Policy
 from dataops.governance.users import AuthenticationError, FailedTokens, SlowedDown, authenticate_token
 from dataops.governance.worker import pool
 
 log = logging.getLogger(__name__)
-MEDIA = {"json": "application/json", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.stream"}
+MEDIA = {
+    "json": "application/json",
+    "csv": "text/csv",
+    "arrow": "application/vnd.apache.arrow.stream",
+    "parquet": "application/vnd.apache.parquet",
+}
 BEARER = re.compile(r"Bearer ([A-Za-z0-9_\-]+)", re.IGNORECASE)
 STATUS = {"invalid": 400, "denied": 403, "braked": 403, "error": 500}
 BRAKE_STATUS = {"concurrency_user": 429, "concurrency_server": 503}
@@ -111,8 +120,11 @@ def create_app(settings: Settings, policy: Policy, warm_workers: int = 0) -> Fas
             return PlainTextResponse(to_csv(result), media_type=MEDIA["csv"], headers=headers)
         if body.format == "arrow":
             return Response(to_arrow(result), media_type=MEDIA["arrow"], headers=headers)
+        if body.format == "parquet":
+            return Response(to_parquet(result), media_type=MEDIA["parquet"], headers=headers)
         return Response(to_json(result), media_type=MEDIA["json"], headers=headers)
 
+    app.include_router(query_page.router())  # the query page: static files that call /v1/query
     return app
 
 

@@ -34,6 +34,7 @@ class Kpi:
     kind: str  # stock (a level at day end) or flow (a sum over the day)
     owner: str
     grain: str = "day"
+    label: str = ""  # the business name people read (required of the published KPIs)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def load_registry(path: str | Path | None = None) -> Registry:
     data = yaml.load(reg_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(data, dict):
         raise RegistryError(f"{reg_path}: expected a mapping at the top level")
-    kpis = _kpis(data, "kpis", reg_path)
+    kpis = _kpis(data, "kpis", reg_path, labelled=True)
     usage = _usage(_get(data, "usage", dict, reg_path), reg_path)
     return Registry(
         version=str(_get(data, "version", str, reg_path)),
@@ -236,11 +237,17 @@ def load_registry(path: str | Path | None = None) -> Registry:
     )
 
 
-def _kpis(data: dict[str, Any], key: str, path: Path, features: list[str] | None = None) -> list[Kpi]:
-    """KPI definitions; one ``per_feature`` entry becomes one KPI per feature (``<name>_<feature>``)."""
+def _kpis(
+    data: dict[str, Any], key: str, path: Path, features: list[str] | None = None, *, labelled: bool = False
+) -> list[Kpi]:
+    """KPI definitions; one ``per_feature`` entry becomes one KPI per feature (``<name>_<feature>``).
+
+    ``labelled``: the published KPIs need a business name (the dashboard and the docs show it to people).
+    """
     kpis = []
+    required = {"name", "description", "formula", "unit", "kind", "owner"} | ({"label"} if labelled else set())
     for i, item in enumerate(_get(data, key, list, path)):
-        missing = {"name", "description", "formula", "unit", "kind", "owner"} - set(item)
+        missing = required - set(item)
         if missing:
             raise RegistryError(f"{path}: {key}[{i}] lacks {sorted(missing)}")
         if item["kind"] not in {"stock", "flow"}:
@@ -322,12 +329,11 @@ def kpi_seed_csv(registry: Registry) -> str:
     """The KPI definitions as a dbt seed, so that dbt docs and the warehouse carry them."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["kpi_order", "kpi_name", "description", "formula", "unit", "kind", "grain", "owner", "definition_version"]
-    )
-    for order, kpi in enumerate(registry.kpis, start=1):
+    columns = "kpi_order kpi_name description formula unit kind grain owner definition_version label"
+    writer.writerow(columns.split())
+    for order, k in enumerate(registry.kpis, start=1):
         writer.writerow(
-            [order, kpi.name, kpi.description, kpi.formula, kpi.unit, kpi.kind, kpi.grain, kpi.owner, registry.version]
+            [order, k.name, k.description, k.formula, k.unit, k.kind, k.grain, k.owner, registry.version, k.label]
         )
     return buf.getvalue()
 
@@ -348,14 +354,14 @@ def registry_docs(registry: Registry) -> str:
         return " ".join(str(text).split()).replace("|", "/")
 
     kpi_rows = "\n".join(
-        f"| {k.name} | {cell(k.description)} | {cell(k.formula)} | {k.unit} | {k.kind} | {k.owner} |"
+        f"| {k.name} | {cell(k.label)} | {cell(k.description)} | {cell(k.formula)} | {k.unit} | {k.kind} | {k.owner} |"
         for k in registry.kpis
     )
     state_rows = "\n".join(f"| {s['name']} | {cell(s['rule'])} |" for s in registry.raw["customer_states"])
     return (
         "{% docs registry_kpis %}\n"
         f"The enterprise KPIs, registry version {registry.version} (generated from registry/enterprise.yaml).\n\n"
-        "| KPI | meaning | formula | unit | kind | owner |\n|---|---|---|---|---|---|\n"
+        "| KPI | business name | meaning | formula | unit | kind | owner |\n|---|---|---|---|---|---|---|\n"
         f"{kpi_rows}\n"
         "{% enddocs %}\n\n"
         "{% docs registry_customer_states %}\n"

@@ -245,7 +245,7 @@ def api_serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8787,
     host: Annotated[str, typer.Option(help="Interface; loopback unless you mean otherwise.")] = "127.0.0.1",
 ) -> None:
-    """Serve the query gateway over HTTP (bearer tokens; JSON, CSV or Arrow results)."""
+    """Serve the query gateway over HTTP (bearer tokens; JSON, CSV, Arrow or Parquet results) and the query page."""
     import uvicorn
 
     from application.api import create_app
@@ -257,7 +257,7 @@ def api_serve(
             "see docs/governance.md"
         )
     policy = load_policy()
-    console.print(f"query gateway on http://{host}:{port}/v1/query")
+    console.print(f"query gateway on http://{host}:{port}/v1/query; the query page on http://{host}:{port}/query/")
     app = create_app(settings(), policy, warm_workers=min(2, policy.server.max_concurrent_queries))
     uvicorn.run(app, host=host, port=port, log_level="info")
 

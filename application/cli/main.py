@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from application.cli import demo, egress, governance, lake, operate, sources, transform
+from application.cli import demo, docs, egress, governance, lake, operate, sources, transform
 
 app = typer.Typer(
     name="dataops",
@@ -34,6 +34,7 @@ demo.register(app)
 sources.register(app)
 lake.register(app)
 transform.register(app)
+docs.register(app)
 operate.register(app)
 governance.register(app)
 egress.register(app)

@@ -17,6 +17,11 @@ from application.cli.common import console, err_console, fail, parse_date, progr
 FORMATS = ("table", "csv", "json")
 
 
+def kpi_value(value: float, unit: str, grouped: bool = True) -> str:
+    """A KPI value as its unit in the registry says: counts whole ("7"), amounts to the cent ("91,809.99")."""
+    return f"{value:{',' if grouped else ''}.{0 if unit == 'count' else 2}f}"
+
+
 def register(app: typer.Typer) -> None:
     app.command()(run)
     app.command()(backfill)
@@ -94,7 +99,9 @@ def status() -> None:
     for column in ("kpi", "value", "unit", "final"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for row in report.kpis:
-        table.add_row(row["kpi"], f"{row['value']:,.2f}", row["unit"], "yes" if row["is_final"] else "flash")
+        table.add_row(
+            row["kpi"], kpi_value(row["value"], row["unit"]), row["unit"], "yes" if row["is_final"] else "flash"
+        )
     console.print(table)
     console.print(f"Failed checks in the last run: {', '.join(report.failed_checks) or 'none'}")
     if report.warnings:
@@ -120,17 +127,19 @@ def kpis(
     if not rows:
         raise fail(f"no published KPIs for {day or 'any date'}")
     if format == "json":
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        whole = [{**r, "value": int(r["value"])} if r["unit"] == "count" else r for r in rows]  # counts as integers
+        sys.stdout.write(json.dumps(whole, indent=2) + "\n")
     elif format == "csv":
         sys.stdout.write("date,kpi,value,unit,is_final\n")
         for r in rows:
-            sys.stdout.write(f"{r['date']},{r['kpi']},{r['value']:.2f},{r['unit']},{str(r['is_final']).lower()}\n")
+            value = kpi_value(r["value"], r["unit"], grouped=False)
+            sys.stdout.write(f"{r['date']},{r['kpi']},{value},{r['unit']},{str(r['is_final']).lower()}\n")
     else:
         table = Table(title=f"KPIs on {rows[0]['date']}")
         for column in ("kpi", "value", "unit", "final"):
             table.add_column(column, justify="right" if column == "value" else "left")
         for r in rows:
-            table.add_row(r["kpi"], f"{r['value']:,.2f}", r["unit"], "yes" if r["is_final"] else "flash")
+            table.add_row(r["kpi"], kpi_value(r["value"], r["unit"]), r["unit"], "yes" if r["is_final"] else "flash")
         console.print(table)
 
 

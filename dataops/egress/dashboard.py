@@ -6,10 +6,15 @@ plotly.js is inlined once, every figure is inlined as JSON, the style is inlined
 Policy in the page forbids the browser from fetching anything. It reads only the analyst warehouse (what
 every analyst may see, personal data pseudonymised) and shows only aggregates of it.
 
+It speaks to executives: each KPI under its business name and one-line meaning from the registry, flows as
+month to date and last month against the period before (``dataops.egress.headlines``), stocks as the latest
+value against last month's end, flash and final told apart, restatements shown; the status in plain words.
+It reads on a phone as on a desk (``dataops.egress.figures``).
+
 The same input gives the same bytes (sorted queries, no build timestamp), so a rebuild after a publish that
 changed nothing changes nothing. Freshness is the one judgement that depends on the clock: the file states
 it as checked at build time (``dataops.publish.status``) and the page re-checks it with the same rule when opened,
-because a dashboard nobody rebuilt (publishing stopped) is exactly when it must not keep saying "fresh".
+because a dashboard nobody rebuilt (publishing stopped) is exactly when it must not keep saying "up to date".
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -32,37 +36,22 @@ from typing import Any
 import duckdb
 import jinja2
 import plotly
-import plotly.graph_objects as go
 import polars as pl
 from plotly.offline import get_plotlyjs
-from plotly.subplots import make_subplots
 
 from dataops.core.digest import digest, files_digest
 from dataops.core.settings import Settings
 from dataops.core.warehouse import connect, query_frame, scalar
+from dataops.egress import figures
+from dataops.egress.headlines import Reading, day_words, flow_readings, stock_readings
 from dataops.publish.status import CheckSummary, Status, platform_status
+from registry import ENTERPRISE_FILE
 from registry.loader import load_registry
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_PORT = 8765
-# Lifecycle order for display (the registry lists states in evaluation order, first match wins).
-CUSTOMER_STATES = ("prospect", "onboarding", "active", "paused", "churned")
-STATE_COLOURS = {
-    "prospect": "#b0b7c3",
-    "onboarding": "#7fb3e0",
-    "active": "#2e9e5b",
-    "paused": "#f0a030",
-    "churned": "#d0463c",
-}
-STACK_ORDER = ("active", "paused", "churned", "onboarding", "prospect")
-FUNNEL_STAGES = ("leads", "MQLs", "SQLs", "won")
-# Months of the funnel in calm blues and greens: orange and red mean provisional and restated on this page.
-MONTH_COLOURS = ("#1e40af", "#3b82f6", "#93c5fd", "#0f766e", "#14b8a6", "#99f6e4", "#4338ca", "#a5b4fc")
-FINAL_COLOUR = "#2563eb"
-PROVISIONAL_COLOUR = "#d97706"
-RESTATED_COLOUR = "#dc2626"
 # The page may run its own inline scripts and styles and show inline images (plotly's own icons); nothing else,
 # in particular no request to any server: the browser enforces "works with no network" for us.
 CONTENT_SECURITY_POLICY = (
@@ -88,6 +77,11 @@ class KpiDefinition:
     kind: str
     owner: str
     version: str
+    label: str = ""  # the business name; the technical name where the published registry predates labels
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -154,8 +148,10 @@ def made_from(status: Status) -> str:
 
 @functools.cache
 def _code_digest() -> str:
-    """The drawing code, read once per process: comparing and then drawing a page both need it."""
-    return files_digest([Path(__file__), *sorted(TEMPLATES.iterdir())])
+    """The drawing code, read once per process: comparing and then drawing a page both need it (and the
+    registry, whose business names a publish made before them lacks)."""
+    drawing = [Path(__file__), Path(figures.__file__), Path(__file__).with_name("headlines.py")]
+    return files_digest([*drawing, *sorted(TEMPLATES.iterdir()), ENTERPRISE_FILE])
 
 
 MADE_FROM = re.compile(r'<meta name="dataops-made-from" content="([0-9a-f]{64})">')
@@ -169,6 +165,67 @@ def _made_from_of(page: Path) -> str | None:
     return found.group(1) if found else None
 
 
+# What the page reads: (datasets it needs, query, the empty frame's schema when one is missing).
+READS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
+    "daily": (
+        ("kpis.kpi_daily",),
+        """
+        select date_day, kpi_name, cast(value as double) as value, unit, is_final, definition_version
+        from kpis.kpi_daily order by kpi_name, date_day
+        """,
+        {"date_day": pl.Date, "kpi_name": pl.String, "value": pl.Float64, "unit": pl.String,
+         "is_final": pl.Boolean, "definition_version": pl.String},
+    ),
+    "monthly": (
+        ("kpis.kpi_monthly",),
+        """
+        select month_start_date, kpi_name, cast(value as double) as value, is_complete_month, is_final
+        from kpis.kpi_monthly order by kpi_name, month_start_date
+        """,
+        {"month_start_date": pl.Date, "kpi_name": pl.String, "value": pl.Float64,
+         "is_complete_month": pl.Boolean, "is_final": pl.Boolean},
+    ),
+    "restatements": (
+        ("publish.kpi_restatements",),
+        """
+        select kpi_name, period, grain, cast(old_value as double) as old_value,
+               cast(new_value as double) as new_value, was_final, restated_at, cause
+        from publish.kpi_restatements order by restated_at desc, kpi_name, period, grain, cause
+        """,
+        {"kpi_name": pl.String, "period": pl.Date, "grain": pl.String, "old_value": pl.Float64,
+         "new_value": pl.Float64, "was_final": pl.Boolean, "restated_at": pl.Datetime("us", "UTC"),
+         "cause": pl.String},
+    ),
+    "states": (
+        ("marts.fct_customer_states_daily",),
+        """
+        select date_day, state, count(*) as customers
+        from marts.fct_customer_states_daily group by all order by date_day, state
+        """,
+        {"date_day": pl.Date, "state": pl.String, "customers": pl.Int64},
+    ),
+    # Each stage as the marts define it: leads as the CRM holds them, MQLs and SQLs as people (the mqls and sqls
+    # KPIs count the same dim_people dates), won opportunities by close date (as opportunities_won).
+    "funnel": (
+        ("marts.fct_leads", "marts.dim_people", "marts.fct_opportunities"),
+        """
+        select month, stage, count(*) as count from (
+            select date_trunc('month', created_date) as month, 'leads' as stage
+            from marts.fct_leads where created_date is not null
+            union all
+            select date_trunc('month', mql_date), 'MQLs' from marts.dim_people where mql_date is not null
+            union all
+            select date_trunc('month', sql_date), 'SQLs' from marts.dim_people where sql_date is not null
+            union all
+            select date_trunc('month', closed_date), 'won' from marts.fct_opportunities
+            where is_won and closed_date is not null
+        ) group by all order by month, stage
+        """,
+        {"month": pl.Date, "stage": pl.String, "count": pl.Int64},
+    ),
+}  # fmt: skip
+
+
 def load_dashboard_data(
     settings: Settings, now: dt.datetime | None = None, status: Status | None = None
 ) -> DashboardData:
@@ -176,109 +233,51 @@ def load_dashboard_data(
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"no analyst warehouse at {settings.analytics_db}: nothing published yet")
     missing: list[str] = []
+    frames: dict[str, pl.DataFrame] = {}
     with connect(settings.analytics_db, read_only=True) as conn:
         present = {
             f"{s}.{t}"
             for s, t in conn.execute("select table_schema, table_name from information_schema.tables").fetchall()
         }
-
-        def frame(needs: tuple[str, ...], sql: str, empty: dict[str, Any]) -> pl.DataFrame:
-            absent = [name for name in needs if name not in present]
-            if absent:
-                missing.extend(absent)
-                return pl.DataFrame(schema=empty)
-            return query_frame(conn, sql)
-
+        for name, (needs, sql, empty) in READS.items():
+            absent = [dataset for dataset in needs if dataset not in present]
+            missing.extend(absent)
+            frames[name] = pl.DataFrame(schema=empty) if absent else query_frame(conn, sql)
         definitions = _definitions(conn, "reference.registry_kpis" in present)
-        daily = frame(
-            ("kpis.kpi_daily",),
-            """
-            select date_day, kpi_name, cast(value as double) as value, unit, is_final, definition_version
-            from kpis.kpi_daily order by kpi_name, date_day
-            """,
-            {"date_day": pl.Date, "kpi_name": pl.String, "value": pl.Float64, "unit": pl.String,
-             "is_final": pl.Boolean, "definition_version": pl.String},
-        )  # fmt: skip
-        monthly = frame(
-            ("kpis.kpi_monthly",),
-            """
-            select month_start_date, kpi_name, cast(value as double) as value, is_complete_month, is_final
-            from kpis.kpi_monthly order by kpi_name, month_start_date
-            """,
-            {"month_start_date": pl.Date, "kpi_name": pl.String, "value": pl.Float64,
-             "is_complete_month": pl.Boolean, "is_final": pl.Boolean},
-        )  # fmt: skip
-        restatements = frame(
-            ("publish.kpi_restatements",),
-            """
-            select kpi_name, period, grain, cast(old_value as double) as old_value,
-                   cast(new_value as double) as new_value, was_final, restated_at, cause
-            from publish.kpi_restatements order by restated_at desc, kpi_name, period, grain, cause
-            """,
-            {"kpi_name": pl.String, "period": pl.Date, "grain": pl.String, "old_value": pl.Float64,
-             "new_value": pl.Float64, "was_final": pl.Boolean, "restated_at": pl.Datetime("us", "UTC"),
-             "cause": pl.String},
-        )  # fmt: skip
-        states = frame(
-            ("marts.fct_customer_states_daily",),
-            """
-            select date_day, state, count(*) as customers
-            from marts.fct_customer_states_daily group by all order by date_day, state
-            """,
-            {"date_day": pl.Date, "state": pl.String, "customers": pl.Int64},
-        )
-        # Each stage as the marts define it: leads as the CRM holds them, MQLs and SQLs as people (the mqls and
-        # sqls KPIs count the same dim_people dates), won opportunities by close date (as opportunities_won).
-        funnel = frame(
-            ("marts.fct_leads", "marts.dim_people", "marts.fct_opportunities"),
-            """
-            select month, stage, count(*) as count from (
-                select date_trunc('month', created_date) as month, 'leads' as stage
-                from marts.fct_leads where created_date is not null
-                union all
-                select date_trunc('month', mql_date), 'MQLs' from marts.dim_people where mql_date is not null
-                union all
-                select date_trunc('month', sql_date), 'SQLs' from marts.dim_people where sql_date is not null
-                union all
-                select date_trunc('month', closed_date), 'won' from marts.fct_opportunities
-                where is_won and closed_date is not null
-            ) group by all order by month, stage
-            """,
-            {"month": pl.Date, "stage": pl.String, "count": pl.Int64},
-        )
         restatement_count = (
             int(scalar(conn, "select count(*) from publish.kpi_restatements"))
             if "publish.kpi_restatements" in present
             else 0
         )
-    status = status or platform_status(settings, now)
     return DashboardData(
         definitions=definitions,
-        daily=daily,
-        monthly=monthly,
-        restatements=restatements,
-        states=states,
-        funnel=funnel,
-        status=status,
+        status=status or platform_status(settings, now),
         restatement_count=restatement_count,
         missing=sorted(set(missing)),
+        **frames,
     )
 
 
 def _definitions(conn: duckdb.DuckDBPyConnection, published: bool) -> list[KpiDefinition]:
     """The registry as published with the data (the definitions these values were computed under); the
-    registry file only when the warehouse predates the published copy."""
-    if published:
-        rows = conn.execute("""
-            select kpi_name, description, formula, unit, kind, owner, definition_version
-            from reference.registry_kpis order by kpi_order, kpi_name
-        """).fetchall()
-        return [KpiDefinition(*(str(v) for v in row)) for row in rows]
+    registry file for what the published copy lacks (a warehouse published before it, or before labels)."""
 
     registry = load_registry()
+    labels = {k.name: k.label for k in registry.kpis}
+    if not published:
+        return [
+            KpiDefinition(k.name, k.description, k.formula, k.unit, k.kind, k.owner, registry.version, k.label)
+            for k in registry.kpis
+        ]
+    columns = {c for (c,) in conn.execute("select column_name from (describe reference.registry_kpis)").fetchall()}
+    label = "label" if "label" in columns else "null"
+    rows = conn.execute(f"""
+        select kpi_name, description, formula, unit, kind, owner, definition_version, {label}
+        from reference.registry_kpis order by kpi_order, kpi_name
+    """).fetchall()
     return [
-        KpiDefinition(k.name, k.description, k.formula, k.unit, k.kind, k.owner, registry.version)
-        for k in registry.kpis
+        KpiDefinition(str(n), str(d), str(f), str(u), str(k), str(o), str(v), str(lab or labels.get(n, "")))
+        for n, d, f, u, k, o, v, lab in rows
     ]
 
 
@@ -293,10 +292,13 @@ def render_dashboard(data: DashboardData) -> str:
         KpiDefinition(name, "not in the published registry", "", _first_unit(data.daily, name), "stock", "", "")
         for name in extra
     ]
-    panels = [_panel(d, data) for d in definitions]
-    figures = [(p["chart_id"], p.pop("figure")) for p in panels if p.get("figure") is not None]
-    figures.append(("chart-customer-states", _states_figure(data.states)))
-    figures.append(("chart-lead-funnel", _funnel_figure(data.funnel)))
+    latest = data.daily["date_day"].max() if data.daily.height else None
+    as_of = data.status.as_of or (latest if isinstance(latest, dt.date) else None)
+    panels = [_panel(d, data, as_of) for d in definitions]
+    funnel = _funnel_view(data.funnel)
+    charts = [(p["chart_id"], p.pop("figure")) for p in panels if p.get("figure") is not None]
+    charts.append(("chart-customer-states", figures.states_figure(data.states)))
+    charts.append(("chart-lead-funnel", figures.funnel_figure(funnel["totals"], funnel["period"])))
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -305,19 +307,19 @@ def render_dashboard(data: DashboardData) -> str:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    template = environment.get_template("dashboard.html.j2")
-    return template.render(
+    return environment.get_template("dashboard.html.j2").render(
         made_from=made_from(data.status),
         csp=CONTENT_SECURITY_POLICY,
         plotlyjs=get_plotlyjs(),
         plotly_version=plotly.__version__,
         status=_status_view(data),
         panels=panels,
-        figures=[(chart_id, _figure_json(fig)) for chart_id, fig in figures],
+        figures=[(chart_id, figures.figure_json(fig)) for chart_id, fig in charts],
         as_of=_iso(data.status.as_of),
+        as_of_words=day_words(data.status.as_of) if data.status.as_of else "",
         registry_version=", ".join(sorted({d.version for d in data.definitions if d.version})),
         missing=data.missing,
-        funnel_totals=_funnel_totals(data.funnel),
+        funnel=funnel,
     )
 
 
@@ -335,25 +337,90 @@ def format_value(value: float | None, unit: str) -> str:
     if value is None:
         return "–"
     if unit == "count":
-        return f"{value:,.0f}"
+        return f"{value:,.0f}" if value >= 0 else f"−{-value:,.0f}"
     if unit == "USD":
         return f"${value:,.2f}" if value >= 0 else f"−${-value:,.2f}"
     return f"{value:,.2f} {unit}"
 
 
-def _hover_format(unit: str) -> str:
-    return ",.0f" if unit == "count" else ",.2f"
+def change_words(reading: Reading, unit: str) -> str:
+    """How a headline figure moved against the period before, in words: "▲ $1,200.00 (+12.0%) vs 1–4 Nov 2026"."""
+    if reading.value is None:
+        return ""
+    if reading.against_value is None:
+        return f"no comparison: the published data does not cover {reading.against}"
+    change = reading.change or 0.0
+    if change == 0:
+        return f"no change vs {reading.against}"
+    arrow = "▲" if change > 0 else "▼"
+    percent = f" ({reading.change_pct:+.1f}%)" if reading.change_pct is not None else ""
+    before = format_value(reading.against_value, unit)
+    return f"{arrow} {format_value(abs(change), unit)}{percent} vs {reading.against} ({before})"
 
 
-def _panel(definition: KpiDefinition, data: DashboardData) -> dict[str, Any]:
+def _reading_view(reading: Reading, unit: str) -> dict[str, Any]:
+    return {
+        "period": reading.period,
+        "value": format_value(reading.value, unit),
+        "has_value": reading.value is not None,
+        "is_final": reading.is_final,
+        "change": change_words(reading, unit),
+        "note": reading.note,
+    }
+
+
+def _panel(definition: KpiDefinition, data: DashboardData, as_of: dt.date | None) -> dict[str, Any]:
     name = definition.name
     daily = data.daily.filter(pl.col("kpi_name") == name).sort("date_day")
     monthly = data.monthly.filter(pl.col("kpi_name") == name).sort("month_start_date")
     restated = data.restatements.filter(pl.col("kpi_name") == name)
     unit = definition.unit or _first_unit(data.daily, name)
-    latest = daily.row(-1, named=True) if daily.height else None
+    flow = definition.kind == "flow"
+    readings = (flow_readings if flow else stock_readings)(daily, as_of) if as_of and daily.height else []
     versions = sorted(set(daily["definition_version"].drop_nulls().to_list()))
-    rows = [
+    figure = None
+    if daily.height:
+        figure = figures.flow_figure(unit, monthly, restated) if flow else figures.stock_figure(unit, daily, restated)
+    return {
+        "name": name,
+        "title": definition.title,
+        "anchor": f"panel-{name}",
+        "chart_id": f"chart-{name}",
+        "definition": definition,
+        "is_flow": flow,
+        "chart_label": "monthly totals" if flow else "day by day",
+        "readings": [_reading_view(r, unit) for r in readings],
+        "value_versions": versions if versions and versions != [definition.version] else [],
+        "monthly": _monthly_rows(monthly, unit, daily["date_day"].min() if daily.height else None),
+        "restatements": _restatement_rows(restated, unit),
+        "restatements_more": max(restated.height - RESTATEMENT_ROWS_SHOWN, 0),
+        "restated": restated.height,
+        "has_chart": figure is not None,
+        "figure": figure,
+    }
+
+
+def _monthly_rows(monthly: pl.DataFrame, unit: str, first: Any) -> list[dict[str, Any]]:
+    """Each month's value; the first month says where the published data starts, if not on the 1st."""
+
+    def label(month: dt.date) -> str:
+        partial = isinstance(first, dt.date) and month < first < figures.next_month(month)
+        return figures.month_label(month) + (f" (from {first.day} {first:%b})" if partial else "")
+
+    return [
+        {
+            "month": f"{r['month_start_date']:%Y-%m}",
+            "label": label(r["month_start_date"]),
+            "value": format_value(r["value"], unit),
+            "is_final": r["is_final"],
+            "is_complete": r["is_complete_month"],
+        }
+        for r in monthly.iter_rows(named=True)
+    ]
+
+
+def _restatement_rows(restated: pl.DataFrame, unit: str) -> list[dict[str, Any]]:
+    return [
         {
             "period": _iso(r["period"]),
             "grain": r["grain"],
@@ -366,309 +433,60 @@ def _panel(definition: KpiDefinition, data: DashboardData) -> dict[str, Any]:
         }
         for r in restated.head(RESTATEMENT_ROWS_SHOWN).iter_rows(named=True)
     ]
+
+
+def _funnel_view(funnel: pl.DataFrame) -> dict[str, Any]:
+    """The funnel's months and their totals: the chart draws the totals row of the table under it."""
+    months = sorted(set(funnel["month"].to_list()))
+    counts = {(r["month"], r["stage"]): int(r["count"]) for r in funnel.iter_rows(named=True)}
+    totals = {stage: sum(counts.get((m, stage), 0) for m in months) for stage in figures.FUNNEL_STAGES}
+    period = f"{months[0]:%b %Y} – {months[-1]:%b %Y}" if len(months) > 1 else (f"{months[0]:%b %Y}" if months else "")
     return {
-        "name": name,
-        "anchor": f"panel-{name}",
-        "chart_id": f"chart-{name}",
-        "definition": definition,
-        "value_versions": versions if versions and versions != [definition.version] else [],
-        "latest": (
-            {
-                "date": _iso(latest["date_day"]),
-                "value": format_value(latest["value"], unit),
-                "is_final": latest["is_final"],
-            }
-            if latest
-            else None
-        ),
-        "monthly": [
-            {
-                "month": f"{r['month_start_date']:%Y-%m}",
-                "value": format_value(r["value"], unit),
-                "is_final": r["is_final"],
-                "is_complete": r["is_complete_month"],
-            }
-            for r in monthly.iter_rows(named=True)
+        "stages": list(figures.FUNNEL_STAGES),
+        "rows": [
+            (figures.month_label(m), [f"{counts.get((m, stage), 0):,}" for stage in figures.FUNNEL_STAGES])
+            for m in months
         ],
-        "restatements": rows,
-        "restatements_more": max(restated.height - RESTATEMENT_ROWS_SHOWN, 0),
-        "restated": restated.height,
-        "provisional_days": int((~daily["is_final"]).sum()) if daily.height else 0,
-        "figure": _kpi_figure(definition, unit, daily, monthly, restated) if daily.height else None,
+        "totals": totals,
+        "total_cells": [f"{totals[stage]:,}" for stage in figures.FUNNEL_STAGES],
+        "period": period,
     }
 
 
-def _layout(fig: go.Figure, height: int) -> None:
-    """One light look for every figure, without plotly's bulky default template in each of them."""
-    fig.update_layout(
-        template="none",
-        height=height,
-        margin={"l": 56, "r": 16, "t": 28, "b": 36},
-        font={"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12, "color": "#1f2937"},
-        paper_bgcolor="#ffffff",
-        plot_bgcolor="#ffffff",
-        hovermode="closest",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-    )
-    fig.update_xaxes(showgrid=False, linecolor="#d1d5db", ticks="outside", tickcolor="#d1d5db")
-    fig.update_yaxes(gridcolor="#eef0f3", zerolinecolor="#d1d5db", linecolor="#d1d5db")
-
-
-def _kpi_figure(
-    definition: KpiDefinition, unit: str, daily: pl.DataFrame, monthly: pl.DataFrame, restated: pl.DataFrame
-) -> go.Figure:
-    """Daily trend (final solid, provisional dashed and hollow in a shaded band), restated days as red
-    diamonds with old, new and cause on hover, and the monthly values beside it (provisional hatched)."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], horizontal_spacing=0.07)
-    number = _hover_format(unit)
-    final = daily.filter(pl.col("is_final"))
-    provisional = daily.filter(~pl.col("is_final"))
-    hatched = {"shape": "/", "fgcolor": PROVISIONAL_COLOUR, "bgcolor": "#fff7e6", "solidity": 0.3}
-    stock = definition.kind != "flow"
-
-    def dates(frame: pl.DataFrame, column: str = "date_day") -> list[str]:
-        return [d.isoformat() for d in frame[column]]
-
-    def values(frame: pl.DataFrame, column: str = "value") -> list[float]:
-        return [float(v) for v in frame[column]]
-
-    if stock:
-        fig.add_trace(
-            go.Scatter(
-                name="final",
-                x=dates(final),
-                y=values(final),
-                mode="lines",
-                line={"color": FINAL_COLOUR, "width": 2},
-                hovertemplate=f"%{{x}}<br>%{{y:{number}}} (final)<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
-        if final.height and provisional.height:  # joins the two lines; carries no value of its own
-            joint = pl.concat([final.tail(1), provisional.head(1)])
-            fig.add_trace(
-                go.Scatter(
-                    name="final → provisional",
-                    x=dates(joint),
-                    y=values(joint),
-                    mode="lines",
-                    line={"color": PROVISIONAL_COLOUR, "width": 1.5, "dash": "dot"},
-                    hoverinfo="skip",
-                    showlegend=False,
-                ),
-                row=1,
-                col=1,
-            )
-        fig.add_trace(
-            go.Scatter(
-                name="provisional",
-                x=dates(provisional),
-                y=values(provisional),
-                mode="lines+markers",
-                line={"color": PROVISIONAL_COLOUR, "width": 2, "dash": "dash"},
-                marker={"symbol": "circle-open", "size": 7, "color": PROVISIONAL_COLOUR, "line": {"width": 1.5}},
-                hovertemplate=f"%{{x}}<br>%{{y:{number}}} (provisional: flash, month not closed)<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
-    else:
-        fig.add_trace(
-            go.Bar(
-                name="final",
-                x=dates(final),
-                y=values(final),
-                marker={"color": FINAL_COLOUR},
-                hovertemplate=f"%{{x}}<br>%{{y:{number}}} (final)<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Bar(
-                name="provisional",
-                x=dates(provisional),
-                y=values(provisional),
-                marker={"color": "#fde6bf", "line": {"color": PROVISIONAL_COLOUR, "width": 1}, "pattern": hatched},
-                hovertemplate=f"%{{x}}<br>%{{y:{number}}} (provisional: flash, month not closed)<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
-    if provisional.height:
-        first, last = provisional["date_day"].min(), provisional["date_day"].max()
-        assert isinstance(first, dt.date) and isinstance(last, dt.date)
-        half_day = dt.timedelta(hours=12)
-        fig.add_vrect(
-            x0=(dt.datetime.combine(first, dt.time()) - half_day).isoformat(sep=" "),
-            x1=(dt.datetime.combine(last, dt.time()) + half_day).isoformat(sep=" "),
-            fillcolor="#fff4d6",
-            opacity=0.7,
-            layer="below",
-            line_width=0,
-            annotation_text="provisional",
-            annotation_position="top left",
-            annotation_font={"color": PROVISIONAL_COLOUR, "size": 11},
-            row=1,
-            col=1,
-        )
-    daily_restated = restated.filter(pl.col("grain") == "day").sort("period", "restated_at")
-    if daily_restated.height:
-        fig.add_trace(
-            go.Scatter(
-                name="restated",
-                x=dates(daily_restated, "period"),
-                y=values(daily_restated, "new_value"),
-                mode="markers",
-                marker={
-                    "symbol": "diamond",
-                    "size": 11,
-                    "color": RESTATED_COLOUR,
-                    "line": {"color": "#fff", "width": 1},
-                },
-                customdata=[
-                    [
-                        float(r["old_value"]),
-                        float(r["new_value"]),
-                        _shorten(r["cause"]),
-                        "final" if r["was_final"] else "provisional",
-                        f"{r['restated_at']:%Y-%m-%d %H:%M} UTC",
-                    ]
-                    for r in daily_restated.iter_rows(named=True)
-                ],
-                hovertemplate=(
-                    f"restated %{{x}} (was %{{customdata[3]}})<br>old %{{customdata[0]:{number}}} → "
-                    f"new %{{customdata[1]:{number}}}<br>%{{customdata[2]}}<br>on %{{customdata[4]}}<extra></extra>"
-                ),
-            ),
-            row=1,
-            col=1,
-        )
-    month_final = monthly.filter(pl.col("is_final"))
-    month_provisional = monthly.filter(~pl.col("is_final"))
-    month_label = "month end" if stock else "month total"
-    fig.add_trace(
-        go.Bar(
-            name="monthly final",
-            x=[f"{d:%Y-%m}" for d in month_final["month_start_date"]],
-            y=values(month_final),
-            marker={"color": FINAL_COLOUR},
-            hovertemplate=f"%{{x}}: %{{y:{number}}} ({month_label}, final)<extra></extra>",
-            showlegend=False,
-        ),
-        row=1,
-        col=2,
-    )
-    fig.add_trace(
-        go.Bar(
-            name="monthly provisional",
-            x=[f"{d:%Y-%m}" for d in month_provisional["month_start_date"]],
-            y=values(month_provisional),
-            marker={"color": "#fde6bf", "line": {"color": PROVISIONAL_COLOUR, "width": 1}, "pattern": hatched},
-            text=["provisional" if complete else "to date" for complete in month_provisional["is_complete_month"]],
-            textposition="inside",
-            insidetextanchor="start",
-            textangle=-90,
-            textfont={"color": "#7c2d12", "size": 11},
-            hovertemplate=f"%{{x}}: %{{y:{number}}} ({month_label}, provisional)<extra></extra>",
-            showlegend=False,
-        ),
-        row=1,
-        col=2,
-    )
-    _layout(fig, 300)
-    fig.update_layout(barmode="overlay", bargap=0.15)
-    fig.update_xaxes(type="category", categoryorder="category ascending", row=1, col=2)
-    for col in (1, 2):
-        if unit == "count":  # whole things: no 500m ticks, and steps of one while the numbers are small
-            small = daily.height and float(daily["value"].abs().max() or 0) <= 6  # type: ignore[arg-type]
-            fig.update_yaxes(tickformat=",~g", dtick=1 if small and col == 1 else None, row=1, col=col)
-        else:
-            fig.update_yaxes(tickformat="~s", tickprefix="$" if unit == "USD" else "", row=1, col=col)
-    return fig
-
-
-def _shorten(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _states_figure(states: pl.DataFrame) -> go.Figure:
-    """Customers (ultimate parents) by state at each day's end, stacked in lifecycle order."""
-    fig = go.Figure()
-    present = set(states["state"].unique().to_list())
-    lifecycle = [s for s in CUSTOMER_STATES if s in present] + sorted(present - set(CUSTOMER_STATES))
-    # Stacked from the bottom with the customers the business has (active first) and the many prospects on
-    # top, so that the small states are read against the axis; the legend keeps the lifecycle order.
-    order = [s for s in STACK_ORDER if s in present] + [s for s in lifecycle if s not in STACK_ORDER]
-    days = sorted(set(states["date_day"].to_list()))
-    counts = {(r["date_day"], r["state"]): r["customers"] for r in states.iter_rows(named=True)}
-    for state in order:
-        fig.add_trace(
-            go.Scatter(
-                name=state,
-                x=[d.isoformat() for d in days],
-                y=[int(counts.get((d, state), 0)) for d in days],
-                mode="lines",
-                stackgroup="states",
-                legendrank=lifecycle.index(state) + 1,
-                line={"width": 0.5, "color": STATE_COLOURS.get(state, "#6b7280")},
-                hovertemplate=f"%{{x}}<br>{state}: %{{y:,d}}<extra></extra>",
-            )
-        )
-    _layout(fig, 340)
-    fig.update_layout(hovermode="x unified", legend_traceorder="normal")
-    return fig
-
-
-def _funnel_figure(funnel: pl.DataFrame) -> go.Figure:
-    """Leads, MQLs, SQLs and won per month: each stage counted in the month it was reached."""
-    fig = go.Figure()
-    counts = {(r["month"], r["stage"]): r["count"] for r in funnel.iter_rows(named=True)}
-    for i, month in enumerate(sorted(set(funnel["month"].to_list()))):
-        fig.add_trace(
-            go.Funnel(
-                name=f"{month:%Y-%m}",
-                marker={"color": MONTH_COLOURS[i % len(MONTH_COLOURS)]},
-                y=list(FUNNEL_STAGES),
-                x=[int(counts.get((month, stage), 0)) for stage in FUNNEL_STAGES],
-                textinfo="value",
-                hovertemplate=f"{month:%Y-%m}<br>%{{y}}: %{{x:,d}}<extra></extra>",
-            )
-        )
-    _layout(fig, 340)
-    fig.update_layout(funnelmode="stack", margin={"l": 64})
-    return fig
-
-
-def _funnel_totals(funnel: pl.DataFrame) -> list[tuple[str, str]]:
-    totals = {r["stage"]: r["count"] for r in funnel.group_by("stage").agg(pl.col("count").sum()).iter_rows(named=True)}
-    return [(stage, f"{int(totals.get(stage, 0)):,}") for stage in FUNNEL_STAGES]
-
-
-def _figure_json(fig: go.Figure) -> str:
-    """The figure as JSON that is safe inside a <script> element (no closing tag can appear in it)."""
-    payload = fig.to_plotly_json()
-    text = json.dumps({"data": payload["data"], "layout": payload["layout"]}, separators=(",", ":"), default=str)
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
-
-
 def _status_view(data: DashboardData) -> dict[str, Any]:
+    """The status in plain words: no publish ids, no table names (those are in the page's footer)."""
     status = data.status
     published = status.published_at.astimezone(dt.UTC) if status.published_at else None
     quarantine = sorted(status.quarantine.items())
+    held_back = sum(rows for _, rows in quarantine)
+    failed, warnings = len(status.failed_checks), len(status.warnings)
     return {
         "publish_id": status.publish_id or "",
         "published_at": f"{published:%Y-%m-%d %H:%M} UTC" if published else "never",
+        "updated": f"{day_words(published.date())}, {published:%H:%M} UTC" if published else "not yet",
         "as_of": _iso(status.as_of),
+        "through": f"{status.as_of:%A} {status.as_of.day} {status.as_of:%B %Y}" if status.as_of else "–",
         "is_fresh": status.is_fresh,
-        "freshness_target": status.freshness_target,
         "freshness_hours": load_registry().freshness_hour,
+        "checks_ok": not failed,
+        "checks": "All quality checks passed in the latest update"
+        if not failed
+        else f"{failed} quality check{'' if failed == 1 else 's'} failed in the latest update: "
+        "the figures shown are the last ones that passed",
+        "warnings": "" if not warnings else f"{warnings} warning{'' if warnings == 1 else 's'} to look into",
+        "held_back": f"{held_back:,}",
+        "held_back_words": "No source records held back"
+        if not held_back
+        else f"{held_back:,} source record{'' if held_back == 1 else 's'} held back: they failed validation "
+        "and are not counted until corrected",
+        "restated": data.restatement_count,
+        "restated_words": "No earlier figure revised"
+        if not data.restatement_count
+        else f"{data.restatement_count:,} earlier figure{'' if data.restatement_count == 1 else 's'} revised "
+        "since first published",
         "failed_checks": sorted(status.failed_checks),
-        "warnings": sorted(status.warnings),
-        "quarantine_total": f"{sum(rows for _, rows in quarantine):,}",
+        "warning_checks": sorted(status.warnings),
         "quarantine": [(name, f"{rows:,}") for name, rows in quarantine if rows],
-        "restatements": data.restatement_count,
     }
 
 

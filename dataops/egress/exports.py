@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from dataops.core.compatibility import PARQUET_VERSION
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect
 
@@ -127,7 +128,10 @@ def _export_one(
     staging = folder.parent / ".staging"  # beside, not inside: an unchanged dataset's folder is not touched
     staging.mkdir(exist_ok=True)  # the platform's alone (umask): files are shared once they are complete
     tmp = staging / f"{dataset}.parquet"
-    conn.execute(f"copy (select * from {dataset} order by all) to '{tmp}' (format parquet, compression zstd)")
+    conn.execute(
+        f"copy (select * from {dataset} order by all) to '{tmp}' "
+        f"(format parquet, compression zstd, parquet_version {PARQUET_VERSION})"  # readable by older readers
+    )
     checksum = _sha256(tmp)
     current = read_manifest_at(folder)
     if current is not None and current["checksum"] == f"sha256:{checksum}" and (folder / current["file"]).exists():

@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 
+from dataops.core.compatibility import STORAGE_VERSION, attach_published
 from dataops.core.digest import digest, files_digest, table_digest
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect, query_frame, scalar, transaction
@@ -136,6 +137,7 @@ def publish_inputs(
             "files": files_digest([policy_path(), *sorted(DOMAINS_DIR.glob("*.yaml")), *PUBLISH_CODE]),
             "key": hashlib.sha256(pseudonym_key(settings)).hexdigest(),
             "duckdb": duckdb.__version__,
+            "storage_version": STORAGE_VERSION,  # a file analysts' clients cannot open is written again
         }
     )
 
@@ -308,7 +310,7 @@ def _write_aside(
     """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
     if aside.exists():
         aside.unlink()
-    conn.execute(f"attach '{aside}' as analytics")
+    conn.execute(attach_published(aside, "analytics"))
     try:
         _copy(
             conn, "analytics", sorted(set(datasets) - restricted), as_of, clear=False, personal=personal, report=report
@@ -323,7 +325,7 @@ def _write_aside(
 
 
 def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
-    conn.execute(f"attach '{aside}' as analytics")
+    conn.execute(attach_published(aside, "analytics"))
     try:
         conn.execute("create schema analytics.catalog")
         conn.execute("create table analytics.catalog.datasets as select * from _catalog_datasets")
@@ -349,7 +351,7 @@ def _write_restricted(
     """The restricted file: restricted datasets, and the personal-data datasets in clear."""
     if aside.exists():
         aside.unlink()
-    conn.execute(f"attach '{aside}' as restricted")
+    conn.execute(attach_published(aside, "restricted"))
     try:
         _copy(conn, "restricted", sorted(names & set(datasets)), as_of, clear=True, personal={})
         conn.execute("checkpoint restricted")

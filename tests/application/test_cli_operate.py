@@ -62,18 +62,38 @@ def test_status_shows_publish_freshness_checks_and_quarantine(operated: tuple[Cl
         assert text in result.output, text
 
 
+def table_values(output: str) -> dict[str, str]:
+    """KPI -> value as printed in a KPI table (rows of kpi, value, unit, final)."""
+    values = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if len(cells) == 4 and cells[0] not in ("kpi", ""):
+            values[cells[0]] = cells[1]
+    return values
+
+
 def test_kpis_in_each_format(operated: tuple[CliRunner, Path, list[str]]) -> None:
     runner, _, _ = operated
     as_json = json.loads(runner.invoke(app, ["kpis", "--format", "json"]).stdout)
     assert {tuple(sorted(row)) for row in as_json} == {("date", "is_final", "kpi", "unit", "value")}
     assert {row["date"] for row in as_json} == {"2025-04-10"} and len(as_json) == 15
-    assert isinstance(as_json[0]["value"], float) and as_json[0]["is_final"] is False
+    assert as_json[0]["is_final"] is False
+    units = {row["kpi"]: row["unit"] for row in as_json}
+    counts = {kpi for kpi, unit in units.items() if unit == "count"}  # the registry's unit says which are counts
+    assert counts >= {"active_customers", "mqls", "opportunities_won"} and len(counts) < len(units)
+    assert all(isinstance(r["value"], int) == (r["kpi"] in counts) for r in as_json)  # counts whole, amounts not
     rows = list(
         csv.DictReader(io.StringIO(runner.invoke(app, ["kpis", "--date", "2025-04-05", "--format", "csv"]).stdout))
     )
     assert len(rows) == 15 and rows[0]["date"] == "2025-04-05"
+    assert all(("." not in r["value"]) == (r["kpi"] in counts) for r in rows)
+    assert all(len(r["value"].split(".")[1]) == 2 for r in rows if r["kpi"] not in counts)
     table = runner.invoke(app, ["kpis"]).output
     assert "KPIs on 2025-04-10" in table and "active_customers" in table
+    for output in (table, runner.invoke(app, ["status"]).output):
+        shown = table_values(output)
+        assert set(shown) == set(units), output
+        assert all(("." not in value) == (kpi in counts) for kpi, value in shown.items()), output
     bad = runner.invoke(app, ["kpis", "--format", "xml"])
     assert bad.exit_code == 2 and "table, csv, json" in bad.output
 

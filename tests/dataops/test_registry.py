@@ -29,6 +29,7 @@ def test_the_committed_registry_defines_every_kpi() -> None:
     } <= set(registry.kpi_names)
     assert registry.delinquency_days == 60 and registry.mql_score_threshold == 60
     assert "gmail.com" in registry.free_mail_domains
+    assert registry.kpi("mrr_usd").label == "Monthly recurring revenue (MRR)"
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,7 @@ def test_the_committed_registry_defines_every_kpi() -> None:
         (lambda d: d["delinquency"].pop("days_past_due"), "delinquency.days_past_due"),
         (lambda d: d["mql"].__setitem__("score_threshold", "sixty"), "mql.score_threshold"),
         (lambda d: d["kpis"][0].pop("owner"), "kpis[0]"),
+        (lambda d: d["kpis"][2].pop("label"), "kpis[2]"),  # every KPI has a business name for people
         (lambda d: d["kpis"][1].__setitem__("kind", "level"), "stock or flow"),
         (lambda d: d["usage"].pop("late_arrival_hours"), "late_arrival_hours"),
         (lambda d: d["usage"]["health_score"]["deductions"].__setitem__("bad_mood", {"points": 5}), "bad_mood"),
