@@ -15,6 +15,7 @@ from registry.versions import DefinitionChange, change_from_data, owners_of, rea
 from source_systems.simulator.run import truth_kpis
 
 DELINQUENT_NOT_ACTIVE = "live_contracts > 0 and not delinquent"
+V2 = {"customer_states.active.when": DELINQUENT_NOT_ACTIVE, "delinquency.days_past_due": 10}
 
 
 def change(version: int = 2, restates: bool = True, **assignments: Any) -> DefinitionChange:
@@ -26,7 +27,7 @@ def change(version: int = 2, restates: bool = True, **assignments: Any) -> Defin
             "approved": "2025-01-10",
             "effective": "2025-01-20",
             "restates_history": restates,
-            "set": assignments or {"customer_states.active.when": DELINQUENT_NOT_ACTIVE, "delinquency.days_past_due": 10},
+            "set": assignments or V2,
         },
         "test",
     )
@@ -97,8 +98,8 @@ def test_a_change_is_owned_by_the_owners_of_what_it_touches() -> None:
 
 
 def test_the_truth_computes_the_kpis_under_any_version(tiny_sources: Path) -> None:
-    """v2 (delinquent after 10 days, and delinquent customers are not active) lowers active customers on some day; applied from a date,
-    it leaves the days before that date exactly as v1 has them."""
+    """v2 (delinquent after 10 days, and delinquent customers are not active) lowers active customers on
+    some day; applied from a date, it leaves the days before that date exactly as v1 has them."""
     v1 = truth_kpis(tiny_sources, lambda day: registry_at(1))
     restated = truth_kpis(tiny_sources, lambda day: registry_at(2, [change(2)], day=day))
     days = sorted(set(v1["date"]))
