@@ -18,7 +18,7 @@ DELINQUENT_NOT_ACTIVE = "live_contracts > 0 and not delinquent"
 V2 = {"customer_states.active.when": DELINQUENT_NOT_ACTIVE, "delinquency.days_past_due": 10}
 
 
-def change(version: int = 2, restates: bool = True, **assignments: Any) -> DefinitionChange:
+def change(version: int = 2, restates: bool = True, assignments: dict[str, Any] | None = None) -> DefinitionChange:
     return change_from_data(
         {
             "version": version,
@@ -40,7 +40,7 @@ def test_the_committed_registry_is_version_v1_and_resolves_at_it() -> None:
 
 def test_a_version_applies_its_changes_in_order_and_labels_the_registry() -> None:
     v2 = change(2)
-    v3 = change(3, **{"mql.score_threshold": 65, "delinquency.days_past_due": 30})
+    v3 = change(3, assignments={"mql.score_threshold": 65, "delinquency.days_past_due": 30})
     at2, at3 = registry_at("v2", [v2, v3]), registry_at(3, [v2, v3])
     assert at2.version == "v2" and at3.version == "v3"
     assert at2.customer_states[0].when == DELINQUENT_NOT_ACTIVE and at2.mql_score_threshold == 60
@@ -64,10 +64,10 @@ def test_a_change_that_applies_from_its_date_leaves_the_days_before_it_alone() -
     [
         ([change(3)], 3, "does not follow v1"),
         ([change(2)], 4, "v4 is not known"),
-        ([change(2, **{"customer_states.active.when": "live_contracts > 0 and revenue > 5"})], 2, "revenue"),
-        ([change(2, **{"customer_states.dormant.when": "ever_live"})], 2, "no item named 'dormant'"),
-        ([change(2, **{"delinquency.grace_days": 3})], 2, "no delinquency.grace_days"),
-        ([change(2, **{"mql.score_threshold": "sixty-five"})], 2, "mql.score_threshold"),
+        ([change(2, assignments={"customer_states.active.when": "live_contracts > 0 and revenue > 5"})], 2, "revenue"),
+        ([change(2, assignments={"customer_states.dormant.when": "ever_live"})], 2, "no item named 'dormant'"),
+        ([change(2, assignments={"delinquency.grace_days": 3})], 2, "no delinquency.grace_days"),
+        ([change(2, assignments={"mql.score_threshold": "sixty-five"})], 2, "mql.score_threshold"),
     ],
 )
 def test_a_broken_change_fails_with_what_it_got_wrong(
@@ -92,9 +92,9 @@ def test_a_change_document_names_every_field(tmp_path: Path) -> None:
 def test_a_change_is_owned_by_the_owners_of_what_it_touches() -> None:
     registry = load_registry()
     assert owners_of(change(2), registry) == ["finance-ops"]
-    both = change(2, **{"mql.score_threshold": 65, "kpis.pipeline_usd.formula": "open amounts"})
+    both = change(2, assignments={"mql.score_threshold": 65, "kpis.pipeline_usd.formula": "open amounts"})
     assert owners_of(both, registry) == ["marketing-ops", "sales-ops"]
-    assert owners_of(change(2, **{"freshness.published_by_hour_utc": 7}), registry) == ["data-governance"]
+    assert owners_of(change(2, assignments={"freshness.published_by_hour_utc": 7}), registry) == ["data-governance"]
 
 
 def test_the_truth_computes_the_kpis_under_any_version(tiny_sources: Path) -> None:
