@@ -18,6 +18,12 @@ from dataops.governance.policy import load_policy
 from registry.loader import domain_owners
 
 SCHEMA = "definitions"
+UPSTREAM = {
+    "impact_kpis": ["kpis.kpi_daily", "kpis.kpi_monthly"],
+    "impact_customers": ["marts.fct_customer_states_daily"],
+    "history": ["registry/enterprise.yaml"],
+    "adoptions": ["publish.kpi_restatements"],
+}
 GRAINS = {
     "impact_kpis": "one row per proposal, KPI, grain (day or month) and period",
     "impact_customers": "one row per proposal, customer and movement",
