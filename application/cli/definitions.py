@@ -64,11 +64,22 @@ def adopt(
 
 @definitions_app.command()
 def history() -> None:
-    """Each definition's versions and this platform's proposals and adoptions."""
+    """Each changed definition's value at every version, and this platform's proposals and adoptions."""
     from dataops.governance.definition_versions import adopted_version, definition_tables
 
     here = settings()
     tables = definition_tables(here)
     console.print(f"adopted: v{adopted_version(here)}")
-    for name in ("history", "adoptions"):
-        console.print(tables[name])
+    for row in tables["history"].iter_rows(named=True):
+        console.print(
+            f"{row['definition']} {row['version']} = {row['value']} ({row['mode']}; by {row['author']}, approved "
+            f"{row['approved'] or '-'}, effective {row['effective'] or '-'}): {row['reason']}",
+            markup=False,
+            highlight=False,
+        )
+    for row in tables["adoptions"].iter_rows(named=True):
+        console.print(
+            f"{row['at']} {row['event']} {row['version']} (from {row['from_version']}) by {row['by']}: {row['reason']}",
+            markup=False,
+            highlight=False,
+        )

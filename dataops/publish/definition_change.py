@@ -289,8 +289,6 @@ def _approve(
     base = version_number(load_registry().version)
     if target != base and target not in {c.version for c in changes}:
         raise DefinitionRefused(f"v{target} was never proposed here (dataops definitions propose FILE)")
-    if target > current and not (proposal_dir(settings, target) / "impact_kpis.parquet").exists():
-        raise DefinitionRefused(f"v{target} has no impact report: propose it first")
     moving = changes_between(changes, current, target)
     not_restating = [c.label for c in moving if not c.restates_history]
     if not_restating:
@@ -299,6 +297,8 @@ def _approve(
             "every day, so adopting it would restate the days before; adopt it as restating history or wait for "
             "per-day versions (docs/definitions.md)"
         )
+    if target > current and not (proposal_dir(settings, target) / "impact_kpis.parquet").exists():
+        raise DefinitionRefused(f"v{target} has no impact report: propose it first")
     needed = required_roles(moving, registry_at(max(current, target), changes), load_policy())
     return check_approvals(settings, approvers, needed)
 

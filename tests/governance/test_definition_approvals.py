@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from application.cli.main import app
 from dataops.core.settings import Settings
+from dataops.governance import audit
 from dataops.governance.definition_versions import (
     ApprovalError,
     adopted_registry,
@@ -24,6 +25,7 @@ from dataops.governance.definition_versions import (
 )
 from dataops.governance.policy import load_policy
 from dataops.governance.users import add_user, revoke_user
+from dataops.publish.definition_change import DefinitionRefused, adopt
 from registry.loader import load_registry
 from registry.versions import change_from_data
 from tests.pipeline import environment
@@ -97,3 +99,20 @@ def test_the_cli_refuses_a_malformed_proposal_with_what_is_wrong(settings: Setti
         result = CliRunner().invoke(app, ["definitions", "adopt", "v2", "--approved-by", "fiona"])
         assert result.exit_code == 1 and "v2 was never proposed here" in result.output, result.output
     assert adopted_version(settings) == 1 and not recorded_changes(settings)
+
+
+def test_a_change_that_applies_from_its_date_is_reported_but_not_adopted(settings: Settings) -> None:
+    """The models evaluate one version for every day: adopting it would restate the days before its date."""
+    record_change(settings, change_from_data({**CHANGE, "restates_history": False}, "t"))
+    with pytest.raises(DefinitionRefused, match="v2 applies from its effective date"):
+        adopt(settings, "v2", ["fiona", "mark", "dana"])
+    assert adopted_version(settings) == 1
+    assert audit.read(settings)[-1]["outcome"] == "refused"
+
+
+def test_the_history_command_shows_each_definitions_versions(settings: Settings) -> None:
+    record_change(settings, change_from_data(CHANGE, "t"))
+    with environment(DATAOPS_DATA_DIR=str(settings.data_dir)):
+        result = CliRunner().invoke(app, ["definitions", "history"])
+    assert result.exit_code == 0, result.output
+    assert "adopted: v1" in result.output and "delinquency.days_past_due" in result.output
