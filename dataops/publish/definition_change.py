@@ -111,9 +111,12 @@ def propose(settings: Settings, change_file: Path, now: dt.datetime | None = Non
     registry = registry_at(change.version, [*recorded, change])  # a broken change fails here, naming its path
     folder = proposal_dir(settings, change.version)
     aside = Settings(folder / "data")
-    _copy_build(settings, aside)
-    build_and_check(aside, registry)
-    tables = _impact_report(settings, aside, change, registry, folder)
+    try:
+        _copy_build(settings, aside)
+        build_and_check(aside, registry)
+        tables = _impact_report(settings, aside, change, registry, folder)
+    finally:  # the report stays; the copy of the warehouse (history's size) does not
+        shutil.rmtree(aside.data_dir, ignore_errors=True)
     record_change(settings, change)
     counts = {name: pl.read_parquet(path) for name, path in tables.items()}
     kpis = counts["impact_kpis"].filter((pl.col("grain") == "day") & (pl.col("difference") != 0))
@@ -185,8 +188,8 @@ IMPACT_CUSTOMERS = """
 def _impact_report(
     settings: Settings, aside: Settings, change: DefinitionChange, registry: Registry, folder: Path
 ) -> dict[str, Path]:
-    """Old against new per KPI, day and month, and the customers that move; Parquet files in the proposal's
-    folder (published as ``definitions.impact_*``), also kept in the proposal's build warehouse."""
+    """Old against new per KPI, day and month, and the customers that move: Parquet files in the proposal's
+    folder, published as ``definitions.impact_*``."""
     params = {"restates": change.restates_history, "effective": change.effective}
     kinds = pl.DataFrame({"kpi_name": registry.kpi_names, "kind": [k.kind for k in registry.kpis]})
     paths = {name: folder / f"{name}.parquet" for name in IMPACT_SCHEMAS}
