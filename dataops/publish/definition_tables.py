@@ -63,7 +63,8 @@ def definitions_in_catalog(
                 "archive_state": "nothing archived",
                 "notes": "Written by `dataops definitions propose` and `adopt` (docs/definitions.md).",
             }
-            | dict.fromkeys(("key_columns", "sort_order", "pii_columns", "source_systems", "upstream"), "[]")
+            | {"upstream": json.dumps(UPSTREAM[name])}
+            | dict.fromkeys(("key_columns", "sort_order", "pii_columns", "source_systems"), "[]")
             | dict.fromkeys(("tags", "caveats", "example_queries", "domain_notes_by"), "[]")
         )
         for column, dtype in frame.schema.items():
