@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from dataops.core.compatibility import attach_published
 from dataops.governance.definition_versions import DEFINITION_TABLES
 from dataops.governance.policy import load_policy
 from registry.loader import domain_owners
@@ -86,7 +87,7 @@ def definitions_in_catalog(
 
 def write_definition_tables(conn: duckdb.DuckDBPyConnection, aside: Path, tables: dict[str, pl.DataFrame]) -> None:
     """Write the tables into the analyst file being prepared (before it is swapped in)."""
-    conn.execute(f"attach '{aside}' as analytics")
+    conn.execute(attach_published(aside, "analytics"))
     try:
         conn.execute(f"create schema analytics.{SCHEMA}")
         for name, frame in tables.items():
