@@ -15,6 +15,12 @@ definitions_app = typer.Typer(
 )
 
 
+def _page() -> Path:
+    from dataops.egress.definitions_page import build_definitions_page
+
+    return build_definitions_page(settings())
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(definitions_app, name="definitions")
 
@@ -37,6 +43,7 @@ def propose(file: Annotated[Path, typer.Argument(help="The change: a YAML file (
     )
     for name, path in proposal.tables.items():
         console.print(f"  {name}: {path}")
+    console.print(f"impact page: {_page()}  (dataops dashboard serve: /definitions.html)")
     console.print(f"adopt it with: dataops definitions adopt {change.label} --approved-by USER ...")
 
 
@@ -60,6 +67,7 @@ def adopt(
     approvals = ", ".join(f"{a.user} ({a.role})" for a in adoption.approvals)
     console.print(f"adopted v{adoption.version} (was v{adoption.from_version}), approved by {approvals}")
     console.print(f"{adoption.publish.restatements} published values restated: {adoption.cause}")
+    console.print(f"impact page: {_page()}")
 
 
 @definitions_app.command()
