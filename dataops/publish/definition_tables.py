@@ -54,6 +54,8 @@ def definitions_in_catalog(
                 "domain": "kpis",
                 "grain": GRAINS[name],
                 "classification": "internal",
+                "created_at": published_at,  # rewritten whole by every publish
+                "last_modified_at": published_at,
                 "published_at": published_at,
                 "data_as_of": as_of,
                 "row_count": frame.height,
@@ -62,6 +64,8 @@ def definitions_in_catalog(
                 "clear_personal_data_roles": readers,
                 "published_file": "general",
                 "archive_state": "nothing archived",
+                "archived_partitions": 0,
+                "checks": json.dumps({"gate": [], "dbt_tests": 0, "constraints": 0}),
                 "notes": "Written by `dataops definitions propose` and `adopt` (docs/definitions.md).",
             }
             | {"upstream": json.dumps(UPSTREAM[name])}
