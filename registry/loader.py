@@ -204,6 +204,11 @@ def load_registry(path: str | Path | None = None) -> Registry:
     data = yaml.load(reg_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(data, dict):
         raise RegistryError(f"{reg_path}: expected a mapping at the top level")
+    return registry_from_data(data, reg_path)
+
+
+def registry_from_data(data: dict[str, Any], reg_path: Path) -> Registry:
+    """Validate a registry's contents (a file's, or a file's with definition changes applied: versions.py)."""
     kpis = _kpis(data, "kpis", reg_path, labelled=True)
     usage = _usage(_get(data, "usage", dict, reg_path), reg_path)
     return Registry(

@@ -19,12 +19,14 @@ def dbt(
     end: Annotated[str | None, typer.Option(help="Last business date of the window.")] = None,
 ) -> None:
     """Run dbt on the build warehouse, e.g. `dataops dbt build` or `dataops dbt docs generate`."""
+    from dataops.governance.definition_versions import adopted_registry
     from dataops.transform.runner import run_dbt
 
     if not ctx.args:
         console.print("give dbt arguments, e.g. `dataops dbt build --select marts`")
         raise typer.Exit(2)
     window = (start, end) if start and end else None
-    result = run_dbt(list(ctx.args), settings(), window=window)
+    here = settings()
+    result = run_dbt(list(ctx.args), here, adopted_registry(here), window=window)
     console.print(result.output, markup=False, highlight=False)
     raise typer.Exit(0 if result.success else 1)

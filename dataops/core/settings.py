@@ -162,6 +162,12 @@ class Settings:
         describe, and the last parse that the next run starts from."""
         return self.data_dir / "dbt_runs"
 
+    @property
+    def definitions_dir(self) -> Path:
+        """Definition changes as this data directory was shown them, the version it adopted, their history,
+        and each proposal's own build and impact report (docs/definitions.md)."""
+        return self.data_dir / "definitions"
+
     # --- governance (the platform account's alone) ---
     @property
     def governance_dir(self) -> Path:

@@ -59,6 +59,7 @@ CONTENT_SECURITY_POLICY = (
     "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'"
 )
 RESTATEMENT_ROWS_SHOWN = 25
+DEFINITIONS_PAGE = "definitions.html"  # the definition changes' page beside it (egress/definitions_page.py)
 
 
 def dashboard_path(settings: Settings) -> Path:
@@ -531,11 +532,13 @@ class _DashboardHandler(BaseHTTPRequestHandler):
         self._respond(body=False)
 
     def _respond(self, body: bool) -> None:
-        if self.path.split("?", 1)[0] not in ("/", "/index.html"):
+        path = self.path.split("?", 1)[0]
+        if path not in ("/", "/index.html", f"/{DEFINITIONS_PAGE}"):
             self.send_error(HTTPStatus.NOT_FOUND, "only the dashboard is served here")
             return
+        page = self.server.file.with_name(DEFINITIONS_PAGE) if path == f"/{DEFINITIONS_PAGE}" else self.server.file
         try:
-            content = self.server.file.read_bytes()
+            content = page.read_bytes()
         except FileNotFoundError:
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "no dashboard built yet: run `dataops dashboard build`")
             return

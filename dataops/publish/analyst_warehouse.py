@@ -31,9 +31,11 @@ from dataops.governance.catalog import (
     dbt_tests_by_dataset,
     record_publication,
 )
+from dataops.governance.definition_versions import definition_files, definition_tables
 from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
 from dataops.governance.policy import load_policy, policy_path
 from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
+from dataops.publish.definition_tables import definitions_in_catalog, write_definition_tables
 from dataops.transform.build_stamp import built_from
 from registry import DOMAINS_DIR
 
@@ -135,6 +137,7 @@ def publish_inputs(
             "datasets": {name: asdict(meta) for name, meta in datasets.items()},
             "tests": [dbt_tests_by_dataset(manifest, datasets), dbt_constraints_by_dataset(manifest, datasets)],
             "files": files_digest([policy_path(), *sorted(DOMAINS_DIR.glob("*.yaml")), *PUBLISH_CODE]),
+            "definitions": files_digest(definition_files(settings), settings.definitions_dir),
             "key": hashlib.sha256(pseudonym_key(settings)).hexdigest(),
             "duckdb": duckdb.__version__,
             "storage_version": STORAGE_VERSION,  # a file analysts' clients cannot open is written again
@@ -172,11 +175,13 @@ def publish(
     limits: Limits | None = None,
     now: dt.datetime | None = None,
     republish_unchanged: bool = False,
+    cause: str | None = None,
 ) -> PublishReport:
     """Record KPI history and restatements, then write the analyst warehouse aside and swap it in.
 
     When analysts already have a publish made from the same inputs (:func:`publish_inputs`), nothing is
-    written and the report names that publish, unless ``republish_unchanged``.
+    written and the report names that publish, unless ``republish_unchanged``. ``cause``, when given, is
+    the cause of every restatement (a definition change: dataops/publish/definition_change.py).
     """
     publish_id = uuid.uuid4().hex[:16]
     published_at = now or dt.datetime.now(dt.UTC)
@@ -220,13 +225,14 @@ def publish(
                 select $publish_id, changed.kpi_name, changed.period, changed.grain, changed.old_value,
                        changed.value, changed.was_final, $at,
                        coalesce(
+                           $cause,
                            (select string_agg(distinct record, '; ' order by record) from causes
                             where causes.kpi_name = changed.kpi_name and causes.period = changed.period),
                            'recomputed with the data delivered ' || $start || '..' || $end)
                 from changed
                 where changed.old_value is not null and changed.old_value <> changed.value
             """,
-                {"publish_id": publish_id, "at": published_at, "start": start, "end": end},
+                {"publish_id": publish_id, "at": published_at, "start": start, "end": end, "cause": cause},
             )
             changed = scalar(conn, "select count(*) from changed")
             restated = scalar(conn, "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id])
@@ -245,11 +251,14 @@ def publish(
         personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
         record_publication(conn, sorted(datasets), published_at)
         catalog, columns = build_catalog(conn, datasets, manifest, load_policy(), published_at, as_of, restricted)
+        definitions = definition_tables(settings)
+        catalog, columns = definitions_in_catalog(catalog, columns, definitions, published_at, as_of)
         register_pseudonym(conn, settings)
         _write_aside(conn, aside, as_of, report, datasets, restricted, personal)
         conn.register("_catalog_datasets", catalog)
         conn.register("_catalog_columns", columns)
         _write_catalog(conn, aside)
+        write_definition_tables(conn, aside, definitions)
         _write_restricted(conn, restricted_aside, as_of, datasets, restricted | set(personal))
     os.chmod(restricted_aside, 0o600)  # restricted data and personal data in clear: the owner only
     os.replace(restricted_aside, settings.restricted_db)

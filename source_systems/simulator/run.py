@@ -220,6 +220,34 @@ def recompute_truth(sources: Path, registry: Registry | None = None) -> None:
     _write_truth(sources, cfg, state, registry or load_registry())
 
 
+def truth_kpis(sources: Path, registry_on: Callable[[dt.date], Registry]) -> pl.DataFrame:
+    """The truth's daily KPIs (final values) with each day computed under the registry in effect on it.
+
+    ``registry_on`` gives the definitions of a day (registry/versions.py ``registry_at(..., day=)``): days
+    whose definitions are the same version share one computation.
+    """
+    cfg = existing_config(sources)
+    if cfg is None:
+        raise SimulationError(f"no simulation under {sources}")
+    state, _ = State.load(state_dir(sources))
+    world = build_world(cfg.seed, cfg.scale)
+    keys = np.concatenate(
+        [world.acc_crm_id[world.cust_top_account[: world.n_parents]], world.bill_customer_no[world.bill_account < 0]]
+    )
+    days = [cfg.start + dt.timedelta(days=d) for d in range(state.last_day + 1)]
+    by_version: dict[str, tuple[Registry, list[dt.date]]] = {}
+    for day in days:
+        registry = registry_on(day)
+        by_version.setdefault(repr(registry.raw), (registry, []))[1].append(day)
+    frames = [
+        compute_truth(state, registry, cfg.start, world.n_customers, keys)
+        .kpi_daily.filter(pl.col("date").is_in(on))
+        .with_columns(definition_version=pl.lit(registry.version))
+        for registry, on in by_version.values()
+    ]
+    return pl.concat(frames).sort("date", "kpi")
+
+
 def _emit(
     cfg: SimConfig, engine: Engine, records: DayRecords, erp: sqlite3.Connection, crm: sqlite3.Connection, exports: Path
 ) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from application.cli.main import app
 from dataops.core.settings import Settings
 from dataops.governance.archive import archive, archive_log, restore_all
+from dataops.governance.definition_versions import DEFINITION_TABLES
 from dataops.governance.metadata import (
     REQUIRED_FIELDS,
     load_manifest,
@@ -71,7 +72,7 @@ def test_the_catalog_lists_every_published_dataset_with_its_state(governed: Gove
             "row_count, upstream from catalog.datasets",
         )
     }
-    assert set(catalog) == declared
+    assert set(catalog) == declared | {f"definitions.{name}" for name in DEFINITION_TABLES}  # the definitions' record
     for name, (published_at, as_of, checks, access, archived, owner, count, upstream) in catalog.items():
         assert published_at is not None and as_of is not None, name  # freshness
         assert checks in {"passed", "no checks"} and archived and owner, name

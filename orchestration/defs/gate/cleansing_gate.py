@@ -14,12 +14,13 @@ import duckdb
 import polars as pl
 
 from dataops.core.warehouse import connect
+from dataops.governance.definition_versions import adopted_registry
 from orchestration.lib.metadata import markdown_table
 from orchestration.lib.names import WAREHOUSE_POOL
 from orchestration.lib.partitions import window
 from orchestration.lib.resources import PlatformResource
 from quality.gate import GATE, CheckOutcome, GateCheck, run_check
-from registry.loader import Registry, load_registry
+from registry.loader import Registry
 
 
 def outcome_result(outcome: CheckOutcome, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
@@ -89,7 +90,7 @@ def cleansing_gate() -> dg.Definitions:
         selected = [check for check in GATE if _key(check) in context.selected_asset_check_keys]
         with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
             start, end = _window(context, conn)
-            for result in gate_results(selected, conn, start, end, load_registry()):
+            for result in gate_results(selected, conn, start, end, adopted_registry(platform.settings)):
                 context.log.info(result.description or result.check_name)
                 yield result
 

@@ -13,6 +13,7 @@ import dagster as dg
 from dagster_dbt import DbtProject, dbt_assets
 
 from dataops.core.warehouse import connect
+from dataops.governance.definition_versions import adopted_registry
 from dataops.transform.build_stamp import build_inputs, built_from, forget_build, record_build
 from dataops.transform.project import registry_vars
 from dataops.transform.runner import keep_run_target, run_target, start_dbt
@@ -21,7 +22,6 @@ from orchestration.lib.dbt import translator as model_translator
 from orchestration.lib.names import WAREHOUSE_POOL
 from orchestration.lib.partitions import daily_partitions, window
 from orchestration.lib.resources import PlatformResource
-from registry.loader import load_registry
 
 FAILED = ("error", "fail")
 
@@ -54,8 +54,8 @@ def enterprise_model_assets(project: DbtProject, partitions_def: dg.PartitionsDe
         """The dbt project: staging, intermediate, marts and KPIs for the run's business dates."""
         start, end = window(context)
         span = (start.isoformat(), end.isoformat())
-        registry = load_registry()
         settings = platform.settings
+        registry = adopted_registry(settings)  # the definitions this data directory adopted
         with connect(settings.build_db, limits=platform.limits) as conn:
             inputs = build_inputs(conn, span, registry_vars(registry))
             last = built_from(conn)
