@@ -17,12 +17,13 @@ from typing import Any
 import polars as pl
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import connect, query_frame
-from dataops.models import artefacts
+from dataops.core.warehouse import Limits, connect, query_frame
+from dataops.models import artefacts, scores
 from dataops.models.churn import DEFAULT_SEED, ChurnModel, baseline, time_split, train
 from dataops.models.evaluate import against_truth, metrics
 from dataops.models.features import Marts, available_sets, build_features, features_on, read_marts, scoring_dates
 from dataops.models.labels import HORIZON_DAYS, LABEL, churn_transitions, label
+from registry.churn_risk import ChurnRiskRules
 from registry.loader import Registry, domain_owners
 
 DEFAULT_EVERY_DAYS = 7
@@ -120,13 +121,6 @@ def model_card(
     }
 
 
-def score(settings: Settings, registry: Registry, day: dt.date, warehouse: Path | None = None) -> pl.DataFrame:
-    """The current model's scores for every live or paused customer on ``day``, with the top reasons."""
-    model = artefacts.load(settings.churn_models_dir)
-    marts = read_marts(warehouse or settings.build_db)
-    return model.score(features_on(marts, day, registry.delinquency_days))
-
-
 def evaluate(
     settings: Settings,
     registry: Registry,
@@ -148,3 +142,33 @@ def evaluate(
     measured["version"] = model.version
     artefacts.write_beside(root, model.version, EVALUATION_FILE, measured)
     return measured
+
+
+@dataclass(frozen=True)
+class Scored:
+    day: dt.date
+    version: str | None  # None: no model trained yet, nothing scored
+    customers: int
+    bands: dict[str, int]
+
+
+def score_and_store(
+    settings: Settings, registry: Registry, rules: ChurnRiskRules, day: dt.date, limits: Limits | None = None
+) -> Scored:
+    """Score the day with the current model and write its scores and feature drift to the build warehouse.
+
+    With no model trained yet, the tables exist and the day holds no scores (the gate has nothing to judge).
+    """
+    try:
+        model = artefacts.load(settings.churn_models_dir)
+    except artefacts.NoModel:
+        with connect(settings.build_db, limits=limits) as conn:
+            scores.ensure_tables(conn)
+        return Scored(day, None, 0, {})
+    features = features_on(read_marts(settings.build_db), day, registry.delinquency_days)
+    risk = scores.banded(model.score(features), rules)
+    drift = scores.feature_drift(model, features, day)
+    with connect(settings.build_db, limits=limits) as conn:
+        scores.store(conn, day, risk, drift)
+    counts = dict(risk.group_by("risk_band").len().iter_rows())
+    return Scored(day, model.version, risk.height, {str(k): int(v) for k, v in counts.items()})

@@ -20,13 +20,18 @@ import polars as pl
 import pytest
 
 from dataops.governance.pseudonym import rotate_key
+from orchestration.lib.names import CHURN_MODEL_KEY
 from quality.gate import GATE
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
 from tests.published import Published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
-NOT_INGESTION = dg.AssetSelection.all() - dg.AssetSelection.groups("erp", "crm", "accounting")
+NOT_INGESTION = (
+    dg.AssetSelection.all()
+    - dg.AssetSelection.groups("erp", "crm", "accounting")
+    - dg.AssetSelection.assets(CHURN_MODEL_KEY)
+)
 
 
 def digest(path: Path) -> str:
