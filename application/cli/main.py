@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from application.cli import demo, docs, egress, governance, lake, operate, sources, transform
+from application.cli import demo, docs, egress, governance, lake, model, operate, sources, transform
 
 app = typer.Typer(
     name="dataops",
@@ -38,3 +38,4 @@ docs.register(app)
 operate.register(app)
 governance.register(app)
 egress.register(app)
+model.register(app)

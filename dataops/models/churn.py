@@ -53,19 +53,19 @@ class Split:
         return self.test["date"].min(), self.test["date"].max()  # type: ignore[return-value]
 
 
-def time_split(labelled: pl.DataFrame, holdout_days: int) -> Split:
-    """Hold out the last ``holdout_days`` of labelled dates; train on dates whose 90 days ended before them.
+def time_split(labelled: pl.DataFrame, holdout_days: int, horizon_days: int = HORIZON_DAYS) -> Split:
+    """Hold out the last ``holdout_days`` of labelled dates; train on dates whose horizon ended before them.
 
     The dates between (their horizon reaches into the held-out period) are used for neither: a label that
     was not yet known on the first held-out date must not train the model tested there.
     """
     known = labelled.filter(pl.col(LABEL).is_not_null())
     if known.is_empty():
-        raise TrainingError("no scoring date has a known label yet (the marts must reach 90 days past it)")
+        raise TrainingError("no scoring date has a known label yet (the marts must reach its horizon past it)")
     last = known["date"].max()
     assert isinstance(last, dt.date)
     test_start = last - dt.timedelta(days=holdout_days - 1)
-    train = known.filter(pl.col("date") + pl.duration(days=HORIZON_DAYS) < test_start)
+    train = known.filter(pl.col("date") + pl.duration(days=horizon_days) < test_start)
     test = known.filter(pl.col("date") >= test_start)
     return Split(train=train, test=test, test_start=test_start)
 

@@ -60,12 +60,13 @@ def history_bounds(marts: Marts) -> tuple[dt.date, dt.date]:
 
 
 def labelled_features(
-    marts: Marts, transitions: pl.DataFrame, registry: Registry, every_days: int, first: dt.date | None = None
+    marts: Marts, transitions: pl.DataFrame, registry: Registry, every_days: int, horizon_days: int = HORIZON_DAYS
 ) -> pl.DataFrame:
+    """Features on every ``every_days``-th date back from the last, labelled where the horizon is known."""
     start, last = history_bounds(marts)
-    days = scoring_dates(max(start, first or start), last, every_days)
+    days = scoring_dates(start, last, every_days)
     features = build_features(marts, days, registry.delinquency_days)
-    return label(features, transitions, last)
+    return label(features, transitions, last, horizon_days)
 
 
 def retrain(
@@ -75,17 +76,19 @@ def retrain(
     seed: int = DEFAULT_SEED,
     holdout_days: int = DEFAULT_HOLDOUT_DAYS,
     every_days: int = DEFAULT_EVERY_DAYS,
+    horizon_days: int = HORIZON_DAYS,
 ) -> Retrained:
     """Train on the warehouse's history, measure on its held-out months, store and make it current."""
     source = warehouse or settings.build_db
     marts = read_marts(source)
-    rows = labelled_features(marts, read_transitions(source), registry, every_days)
-    split = time_split(rows, holdout_days)
+    rows = labelled_features(marts, read_transitions(source), registry, every_days, horizon_days)
+    split = time_split(rows, holdout_days, horizon_days)
     model = train(split.train, seed=seed)
     held_out = _scored(model, split.test).rename({LABEL: "outcome"})
     measured = {"labels": "marts", **metrics(held_out, "outcome")}
     card = model_card(model, split.test_window, [s.name for s in available_sets(marts)], measured, registry)
-    card["every_days"], card["holdout_days"] = every_days, holdout_days
+    card.update(every_days=every_days, holdout_days=holdout_days, horizon_days=horizon_days)
+    card["target"] = f"the customer's state becomes churned within {horizon_days} days after the scoring date"
     folder = artefacts.save(settings.churn_models_dir, model, measured, card)
     return Retrained(model=model, folder=folder, metrics=measured, card=card)
 
@@ -107,7 +110,6 @@ def model_card(
         "version": model.version,
         "owner": domain_owners().get(OWNER_DOMAIN, ""),
         "intended_use": INTENDED_USE,
-        "target": f"the customer's state becomes churned within {HORIZON_DAYS} days after the scoring date",
         "population": "customers (ultimate parents) with a contract live or paused on the scoring date",
         "training_window": [model.train_window[0].isoformat(), model.train_window[1].isoformat()],
         "test_window": [test_window[0].isoformat(), test_window[1].isoformat()],
@@ -132,6 +134,8 @@ def evaluate(
     root = settings.churn_models_dir
     model = artefacts.load(root, version)
     card = artefacts.read_json(root, artefacts.CARD_FILE, model.version)
+    if card.get("horizon_days", HORIZON_DAYS) != HORIZON_DAYS:
+        raise ValueError(f"{model.version} predicts {card['horizon_days']} days ahead; the truth knows {HORIZON_DAYS}")
     start, end = (dt.date.fromisoformat(d) for d in card["test_window"])
     marts = read_marts(warehouse or settings.build_db)
     days = [d for d in scoring_dates(start, history_bounds(marts)[1], int(card["every_days"])) if d <= end]

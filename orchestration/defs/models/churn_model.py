@@ -37,11 +37,13 @@ def _owner() -> str:
 
 
 class RetrainConfig(dg.Config):
-    """The seed, the held-out days and the spacing of training dates (dataops/models/workflow.py)."""
+    """The seed, the held-out days, the spacing of training dates and the label's horizon (90 days; shorter
+    only to exercise the loop on a tiny simulation) (dataops/models/workflow.py)."""
 
     seed: int = 29
     holdout_days: int = 182
     every_days: int = 7
+    horizon_days: int = 90
 
 
 @dg.definitions
@@ -68,6 +70,7 @@ def churn_model() -> dg.Definitions:
             seed=config.seed,
             holdout_days=config.holdout_days,
             every_days=config.every_days,
+            horizon_days=config.horizon_days,
         )
         model = done.metrics.get("model", {})
         context.log.info(f"trained {done.model.version}: held-out ROC AUC {model.get('roc_auc')}")

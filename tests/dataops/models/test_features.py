@@ -70,9 +70,9 @@ def test_the_label_looks_90_days_ahead_and_is_unknown_past_the_data() -> None:
     features = pl.DataFrame({"customer_id": ["A", "A", "B"], "date": [D0, day(50), D0]})
     transitions = pl.DataFrame({"customer_id": ["A"], "changed_date": [day(90)]})
     labelled = label(features, transitions, last_known=day(100)).sort("customer_id", "date")
-    assert labelled["churns_within_90_days"].to_list() == [True, True, False]
+    assert labelled["churns_within_horizon"].to_list() == [True, True, False]
     unknown = label(features, pl.DataFrame(schema=transitions.schema), last_known=day(100))
-    assert unknown.sort("customer_id", "date")["churns_within_90_days"].to_list() == [False, None, False]
+    assert unknown.sort("customer_id", "date")["churns_within_horizon"].to_list() == [False, None, False]
 
 
 def test_a_mart_table_without_a_known_on_date_is_refused() -> None:
