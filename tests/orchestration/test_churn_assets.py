@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from dataops.core.settings import Settings
+from dataops.egress.reverse_etl import CHURN_REASONS_FIELD, CHURN_RISK_FIELD, enterprise_view
 from dataops.models import artefacts
 from orchestration.definitions import defs
 from orchestration.lib.names import ANALYTICS_KEY, CHURN_MODEL_KEY, CHURN_RETRAIN_JOB, CHURN_RISK_KEY
@@ -84,6 +85,11 @@ def test_the_scores_are_published_with_the_model_card_in_the_catalog(trained: Pa
     [(day, rows, distinct, scored_by, unbanded)] = scores
     assert day == END and rows > 10 and distinct > 1 and scored_by == version and unbanded == 0
     assert card == [(version, True, "sales-ops")] and listed == [("sales-ops",)]
+    # the reverse ETL writes each scored account's band and reasons beside its state
+    view = enterprise_view(Settings(trained))
+    banded = [v for v in view.values.values() if CHURN_RISK_FIELD in v]
+    assert banded and {v[CHURN_RISK_FIELD] for v in banded} <= {"high", "medium", "low"}
+    assert all(CHURN_REASONS_FIELD in v for v in banded)
 
 
 def test_degenerate_scores_block_publishing(trained: Path, tmp_path: Path) -> None:
