@@ -96,8 +96,5 @@ def metrics(scored: pl.DataFrame, outcome: str) -> dict[str, Any]:
 
 
 def against_truth(scored: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
-    """The scored rows with the simulator's outcome (``customer_key``, ``date``, ``churns_within_90_days``)."""
-    outcome = truth.select(
-        pl.col("customer_key").alias("customer_id"), "date", pl.col("churns_within_90_days").alias("truth")
-    )
-    return scored.join(outcome, on=["customer_id", "date"], how="left")
+    """The scored rows with the given outcome (``customer_id``, ``date``, ``truth``)."""
+    return scored.join(truth.select("customer_id", "date", "truth"), on=["customer_id", "date"], how="left")

@@ -107,3 +107,29 @@ def test_degenerate_scores_block_publishing(trained: Path, tmp_path: Path) -> No
     assert failed == ["churn_scores_not_degenerate"]
     assert not [e for e in result.get_asset_materialization_events() if e.asset_key == ANALYTICS_KEY]
     assert Settings(tmp_path).analytics_db.stat().st_mtime_ns == before
+
+
+def test_the_cli_retrains_deterministically_and_evaluates_against_the_truth(trained: Path, tmp_path: Path) -> None:
+    """``dataops model train`` twice gives the same version and scores; ``evaluate`` reads the truth."""
+    from typer.testing import CliRunner
+
+    from application.cli import app
+
+    shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(Settings(tmp_path).churn_models_dir)
+    runner = CliRunner(env={"DATAOPS_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
+    args = ["model", "train", "--horizon-days", "21", "--holdout-days", "28", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    version = artefacts.current_version(Settings(tmp_path).churn_models_dir)
+    model = artefacts.load(Settings(tmp_path).churn_models_dir)
+    again = runner.invoke(app, [*args[:-1], "--seed", "29"])
+    assert again.exit_code == 0 and f"trained {version}" in again.output
+    assert artefacts.load(Settings(tmp_path).churn_models_dir).pipeline[-1].coef_.tolist() == (
+        model.pipeline[-1].coef_.tolist()
+    )
+    measured = runner.invoke(app, ["model", "evaluate", "--json"])
+    assert measured.exit_code == 0, measured.output
+    evaluation = artefacts.read_json(Settings(tmp_path).churn_models_dir, "evaluation.json")
+    assert evaluation["labels"] == "simulator truth" and evaluation["version"] == version
+    assert evaluation["rows"] > 0 and evaluation["rows_without_truth"] < evaluation["rows"]
