@@ -126,7 +126,9 @@ def contract_features(marts: Marts, day: dt.date, delinquency_days: int) -> pl.D
         tenure_days=_days(pl.col("go_live_date").filter(pl.col("go_live_date") <= day).min(), day).fill_null(0),
         days_since_last_signed=_days(pl.col("signed_date").max(), day),
         contracts_signed=pl.len(),
-        mrr_usd=(pl.col("mrr_amount").cast(pl.Float64) * pl.col("usd")).filter(pl.col("contract_id").is_in(live)).sum(),
+        mrr_usd=(pl.col("mrr_amount").cast(pl.Float64) * pl.col("usd"))
+        .filter(pl.col("contract_id").is_in(live.to_list()))
+        .sum(),
         contract_value_usd=(pl.col("total_contract_value").cast(pl.Float64) * pl.col("usd")).sum(),
     )
 

@@ -71,7 +71,10 @@ def test_the_scores_are_published_with_the_model_card_in_the_catalog(trained: Pa
     result = run_job(trained, END, END, selection=SCORE_AND_PUBLISH)
     assert result.success
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"churn_scores_not_degenerate": True, "churn_features_not_drifted": True}
+    assert {k: v for k, v in checks.items() if k.startswith("churn_")} == {
+        "churn_scores_not_degenerate": True,
+        "churn_features_not_drifted": True,
+    }
     version = artefacts.current_version(Settings(trained).churn_models_dir)
     with duckdb.connect(str(Settings(trained).analytics_db), read_only=True) as conn:
         scores = conn.execute(
