@@ -49,7 +49,8 @@ DELINQUENT_FIELD = "Enterprise_Delinquent__c"
 MRR_FIELD = "Enterprise_MRR_USD__c"
 CHURN_RISK_FIELD = "Enterprise_Churn_Risk__c"
 CHURN_REASONS_FIELD = "Enterprise_Churn_Reasons__c"
-FIELDS = (STATE_FIELD, DELINQUENT_FIELD, MRR_FIELD, CHURN_RISK_FIELD, CHURN_REASONS_FIELD)
+FIELDS = (STATE_FIELD, DELINQUENT_FIELD, MRR_FIELD)  # every account's
+CHURN_FIELDS = (CHURN_RISK_FIELD, CHURN_REASONS_FIELD)  # the accounts of customers scored on the date
 DEFAULT_MAX_REQUESTS_PER_SECOND = 40.0  # the mock CRM allows 50/s; stay below rather than lean on 429s
 DEFAULT_BATCH_SIZE = 200  # accounts per request: the most the CRM's collection endpoint takes
 
