@@ -15,7 +15,8 @@ import pandera.errors
 import pandera.polars as pa
 import polars as pl
 
-from quality import kpis, marts
+from quality import churn, kpis, marts
+from registry.churn_risk import load_churn_risk
 from registry.loader import Registry
 
 FAILURE_CAP = 20
@@ -195,6 +196,29 @@ def kpi_movements(conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date,
     )
 
 
+def churn_risk(conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, registry: Registry) -> pl.DataFrame:
+    return query_frame(
+        conn,
+        "select * from marts.customer_churn_risk where score_date between ? and ? order by score_date, customer_id",
+        [start, end],
+    )
+
+
+def churn_feature_drift(
+    conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, registry: Registry
+) -> pl.DataFrame:
+    rules = load_churn_risk()
+    return query_frame(
+        conn,
+        """
+        select score_date, feature, model_version, customers, mean_shift_sd,
+               cast(? as double) as max_shift_sd, cast(? as bigint) as min_customers
+        from models.churn_feature_drift where score_date between ? and ? order by score_date, feature
+    """,
+        [rules.max_feature_shift_sd, rules.min_customers_for_drift, start, end],
+    )
+
+
 @dataclass(frozen=True)
 class GateCheck:
     name: str
@@ -246,6 +270,24 @@ GATE: tuple[GateCheck, ...] = (
         kpis.KpiMovements,
         kpi_movements,
         "Day-over-day movements stay within the registry's bounds unless marked expected.",
+    ),
+)
+# The churn-risk scores' checks: a step of their own after scoring (in the marts' gate step, they would make it
+# wait for the scores, which wait for the marts' gate: Dagster would split dbt's step in two to order them).
+CHURN_GATE: tuple[GateCheck, ...] = (
+    GateCheck(
+        "churn_scores_not_degenerate",
+        ("marts", "customer_churn_risk"),
+        churn.ChurnRisk,
+        churn_risk,
+        "One probability per customer and date, banded; a date's scores neither all missing nor all equal.",
+    ),
+    GateCheck(
+        "churn_features_not_drifted",
+        ("marts", "customer_churn_risk"),
+        churn.ChurnFeatureDrift,
+        churn_feature_drift,
+        "No feature's mean on a scoring date moved beyond the registry's limit from the training data's.",
     ),
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from application.cli import definitions, demo, docs, egress, governance, lake, operate, sources, transform
+from application.cli import definitions, demo, docs, egress, governance, lake, model, operate, sources, transform
 
 app = typer.Typer(
     name="dataops",
@@ -39,3 +39,4 @@ operate.register(app)
 governance.register(app)
 egress.register(app)
 definitions.register(app)
+model.register(app)

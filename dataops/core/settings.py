@@ -168,6 +168,16 @@ class Settings:
         and each proposal's own build and impact report (docs/definitions.md)."""
         return self.data_dir / "definitions"
 
+    @property
+    def models_dir(self) -> Path:
+        """Trained models: per model, one folder per version holding the artefact beside its metrics and card."""
+        return self.data_dir / "models"
+
+    @property
+    def churn_models_dir(self) -> Path:
+        """The churn-risk model's versions and ``current.json``, the version scoring uses (dataops/models)."""
+        return self.models_dir / "churn"
+
     # --- governance (the platform account's alone) ---
     @property
     def governance_dir(self) -> Path:

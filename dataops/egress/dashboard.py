@@ -46,6 +46,7 @@ from dataops.egress import figures
 from dataops.egress.headlines import Reading, day_words, flow_readings, stock_readings
 from dataops.publish.status import CheckSummary, Status, platform_status
 from registry import ENTERPRISE_FILE
+from registry.churn_risk import CHURN_RISK_FILE, load_churn_risk
 from registry.loader import load_registry
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,16 @@ DEFINITIONS_PAGE = "definitions.html"  # the definition changes' page beside it 
 def dashboard_path(settings: Settings) -> Path:
     """Where the dashboard is written by default (next to the data, never committed)."""
     return settings.data_dir / "dashboard" / "index.html"
+
+
+CHURN_SCHEMA = {
+    "customer_id": pl.String,
+    "customer_name": pl.String,
+    "churn_probability": pl.Float64,
+    "risk_band": pl.String,
+    "top_reasons": pl.String,
+    "score_date": pl.Date,
+}
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class DashboardData:
     status: Status
     restatement_count: int = 0
     missing: list[str] = field(default_factory=list)
+    churn: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CHURN_SCHEMA))
 
 
 def build_dashboard(
@@ -152,7 +164,7 @@ def _code_digest() -> str:
     """The drawing code, read once per process: comparing and then drawing a page both need it (and the
     registry, whose business names a publish made before them lacks)."""
     drawing = [Path(__file__), Path(figures.__file__), Path(__file__).with_name("headlines.py")]
-    return files_digest([*drawing, *sorted(TEMPLATES.iterdir()), ENTERPRISE_FILE])
+    return files_digest([*drawing, *sorted(TEMPLATES.iterdir()), ENTERPRISE_FILE, CHURN_RISK_FILE])
 
 
 MADE_FROM = re.compile(r'<meta name="dataops-made-from" content="([0-9a-f]{64})">')
@@ -227,6 +239,18 @@ READS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
 }  # fmt: skip
 
 
+# The churn scores of the latest scoring date (optional: nothing shows before a model has scored).
+CHURN_SQL = """
+select risk.customer_id, coalesce(customers.customer_name, risk.customer_id) as customer_name,
+       risk.churn_probability, risk.risk_band, risk.top_reasons, risk.score_date
+from marts.customer_churn_risk as risk
+left join marts.dim_customers as customers on customers.customer_id = risk.customer_id
+where risk.score_date = (select max(score_date) from marts.customer_churn_risk) and risk.risk_band is not null
+order by risk.churn_probability desc, risk.customer_id
+"""
+AT_RISK_SHOWN = 20
+
+
 def load_dashboard_data(
     settings: Settings, now: dt.datetime | None = None, status: Status | None = None
 ) -> DashboardData:
@@ -245,6 +269,8 @@ def load_dashboard_data(
             missing.extend(absent)
             frames[name] = pl.DataFrame(schema=empty) if absent else query_frame(conn, sql)
         definitions = _definitions(conn, "reference.registry_kpis" in present)
+        if {"marts.customer_churn_risk", "marts.dim_customers"} <= present:
+            frames["churn"] = query_frame(conn, CHURN_SQL).cast(CHURN_SCHEMA)  # type: ignore[arg-type]
         restatement_count = (
             int(scalar(conn, "select count(*) from publish.kpi_restatements"))
             if "publish.kpi_restatements" in present
@@ -300,6 +326,9 @@ def render_dashboard(data: DashboardData) -> str:
     charts = [(p["chart_id"], p.pop("figure")) for p in panels if p.get("figure") is not None]
     charts.append(("chart-customer-states", figures.states_figure(data.states)))
     charts.append(("chart-lead-funnel", figures.funnel_figure(funnel["totals"], funnel["period"])))
+    churn = _churn_view(data.churn)
+    if churn:
+        charts.append(("chart-churn-risk", figures.churn_figure(churn["bands"])))
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -321,7 +350,28 @@ def render_dashboard(data: DashboardData) -> str:
         registry_version=", ".join(sorted({d.version for d in data.definitions if d.version})),
         missing=data.missing,
         funnel=funnel,
+        churn=churn,
     )
+
+
+def _churn_view(churn: pl.DataFrame) -> dict[str, Any] | None:
+    """The risk distribution by band and the customers most at risk, or None before any score."""
+    if churn.is_empty():
+        return None
+    bands = dict(churn.group_by("risk_band").len().iter_rows())
+    order = load_churn_risk().band_names
+    at_risk = churn.filter(pl.col("risk_band") == order[0]).head(AT_RISK_SHOWN)
+    return {
+        "score_date": _iso(churn["score_date"].max()),  # type: ignore[arg-type]
+        "bands": [(band, int(bands.get(band, 0))) for band in order],
+        "scored": churn.height,
+        "high_band": order[0],
+        "rows": [
+            (r["customer_name"], f"{r['churn_probability']:.0%}", r["top_reasons"] or "")
+            for r in at_risk.iter_rows(named=True)
+        ],
+        "more": max(0, int(bands.get(order[0], 0)) - AT_RISK_SHOWN),
+    }
 
 
 def _iso(value: dt.date | None) -> str:

@@ -272,6 +272,25 @@ def funnel_figure(totals: dict[str, int], period: str) -> go.Figure:
     return fig
 
 
+def churn_figure(bands: list[tuple[str, int]]) -> go.Figure:
+    """Customers scored on the latest date, by churn-risk band (highest first)."""
+    colours = ["#b91c1c", "#d97706", "#0f766e"]
+    fig = go.Figure(
+        go.Bar(
+            x=[count for _, count in bands],
+            y=[band for band, _ in bands],
+            orientation="h",
+            marker={"color": [colours[min(i, len(colours) - 1)] for i in range(len(bands))]},
+            texttemplate="%{x:,d}",
+            textposition="auto",
+            hovertemplate="%{y}: %{x:,d} customers<extra></extra>",
+        )
+    )
+    layout(fig, 200)
+    fig.update_layout(showlegend=False, yaxis={"autorange": "reversed"})
+    return fig
+
+
 def figure_json(fig: go.Figure) -> str:
     """The figure as JSON that is safe inside a <script> element (no closing tag can appear in it)."""
     payload: dict[str, Any] = fig.to_plotly_json()

@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 STATE_FIELD = "Enterprise_State__c"
 DELINQUENT_FIELD = "Enterprise_Delinquent__c"
 MRR_FIELD = "Enterprise_MRR_USD__c"
-FIELDS = (STATE_FIELD, DELINQUENT_FIELD, MRR_FIELD)
+CHURN_RISK_FIELD = "Enterprise_Churn_Risk__c"
+CHURN_REASONS_FIELD = "Enterprise_Churn_Reasons__c"
+FIELDS = (STATE_FIELD, DELINQUENT_FIELD, MRR_FIELD)  # every account's
+CHURN_FIELDS = (CHURN_RISK_FIELD, CHURN_REASONS_FIELD)  # the accounts of customers scored on the date
 DEFAULT_MAX_REQUESTS_PER_SECOND = 40.0  # the mock CRM allows 50/s; stay below rather than lean on 429s
 DEFAULT_BATCH_SIZE = 200  # accounts per request: the most the CRM's collection endpoint takes
 
@@ -119,6 +122,17 @@ order by accounts.account_id
 """
 
 
+# The churn-risk band and reasons of every CRM account whose customer was scored on the published date
+# (written only for scored customers: the fields of the others are left as they are).
+CHURN_SQL = """
+select accounts.entity_id as account_id, risk.risk_band, coalesce(risk.top_reasons, '') as top_reasons
+from marts.dim_customer_hierarchy as accounts
+inner join marts.customer_churn_risk as risk on risk.customer_id = accounts.customer_id
+where accounts.entity_type = 'crm_account' and risk.score_date = $as_of and risk.risk_band is not null
+order by 1
+"""
+
+
 class CrmSyncError(RuntimeError):
     """The sync could not finish; everything the CRM accepted before it stopped is recorded."""
 
@@ -156,7 +170,7 @@ def sync_db_path(settings: Settings) -> Path:
 
 
 def _canonical(field_name: str, value: Any) -> str:
-    if field_name == STATE_FIELD:
+    if field_name in (STATE_FIELD, CHURN_RISK_FIELD, CHURN_REASONS_FIELD):
         return str(value)
     if field_name == DELINQUENT_FIELD:
         return "1" if value else "0"
@@ -186,6 +200,11 @@ def enterprise_view(settings: Settings, registry: Registry | None = None) -> Ent
             raise CrmSyncError(f"{path} records no publish with an as-of date")
         as_of, publish_id = latest[0]
         rows = conn.execute(VIEW_SQL, {"as_of": as_of, "live_states": live_states}).fetchall()
+        scored = conn.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'marts' and table_name = 'customer_churn_risk'"
+        ).fetchone()
+        churn = conn.execute(CHURN_SQL, {"as_of": as_of}).fetchall() if scored and scored[0] else []
     values = {
         str(account): {
             STATE_FIELD: _canonical(STATE_FIELD, state),
@@ -194,6 +213,10 @@ def enterprise_view(settings: Settings, registry: Registry | None = None) -> Ent
         }
         for account, state, delinquent, mrr in rows
     }
+    for account, band, reasons in churn:
+        if str(account) in values:
+            values[str(account)][CHURN_RISK_FIELD] = _canonical(CHURN_RISK_FIELD, band)
+            values[str(account)][CHURN_REASONS_FIELD] = _canonical(CHURN_REASONS_FIELD, reasons)
     return EnterpriseView(as_of=as_of, publish_id=str(publish_id), values=values)
 
 

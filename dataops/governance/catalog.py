@@ -30,6 +30,7 @@ GATE_CHECKS = {
     "marts.fct_invoices": ["payments_within_invoiced"],
     "marts.fct_contracts": ["contract_amounts_consistent"],
     "kpis.kpi_daily": ["kpi_values_valid", "kpis_consistent", "kpi_movements_plausible"],
+    "marts.customer_churn_risk": ["churn_scores_not_degenerate", "churn_features_not_drifted"],
 }
 
 

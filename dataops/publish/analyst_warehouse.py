@@ -35,9 +35,11 @@ from dataops.governance.definition_versions import definition_files, definition_
 from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
 from dataops.governance.policy import load_policy, policy_path
 from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
+from dataops.models.scores import DRIFT_TABLE, RISK_TABLE, dataset_meta, model_cards
 from dataops.publish.definition_tables import definitions_in_catalog, write_definition_tables
 from dataops.transform.build_stamp import built_from
 from registry import DOMAINS_DIR
+from registry.loader import domain_owners
 
 PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
 PUBLISH_DDL = """
@@ -71,6 +73,11 @@ class PublishReport:
     bytes: int = 0
     unchanged: bool = False  # nothing was written: analysts have this publish already
     published_by_run: str | None = None  # the run that wrote it, when ``unchanged``
+
+
+def model_datasets() -> dict[str, DatasetMeta]:
+    """Published datasets written by the platform's models rather than dbt, with their catalog metadata."""
+    return {RISK_TABLE: dataset_meta(domain_owners().get("customer", ""))}
 
 
 def _published_tables(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -134,6 +141,9 @@ def publish_inputs(
             # what analysts see of the quarantine: a re-extraction quarantines the same rows with new lineage
             "quarantine": conn.execute(f"select * from ({_quarantine_summary_query(conn)}) order by all").fetchall(),
             "archive_log": table_digest(conn, "governance", "archive_log"),  # changes marts outside dbt
+            # the churn scores are written by their own step, not dbt; the model cards go to the catalog
+            "models": [table_digest(conn, *t.split(".")) for t in (RISK_TABLE, DRIFT_TABLE)],
+            "model_cards": model_cards(settings.churn_models_dir).write_csv(),
             "datasets": {name: asdict(meta) for name, meta in datasets.items()},
             "tests": [dbt_tests_by_dataset(manifest, datasets), dbt_constraints_by_dataset(manifest, datasets)],
             "files": files_digest([policy_path(), *sorted(DOMAINS_DIR.glob("*.yaml")), *PUBLISH_CODE]),
@@ -193,7 +203,7 @@ def publish(
     with connect(settings.build_db, limits=limits) as conn:
         conn.execute(PUBLISH_DDL)
         manifest = load_manifest()
-        declared = published_datasets(manifest)
+        declared = {**published_datasets(manifest), **model_datasets()}
         inputs = publish_inputs(conn, settings, manifest, declared)
         if inputs is not None and not republish_unchanged:
             held = _already_published(conn, settings, inputs)
@@ -257,6 +267,7 @@ def publish(
         _write_aside(conn, aside, as_of, report, datasets, restricted, personal)
         conn.register("_catalog_datasets", catalog)
         conn.register("_catalog_columns", columns)
+        conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
         _write_catalog(conn, aside)
         write_definition_tables(conn, aside, definitions)
         _write_restricted(conn, restricted_aside, as_of, datasets, restricted | set(personal))
@@ -339,6 +350,7 @@ def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
         conn.execute("create schema analytics.catalog")
         conn.execute("create table analytics.catalog.datasets as select * from _catalog_datasets")
         conn.execute("create table analytics.catalog.columns as select * from _catalog_columns")
+        conn.execute("create table analytics.catalog.model_cards as select * from _catalog_model_cards")
         conn.execute(
             "create table analytics.catalog.archives as select dataset, period, rows, archived_at, "
             "restored_at from governance.archive_log"
@@ -348,6 +360,7 @@ def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
         conn.execute("detach analytics")
         conn.unregister("_catalog_datasets")
         conn.unregister("_catalog_columns")
+        conn.unregister("_catalog_model_cards")
 
 
 def _write_restricted(

@@ -10,3 +10,7 @@ WAREHOUSE_POOL = "build_warehouse"
 ANALYTICS_KEY = dg.AssetKey(["publish", "analytics_warehouse"])
 KPI_KEYS = (dg.AssetKey(["kpis", "kpi_daily"]), dg.AssetKey(["kpis", "kpi_monthly"]))
 WRITES_TAG = {"dataops/writes": "build_warehouse"}
+# The churn-risk model (orchestration/defs/models): retrained monthly by its own job, scored in the daily run.
+CHURN_MODEL_KEY = dg.AssetKey(["models", "churn_model"])
+CHURN_RISK_KEY = dg.AssetKey(["marts", "customer_churn_risk"])
+CHURN_RETRAIN_JOB = "churn_retrain_job"

@@ -30,6 +30,8 @@ class Accounts(pa.DataFrameModel):
     Enterprise_State__c: str | None = pa.Field(nullable=True)
     Enterprise_Delinquent__c: pl.Boolean | None = pa.Field(nullable=True)
     Enterprise_MRR_USD__c: Money | None = pa.Field(nullable=True)
+    Enterprise_Churn_Risk__c: str | None = pa.Field(nullable=True)
+    Enterprise_Churn_Reasons__c: str | None = pa.Field(nullable=True)
 
 
 class Contacts(pa.DataFrameModel):
@@ -105,7 +107,13 @@ CONTRACTS = [
         "accounts",
         Accounts,
         key=("Id",),
-        written_back=("Enterprise_State__c", "Enterprise_Delinquent__c", "Enterprise_MRR_USD__c"),
+        written_back=(
+            "Enterprise_State__c",
+            "Enterprise_Delinquent__c",
+            "Enterprise_MRR_USD__c",
+            "Enterprise_Churn_Risk__c",
+            "Enterprise_Churn_Reasons__c",
+        ),
     ),
     Contract("crm", "contacts", Contacts, key=("Id",), references={"AccountId": ("accounts", "Id")}),
     Contract("crm", "leads", Leads, key=("Id",)),

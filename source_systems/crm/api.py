@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import json
 import threading
 import time
@@ -216,6 +217,37 @@ def create_app(
                 else:
                     results.append({"id": account_id, "status": "not_found"})
         return {"results": results}
+
+    @app.post("/api/v1/tasks")
+    def create_task(body: dict[str, Any], idempotency_key: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """A task for the owner of ``AccountId`` (``Subject``, ``Description``, ``ActivityDate``). The
+        ``Idempotency-Key`` header is required: the same key again returns the task it created first."""
+        if not idempotency_key:
+            raise HTTPException(422, detail="the Idempotency-Key header is required")
+        account, subject = str(body.get("AccountId") or ""), str(body.get("Subject") or "")
+        if not account or not subject:
+            raise HTTPException(422, detail="AccountId and Subject are required")
+        with store.connect(db_path) as conn:
+            found = conn.execute("select Id from tasks where IdempotencyKey = ?", (idempotency_key,)).fetchone()
+            if found is not None:
+                return {"id": found[0], "created": False}
+            if conn.execute("select 1 from accounts where Id = ?", (account,)).fetchone() is None:
+                raise HTTPException(404, detail=f"account {account!r} not found")
+            task_id = "00T" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:15]
+            conn.execute(
+                "insert into tasks (Id, AccountId, Subject, Description, ActivityDate, AssignedTo, IdempotencyKey, "
+                "CreatedDate) values (?, ?, ?, ?, ?, 'account_owner', ?, ?)",
+                (
+                    task_id,
+                    account,
+                    subject,
+                    body.get("Description"),
+                    body.get("ActivityDate"),
+                    idempotency_key,
+                    dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                ),
+            )
+        return {"id": task_id, "created": True}
 
     @app.post("/api/v1/_faults")
     def set_faults(settings: dict[str, float]) -> dict[str, Any]:

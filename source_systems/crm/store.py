@@ -69,7 +69,22 @@ OBJECTS: dict[str, list[str]] = {
     "opportunity_history": ["Id", "OpportunityId", "Field", "OldValue", "NewValue", "CreatedDate", "SystemModstamp"],
 }
 # Fields the enterprise writes back (reverse ETL); the simulator never reads them.
-WRITEBACK_FIELDS = {"accounts": ["Enterprise_State__c", "Enterprise_Delinquent__c", "Enterprise_MRR_USD__c"]}
+WRITEBACK_FIELDS = {
+    "accounts": [
+        "Enterprise_State__c",
+        "Enterprise_Delinquent__c",
+        "Enterprise_MRR_USD__c",
+        "Enterprise_Churn_Risk__c",  # the churn-risk band (registry/churn_risk.yaml)
+        "Enterprise_Churn_Reasons__c",  # its top reasons
+    ]
+}
+# Tasks the enterprise opens for an account's owner (a churn-risk action): created through the API, never
+# listed for extraction; the table is the CRM's log of them. A repeated idempotency key returns the first.
+TASKS_DDL = """
+create table if not exists tasks (
+    Id text primary key, AccountId text not null, Subject text not null, Description text,
+    ActivityDate text, AssignedTo text not null, IdempotencyKey text not null unique, CreatedDate text not null)
+"""
 TYPES = {
     "Score": "integer",
     "Amount": "real",
@@ -93,7 +108,12 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         all_cols = cols + WRITEBACK_FIELDS.get(name, [])
         defs = ", ".join(f"{c} {TYPES.get(c, 'text')}{' primary key' if c == 'Id' else ''}" for c in all_cols)
         conn.execute(f"create table if not exists {name} ({defs})")
+        have = {row[1] for row in conn.execute(f"pragma table_info({name})")}
+        for column in WRITEBACK_FIELDS.get(name, []):
+            if column not in have:  # a CRM created before the field existed
+                conn.execute(f"alter table {name} add column {column} {TYPES.get(column, 'text')}")
         conn.execute(f"create index if not exists {name}_modstamp on {name} (SystemModstamp, Id)")
+    conn.execute(TASKS_DDL)
     conn.row_factory = sqlite3.Row
     return conn
 

@@ -25,6 +25,7 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.egress.reverse_etl import (
+    CHURN_FIELDS,
     DEFAULT_BATCH_SIZE,
     DELINQUENT_FIELD,
     FIELDS,
@@ -151,7 +152,7 @@ def erp_only_mrr(settings: Settings) -> float:
 
 
 def test_the_writable_fields_are_the_crms() -> None:
-    assert list(FIELDS) == store.WRITEBACK_FIELDS["accounts"]
+    assert [*FIELDS, *CHURN_FIELDS] == store.WRITEBACK_FIELDS["accounts"]
 
 
 def test_a_write_the_crm_refuses_names_the_account_and_an_unknown_one_is_reported() -> None:
@@ -401,4 +402,4 @@ def test_an_interrupted_sync_completes_on_rerun_with_the_same_state_and_no_dupli
 def test_the_fields_written_back_are_the_ones_the_crm_contract_declares() -> None:
     """The dbt step's digest ignores a contract's written-back columns (docs/decisions/0020): a field the sync
     writes but the contract does not declare would make every re-run after a sync rebuild for nothing."""
-    assert set(FIELDS) == set(CONTRACTS["crm.accounts"].written_back)
+    assert {*FIELDS, *CHURN_FIELDS} == set(CONTRACTS["crm.accounts"].written_back)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.lib.names import WRITES_TAG
+from orchestration.lib.names import CHURN_MODEL_KEY, WRITES_TAG
 
 DAILY_JOB = "daily_elt_job"
 ACCOUNTING_JOB = "accounting_refresh_job"
@@ -13,7 +13,8 @@ ACCOUNTING_JOB = "accounting_refresh_job"
 
 @dg.definitions
 def jobs() -> dg.Definitions:
-    everything = dg.AssetSelection.all()
+    # the churn model is retrained by its own monthly job (orchestration/defs/models), not every day
+    everything = dg.AssetSelection.all() - dg.AssetSelection.assets(CHURN_MODEL_KEY)
     return dg.Definitions(
         jobs=[
             dg.define_asset_job(
@@ -31,7 +32,8 @@ def jobs() -> dg.Definitions:
             ),
             dg.define_asset_job(
                 ACCOUNTING_JOB,
-                selection=dg.AssetSelection.groups("accounting").downstream(),
+                selection=dg.AssetSelection.groups("accounting").downstream()
+                - dg.AssetSelection.assets(CHURN_MODEL_KEY),
                 tags=WRITES_TAG,
                 description="A day's accounting export (or its corrected re-export) and what depends on it.",
             ),

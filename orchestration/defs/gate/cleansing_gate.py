@@ -19,7 +19,7 @@ from orchestration.lib.metadata import markdown_table
 from orchestration.lib.names import WAREHOUSE_POOL
 from orchestration.lib.partitions import window
 from orchestration.lib.resources import PlatformResource
-from quality.gate import GATE, CheckOutcome, GateCheck, run_check
+from quality.gate import CHURN_GATE, GATE, CheckOutcome, GateCheck, run_check
 from registry.loader import Registry
 
 
@@ -75,23 +75,36 @@ def gate_results(
         yield outcome_result(outcome, key)
 
 
-@dg.definitions
-def cleansing_gate() -> dg.Definitions:
-    """The whole gate as one step (one connection, one step's overhead) with a result per check."""
+def gate_step(name: str, checks: tuple[GateCheck, ...], description: str) -> dg.AssetChecksDefinition:
+    """Checks run as one step (one connection, one step's overhead) with a result per check."""
     specs = [
         dg.AssetCheckSpec(check.name, asset=_key(check).asset_key, description=check.description, blocking=True)
-        for check in GATE
+        for check in checks
     ]
 
     # In the writers' pool: it opens the build warehouse, and a reader's lock would fail a concurrent writer.
-    @dg.multi_asset_check(specs=specs, name="cleansing_gate", can_subset=True, pool=WAREHOUSE_POOL)
+    @dg.multi_asset_check(specs=specs, name=name, can_subset=True, pool=WAREHOUSE_POOL, description=description)
     def gate(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> Iterator[dg.AssetCheckResult]:
-        """The pandera models of quality/ over the run's window of the marts and KPIs."""
-        selected = [check for check in GATE if _key(check) in context.selected_asset_check_keys]
+        selected = [check for check in checks if _key(check) in context.selected_asset_check_keys]
         with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
             start, end = _window(context, conn)
             for result in gate_results(selected, conn, start, end, adopted_registry(platform.settings)):
                 context.log.info(result.description or result.check_name)
                 yield result
 
-    return dg.Definitions(asset_checks=[gate])
+    return gate
+
+
+@dg.definitions
+def cleansing_gate() -> dg.Definitions:
+    """The pandera models of quality/ over the run's window: the marts and KPIs, and the churn scores."""
+    return dg.Definitions(
+        asset_checks=[
+            gate_step(
+                "cleansing_gate", GATE, "The pandera models of quality/ over the run's window of the marts and KPIs."
+            ),
+            gate_step(
+                "churn_risk_gate", CHURN_GATE, "The churn scores of the run's window: not degenerate, not drifted."
+            ),
+        ]
+    )

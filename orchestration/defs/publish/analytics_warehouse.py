@@ -10,7 +10,7 @@ import dagster as dg
 
 from dataops.publish.analyst_warehouse import publish
 from orchestration.lib.dbt import published_model_keys
-from orchestration.lib.names import ANALYTICS_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
+from orchestration.lib.names import ANALYTICS_KEY, CHURN_RISK_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
 from orchestration.lib.partitions import daily_partitions, window
 from orchestration.lib.resources import PlatformResource
 
@@ -87,5 +87,6 @@ def analytics_warehouse_asset(
 
 @dg.definitions
 def analytics_warehouse() -> dg.Definitions:
-    """Downstream of every published dbt model: the marts and KPIs (the gate's checks block through them)."""
-    return dg.Definitions(assets=[analytics_warehouse_asset(daily_partitions(), published_model_keys())])
+    """Downstream of every published dbt model and the churn scores (the gate's checks block through them)."""
+    upstream = [*published_model_keys(), CHURN_RISK_KEY]
+    return dg.Definitions(assets=[analytics_warehouse_asset(daily_partitions(), upstream)])
