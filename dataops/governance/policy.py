@@ -75,8 +75,6 @@ class Policy:
     limits_by_role: dict[str, Limits]
     how_to_ask: str
     server: ServerLimits = field(default_factory=ServerLimits)
-    # personal data in the product's event properties: (name, regex, replacement), applied at landing
-    event_scrub: tuple[tuple[str, str, str], ...] = ()
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def check_role(self, role: str) -> None:
@@ -153,21 +151,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
         limits_by_role=limits,
         how_to_ask=str(data.get("how_to_ask", "")),
         server=_server_limits(data.get("server") or {}, source),
-        event_scrub=_event_scrub(data.get("event_properties") or {}, source),
         raw=data,
     )
-
-
-def _event_scrub(raw: dict[str, Any], source: Path) -> tuple[tuple[str, str, str], ...]:
-    rules = []
-    for name, rule in (raw.get("scrub") or {}).items():
-        try:
-            pattern, replacement = str(rule["pattern"]), str(rule["replacement"])
-            re.compile(pattern)
-        except (KeyError, TypeError, re.error) as exc:
-            raise PolicyError(f"{source}: event_properties.scrub.{name}: {exc}") from None
-        rules.append((str(name), pattern, replacement))
-    return tuple(rules)
 
 
 def _server_limits(raw: dict[str, Any], source: Path) -> ServerLimits:

@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -38,11 +39,12 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import yaml
 
-from dataops.core.settings import Settings
-from dataops.governance.policy import load_policy
+from dataops.core.settings import Settings, trusted_env
 from dataops.ingest import lake
 from quality.contracts.product import EVENT_TYPE_ALIASES, KNOWN_EVENT_TYPES, TIMESTAMP_FORMAT
+from registry import POLICY_FILE
 from registry.loader import Registry, load_registry
 
 SYSTEM, TABLE = "product", "events"
@@ -116,6 +118,21 @@ def pending(settings: Settings, since: dt.date | None = None) -> list[DeliveredO
     """Delivered objects the ledger has not seen (a re-delivered object with new contents is new)."""
     seen = set(ledger(settings).select("object", "sha256").iter_rows())
     return [o for o in delivered(settings.product_events, since) if (o.name, o.sha256) not in seen]
+
+
+def scrub_rules() -> list[tuple[str, str, str]]:
+    """The policy's rules for personal data in event properties: (name, regex, replacement).
+
+    The policy file in force is the one the gateway reads (``DATAOPS_POLICY`` for the platform's account).
+    """
+    path = Path(trusted_env("DATAOPS_POLICY") or POLICY_FILE)
+    rules = (yaml.safe_load(path.read_text()).get("event_properties") or {}).get("scrub") or {}
+    out = []
+    for name, rule in rules.items():
+        pattern, replacement = str(rule["pattern"]), str(rule["replacement"])
+        re.compile(pattern)  # a bad pattern fails here, naming itself, not inside a batch
+        out.append((str(name), pattern, replacement))
+    return out
 
 
 def quarantine(settings: Settings) -> pl.DataFrame:
@@ -261,7 +278,7 @@ def _parse(conn: duckdb.DuckDBPyConnection, events_dir: Path) -> None:
 def _fresh(conn: duckdb.DuckDBPyConnection, batch_id: str, now: dt.datetime, registry: Registry) -> None:
     """The batch's events as the lake holds them (copies included; duplicates go when dates are merged)."""
     scrub = "properties_raw"
-    for _name, pattern, replacement in load_policy().event_scrub:
+    for _name, pattern, replacement in scrub_rules():
         scrub = f"regexp_replace({scrub}, {_literal(pattern)}, {_literal(replacement)}, 'g')"
     agents = "|".join(_regex_escape(p) for p in registry.usage.excluded_user_agent_patterns) or "$^"
     aliases = " ".join(
@@ -360,7 +377,7 @@ def _land_quarantine(conn: duckdb.DuckDBPyConnection, settings: Settings, report
     if not report.quarantined:
         return
     text = "text"
-    for _name, pattern, replacement in load_policy().event_scrub:
+    for _name, pattern, replacement in scrub_rules():
         text = f"regexp_replace({text}, {_literal(pattern)}, {_literal(replacement)}, 'g')"
     query = (
         f"select object as _object, line as _line, reason, {text} as text, '{report.batch_id}' as _batch_id "

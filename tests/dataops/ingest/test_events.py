@@ -10,14 +10,13 @@ import polars as pl
 import pytest
 
 from dataops.core.settings import Settings
-from dataops.governance.policy import load_policy
 from dataops.ingest import events
 from quality.contracts.product import LandedEvents
 from registry.loader import load_registry
 from tests.source_systems.helpers import product_lines
 
 USAGE = load_registry().usage
-EMAIL = load_policy().event_scrub[0][1]
+EMAIL = events.scrub_rules()[0][1]
 
 
 def _ingest_in_delivery_order(
