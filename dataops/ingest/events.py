@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -167,7 +168,7 @@ def ingest_events(
     batch_id: str | None = None,
 ) -> BatchReport:
     """Ingest ``objects`` (default: every pending one, at most ``max_objects``, oldest delivery first)."""
-    registry = registry or load_registry()
+    registry = registry or _registry()
     report = BatchReport(batch_id or uuid.uuid4().hex)
     with _locked(events_root(settings)):
         todo = pending(settings) if objects is None else objects
@@ -438,6 +439,12 @@ def _write_ledger(
 
 
 # ------------------------------------------------------------------ helpers
+@functools.cache
+def _registry() -> Registry:
+    """Read once per process: a sensor's micro-batches run many times in one."""
+    return load_registry()
+
+
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """One batch at a time per lake (a sensor tick and a manual run must not interleave)."""
