@@ -234,13 +234,14 @@ def _hour_key(folder_pair: str) -> str:
 
 def _parse(conn: duckdb.DuckDBPyConnection, events_dir: Path) -> None:
     """Split lines into events and quarantine (``reason`` set), with the contract's fields extracted."""
-    ts = [
-        f"try_strptime(doc ->> '$.{c}', '{TIMESTAMP_FORMAT}') as {c}" for c in ("occurred_at", "sent_at", "received_at")
-    ]
+    # One parse per line for the scalar fields (a list of paths), one for the properties object.
+    names = ("event_id", "event_type", "user_id", "device_id", "account_ref", "occurred_at", "sent_at", "received_at")
+    context = ("platform", "app_version", "user_agent")
+    paths = ", ".join([f"'$.{n}'" for n in names] + [f"'$.context.{n}'" for n in context])
     fields = ", ".join(
-        [f"doc ->> '$.{c}' as {c}" for c in ("event_id", "event_type", "user_id", "device_id", "account_ref")]
-        + [f"doc -> '$.context' ->> '{c}' as {c}" for c in ("platform", "app_version", "user_agent")]
-        + ["(doc -> '$.properties')::varchar as properties_raw", *ts]
+        [f"v[{i}] as {n}" for i, n in enumerate(names[:5], start=1)]
+        + [f"try_strptime(v[{i}], '{TIMESTAMP_FORMAT}') as {n}" for i, n in enumerate(names[5:], start=6)]
+        + [f"v[{i}] as {n}" for i, n in enumerate(context, start=len(names) + 1)]
     )
     conn.execute(
         f"""
@@ -250,9 +251,13 @@ def _parse(conn: duckdb.DuckDBPyConnection, events_dir: Path) -> None:
                 coalesce(json_valid(text), false) as valid
             from lines
         ), docs as (
-            select *, case when valid then text::json end as doc from numbered
+            select *, case when valid then json_type(text) end as doc_type from numbered
+        ), values as (
+            select *, case when doc_type = 'OBJECT' then json_extract_string(text, [{paths}]) end as v,
+                case when doc_type = 'OBJECT' then json_extract(text, '$.properties')::varchar end as properties_raw
+            from docs
         ), extracted as (
-            select object, line, text, is_last, valid, json_type(doc) as doc_type, {fields} from docs
+            select object, line, text, is_last, valid, doc_type, {fields}, properties_raw from values
         )
         select *, case
             when text is null or trim(text) = '' then 'empty line'
