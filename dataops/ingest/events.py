@@ -50,6 +50,9 @@ from registry.loader import Registry, load_registry
 
 SYSTEM, TABLE = "product", "events"
 DEVICES, QUARANTINE, LEDGER = "event_devices", "event_quarantine", "event_ledger"
+# Versions kept per event date (and of the device map): each holds every older one's rows, so older ones are
+# only for looking back a few batches; hourly batches would otherwise keep a day of copies of each date.
+KEEP_VERSIONS = 3
 TRUNCATED = "truncated object: its last line is cut off (no final newline)"
 
 
@@ -188,6 +191,9 @@ def ingest_events(
             _land_devices(conn, settings, report.batch_id)
             _land_quarantine(conn, settings, report)
             _write_ledger(conn, settings, accepted, report, now)
+        for day in report.dates:
+            _keep_newest(lake.partition_dir(settings.lake_dir, SYSTEM, TABLE, day))
+        _keep_newest(events_root(settings) / DEVICES)
     return report
 
 
@@ -460,6 +466,12 @@ def _locked(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _keep_newest(folder: Path, keep: int = KEEP_VERSIONS) -> None:
+    """Remove superseded versions (after the batch's ledger rows: a redo never needs them)."""
+    for old in sorted(folder.glob("part-*.parquet"))[:-keep]:
+        old.unlink()
 
 
 def _sha256(path: Path) -> str:

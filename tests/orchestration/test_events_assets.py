@@ -131,3 +131,17 @@ def test_the_hourly_breaker_trips_on_a_flood_and_a_hole_but_not_on_the_usual_sha
     assert check_hours(
         ledger, ["2025-03-17T10"], registry
     ).passed  # its range holds quiet hours (40 lines): too few to tell a hole
+
+
+def test_hourly_batches_keep_a_few_versions_of_a_date_the_newest_holding_it_all(data_dir: Path) -> None:
+    settings = Settings(data_dir)
+    for k in range(events.KEEP_VERSIONS + 2):
+        hour = dt.datetime(2025, 3, 3, 8 + k)
+        deliver(settings.product_events, hour, [_event(f"e{k}", "report.viewed", hour)])
+        assert _run(data_dir).success
+    folder = settings.lake_dir / "raw" / "product" / "events" / "date=2025-03-03"
+    versions = sorted(folder.glob("part-*.parquet"))
+    assert len(versions) == events.KEEP_VERSIONS
+    assert sorted(pl.read_parquet(versions[-1], hive_partitioning=False)["event_id"]) == [
+        f"e{k}" for k in range(events.KEEP_VERSIONS + 2)
+    ]
