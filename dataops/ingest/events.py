@@ -173,6 +173,8 @@ def ingest_events(
     """Ingest ``objects`` (default: every pending one, at most ``max_objects``, oldest delivery first)."""
     registry = registry or _registry()
     report = BatchReport(batch_id or uuid.uuid4().hex)
+    if objects is None and not pending(settings):
+        return report  # nothing delivered (a data directory without the product): not even a lock file
     with _locked(events_root(settings)):
         todo = pending(settings) if objects is None else objects
         todo = todo[:max_objects] if max_objects else todo
