@@ -3,6 +3,7 @@ every kind of dirt handled, nothing real lost, nothing bogus counted, and a re-r
 
 from __future__ import annotations
 
+import datetime as dt
 from itertools import groupby
 from pathlib import Path
 
@@ -109,6 +110,18 @@ def test_renamed_events_take_their_plan_name_and_new_properties_pass(lake: pl.Da
     assert renamed.height > 0 and (renamed["event_name"] == "report.exported").all()
     assert lake["known_type"].all()
     assert lake.filter(pl.col("properties").str.contains('"load_ms"')).height > 0
+
+
+def test_skewed_clocks_late_and_held_back_hours_are_all_there(
+    lake: pl.DataFrame, lines: pl.DataFrame, ingested: Settings, dirt: pl.DataFrame
+) -> None:
+    skewed = lake.filter(pl.col("event_id").is_in(list(_keys(dirt, "clock_skew"))))
+    assert skewed.height > 0 and (skewed["occurred_at"].dt.date() != skewed["event_date"]).any()
+    assert ((skewed["event_time"] - skewed["received_at"]).abs() < dt.timedelta(hours=73)).all()
+    late = _keys(dirt, "late_delivery") & set(lines.filter("ok")["event_id"])  # the ones delivered by the end
+    assert late and late <= set(lake["event_id"])
+    held_back = {key.rsplit(":", 1)[0] for key in _keys(dirt, "out_of_order_hour")}
+    assert held_back <= set(events.ledger(ingested)["object"])
 
 
 def test_usage_per_user_and_day_equals_the_truth(lake: pl.DataFrame, ingested: Settings, tiny_sources: Path) -> None:
