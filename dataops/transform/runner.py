@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataops.core.settings import DBT_PROJECT_DIR, Settings, environ
+from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine, environ
 from dataops.core.warehouse import Limits, connect
 from dataops.transform.build_stamp import forget_build
 from dataops.transform.project import (
@@ -30,6 +30,7 @@ from dataops.transform.project import (
     window_environment,
     write_registry_seeds,
 )
+from dataops.transform.spark import export_raw
 from registry.loader import Registry, load_registry
 
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -112,6 +113,8 @@ def _forget_if_writing(args: list[str], settings: Settings, limits: Limits | Non
     if command not in READ_ONLY_COMMANDS and settings.build_db.exists():
         with connect(settings.build_db, limits=limits) as conn:
             forget_build(conn)  # built by hand: the Dagster step must not take it for its own last build
+        if engine() == "spark":
+            export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
 
 
 def run_dbt(
@@ -131,7 +134,7 @@ def run_dbt(
     write_registry_seeds(registry)
     _forget_if_writing(args, settings, limits)
     full = command_line(args, registry)
-    if in_process:
+    if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
         success, output = _run_in_process(full[1:], settings, limits, window)
     else:
         env = process_environment(settings, limits, window)
@@ -226,6 +229,8 @@ def start_dbt(
     """Start dbt with its log as JSON lines on stdout; the caller reads ``events()`` then ``result()``."""
     registry = registry or load_registry()
     write_registry_seeds(registry)
+    if engine() == "spark":
+        export_raw(settings, limits)
     # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
     line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
     env = process_environment(settings, limits, window)
