@@ -43,6 +43,10 @@ DBT_COMMANDS = frozenset(
 READ_ONLY_COMMANDS = frozenset({"clean", "compile", "debug", "deps", "docs", "list", "ls", "parse", "show", "test"})
 
 
+class EngineNotSupported(RuntimeError):
+    """The configured engine cannot do this (yet)."""
+
+
 @dataclass
 class DbtResult:
     success: bool
@@ -227,10 +231,14 @@ def start_dbt(
     limits: Limits | None = None,
 ) -> DbtInvocation:
     """Start dbt with its log as JSON lines on stdout; the caller reads ``events()`` then ``result()``."""
+    if engine() != "duckdb":
+        # the gate, publishing and egress read the build warehouse: a build elsewhere would leave them stale
+        raise EngineNotSupported(
+            f"the Dagster dbt step builds on DuckDB only; DATAOPS_ENGINE={engine()} applies to `dataops dbt` "
+            "(docs/deployment.md)"
+        )
     registry = registry or load_registry()
     write_registry_seeds(registry)
-    if engine() == "spark":
-        export_raw(settings, limits)
     # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
     line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
     env = process_environment(settings, limits, window)

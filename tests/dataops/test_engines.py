@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from dataops.core.settings import Settings, dagster_storage, engine, environ, postgres_url
+from dataops.transform.runner import EngineNotSupported, start_dbt
 from dataops.transform.spark import export_raw
 
 
@@ -44,3 +45,8 @@ def test_each_export_of_the_raw_layer_replaces_the_last_whole(tmp_path: Path) ->
     exported = pl.read_parquet(settings.spark_raw_dir / "erp__customers" / "*.parquet")
     assert sorted(exported["id"].to_list()) == [1, 2]
     assert [p.name for p in settings.spark_raw_dir.iterdir()] == ["erp__customers"]  # nothing staged left
+
+
+def test_the_dagster_dbt_step_refuses_spark_rather_than_leave_the_warehouse_stale(tmp_path: Path) -> None:
+    with environ({"DATAOPS_ENGINE": "spark"}), pytest.raises(EngineNotSupported, match="DuckDB only"):
+        start_dbt(["build"], Settings(tmp_path), tmp_path / "target")
