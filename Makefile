@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: bootstrap run test lint typecheck unit browser clients bench clean-data
+.PHONY: bootstrap run test lint typecheck unit browser clients postgres bench clean-data
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
 $(UV):
@@ -36,7 +36,7 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-unit: browser clients
+unit: browser clients postgres
 	$(BIN)/pytest
 
 # The page tests drive Debian's Chromium (Playwright cannot download its own browsers here).
@@ -56,6 +56,11 @@ $(CLIENTS)/%/.synced: tests/clients/%.txt $(UV)
 	@touch $@
 
 clients: $(CLIENT_ENVS)
+
+# The tests of the Dagster instance on PostgreSQL start Debian's server themselves (tests/postgres/conftest.py).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing Debian's postgresql for the tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 ## bench: simulate the sources at SF (default 1), then measure the full build, the floor, daily runs (see benchmarks/)
 SF ?= 1

@@ -19,19 +19,6 @@ from typing import Any
 
 from dataops.core.settings import Settings, environ
 
-INSTANCE_CONFIG = """\
-# Written by dataops: the Dagster instance of this data directory.
-# One run at a time from the queue (every run writes the build warehouse), and one step at a time in any
-# concurrency pool (the `build_warehouse` pool), which also covers runs launched in process by `dataops run`.
-concurrency:
-  runs:
-    max_concurrent_runs: 1
-  pools:
-    default_limit: 1
-telemetry:
-  enabled: false
-"""
-
 # The terminal shows a progress bar; Dagster's own step-by-step log stays in the UI (and the instance).
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 Progress = Callable[..., None]  # progress(done_steps, current_step, total=steps)
@@ -43,7 +30,8 @@ PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 def dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME if set, else the data directory's; created with the platform's instance config.
+    """DAGSTER_HOME if set, else the data directory's; created with the platform's instance config, which is
+    written again when the configured storage changes (``DATAOPS_DAGSTER_STORAGE``).
 
     A new instance's storage is created here, once: the webserver, the daemon and the code server each
     create it on start when it is missing, and started together (`dataops ui`, `dagster dev`) they can race
@@ -52,11 +40,14 @@ def dagster_home(settings: Settings) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(INSTANCE_CONFIG)
-        import dagster as dg  # only for a new instance: every caller imports Dagster anyway, or soon
+    from orchestration.lib.instance import instance_config, instance_environment
 
-        with dg.DagsterInstance.from_config(str(home)):
+    wanted = instance_config()
+    if not config.exists() or config.read_text() != wanted:
+        config.write_text(wanted)
+        import dagster as dg
+
+        with environ(instance_environment()), dg.DagsterInstance.from_config(str(home)):
             pass
     return home
 
@@ -68,17 +59,19 @@ def latest_checks(settings: Settings) -> tuple[list[str], list[str]]:
         return [], []
     import dagster as dg
 
-    from orchestration.lib.instance import failed_checks
+    from orchestration.lib.instance import failed_checks, instance_environment
 
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with environ(instance_environment()), dg.DagsterInstance.from_config(str(home)) as instance:
         return failed_checks(instance)
 
 
 @contextmanager
 def platform_environment(settings: Settings) -> Iterator[Path]:
     """The environment every Dagster entry point of the platform shares (data directory, instance)."""
+    from orchestration.lib.instance import instance_environment
+
     home = dagster_home(settings)
-    values = {
+    values = instance_environment() | {
         "DATAOPS_DATA_DIR": str(settings.data_dir),
         "DAGSTER_HOME": str(home),
         PLANNED_EVENTS: os.environ.get(PLANNED_EVENTS, "true"),  # see docs/decisions/0014

@@ -81,6 +81,46 @@ def config_dir() -> Path:
     return Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".config" / "dataops"
 
 
+# Where the Dagster instance keeps its runs, event log and schedules: SQLite files under the data directory
+# (one machine), or a PostgreSQL database (``DATAOPS_PG_URL``) that services on several machines share
+# (docs/deployment.md, docs/decisions/0039).
+DAGSTER_STORAGES = ("sqlite", "postgres")
+# Where dbt runs the transformations: DuckDB in the build warehouse, or Apache Spark reading the same lake
+# (docs/deployment.md, docs/decisions/0038). Each engine is a target of transforms/profiles.yml.
+ENGINES = ("duckdb", "spark")
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def dagster_storage() -> str:
+    """``DATAOPS_DAGSTER_STORAGE``: sqlite (default) or postgres."""
+    return _choice("DATAOPS_DAGSTER_STORAGE", DAGSTER_STORAGES)
+
+
+def postgres_url() -> str:
+    """``DATAOPS_PG_URL``, the Dagster instance's database when the storage is postgres.
+
+    SQLAlchemy 2 takes a bare ``postgresql://`` to mean the psycopg 3 driver, which dagster-postgres does not
+    bring; the URL is given the psycopg2 driver it does bring."""
+    url = os.environ.get("DATAOPS_PG_URL", "").strip()
+    if not url:
+        raise ValueError("DATAOPS_DAGSTER_STORAGE=postgres needs DATAOPS_PG_URL (postgresql://user@host:port/db)")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg2"):
+        raise ValueError(f"DATAOPS_PG_URL must be a postgresql:// URL, not {scheme or url!r}")
+    return f"postgresql+psycopg2://{rest}"
+
+
+def engine() -> str:
+    """``DATAOPS_ENGINE``: duckdb (default) or spark, the dbt target the transformations run on."""
+    return _choice("DATAOPS_ENGINE", ENGINES)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths of every room under one data directory."""
@@ -151,6 +191,16 @@ class Settings:
     @property
     def exports_dir(self) -> Path:
         return self.data_dir / "exports"
+
+    @property
+    def spark_dir(self) -> Path:
+        """The local Spark of ``DATAOPS_ENGINE=spark``: its metastore, its tables and its scratch files."""
+        return self.data_dir / "spark"
+
+    @property
+    def spark_raw_dir(self) -> Path:
+        """The raw layer as Parquet, one folder per table, that the dbt project reads on Spark."""
+        return self.spark_dir / "raw"
 
     @property
     def dagster_home(self) -> Path:

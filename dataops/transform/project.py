@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from dataops.core.settings import DBT_PROJECT_DIR, Settings
+from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine
 from dataops.core.warehouse import Limits
 from registry.loader import Registry, customer_states_seed_csv, dbt_vars, kpi_seed_csv, registry_docs
 
@@ -50,6 +50,8 @@ def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[st
     limits = limits or Limits()
     return {
         "DATAOPS_DATA_DIR": str(settings.data_dir),
+        "DATAOPS_ENGINE": engine(),  # the profile's target (transforms/profiles.yml)
+        "DATAOPS_SPARK_DIR": str(settings.spark_dir),
         "DATAOPS_DUCKDB_MEMORY_LIMIT": limits.memory_limit,
         "DATAOPS_DUCKDB_THREADS": str(limits.threads),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),

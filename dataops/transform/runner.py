@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataops.core.settings import DBT_PROJECT_DIR, Settings, environ
+from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine, environ
 from dataops.core.warehouse import Limits, connect
 from dataops.transform.build_stamp import forget_build
 from dataops.transform.project import (
@@ -30,6 +30,7 @@ from dataops.transform.project import (
     window_environment,
     write_registry_seeds,
 )
+from dataops.transform.spark import export_raw
 from registry.loader import Registry, load_registry
 
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -40,6 +41,10 @@ DBT_COMMANDS = frozenset(
 )
 # Commands that never write the warehouse's tables; any other (or none recognised) may, so it forgets the build.
 READ_ONLY_COMMANDS = frozenset({"clean", "compile", "debug", "deps", "docs", "list", "ls", "parse", "show", "test"})
+
+
+class EngineNotSupported(RuntimeError):
+    """The configured engine cannot do this (yet)."""
 
 
 @dataclass
@@ -112,6 +117,8 @@ def _forget_if_writing(args: list[str], settings: Settings, limits: Limits | Non
     if command not in READ_ONLY_COMMANDS and settings.build_db.exists():
         with connect(settings.build_db, limits=limits) as conn:
             forget_build(conn)  # built by hand: the Dagster step must not take it for its own last build
+        if engine() == "spark":
+            export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
 
 
 def run_dbt(
@@ -131,7 +138,7 @@ def run_dbt(
     write_registry_seeds(registry)
     _forget_if_writing(args, settings, limits)
     full = command_line(args, registry)
-    if in_process:
+    if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
         success, output = _run_in_process(full[1:], settings, limits, window)
     else:
         env = process_environment(settings, limits, window)
@@ -224,6 +231,12 @@ def start_dbt(
     limits: Limits | None = None,
 ) -> DbtInvocation:
     """Start dbt with its log as JSON lines on stdout; the caller reads ``events()`` then ``result()``."""
+    if engine() != "duckdb":
+        # the gate, publishing and egress read the build warehouse: a build elsewhere would leave them stale
+        raise EngineNotSupported(
+            f"the Dagster dbt step builds on DuckDB only; DATAOPS_ENGINE={engine()} applies to `dataops dbt` "
+            "(docs/deployment.md)"
+        )
     registry = registry or load_registry()
     write_registry_seeds(registry)
     # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder

@@ -1,4 +1,5 @@
-{#- Incremental models replace exactly what a run's window touched (see docs/decisions/0006). -#}
+{#- Incremental models replace exactly what a run's window touched (see docs/decisions/0006). On Spark they
+    are tables rebuilt whole on every run: its Parquet tables take no delete (docs/decisions/0038). -#}
 
 {#- Facts loaded by source partition: a run replaces the partitions of its window. -#}
 {% macro delete_loaded_window(relation) -%}

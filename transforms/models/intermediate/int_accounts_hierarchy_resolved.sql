@@ -18,7 +18,7 @@ chains as (
         account_id as ancestor_id,
         parent_account_id as next_parent_id,
         0 as depth,
-        [account_id] as path
+        {{ list_of('account_id') }} as path
 
     from accounts
 
@@ -29,7 +29,7 @@ chains as (
         parents.account_id as ancestor_id,
         parents.parent_account_id as next_parent_id,
         chains.depth + 1 as depth,
-        list_prepend(parents.account_id, chains.path) as path
+        {{ list_prepend_element('parents.account_id', 'chains.path') }} as path
 
     from chains
     inner join accounts as parents on chains.next_parent_id = parents.account_id
@@ -54,7 +54,7 @@ final as (
         account_id,
         ancestor_id as ultimate_parent_id,
         depth,
-        array_to_string(path, ' > ') as parent_chain
+        {{ list_join('path', ' > ') }} as parent_chain
 
     from tops
 

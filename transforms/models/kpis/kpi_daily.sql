@@ -1,5 +1,5 @@
 {{ config(
-    materialized='incremental',
+    materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
     pre_hook="{{ delete_affected_days(this) }}"
@@ -48,9 +48,12 @@ funnel as (
 
 customer_values as (
 
-    unpivot customers
-    on active_customers, new_customers, churned_customers, delinquent_customers
-    into name kpi_name value value
+    select
+        date_day,
+        kpi_name,
+        value
+    from customers
+    unpivot (value for kpi_name in (active_customers, new_customers, churned_customers, delinquent_customers))
 
 ),
 

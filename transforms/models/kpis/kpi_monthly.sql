@@ -30,7 +30,7 @@ by_month as (
         daily.unit,
         max(daily.date_day) as as_of_date,
         sum(daily.value) as total_value,
-        arg_max(daily.value, daily.date_day) as last_value
+        max_by(daily.value, daily.date_day) as last_value
 
     from daily
     inner join dates on daily.date_day = dates.date_day

@@ -31,7 +31,7 @@ account_rows as (
         hierarchy.ultimate_parent_id as customer_id,
         hierarchy.depth,
         hierarchy.parent_chain,
-        cast(null as varchar) as match_method
+        cast(null as string) as match_method
 
     from accounts
     inner join hierarchy on accounts.account_id = hierarchy.account_id

@@ -21,8 +21,8 @@ bounds as (
 calendar as (
 
     -- a little beyond the last date, so every month covered has its close date
-    select cast(generated as date) as date_day
-    from bounds, generate_series(first_date, last_date + interval 45 day, interval 1 day) as days (generated)
+    select days.date_day
+    from bounds, {{ day_series('first_date', 'last_date + interval 45 day') }}
 
 ),
 
@@ -30,7 +30,7 @@ business_days as (
 
     select
         date_day,
-        dayofweek(date_day) between 1 and 5 as is_business_day
+        {{ day_of_week('date_day') }} between 1 and 5 as is_business_day
     from calendar
 
 ),
@@ -66,9 +66,9 @@ final as (
         business_days.is_business_day,
         closes.close_date as month_close_date,
         last_day(business_days.date_day) as month_end_date,
-        year(business_days.date_day) as year_number,
-        month(business_days.date_day) as month_number,
-        dayofweek(business_days.date_day) as day_of_week,
+        cast(year(business_days.date_day) as bigint) as year_number,
+        cast(month(business_days.date_day) as bigint) as month_number,
+        {{ day_of_week('business_days.date_day') }} as day_of_week,
         business_days.date_day = last_day(business_days.date_day) as is_month_end
 
     from business_days

@@ -32,10 +32,9 @@ causes as (
     select
         customer_id,
         changed_date,
-        string_agg(
-            contract_id || ' ' || coalesce(from_status, 'new') || '->' || to_status, '; '
-            order by changed_at
-        ) as cause
+        {{ string_agg_ordered(
+            "contract_id || ' ' || coalesce(from_status, 'new') || '->' || to_status", '; ', 'changed_at'
+        ) }} as cause
 
     from contract_events
     group by 1, 2
@@ -49,7 +48,7 @@ final as (
         transitions.from_state,
         transitions.to_state,
         transitions.changed_date,
-        transitions.customer_id || '@' || cast(transitions.changed_date as varchar) as customer_state_event_id,
+        transitions.customer_id || '@' || cast(transitions.changed_date as string) as customer_state_event_id,
         coalesce(causes.cause, 'no contract change that day') as cause
 
     from transitions

@@ -27,7 +27,7 @@ renamed as (
 final as (
 
     -- the same line twice in an export is one invoice
-    select * exclude (_record_hash)
+    select {{ star_except('_record_hash') }}
     from renamed
     qualify row_number() over (partition by invoice_id order by loaded_partition desc, _record_hash) = 1
 

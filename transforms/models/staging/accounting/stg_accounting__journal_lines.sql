@@ -9,13 +9,13 @@ source as (
 renamed as (
 
     select
-        journal_no || '-' || lpad(cast(line_no as varchar), 3, '0') as journal_line_id,
+        journal_no || '-' || lpad(cast(line_no as string), 3, '0') as journal_line_id,
         journal_no as journal_id,
         line_no as line_number,
         posting_date,
         account as account_code,
         {{ normalize_text('account_name') }} as account_name,
-        starts_with(account, '{{ var("revenue_account_prefix") }}') as is_revenue_account,
+        {{ starts_with('account', "'" ~ var('revenue_account_prefix') ~ "'") }} as is_revenue_account,
         debit as debit_amount,
         credit as credit_amount,
         currency as currency_code,
@@ -30,7 +30,7 @@ renamed as (
 
 final as (
 
-    select * exclude (_record_hash)
+    select {{ star_except('_record_hash') }}
     from renamed
     qualify row_number() over (partition by journal_line_id order by loaded_partition desc, _record_hash) = 1
 

@@ -25,7 +25,7 @@ renamed as (
 
 final as (
 
-    select * exclude (_record_hash)
+    select {{ star_except('_record_hash') }}
     from renamed
     qualify row_number() over (partition by payment_id order by loaded_partition desc, _record_hash) = 1
 

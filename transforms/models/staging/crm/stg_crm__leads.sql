@@ -30,7 +30,7 @@ renamed as (
 final as (
 
     select
-        * exclude (_partition, _record_hash),
+        {{ star_except('_partition, _record_hash') }},
         email_domain not in ({{ sql_list(var('free_mail_domains')) }}) as is_business_email
 
     from renamed

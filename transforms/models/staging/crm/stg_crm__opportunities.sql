@@ -29,7 +29,7 @@ renamed as (
 
 final as (
 
-    select * exclude (_partition, _record_hash)
+    select {{ star_except('_partition, _record_hash') }}
     from renamed
     qualify row_number() over (partition by opportunity_id order by updated_at desc, _partition desc, _record_hash) = 1
 

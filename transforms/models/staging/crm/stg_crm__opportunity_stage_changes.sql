@@ -24,7 +24,7 @@ renamed as (
 
 final as (
 
-    select * exclude (_partition, _record_hash)
+    select {{ star_except('_partition, _record_hash') }}
     from renamed
     qualify row_number() over (partition by opportunity_stage_change_id order by _partition desc, _record_hash) = 1
 
