@@ -61,7 +61,10 @@ class ContractResult:
 
 
 def check_shape(contract: Contract, columns: list[str], source: str, day: dt.date) -> list[str]:
-    """Raise when a required column is missing (or renamed without a declared alias); return extras."""
+    """Raise when a required column is missing (or renamed without a declared alias); return extras.
+
+    ``source`` names where the partition came from (the export file or API object, and its business date).
+    """
     present = set(columns) - set(LINEAGE)
     expected = contract.columns()
     usable_aliases = {
@@ -81,7 +84,7 @@ def check_shape(contract: Contract, columns: list[str], source: str, day: dt.dat
                 hint = f" (alias {declared} does not apply before its effective date)"
             raise ContractViolation(
                 f"{source}: required column '{name}' of {contract.name} is missing{hint}; "
-                f"the file has {sorted(present)}. If the source renamed it, declare an alias in the contract."
+                f"the source has {sorted(present)}. If the source renamed it, declare an alias in the contract."
             )
     return sorted(present - set(expected) - set(usable_aliases))
 
@@ -154,7 +157,13 @@ def apply_contract(contract: Contract, batch: pl.DataFrame, source_columns: list
         schema_level = cases.filter(pl.col("index").is_null())
         if schema_level.height:
             detail = "; ".join(f"{c}: {k}" for c, k in schema_level.select("column", "check").iter_rows())
-            raise ContractViolation(f"{contract.name}: the typed batch breaks the contract: {detail}") from exc
+            found = batch["_source"].unique().to_list() if "_source" in batch.columns else []
+            sources = ", ".join(sorted(str(v) for v in found)) or contract.name
+            dates = f"{batch['_partition'].min()!s}..{batch['_partition'].max()!s}" if batch.height else "-"
+            raise ContractViolation(
+                f"{contract.name} from {sources} (business dates {dates}): the typed batch breaks the contract: "
+                f"{detail}"
+            ) from exc
         rows = readable["_row"].to_list()
         for index, column, check in cases.select("index", "column", "check").iter_rows():
             reasons.setdefault(rows[index], []).append(f"{column}: {check}")

@@ -141,7 +141,8 @@ def test_the_crm_is_read_in_pages_as_large_as_its_api_allows() -> None:
 def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(fresh: Sources) -> None:
     fresh.crm.faults.errors_5xx = 10_000
     extractor = CrmExtractor(fresh.crm.url, fresh.crm.token, policy=RetryPolicy(max_attempts=4, initial_backoff=0.01))
-    with pytest.raises(SourceUnavailable, match=r"CRM GET /api/v1/leads failed after 4 attempts; last error: 503"):
+    expected = rf"CRM GET /api/v1/leads \(business dates {START}..{END}\) failed after 4 attempts; last error: 503"
+    with pytest.raises(SourceUnavailable, match=expected):
         ingest(fresh.settings, contract_for("crm", "leads"), extractor, START, END)
     assert extractor.attempts == 4
     assert not fresh.settings.build_db.exists()
@@ -197,7 +198,8 @@ def test_too_many_bad_rows_fail_the_partition_and_load_nothing(fresh: Sources) -
     with pytest.raises(QuarantineRateExceeded) as failure:
         ingest(fresh.settings, leads, fresh.extractors()["crm"], START, END, options=strict)
     message = str(failure.value)
-    assert "crm.leads partition 2025-02-" in message and "Top reasons:" in message and "Nothing was loaded" in message
+    assert "crm.leads from crm:leads, business date 2025-02-" in message and "Top reasons:" in message
+    assert "Nothing was loaded" in message
     with duckdb.connect(str(fresh.settings.build_db), read_only=True) as conn:
         tables = conn.execute(
             "select count(*) from information_schema.tables where table_name = 'crm__leads'"
