@@ -171,10 +171,8 @@ def root_cause(failure: Any) -> str:
     if any(_field(e, "cls_name") in INTERRUPTS for e in chain):
         return "interrupted (Ctrl-C or a termination signal)"
     description = (_field(user, "description") or "").strip() if user is not None else ""
-    innermost = chain[-1] if chain else None
-    cause = description or (
-        f"{_field(innermost, 'cls_name')}: {(_field(innermost, 'message') or '').strip()}" if innermost else "?"
-    )
+    innermost = (_field(chain[-1], "message") or "").strip() if chain else ""  # "OSError: [Errno 28] ..."
+    cause = description or innermost or "failed (no error recorded)"
     top = (_field(chain[0], "message") or "") if chain else ""
     retried = top.strip() if top.startswith("Exceeded max_retries") else ""
     return f"{cause} ({retried.lower()})" if retried else cause
