@@ -10,9 +10,12 @@ heartbeat; Ctrl-C stops it cleanly (the run is marked failed, its slots freed). 
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import datetime as dt
 import os
+import signal
+import socket
 import threading
 import time
 import uuid
@@ -63,8 +66,8 @@ telemetry:
 """,
 )
 
-# The terminal shows a progress bar; Dagster's own step-by-step log stays in the UI (and the instance).
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The terminal shows a progress bar and each failed step's root cause; Dagster's own log stays in the UI (and the instance).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 Progress = Callable[..., None]  # progress(done_steps, current_step, total=steps)
 Say = Callable[[str], None]  # what the command says while it waits, and what it recovered
 
@@ -333,35 +336,69 @@ def in_progress(instance: dg.DagsterInstance) -> str:
 
 @contextlib.contextmanager
 def watched(instance: dg.DagsterInstance, run_id: str, total: int, progress: Progress | None) -> Iterator[None]:
-    """While the run executes (in this thread): its heartbeat, its code-location origin once it exists, and
-    progress, saying what a step waits for. After it, whatever ended it: a run left unfinished is marked
-    failed, and its pool slots are freed."""
-    stop = threading.Event()
-    watcher = threading.Thread(
-        target=_watch, args=(instance, run_id, total, progress, stop), name="dataops-run-watch", daemon=True
-    )
+    """While the run executes (in this thread): its heartbeat, its code-location origin once it exists,
+    progress (saying what a step waits for), and Ctrl-C seen through. After it, whatever ended it: a run left
+    unfinished is marked failed, and its pool slots are freed."""
+    signals, wakeup = socket.socketpair()
+    for end in (signals, wakeup):
+        end.setblocking(False)
+    previous = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+    watch = Watch(instance, run_id, total, progress, signals)
+    watcher = threading.Thread(target=watch.loop, name="dataops-run-watch", daemon=True)
     watcher.start()
     try:
         yield
     finally:
-        stop.set()
+        watch.stop.set()
         watcher.join(timeout=10)
+        signal.set_wakeup_fd(previous)
+        signals.close()
+        wakeup.close()
         settle(instance, run_id)
 
 
-def _watch(
-    instance: dg.DagsterInstance, run_id: str, total: int, progress: Progress | None, stop: threading.Event
-) -> None:
-    beat, attributed = time.monotonic(), False
-    while not stop.wait(1.0):
-        with contextlib.suppress(Exception):  # the run's own thread reports its errors; this one only watches
-            if not attributed:
-                attributed = attribute_to_code_location(instance, run_id)
-            if time.monotonic() - beat >= HEARTBEAT_SECONDS:
-                instance.add_run_tags(run_id, {HEARTBEAT_TAG: str(int(time.time()))})
-                beat = time.monotonic()
-            if progress is not None:
-                progress(*step_progress(instance, run_id), total=total)
+@dataclass
+class Watch:
+    """The thread beside a run. Dagster turns Ctrl-C into an exception in the step's code, which a library
+    can swallow (seen: DuckDB opening a database while the signal arrives), and the run went on as if
+    nothing had happened. The kernel's note of the signal (Python's wakeup file descriptor) is read here,
+    and the interrupt delivered again every second until a step has stopped for it."""
+
+    instance: dg.DagsterInstance
+    run_id: str
+    total: int
+    progress: Progress | None
+    signals: socket.socket
+    stop: threading.Event = field(default_factory=threading.Event)
+    interrupted: bool = False
+
+    def loop(self) -> None:
+        beat, attributed = time.monotonic(), False
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(Exception):  # the run's own thread reports its errors; this one only watches
+                if not attributed:
+                    attributed = attribute_to_code_location(self.instance, self.run_id)
+                if time.monotonic() - beat >= HEARTBEAT_SECONDS:
+                    self.instance.add_run_tags(self.run_id, {HEARTBEAT_TAG: str(int(time.time()))})
+                    beat = time.monotonic()
+                self.see_interrupts()
+                if self.progress is not None:
+                    self.progress(*step_progress(self.instance, self.run_id), total=self.total)
+
+    def see_interrupts(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            received = self.signals.recv(64)
+            self.interrupted = self.interrupted or bool({signal.SIGINT, signal.SIGTERM} & set(received))
+        if self.interrupted and not self.stopped_for_it():
+            _thread.interrupt_main(signal.SIGINT)
+
+    def stopped_for_it(self) -> bool:
+        """Whether the run has ended, or a step has failed (the interrupt took), since Ctrl-C."""
+        import dagster as dg
+
+        run = self.instance.get_run_by_id(self.run_id)
+        failed = self.instance.get_records_for_run(self.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1)
+        return run is None or run.is_finished or bool(failed.records)
 
 
 def settle(instance: dg.DagsterInstance, run_id: str) -> None:
