@@ -66,7 +66,7 @@ telemetry:
 """,
 )
 
-# The terminal shows a progress bar and each failed step's root cause; Dagster's own log stays in the UI (and the instance).
+# The terminal shows a progress bar and each failed step's root cause; Dagster's log stays in the UI (the instance).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 Progress = Callable[..., None]  # progress(done_steps, current_step, total=steps)
 Say = Callable[[str], None]  # what the command says while it waits, and what it recovered
