@@ -13,6 +13,8 @@ from __future__ import annotations
 import _thread
 import contextlib
 import datetime as dt
+import functools
+import logging
 import os
 import signal
 import socket
@@ -77,6 +79,7 @@ PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 # The code location the UI loads (workspace.yaml), which a run started here is attributed to.
 CODE_LOCATION = ("orchestration", "__repository__")
 RUN_LOCK = "dataops-run.lock"
+INVOCATION_TAG = "dataops/invocation"  # finds the run Dagster creates for this command
 
 
 def dagster_home(settings: Settings) -> Path:
@@ -134,14 +137,20 @@ def platform_environment(settings: Settings) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    """No library warnings in a command's output: Dagster's beta and supersession notices concern the code
-    location's authors (the tests and the UI still show them), not the operator."""
+    """No library warnings in a command's output: Dagster's beta and supersession notices and its engine's
+    notes concern the code location's authors (the tests and the UI still show them), not the operator."""
     import dagster as dg
 
+    engine = logging.getLogger("dagster._core")  # its notes on execution ("... will proceed without gating")
+    level = engine.level
     with warnings.catch_warnings():
         for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
             warnings.simplefilter("ignore", category)
-        yield
+        engine.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            engine.setLevel(level)
 
 
 @dataclass
@@ -217,22 +226,33 @@ def run_partitions(
     say = say or (lambda _: None)
     advance_world(settings, end)  # a demo's simulated enterprise has the run's last day
     with platform_environment(settings) as home, crm_environment(settings), quiet_libraries():
-        job = platform_job(job_name, start, end)
+        job = checked_job(job_name, start, end)
         with dg.DagsterInstance.get() as instance, one_run_at_a_time(home, say):
             recovered = wait_for_the_warehouse(instance, settings, say)
-            run_id = str(uuid.uuid4())
-            with watched(instance, run_id, len(job.graph.nodes), progress):
-                result = job.execute_in_process(
-                    instance=instance, tags=run_tags(start, end), raise_on_error=False, run_id=run_id, run_config=QUIET
-                )
-        return outcome(result, recovered)
+            tags = run_tags(start, end)
+            with watched(instance, tags[INVOCATION_TAG], len(job.graph.nodes), progress):
+                # The job as the code location defines it (execute_in_process would run a copy with another
+                # executor and IO manager: another snapshot, which the UI calls "a different version").
+                reconstructable = dg.build_reconstructable_job(__name__, "platform_job", (job_name,))
+                with dg.execute_job(reconstructable, instance, QUIET, tags, raise_on_error=False) as result:
+                    return outcome(instance, result, recovered)
 
 
-def platform_job(job_name: str, start: dt.date, end: dt.date) -> dg.JobDefinition:
-    """The platform's job, checked to cover [start, end]."""
+@functools.cache
+def _definitions(data_dir: str) -> dg.Definitions:
     from orchestration.definitions import defs
 
-    job = defs().resolve_job_def(job_name)
+    return defs()
+
+
+def platform_job(job_name: str) -> dg.JobDefinition:
+    """The platform's job (built once per process and data directory; Dagster asks for it again to run it)."""
+    return _definitions(os.environ.get("DATAOPS_DATA_DIR", "")).resolve_job_def(job_name)
+
+
+def checked_job(job_name: str, start: dt.date, end: dt.date) -> dg.JobDefinition:
+    """The platform's job, checked to cover [start, end]."""
+    job = platform_job(job_name)
     partitions = job.partitions_def
     if partitions is not None:
         keys = partitions.get_partition_keys()
@@ -254,17 +274,18 @@ def run_tags(start: dt.date, end: dt.date) -> dict[str, str]:
             "dagster/asset_partition_range_start": start.isoformat(),
             "dagster/asset_partition_range_end": end.isoformat(),
         }
-    return {**dates, "dataops/launched_by": "dataops cli", **process_tags()}
+    return {**dates, "dataops/launched_by": "dataops cli", INVOCATION_TAG: uuid.uuid4().hex, **process_tags()}
 
 
-def outcome(result: dg.ExecuteInProcessResult, recovered: list[str]) -> RunOutcome:
+def outcome(instance: dg.DagsterInstance, result: dg.JobExecutionResult, recovered: list[str]) -> RunOutcome:
     failures, failed_checks = run_failures(result)
     published = None
     for event in result.get_asset_materialization_events():
         if event.asset_key is not None and event.asset_key.path[0] == "publish":
             published = {k: v.value for k, v in event.materialization.metadata.items()}
     steps = sum(1 for e in result.all_events if e.event_type_value == "STEP_SUCCESS")
-    interrupted = result.dagster_run.tags.get("dagster/failure_reason") == "UNEXPECTED_TERMINATION"
+    run = instance.get_run_by_id(result.run_id)
+    interrupted = run is not None and run.tags.get("dagster/failure_reason") == "UNEXPECTED_TERMINATION"
     return RunOutcome(result.run_id, result.success, steps, failures, failed_checks, published, interrupted, recovered)
 
 
@@ -335,7 +356,7 @@ def in_progress(instance: dg.DagsterInstance) -> str:
 
 
 @contextlib.contextmanager
-def watched(instance: dg.DagsterInstance, run_id: str, total: int, progress: Progress | None) -> Iterator[None]:
+def watched(instance: dg.DagsterInstance, invocation: str, total: int, progress: Progress | None) -> Iterator[None]:
     """While the run executes (in this thread): its heartbeat, its code-location origin once it exists,
     progress (saying what a step waits for), and Ctrl-C seen through. After it, whatever ended it: a run left
     unfinished is marked failed, and its pool slots are freed."""
@@ -343,7 +364,7 @@ def watched(instance: dg.DagsterInstance, run_id: str, total: int, progress: Pro
     for end in (signals, wakeup):
         end.setblocking(False)
     previous = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
-    watch = Watch(instance, run_id, total, progress, signals)
+    watch = Watch(instance, invocation, total, progress, signals)
     watcher = threading.Thread(target=watch.loop, name="dataops-run-watch", daemon=True)
     watcher.start()
     try:
@@ -354,7 +375,15 @@ def watched(instance: dg.DagsterInstance, run_id: str, total: int, progress: Pro
         signal.set_wakeup_fd(previous)
         signals.close()
         wakeup.close()
-        settle(instance, run_id)
+        settle(instance, invocation)
+
+
+def run_of(instance: dg.DagsterInstance, invocation: str) -> dg.DagsterRun | None:
+    """The run this command started, once Dagster has created it."""
+    import dagster as dg
+
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={INVOCATION_TAG: invocation}), limit=1)
+    return records[0].dagster_run if records else None
 
 
 @dataclass
@@ -365,7 +394,7 @@ class Watch:
     and the interrupt delivered again every second until a step has stopped for it."""
 
     instance: dg.DagsterInstance
-    run_id: str
+    invocation: str
     total: int
     progress: Progress | None
     signals: socket.socket
@@ -373,48 +402,51 @@ class Watch:
     interrupted: bool = False
 
     def loop(self) -> None:
-        beat, attributed = time.monotonic(), False
+        beat, run_id = time.monotonic(), None
         while not self.stop.wait(1.0):
             with contextlib.suppress(Exception):  # the run's own thread reports its errors; this one only watches
-                if not attributed:
-                    attributed = attribute_to_code_location(self.instance, self.run_id)
+                if run_id is None:
+                    run = run_of(self.instance, self.invocation)
+                    run_id = run.run_id if run is not None and attribute_to_code_location(self.instance, run) else None
+                if run_id is None:
+                    continue
                 if time.monotonic() - beat >= HEARTBEAT_SECONDS:
-                    self.instance.add_run_tags(self.run_id, {HEARTBEAT_TAG: str(int(time.time()))})
+                    self.instance.add_run_tags(run_id, {HEARTBEAT_TAG: str(int(time.time()))})
                     beat = time.monotonic()
-                self.see_interrupts()
+                self.see_interrupts(run_id)
                 if self.progress is not None:
-                    self.progress(*step_progress(self.instance, self.run_id), total=self.total)
+                    self.progress(*step_progress(self.instance, run_id), total=self.total)
 
-    def see_interrupts(self) -> None:
+    def see_interrupts(self, run_id: str) -> None:
         with contextlib.suppress(BlockingIOError):
             received = self.signals.recv(64)
             self.interrupted = self.interrupted or bool({signal.SIGINT, signal.SIGTERM} & set(received))
-        if self.interrupted and not self.stopped_for_it():
+        if self.interrupted and not self.stopped_for_it(run_id):
             _thread.interrupt_main(signal.SIGINT)
 
-    def stopped_for_it(self) -> bool:
+    def stopped_for_it(self, run_id: str) -> bool:
         """Whether the run has ended, or a step has failed (the interrupt took), since Ctrl-C."""
         import dagster as dg
 
-        run = self.instance.get_run_by_id(self.run_id)
-        failed = self.instance.get_records_for_run(self.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1)
+        run = self.instance.get_run_by_id(run_id)
+        failed = self.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1)
         return run is None or run.is_finished or bool(failed.records)
 
 
-def settle(instance: dg.DagsterInstance, run_id: str) -> None:
+def settle(instance: dg.DagsterInstance, invocation: str) -> None:
     """However the execution ended: the run finished (marked failed if not), its slots free, its origin set."""
     from orchestration.lib.instance import free_slots
 
-    run = instance.get_run_by_id(run_id)
+    run = run_of(instance, invocation)
     if run is None:
         return
     if not run.is_finished:
         instance.report_run_failed(run, "the dataops command stopped before the run finished")
-    free_slots(instance, run_id)
-    attribute_to_code_location(instance, run_id)
+    free_slots(instance, run.run_id)
+    attribute_to_code_location(instance, run)
 
 
-def attribute_to_code_location(instance: dg.DagsterInstance, run_id: str) -> bool:
+def attribute_to_code_location(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     """Record the run as the code location's (``orchestration``, see workspace.yaml), as a run the UI or the
     schedule launched is, so that the job's page, the timeline and re-execution find it.
 
@@ -424,20 +456,17 @@ def attribute_to_code_location(instance: dg.DagsterInstance, run_id: str) -> boo
     """
     import dagster as dg
 
-    run = instance.get_run_by_id(run_id)
-    if run is None:
-        return False
-    location, repository = CODE_LOCATION
     if run.remote_job_origin is not None:
         return True
+    location, repository = CODE_LOCATION
     origin = dg.deserialize_value(
         '{"__class__": "ExternalPipelineOrigin", "external_repository_origin": {"__class__": '
         '"ExternalRepositoryOrigin", "repository_location_origin": {"__class__": '
         f'"RegisteredRepositoryLocationOrigin", "location_name": "{location}"}}, "repository_name": '
         f'"{repository}"}}, "pipeline_name": "{run.job_name}"}}'
     )
-    instance.add_run_tags(run_id, {".dagster/repository": f"{repository}@{location}"})
-    instance.run_storage.replace_job_origin(instance.get_run_by_id(run_id), origin)  # type: ignore[arg-type]
+    instance.add_run_tags(run.run_id, {".dagster/repository": f"{repository}@{location}"})
+    instance.run_storage.replace_job_origin(instance.get_run_by_id(run.run_id), origin)  # type: ignore[arg-type]
     return True
 
 
