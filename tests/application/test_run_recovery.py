@@ -21,7 +21,7 @@ import duckdb
 import pytest
 
 from dataops.core.settings import PROJECT_ROOT, Settings
-from orchestration.instance import pool_holders
+from orchestration.lib.instance import pool_holders
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 

@@ -18,8 +18,9 @@ from application.cli import app
 from application.run_log import RunLog
 from application.runs import EARLIER_CONFIGS, INSTANCE_CONFIG, dagster_home, run_failures
 from dataops.core.settings import Settings
-from orchestration.instance import pool_holders, recover_dead_runs, run_watchdog
-from orchestration.liveness import process_tags
+from orchestration.defs.automation.watchdog import run_watchdog
+from orchestration.lib.instance import pool_holders, recover_dead_runs
+from orchestration.lib.liveness import process_tags
 
 
 def test_a_new_instance_has_its_storage_before_any_service_starts(

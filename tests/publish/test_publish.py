@@ -337,7 +337,7 @@ def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_righ
     publish reports the changes and the restatement a publish without the incident reports."""
     from dataops.core.settings import PROJECT_ROOT
     from dataops.publish.analyst_warehouse import publish
-    from orchestration.defs.publish import ANALYTICS_KEY
+    from orchestration.lib.names import ANALYTICS_KEY
 
     case = copy_of(published, tmp_path / "case")
     day = case.late_day
