@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
     app.command()(ui)
 
 
-def _execute(job: str, start: dt.date, end: dt.date) -> None:
+def run_job(job: str, start: dt.date, end: dt.date) -> None:
+    """Run ``job`` over the business dates ``start``..``end`` with a progress bar; report how it ended."""
     from application.runs import run_partitions
 
     label = str(start) if start == end else f"{start}..{end}"
@@ -105,7 +106,7 @@ def quiet_stdout() -> Iterator[None]:
 def run(date: Annotated[str | None, typer.Option(help="Business date (default: yesterday, UTC).")] = None) -> None:
     """Materialise one business date: every source, dbt, the quality gate and publishing."""
     day = parse_date(date, "--date") or yesterday()
-    _execute("daily_elt_job", day, day)
+    run_job("daily_elt_job", day, day)
 
 
 def backfill(
@@ -118,7 +119,7 @@ def backfill(
     assert first is not None and last is not None
     if last < first:
         raise fail(f"--end {last} is before --start {first}")
-    _execute("full_rebuild_job" if full_refresh else "daily_elt_job", first, last)
+    run_job("full_rebuild_job" if full_refresh else "daily_elt_job", first, last)
 
 
 def status() -> None:
@@ -138,14 +139,7 @@ def status() -> None:
         f"Last publish {report.publish_id} at {report.published_at:%Y-%m-%d %H:%M} UTC, as of business "
         f"date {report.as_of} ({fresh}: target {report.freshness_target})"
     )
-    table = Table(title=f"KPIs on {report.as_of}")
-    for column in ("kpi", "value", "unit", "final"):
-        table.add_column(column, justify="right" if column == "value" else "left")
-    for row in report.kpis:
-        table.add_row(
-            row["kpi"], kpi_value(row["value"], row["unit"]), row["unit"], "yes" if row["is_final"] else "flash"
-        )
-    console.print(table)
+    print_kpis(report.kpis, report.as_of)
     console.print(f"Failed checks in the last run: {', '.join(report.failed_checks) or 'none'}")
     if report.warnings:
         console.print(f"Warnings in the last run: {', '.join(report.warnings)}")
@@ -220,12 +214,19 @@ def kpis(
             value = kpi_value(r["value"], r["unit"], grouped=False)
             sys.stdout.write(f"{r['date']},{r['kpi']},{value},{r['unit']},{str(r['is_final']).lower()}\n")
     else:
-        table = Table(title=f"KPIs on {rows[0]['date']}")
-        for column in ("kpi", "value", "unit", "final"):
-            table.add_column(column, justify="right" if column == "value" else "left")
-        for r in rows:
-            table.add_row(r["kpi"], kpi_value(r["value"], r["unit"]), r["unit"], "yes" if r["is_final"] else "flash")
-        console.print(table)
+        print_kpis(rows, rows[0]["date"])
+
+
+def print_kpis(rows: list[dict[str, Any]], day: object) -> None:
+    """The KPI table that ``status``, ``kpis`` and ``demo`` show: one rendering, so they never disagree."""
+    table = Table(title=f"KPIs on {day}")
+    for column in ("kpi", "value", "unit", "final"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for row in rows:
+        table.add_row(
+            row["kpi"], kpi_value(row["value"], row["unit"]), row["unit"], "yes" if row["is_final"] else "flash"
+        )
+    console.print(table)
 
 
 def ui(port: Annotated[int, typer.Option(help="Loopback port of the Dagster UI.")] = 3000) -> None:

@@ -98,10 +98,14 @@ def test_kpis_in_each_format(operated: tuple[CliRunner, Path, list[str]]) -> Non
     assert all(len(r["value"].split(".")[1]) == 2 for r in rows if r["kpi"] not in counts)
     table = runner.invoke(app, ["kpis"]).output
     assert "KPIs on 2025-04-10" in table and "active_customers" in table
-    for output in (table, runner.invoke(app, ["status"]).output):
+    status = runner.invoke(app, ["status"]).output
+    for output in (table, status):
         shown = table_values(output)
         assert set(shown) == set(units), output
         assert all(("." not in value) == (kpi in counts) for kpi, value in shown.items()), output
+    # status shows the very same table as kpis: one rendering
+    kpi_lines = [line for line in table.splitlines() if "│" in line]
+    assert kpi_lines and all(line in status for line in kpi_lines)
     bad = runner.invoke(app, ["kpis", "--format", "xml"])
     assert bad.exit_code == 2 and "table, csv, json" in bad.output
 
