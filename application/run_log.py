@@ -19,7 +19,6 @@ from typing import Any
 
 from orchestration.lib.liveness import HEARTBEAT_TAG, PID_TAG, WORKER_PID, Liveness, judge
 
-UNFINISHED = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 STORAGE_KEYS = ("storage:", "run_storage:", "event_log_storage:")
 
 

@@ -16,12 +16,11 @@ import typer
 from rich.table import Table
 
 from application.cli.common import console, err_console, fail, parse_date, progress_bar, settings, yesterday
+from orchestration.lib.liveness import UNFINISHED
 
 if TYPE_CHECKING:
     from application.run_log import RunLog
     from application.runs import RunOutcome
-
-UNFINISHED = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")  # as orchestration.lib.instance.UNFINISHED
 
 FORMATS = ("table", "csv", "json")
 

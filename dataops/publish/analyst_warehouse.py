@@ -300,9 +300,34 @@ def _stage_history(
 ) -> PublishReport:
     """This publish's history, restatements and log entry, in temp tables ``staged_<table>``: committed to
     ``publish.*`` only with the swap (:func:`_record_and_swap`)."""
-    start, end = publication.window
-    at = {"publish_id": publication.publish_id, "at": publication.published_at}
     as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
+    _find_changes(conn, as_of, publication.window)
+    _stage_changes(conn, publication)
+    changed = scalar(conn, "select count(*) from changed")
+    restated = scalar(conn, "select count(*) from staged_kpi_restatements")
+    start, end = publication.window
+    conn.execute("create or replace temp table staged_publish_log as select * from publish.publish_log where false")
+    entry = (publication.publish_id, publication.published_at, as_of, start, end, publication.run_id)
+    conn.execute(
+        "insert into staged_publish_log (publish_id, published_at, as_of_date, window_start, window_end, run_id, "
+        "kpi_values_changed, restatements, inputs) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [*entry, changed, restated, inputs],
+    )
+    for name in ("candidates", "latest", "changed", "causes"):
+        conn.execute(f"drop table {name}")
+    return PublishReport(
+        publication.publish_id,
+        publication.published_at,
+        as_of,
+        target,
+        changed_values=changed,
+        restatements=restated,
+    )
+
+
+def _find_changes(conn: duckdb.DuckDBPyConnection, as_of: object, window: tuple[dt.date, dt.date]) -> None:
+    """Temp tables: the KPI values this publish would show (``candidates``), the last ones analysts saw
+    (``latest``), those that differ (``changed``) and the records that caused them (``causes``)."""
     conn.execute(f"create or replace temp table candidates as {CANDIDATES}", {"as_of": as_of})
     conn.execute(f"create or replace temp table latest as {LATEST}")
     conn.execute("""
@@ -313,7 +338,13 @@ def _stage_history(
         where latest.value is null or latest.value <> candidates.value
            or latest.is_final <> candidates.is_final
     """)
-    conn.execute(f"create or replace temp table causes as {CAUSES}", {"start": start, "end": end})
+    conn.execute(f"create or replace temp table causes as {CAUSES}", {"start": window[0], "end": window[1]})
+
+
+def _stage_changes(conn: duckdb.DuckDBPyConnection, publication: Publication) -> None:
+    """The changed values as history rows, and those that replace a value analysts saw as restatements."""
+    start, end = publication.window
+    at = {"publish_id": publication.publish_id, "at": publication.published_at}
     conn.execute(
         """
         create or replace temp table staged_kpi_history as
@@ -335,25 +366,6 @@ def _stage_history(
         where changed.old_value is not null and changed.old_value <> changed.value
     """,
         {**at, "start": start, "end": end},
-    )
-    changed = scalar(conn, "select count(*) from changed")
-    restated = scalar(conn, "select count(*) from staged_kpi_restatements")
-    conn.execute("create or replace temp table staged_publish_log as select * from publish.publish_log where false")
-    entry = (publication.publish_id, publication.published_at, as_of, start, end, publication.run_id)
-    conn.execute(
-        "insert into staged_publish_log (publish_id, published_at, as_of_date, window_start, window_end, run_id, "
-        "kpi_values_changed, restatements, inputs) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [*entry, changed, restated, inputs],
-    )
-    for name in ("candidates", "latest", "changed", "causes"):
-        conn.execute(f"drop table {name}")
-    return PublishReport(
-        publication.publish_id,
-        publication.published_at,
-        as_of,
-        target,
-        changed_values=changed,
-        restatements=restated,
     )
 
 

@@ -18,13 +18,9 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestration.lib.liveness import HEARTBEAT_TAG, PID_TAG, WORKER_PID, Liveness, judge
+from orchestration.lib.liveness import UNFINISHED as UNFINISHED_NAMES
 
-UNFINISHED = [
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
+UNFINISHED = [dg.DagsterRunStatus(name) for name in UNFINISHED_NAMES]
 
 
 def failed_checks(instance: dg.DagsterInstance, run_id: str | None = None) -> tuple[list[str], list[str]]:

@@ -23,6 +23,8 @@ HEARTBEAT_SECONDS = 10.0
 DEFAULT_HEARTBEAT_TIMEOUT = 120.0  # a heartbeat older than this is a dead run's (DATAOPS_RUN_HEARTBEAT_TIMEOUT)
 SILENCE_TIMEOUT = 900.0  # a run that records no process is dead once silent this long
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
+# The run statuses of a run that has not ended (dagster.DagsterRunStatus names): one that may hold pool slots.
+UNFINISHED = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 @dataclass(frozen=True)
