@@ -7,6 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -16,7 +18,15 @@ from typer.testing import CliRunner
 
 from application.cli import app
 from application.run_log import RunLog
-from application.runs import EARLIER_CONFIGS, INSTANCE_CONFIG, dagster_home, run_failures
+from application.runs import (
+    EARLIER_CONFIGS,
+    INSTANCE_CONFIG,
+    dagster_home,
+    in_progress,
+    one_run_at_a_time,
+    run_failures,
+    step_progress,
+)
 from dataops.core.settings import Settings
 from orchestration.defs.automation.watchdog import run_watchdog
 from orchestration.lib.instance import pool_holders, recover_dead_runs
@@ -133,6 +143,42 @@ def test_a_run_whose_process_died_is_marked_failed_and_frees_its_slot(
         skipped = run_watchdog(dg.build_sensor_context(instance=instance))
         assert isinstance(skipped, dg.SkipReason) and skipped.skip_message == "recovered 1 dead run(s)"
         assert instance.get_run_by_id(later.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+
+
+def test_a_run_that_must_wait_says_for_what(tmp_path: Path) -> None:
+    """Instead of a silent 0/11: the run it waits for (job, dates, who started it, since when) and the step that
+    holds the pool; a second `dataops` run on the instance names the process it waits for."""
+    home = dagster_home(Settings(tmp_path))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        tags = {**process_tags(), "dagster/partition": "2025-04-10", "dataops/launched_by": "dataops cli"}
+        holder = instance.create_run_for_job(failing, status=dg.DagsterRunStatus.STARTED, tags=tags)
+        pools = instance.event_log_storage
+        pools.initialize_concurrency_limit_to_default("build_warehouse")
+        pools.claim_concurrency_slot("build_warehouse", holder.run_id, "ingest_erp")
+        said = in_progress(instance)
+        assert said.startswith(f"waiting for run {holder.run_id[:8]} (failing 2025-04-10, by dataops cli, since ")
+        assert said.endswith(" UTC, step ingest_erp holds the build_warehouse pool)"), said
+        waiting = instance.create_run_for_job(failing, status=dg.DagsterRunStatus.STARTED, tags=process_tags())
+        _, step = step_progress(instance, waiting.run_id)
+        assert step.startswith(f"waiting: run {holder.run_id[:8]} (ingest_erp) holds build_warehouse"), step
+
+    messages: list[str] = []
+
+    def second() -> None:
+        with one_run_at_a_time(home, messages.append):
+            messages.append("ran")
+
+    with one_run_at_a_time(home, messages.append):
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert messages == [
+            f"waiting for the dataops run of process {os.getpid()} on this instance to finish (Ctrl-C gives up)"
+        ]
+    thread.join(timeout=60)
+    assert messages[-1] == "ran"
 
 
 def test_status_answers_without_loading_dagster(tmp_path: Path) -> None:
