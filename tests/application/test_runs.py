@@ -81,11 +81,14 @@ def failing() -> None:
     full_disk()
 
 
-def test_a_failed_runs_summary_leads_with_each_steps_root_cause(tmp_path: Path) -> None:
-    """Not "Exceeded max_retries of 1", not "Error occurred while executing op": the first error."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_CONFIG)
+def test_a_failed_runs_summary_leads_with_each_steps_root_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "Exceeded max_retries of 1", not "Error occurred while executing op": the first error, in the
+    run's summary and in `dataops status`, with what to do."""
+    monkeypatch.setenv("DATAOPS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = dagster_home(Settings(tmp_path))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         result = failing.execute_in_process(instance=instance, raise_on_error=False)
     failures, _ = run_failures(result)
@@ -93,7 +96,11 @@ def test_a_failed_runs_summary_leads_with_each_steps_root_cause(tmp_path: Path) 
         "damaged_export: accounting export 2025-01-03/invoices.csv: checksum differs (exceeded max_retries of 1)",
         "full_disk: OSError: [Errno 28] No space left on device",
     ]
-    assert sorted(RunLog(home).step_failures(result.run_id)) == sorted(failures)  # what `dataops status` shows
+    assert sorted(RunLog(home).step_failures(result.run_id)) == sorted(failures)
+    status = CliRunner().invoke(app, ["status"]).output
+    assert f"Last run {result.run_id[:8]} (failing ): FAILURE" in status, status
+    assert all(f"failed step {failure}" in status for failure in failures), status
+    assert "what to do: fix the cause, then run the same dates again" in status
 
 
 def _dead_pid() -> int:
