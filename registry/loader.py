@@ -139,6 +139,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class SourceRelease:
+    """A release of a system of record that changed what it delivers, from a business date on."""
+
+    system: str
+    release: str
+    date: dt.date
+    change: str
+
+
+@dataclass(frozen=True)
 class Registry:
     version: str
     raw: dict[str, Any]
@@ -162,6 +172,7 @@ class Registry:
     usage: Usage = field(default_factory=Usage)
     # The product's usage KPIs (registry: usage_kpis), one per feature for feature_adoption.
     usage_kpis: tuple[Kpi, ...] = ()
+    source_releases: tuple[SourceRelease, ...] = ()
 
     @property
     def usage_kpi_names(self) -> list[str]:
@@ -176,6 +187,12 @@ class Registry:
             if kpi.name == name:
                 return kpi
         raise KeyError(f"KPI {name!r} is not defined in the registry {self.path}")
+
+    def source_release(self, system: str, release: str) -> SourceRelease:
+        for found in self.source_releases:
+            if (found.system, found.release) == (system, release):
+                return found
+        raise KeyError(f"release {release!r} of {system} is not recorded in the registry {self.path}")
 
     def with_overrides(self, **changes: Any) -> Registry:
         """A copy with some values replaced (tests change the delinquency threshold this way)."""
@@ -239,6 +256,10 @@ def registry_from_data(data: dict[str, Any], reg_path: Path) -> Registry:
         volume_breaker=_volume_breaker(_get(data, "volume_breaker", dict, reg_path)),
         usage=usage,
         usage_kpis=tuple(_kpis(data, "usage_kpis", reg_path, usage.feature_names)),
+        source_releases=tuple(
+            SourceRelease(str(r["system"]), str(r["release"]), dt.date.fromisoformat(str(r["date"])), str(r["change"]))
+            for r in (data.get("source_releases") or [])
+        ),
     )
 
 

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 def demo() -> None:
     """Simulate the default window (or continue it), run the pipeline over what is new, publish, show KPIs."""
     from application.cli.common import settings
-    from application.cli.operate import _execute, kpis
+    from application.cli.operate import kpis, run_job
     from application.cli.sources import simulate
     from dataops.publish.analyst_warehouse import latest_publish
     from source_systems.simulator.run import existing_config, simulated_through
@@ -33,7 +33,7 @@ def demo() -> None:
         first = max(first, as_of + dt.timedelta(days=1))
     if first <= last:
         console.print(f"\nRunning the pipeline for {first}..{last} as one run (Dagster, recorded in the UI)")
-        _execute("daily_elt_job", first, last)
+        run_job("daily_elt_job", first, last)
     else:
         console.print(f"\nEverything through {last} is published already.")
     console.print()

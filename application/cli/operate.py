@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from application.cli.common import console, err_console, fail, parse_date, progress_bar, settings, yesterday
+from orchestration.lib.liveness import UNFINISHED
+
+if TYPE_CHECKING:
+    from application.run_log import RunLog
+    from application.runs import RunOutcome
 
 FORMATS = ("table", "csv", "json")
 
@@ -26,11 +34,13 @@ def register(app: typer.Typer) -> None:
     app.command()(run)
     app.command()(backfill)
     app.command()(status)
+    app.command()(recover)
     app.command()(kpis)
     app.command()(ui)
 
 
-def _execute(job: str, start: dt.date, end: dt.date) -> None:
+def run_job(job: str, start: dt.date, end: dt.date) -> None:
+    """Run ``job`` over the business dates ``start``..``end`` with a progress bar; report how it ended."""
     from application.runs import run_partitions
 
     label = str(start) if start == end else f"{start}..{end}"
@@ -38,12 +48,15 @@ def _execute(job: str, start: dt.date, end: dt.date) -> None:
         task = bar.add_task(f"{job} {label}", total=None, detail="")
 
         def tick(done: int, step: str, total: int) -> None:
-            bar.update(task, completed=done, total=total, detail=step[:48])
+            bar.update(task, completed=done, total=total, detail=step[:90])
 
         try:
-            outcome = run_partitions(settings(), job, start, end, progress=tick)
+            with quiet_stdout():
+                outcome = run_partitions(settings(), job, start, end, progress=tick, say=bar.console.print)
         except ValueError as exc:
             raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("stopped before the run started: nothing ran", code=130) from None
     if outcome.success:
         published = outcome.published or {}
         console.print(
@@ -53,19 +66,46 @@ def _execute(job: str, start: dt.date, end: dt.date) -> None:
             f"{published.get('restatements', 0)} restated"
         )
         return
+    _report_failure(outcome)
+
+
+def _report_failure(outcome: RunOutcome) -> None:
+    """The failed run, each failed step's root cause first, then where to read the rest."""
+    if outcome.interrupted:
+        err_console.print(
+            f"[yellow]run {outcome.run_id} interrupted[/]: marked failed, its pool slots freed; "
+            "the analyst warehouse keeps its previous publish. Run it again when you are ready."
+        )
+        raise typer.Exit(130)
     err_console.print(f"[red]run {outcome.run_id} failed[/]; the analyst warehouse keeps its previous publish.")
+    for failure in outcome.failures[:5]:
+        err_console.print(f"  failed step {failure[:1500]}")
     for check in outcome.failed_checks:
         err_console.print(f"  failed check: {check}")
-    for failure in outcome.failures[:5]:
-        err_console.print(f"  failed step: {failure[:500]}")
-    err_console.print("  details: `dataops ui`, then Runs")
+    err_console.print("  details: `dataops ui`, then Runs; fix the cause and run again (a re-run is idempotent)")
     raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Whatever the run's libraries print (dbt's log lines, echoed by dagster-dbt) goes nowhere: the progress
+    bar and the final report say what happened, and the UI keeps every line (Dagster captures them)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def run(date: Annotated[str | None, typer.Option(help="Business date (default: yesterday, UTC).")] = None) -> None:
     """Materialise one business date: every source, dbt, the quality gate and publishing."""
     day = parse_date(date, "--date") or yesterday()
-    _execute("daily_elt_job", day, day)
+    run_job("daily_elt_job", day, day)
 
 
 def backfill(
@@ -78,15 +118,18 @@ def backfill(
     assert first is not None and last is not None
     if last < first:
         raise fail(f"--end {last} is before --start {first}")
-    _execute("full_rebuild_job" if full_refresh else "daily_elt_job", first, last)
+    run_job("full_rebuild_job" if full_refresh else "daily_elt_job", first, last)
 
 
 def status() -> None:
-    """The latest publish, its freshness, failed checks and quarantine counts (never blocks a run)."""
+    """The latest publish, its freshness, the runs (stuck or failed, and what to do), checks and quarantine."""
+    from application.run_log import RunLog
     from application.runs import latest_checks
     from dataops.publish.status import platform_status
 
-    report = platform_status(settings(), checks=latest_checks(settings()))
+    paths = settings()
+    report = platform_status(paths, checks=latest_checks(paths))
+    _print_runs(RunLog(Path(os.environ.get("DAGSTER_HOME") or paths.dagster_home)))
     if report.published_at is None:
         console.print("Nothing published yet: run `make run` or `dataops run`.")
         raise typer.Exit(1)
@@ -95,19 +138,54 @@ def status() -> None:
         f"Last publish {report.publish_id} at {report.published_at:%Y-%m-%d %H:%M} UTC, as of business "
         f"date {report.as_of} ({fresh}: target {report.freshness_target})"
     )
-    table = Table(title=f"KPIs on {report.as_of}")
-    for column in ("kpi", "value", "unit", "final"):
-        table.add_column(column, justify="right" if column == "value" else "left")
-    for row in report.kpis:
-        table.add_row(
-            row["kpi"], kpi_value(row["value"], row["unit"]), row["unit"], "yes" if row["is_final"] else "flash"
-        )
-    console.print(table)
+    print_kpis(report.kpis, report.as_of)
     console.print(f"Failed checks in the last run: {', '.join(report.failed_checks) or 'none'}")
     if report.warnings:
         console.print(f"Warnings in the last run: {', '.join(report.warnings)}")
     quarantine = ", ".join(f"{k}: {v}" for k, v in report.quarantine.items() if v) or "none"
     console.print(f"Quarantined rows: {quarantine}")
+
+
+def _print_runs(log: RunLog) -> None:
+    """The runs in progress (alive or stuck) and the last run, with what to do about a stuck or failed one."""
+    if not log.readable:
+        return
+    for run in log.runs(statuses=UNFINISHED):
+        health = log.liveness(run)
+        if health.alive:
+            console.print(f"Run {run.run_id[:8]} ({run.job_name} {run.dates}) in progress since {run.created:%H:%M}")
+            continue
+        console.print(
+            f"[red]Run {run.run_id} ({run.job_name} {run.dates}) is stuck[/]: {health.why}. The next `dataops run` "
+            "(or the UI's run_watchdog sensor within a minute) marks it failed and frees its pool slot; "
+            "`dataops recover` does it now."
+        )
+    finished = [run for run in log.runs(limit=5) if run.status not in UNFINISHED]
+    if not finished:
+        return
+    last = finished[0]
+    when = f"{last.ended or last.updated:%Y-%m-%d %H:%M} UTC"
+    colour = "green" if last.status == "SUCCESS" else "red"
+    console.print(f"Last run {last.run_id[:8]} ({last.job_name} {last.dates}): [{colour}]{last.status}[/] at {when}")
+    if last.status == "FAILURE":
+        for failure in log.step_failures(last.run_id)[:5]:
+            console.print(f"  failed step {failure[:600]}")
+        console.print("  what to do: fix the cause, then run the same dates again (a re-run is idempotent)")
+
+
+def recover() -> None:
+    """Mark runs whose process died as failed and free their pool slots now (every run does it first anyway)."""
+    import dagster as dg
+
+    from application.runs import platform_environment, quiet_libraries
+    from orchestration.lib.instance import recover_dead_runs
+
+    with platform_environment(settings()), quiet_libraries(), dg.DagsterInstance.get() as instance:
+        recovered = recover_dead_runs(instance, by="dataops recover")
+    for run in recovered:
+        console.print(f"run {run.run_id} ({run.job_name}): {run.why}; marked failed, {run.freed_slots} slot(s) freed")
+    if not recovered:
+        console.print("No stuck run: every unfinished run has a live process.")
 
 
 def kpis(
@@ -135,12 +213,19 @@ def kpis(
             value = kpi_value(r["value"], r["unit"], grouped=False)
             sys.stdout.write(f"{r['date']},{r['kpi']},{value},{r['unit']},{str(r['is_final']).lower()}\n")
     else:
-        table = Table(title=f"KPIs on {rows[0]['date']}")
-        for column in ("kpi", "value", "unit", "final"):
-            table.add_column(column, justify="right" if column == "value" else "left")
-        for r in rows:
-            table.add_row(r["kpi"], kpi_value(r["value"], r["unit"]), r["unit"], "yes" if r["is_final"] else "flash")
-        console.print(table)
+        print_kpis(rows, rows[0]["date"])
+
+
+def print_kpis(rows: list[dict[str, Any]], day: object) -> None:
+    """The KPI table that ``status``, ``kpis`` and ``demo`` show: one rendering, so they never disagree."""
+    table = Table(title=f"KPIs on {day}")
+    for column in ("kpi", "value", "unit", "final"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for row in rows:
+        table.add_row(
+            row["kpi"], kpi_value(row["value"], row["unit"]), row["unit"], "yes" if row["is_final"] else "flash"
+        )
+    console.print(table)
 
 
 def ui(port: Annotated[int, typer.Option(help="Loopback port of the Dagster UI.")] = 3000) -> None:

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
+
+if TYPE_CHECKING:  # DuckDB makes the frame: importing polars here would cost every reader (`dataops status`)
+    import polars as pl
 
 
 @dataclass(frozen=True)

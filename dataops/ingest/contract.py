@@ -61,7 +61,10 @@ class ContractResult:
 
 
 def check_shape(contract: Contract, columns: list[str], source: str, day: dt.date) -> list[str]:
-    """Raise when a required column is missing (or renamed without a declared alias); return extras."""
+    """Raise when a required column is missing (or renamed without a declared alias); return extras.
+
+    ``source`` names where the partition came from (the export file or API object, and its business date).
+    """
     present = set(columns) - set(LINEAGE)
     expected = contract.columns()
     usable_aliases = {
@@ -81,7 +84,7 @@ def check_shape(contract: Contract, columns: list[str], source: str, day: dt.dat
                 hint = f" (alias {declared} does not apply before its effective date)"
             raise ContractViolation(
                 f"{source}: required column '{name}' of {contract.name} is missing{hint}; "
-                f"the file has {sorted(present)}. If the source renamed it, declare an alias in the contract."
+                f"the source has {sorted(present)}. If the source renamed it, declare an alias in the contract."
             )
     return sorted(present - set(expected) - set(usable_aliases))
 
@@ -115,49 +118,15 @@ def _read_column(contract: Contract, name: str, target: pl.DataType, source: pl.
 def apply_contract(contract: Contract, batch: pl.DataFrame, source_columns: list[str]) -> ContractResult:
     """Split a batch of landed rows (source columns + lineage) into typed valid rows and quarantine."""
     expected = contract.columns()
-    batch = batch.with_row_index("_row")
-    # Aliases: from its effective date, the renamed column supplies the contract column.
-    for name, aliases in contract.aliases.items():
-        for alias in aliases:
-            if alias.source_name in batch.columns:
-                effective = pl.col("_partition") >= pl.lit(alias.effective_from)
-                current = pl.col(name) if name in batch.columns else pl.lit(None, dtype=pl.String)
-                batch = batch.with_columns(
-                    pl.when(effective & current.is_null())
-                    .then(pl.col(alias.source_name).cast(pl.String))
-                    .otherwise(current.cast(pl.String))
-                    .alias(name)
-                )
+    batch = _with_aliases(contract, batch.with_row_index("_row"))
     alias_names = {a.source_name for aliases in contract.aliases.values() for a in aliases}
     extras = [c for c in source_columns if c not in expected and c not in alias_names]
     for name in expected:
         if name not in batch.columns:
             batch = batch.with_columns(pl.lit(None, dtype=pl.String).alias(name))
-    typed_exprs = [_read_column(contract, n, t, pl.col(n)).alias(n) for n, t in expected.items()]
-    typed = batch.select("_row", *typed_exprs)
-    unreadable = [
-        pl.when(batch[n].is_not_null() & typed[n].is_null()).then(pl.lit(f"{n}: cannot read {{}} as {t}")).alias(n)
-        for n, t in expected.items()
-    ]
-    coercion = batch.select("_row", *unreadable)
-    reasons: dict[int, list[str]] = {}
-    for name in expected:
-        bad = coercion.filter(pl.col(name).is_not_null())
-        for row, template in zip(bad["_row"].to_list(), bad[name].to_list(), strict=True):
-            value = batch[name][row]
-            reasons.setdefault(row, []).append(template.format(repr(value)))
-    readable = typed.filter(~pl.col("_row").is_in(list(reasons)))
-    try:
-        contract.model.validate(readable.drop("_row"), lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        schema_level = cases.filter(pl.col("index").is_null())
-        if schema_level.height:
-            detail = "; ".join(f"{c}: {k}" for c, k in schema_level.select("column", "check").iter_rows())
-            raise ContractViolation(f"{contract.name}: the typed batch breaks the contract: {detail}") from exc
-        rows = readable["_row"].to_list()
-        for index, column, check in cases.select("index", "column", "check").iter_rows():
-            reasons.setdefault(rows[index], []).append(f"{column}: {check}")
+    typed = batch.select("_row", *[_read_column(contract, n, t, pl.col(n)).alias(n) for n, t in expected.items()])
+    reasons = _unreadable(contract, batch, typed)
+    _validate(contract, batch, typed.filter(~pl.col("_row").is_in(list(reasons))), reasons)
     if "_payload" in batch.columns:  # computed per landed file by the reader
         payload: pl.Series | None = batch["_payload"]
     else:
@@ -170,15 +139,73 @@ def apply_contract(contract: Contract, batch: pl.DataFrame, source_columns: list
         extra_json = batch.select(pl.struct(extras).struct.json_encode().alias("_extra"))
     else:
         extra_json = pl.DataFrame({"_extra": pl.Series([None] * batch.height, dtype=pl.String)})
-    bad_rows = sorted(reasons)
-    keep = ~pl.col("_row").is_in(bad_rows)
     payload_col = pl.DataFrame(
         {"_payload": payload if payload is not None else [None] * batch.height}, schema={"_payload": pl.String}
     )
     # Valid rows keep their payload until loaded: a row quarantined later (an orphan) needs it.
     valid = pl.concat([typed, extra_json, lineage.drop("_row", "_key"), payload_col], how="horizontal")
-    valid = valid.filter(keep).drop("_row")
-    quarantined = (
+    valid = valid.filter(~pl.col("_row").is_in(sorted(reasons))).drop("_row")
+    return ContractResult(valid=valid, quarantined=_quarantine(lineage, payload, reasons), extra_columns=extras)
+
+
+def _with_aliases(contract: Contract, batch: pl.DataFrame) -> pl.DataFrame:
+    """From its effective date, a renamed column supplies the contract column."""
+    for name, aliases in contract.aliases.items():
+        for alias in aliases:
+            if alias.source_name in batch.columns:
+                effective = pl.col("_partition") >= pl.lit(alias.effective_from)
+                current = pl.col(name) if name in batch.columns else pl.lit(None, dtype=pl.String)
+                batch = batch.with_columns(
+                    pl.when(effective & current.is_null())
+                    .then(pl.col(alias.source_name).cast(pl.String))
+                    .otherwise(current.cast(pl.String))
+                    .alias(name)
+                )
+    return batch
+
+
+def _unreadable(contract: Contract, batch: pl.DataFrame, typed: pl.DataFrame) -> dict[int, list[str]]:
+    """Rows with a value that cannot be read as its column's type, with the reasons (row -> reasons)."""
+    expected = contract.columns()
+    unreadable = [
+        pl.when(batch[n].is_not_null() & typed[n].is_null()).then(pl.lit(f"{n}: cannot read {{}} as {t}")).alias(n)
+        for n, t in expected.items()
+    ]
+    coercion = batch.select("_row", *unreadable)
+    reasons: dict[int, list[str]] = {}
+    for name in expected:
+        bad = coercion.filter(pl.col(name).is_not_null())
+        for row, template in zip(bad["_row"].to_list(), bad[name].to_list(), strict=True):
+            reasons.setdefault(row, []).append(template.format(repr(batch[name][row])))
+    return reasons
+
+
+def _validate(contract: Contract, batch: pl.DataFrame, readable: pl.DataFrame, reasons: dict[int, list[str]]) -> None:
+    """Add the rows that break the contract's checks to ``reasons``; raise when the batch as a whole does,
+    naming the source files and business dates it came from."""
+    try:
+        contract.model.validate(readable.drop("_row"), lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        schema_level = cases.filter(pl.col("index").is_null())
+        if schema_level.height:
+            detail = "; ".join(f"{c}: {k}" for c, k in schema_level.select("column", "check").iter_rows())
+            found = batch["_source"].unique().to_list() if "_source" in batch.columns else []
+            sources = ", ".join(sorted(str(v) for v in found)) or contract.name
+            dates = f"{batch['_partition'].min()!s}..{batch['_partition'].max()!s}" if batch.height else "-"
+            raise ContractViolation(
+                f"{contract.name} from {sources} (business dates {dates}): the typed batch breaks the contract: "
+                f"{detail}"
+            ) from exc
+        rows = readable["_row"].to_list()
+        for index, column, check in cases.select("index", "column", "check").iter_rows():
+            reasons.setdefault(rows[index], []).append(f"{column}: {check}")
+
+
+def _quarantine(lineage: pl.DataFrame, payload: pl.Series | None, reasons: dict[int, list[str]]) -> pl.DataFrame:
+    """The quarantined rows: their lineage, key, reasons and payload."""
+    bad_rows = sorted(reasons)
+    return (
         pl.DataFrame(
             {
                 **{c: lineage[c].gather(bad_rows) for c in LINEAGE if c in lineage.columns},
@@ -192,4 +219,3 @@ def apply_contract(contract: Contract, batch: pl.DataFrame, source_columns: list
         .select(list(QUARANTINE_SCHEMA))
         .cast(QUARANTINE_SCHEMA)
     )
-    return ContractResult(valid=valid, quarantined=quarantined, extra_columns=extras)

@@ -151,12 +151,15 @@ def _check_rates(
         out.per_partition[day] = (rows, failed)
         if failed > min_quarantined and failed > max_rate * rows:
             reasons: dict[str, int] = {}
-            for r in quarantine.filter(pl.col("_partition") == day)["_reasons"].to_list():
+            bad_rows = quarantine.filter(pl.col("_partition") == day)
+            for r in bad_rows["_reasons"].to_list():
                 for reason in r:
                     reasons[reason] = reasons.get(reason, 0) + 1
             top = ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+            sources = ", ".join(sorted(str(v) for v in bad_rows["_source"].unique().to_list()))
             raise QuarantineRateExceeded(
-                f"{contract.name} partition {day}: {failed} of {rows} rows ({failed / rows:.1%}) failed the "
+                f"{contract.name} from {sources}, business date {day}: {failed} of {rows} rows "
+                f"({failed / rows:.1%}) failed the "
                 f"contract, above the {max_rate:.0%} limit (DATAOPS_MAX_QUARANTINE_RATE). Top reasons: {top}. "
                 f"Nothing was loaded for {start}..{end}; the landed files are kept for inspection."
             )

@@ -19,6 +19,7 @@ from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect
 from dataops.ingest import lake
 from dataops.ingest.connectors import Extractor, days
+from dataops.ingest.connectors.accounting import listed_file
 from dataops.ingest.contract import ContractResult, apply_contract, check_shape
 from dataops.ingest.lake import LINEAGE
 from dataops.ingest.load import LoadResult, load_range
@@ -141,7 +142,7 @@ def read_landed(
             )
         df = pl.read_parquet(path)
         has_columns = any(c not in LINEAGE for c in df.columns)  # an empty API window has none
-        source = str(path.relative_to(settings.data_dir))
+        source = f"{source_name(settings, contract, df, day)}, landed as {path.relative_to(settings.data_dir)}"
         file_extras = check_shape(contract, df.columns, source, day) if has_columns else []
         extras.update(file_extras)
         # Unknown columns are kept, per file, as JSON in _extra, and each row's original payload in _payload:
@@ -165,6 +166,19 @@ def read_landed(
         how="diagonal_relaxed",
     )
     return batch, source_columns, sorted(extras)
+
+
+def source_name(settings: Settings, contract: Contract, landed: pl.DataFrame, day: dt.date) -> str:
+    """Where a landed partition came from, as an operator finds it: the export file, the API object or the
+    database table, with its business date (error messages name this, not the landed copy)."""
+    if contract.system == "accounting":
+        files = [settings.accounting_exports / f for f in landed["_source"].unique().sort().to_list()]
+        listed = listed_file(settings.accounting_exports, day, contract.table)  # an empty day's rows name none
+        found = ", ".join(map(str, files or [listed or settings.accounting_exports / day.isoformat()]))
+        return f"{found} (accounting export, business date {day})"
+    if contract.system == "crm":
+        return f"CRM API object {contract.table} (business date {day})"
+    return f"ERP table {contract.table} in {settings.erp_db} (business date {day})"
 
 
 def load_from_lake(

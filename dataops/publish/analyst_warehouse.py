@@ -15,6 +15,8 @@ import datetime as dt
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from dataops.core.digest import digest, files_digest, table_digest
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect, query_frame, scalar, transaction
 from dataops.governance.catalog import (
+    GOVERNANCE_DDL,
     build_catalog,
     dbt_constraints_by_dataset,
     dbt_tests_by_dataset,
@@ -38,6 +41,7 @@ from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
 from dataops.models.scores import DRIFT_TABLE, RISK_TABLE, dataset_meta, model_cards
 from dataops.publish.definition_tables import definitions_in_catalog, write_definition_tables
 from dataops.transform.build_stamp import built_from
+from dataops.transform.runner import run_manifest
 from registry import DOMAINS_DIR
 from registry.loader import domain_owners
 
@@ -178,6 +182,36 @@ def _already_published(conn: duckdb.DuckDBPyConnection, settings: Settings, inpu
     )
 
 
+@dataclass(frozen=True)
+class Publication:
+    """One publish in the making: its id and time, and the two files it writes aside before swapping them in."""
+
+    publish_id: str
+    published_at: dt.datetime
+    window: tuple[dt.date, dt.date]
+    run_id: str | None
+    aside: Path
+    restricted_aside: Path
+
+    @classmethod
+    def new(
+        cls, settings: Settings, window: tuple[dt.date, dt.date], run_id: str | None, now: dt.datetime | None
+    ) -> Publication:
+        publish_id = uuid.uuid4().hex[:16]
+        return cls(
+            publish_id,
+            now or dt.datetime.now(dt.UTC),
+            window,
+            run_id,
+            _aside(settings.analytics_db, publish_id),
+            _aside(settings.restricted_db, publish_id),
+        )
+
+
+def _aside(target: Path, publish_id: str) -> Path:
+    return target.with_name(f".{target.stem}-{publish_id}{target.suffix}")
+
+
 def publish(
     settings: Settings,
     window: tuple[dt.date, dt.date],
@@ -187,96 +221,227 @@ def publish(
     republish_unchanged: bool = False,
     cause: str | None = None,
 ) -> PublishReport:
-    """Record KPI history and restatements, then write the analyst warehouse aside and swap it in.
+    """Write the analyst warehouse aside, with its KPI history, restatements and publish log, and swap it in.
 
-    When analysts already have a publish made from the same inputs (:func:`publish_inputs`), nothing is
-    written and the report names that publish, unless ``republish_unchanged``. ``cause``, when given, is
-    the cause of every restatement (a definition change: dataops/publish/definition_change.py).
+    The history, restatements and log of a publish are committed in the build warehouse together with the
+    swap (the transaction's last act is the swap), so they exist only for a publish analysts saw; a publish
+    that fails or is killed leaves no trace and no file behind. When analysts already have a publish made
+    from the same inputs (:func:`publish_inputs`), nothing is written and the report names that publish,
+    unless ``republish_unchanged``. ``cause``, when given, is the cause of every restatement (a definition
+    change: dataops/publish/definition_change.py).
     """
-    publish_id = uuid.uuid4().hex[:16]
-    published_at = now or dt.datetime.now(dt.UTC)
-    start, end = window
-    target = settings.analytics_db
-    target.parent.mkdir(parents=True, exist_ok=True)
-    aside = target.with_name(f".{target.stem}-{publish_id}.duckdb")
-    restricted_aside = settings.restricted_db.with_name(f".{settings.restricted_db.stem}-{publish_id}.duckdb")
-    with connect(settings.build_db, limits=limits) as conn:
-        conn.execute(PUBLISH_DDL)
-        manifest = load_manifest()
-        declared = {**published_datasets(manifest), **model_datasets()}
-        inputs = publish_inputs(conn, settings, manifest, declared)
-        if inputs is not None and not republish_unchanged:
-            held = _already_published(conn, settings, inputs)
-            if held is not None:
-                return held
-        as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
-        with transaction(conn):
-            conn.execute(f"create temp table candidates as {CANDIDATES}", {"as_of": as_of})
-            conn.execute(f"create temp table latest as {LATEST}")
-            conn.execute("""
-                create temp table changed as
-                select candidates.*, latest.value as old_value, latest.is_final as was_final
-                from candidates
-                left join latest using (kpi_name, period, grain)
-                where latest.value is null or latest.value <> candidates.value
-                   or latest.is_final <> candidates.is_final
-            """)
-            conn.execute(f"create temp table causes as {CAUSES}", {"start": start, "end": end})
-            conn.execute(
-                """
-                insert into publish.kpi_history
-                select $publish_id, kpi_name, period, grain, value, unit, is_final, $at from changed
-            """,
-                {"publish_id": publish_id, "at": published_at},
-            )
-            conn.execute(
-                """
-                insert into publish.kpi_restatements
-                select $publish_id, changed.kpi_name, changed.period, changed.grain, changed.old_value,
-                       changed.value, changed.was_final, $at,
-                       coalesce(
-                           $cause,
-                           (select string_agg(distinct record, '; ' order by record) from causes
-                            where causes.kpi_name = changed.kpi_name and causes.period = changed.period),
-                           'recomputed with the data delivered ' || $start || '..' || $end)
-                from changed
-                where changed.old_value is not null and changed.old_value <> changed.value
-            """,
-                {"publish_id": publish_id, "at": published_at, "start": start, "end": end, "cause": cause},
-            )
-            changed = scalar(conn, "select count(*) from changed")
-            restated = scalar(conn, "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id])
-            conn.execute(
-                "insert into publish.publish_log (publish_id, published_at, as_of_date, window_start, window_end, "
-                "run_id, kpi_values_changed, restatements, inputs) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [publish_id, published_at, as_of, start, end, run_id, changed, restated, inputs],
-            )
-            for name in ("candidates", "latest", "changed", "causes"):
-                conn.execute(f"drop table {name}")
-        report = PublishReport(publish_id, published_at, as_of, target, changed_values=changed, restatements=restated)
-        datasets = {
-            name: meta for name, meta in declared.items() if name in {f"{s}.{t}" for s, t in _published_tables(conn)}
-        }
-        restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
-        personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
-        record_publication(conn, sorted(datasets), published_at)
-        catalog, columns = build_catalog(conn, datasets, manifest, load_policy(), published_at, as_of, restricted)
-        definitions = definition_tables(settings)
-        catalog, columns = definitions_in_catalog(catalog, columns, definitions, published_at, as_of)
-        register_pseudonym(conn, settings)
-        _write_aside(conn, aside, as_of, report, datasets, restricted, personal)
-        conn.register("_catalog_datasets", catalog)
-        conn.register("_catalog_columns", columns)
-        conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
-        _write_catalog(conn, aside)
-        write_definition_tables(conn, aside, definitions)
-        _write_restricted(conn, restricted_aside, as_of, datasets, restricted | set(personal))
-    os.chmod(restricted_aside, 0o600)  # restricted data and personal data in clear: the owner only
-    os.replace(restricted_aside, settings.restricted_db)
-    os.chmod(aside, 0o444)  # analysts read it; nobody writes into a published file
-    os.replace(aside, target)
-    report.bytes = target.stat().st_size
+    settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(settings)  # of a publish that was killed, or failed on a full disk
+    publication = Publication.new(settings, window, run_id, now)
+    try:
+        with connect(settings.build_db, limits=limits) as conn:
+            conn.execute(PUBLISH_DDL + GOVERNANCE_DDL)
+            reconcile_history(conn, settings)
+            manifest = load_manifest(run_manifest(settings, run_id))
+            declared = {**published_datasets(manifest), **model_datasets()}
+            inputs = publish_inputs(conn, settings, manifest, declared)
+            if inputs is not None and not republish_unchanged:
+                held = _already_published(conn, settings, inputs)
+                if held is not None:
+                    return held
+            report = _stage_history(conn, publication, inputs, settings.analytics_db, cause)
+            datasets = _write_files(conn, settings, publication, report, manifest, declared)
+            _record_and_swap(conn, settings, publication, datasets)
+    except BaseException:
+        for path in (publication.aside, publication.restricted_aside):
+            _remove_database_file(path)
+        raise
+    report.bytes = settings.analytics_db.stat().st_size
     return report
+
+
+def remove_leftovers(settings: Settings) -> list[Path]:
+    """Delete the half-written files (and their WALs) of publishes that never swapped them in.
+
+    Only a publish writes them, one at a time (the ``build_warehouse`` pool), so at the start of a publish,
+    or of a run when no other run is in progress, every such file is a leftover.
+    """
+    removed = []
+    for target in (settings.analytics_db, settings.restricted_db):
+        for path in sorted(target.parent.glob(f".{target.stem}-*{target.suffix}*")):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _remove_database_file(path: Path) -> None:
+    for part in (path, path.with_name(f"{path.name}.wal")):
+        part.unlink(missing_ok=True)
+
+
+HISTORY_TABLES = ("kpi_history", "kpi_restatements", "publish_log")
+
+
+def reconcile_history(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Make the build warehouse's history what analysts saw: the analyst file is its truth.
+
+    A publish commits its history with the swap; a process killed between the swap and the commit leaves a
+    publish analysts saw but the build warehouse lacks, which is taken over from the file here. Entries of
+    a publish analysts never saw (left by versions that recorded history before the swap) are removed.
+    """
+    if not settings.analytics_db.exists():
+        return
+    try:
+        conn.execute(f"attach '{settings.analytics_db}' as seen (read_only)")
+    except duckdb.Error:
+        return  # unreadable: the next publish replaces it, with the build warehouse's history
+    try:
+        seen = {r[0] for r in conn.execute("select publish_id from seen.publish.publish_log").fetchall()}
+        recorded = {r[0] for r in conn.execute("select publish_id from publish.publish_log").fetchall()}
+        if seen == recorded:
+            return
+        with transaction(conn):
+            for table in HISTORY_TABLES:
+                conn.execute(
+                    f"delete from publish.{table} where publish_id not in (select unnest($1::varchar[]))",
+                    [sorted(seen)],
+                )
+                conn.execute(
+                    f"insert into publish.{table} by name select * from seen.publish.{table} "
+                    "where publish_id not in (select unnest($1::varchar[]))",
+                    [sorted(recorded)],
+                )
+    finally:
+        conn.execute("detach seen")
+
+
+def _stage_history(
+    conn: duckdb.DuckDBPyConnection, publication: Publication, inputs: str | None, target: Path, cause: str | None
+) -> PublishReport:
+    """This publish's history, restatements and log entry, in temp tables ``staged_<table>``: committed to
+    ``publish.*`` only with the swap (:func:`_record_and_swap`)."""
+    as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
+    _find_changes(conn, as_of, publication.window)
+    _stage_changes(conn, publication, cause)
+    changed = scalar(conn, "select count(*) from changed")
+    restated = scalar(conn, "select count(*) from staged_kpi_restatements")
+    start, end = publication.window
+    conn.execute("create or replace temp table staged_publish_log as select * from publish.publish_log where false")
+    entry = (publication.publish_id, publication.published_at, as_of, start, end, publication.run_id)
+    conn.execute(
+        "insert into staged_publish_log (publish_id, published_at, as_of_date, window_start, window_end, run_id, "
+        "kpi_values_changed, restatements, inputs) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [*entry, changed, restated, inputs],
+    )
+    for name in ("candidates", "latest", "changed", "causes"):
+        conn.execute(f"drop table {name}")
+    return PublishReport(
+        publication.publish_id,
+        publication.published_at,
+        as_of,
+        target,
+        changed_values=changed,
+        restatements=restated,
+    )
+
+
+def _find_changes(conn: duckdb.DuckDBPyConnection, as_of: object, window: tuple[dt.date, dt.date]) -> None:
+    """Temp tables: the KPI values this publish would show (``candidates``), the last ones analysts saw
+    (``latest``), those that differ (``changed``) and the records that caused them (``causes``)."""
+    conn.execute(f"create or replace temp table candidates as {CANDIDATES}", {"as_of": as_of})
+    conn.execute(f"create or replace temp table latest as {LATEST}")
+    conn.execute("""
+        create or replace temp table changed as
+        select candidates.*, latest.value as old_value, latest.is_final as was_final
+        from candidates
+        left join latest using (kpi_name, period, grain)
+        where latest.value is null or latest.value <> candidates.value
+           or latest.is_final <> candidates.is_final
+    """)
+    conn.execute(f"create or replace temp table causes as {CAUSES}", {"start": window[0], "end": window[1]})
+
+
+def _stage_changes(conn: duckdb.DuckDBPyConnection, publication: Publication, cause: str | None) -> None:
+    """The changed values as history rows, and those that replace a value analysts saw as restatements
+    (their cause: ``cause`` if given, else the records that changed them, else the window recomputed)."""
+    start, end = publication.window
+    at = {"publish_id": publication.publish_id, "at": publication.published_at}
+    conn.execute(
+        """
+        create or replace temp table staged_kpi_history as
+        select $publish_id as publish_id, kpi_name, period, grain, value, unit, is_final, $at as published_at
+        from changed
+    """,
+        at,
+    )
+    conn.execute(
+        """
+        create or replace temp table staged_kpi_restatements as
+        select $publish_id as publish_id, changed.kpi_name, changed.period, changed.grain, changed.old_value,
+               changed.value as new_value, changed.was_final, $at as restated_at,
+               coalesce(
+                   $cause,
+                   (select string_agg(distinct record, '; ' order by record) from causes
+                    where causes.kpi_name = changed.kpi_name and causes.period = changed.period),
+                   'recomputed with the data delivered ' || $start || '..' || $end) as cause
+        from changed
+        where changed.old_value is not null and changed.old_value <> changed.value
+    """,
+        {**at, "start": start, "end": end, "cause": cause},
+    )
+
+
+def _write_files(
+    conn: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    publication: Publication,
+    report: PublishReport,
+    manifest: dict[str, Any],
+    declared: dict[str, DatasetMeta],
+) -> list[str]:
+    """The analyst file and the restricted file, written aside; returns the datasets published."""
+    tables = {f"{s}.{t}" for s, t in _published_tables(conn)}
+    datasets = {name: meta for name, meta in declared.items() if name in tables}
+    restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
+    personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
+    with rolled_back(conn):  # the catalog shows this publish's times, recorded for good only with the swap
+        record_publication(conn, sorted(datasets), publication.published_at)
+        catalog, columns = build_catalog(
+            conn, datasets, manifest, load_policy(), publication.published_at, report.as_of, restricted
+        )
+    definitions = definition_tables(settings)
+    catalog, columns = definitions_in_catalog(catalog, columns, definitions, publication.published_at, report.as_of)
+    register_pseudonym(conn, settings)
+    _write_aside(conn, publication.aside, report.as_of, report, datasets, restricted, personal)
+    conn.register("_catalog_datasets", catalog)
+    conn.register("_catalog_columns", columns)
+    conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
+    _write_catalog(conn, publication.aside)
+    write_definition_tables(conn, publication.aside, definitions)
+    _write_restricted(conn, publication.restricted_aside, report.as_of, datasets, restricted | set(personal))
+    return sorted(datasets)
+
+
+@contextmanager
+def rolled_back(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """A transaction that is always rolled back: to read what a write would make, without making it."""
+    conn.execute("begin transaction")
+    try:
+        yield
+    finally:
+        conn.execute("rollback")
+
+
+def _record_and_swap(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, publication: Publication, datasets: list[str]
+) -> None:
+    """Commit the publish's history in the build warehouse in one transaction whose last act is the swap:
+    a swap that fails records nothing; a kill after the swap is repaired by :func:`reconcile_history`."""
+    with transaction(conn):
+        for table in HISTORY_TABLES:
+            conn.execute(f"insert into publish.{table} by name select * from staged_{table}")
+        record_publication(conn, datasets, publication.published_at)
+        os.chmod(publication.restricted_aside, 0o600)  # restricted data and personal data in clear: the owner only
+        os.replace(publication.restricted_aside, settings.restricted_db)
+        os.chmod(publication.aside, 0o444)  # analysts read it; nobody writes into a published file
+        os.replace(publication.aside, settings.analytics_db)
+    for table in HISTORY_TABLES:
+        conn.execute(f"drop table staged_{table}")
 
 
 def _select(schema: str, table: str, clear: bool, personal: dict[str, list[str]]) -> str:
@@ -336,8 +501,11 @@ def _write_aside(
             conn, "analytics", sorted(set(datasets) - restricted), as_of, clear=False, personal=personal, report=report
         )
         conn.execute("create schema analytics.publish")
-        for table in ("kpi_history", "kpi_restatements", "publish_log"):
-            conn.execute(f"create table analytics.publish.{table} as select * from publish.{table}")
+        for table in HISTORY_TABLES:  # what analysts saw, and this publish, which they see with this file
+            conn.execute(
+                f"create table analytics.publish.{table} as "
+                f"select * from publish.{table} union all by name select * from staged_{table}"
+            )
         _quarantine_summary(conn)
         conn.execute("checkpoint analytics")
     finally:

@@ -1,5 +1,6 @@
 """What is published, read from the analyst warehouse only: never from the build warehouse, so asking never
-waits for (or blocks) a run."""
+waits for (or blocks) a run. Rows are fetched as plain values: ``dataops status`` answers in a fraction of a
+second, and converting through Arrow and polars would take a third of that."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import connect, query_frame, scalar, table_exists
+from dataops.core.warehouse import connect, scalar, table_exists
 from registry.loader import load_registry
 
 
@@ -64,8 +65,7 @@ def published_kpis(settings: Settings, day: dt.date | None = None) -> list[dict[
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"no analyst warehouse at {settings.analytics_db}: nothing published yet")
     with connect(settings.analytics_db, read_only=True) as conn:
-        frame = query_frame(
-            conn,
+        cursor = conn.execute(
             """
             select cast(date_day as varchar) as date, kpi_name as kpi, cast(value as double) as value, unit, is_final
             from kpis.kpi_daily
@@ -74,7 +74,8 @@ def published_kpis(settings: Settings, day: dt.date | None = None) -> list[dict[
         """,
             [day],
         )
-    return frame.to_dicts()
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 CheckSummary = tuple[list[str], list[str]]  # checks that failed in the latest run: errors, warnings
@@ -90,21 +91,14 @@ def platform_status(settings: Settings, now: dt.datetime | None = None, checks: 
     if not settings.analytics_db.exists():
         return status
     with connect(settings.analytics_db, read_only=True) as conn:
-        log = query_frame(conn, "select * from publish.publish_log order by published_at desc limit 1")
-        if log.height:
-            row = log.row(0, named=True)
-            status.publish_id, status.published_at, status.as_of = (
-                row["publish_id"],
-                row["published_at"],
-                row["as_of_date"],
-            )
-        quarantine = (
-            query_frame(conn, "select dataset, rows from publish.quarantine_summary order by dataset")
-            if table_exists(conn, "publish", "quarantine_summary")
-            else None
-        )
-    if quarantine is not None:
-        status.quarantine = dict(quarantine.iter_rows())
+        last = conn.execute(
+            "select publish_id, published_at, as_of_date from publish.publish_log order by published_at desc limit 1"
+        ).fetchone()
+        if last is not None:
+            status.publish_id, status.published_at, status.as_of = last
+        if table_exists(conn, "publish", "quarantine_summary"):
+            rows = conn.execute("select dataset, rows from publish.quarantine_summary order by dataset").fetchall()
+            status.quarantine = {str(dataset): int(count) for dataset, count in rows}
     status.kpis = published_kpis(settings, status.as_of)
     judged = judge_freshness(status.as_of, now, load_registry().freshness_hour)
     status.is_fresh, status.freshness_target = judged.is_fresh, judged.target

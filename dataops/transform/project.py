@@ -61,9 +61,13 @@ def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[st
 
 
 def dbt_executable() -> str:
-    """The dbt of this environment, whether or not the virtualenv is on PATH."""
-    local = Path(sys.executable).with_name("dbt")
-    return str(local) if local.exists() else "dbt"
+    """The dbt of this environment, whether or not the virtualenv is on PATH: through ``dataops-dbt``, which
+    ends with the process that started it (dataops/transform/dbt_child.py), when it is installed."""
+    for name in ("dataops-dbt", "dbt"):
+        local = Path(sys.executable).with_name(name)
+        if local.exists():
+            return str(local)
+    return "dbt"
 
 
 def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:

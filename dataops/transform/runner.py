@@ -87,6 +87,12 @@ def keep_run_target(
 ) -> None:
     """Keep the run's parse for the next run, and the artefacts of the last ``keep`` runs only (each run
     writes a few megabytes of compiled SQL and logs; the run's results stay in Dagster's event log)."""
+    manifest = target / "manifest.json"
+    if manifest.exists() and (target / "run_results.json").exists():  # dbt finished: the manifest is whole
+        # the last build's manifest, for readers outside the run (see run_manifest)
+        staged = settings.dbt_runs_dir / f".manifest.json.{os.getpid()}"
+        shutil.copyfile(manifest, staged)
+        os.replace(staged, settings.dbt_runs_dir / "manifest.json")
     parsed = target / PARTIAL_PARSE
     if parsed.exists():
         staged = settings.dbt_runs_dir / f".{PARTIAL_PARSE}.{os.getpid()}"
@@ -96,6 +102,15 @@ def keep_run_target(
     for old in runs[: max(0, len(runs) - keep)]:
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def run_manifest(settings: Settings, run_id: str | None) -> Path | None:
+    """A dbt manifest no dbt command rewrites while it is read: the run's own (what its dbt step wrote to its
+    target folder), else the copy the last Dagster build kept; None if neither exists (the project's
+    ``target/manifest.json``, which every dbt command rewrites in place, is then the only one)."""
+    candidates = [settings.dbt_runs_dir / run_id / "manifest.json"] if run_id else []
+    candidates.append(settings.dbt_runs_dir / "manifest.json")
+    return next((path for path in candidates if path.exists()), None)
 
 
 def command_line(args: list[str], registry: Registry, target: Path | None = None) -> list[str]:

@@ -14,7 +14,7 @@ from pydantic import PrivateAttr
 
 from dataops.core.settings import DEFAULT_DATA_DIR, Settings
 from dataops.core.warehouse import Limits
-from dataops.ingest.connectors import Extractor, SourceUnavailable
+from dataops.ingest.connectors import Extractor, SourceDataError
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
 from dataops.ingest.connectors.erp import ErpExtractor
@@ -81,7 +81,7 @@ class SourcesResource(dg.ConfigurableResource):
     def _crm_extractor(self) -> CrmExtractor:
         if self._crm is None:
             if not self.crm_base_url:
-                raise SourceUnavailable(
+                raise SourceDataError(
                     "no CRM configured: set CRM_BASE_URL and CRM_TOKEN (`dataops run` and `dataops ui` serve the "
                     "simulated CRM of the data directory and set them)"
                 )

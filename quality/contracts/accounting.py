@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 import pandera.polars as pa
 import polars as pl
 
 from quality.contracts.base import CURRENCIES, Alias, Contract
+from registry.loader import load_registry
 
 Money = Annotated[pl.Decimal, 18, 2]
 Rate = Annotated[pl.Decimal, 18, 6]
 # The formats the accounting system writes dates in (ISO, US, European, day-month-name).
 DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%d-%b-%Y")
-# The accounting system's 2024 release renamed invoices.amount to gross_amount (and added po_number).
-INVOICE_AMOUNT_RENAMED = Alias("gross_amount", dt.date(2024, 1, 1))
+# The accounting system's release 2025.1 renamed invoices.amount to gross_amount (and added po_number), from
+# the business date the registry records for it: the one the simulated accounting system uses too.
+RENAMING_RELEASE = load_registry().source_release("accounting", "2025.1")
+INVOICE_AMOUNT_RENAMED = Alias("gross_amount", RENAMING_RELEASE.date)
 
 
 class Invoices(pa.DataFrameModel):

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import polars as pl
 
+# The accounting system's release that renamed invoices.amount to gross_amount and added po_number; the
+# registry records the business date it took effect (registry/enterprise.yaml, source_releases).
+RENAMING_RELEASE = "2025.1"
 TABLES = ("invoices", "payments", "credit_memos", "journal_lines", "fx_rates")
-# Column order of each export; invoices change shape on the schema-drift day.
+# Column order of each export; invoices change shape from the renaming release on.
 COLUMNS = {
     "invoices": [
         "invoice_no",

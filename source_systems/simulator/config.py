@@ -44,7 +44,9 @@ class SimConfig:
     seed: int = 42
     scale: float = 0.05
     start: dt.date = dt.date(2025, 1, 1)
-    # From this business date the invoices export gains a column and renames another (schema drift).
+    # From this business date the invoices export gains a column and renames another (schema drift). None: the
+    # date the registry records for that accounting release, which the ingestion contract knows too; a date
+    # here simulates a release nobody announced.
     drift_date: dt.date | None = None
     dirt: DirtRates = field(default_factory=DirtRates)
     # A marketing campaign: on this business date leads arrive this many times as often (a real spike).
@@ -57,10 +59,6 @@ class SimConfig:
     # From these business dates the product's tracking changes: a property is added, an event renamed.
     event_property_date: dt.date | None = None
     event_rename_date: dt.date | None = None
-
-    @property
-    def effective_drift_date(self) -> dt.date:
-        return self.drift_date or (self.start + dt.timedelta(days=20))
 
     @property
     def effective_property_date(self) -> dt.date:

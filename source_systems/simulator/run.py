@@ -116,11 +116,12 @@ def simulate(
     crm = crm_store.connect(sources / "crm" / "crm.sqlite")
     exports = sources / "accounting" / "exports"
     exports.mkdir(parents=True, exist_ok=True)
+    drift = cfg.drift_date or registry.source_release("accounting", accounting.RENAMING_RELEASE).date
     product = [0, 0.0, 0.0]
     try:
         for d in range(first_new, last + 1):
             records = engine.step(d)
-            _emit(cfg, engine, records, erp, crm, exports)
+            _emit(cfg, engine, records, erp, crm, exports, drift)
             if cfg.product_events:
                 wall, cpu = time.perf_counter(), time.process_time()
                 product[0] += _product_day(cfg, engine, d, sources.joinpath(*EVENTS_DIR))
@@ -249,7 +250,13 @@ def truth_kpis(sources: Path, registry_on: Callable[[dt.date], Registry]) -> pl.
 
 
 def _emit(
-    cfg: SimConfig, engine: Engine, records: DayRecords, erp: sqlite3.Connection, crm: sqlite3.Connection, exports: Path
+    cfg: SimConfig,
+    engine: Engine,
+    records: DayRecords,
+    erp: sqlite3.Connection,
+    crm: sqlite3.Connection,
+    exports: Path,
+    drift: dt.date,
 ) -> None:
     d = records.day
     date = cfg.start + dt.timedelta(days=d)
@@ -257,8 +264,8 @@ def _emit(
     log = DirtLog(d)
     rng = stream(cfg.seed, d, "dirt")
     inserts = {t: spoil(t, df, cfg.dirt, rng, state, log, date) for t, df in sorted(records.inserts.items())}
-    drifted = date >= cfg.effective_drift_date
-    if date == cfg.effective_drift_date:
+    drifted = date >= drift
+    if date == drift:
         log.add("acct.invoices", ["*"], "amount->gross_amount,+po_number", "schema_drift", "noise")
     payments = inserts.get("acct.payments")
     if payments is not None:

@@ -37,13 +37,20 @@ def test_backfill_and_run_report_their_publish_and_are_recorded_for_the_ui(
     assert "daily_elt_job 2025-04-01..2025-04-09" in backfill and "succeeded" in backfill
     assert "as of 2025-04-09" in backfill
     assert "as of 2025-04-10" in run
+    for output in (backfill, run):  # no library warnings (dbt's lines: tests/application/test_run_recovery.py)
+        assert "BetaWarning" not in output and "SupersessionWarning" not in output
     with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
-        runs = instance.get_runs()
-        assert len(runs) == 2 and all(r.job_name == "daily_elt_job" for r in runs)
-        ranges = sorted(
-            (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs
+        day, days = instance.get_runs()  # newest first
+        assert day.job_name == days.job_name == "daily_elt_job"
+        assert (days.tags["dagster/asset_partition_range_start"], days.tags["dagster/asset_partition_range_end"]) == (
+            "2025-04-01",
+            "2025-04-09",
         )
-        assert ranges == [("2025-04-01", "2025-04-09"), ("2025-04-10", "2025-04-10")]
+        assert day.tags["dagster/partition"] == "2025-04-10"  # like the schedule's run of a day
+        for run in (day, days):  # attributed to the code location, as the UI's and the schedule's runs are
+            assert run.remote_job_origin is not None and run.remote_job_origin.location_name == "orchestration"
+            assert run.tags[".dagster/repository"] == "__repository__@orchestration"
+            assert run.tags["dataops/writes"] == "build_warehouse" and run.tags["dataops/launched_by"] == "dataops cli"
 
 
 def test_status_shows_publish_freshness_checks_and_quarantine(operated: tuple[CliRunner, Path, list[str]]) -> None:
@@ -57,6 +64,7 @@ def test_status_shows_publish_freshness_checks_and_quarantine(operated: tuple[Cl
         "KPIs on 2025-04-10",
         "mrr_usd",
         "Failed checks in the last run: none",
+        "daily_elt_job 2025-04-10): SUCCESS",
         "Quarantined rows:",
     ):
         assert text in result.output, text
@@ -90,10 +98,14 @@ def test_kpis_in_each_format(operated: tuple[CliRunner, Path, list[str]]) -> Non
     assert all(len(r["value"].split(".")[1]) == 2 for r in rows if r["kpi"] not in counts)
     table = runner.invoke(app, ["kpis"]).output
     assert "KPIs on 2025-04-10" in table and "active_customers" in table
-    for output in (table, runner.invoke(app, ["status"]).output):
+    status = runner.invoke(app, ["status"]).output
+    for output in (table, status):
         shown = table_values(output)
         assert set(shown) == set(units), output
         assert all(("." not in value) == (kpi in counts) for kpi, value in shown.items()), output
+    # status shows the very same table as kpis: one rendering
+    kpi_lines = [line for line in table.splitlines() if "│" in line]
+    assert kpi_lines and all(line in status for line in kpi_lines)
     bad = runner.invoke(app, ["kpis", "--format", "xml"])
     assert bad.exit_code == 2 and "table, csv, json" in bad.output
 

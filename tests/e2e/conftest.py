@@ -23,7 +23,7 @@ from source_systems.simulator.run import simulate
 from tests.local import free_port
 
 START = dt.date(2025, 6, 1)
-DAYS = 6
+DAYS = 10
 BIN = Path(sys.executable).parent
 OUTPUT = PROJECT_ROOT / "test-output"
 
@@ -33,6 +33,7 @@ class Services:
     url: str
     root: Path
     logs: Path
+    env: dict[str, str]  # the services' environment: the data directory, the instance, the CRM
 
     @property
     def settings(self) -> Settings:
@@ -113,7 +114,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             return bool(nodes)
 
         wait_for(loaded, 180, "the webserver to load the code location", interval=2)
-        yield Services(url, root, logs)
+        yield Services(url, root, logs, env)
     finally:
         for process in processes:
             process.terminate()

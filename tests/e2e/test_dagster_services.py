@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import subprocess
 from typing import Any
 
 import duckdb
 import pytest
 
-from tests.e2e.conftest import OUTPUT, START, Services, wait_for
+from dataops.core.settings import PROJECT_ROOT
+from tests.e2e.conftest import BIN, OUTPUT, START, Services, wait_for
 from tests.local import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster_services")]
@@ -106,7 +109,9 @@ def test_two_daily_runs_launched_at_once_both_succeed_one_after_the_other(servic
         assert "Could not set lock" not in (services.logs / log).read_text()
 
 
-def test_then_a_three_day_backfill_is_one_run_and_publishes(services: Services) -> None:
+def test_then_a_three_day_backfill_is_one_run_of_the_platforms_job_and_publishes(services: Services) -> None:
+    """Launched as the job's page launches it (Jobs, daily_elt_job, Materialize all): one run of the range,
+    as daily_elt_job with the platform's run tags, not Dagster's implicit __ASSET_JOB."""
     finished(services, {r["runId"] for r in runs(services)})  # after the daily runs (also when run alone)
     # the daily pipeline's assets (the event stream's micro-batch asset is not partitioned: its own runs)
     nodes = services.graphql("{ assetNodes { assetKey { path } isPartitioned } }")["assetNodes"]
@@ -116,7 +121,14 @@ def test_then_a_three_day_backfill_is_one_run_and_publishes(services: Services) 
         """
         mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
           __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-        {"params": {"assetSelection": assets, "partitionNames": [d.isoformat() for d in days]}},
+        {
+            "params": {
+                "selector": {"partitionSetName": "daily_elt_job_partition_set", "repositorySelector": REPO},
+                "assetSelection": assets,
+                "partitionNames": [d.isoformat() for d in days],
+                "fromFailure": False,
+            }
+        },
     )
     assert backfill["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", backfill
     backfill_id = backfill["launchPartitionBackfill"]["backfillId"]
@@ -136,7 +148,69 @@ def test_then_a_three_day_backfill_is_one_run_and_publishes(services: Services) 
         if any(t["key"] == "dagster/backfill" and t["value"] == backfill_id for t in r["tags"])
     ]
     assert len(backfill_runs) == 1 and backfill_runs[0]["status"] == "SUCCESS"  # three days, one run
+    tags = {t["key"]: t["value"] for t in backfill_runs[0]["tags"]}
+    assert backfill_runs[0]["jobName"] == "daily_elt_job" and tags["dataops/writes"] == "build_warehouse"
     assert published_dates(services) >= set(days)
+
+
+def cli_run(services: Services, day: dt.date) -> subprocess.Popen[str]:
+    """`dataops run --date day` against the services' instance, as an operator at a terminal would."""
+    return subprocess.Popen(
+        [str(BIN / "dataops"), "run", "--date", day.isoformat()],
+        env=services.env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_run_started_from_the_command_line_is_where_operators_look(services: Services) -> None:
+    """On its job's page (which lists the code location's runs), on the timeline (which needs the run's
+    code location) and re-executable without a warning (same code location, same job snapshot)."""
+    finished(services, {r["runId"] for r in runs(services)})
+    process = cli_run(services, START + dt.timedelta(days=5))
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output
+    found = re.search(r"run ([0-9a-f-]{36}) succeeded", output)
+    assert found, output
+    run_id = found.group(1)
+    job = services.graphql(
+        """query($selector: PipelineSelector!) { pipelineOrError(params: $selector) {
+          ... on Pipeline { pipelineSnapshotId runs { runId } } } }""",
+        {"selector": {**REPO, "pipelineName": "daily_elt_job"}},
+    )["pipelineOrError"]
+    assert run_id in {r["runId"] for r in job["runs"]}
+    run = services.graphql(
+        """query($id: ID!) { runOrError(runId: $id) { ... on Run {
+          jobName pipelineSnapshotId status repositoryOrigin { repositoryLocationName repositoryName }
+          tags { key value } } } }""",
+        {"id": run_id},
+    )["runOrError"]
+    assert run["status"] == "SUCCESS" and run["jobName"] == "daily_elt_job"
+    assert run["repositoryOrigin"] == REPO
+    assert run["pipelineSnapshotId"] == job["pipelineSnapshotId"]
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/partition"] == (START + dt.timedelta(days=5)).isoformat()
+    assert tags["dataops/writes"] == "build_warehouse"
+
+
+@pytest.mark.reliability
+def test_runs_started_together_from_the_command_line_and_the_queue_all_succeed_in_turn(services: Services) -> None:
+    """Two `dataops run` and two runs launched as the schedule launches them, all at once: each waits for
+    the build warehouse (no lock error anywhere), all succeed, every day is published."""
+    finished(services, {r["runId"] for r in runs(services)})
+    days = [START + dt.timedelta(days=i) for i in (6, 7, 8, 9)]
+    terminals = [cli_run(services, day) for day in days[:2]]
+    queued = {launch_daily(services, day) for day in days[2:]}
+    for terminal in terminals:
+        output, _ = terminal.communicate(timeout=1800)
+        assert terminal.returncode == 0, output
+        assert "Could not set lock" not in output
+    finished(services, queued)
+    assert published_dates(services) >= set(days)
+    for log in ("daemon.log", "webserver.log"):
+        assert "Could not set lock" not in (services.logs / log).read_text()
 
 
 def test_the_asset_graph_page_renders_in_a_browser(services: Services) -> None:

@@ -29,6 +29,19 @@ def test_jobs_are_named_by_scope_and_serialised(definitions: dg.Definitions) -> 
     assert {"ingest_crm", "enterprise_model", "publish__analytics_warehouse"} <= nodes
 
 
+def test_every_step_that_opens_the_build_warehouse_holds_its_pool(definitions: dg.Definitions) -> None:
+    """Read-only included (the cleansing gate): a step outside the pool met a writer's file lock when two runs
+    started together. Egress and the yesterday_published check read the analyst file only: no pool."""
+    daily = definitions.resolve_job_def("daily_elt_job")
+    pools = {node.name: node.definition.pool for node in daily.graph.nodes}
+    outside = {name for name in pools if name.startswith("egress__") or name.endswith("_yesterday_published")}
+    assert outside and {name: pools[name] for name in outside} == dict.fromkeys(outside)
+    assert {name: pool for name, pool in pools.items() if name not in outside} == dict.fromkeys(
+        set(pools) - outside, "build_warehouse"
+    )
+    assert "cleansing_gate" in pools
+
+
 def test_the_schedule_runs_yesterday_at_two(definitions: dg.Definitions) -> None:
     schedule = definitions.resolve_schedule_def("daily_elt_schedule")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"

@@ -159,3 +159,24 @@ def test_an_unavailable_source_is_retried_and_one_table_can_be_ingested_alone(
     assert not source.success and len(retried) == 1  # a source that may come back gets its retries
     assert alone.success
     assert [m.asset_key for m in alone.get_asset_materialization_events()] == [dg.AssetKey(["accounting", "fx_rates"])]
+
+
+def test_a_damaged_export_fails_its_step_at_once_naming_file_and_date(
+    sixty_days: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checksum mismatch fails the same way on every attempt: no retry (each would wait 10-20 s)."""
+    import shutil
+
+    shutil.copytree(sixty_days, tmp_path, dirs_exist_ok=True)
+    damaged = Settings(tmp_path).accounting_exports / "2025-01-05" / "fx_rates.csv"
+    damaged.write_bytes(damaged.read_bytes() + b"\r\n")
+    monkeypatch.setenv("DATAOPS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATAOPS_START_DATE", raising=False)
+    with crm_environment(Settings(tmp_path)), dg.DagsterInstance.ephemeral() as instance:
+        job = job_of(defs(), "accounting_job", dg.AssetSelection.groups("accounting"))
+        result = job.execute_in_process(instance=instance, partition_key="2025-01-05", raise_on_error=False)
+    retried = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert not result.success and not retried and len(failures) == 1
+    message = failures[0].step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    assert f"{damaged} (accounting export, business date 2025-01-05): checksum differs" in message

@@ -273,16 +273,20 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
     manifest = load_manifest()
     fct_leads = next(n for n in manifest["nodes"].values() if n["unique_id"] == "model.dataops.fct_leads")
     fct_leads["columns"]["company_name"].setdefault("tags", []).append("pii")  # newly declared personal data
-    monkeypatch.setattr(dataops.publish.analyst_warehouse, "load_manifest", lambda: manifest)
+    monkeypatch.setattr(dataops.publish.analyst_warehouse, "load_manifest", lambda *_: manifest)
     assert publishes()
     assert not publishes()
 
     older = tmp_path / "older.duckdb"  # the analyst file of a publish that is not the last one recorded
     shutil.copy(settings.analytics_db, older)
+    older_id = last_id
     assert publishes(republish_unchanged=True)
-    os.replace(older, settings.analytics_db)  # as if the run had stopped before swapping its file in
-    assert publishes()
-    assert not publishes()
+    os.replace(older, settings.analytics_db)  # the history analysts have is the truth: the later one goes
+    last_id = older_id
+    assert not publishes()  # ... and analysts have a publish made from these inputs
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        recorded = conn.execute("select publish_id from publish.publish_log order by all").fetchall()
+    assert recorded == analyst(case, "select publish_id from publish.publish_log order by all")
 
     settings.restricted_db.unlink()
     assert publishes()
@@ -322,3 +326,84 @@ def test_the_quarantine_summary_counts_each_held_row_once(published: Published, 
     assert {name: rows for name, (rows, _) in summary.items()} == held
     reasons = summary[table.replace("__", ".")][1].split(", ")
     assert reasons == sorted(set(reasons)) and reasons[-1] == "zz_second"
+
+
+def _unshare_works() -> bool:
+    """Whether this machine lets a process make its own mount namespace (to mount a small tmpfs)."""
+    probe = ["unshare", "--user", "--map-root-user", "--mount", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.reliability
+def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_right(
+    published: Published, tmp_path: Path
+) -> None:
+    """The disk fills while the analyst file is written aside: analysts keep their file and its history (no
+    entry for a publish they never saw), nothing is left behind, and once there is room again the next
+    publish reports the changes and the restatement a publish without the incident reports."""
+    from dataops.core.settings import PROJECT_ROOT
+    from dataops.publish.analyst_warehouse import publish
+    from orchestration.lib.names import ANALYTICS_KEY
+
+    case = copy_of(published, tmp_path / "case")
+    day = case.late_day
+    simulate(case.settings.sources_dir, day)
+    everything_but_publishing = (
+        dg.AssetSelection.all() - dg.AssetSelection.groups("egress") - dg.AssetSelection.assets(ANALYTICS_KEY)
+    )
+    assert run_job(case.root, day, day, selection=everything_but_publishing).success
+    clean = copy_of(case, tmp_path / "clean")
+    expected = publish(clean.settings, (day, day), run_id="clean")
+    room = case.settings.analytics_db.stat().st_size // 3  # a third of the file it will write
+    mode = "tmpfs" if _unshare_works() else "fsize"
+    command = [sys.executable, "-m", "tests.publish.full_disk", mode, str(case.root), str(day), str(room)]
+    if mode == "tmpfs":
+        command = ["unshare", "--user", "--map-root-user", "--mount", *command]
+    child = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=900, check=False)
+    assert child.returncode == 0, child.stderr[-3000:]
+    result = json.loads(child.stdout.splitlines()[-1])
+
+    assert ("No space left on device" if mode == "tmpfs" else "File too large") in result["error"]
+    assert result["after_failure"] == result["before"]  # history, the analyst file and the folder as they were
+    assert (
+        result["after"]["recorded"]
+        == result["after"]["seen"]
+        == sorted([*result["before"]["seen"], result["published"]])
+    )
+    assert not [name for name in result["after"]["files"] if name.startswith(".")]
+    assert (result["changed"], result["restated"]) == (expected.changed_values, expected.restatements)
+    assert expected.restatements == 1 and expected.changed_values > 1
+    with duckdb.connect(str(clean.settings.analytics_db), read_only=True) as conn:
+        rows = conn.execute("select date_day, kpi_name, value, is_final from kpis.kpi_daily order by all").fetchall()
+    assert result["kpis"] == [[str(v) for v in row] for row in rows]
+
+
+def test_a_publish_starts_by_removing_leftovers_and_taking_over_what_analysts_saw(
+    published: Published, tmp_path: Path
+) -> None:
+    """A publish killed after its swap but before its commit left analysts a publish the build warehouse
+    does not record; one killed while writing left its half-written files. The next publish repairs both."""
+    from dataops.publish.analyst_warehouse import publish
+
+    case = copy_of(published, tmp_path)
+    settings = case.settings
+    (seen,) = analyst(case, "select publish_id from publish.publish_log")[0]
+    with duckdb.connect(str(settings.build_db)) as conn:
+        for table in ("kpi_history", "kpi_restatements", "publish_log"):
+            conn.execute(f"delete from publish.{table} where publish_id = ?", [seen])
+    leftovers = [
+        settings.warehouse_dir / f".analytics-{'0' * 16}.duckdb",
+        settings.warehouse_dir / ".restricted-x.duckdb",
+    ]
+    for path in [*leftovers, leftovers[0].with_name(leftovers[0].name + ".wal")]:
+        path.write_bytes(b"half written")
+    day = case.late_day - dt.timedelta(days=1)
+    report = publish(settings, (day, day), run_id="next")
+    assert report.unchanged and report.publish_id == seen  # analysts have this build: taken over, not redone
+    assert not [p.name for p in settings.warehouse_dir.iterdir() if p.name.startswith(".")]
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        recorded = conn.execute("select count(*), count(distinct publish_id) from publish.kpi_history").fetchone()
+    assert recorded == analyst(case, "select count(*), count(distinct publish_id) from publish.kpi_history")[0]

@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from quality.contracts.accounting import RENAMING_RELEASE
 from source_systems.accounting.export import TABLES
 from tests.conftest import TINY_DAYS, TINY_START
 
@@ -73,7 +74,8 @@ def test_a_corrected_reexport_supersedes_the_original(tiny_sources: Path) -> Non
 
 
 def test_the_invoice_export_drifts_on_its_day(tiny_sources: Path, tiny_config: object) -> None:
-    drift = TINY_START + dt.timedelta(days=20)
+    drift = RENAMING_RELEASE.date  # the registry's date of the accounting release, inside the tiny window
+    assert TINY_START < drift < TINY_START + dt.timedelta(days=TINY_DAYS)
     before = tiny_sources / "accounting" / "exports" / (drift - dt.timedelta(days=1)).isoformat()
     after = tiny_sources / "accounting" / "exports" / drift.isoformat()
     header_before = (before / "invoices.csv").read_text(encoding="utf-8-sig").splitlines()[0].split(",")

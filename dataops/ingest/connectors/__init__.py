@@ -13,7 +13,15 @@ import polars as pl
 
 
 class SourceUnavailable(RuntimeError):
-    """The source cannot deliver what was asked (missing file, refused token, exhausted retries)."""
+    """The source cannot deliver right now and may by itself later (an outage outlasting the connector's own
+    retries, a database busy): the only source error worth retrying."""
+
+
+class SourceDataError(ValueError):
+    """What the source delivered, or failed to deliver, is wrong the same way on every attempt (a damaged,
+    empty or undecodable file, a missing manifest, counts that disagree, a refused token), so it is never
+    retried. The message names the file or API object, the business date and, where there is one, the line.
+    """
 
 
 class Extractor(Protocol):

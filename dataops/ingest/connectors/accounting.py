@@ -3,18 +3,24 @@
 The manifest says which file holds each table; a corrected re-export (``<table>_v2.csv``) replaces the
 original. Each file's checksum and row count are verified against the manifest before it is read.
 Values are read as text (the BOM is dropped); typing is the contract's job.
+
+Everything that can be wrong with a delivered day (no manifest, a damaged, empty or undecodable file, a
+row count that disagrees) is a :class:`SourceDataError` naming the file, the business date and, for a
+file that cannot be decoded or parsed, its line: it fails the same way however often it is read again.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import polars as pl
 
-from dataops.ingest.connectors import SourceUnavailable, days
+from dataops.ingest.connectors import SourceDataError, days
 
 
 class AccountingExtractor:
@@ -27,31 +33,82 @@ class AccountingExtractor:
     def manifest(self, day: dt.date) -> dict[str, object]:
         path = self.exports / day.isoformat() / "manifest.json"
         if not path.exists():
-            raise SourceUnavailable(
-                f"no accounting export for {day} ({path} is missing): the day has not closed yet, or the "
-                "export was not delivered"
+            raise SourceDataError(
+                f"{path} (accounting export, business date {day}): no manifest; the day has not closed yet, "
+                "or its export was not delivered"
             )
-        data: dict[str, object] = json.loads(path.read_text())
+        try:
+            data: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SourceDataError(
+                f"{path} (accounting export, business date {day}): not a valid manifest: {exc}"
+            ) from None
         return data
 
-    def file_for(self, day: dt.date, table: str) -> tuple[Path, int]:
+    def file_for(self, day: dt.date, table: str) -> tuple[Path, bytes, int]:
+        """The day's current file of ``table``, its bytes (checksum verified) and the rows the manifest lists."""
         manifest = self.manifest(day)
-        entries = [e for e in manifest["files"] if e["table"] == table]  # type: ignore[attr-defined]
+        entries = [e for e in manifest.get("files", []) if e.get("table") == table]  # type: ignore[attr-defined]
+        folder = self.exports / day.isoformat()
         if not entries:
-            raise SourceUnavailable(f"the accounting manifest of {day} lists no file for {table}")
+            raise SourceDataError(f"{folder}/manifest.json (accounting export, business date {day}) lists no {table}")
         entry = entries[-1]
-        path = self.exports / day.isoformat() / entry["name"]
+        path = folder / entry["name"]
+        where = f"{path} (accounting export, business date {day})"
+        if not path.exists():
+            raise SourceDataError(f"{where}: listed in the manifest but missing")
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise SourceUnavailable(f"{path}: checksum differs from the manifest (file damaged or being rewritten)")
-        return path, int(entry["rows"])
+            raise SourceDataError(f"{where}: checksum differs from the manifest (the file is damaged or was changed)")
+        return path, data, int(entry["rows"])
 
     def extract(self, table: str, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]:
         out = {}
         for day in days(start, end):
-            path, rows = self.file_for(day, table)
-            df = pl.read_csv(path, infer_schema=False, encoding="utf8")
-            if df.height != rows:
-                raise SourceUnavailable(f"{path}: {df.height} rows, the manifest says {rows}")
+            path, data, rows = self.file_for(day, table)
+            df = read_export(path, data, day, rows)
             out[day] = df.with_columns(pl.lit(f"{day.isoformat()}/{path.name}").alias("__file"))
         return out
+
+
+def listed_file(exports: Path, day: dt.date, table: str) -> Path | None:
+    """The file the day's manifest lists for ``table`` (unverified: for naming it in a message)."""
+    try:
+        manifest = json.loads((exports / day.isoformat() / "manifest.json").read_text(encoding="utf-8"))
+        entry = [e for e in manifest["files"] if e["table"] == table][-1]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return exports / day.isoformat() / str(entry["name"])
+
+
+def read_export(path: Path, data: bytes, day: dt.date, rows: int) -> pl.DataFrame:
+    """One export file as text columns, or a :class:`SourceDataError` naming the file, date and line."""
+    where = f"{path} (accounting export, business date {day})"
+    if not data.strip():
+        raise SourceDataError(f"{where}: the file is empty ({len(data)} bytes); the manifest lists {rows} rows")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SourceDataError(
+            f"{where}, line {line}: not UTF-8 (byte 0x{data[exc.start]:02X}); the export must be UTF-8"
+        ) from None
+    try:
+        df = pl.read_csv(text.encode(), infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        malformed = _first_malformed_line(text)
+        at = f", line {malformed}" if malformed else ""
+        raise SourceDataError(f"{where}{at}: not a readable CSV: {str(exc).splitlines()[0]}") from None
+    if df.height != rows:
+        raise SourceDataError(f"{where}: {df.height} rows, the manifest lists {rows}")
+    return df
+
+
+def _first_malformed_line(text: str) -> int | None:
+    """The first line whose record has a different number of fields than the header, if any."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    for record in reader:
+        if header is not None and len(record) != len(header):
+            return reader.line_num
+    return None

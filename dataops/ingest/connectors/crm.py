@@ -16,7 +16,7 @@ import httpx
 import polars as pl
 import tenacity
 
-from dataops.ingest.connectors import SourceUnavailable, days, nulls_as_text, split_by_day
+from dataops.ingest.connectors import SourceDataError, SourceUnavailable, days, nulls_as_text, split_by_day
 
 
 class TransientCrmError(Exception):
@@ -76,7 +76,7 @@ class CrmExtractor:
                     return self._once(path, params)
         except TransientCrmError as exc:
             raise SourceUnavailable(
-                f"CRM GET {path} failed after {self.policy.max_attempts} attempts; last error: {exc}"
+                f"CRM GET {path}{_window(params)} failed after {self.policy.max_attempts} attempts; last error: {exc}"
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -84,9 +84,9 @@ class CrmExtractor:
         self.attempts += 1
         resp = send(self.http, self.policy, "GET", path, params=params)
         if resp.status_code == 401:
-            raise SourceUnavailable("the CRM refused the token (401): check CRM_TOKEN")
+            raise SourceDataError(f"CRM GET {path}{_window(params)} refused the token (401): check CRM_TOKEN")
         if resp.status_code >= 400:
-            raise SourceUnavailable(f"CRM GET {path} answered {resp.status_code}: {resp.text[:300]}")
+            raise SourceDataError(f"CRM GET {path}{_window(params)} answered {resp.status_code}: {resp.text[:300]}")
         try:
             body: dict[str, Any] = resp.json()
         except ValueError as exc:
@@ -117,6 +117,15 @@ class CrmExtractor:
         if df.height == 0:  # JSON pages carry no schema: an empty window has no columns
             return {d: pl.DataFrame() for d in days(start, end)}
         return split_by_day(df, pl.col("SystemModstamp").str.slice(0, 10).str.to_date(), start, end)
+
+
+def _window(params: dict[str, Any]) -> str:
+    """The business dates a request covers, for its error messages (the API object is its path)."""
+    since, until = params.get("updated_since"), params.get("updated_until")
+    if not since or not until:
+        return ""
+    last = dt.date.fromisoformat(str(until)[:10]) - dt.timedelta(days=1)
+    return f" (business dates {str(since)[:10]}..{last})"
 
 
 def retrying_policy(policy: RetryPolicy) -> tenacity.Retrying:

@@ -20,6 +20,7 @@ from dataops.ingest.contract import ContractViolation
 from dataops.ingest.load import QuarantineRateExceeded
 from dataops.ingest.pipeline import IngestOptions, ingest, rebuild_raw, with_lineage
 from quality.contracts import CONTRACTS, contract_for
+from quality.contracts.accounting import RENAMING_RELEASE
 from source_systems.crm.api import MAX_LIMIT
 from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
 from tests.source_systems.helpers import accounting_rows
@@ -140,7 +141,8 @@ def test_the_crm_is_read_in_pages_as_large_as_its_api_allows() -> None:
 def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(fresh: Sources) -> None:
     fresh.crm.faults.errors_5xx = 10_000
     extractor = CrmExtractor(fresh.crm.url, fresh.crm.token, policy=RetryPolicy(max_attempts=4, initial_backoff=0.01))
-    with pytest.raises(SourceUnavailable, match=r"CRM GET /api/v1/leads failed after 4 attempts; last error: 503"):
+    expected = rf"CRM GET /api/v1/leads \(business dates {START}..{END}\) failed after 4 attempts; last error: 503"
+    with pytest.raises(SourceUnavailable, match=expected):
         ingest(fresh.settings, contract_for("crm", "leads"), extractor, START, END)
     assert extractor.attempts == 4
     assert not fresh.settings.build_db.exists()
@@ -163,21 +165,23 @@ def test_a_crash_between_landing_and_loading_converges_on_rerun(baseline: Source
 
 
 def test_schema_drift_lands_new_columns_and_needs_the_alias(baseline: Sources, fresh: Sources) -> None:
-    drift_day = START + dt.timedelta(days=20)
+    """The baseline's window lies after the accounting release that renamed amount: every invoice file has
+    gross_amount and po_number, which only the contract's alias makes loadable."""
+    assert RENAMING_RELEASE.date <= START
     with duckdb.connect(str(baseline.settings.build_db), read_only=True) as conn:
         extras = conn.execute(
             "select _partition, _extra from raw.accounting__invoices where _extra is not null"
         ).fetchall()
-    assert extras and all(day >= drift_day and "po_number" in json.loads(e) for day, e in extras)
+    assert extras and all("po_number" in json.loads(e) for _, e in extras)
     assert "po_number" in baseline.reports["accounting.invoices"].extra_columns  # type: ignore[attr-defined]
     invoices = contract_for("accounting", "invoices")
     no_alias = dataclasses.replace(invoices, aliases={})
     accounting = fresh.extractors()["accounting"]
     with pytest.raises(ContractViolation) as failure:
-        ingest(fresh.settings, no_alias, accounting, drift_day, END)
+        ingest(fresh.settings, no_alias, accounting, START, END)
     message = str(failure.value)
-    assert f"date={drift_day}" in message and "'amount'" in message and "gross_amount" in message
-    report = ingest(fresh.settings, invoices, accounting, drift_day, END)
+    assert f"{START}/invoices.csv" in message and "'amount'" in message and "gross_amount" in message
+    report = ingest(fresh.settings, invoices, accounting, START, END)
     assert report.loaded_rows == report.landed_rows - report.quarantined_rows > 0
 
 
@@ -194,7 +198,8 @@ def test_too_many_bad_rows_fail_the_partition_and_load_nothing(fresh: Sources) -
     with pytest.raises(QuarantineRateExceeded) as failure:
         ingest(fresh.settings, leads, fresh.extractors()["crm"], START, END, options=strict)
     message = str(failure.value)
-    assert "crm.leads partition 2025-02-" in message and "Top reasons:" in message and "Nothing was loaded" in message
+    assert "crm.leads from crm:leads, business date 2025-02-" in message and "Top reasons:" in message
+    assert "Nothing was loaded" in message
     with duckdb.connect(str(fresh.settings.build_db), read_only=True) as conn:
         tables = conn.execute(
             "select count(*) from information_schema.tables where table_name = 'crm__leads'"
