@@ -81,3 +81,15 @@ def test_daily_user_and_account_activity_equal_the_truth(usage_built: Settings, 
     truth_accounts = pl.read_parquet(tiny_sources / "truth" / "usage_accounts_daily.parquet")
     cast = {"active_users": pl.Int64, "events": pl.Int64}
     assert accounts.sort("date", "account_ref").cast(cast).equals(truth_accounts.sort("date", "account_ref").cast(cast))
+
+
+def test_staged_events_build_empty_and_typed_before_any_event_lands(tmp_path: Path) -> None:
+    settings = Settings(tmp_path)
+    settings.build_db.parent.mkdir(parents=True)
+    result = run_dbt(["build", "--select", "stg_product__events", "stg_product__event_devices"], settings)
+    assert result.success, result.output[-3000:]
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        for model in ("stg_product__events", "stg_product__event_devices"):
+            assert conn.execute(f"select count(*) from staging.{model}").fetchone() == (0,)
+        types = dict(conn.execute("select column_name, column_type from (describe staging.stg_product__events)").fetchall())
+    assert types["event_time"] == "TIMESTAMP" and types["event_date"] == "DATE" and types["is_excluded"] == "BOOLEAN"
