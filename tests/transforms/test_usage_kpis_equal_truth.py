@@ -91,5 +91,7 @@ def test_staged_events_build_empty_and_typed_before_any_event_lands(tmp_path: Pa
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         for model in ("stg_product__events", "stg_product__event_devices"):
             assert conn.execute(f"select count(*) from staging.{model}").fetchone() == (0,)
-        types = dict(conn.execute("select column_name, column_type from (describe staging.stg_product__events)").fetchall())
+        types = dict(
+            conn.execute("select column_name, column_type from (describe staging.stg_product__events)").fetchall()
+        )
     assert types["event_time"] == "TIMESTAMP" and types["event_date"] == "DATE" and types["is_excluded"] == "BOOLEAN"

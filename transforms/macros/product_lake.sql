@@ -16,17 +16,16 @@
     {%- if execute -%}
         {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
     {%- endif -%}
+    {%- set typed = [] -%}
+    {%- for name in columns -%}
+        {%- do typed.append('cast(' ~ (name if found > 0 else 'null') ~ ' as ' ~ columns[name] ~ ') as ' ~ name) -%}
+    {%- endfor -%}
     {%- if found > 0 -%}
-        (
-            select {% for name in columns %}cast({{ name }} as {{ columns[name] }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
-            from read_parquet('{{ pattern }}', filename = true, hive_partitioning = false)
-            qualify filename = max(filename) over (partition by parse_dirpath(filename))
-        )
+        (select {{ typed | join(', ') }}
+        from read_parquet('{{ pattern }}', filename = true, hive_partitioning = false)
+        qualify filename = max(filename) over (partition by parse_dirpath(filename)))
     {%- else -%}
-        (
-            select {% for name in columns %}cast(null as {{ columns[name] }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
-            where false
-        )
+        (select {{ typed | join(', ') }} where false)
     {%- endif -%}
 {%- endmacro %}
 
@@ -42,15 +41,17 @@
 {% macro ratio_rounded(num, den, scale) -%}
     {{ return(adapter.dispatch('ratio_rounded')(num, den, scale)) }}
 {%- endmacro %}
+
 {% macro default__ratio_rounded(num, den, scale) -%}
-    case when {{ den }} > 0
-        then cast(cast((200 * {{ scale }} * {{ num }} + {{ den }}) // (2 * {{ den }}) as decimal(38, 0)) * 0.01 as decimal(38, 2))
-        else cast(0 as decimal(38, 2))
-    end
+    {{ _ratio_rounded(num, den, scale, '//') }}
 {%- endmacro %}
+
 {% macro spark__ratio_rounded(num, den, scale) -%}
-    case when {{ den }} > 0
-        then cast(cast((200 * {{ scale }} * {{ num }} + {{ den }}) div (2 * {{ den }}) as decimal(38, 0)) * 0.01 as decimal(38, 2))
-        else cast(0 as decimal(38, 2))
-    end
+    {{ _ratio_rounded(num, den, scale, 'div') }}
+{%- endmacro %}
+
+{% macro _ratio_rounded(num, den, scale, integer_division) -%}
+    {%- set cents = '(200 * ' ~ scale ~ ' * ' ~ num ~ ' + ' ~ den ~ ') ' ~ integer_division ~ ' (2 * ' ~ den ~ ')' -%}
+    (case when {{ den }} > 0 then cast(cast({{ cents }} as decimal(38, 0)) * 0.01 as decimal(38, 2))
+    else cast(0 as decimal(38, 2)) end)
 {%- endmacro %}

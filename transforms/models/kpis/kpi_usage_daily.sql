@@ -55,17 +55,29 @@ users as (
             as usage_events,
         count(distinct case when users_daily.date_day = days.date_day then users_daily.user_id end)
             as daily_active_users,
-        count(distinct case when users_daily.date_day > days.date_day - {{ windows['weekly'] }} then users_daily.user_id end)
+        count(
+            distinct case
+                when users_daily.date_day > days.date_day - {{ windows['weekly'] }} then users_daily.user_id
+            end
+        )
             as weekly_active_users,
-        count(distinct case when users_daily.date_day > days.date_day - {{ windows['monthly'] }} then users_daily.user_id end)
+        count(
+            distinct case
+                when users_daily.date_day > days.date_day - {{ windows['monthly'] }} then users_daily.user_id
+            end
+        )
             as monthly_active_users,
-        count(distinct case when users_daily.date_day > days.date_day - {{ windows['monthly'] }} then users_daily.customer_key end)
+        count(
+            distinct case
+                when users_daily.date_day > days.date_day - {{ windows['monthly'] }} then users_daily.customer_key
+            end
+        )
             as usage_active_customers
 
     from days
     left join users_daily
-        on users_daily.date_day > days.date_day - {{ widest }} and users_daily.date_day <= days.date_day
-    group by days.date_day
+        on users_daily.date_day > days.date_day - {{ widest }} and days.date_day >= users_daily.date_day
+    group by 1
 
 ),
 
@@ -84,15 +96,17 @@ adopters as (
 
     select
         days.date_day,
-        {%- for feature in features %}
+    {%- for feature in features %}
         count(distinct case when customer_features.feature = '{{ feature }}' then customer_features.customer_key end)
             as adopters_{{ feature }}{{ "," if not loop.last }}
-        {%- endfor %}
+    {%- endfor %}
 
     from days
     left join customer_features
-        on customer_features.event_date > days.date_day - {{ adoption }} and customer_features.event_date <= days.date_day
-    group by days.date_day
+        on
+            customer_features.event_date > days.date_day - {{ adoption }}
+            and days.date_day >= customer_features.event_date
+    group by 1
 
 ),
 
@@ -103,7 +117,7 @@ seat_changes as (
         sum(case when event_name = '{{ seats["assigned"] }}' then 1 else -1 end) as seat_change
     from events
     where not is_excluded and event_name in ('{{ seats["assigned"] }}', '{{ seats["revoked"] }}')
-    group by event_date
+    group by 1
 
 ),
 
@@ -113,8 +127,8 @@ seats as (
         days.date_day,
         coalesce(sum(seat_changes.seat_change), 0) as seats
     from days
-    left join seat_changes on seat_changes.event_date <= days.date_day
-    group by days.date_day
+    left join seat_changes on days.date_day >= seat_changes.event_date
+    group by 1
 
 ),
 
@@ -123,8 +137,8 @@ measured as (
     select
         users.*,
         {%- for feature in features %}
-        {{ ratio_rounded('adopters.adopters_' ~ feature, 'users.usage_active_customers', 100) }}
-            as feature_adoption_{{ feature }},
+            {{ ratio_rounded('adopters.adopters_' ~ feature, 'users.usage_active_customers', 100) }}
+                as feature_adoption_{{ feature }},
         {%- endfor %}
         {{ ratio_rounded('users.usage_events', 'seats.seats', 1) }} as usage_per_seat
 
@@ -141,13 +155,13 @@ final as (
     {%- for feature in features %}{% do names.append('feature_adoption_' ~ feature) %}{% endfor %}
     {%- do names.append('usage_per_seat') %}
     {%- for name in names %}
-    select
-        date_day,
-        '{{ name }}' as kpi_name,
-        cast({{ name }} as decimal(38, 2)) as value,
-        '{{ var("registry_version") }}' as definition_version
-    from measured
-    {{ "union all" if not loop.last }}
+        select
+            date_day,
+            '{{ name }}' as kpi_name,
+            cast({{ name }} as decimal(38, 2)) as value,
+            '{{ var("registry_version") }}' as definition_version
+        from measured
+        {{ "union all" if not loop.last }}
     {%- endfor %}
 
 )

@@ -20,7 +20,7 @@ final as (
         sum(usage_events) as usage_events
 
     from users_daily
-    group by date_day, account_id, customer_key
+    group by 1, 2, 3
 
 )
 

@@ -55,7 +55,7 @@ user_accounts as (
 
     from counted
     where user_id is not null and account_ref is not null
-    group by user_id
+    group by 1
 
 ),
 
@@ -68,7 +68,11 @@ final as (
         counted.event_name,
         case
             {%- for feature, types in features.items() %}
-            when counted.event_name in ('{{ types | join("', '") }}') then '{{ feature }}'
+                when
+                    counted.event_name in (
+                        '{{ types | join("', '") }}'
+                    )
+                    then '{{ feature }}'
             {%- endfor %}
         end as feature,
         counted.user_id,

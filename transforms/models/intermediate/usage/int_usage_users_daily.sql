@@ -20,7 +20,7 @@ final as (
         count(*) as usage_events
 
     from attributed
-    group by event_date, user_id, account_id, customer_key
+    group by 1, 2, 3, 4
 
 )
 
