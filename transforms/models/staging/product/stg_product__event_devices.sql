@@ -1,5 +1,7 @@
 {{ config(enabled=(target.type != 'spark')) }}
 
+-- depends_on: {{ source('product', 'events') }}  (the batches that land events write the device map)
+
 -- The device map: each anonymous device's first user, by the time received (dataops/ingest/events.py).
 
 with

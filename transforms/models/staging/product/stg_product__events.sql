@@ -1,5 +1,7 @@
 {{ config(enabled=(target.type != 'spark')) }}
 
+-- depends_on: {{ source('product', 'events') }}
+
 -- The product's events as the lake holds them: one row per event_id, the first copy received that parsed,
 -- its time corrected by the device's clock (dataops/ingest/events.py). Not on Spark yet (macros/product_lake.sql).
 
