@@ -23,7 +23,7 @@ from tests.conftest import TINY_DAYS, TINY_START
 
 # The health score (and with it at_risk_customers) is not modelled yet.
 NOT_BUILT = {"at_risk_customers"}
-USAGE_MODELS = ("+kpi_usage_daily", "+int_usage_accounts_daily")
+USAGE_MODELS = ("+kpi_usage_daily", "+int_usage_accounts_daily", "+int_usage_customers_daily")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,25 @@ def test_daily_user_and_account_activity_equal_the_truth(usage_built: Settings, 
     truth_accounts = pl.read_parquet(tiny_sources / "truth" / "usage_accounts_daily.parquet")
     cast = {"active_users": pl.Int64, "events": pl.Int64}
     assert accounts.sort("date", "account_ref").cast(cast).equals(truth_accounts.sort("date", "account_ref").cast(cast))
+
+
+def test_daily_customer_activity_equals_the_truth(usage_built: Settings, tiny_sources: Path) -> None:
+    """Customers by ultimate parent: the day's users and events and the monthly window's users."""
+    got = _table(
+        usage_built,
+        "select date_day as date, customer_key, active_users, usage_events as events, monthly_active_users "
+        "from intermediate.int_usage_customers_daily",
+    )
+    columns = ["date", "customer_key", "active_users", "events", "monthly_active_users"]
+    # the truth keeps a customer's day while it has a contract, events or seats; the model while it has usage
+    truth = pl.read_parquet(tiny_sources / "truth" / "usage_customers_daily.parquet").select(columns)
+    truth = truth.filter(pl.col("monthly_active_users") > 0).cast(dict.fromkeys(columns[2:], pl.Int64))
+    joined = got.join(truth, on=["date", "customer_key"], how="inner", suffix="_truth")
+    for column in columns[2:]:
+        assert joined.filter(pl.col(column) != pl.col(f"{column}_truth")).height == 0, column
+    used = truth.filter(pl.col("events") > 0).select("date", "customer_key")
+    assert used.join(got, on=["date", "customer_key"], how="anti").height == 0
+    assert joined.height >= used.height > 0
 
 
 def test_staged_events_build_empty_and_typed_before_any_event_lands(tmp_path: Path) -> None:
