@@ -80,6 +80,7 @@ def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[st
     limits = limits or Limits()
     return {
         "DATAOPS_DATA_DIR": str(settings.data_dir),
+        "DATAOPS_LAKE_DIR": str(settings.lake_dir),  # the product's events (macros/product_lake.sql)
         "DATAOPS_ENGINE": engine(),  # the profile's target (transforms/profiles.yml)
         "DATAOPS_SPARK_DIR": str(settings.spark_dir),
         "DATAOPS_DUCKDB_MEMORY_LIMIT": limits.memory_limit,
