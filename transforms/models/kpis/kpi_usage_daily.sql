@@ -1,4 +1,5 @@
-{{ config(enabled=(target.type != 'spark')) }}
+-- schema usage, not kpis: analysts get it once the quality gate covers it (issue 27), never before.
+{{ config(enabled=(target.type != 'spark'), schema='usage') }}
 
 -- The product's usage KPIs (registry: usage_kpis) on every day from the first usage to the last, as the
 -- lake knows them now: late events restate the days they belong to when the model is rebuilt.
