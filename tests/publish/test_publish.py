@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 
 from dataops.governance.pseudonym import rotate_key
+from orchestration.defs.product.events import EVENTS_KEY
 from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY
 from quality.gate import GATE
 from source_systems.simulator.run import simulate
@@ -351,8 +352,10 @@ def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_righ
     case = copy_of(published, tmp_path / "case")
     day = case.late_day
     simulate(case.settings.sources_dir, day)
-    everything_but_publishing = (
-        dg.AssetSelection.all() - dg.AssetSelection.groups("egress") - dg.AssetSelection.assets(ANALYTICS_KEY)
+    everything_but_publishing = (  # as the daily job: the churn model and the event stream have their own jobs
+        dg.AssetSelection.all()
+        - dg.AssetSelection.groups("egress")
+        - dg.AssetSelection.assets(ANALYTICS_KEY, CHURN_MODEL_KEY, EVENTS_KEY)
     )
     assert run_job(case.root, day, day, selection=everything_but_publishing).success
     clean = copy_of(case, tmp_path / "clean")
