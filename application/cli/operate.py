@@ -60,7 +60,7 @@ def run_job(job: str, start: dt.date, end: dt.date) -> None:
     if outcome.success:
         published = outcome.published or {}
         console.print(
-            f"[green]run {outcome.run_id} succeeded[/] ({outcome.steps} steps): published "
+            f"{job} {label}: [green]run {outcome.run_id} succeeded[/] ({outcome.steps} steps): published "
             f"{published.get('publish_id', '-')} as of {published.get('as_of_date', '-')}, "
             f"{published.get('kpi_values_changed', 0)} KPI values changed, "
             f"{published.get('restatements', 0)} restated"
