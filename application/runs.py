@@ -199,12 +199,12 @@ def run_partitions(
         with dg.DagsterInstance.get() as instance, one_run_at_a_time(home, say):
             recovered = wait_for_the_warehouse(instance, settings, say)
             tags = run_tags(start, end)
-            with watched(instance, tags[INVOCATION_TAG], len(job.graph.nodes), progress):
+            with watched(instance, tags[INVOCATION_TAG], len(job.graph.nodes), progress) as watch:
                 # The job as the code location defines it (execute_in_process would run a copy with another
                 # executor and IO manager: another snapshot, which the UI calls "a different version").
                 reconstructable = dg.build_reconstructable_job(__name__, "platform_job", (job_name,))
                 with dg.execute_job(reconstructable, instance, QUIET, tags, raise_on_error=False) as result:
-                    return outcome(instance, result, recovered)
+                    return outcome(instance, result, recovered, watch.saw_interrupt())
 
 
 @functools.cache
@@ -246,7 +246,12 @@ def run_tags(start: dt.date, end: dt.date) -> dict[str, str]:
     return {**dates, "dataops/launched_by": "dataops cli", INVOCATION_TAG: uuid.uuid4().hex, **process_tags()}
 
 
-def outcome(instance: dg.DagsterInstance, result: dg.JobExecutionResult, recovered: list[str]) -> RunOutcome:
+def outcome(
+    instance: dg.DagsterInstance, result: dg.JobExecutionResult, recovered: list[str], signalled: bool = False
+) -> RunOutcome:
+    """What the run did. ``signalled``: this command received Ctrl-C or a termination signal while the run
+    executed; a failed run is then reported as interrupted, whichever error the signal raised in the step
+    (DuckDB turns it into "Query interrupted", a RuntimeError, not a KeyboardInterrupt)."""
     failures, failed_checks = run_failures(result)
     published = None
     for event in result.get_asset_materialization_events():
@@ -254,7 +259,8 @@ def outcome(instance: dg.DagsterInstance, result: dg.JobExecutionResult, recover
             published = {k: v.value for k, v in event.materialization.metadata.items()}
     steps = sum(1 for e in result.all_events if e.event_type_value == "STEP_SUCCESS")
     run = instance.get_run_by_id(result.run_id)
-    interrupted = run is not None and run.tags.get("dagster/failure_reason") == "UNEXPECTED_TERMINATION"
+    terminated = run is not None and run.tags.get("dagster/failure_reason") == "UNEXPECTED_TERMINATION"
+    interrupted = not result.success and (terminated or signalled)
     return RunOutcome(result.run_id, result.success, steps, failures, failed_checks, published, interrupted, recovered)
 
 
@@ -325,7 +331,7 @@ def in_progress(instance: dg.DagsterInstance) -> str:
 
 
 @contextlib.contextmanager
-def watched(instance: dg.DagsterInstance, invocation: str, total: int, progress: Progress | None) -> Iterator[None]:
+def watched(instance: dg.DagsterInstance, invocation: str, total: int, progress: Progress | None) -> Iterator[Watch]:
     """While the run executes (in this thread): its heartbeat, its code-location origin once it exists,
     progress (saying what a step waits for), and Ctrl-C seen through. After it, whatever ended it: a run left
     unfinished is marked failed, and its pool slots are freed."""
@@ -337,7 +343,7 @@ def watched(instance: dg.DagsterInstance, invocation: str, total: int, progress:
     watcher = threading.Thread(target=watch.loop, name="dataops-run-watch", daemon=True)
     watcher.start()
     try:
-        yield
+        yield watch
     finally:
         watch.stop.set()
         watcher.join(timeout=10)
@@ -369,6 +375,7 @@ class Watch:
     signals: socket.socket
     stop: threading.Event = field(default_factory=threading.Event)
     interrupted: bool = False
+    reading: threading.Lock = field(default_factory=threading.Lock)
 
     def loop(self) -> None:
         beat, run_id = time.monotonic(), None
@@ -387,11 +394,16 @@ class Watch:
                     self.progress(*step_progress(self.instance, run_id), total=self.total)
 
     def see_interrupts(self, run_id: str) -> None:
-        with contextlib.suppress(BlockingIOError):
+        if self.saw_interrupt() and not self.stopped_for_it(run_id):
+            _thread.interrupt_main(signal.SIGINT)
+
+    def saw_interrupt(self) -> bool:
+        """Whether Ctrl-C or a termination signal has arrived, read from the kernel's note of it (the run may
+        end, failed by the signal, before this thread's next look)."""
+        with self.reading, contextlib.suppress(BlockingIOError):
             received = self.signals.recv(64)
             self.interrupted = self.interrupted or bool({signal.SIGINT, signal.SIGTERM} & set(received))
-        if self.interrupted and not self.stopped_for_it(run_id):
-            _thread.interrupt_main(signal.SIGINT)
+        return self.interrupted
 
     def stopped_for_it(self, run_id: str) -> bool:
         """Whether the run has ended, or a step has failed (the interrupt took), since Ctrl-C."""

@@ -4,6 +4,7 @@ are found and recovered; a failed run is summarised by its root causes."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,8 +23,10 @@ from application.runs import (
     dagster_home,
     in_progress,
     one_run_at_a_time,
+    outcome,
     run_failures,
     step_progress,
+    watched,
 )
 from dataops.core.settings import Settings
 from orchestration.defs.automation.watchdog import run_watchdog
@@ -198,3 +201,30 @@ def test_status_answers_without_loading_dagster(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert "Nothing published yet" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+@pytest.mark.parametrize("signalled", [True, False], ids=["ctrl-c", "no signal"])
+def test_a_run_that_ctrl_c_failed_is_reported_interrupted_whatever_error_the_step_raised(signalled: bool) -> None:
+    """DuckDB turns a pending Ctrl-C into "Query interrupted", a RuntimeError: the step fails as any error
+    would, before the watcher's next look. The command still reports the run interrupted (exit 130), from
+    the kernel's note of the signal; a failure with no signal stays a failure."""
+
+    @dg.op
+    def query() -> None:
+        raise RuntimeError("Query interrupted")
+
+    @dg.job
+    def interrupted_job() -> None:
+        query()
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # delivered, noted, and otherwise ignored
+    try:
+        with dg.instance_for_test() as instance, watched(instance, "invocation", 1, None) as watch:
+            if signalled:
+                os.kill(os.getpid(), signal.SIGTERM)
+            result = interrupted_job.execute_in_process(instance=instance, raise_on_error=False)
+            summary = outcome(instance, result, [], watch.saw_interrupt())  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not summary.success
+    assert summary.interrupted is signalled
