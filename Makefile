@@ -37,7 +37,7 @@ typecheck:
 	$(BIN)/mypy
 
 unit: browser clients postgres
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 # The page tests drive Debian's Chromium (Playwright cannot download its own browsers here).
 browser:
