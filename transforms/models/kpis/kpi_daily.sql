@@ -104,9 +104,9 @@ final as (
     select
         grid.date_day,
         grid.kpi_name,
-        coalesce(all_values.value, 0) as value,
         grid.unit,
-        grid.definition_version
+        grid.definition_version,
+        coalesce(all_values.value, 0) as value
 
     from grid
     left join all_values on grid.date_day = all_values.date_day and grid.kpi_name = all_values.kpi_name

@@ -46,12 +46,12 @@ final as (
         month_start_date,
         month_end_date,
         kpi_name,
-        case when kind = 'stock' then last_value else total_value end as value,
         unit,
         kind,
         as_of_date,
-        as_of_date = month_end_date as is_complete_month,
-        definition_version
+        definition_version,
+        case when kind = 'stock' then last_value else total_value end as value,
+        as_of_date = month_end_date as is_complete_month
 
     from by_month
 
