@@ -17,11 +17,11 @@ import yaml
 
 from dataops.core.settings import Settings
 from dataops.governance import audit
-from dataops.governance.definition_versions import ApprovalError, adopted_version, record_change, recorded_changes
+from dataops.governance.definition_versions import ApprovalError, adopted_version, recorded_changes
 from dataops.governance.policy import load_policy
 from dataops.governance.users import add_user
 from dataops.publish.definition_change import DefinitionRefused, adopt, propose
-from registry.versions import change_from_data, registry_at
+from registry.versions import registry_at
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate, truth_kpis
 from tests.pipeline import run_job
@@ -183,22 +183,3 @@ def test_a_proposal_that_breaks_a_rule_is_refused_naming_it(platform: Settings, 
         propose(platform, broken)
     assert platform.analytics_db.read_bytes() == analyst_file and adopted_version(platform) == adopted
     assert following not in {c.version for c in recorded_changes(platform)}
-
-
-def test_adoption_refuses_what_the_models_cannot_apply_from_a_date(tmp_path: Path) -> None:
-    """Refused before anything is built: the MQL threshold from a date (the models evaluate it for every day),
-    and a delinquency rule from a date while a state reads `delinquent` (a day judged against one under the
-    other rule)."""
-    settings = Settings(tmp_path / "data")
-    mql = change_from_data({**V2, "set": {"mql.score_threshold": 65}}, "test")
-    record_change(settings, mql)
-    with pytest.raises(DefinitionRefused, match=r"v2: mql.score_threshold cannot apply from an effective date"):
-        adopt(settings, "v2", list(APPROVERS))
-    assert audit.read(settings)[-1]["outcome"] == "refused" and adopted_version(settings) == 1
-
-    settings = Settings(tmp_path / "other")
-    reads = {"customer_states.active.when": "live_contracts > 0 and not delinquent"}
-    record_change(settings, change_from_data({**V2, "restates_history": True, "set": reads}, "test"))
-    record_change(settings, change_from_data({**V2, "version": 3}, "test"))
-    with pytest.raises(DefinitionRefused, match="v3 cannot be adopted: the states active read `delinquent`"):
-        adopt(settings, "v3", list(APPROVERS))
