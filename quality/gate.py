@@ -140,8 +140,17 @@ def kpi_daily(conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, reg
     )
     return frame.with_columns(
         is_registry_kpi=pl.col("kpi_name").is_in(registry.kpi_names),
-        registry_version=pl.lit(registry.version),
+        registry_version=_version_per_day(registry),
     )
+
+
+def _version_per_day(registry: Registry) -> pl.Expr:
+    """The definition version in force on each row's day (a change may apply from its effective date on)."""
+    version = pl.lit(None, dtype=pl.String)
+    for period in reversed(registry.periods):
+        in_force = pl.col("date_day").is_between(period.effective_from, period.effective_to)
+        version = pl.when(in_force).then(pl.lit(period.registry.version)).otherwise(version)
+    return version
 
 
 def kpi_consistency(conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, registry: Registry) -> pl.DataFrame:

@@ -7,7 +7,7 @@ import polars as pl
 
 
 class KpiDaily(pa.DataFrameModel):
-    """kpi_daily rows of the run's window, with the registry's KPI names and version as columns."""
+    """kpi_daily rows of the run's window, with the registry's KPI names and the version in force each day."""
 
     date_day: pl.Date
     kpi_name: str

@@ -148,6 +148,19 @@ class SourceRelease:
     change: str
 
 
+# The days an open-ended period of definitions covers (as the window macros do: transforms/macros/window.sql).
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
+
+
+@dataclass(frozen=True)
+class DefinitionPeriod:
+    """The definitions in force from ``effective_from`` to ``effective_to`` (both included)."""
+
+    effective_from: dt.date
+    effective_to: dt.date
+    registry: Registry
+
+
 @dataclass(frozen=True)
 class Registry:
     version: str
@@ -173,6 +186,18 @@ class Registry:
     # The product's usage KPIs (registry: usage_kpis), one per feature for feature_adoption.
     usage_kpis: tuple[Kpi, ...] = ()
     source_releases: tuple[SourceRelease, ...] = ()
+    # The definitions in force per range of days, when a change applies from its effective date (versions.py
+    # registry_at); empty: this registry governs every day.
+    day_periods: tuple[DefinitionPeriod, ...] = ()
+
+    @property
+    def periods(self) -> tuple[DefinitionPeriod, ...]:
+        """The registries in force over history, oldest days first: one, unless a change applies from a date."""
+        return self.day_periods or (DefinitionPeriod(FIRST_DAY, LAST_DAY, self),)
+
+    def version_on(self, day: dt.date) -> str:
+        """The definition version a KPI of ``day`` is computed with."""
+        return next(p.registry.version for p in self.periods if p.effective_from <= day <= p.effective_to)
 
     @property
     def usage_kpi_names(self) -> list[str]:
@@ -339,7 +364,6 @@ def dbt_vars(registry: Registry) -> dict[str, Any]:
     """The registry's values as dbt vars: the models read definitions from here, never from SQL literals."""
     return {
         "registry_version": registry.version,
-        "delinquency_days": registry.delinquency_days,
         "mql_score_threshold": registry.mql_score_threshold,
         "free_mail_domains": list(registry.free_mail_domains),
         "sql_accepted_status": registry.sql_accepted_status,
@@ -364,6 +388,26 @@ def kpi_seed_csv(registry: Registry) -> str:
     for order, k in enumerate(registry.kpis, start=1):
         writer.writerow(
             [order, k.name, k.description, k.formula, k.unit, k.kind, k.grain, k.owner, registry.version, k.label]
+        )
+    return buf.getvalue()
+
+
+def definition_periods_seed_csv(registry: Registry) -> str:
+    """The definitions the models evaluate per day, one row per period of days they are in force (a change
+    that applies from its effective date starts a period); the models join it on the date."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["period", "definition_version", "effective_from", "effective_to", "delinquency_days"])
+    for number, period in enumerate(registry.periods, start=1):
+        rules = period.registry
+        writer.writerow(
+            [
+                number,
+                rules.version,
+                period.effective_from.isoformat(),
+                period.effective_to.isoformat(),
+                rules.delinquency_days,
+            ]
         )
     return buf.getvalue()
 

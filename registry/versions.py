@@ -10,6 +10,7 @@ change that breaks a rule of the registry fails to load with the path it got wro
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -19,11 +20,22 @@ from typing import Any
 
 import yaml
 
-from registry.loader import Registry, RegistryError, load_registry, registry_from_data
+from registry.loader import (
+    FIRST_DAY,
+    LAST_DAY,
+    DefinitionPeriod,
+    Registry,
+    RegistryError,
+    load_registry,
+    registry_from_data,
+)
 
 CHANGE_KEYS = {"version", "author", "reason", "approved", "effective", "restates_history", "set"}
 DEFAULT_OWNER = "data-governance"
 _VERSION = re.compile(r"^v?(\d+)$")
+# The definitions the dbt models evaluate per day (seed registry_definition_periods): a change to these may
+# apply from its effective date. The others hold for every day of a build (docs/decisions/0047).
+PER_DAY_DEFINITIONS = ("delinquency.days_past_due",)
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,12 @@ class DefinitionChange:
 
     def in_effect_on(self, day: dt.date) -> bool:
         return self.restates_history or day >= self.effective
+
+    def not_per_day(self) -> list[str]:
+        """The paths it sets that the models cannot apply from a date (none when it restates history)."""
+        if self.restates_history:
+            return []
+        return [path for path, _ in self.assignments if path not in PER_DAY_DEFINITIONS]
 
     def document(self) -> dict[str, Any]:
         """The change as its YAML file says it (to record it beside the data it was evaluated on)."""
@@ -160,6 +178,7 @@ def registry_at(
 
     With ``day``, only the changes in effect on that day: a change that applies from its effective date
     leaves the days before it as the versions before it defined them (labelled with the last change applied).
+    Without, the registry also carries those periods of days (``Registry.periods``), which the models follow.
     """
     registry = load_registry(base)
     number = version_number(version)
@@ -168,17 +187,55 @@ def registry_at(
     known = {c.version: c for c in changes}
     if number != base_number and number not in known:
         raise RegistryError(f"definition version v{number} is not known (v{base_number} .. v{max(known, default=1)})")
+    applied = [known[n] for n in range(base_number + 1, number + 1)]
+    if day is not None:
+        return _applied(registry, [c for c in applied if c.in_effect_on(day)], base_number)
+    target = _applied(registry, applied, base_number)
+    starts = sorted({c.effective for c in applied if not c.restates_history})
+    if not starts:
+        return target
+    bounds = [FIRST_DAY, *starts]
+    periods = tuple(
+        DefinitionPeriod(
+            first,
+            (bounds[i + 1] - dt.timedelta(days=1)) if i + 1 < len(bounds) else LAST_DAY,
+            _applied(registry, [c for c in applied if c.in_effect_on(first)], base_number),
+        )
+        for i, first in enumerate(bounds)
+    )
+    return dataclasses.replace(target, day_periods=periods)
+
+
+def _applied(registry: Registry, changes: Sequence[DefinitionChange], base_number: int) -> Registry:
+    """The base registry with ``changes`` applied in order, labelled with the last one (the base's if none)."""
     data = copy.deepcopy(registry.raw)
     label = base_number
-    for n in range(base_number + 1, number + 1):
-        change = known[n]
-        if day is not None and not change.in_effect_on(day):
-            continue
+    for change in changes:
         for path, value in change.assignments:
             _assign(data, path, value, f"definition change {change.label}")
-        label = n
+        label = change.version
     data["version"] = f"v{label}"
     return registry_from_data(data, registry.path)
+
+
+def periods_conflict(registry: Registry) -> str | None:
+    """Why the models cannot follow these periods of days, if they cannot.
+
+    A customer's state on a day is judged against its state the day before (new, churned). When a state's
+    condition reads ``delinquent`` and the delinquency rule differs between periods, the first day of a
+    period would be judged against a day under the other rule: a customer could count as new or churned from
+    the rule change alone. The delinquency rule then changes by restating history.
+    """
+    rules = {p.registry.delinquency_days for p in registry.periods}
+    reading = sorted(
+        {r.name for p in registry.periods for r in p.registry.customer_states if re.search(r"\bdelinquent\b", r.when)}
+    )
+    if len(rules) > 1 and reading:
+        return (
+            f"the states {', '.join(reading)} read `delinquent`, whose rule would differ from one day to the next "
+            "(delinquency.days_past_due then changes by restating history)"
+        )
+    return None
 
 
 def owners_of(change: DefinitionChange, registry: Registry) -> list[str]:
@@ -196,10 +253,12 @@ def owners_of(change: DefinitionChange, registry: Registry) -> list[str]:
 
 
 __all__ = [
+    "PER_DAY_DEFINITIONS",
     "DefinitionChange",
     "change_from_data",
     "check_sequence",
     "owners_of",
+    "periods_conflict",
     "read_change",
     "registry_at",
     "version_number",

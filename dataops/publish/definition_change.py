@@ -42,7 +42,14 @@ from dataops.publish.analyst_warehouse import PublishReport, publish
 from dataops.transform.runner import run_dbt
 from quality.gate import GATE, run_check
 from registry.loader import Registry, load_registry
-from registry.versions import DefinitionChange, read_change, registry_at, version_number
+from registry.versions import (
+    PER_DAY_DEFINITIONS,
+    DefinitionChange,
+    periods_conflict,
+    read_change,
+    registry_at,
+    version_number,
+)
 
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test", "--full-refresh"]
 
@@ -293,13 +300,16 @@ def _approve(
     if target != base and target not in {c.version for c in changes}:
         raise DefinitionRefused(f"v{target} was never proposed here (dataops definitions propose FILE)")
     moving = changes_between(changes, current, target)
-    not_restating = [c.label for c in moving if not c.restates_history]
-    if not_restating:
+    fixed = {c.label: c.not_per_day() for c in moving if c.not_per_day()}
+    if fixed:
+        which = "; ".join(f"{label}: {', '.join(paths)}" for label, paths in fixed.items())
         raise DefinitionRefused(
-            f"{', '.join(not_restating)} applies from its effective date: the models evaluate one version for "
-            "every day, so adopting it would restate the days before; adopt it as restating history or wait for "
-            "per-day versions (docs/definitions.md)"
+            f"{which} cannot apply from an effective date: the models evaluate it once for every day (per day: "
+            f"{', '.join(PER_DAY_DEFINITIONS)}); adopt it as restating history (docs/definitions.md)"
         )
+    conflict = periods_conflict(registry_at(target, changes))
+    if conflict:
+        raise DefinitionRefused(f"v{target} cannot be adopted: {conflict}")
     if target > current and not (proposal_dir(settings, target) / "impact_kpis.parquet").exists():
         raise DefinitionRefused(f"v{target} has no impact report: propose it first")
     needed = required_roles(moving, registry_at(max(current, target), changes), load_policy())

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine
 from dataops.core.warehouse import Limits
-from registry.loader import Registry, customer_states_seed_csv, dbt_vars, kpi_seed_csv, registry_docs
+from registry.loader import (
+    Registry,
+    customer_states_seed_csv,
+    dbt_vars,
+    definition_periods_seed_csv,
+    kpi_seed_csv,
+    registry_docs,
+)
 
 
 def write_registry_seeds(registry: Registry, project_dir: Path = DBT_PROJECT_DIR) -> None:
@@ -32,6 +39,7 @@ def _seeds(registry: Registry, project_dir: Path) -> dict[Path, str]:
     return {
         project_dir / "seeds" / "registry" / "registry_kpis.csv": kpi_seed_csv(registry),
         project_dir / "seeds" / "registry" / "registry_customer_states.csv": customer_states_seed_csv(registry),
+        project_dir / "seeds" / "registry" / "registry_definition_periods.csv": definition_periods_seed_csv(registry),
         project_dir / "docs" / "registry.md": registry_docs(registry),
     }
 

@@ -10,8 +10,15 @@ import polars as pl
 import pytest
 import yaml
 
-from registry.loader import RegistryError, load_registry
-from registry.versions import DefinitionChange, change_from_data, owners_of, read_change, registry_at
+from registry.loader import FIRST_DAY, LAST_DAY, RegistryError, definition_periods_seed_csv, load_registry
+from registry.versions import (
+    DefinitionChange,
+    change_from_data,
+    owners_of,
+    periods_conflict,
+    read_change,
+    registry_at,
+)
 from source_systems.simulator.run import truth_kpis
 
 DELINQUENT_NOT_ACTIVE = "live_contracts > 0 and not delinquent"
@@ -57,6 +64,41 @@ def test_a_change_that_applies_from_its_date_leaves_the_days_before_it_alone() -
     assert (after.version, after.customer_states[0].when) == ("v2", DELINQUENT_NOT_ACTIVE)
     restating = registry_at(2, [change(2)], day=dt.date(2024, 1, 1))
     assert restating.version == "v2"
+
+
+def test_a_registry_carries_the_periods_of_days_the_models_follow() -> None:
+    """An applies-from change splits history at its date: the days before keep the version before (and any
+    restating change), the days from it carry the new one; the seed the models join on the date says so."""
+    delinquency = {"delinquency.days_past_due": 5}
+    v2, v3 = change(2, assignments={"mql.score_threshold": 65}), change(3, restates=False, assignments=delinquency)
+    at3 = registry_at(3, [v2, v3])
+    spans = [(p.effective_from, p.effective_to, p.registry.version, p.registry.delinquency_days) for p in at3.periods]
+    assert spans == [
+        (FIRST_DAY, dt.date(2025, 1, 19), "v2", 60),
+        (dt.date(2025, 1, 20), LAST_DAY, "v3", 5),
+    ]
+    assert all(p.registry.mql_score_threshold == 65 for p in at3.periods)  # v2 restates every day
+    assert (at3.version_on(dt.date(2025, 1, 19)), at3.version_on(dt.date(2025, 1, 20))) == ("v2", "v3")
+    assert definition_periods_seed_csv(at3).splitlines()[1:] == [
+        "1,v2,1900-01-01,2025-01-19,60",
+        "2,v3,2025-01-20,2999-12-31,5",
+    ]
+    assert [p.registry.version for p in registry_at(2, [v2, v3]).periods] == ["v2"]  # rolled back: one period
+    assert registry_at(3, [v2, change(3, assignments=delinquency)]).periods[0].effective_to == LAST_DAY
+
+
+def test_only_what_the_models_evaluate_per_day_can_apply_from_a_date() -> None:
+    applies = change(2, restates=False, assignments={"mql.score_threshold": 65, "delinquency.days_past_due": 5})
+    assert applies.not_per_day() == ["mql.score_threshold"]
+    assert change(2, assignments={"mql.score_threshold": 65}).not_per_day() == []
+    # a state that reads `delinquent` would be judged against a day under the other delinquency rule
+    reads = registry_at(2, [change(2, restates=False)])  # V2: active reads delinquent, delinquency 10 from a date
+    assert periods_conflict(reads) is not None and "active" in str(periods_conflict(reads))
+    assert periods_conflict(registry_at(2, [change(2)])) is None  # restated: one rule for every day
+    assert (
+        periods_conflict(registry_at(2, [change(2, restates=False, assignments={"delinquency.days_past_due": 5})]))
+        is None
+    )
 
 
 @pytest.mark.parametrize(

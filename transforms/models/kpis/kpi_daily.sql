@@ -28,6 +28,12 @@ definitions as (
 
 ),
 
+periods as (
+
+    select * from {{ ref('registry_definition_periods') }}
+
+),
+
 customers as (
 
     select * from {{ ref('int_kpis_customers_counted') }}
@@ -85,8 +91,10 @@ grid as (
         dates.date_day,
         definitions.kpi_name,
         definitions.unit,
-        definitions.kpi_order
+        definitions.kpi_order,
+        periods.definition_version
     from dates
+    inner join periods on dates.date_day between periods.effective_from and periods.effective_to
     cross join definitions
 
 ),
@@ -96,9 +104,9 @@ final as (
     select
         grid.date_day,
         grid.kpi_name,
-        coalesce(all_values.value, 0) as value,
         grid.unit,
-        '{{ var("registry_version") }}' as definition_version
+        grid.definition_version,
+        coalesce(all_values.value, 0) as value
 
     from grid
     left join all_values on grid.date_day = all_values.date_day and grid.kpi_name = all_values.kpi_name

@@ -30,7 +30,8 @@ by_month as (
         daily.unit,
         max(daily.date_day) as as_of_date,
         sum(daily.value) as total_value,
-        max_by(daily.value, daily.date_day) as last_value
+        max_by(daily.value, daily.date_day) as last_value,
+        max_by(daily.definition_version, daily.date_day) as definition_version
 
     from daily
     inner join dates on daily.date_day = dates.date_day
@@ -45,12 +46,12 @@ final as (
         month_start_date,
         month_end_date,
         kpi_name,
-        case when kind = 'stock' then last_value else total_value end as value,
         unit,
         kind,
         as_of_date,
-        as_of_date = month_end_date as is_complete_month,
-        '{{ var("registry_version") }}' as definition_version
+        definition_version,
+        case when kind = 'stock' then last_value else total_value end as value,
+        as_of_date = month_end_date as is_complete_month
 
     from by_month
 

@@ -21,6 +21,13 @@ dates as (
 
 ),
 
+periods as (
+
+    -- the definitions in force per range of days (registry and adopted changes: docs/definitions.md)
+    select * from {{ ref('registry_definition_periods') }}
+
+),
+
 customers as (
 
     select customer_id from {{ ref('dim_customers') }}
@@ -78,6 +85,18 @@ days as (
 
 ),
 
+days_ruled as (
+
+    -- each day with the delinquency rule in force on it
+    select
+        days.date_day,
+        periods.delinquency_days
+
+    from days
+    inner join periods on days.date_day between periods.effective_from and periods.effective_to
+
+),
+
 contract_counts as (
 
     select
@@ -113,9 +132,9 @@ delinquent as (
         invoices.customer_id,
         days.date_day
     from invoices
-    inner join days
+    inner join days_ruled as days
         on
-            days.date_day > invoices.due_date + {{ var('delinquency_days') }}
+            days.date_day > invoices.due_date + days.delinquency_days
             and (invoices.settled_date is null or invoices.settled_date > days.date_day)
 
 ),
