@@ -44,16 +44,16 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def task(name: str, **args: Any) -> dict[str, Any]:
-    """Run one measurement in a fresh process and return its JSON result."""
+def task(name: str, env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh process (``env`` added to its environment) and return its JSON result."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = Path(handle.name)
     try:
-        env = os.environ | {"PYTHONPATH": str(ROOT), "DAGSTER_DISABLE_TELEMETRY": "1"} | EXTRA_ENV
+        environment = os.environ | {"PYTHONPATH": str(ROOT), "DAGSTER_DISABLE_TELEMETRY": "1"} | EXTRA_ENV | (env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.worker", name, json.dumps(args | {"out": str(out)})],
             cwd=ROOT,
-            env=env,
+            env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -125,13 +125,14 @@ def pipeline(
     what: str,
     profile: Path | None = None,
     rebuild_unchanged: bool = False,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     say(f"{what}: pipeline run {start}..{end} ({(end - start).days + 1} days)")
     args: dict[str, Any] = {"data_dir": str(data_dir), "start": start.isoformat(), "end": end.isoformat()}
     args |= RUN_OPTIONS | {"rebuild_unchanged": rebuild_unchanged}
     if profile is not None:
         args["profile"] = str(profile)
-    result = task("pipeline", **args)
+    result = task("pipeline", env=env, **args)
     status = "ok" if result["success"] else f"FAILED {result['failures'][:2]} {result['failed_checks'][:3]}"
     say(f"  {result['wall_s']:.1f} s, peak {result['peak_rss'] / GIB:.2f} GiB, {status}")
     return result
@@ -172,6 +173,23 @@ def full_build_and_floor(
     }
 
 
+def spark_build(work: Path, sources: Path, scale: float, start: dt.date, end: dt.date) -> dict[str, Any]:
+    """The same full build with its dbt step on a local Spark (``DATAOPS_ENGINE=spark``, docs/deployment.md),
+    and whether its KPIs equal the DuckDB build's; run after :func:`full_build_and_floor`, whose floor it
+    is measured against."""
+    data_dir = fresh(work / f"SF{scale:g}" / "full-spark", sources)
+    build = pipeline(data_dir, start, end, f"full build SF {scale:g} on Spark", env={"DATAOPS_ENGINE": "spark"})
+    duckdb_db = work / f"SF{scale:g}" / "full" / "warehouse" / "build.duckdb"
+    same = task(
+        "compare",
+        pipeline_db=str(data_dir / "warehouse" / "build.duckdb"),
+        floor_db=str(duckdb_db),
+        query="select date_day, kpi_name, value from kpis.kpi_daily order by all",
+    )
+    say(f"  KPIs identical to the DuckDB build: {same['identical']} ({same['rows_pipeline']} rows)")
+    return {"build": build, "kpis_compared": same}
+
+
 def dagster_alone(work: Path, data_dir: Path, start: dt.date, end: dt.date) -> dict[str, Any]:
     """The same run on a new instance with every step idle (benchmarks/idle.py): Dagster's own cost.
 
@@ -180,7 +198,12 @@ def dagster_alone(work: Path, data_dir: Path, start: dt.date, end: dt.date) -> d
     home = work / "dagster-alone"
     shutil.rmtree(home, ignore_errors=True)
     say(f"Dagster alone: the same run {start}..{end}, every step idle")
-    args = {"data_dir": str(data_dir), "dagster_home": str(home), "start": start.isoformat(), "end": end.isoformat()}
+    args: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "dagster_home": str(home),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+    }
     result = task("dagster_alone", **args)  # a failure is reported in the table, not raised: the build stays
     status = "ok" if result["success"] else f"FAILED {result.get('failures', [])[:2]}"
     say(f"  {result['wall_s']:.1f} s, {sum(result['events'].values()):,} events, {status}")
@@ -320,12 +343,30 @@ def _full_build_table(full: dict[str, Any]) -> list[str]:
             f"| Dagster alone / floor | {idle / max(floor['wall_s'], 1e-9):.1f}x | | |",
             f"| (full build - Dagster alone) / floor | {(total - idle) / max(floor['wall_s'], 1e-9):.1f}x | | |",
         ]
+    spark = full.get("spark")
+    if spark:
+        built = spark["build"]
+        ok = "" if built["success"] else f" (FAILED: {'; '.join(built['failed_checks'] or built['failures'])[:150]})"
+        dbt = built["stages"]["dbt"]
+        lines += [
+            f"| **full build, dbt on Spark** (local, DATAOPS_ENGINE=spark){ok} | **{built['wall_s']:.1f}** | "
+            f"| **{gib(built['peak_rss'])}** |",
+            f"| - of which dbt on Spark, and its tables back into DuckDB | {dbt['seconds']:.1f} "
+            f"| {dbt['seconds'] / built['wall_s']:.0%} | {gib(dbt['peak_rss'])} |",
+            f"| **full build on Spark / floor** | **{built['wall_s'] / max(floor['wall_s'], 1e-9):.1f}x** | | |",
+        ]
     lines += [
         "",
         f"KPIs of floor and pipeline identical: {full['kpis_compared']['identical']} "
         f"({full['kpis_compared']['rows_pipeline']} rows of kpis.kpi_daily). Build succeeded: {build['success']}.",
         "",
     ]
+    if spark:
+        lines += [
+            f"KPIs of the Spark build and the DuckDB build identical: {spark['kpis_compared']['identical']} "
+            f"({spark['kpis_compared']['rows_pipeline']} rows).",
+            "",
+        ]
     if build.get("events"):
         lines += [f"Dagster events the build wrote: {events_phrase(build['events'])}.", ""]
     if build.get("pandera"):
@@ -450,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "benchmarks", help="data directories")
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile")
     parser.add_argument("--no-full", action="store_true", help="skip the full build and floor (the ladder alone)")
+    parser.add_argument(
+        "--engines", default="duckdb", help="duckdb, or duckdb,spark: the full build again with dbt on a local Spark"
+    )
     parser.add_argument("--tag", default="", help="suffix of the result names")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the measured processes")
     parser.add_argument(
@@ -501,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     if not options.no_full:
         sources, result["simulation"] = simulated(options.work, options.scale, start, end, options.seed)
         result["full"] = full_build_and_floor(options.work, sources, options.scale, start, end, profile)
+        save()
+        if "spark" in options.engines.split(","):
+            result["full"]["spark"] = spark_build(options.work, sources, options.scale, start, end)
         if profile is not None:
             result["profile"] = [str(profile.with_name(profile.name + s)) for s in (".html", ".txt")]
         save()

@@ -433,7 +433,7 @@ def compare(args: dict[str, Any]) -> dict[str, Any]:
     """kpis.kpi_daily of the floor and of the pipeline, row for row."""
     import duckdb
 
-    query = "select * from kpis.kpi_daily order by all"
+    query = args.get("query") or "select * from kpis.kpi_daily order by all"
     with duckdb.connect(args["pipeline_db"], read_only=True) as conn:
         ours = conn.execute(query).fetchall()
     with duckdb.connect(args["floor_db"], read_only=True) as conn:

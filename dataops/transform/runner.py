@@ -32,7 +32,7 @@ from dataops.transform.project import (
     registry_vars,
     window_environment,
 )
-from dataops.transform.spark import export_raw
+from dataops.transform.spark import export_raw, load_built
 from registry.loader import Registry, load_registry
 
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -43,10 +43,6 @@ DBT_COMMANDS = frozenset(
 )
 # Commands that never write the warehouse's tables; any other (or none recognised) may, so it forgets the build.
 READ_ONLY_COMMANDS = frozenset({"clean", "compile", "debug", "deps", "docs", "list", "ls", "parse", "show", "test"})
-
-
-class EngineNotSupported(RuntimeError):
-    """The configured engine cannot do this (yet)."""
 
 
 @dataclass
@@ -204,7 +200,8 @@ class DbtInvocation:
 
     ``events()`` yields each log line as dbt writes it; ``result()`` waits and reads run_results.json;
     ``stop()`` interrupts dbt (SIGINT, as Ctrl-C would, then SIGKILL after ``grace`` seconds) so a cancelled
-    or interrupted step never leaves dbt writing the warehouse behind it.
+    or interrupted step never leaves dbt writing the warehouse behind it. ``load_back`` is set when dbt builds
+    on Spark: ``result()`` then brings the tables it built into the build warehouse (docs/decisions/0048).
     """
 
     process: subprocess.Popen[str]
@@ -212,6 +209,7 @@ class DbtInvocation:
     grace: float = 20.0
     errors: list[str] = field(default_factory=list)
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the registry seeds, while dbt runs
+    load_back: tuple[Settings, Limits | None] | None = None
 
     def events(self) -> Iterator[dict[str, Any]]:
         assert self.process.stdout is not None
@@ -230,6 +228,9 @@ class DbtInvocation:
         self.held.close()
         path = self.target / "run_results.json"
         results = json.loads(path.read_text())["results"] if path.exists() else []
+        if self.load_back is not None and (self.target / "manifest.json").exists():
+            settings, limits = self.load_back
+            load_built(settings, self.target, results, limits)
         return DbtResult(success=code == 0, output="\n".join(self.errors), results=results)
 
     def stop(self) -> None:
@@ -253,14 +254,15 @@ def start_dbt(
     window: tuple[str, str] | None = None,
     limits: Limits | None = None,
 ) -> DbtInvocation:
-    """Start dbt with its log as JSON lines on stdout; the caller reads ``events()`` then ``result()``."""
-    if engine() != "duckdb":
-        # the gate, publishing and egress read the build warehouse: a build elsewhere would leave them stale
-        raise EngineNotSupported(
-            f"the Dagster dbt step builds on DuckDB only; DATAOPS_ENGINE={engine()} applies to `dataops dbt` "
-            "(docs/deployment.md)"
-        )
+    """Start dbt with its log as JSON lines on stdout; the caller reads ``events()`` then ``result()``.
+
+    On Spark, dbt reads the raw layer exported as it is now, and what it builds comes back into the build
+    warehouse when it ends, so that the gate, publishing and egress read this run's tables on either engine.
+    """
     registry = registry or load_registry()
+    spark = engine() == "spark"
+    if spark:
+        export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
     # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
     line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
     env = process_environment(settings, limits, window)
@@ -271,4 +273,4 @@ def start_dbt(
     except BaseException:
         held.close()
         raise
-    return DbtInvocation(process, target, held=held)
+    return DbtInvocation(process, target, held=held, load_back=(settings, limits) if spark else None)

@@ -9,12 +9,14 @@ half of one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import Limits, connect
+from dataops.core.warehouse import Limits, connect, transaction
 
 RAW_SCHEMA = "raw"
 
@@ -52,3 +54,37 @@ def _swap(staged: Path, final: Path) -> None:
 def built_table(settings: Settings, schema: str, table: str) -> Path:
     """The folder of Parquet files of a table the dbt project built on the local Spark."""
     return settings.spark_dir / "warehouse" / f"{schema}.db" / table
+
+
+def built_tables(manifest: dict[str, Any], results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(schema, table) of every model and seed a dbt run on Spark wrote as a table and finished with success.
+
+    Views (staging, intermediate) are left out: they hold no rows, and nothing after dbt reads them.
+    """
+    succeeded = {r["unique_id"] for r in results if r["status"] == "success"}
+    tables = []
+    for uid in sorted(succeeded):
+        node = manifest["nodes"].get(uid)
+        if node is None or node["resource_type"] not in ("model", "seed"):
+            continue
+        if node["resource_type"] == "model" and node["config"].get("materialized") in ("view", "ephemeral"):
+            continue
+        tables.append((str(node["schema"]), str(node.get("alias") or node["name"])))
+    return tables
+
+
+def load_built(settings: Settings, target: Path, results: list[dict[str, Any]], limits: Limits | None = None) -> int:
+    """Bring what a dbt run on Spark built back into the build warehouse; returns the number of tables.
+
+    The cleansing gate, publishing and egress read the build warehouse whatever the engine, so they work
+    unchanged (docs/decisions/0048). Every table is replaced in one transaction: a reader sees the warehouse
+    as the last build left it or with all of this run's tables, never a mix.
+    """
+    manifest = json.loads((target / "manifest.json").read_text())
+    tables = built_tables(manifest, results)
+    with connect(settings.build_db, limits=limits) as conn, transaction(conn):
+        for schema, table in tables:
+            files = (built_table(settings, schema, table) / "*.parquet").as_posix().replace("'", "''")
+            conn.execute(f'create schema if not exists "{schema}"')
+            conn.execute(f'create or replace table "{schema}"."{table}" as select * from read_parquet(\'{files}\')')
+    return len(tables)

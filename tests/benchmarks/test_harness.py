@@ -170,3 +170,31 @@ def test_a_failed_idle_run_is_shown_failed_and_left_out_of_the_target() -> None:
     full = _sf10_full(failed)
     assert "| Dagster alone: FAILED (enterprise_model: boom) | | | |" in run._full_build_table(full)
     assert run.targets({"scale": 10, "full": full})["ratio_sf10"] == ("20.0x", 3.0, "NO")
+
+
+def test_the_spark_row_runs_the_same_build_with_dbt_on_spark_against_the_same_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--engines duckdb,spark``: the full build again in its own data directory with DATAOPS_ENGINE=spark, its
+    KPIs compared with the DuckDB build's, and its time set against the floor of the same session. The tasks
+    are recorded, not run."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def task(name: str, env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
+        calls.append((name, args | {"env": env}))
+        if name == "compare":
+            return {"identical": True, "rows_pipeline": 62}
+        stages = {"dbt": {"seconds": 300.0, "peak_rss": 2**31}}
+        return {"success": True, "failures": [], "failed_checks": [], "wall_s": 400.0, "peak_rss": 2**31} | {
+            "stages": stages
+        }
+
+    monkeypatch.setattr(run, "task", task)
+    (tmp_path / "sources").mkdir()
+    spark = run.spark_build(tmp_path, tmp_path / "sources", 10.0, dt.date(2025, 1, 1), dt.date(2025, 1, 31))
+    [(_, pipeline), (_, compare)] = calls
+    assert pipeline["env"] == {"DATAOPS_ENGINE": "spark"} and pipeline["data_dir"].endswith("SF10/full-spark")
+    assert compare["floor_db"] == str(tmp_path / "SF10" / "full" / "warehouse" / "build.duckdb")
+    lines = run._full_build_table(_sf10_full({"success": True, "wall_s": 24.0, "startup_s": 3.0}) | {"spark": spark})
+    assert "| **full build on Spark / floor** | **100.0x** | | |" in lines  # 400 s against the 4 s floor
+    assert "KPIs of the Spark build and the DuckDB build identical: True (62 rows)." in lines
