@@ -48,7 +48,7 @@ def _table(settings: Settings, query: str) -> pl.DataFrame:
 
 
 def test_every_usage_kpi_on_every_day_equals_the_truth(usage_built: Settings, tiny_sources: Path) -> None:
-    got = _table(usage_built, "select date_day as date, kpi_name as kpi, value from usage.kpi_usage_daily")
+    got = _table(usage_built, "select date_day as date, kpi_name as kpi, value from kpis.kpi_usage_daily")
     truth = pl.read_parquet(tiny_sources / "truth" / "usage_kpi_daily.parquet").filter(~pl.col("kpi").is_in(NOT_BUILT))
     joined = truth.rename({"value": "truth"}).join(got, on=["date", "kpi"], how="full", coalesce=True)
     mismatches = joined.filter(
