@@ -25,7 +25,6 @@ from tests.pipeline import run_job
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("usage_published")]
 START = dt.date(2025, 3, 3)
 END = START + dt.timedelta(days=4)
-NOT_BUILT = {"at_risk_customers"}  # the health score is not modelled yet
 NOT_INGESTION = (
     dg.AssetSelection.all()
     - dg.AssetSelection.groups("erp", "crm", "accounting", "egress")
@@ -56,7 +55,7 @@ def test_published_usage_kpis_equal_the_truth_and_are_provisional_until_the_hori
     query = "select date_day as date, kpi_name as kpi, value, is_final from kpis.kpi_usage_daily"
     got = analyst(usage_published, query)
     truth = pl.read_parquet(Settings(usage_published).truth_dir / "usage_kpi_daily.parquet")
-    truth = truth.filter(~pl.col("kpi").is_in(NOT_BUILT) & pl.col("date").is_between(START, END))
+    truth = truth.filter(pl.col("date").is_between(START, END))
     joined = truth.rename({"value": "truth"}).join(got, on=["date", "kpi"], how="full", coalesce=True)
     differ = (pl.col("truth") != pl.col("value")) | pl.col("truth").is_null() | pl.col("value").is_null()
     mismatches = joined.filter(differ)
