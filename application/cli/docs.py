@@ -21,7 +21,7 @@ def docs_serve(
     generate: Annotated[bool, typer.Option(help="Generate the site first (dbt docs generate).")] = True,
 ) -> None:
     """Generate the dbt documentation for this data directory and serve it on loopback."""
-    from application.docs_site import DocsServer
+    from application.docs_site import docs_site
     from dataops.transform.docs import DocsError, docs_dir, generate_docs
 
     paths = settings()
@@ -33,7 +33,7 @@ def docs_serve(
             raise fail(str(exc)) from None
         if not site.with_catalog:
             console.print("[yellow]a run holds the build warehouse: column types and row counts are left out[/]")
-    server = DocsServer(docs_dir(paths), "127.0.0.1", port)
+    server = docs_site(docs_dir(paths), "127.0.0.1", port)
     console.print(f"dbt docs on {server.url}  (the project overview first; Ctrl-C to stop)")
     try:
         server.serve_forever()

@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import ipaddress
 import logging
 import os
 import re
 import tempfile
-import threading
 from dataclasses import asdict, dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +37,7 @@ from plotly.offline import get_plotlyjs
 
 from dataops.core.digest import digest, files_digest
 from dataops.core.settings import Settings
+from dataops.core.site import LoopbackSite
 from dataops.core.warehouse import connect, query_frame, scalar
 from dataops.egress import figures
 from dataops.egress.headlines import Reading, day_words, flow_readings, stock_readings
@@ -544,83 +541,16 @@ def _status_view(data: DashboardData) -> dict[str, Any]:
 # --- serving -----------------------------------------------------------------------------------------------------
 
 
-class DashboardServer(ThreadingHTTPServer):
-    """Serves one dashboard file, read afresh on each request (a rebuild shows without a restart)."""
-
-    daemon_threads = True
-
-    def __init__(self, path: Path, host: str, port: int) -> None:
-        self.file = path
-        super().__init__((host, port), _DashboardHandler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-
-    def start(self) -> threading.Thread:
-        """Serve in a background thread (tests, notebooks); the CLI calls ``serve_forever`` instead."""
-        thread = threading.Thread(target=self.serve_forever, name="dashboard-server", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class _DashboardHandler(BaseHTTPRequestHandler):
-    server: DashboardServer
-    server_version = "dataops-dashboard"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        self._respond(body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(body=False)
-
-    def _respond(self, body: bool) -> None:
-        path = self.path.split("?", 1)[0]
-        if path not in ("/", "/index.html", f"/{DEFINITIONS_PAGE}"):
-            self.send_error(HTTPStatus.NOT_FOUND, "only the dashboard is served here")
-            return
-        page = self.server.file.with_name(DEFINITIONS_PAGE) if path == f"/{DEFINITIONS_PAGE}" else self.server.file
-        try:
-            content = page.read_bytes()
-        except FileNotFoundError:
-            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "no dashboard built yet: run `dataops dashboard build`")
-            return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(content)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        if body:
-            self.wfile.write(content)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s " + format, self.address_string(), *args)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def serve_dashboard(path: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> DashboardServer:
-    """A server for the dashboard file, bound to loopback only (port 0: any free port); not yet serving.
-
-    The dashboard is for people on this machine (or through an SSH tunnel); exposing it wider is a decision
-    for a real web server with authentication, not for this one.
-    """
-    if not is_loopback(host):
-        raise ValueError(f"the dashboard is served on loopback only, not on {host!r}")
-    return DashboardServer(Path(path), host, port)
+def serve_dashboard(path: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> LoopbackSite:
+    """A server for the dashboard file and its definitions page, bound to loopback only (port 0: any free
+    port); not yet serving. The dashboard is for people on this machine (or through an SSH tunnel)."""
+    path = Path(path)
+    routes = {"/": path, "/index.html": path, f"/{DEFINITIONS_PAGE}": path.with_name(DEFINITIONS_PAGE)}
+    return LoopbackSite(
+        routes,
+        host=host,
+        port=port,
+        what="dashboard",
+        missing="no dashboard built yet: run `dataops dashboard build`",
+        content_security_policy=CONTENT_SECURITY_POLICY,
+    )

@@ -16,7 +16,7 @@ import duckdb
 import httpx
 import pytest
 
-from application.docs_site import DocsServer
+from application.docs_site import docs_site
 from dataops.core.settings import Settings
 from dataops.transform.docs import generate_docs
 from tests.local import CHROMIUM, CHROMIUM_ARGS, free_port
@@ -95,8 +95,8 @@ def test_the_docs_open_on_the_project_overview_with_every_model_and_its_catalog(
 
 def test_the_docs_are_served_on_loopback_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
-        DocsServer(tmp_path, "0.0.0.0", 0)
-    server = DocsServer(tmp_path, "127.0.0.1", 0)
+        docs_site(tmp_path, "0.0.0.0", 0)
+    server = docs_site(tmp_path, "127.0.0.1", 0)
     server.start()
     try:
         assert httpx.get(server.url, timeout=10).status_code == 503  # nothing generated yet
