@@ -1,4 +1,4 @@
-"""The layers point one way (../shared/DESIGN.md, the README's map): every import, lazy ones included."""
+"""The layers point one way (the README's map, docs/decisions/0034): every import, lazy ones included."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ ALLOWED = {
     "application": {"registry", "quality", "dataops", "orchestration", "source_systems"},
     "benchmarks": {"registry", "quality", "dataops", "orchestration", "source_systems", "application"},
 }
+# The frameworks of the upper layers: the orchestrator and the CLI belong to the Dagster code location and to
+# the application; the library, the quality rules, the registry and the simulated world never import them.
+FRAMEWORKS = {"dagster", "dagster_dbt", "dagster_postgres", "dagster_webserver", "dagster_graphql", "typer", "click"}
+FRAMEWORK_FREE = {"registry", "source_systems", "quality", "dataops"}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -47,6 +51,17 @@ def test_every_import_points_down_the_layers() -> None:
             if target in ALLOWED and target != package and target not in ALLOWED[package]:
                 wrong.append(f"{path.relative_to(ROOT)} imports {module}")
     assert not wrong, "imports that point up or sideways:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_library_and_below_import_neither_the_orchestrator_nor_a_cli() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path, modules in project_imports().items()
+        if path.relative_to(ROOT).parts[0] in FRAMEWORK_FREE
+        for module in modules
+        if module.split(".")[0] in FRAMEWORKS
+    ]
+    assert not wrong, "framework imports below the code location:\n" + "\n".join(sorted(wrong))
 
 
 def test_the_rooms_of_each_layer_import_each_other_without_a_cycle() -> None:

@@ -24,6 +24,7 @@ from application.runs import (
     in_progress,
     one_run_at_a_time,
     outcome,
+    quiet_libraries,
     run_failures,
     step_progress,
     watched,
@@ -228,3 +229,16 @@ def test_a_run_that_ctrl_c_failed_is_reported_interrupted_whatever_error_the_ste
         signal.signal(signal.SIGTERM, previous)
     assert not summary.success
     assert summary.interrupted is signalled
+
+
+def test_the_cli_silences_library_notices_but_not_a_supersession_the_projects_own_code_causes() -> None:
+    """Operators see no library noise; a superseded API the code location still calls is not hidden."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_libraries():
+            for module in ("dagster._core.definitions", "dagster_dbt.asset_decorator", "orchestration.defs.x"):
+                warnings.warn_explicit("superseded", dg.SupersessionWarning, f"{module}.py", 1, module=module)
+            warnings.warn_explicit("beta", dg.BetaWarning, "orchestration/defs/x.py", 1, module="orchestration.x")
+    assert [(str(w.message), w.filename) for w in seen] == [("superseded", "orchestration.defs.x.py")]
