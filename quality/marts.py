@@ -12,17 +12,8 @@ import polars as pl
 from registry.loader import load_registry
 
 STATES = [rule.name for rule in load_registry().customer_states]  # the registry's, in evaluation order
-# Transitions a customer's state can make from one day to the next (staying is always possible).
-TRANSITIONS = {
-    ("prospect", "onboarding"),
-    ("onboarding", "active"),
-    ("active", "paused"),
-    ("active", "churned"),
-    ("paused", "active"),
-    ("paused", "churned"),
-    ("churned", "active"),
-    ("churned", "paused"),
-}
+# Transitions a customer's state can make from one day to the next (staying is always possible): the registry's.
+TRANSITIONS = {(before, rule.name) for rule in load_registry().customer_states for before in rule.entered_from}
 
 
 class CustomerStatesDaily(pa.DataFrameModel):

@@ -76,6 +76,7 @@ _CONDITION = re.compile(r"^[a-z_0-9<>=!() ]+$")
 class StateRule:
     name: str
     when: str  # a condition over STATE_FACTS, or "otherwise"
+    entered_from: tuple[str, ...] = ()  # the states a customer may be in the day before it enters this one
 
 
 def _state_rules(items: list[Any], path: Path) -> tuple[StateRule, ...]:
@@ -87,9 +88,13 @@ def _state_rules(items: list[Any], path: Path) -> tuple[StateRule, ...]:
         if not when or not _CONDITION.match(when) or not words <= _CONDITION_WORDS:
             unknown = ", ".join(sorted(words - _CONDITION_WORDS)) or when or "(missing)"
             raise RegistryError(f"{path}: customer_states[{i}] ({item.get('name')}) `when` uses {unknown}")
-        rules.append(StateRule(str(item["name"]), when))
+        rules.append(StateRule(str(item["name"]), when, tuple(str(s) for s in item.get("entered_from") or ())))
     if rules[-1].when != "otherwise" or any(r.when == "otherwise" for r in rules[:-1]):
         raise RegistryError(f"{path}: customer_states: the last state, and only it, has `when: otherwise`")
+    names = {r.name for r in rules}
+    for rule in rules:
+        if unknown := sorted(set(rule.entered_from) - names):
+            raise RegistryError(f"{path}: customer_states ({rule.name}) `entered_from` names no state: {unknown}")
     return tuple(rules)
 
 

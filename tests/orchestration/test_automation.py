@@ -103,7 +103,8 @@ def test_freshness_is_judged_by_the_registry_everywhere(tmp_path: Path) -> None:
     """Dagster's freshness policy and the status judge by the registry's deadline: change it, both follow."""
     import yaml
 
-    from dataops.publish.status import judge_freshness
+    from dataops.core.settings import Settings
+    from dataops.publish.status import freshness, judge_freshness
     from registry import ENTERPRISE_FILE
 
     data = yaml.safe_load(ENTERPRISE_FILE.read_text())
@@ -112,6 +113,9 @@ def test_freshness_is_judged_by_the_registry_everywhere(tmp_path: Path) -> None:
     changed.write_text(yaml.safe_dump(data))
     with environment(DATAOPS_DATA_DIR=str(tmp_path), DATAOPS_START_DATE="2025-01-01", DATAOPS_REGISTRY=str(changed)):
         graph = defs().resolve_asset_graph()
+        # `dataops status` (and the dashboard's strip) read the same deadline
+        judged = freshness(Settings(tmp_path), dt.datetime(2025, 3, 10, 1, tzinfo=dt.UTC))
+    assert judged.target == "yesterday (2025-03-09) published by 09:00 UTC" and not judged.is_fresh
     for key in (dg.AssetKey(["kpis", "kpi_daily"]), dg.AssetKey(["publish", "analytics_warehouse"])):
         policy = graph.get(key).freshness_policy
         assert isinstance(policy, dg.FreshnessPolicy) and getattr(policy, "deadline_cron", None) == "0 9 * * *", key
