@@ -93,8 +93,8 @@ def _state_rules(items: list[Any], path: Path) -> tuple[StateRule, ...]:
         raise RegistryError(f"{path}: customer_states: the last state, and only it, has `when: otherwise`")
     names = {r.name for r in rules}
     for rule in rules:
-        if unknown := sorted(set(rule.entered_from) - names):
-            raise RegistryError(f"{path}: customer_states ({rule.name}) `entered_from` names no state: {unknown}")
+        if strays := sorted(set(rule.entered_from) - names):
+            raise RegistryError(f"{path}: customer_states ({rule.name}) `entered_from` names no state: {strays}")
     return tuple(rules)
 
 
