@@ -33,7 +33,7 @@ from dataops.governance import audit
 from dataops.governance.formats import to_arrow, to_csv, to_json, to_parquet
 from dataops.governance.gateway import Denied, Gateway
 from dataops.governance.policy import Policy
-from dataops.governance.users import AuthenticationError, FailedTokens, SlowedDown, authenticate_token
+from dataops.governance.users import AuthenticationError, FailedTokens, SlowedDown, User, authenticate_token
 from dataops.governance.worker import pool
 
 log = logging.getLogger(__name__)
@@ -83,26 +83,9 @@ def create_app(settings: Settings, policy: Policy, warm_workers: int = 0) -> Fas
         entry = _entry(request)
         entry.statement(body.sql)
         source = f"http:{request.client.host if request.client else 'unknown'}"
-        try:
-            failed_tokens.check(source)
-            match = BEARER.fullmatch(authorization.strip()) if authorization else None
-            if authorization and match is None:
-                raise AuthenticationError("send `Authorization: Bearer <token>`", failed_token=True)
-            user = authenticate_token(settings, match.group(1) if match else None)
-        except SlowedDown as slowed:
-            entry.refuse("unauthenticated", f"authentication: {slowed}", brake="failed_tokens")
-            return JSONResponse(
-                {"error": "too_many_failed_tokens", "message": str(slowed), "retry_after": slowed.retry_after},
-                429,
-                headers={"Retry-After": str(slowed.retry_after)},
-            )
-        except AuthenticationError as exc:
-            if exc.failed_token:
-                failed_tokens.failed(source)
-            entry.refuse("unauthenticated", f"authentication: {exc}")
-            return JSONResponse(
-                {"error": "unauthenticated", "message": str(exc)}, 401, headers={"WWW-Authenticate": "Bearer"}
-            )
+        user = _authenticated(settings, failed_tokens, entry, source, authorization)
+        if isinstance(user, Response):
+            return user
         entry.update(user=user.name, role=user.role)
         if body.format not in MEDIA:
             entry.refuse("invalid", f"format {body.format!r} is not one of {sorted(MEDIA)}")
@@ -126,6 +109,31 @@ def create_app(settings: Settings, policy: Policy, warm_workers: int = 0) -> Fas
 
     app.include_router(query_page.router())  # the query page: static files that call /v1/query
     return app
+
+
+def _authenticated(
+    settings: Settings, failed_tokens: FailedTokens, entry: audit.Entry, source: str, authorization: str | None
+) -> User | Response:
+    """The request's user, or the answer that refuses it (a source that failed too often is slowed down first)."""
+    try:
+        failed_tokens.check(source)
+        match = BEARER.fullmatch(authorization.strip()) if authorization else None
+        if authorization and match is None:
+            raise AuthenticationError("send `Authorization: Bearer <token>`", failed_token=True)
+        return authenticate_token(settings, match.group(1) if match else None)
+    except SlowedDown as slowed:
+        entry.refuse("unauthenticated", f"authentication: {slowed}", brake="failed_tokens")
+        return JSONResponse(
+            {"error": "too_many_failed_tokens", "message": str(slowed), "retry_after": slowed.retry_after},
+            429,
+            headers={"Retry-After": str(slowed.retry_after)},
+        )
+    except AuthenticationError as exc:
+        if exc.failed_token:
+            failed_tokens.failed(source)
+        entry.refuse("unauthenticated", f"authentication: {exc}")
+        payload = {"error": "unauthenticated", "message": str(exc)}
+        return JSONResponse(payload, 401, headers={"WWW-Authenticate": "Bearer"})
 
 
 class AuditedDoor:
