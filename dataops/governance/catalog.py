@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -87,6 +88,32 @@ def record_publication(conn: duckdb.DuckDBPyConnection, datasets: list[str], pub
         )
 
 
+@dataclass(frozen=True)
+class _Records:
+    """What the catalog reads besides a dataset's declaration: notes, dbt's checks, publish and archive history."""
+
+    notes: dict[str, list[Any]]
+    tests: dict[str, int]
+    constraints: dict[str, int]
+    history: dict[str, tuple[Any, ...]]
+    archives: dict[str, tuple[Any, ...]]
+
+
+def _records(conn: duckdb.DuckDBPyConnection, manifest: dict[str, Any], datasets: dict[str, DatasetMeta]) -> _Records:
+    history = "select dataset, first_published_at, last_modified_at from governance.dataset_history"
+    archives = (
+        "select dataset, count(*) filter (where restored_at is null), max(archived_at) "
+        "from governance.archive_log group by 1"
+    )
+    return _Records(
+        notes=domain_notes(),
+        tests=dbt_tests_by_dataset(manifest, datasets),
+        constraints=dbt_constraints_by_dataset(manifest, datasets),
+        history={r[0]: r[1:] for r in conn.execute(history).fetchall()},
+        archives={r[0]: r[1:] for r in conn.execute(archives).fetchall()},
+    )
+
+
 def build_catalog(
     conn: duckdb.DuckDBPyConnection,
     datasets: dict[str, DatasetMeta],
@@ -97,91 +124,96 @@ def build_catalog(
     restricted: set[str],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The two catalog tables, from declarations, the build warehouse's records and the policy."""
-    notes = domain_notes()
-    tests = dbt_tests_by_dataset(manifest, datasets)
-    constraints = dbt_constraints_by_dataset(manifest, datasets)
-    history = {
-        r[0]: r[1:]
-        for r in conn.execute(
-            "select dataset, first_published_at, last_modified_at from governance.dataset_history"
-        ).fetchall()
+    records = _records(conn, manifest, datasets)
+    published = {"published_at": published_at, "data_as_of": as_of}
+    rows = [
+        _dataset_row(conn, name, ds, records, policy, published, name in restricted)
+        for name, ds in sorted(datasets.items())
+    ]
+    columns = [column for name, ds in sorted(datasets.items()) for column in _column_rows(name, ds)]
+    return pl.DataFrame(rows, infer_schema_length=None), pl.DataFrame(columns, infer_schema_length=None)
+
+
+def _dataset_row(
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    ds: DatasetMeta,
+    records: _Records,
+    policy: Policy,
+    published: dict[str, Any],
+    restricted: bool,
+) -> dict[str, Any]:
+    meta = ds.meta
+    row_count = conn.execute(f"select count(*) from {name}").fetchall()[0][0]
+    blocks = conn.execute(
+        f"select count(distinct block_id) from pragma_storage_info('{name}') where block_id >= 0"
+    ).fetchall()[0][0]
+    created, modified = records.history.get(name, (published["published_at"], published["published_at"]))
+    archived, last_archived = records.archives.get(name, (0, None))
+    domain = records.notes.get(name, [])
+    checks = {
+        "gate": GATE_CHECKS.get(name, []),
+        "dbt_tests": records.tests.get(name, 0),
+        "constraints": records.constraints.get(name, 0),
     }
-    archives = {
-        r[0]: r[1:]
-        for r in conn.execute(
-            "select dataset, count(*) filter (where restored_at is null), max(archived_at) "
-            "from governance.archive_log group by 1"
-        ).fetchall()
+    readers = policy.readers(name, ds.classification)
+    return {
+        "dataset": name,
+        "description": ds.description,
+        "owner": meta.get("owner"),
+        "domain": meta.get("domain"),
+        "grain": meta.get("grain"),
+        "key_columns": json.dumps(meta.get("key") or []),
+        "sort_order": json.dumps(meta.get("sort_order") or []),
+        "classification": ds.classification,
+        "pii_columns": json.dumps(ds.pii_columns),
+        "source_systems": json.dumps(ds.source_systems),
+        "upstream": json.dumps(ds.upstream),
+        "refresh_schedule": meta.get("refresh_schedule"),
+        "retention_days": meta.get("retention_days"),
+        "created_at": created,
+        "last_modified_at": modified,
+        **published,
+        "row_count": row_count,
+        "size_bytes": blocks * 262_144,
+        "check_status": "passed" if any(checks.values()) else "no checks",
+        "checks": json.dumps(checks),
+        "access_roles": json.dumps(readers),
+        "clear_personal_data_roles": json.dumps(
+            policy.clear_personal_data_readers(name) if ds.pii_columns else readers
+        ),
+        "published_file": "restricted" if restricted else "general",
+        "archived_partitions": archived,
+        "last_archived_at": last_archived,
+        "archive_state": f"{archived} period(s) archived" if archived else "nothing archived",
+        "notes": " ".join(n.notes for n in domain if n.notes),
+        "tags": json.dumps(sorted({t for n in domain for t in n.tags})),
+        "caveats": json.dumps([c for n in domain for c in n.caveats]),
+        "example_queries": json.dumps([q for n in domain for q in n.example_queries]),
+        "domain_notes_by": json.dumps(sorted({f"{n.domain} ({n.owner})" for n in domain})),
     }
-    rows, columns = [], []
-    for name, ds in sorted(datasets.items()):
-        meta = ds.meta
-        stats = conn.execute(f"select count(*) from {name}").fetchall()[0][0]
-        blocks = conn.execute(
-            f"select count(distinct block_id) from pragma_storage_info('{name}') where block_id >= 0"
-        ).fetchall()[0][0]
-        created, modified = history.get(name, (published_at, published_at))
-        archived, last_archived = archives.get(name, (0, None))
-        domain = notes.get(name, [])
-        gate = GATE_CHECKS.get(name, [])
-        readers = policy.readers(name, ds.classification)
-        clear = policy.clear_personal_data_readers(name) if ds.pii_columns else readers
+
+
+def _column_rows(name: str, ds: DatasetMeta) -> list[dict[str, Any]]:
+    rows = []
+    for column in ds.columns:
+        if ds.classification == "restricted":
+            shown = "restricted file only"
+        elif column.is_pii:
+            shown = "pseudonymised (clear in the restricted file)"
+        else:
+            shown = "clear"
         rows.append(
             {
                 "dataset": name,
-                "description": ds.description,
-                "owner": meta.get("owner"),
-                "domain": meta.get("domain"),
-                "grain": meta.get("grain"),
-                "key_columns": json.dumps(meta.get("key") or []),
-                "sort_order": json.dumps(meta.get("sort_order") or []),
-                "classification": ds.classification,
-                "pii_columns": json.dumps(ds.pii_columns),
-                "source_systems": json.dumps(ds.source_systems),
-                "upstream": json.dumps(ds.upstream),
-                "refresh_schedule": meta.get("refresh_schedule"),
-                "retention_days": meta.get("retention_days"),
-                "created_at": created,
-                "last_modified_at": modified,
-                "published_at": published_at,
-                "data_as_of": as_of,
-                "row_count": stats,
-                "size_bytes": blocks * 262_144,
-                "check_status": "passed" if (gate or tests.get(name) or constraints.get(name)) else "no checks",
-                "checks": json.dumps(
-                    {"gate": gate, "dbt_tests": tests.get(name, 0), "constraints": constraints.get(name, 0)}
-                ),
-                "access_roles": json.dumps(readers),
-                "clear_personal_data_roles": json.dumps(clear),
-                "published_file": "restricted" if name in restricted else "general",
-                "archived_partitions": archived,
-                "last_archived_at": last_archived,
-                "archive_state": f"{archived} period(s) archived" if archived else "nothing archived",
-                "notes": " ".join(n.notes for n in domain if n.notes),
-                "tags": json.dumps(sorted({t for n in domain for t in n.tags})),
-                "caveats": json.dumps([c for n in domain for c in n.caveats]),
-                "example_queries": json.dumps([q for n in domain for q in n.example_queries]),
-                "domain_notes_by": json.dumps(sorted({f"{n.domain} ({n.owner})" for n in domain})),
+                "column_name": column.name,
+                "data_type": column.data_type,
+                "description": column.description,
+                "is_pii": column.is_pii,
+                "published_as": shown,
             }
         )
-        for column in ds.columns:
-            if ds.classification == "restricted":
-                shown = "restricted file only"
-            elif column.is_pii:
-                shown = "pseudonymised (clear in the restricted file)"
-            else:
-                shown = "clear"
-            columns.append(
-                {
-                    "dataset": name,
-                    "column_name": column.name,
-                    "data_type": column.data_type,
-                    "description": column.description,
-                    "is_pii": column.is_pii,
-                    "published_as": shown,
-                }
-            )
-    return pl.DataFrame(rows, infer_schema_length=None), pl.DataFrame(columns, infer_schema_length=None)
+    return rows
 
 
 def search(conn: duckdb.DuckDBPyConnection, text: str) -> pl.DataFrame:
