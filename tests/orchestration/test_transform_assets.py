@@ -61,3 +61,27 @@ def test_the_metadata_protocol_shows_on_the_assets(graph: dg.AssetGraph) -> None
     assert set(ledger.metadata["access_roles"].value) == {"finance", "executive", "data_engineer"}  # from policy
     customers = graph.get(dg.AssetKey(["marts", "dim_customers"])).metadata
     assert "ultimate parent organisation" in customers["domain_notes"].value  # the sales domain's own file
+
+
+def test_dbt_assets_show_markdown_their_code_and_row_counts(graph: dg.AssetGraph, tmp_path: Path) -> None:  # type: ignore[name-defined]
+    """What the UI shows of a model: its description as Markdown, a link to its SQL, its table's rows."""
+    import duckdb
+
+    from dataops.core.warehouse import Limits
+    from orchestration.lib.dbt import translator, with_row_counts
+
+    invoices = graph.get(dg.AssetKey(["marts", "fct_invoices"])).metadata
+    references = invoices["dagster/code_references"].code_references
+    assert any(str(getattr(r, "file_path", "")).endswith("models/marts/fct_invoices.sql") for r in references)
+    markdown = "The **ledger**, one row per line:\n\n| column | meaning |\n| --- | --- |\n"
+    props = {"name": "fct_x", "description": markdown + "{{ doc('fct_x') }}"}
+    assert translator().get_description(props) == markdown.strip()  # Markdown kept whole, dbt's doc() block cut
+
+    warehouse = tmp_path / "build.duckdb"
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute(
+            "create schema marts; create table marts.t as select * from range(3); create view marts.v as select 1"
+        )
+    events = [dg.MaterializeResult(asset_key=dg.AssetKey(["marts", name]), metadata={"a": 1}) for name in ("t", "v")]
+    counted = {e.asset_key.path[-1]: e.metadata for e in with_row_counts(events, warehouse, Limits()) if e.asset_key}
+    assert counted["t"] == {"a": 1, "dagster/row_count": 3} and counted["v"] == {"a": 1}  # a view is not counted
