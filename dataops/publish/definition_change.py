@@ -45,7 +45,6 @@ from registry.loader import Registry, load_registry
 from registry.versions import (
     PER_DAY_DEFINITIONS,
     DefinitionChange,
-    periods_conflict,
     read_change,
     registry_at,
     version_number,
@@ -307,9 +306,6 @@ def _approve(
             f"{which} cannot apply from an effective date: the models evaluate it once for every day (per day: "
             f"{', '.join(PER_DAY_DEFINITIONS)}); adopt it as restating history (docs/definitions.md)"
         )
-    conflict = periods_conflict(registry_at(target, changes))
-    if conflict:
-        raise DefinitionRefused(f"v{target} cannot be adopted: {conflict}")
     if target > current and not (proposal_dir(settings, target) / "impact_kpis.parquet").exists():
         raise DefinitionRefused(f"v{target} has no impact report: propose it first")
     needed = required_roles(moving, registry_at(max(current, target), changes), load_policy())
