@@ -112,6 +112,20 @@ def against_truth(settings: Settings, version: int, days: int) -> pl.DataFrame:
     return differences(got, truth_under(settings, version))
 
 
+def mark_build(path: Path) -> None:
+    """Mark a proposal's kept build, to tell whether adoption swapped it in or built again."""
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("create table main.kept_proposal_build as select 1 as marked")
+
+
+def unmark_build(path: Path) -> bool:
+    """Whether the build carries the mark (then removed)."""
+    with duckdb.connect(str(path)) as conn:
+        marked = conn.sql("select count(*) from duckdb_tables() where table_name = 'kept_proposal_build'").fetchone()
+        conn.execute("drop table if exists main.kept_proposal_build")
+    return bool(marked and marked[0])
+
+
 def monthly_versions(settings: Settings) -> dict[dt.date, set[str]]:
     frame = published(settings, "select month_start_date, definition_version from kpis.kpi_monthly")
     return {m: set(f["definition_version"]) for (m,), f in frame.group_by("month_start_date")}
@@ -154,9 +168,10 @@ def test_a_change_from_its_date_and_a_restating_one_proposed_adopted_and_rolled_
     assert settings.analytics_db.read_bytes() == analyst_file
 
     # adopted as proposed: nothing ran since the proposal, so its checked build is the one swapped in
-    assert (proposal.folder / "build.duckdb").exists()
+    mark_build(proposal.folder / "build.duckdb")
     adoption = adopt(settings, "v2", MARKETING)
-    assert adopted_version(settings) == 2 and not (proposal.folder / "build.duckdb").exists()
+    assert adopted_version(settings) == 2 and unmark_build(settings.build_db)
+    assert not (proposal.folder / "build.duckdb").exists()
     assert against_truth(settings, 2, DAYS).height == 0  # January under v1, February on under v2
     by_adoption = restated_by(settings, adoption.publish.publish_id)
     assert by_adoption.height == adoption.publish.restatements > 0
@@ -185,7 +200,9 @@ def test_a_change_from_its_date_and_a_restating_one_proposed_adopted_and_rolled_
     assert against_truth(settings, 2, days).height == 0
 
     # the run changed the build since v3's proposal: its adoption builds again (the new day included)
+    mark_build(proposal.folder / "build.duckdb")
     adoption = adopt(settings, "v3", MARKETING)
+    assert not unmark_build(settings.build_db)
     assert against_truth(settings, 3, days).height == 0
     by_adoption = restated_by(settings, adoption.publish.publish_id)
     assert set(by_adoption["cause"]) == {f"definition change v2 -> v3: {RESTATING}"}
