@@ -376,7 +376,12 @@ def dbt_vars(registry: Registry) -> dict[str, Any]:
         "revenue_account_prefix": registry.revenue_account_prefix,
         "live_contract_states": list(registry.live_contract_states),
         "month_close_business_day": registry.month_close_business_day,
-        "customer_states": [{"name": r.name, "when": r.when} for r in registry.customer_states],
+        # per period of days (Registry.periods; one unless a change applies from its date): the conditions are
+        # SQL, so they come as vars, numbered as the seed registry_definition_periods numbers the periods
+        "customer_states": [
+            {"period": number, "states": [{"name": r.name, "when": r.when} for r in period.registry.customer_states]}
+            for number, period in enumerate(registry.periods, start=1)
+        ],
         "usage_seat_events": {"assigned": registry.usage.seat_assigned, "revoked": registry.usage.seat_revoked},
         "usage_window_days": {"weekly": registry.usage.weekly_days, "monthly": registry.usage.monthly_days},
         "usage_features": {name: list(types) for name, types in registry.usage.features},
@@ -402,7 +407,9 @@ def definition_periods_seed_csv(registry: Registry) -> str:
     that applies from its effective date starts a period); the models join it on the date."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["period", "definition_version", "effective_from", "effective_to", "delinquency_days"])
+    writer.writerow(
+        ["period", "definition_version", "effective_from", "effective_to", "delinquency_days", "mql_score_threshold"]
+    )
     for number, period in enumerate(registry.periods, start=1):
         rules = period.registry
         writer.writerow(
@@ -412,6 +419,7 @@ def definition_periods_seed_csv(registry: Registry) -> str:
                 period.effective_from.isoformat(),
                 period.effective_to.isoformat(),
                 rules.delinquency_days,
+                rules.mql_score_threshold,
             ]
         )
     return buf.getvalue()

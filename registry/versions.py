@@ -33,9 +33,15 @@ from registry.loader import (
 CHANGE_KEYS = {"version", "author", "reason", "approved", "effective", "restates_history", "set"}
 DEFAULT_OWNER = "data-governance"
 _VERSION = re.compile(r"^v?(\d+)$")
-# The definitions the dbt models evaluate per day (seed registry_definition_periods): a change to these may
-# apply from its effective date. The others hold for every day of a build (docs/decisions/0047).
-PER_DAY_DEFINITIONS = ("delinquency.days_past_due",)
+# The definitions the dbt models evaluate per day (seed registry_definition_periods, var customer_states): a
+# change to these, or to anything under them, may apply from its effective date. The others hold for every day
+# of a build and change by restating history (docs/decisions/0047, 0050 say why each is where it is).
+PER_DAY_DEFINITIONS = ("delinquency.days_past_due", "mql.score_threshold", "customer_states")
+
+
+def per_day(path: str) -> bool:
+    """Whether the models evaluate the definition at ``path`` per day (a path under a per-day one counts)."""
+    return any(path == root or path.startswith(f"{root}.") for root in PER_DAY_DEFINITIONS)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class DefinitionChange:
         """The paths it sets that the models cannot apply from a date (none when it restates history)."""
         if self.restates_history:
             return []
-        return [path for path, _ in self.assignments if path not in PER_DAY_DEFINITIONS]
+        return [path for path, _ in self.assignments if not per_day(path)]
 
     def document(self) -> dict[str, Any]:
         """The change as its YAML file says it (to record it beside the data it was evaluated on)."""
@@ -218,26 +224,6 @@ def _applied(registry: Registry, changes: Sequence[DefinitionChange], base_numbe
     return registry_from_data(data, registry.path)
 
 
-def periods_conflict(registry: Registry) -> str | None:
-    """Why the models cannot follow these periods of days, if they cannot.
-
-    A customer's state on a day is judged against its state the day before (new, churned). When a state's
-    condition reads ``delinquent`` and the delinquency rule differs between periods, the first day of a
-    period would be judged against a day under the other rule: a customer could count as new or churned from
-    the rule change alone. The delinquency rule then changes by restating history.
-    """
-    rules = {p.registry.delinquency_days for p in registry.periods}
-    reading = sorted(
-        {r.name for p in registry.periods for r in p.registry.customer_states if re.search(r"\bdelinquent\b", r.when)}
-    )
-    if len(rules) > 1 and reading:
-        return (
-            f"the states {', '.join(reading)} read `delinquent`, whose rule would differ from one day to the next "
-            "(delinquency.days_past_due then changes by restating history)"
-        )
-    return None
-
-
 def owners_of(change: DefinitionChange, registry: Registry) -> list[str]:
     """Who owns the definitions a change touches: a KPI's own owner, else the section's (definition_owners)."""
     sections = registry.raw.get("definition_owners") or {}
@@ -258,7 +244,7 @@ __all__ = [
     "change_from_data",
     "check_sequence",
     "owners_of",
-    "periods_conflict",
+    "per_day",
     "read_change",
     "registry_at",
     "version_number",

@@ -11,6 +11,8 @@ swaps it in, and publishes: every changed value lands in ``publish.kpi_restateme
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dataops.core.settings import Settings, account_name, caller_uid
+from dataops.core.settings import DBT_PROJECT_DIR, Settings, account_name, caller_uid
 from dataops.core.warehouse import connect
 from dataops.governance import audit
 from dataops.governance.definition_versions import (
@@ -39,19 +41,22 @@ from dataops.governance.definition_versions import (
 )
 from dataops.governance.policy import load_policy
 from dataops.publish.analyst_warehouse import PublishReport, publish
+from dataops.transform.project import project_files, registry_vars
 from dataops.transform.runner import run_dbt
 from quality.gate import GATE, run_check
-from registry.loader import Registry, load_registry
+from registry.loader import Registry, definition_periods_seed_csv, kpi_seed_csv, load_registry
 from registry.versions import (
     PER_DAY_DEFINITIONS,
     DefinitionChange,
-    periods_conflict,
     read_change,
     registry_at,
     version_number,
 )
 
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test", "--full-refresh"]
+# A proposal's checked build, kept beside its report until it is adopted (or proposed again): adopting it
+# while nothing has changed swaps it in instead of building the same again.
+PROPOSED_BUILD, PROPOSED_BUILD_RECORD = "build.duckdb", "build.json"
 
 
 class DefinitionRefused(ValueError):
@@ -78,14 +83,71 @@ class Adoption:
     publish: PublishReport
 
 
-def _copy_build(settings: Settings, target: Settings) -> None:
-    """A consistent copy of the build warehouse (checkpointed first: nothing left in its write-ahead log)."""
-    with connect(settings.build_db) as conn:
-        conn.execute("checkpoint")
+def _copy_build(settings: Settings, target: Settings) -> list[int]:
+    """A consistent copy of the build warehouse (checkpointed first: nothing left in its write-ahead log);
+    returns the identity of the copied file (``_checkpointed_identity``)."""
+    identity = _checkpointed_identity(settings)
     target.warehouse_dir.mkdir(parents=True, exist_ok=True)
     for stale in target.warehouse_dir.glob("build.duckdb*"):
         stale.unlink()
     shutil.copyfile(settings.build_db, target.build_db)
+    return identity
+
+
+def _checkpointed_identity(settings: Settings) -> list[int]:
+    """The build warehouse checkpointed, and its file's identity: any write since (a daily run, an adoption)
+    changes it; a checkpoint with nothing to write does not."""
+    with connect(settings.build_db) as conn:
+        conn.execute("checkpoint")
+    stat = settings.build_db.stat()
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+def _definitions_digest(registry: Registry) -> str:
+    """What a build reads besides the warehouse: the definitions (vars, the seeds that vary by version) and the
+    dbt project's own files (the generated registry seeds aside). Equal digests, equal builds."""
+    digest = hashlib.sha256()
+    for part in (registry_vars(registry), definition_periods_seed_csv(registry), kpi_seed_csv(registry)):
+        digest.update(part.encode())
+    generated = DBT_PROJECT_DIR / "seeds" / "registry"
+    for path in project_files():
+        if generated not in path.parents:
+            digest.update(str(path.relative_to(DBT_PROJECT_DIR)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _keep_build(folder: Path, aside: Settings, basis: list[int], from_version: int, registry: Registry) -> None:
+    """Keep a proposal's checked build beside its report, with what it was built from, for its adoption."""
+    with connect(aside.build_db) as conn:
+        conn.execute("drop schema if exists definitions cascade")  # the report's tables: files beside it
+        conn.execute("checkpoint")
+    os.replace(aside.build_db, folder / PROPOSED_BUILD)
+    made = {"from_version": from_version, "basis": basis, "definitions": _definitions_digest(registry)}
+    (folder / PROPOSED_BUILD_RECORD).write_text(json.dumps(made))
+
+
+def _drop_kept_build(folder: Path) -> None:
+    for name in (PROPOSED_BUILD, PROPOSED_BUILD_RECORD):
+        (folder / name).unlink(missing_ok=True)
+
+
+def _swap_in_proposed_build(settings: Settings, version: int, current: int, registry: Registry) -> bool:
+    """Adopt the proposal's own checked build when nothing changed since it was made: the same adopted version,
+    the same build warehouse (no run since), the same definitions. Otherwise (or for a roll back) no."""
+    folder = proposal_dir(settings, version)
+    record, build = folder / PROPOSED_BUILD_RECORD, folder / PROPOSED_BUILD
+    if not (record.exists() and build.exists()):
+        return False
+    made = json.loads(record.read_text())
+    same = (
+        made["from_version"] == current
+        and made["definitions"] == _definitions_digest(registry)
+        and made["basis"] == _checkpointed_identity(settings)
+    )
+    if same:
+        os.replace(build, settings.build_db)
+    _drop_kept_build(folder)
+    return same
 
 
 def build_and_check(settings: Settings, registry: Registry) -> None:
@@ -118,11 +180,13 @@ def propose(settings: Settings, change_file: Path, now: dt.datetime | None = Non
     registry = registry_at(change.version, [*recorded, change])  # a broken change fails here, naming its path
     folder = proposal_dir(settings, change.version)
     aside = Settings(folder / "data")
+    _drop_kept_build(folder)
     try:
-        _copy_build(settings, aside)
+        basis = _copy_build(settings, aside)
         build_and_check(aside, registry)
         tables = _impact_report(settings, aside, change, registry, folder)
-    finally:  # the report stays; the copy of the warehouse (history's size) does not
+        _keep_build(folder, aside, basis, current, registry)
+    finally:  # the report and the checked build stay; the rest of the proposal's data directory does not
         shutil.rmtree(aside.data_dir, ignore_errors=True)
     record_change(settings, change)
     counts = {name: pl.read_parquet(path) for name, path in tables.items()}
@@ -260,7 +324,8 @@ def adopt(
     moving = changes_between(changes, current, target)
     registry = registry_at(target, changes)
     cause = _cause(moving, current, target, reason)
-    _rebuild_aside(settings, registry)
+    if not _swap_in_proposed_build(settings, target, current, registry):
+        _rebuild_aside(settings, registry)
     set_adopted(settings, target, now)
     with connect(settings.build_db, read_only=True) as conn:
         start, end = conn.execute("select min(date_day), max(date_day) from marts.dim_dates").fetchall()[0]
@@ -307,9 +372,6 @@ def _approve(
             f"{which} cannot apply from an effective date: the models evaluate it once for every day (per day: "
             f"{', '.join(PER_DAY_DEFINITIONS)}); adopt it as restating history (docs/definitions.md)"
         )
-    conflict = periods_conflict(registry_at(target, changes))
-    if conflict:
-        raise DefinitionRefused(f"v{target} cannot be adopted: {conflict}")
     if target > current and not (proposal_dir(settings, target) / "impact_kpis.parquet").exists():
         raise DefinitionRefused(f"v{target} has no impact report: propose it first")
     needed = required_roles(moving, registry_at(max(current, target), changes), load_policy())

@@ -10,12 +10,19 @@ import polars as pl
 import pytest
 import yaml
 
-from registry.loader import FIRST_DAY, LAST_DAY, RegistryError, definition_periods_seed_csv, load_registry
+from registry.loader import (
+    FIRST_DAY,
+    LAST_DAY,
+    RegistryError,
+    dbt_vars,
+    definition_periods_seed_csv,
+    load_registry,
+)
 from registry.versions import (
     DefinitionChange,
     change_from_data,
     owners_of,
-    periods_conflict,
+    per_day,
     read_change,
     registry_at,
 )
@@ -80,25 +87,41 @@ def test_a_registry_carries_the_periods_of_days_the_models_follow() -> None:
     assert all(p.registry.mql_score_threshold == 65 for p in at3.periods)  # v2 restates every day
     assert (at3.version_on(dt.date(2025, 1, 19)), at3.version_on(dt.date(2025, 1, 20))) == ("v2", "v3")
     assert definition_periods_seed_csv(at3).splitlines()[1:] == [
-        "1,v2,1900-01-01,2025-01-19,60",
-        "2,v3,2025-01-20,2999-12-31,5",
+        "1,v2,1900-01-01,2025-01-19,60,65",
+        "2,v3,2025-01-20,2999-12-31,5,65",
     ]
     assert [p.registry.version for p in registry_at(2, [v2, v3]).periods] == ["v2"]  # rolled back: one period
     assert registry_at(3, [v2, change(3, assignments=delinquency)]).periods[0].effective_to == LAST_DAY
 
 
 def test_only_what_the_models_evaluate_per_day_can_apply_from_a_date() -> None:
-    applies = change(2, restates=False, assignments={"mql.score_threshold": 65, "delinquency.days_past_due": 5})
-    assert applies.not_per_day() == ["mql.score_threshold"]
-    assert change(2, assignments={"mql.score_threshold": 65}).not_per_day() == []
-    # a state that reads `delinquent` would be judged against a day under the other delinquency rule
-    reads = registry_at(2, [change(2, restates=False)])  # V2: active reads delinquent, delinquency 10 from a date
-    assert periods_conflict(reads) is not None and "active" in str(periods_conflict(reads))
-    assert periods_conflict(registry_at(2, [change(2)])) is None  # restated: one rule for every day
-    assert (
-        periods_conflict(registry_at(2, [change(2, restates=False, assignments={"delinquency.days_past_due": 5})]))
-        is None
-    )
+    """The delinquency rule, the MQL threshold and the customer states (a condition, or the whole ordered list)
+    apply per day; the others (the revenue accounts, free-mail domains, ...) only by restating history."""
+    per_day_paths = {
+        "delinquency.days_past_due": 5,
+        "mql.score_threshold": 65,
+        "customer_states.active.when": "ever_live",
+    }
+    assert change(2, restates=False, assignments=per_day_paths).not_per_day() == []
+    assert per_day("customer_states") and not per_day("customer_states_extra")
+    fixed = {"general_ledger.revenue_account_prefix": "41", "mql.free_mail_domains": ["gmail.com"], **per_day_paths}
+    assert change(2, restates=False, assignments=fixed).not_per_day() == [
+        "general_ledger.revenue_account_prefix",
+        "mql.free_mail_domains",
+    ]
+    assert change(2, assignments=fixed).not_per_day() == []  # restated: one set of definitions for every day
+
+
+def test_the_state_rules_reach_dbt_per_period_of_days() -> None:
+    """A change of a state's condition from a date gives dbt one list of states per period, numbered as the
+    seed numbers them; without periods, one list."""
+    applied = registry_at(2, [change(2, restates=False)])
+    rules = dbt_vars(applied)["customer_states"]
+    assert [p["period"] for p in rules] == [1, 2]
+    assert rules[0]["states"][0]["when"] == "live_contracts > 0"
+    assert rules[1]["states"][0]["when"] == DELINQUENT_NOT_ACTIVE
+    assert [p["period"] for p in dbt_vars(registry_at(1))["customer_states"]] == [1]
+    assert definition_periods_seed_csv(applied).splitlines()[0].split(",")[-1] == "mql_score_threshold"
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,9 @@ def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(built: Path) -
         "a_won_back_customer_is_new_again_but_resuming_is_not",
         "the_crm_status_does_not_make_an_mql",
         "the_same_person_as_two_leads_counts_once",
+        "each_period_judges_leads_by_its_own_threshold",
+        "a_funnel_day_counts_under_its_own_period",
+        "from_its_date_a_state_rule_judges_the_day_before_too",
         "a_rerun_of_an_older_day_does_not_override_a_newer_days_copy",
         "a_record_changed_twice_in_one_day_keeps_the_same_copy_on_every_run",
     } <= names

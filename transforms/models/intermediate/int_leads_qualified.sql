@@ -1,11 +1,19 @@
 -- Each lead judged by the enterprise's MQL rule (registry: mql), whatever the CRM status says: the first
 -- day its score reached the threshold, if its email is a valid business email; and when sales accepted it.
+-- One row per lead and period of definitions (seed registry_definition_periods; one period unless a change
+-- applies from its date): the threshold is the period's.
 
 with
 
 leads as (
 
     select * from {{ ref('stg_crm__leads') }}
+
+),
+
+periods as (
+
+    select * from {{ ref('registry_definition_periods') }}
 
 ),
 
@@ -29,11 +37,12 @@ scores as (
 first_qualifying as (
 
     select
-        lead_id,
-        min(changed_date) as score_qualified_date
+        scores.lead_id,
+        periods.period,
+        min(scores.changed_date) as score_qualified_date
     from scores
-    where score >= {{ var('mql_score_threshold') }}
-    group by 1
+    inner join periods on scores.score >= periods.mql_score_threshold
+    group by 1, 2
 
 ),
 
@@ -52,6 +61,7 @@ final as (
 
     select
         leads.lead_id,
+        periods.period,
         leads.email,
         leads.is_business_email,
         leads.crm_status,
@@ -60,7 +70,8 @@ final as (
         case when leads.is_business_email then first_qualifying.score_qualified_date end as qualified_date
 
     from leads
-    left join first_qualifying on leads.lead_id = first_qualifying.lead_id
+    cross join periods
+    left join first_qualifying on leads.lead_id = first_qualifying.lead_id and periods.period = first_qualifying.period
     left join first_accepted on leads.lead_id = first_accepted.lead_id
 
 )

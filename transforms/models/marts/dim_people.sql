@@ -1,41 +1,33 @@
 -- People, not leads: one row per normalised email. An MQL on the first day any of their leads qualified
--- (registry: mql); an SQL on the later of that day and the first day sales accepted one of their leads.
+-- (registry: mql); an SQL on the later of that day and the first day sales accepted one of their leads. Judged
+-- by the definitions in force now (the last period of seed registry_definition_periods); the funnel KPIs count
+-- each day under its own period (int_kpis_funnel_counted).
 
 with
 
-leads as (
+people as (
 
-    select * from {{ ref('int_leads_qualified') }}
+    select * from {{ ref('int_people_qualified') }}
 
 ),
 
-people as (
+current_period as (
 
-    select
-        email,
-        count(*) as lead_count,
-        min(qualified_date) as mql_date,
-        min(accepted_date) as accepted_date
-
-    from leads
-    where email is not null
-    group by 1
+    select max(period) as period from {{ ref('registry_definition_periods') }}
 
 ),
 
 final as (
 
     select
-        email,
-        lead_count,
-        mql_date,
-        accepted_date,
-        case
-            when mql_date is not null and accepted_date is not null
-                then greatest(mql_date, accepted_date)
-        end as sql_date
+        people.email,
+        people.lead_count,
+        people.mql_date,
+        people.accepted_date,
+        people.sql_date
 
     from people
+    inner join current_period on people.period = current_period.period
 
 )
 

@@ -87,13 +87,18 @@ days as (
 
 days_ruled as (
 
-    -- each day with the delinquency rule in force on it
+    -- each day under the definitions of each period it is judged by: its own, and the next day's when a period
+    -- starts the next day (a customer's state is judged against the day before under the same definitions,
+    -- so a change from a date never makes a customer new or churned by itself)
     select
         days.date_day,
-        periods.delinquency_days
+        periods.period,
+        periods.delinquency_days,
+        days.date_day >= periods.effective_from as is_in_period
 
     from days
-    inner join periods on days.date_day between periods.effective_from and periods.effective_to
+    inner join periods
+        on days.date_day between cast(periods.effective_from - interval 1 day as date) and periods.effective_to
 
 ),
 
@@ -130,7 +135,8 @@ delinquent as (
 
     select distinct
         invoices.customer_id,
-        days.date_day
+        days.date_day,
+        days.period
     from invoices
     inner join days_ruled as days
         on
@@ -145,6 +151,8 @@ facts as (
     select
         customers.customer_id,
         days.date_day,
+        days.period,
+        days.is_in_period,
         coalesce(contract_counts.live_contract_count, 0) as live_contracts,
         coalesce(contract_counts.paused_contract_count, 0) as paused_contracts,
         coalesce(milestones.first_live_date <= days.date_day, false) as ever_live,
@@ -152,11 +160,15 @@ facts as (
         delinquent.customer_id is not null as delinquent
 
     from customers
-    cross join days
+    cross join days_ruled as days
     left join contract_counts
         on customers.customer_id = contract_counts.customer_id and days.date_day = contract_counts.date_day
     left join milestones on customers.customer_id = milestones.customer_id
-    left join delinquent on customers.customer_id = delinquent.customer_id and days.date_day = delinquent.date_day
+    left join delinquent
+        on
+            customers.customer_id = delinquent.customer_id
+            and days.date_day = delinquent.date_day
+            and days.period = delinquent.period
 
 ),
 
@@ -165,7 +177,9 @@ states as (
     select
         customer_id,
         date_day,
-        {{ customer_state_case() }} as state,
+        period,
+        is_in_period,
+        {{ customer_state_case('period') }} as state,
         delinquent as is_delinquent,
         live_contracts as live_contract_count,
         paused_contracts as paused_contract_count
@@ -178,7 +192,7 @@ with_previous as (
 
     select
         *,
-        coalesce(lag(state) over (partition by customer_id order by date_day), 'prospect') as previous_state
+        coalesce(lag(state) over (partition by customer_id, period order by date_day), 'prospect') as previous_state
 
     from states
 
@@ -196,9 +210,10 @@ final as (
         with_previous.paused_contract_count
 
     from with_previous
-    -- the day before the recomputed ones only served lag()
+    -- the day before the recomputed ones, and before a period, only served lag()
     where
-        with_previous.date_day >= {{ recompute_from() }}
+        with_previous.is_in_period
+        and with_previous.date_day >= {{ recompute_from() }}
         and with_previous.date_day >= (select first_day.first_date from first_day)
 
 )

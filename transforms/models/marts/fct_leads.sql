@@ -8,6 +8,13 @@ leads as (
 
 ),
 
+current_period as (
+
+    -- the leads are judged by the definitions in force now (the last period)
+    select max(period) as period from {{ ref('registry_definition_periods') }}
+
+),
+
 qualified as (
 
     select * from {{ ref('int_leads_qualified') }}
@@ -33,6 +40,7 @@ final as (
 
     from leads
     inner join qualified on leads.lead_id = qualified.lead_id
+    inner join current_period on qualified.period = current_period.period
 
 )
 

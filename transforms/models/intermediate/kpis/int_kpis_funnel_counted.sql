@@ -1,10 +1,17 @@
--- Funnel KPIs per day: MQLs and SQLs by person (registry: mql, sql), opportunities won.
+-- Funnel KPIs per day: MQLs and SQLs by person (registry: mql, sql), opportunities won. A day counts the
+-- people who became MQL or SQL on it under the definitions in force on it (seed registry_definition_periods).
 
 with
 
 people as (
 
-    select * from {{ ref('dim_people') }}
+    select * from {{ ref('int_people_qualified') }}
+
+),
+
+periods as (
+
+    select * from {{ ref('registry_definition_periods') }}
 
 ),
 
@@ -17,11 +24,14 @@ opportunities as (
 mqls as (
 
     select
-        mql_date as date_day,
+        people.mql_date as date_day,
         'mqls' as kpi_name,
         count(*) as value
     from people
-    where mql_date is not null
+    inner join periods
+        on
+            people.period = periods.period
+            and people.mql_date between periods.effective_from and periods.effective_to
     group by 1
 
 ),
@@ -29,11 +39,14 @@ mqls as (
 sqls as (
 
     select
-        sql_date,
+        people.sql_date,
         'sqls' as kpi_name,
         count(*) as value
     from people
-    where sql_date is not null
+    inner join periods
+        on
+            people.period = periods.period
+            and people.sql_date between periods.effective_from and periods.effective_to
     group by 1
 
 ),
