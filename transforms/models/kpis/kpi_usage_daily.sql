@@ -1,5 +1,4 @@
 -- published with the other KPIs once the quality gate's usage checks pass (quality/usage.py)
-{{ config(enabled=(target.type != 'spark')) }}
 
 -- The product's usage KPIs (registry: usage_kpis) on every day from the first usage to the last, as the
 -- lake knows them now: late events restate the days they belong to when the model is rebuilt.

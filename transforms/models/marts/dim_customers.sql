@@ -1,6 +1,6 @@
 -- Customers: one row per ultimate parent organisation (the customer schema rule), including bill-to
 -- entities that match no CRM account (their own customer, flagged), with their product usage as the event
--- lake knows it (the usage models read the lake, which Spark does not yet: there the usage columns are null).
+-- lake knows it.
 
 with
 
@@ -37,16 +37,7 @@ contracts as (
 
 usage_daily as (
 
-    {%- if target.type != 'spark' %}
-        select * from {{ ref('int_usage_customers_daily') }}
-    {%- else %}
-        select
-            cast(null as string) as customer_key,
-            cast(null as date) as date_day,
-            cast(null as bigint) as usage_events,
-            cast(null as bigint) as monthly_active_users
-        where false
-    {%- endif %}
+    select * from {{ ref('int_usage_customers_daily') }}
 
 ),
 

@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- The customer health score (registry: usage.health_score): per customer and day with a live or paused
 -- contract, the start points less the points of each rule that holds; below at_risk_below it is at risk.
 -- Usage is the event lake's current knowledge: late events restate the days they belong to when rebuilt.
