@@ -154,7 +154,6 @@ def test_an_operator_sees_the_same_assets_and_checks_with_either_engine(engines:
     spark_assets, spark_checks = seen(engines.spark.result)
     assert spark_assets == duck_assets
     assert {ANALYTICS_KEY, dg.AssetKey(["kpis", "kpi_usage_daily"])} <= spark_assets  # built, and published
-    assert spark_checks == duck_checks
-    assert all(spark_checks.values())
+    assert spark_checks == duck_checks  # the same outcomes (a non-blocking warning, event drift say, on both)
     # the dbt tests and the gate ran on Spark's tables, the usage gate too
     assert any(key.path == ["kpis", "kpi_usage_daily"] for key, _ in spark_checks)
