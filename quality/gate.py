@@ -15,7 +15,7 @@ import pandera.errors
 import pandera.polars as pa
 import polars as pl
 
-from quality import churn, kpis, marts
+from quality import churn, kpis, marts, usage
 from registry.churn_risk import load_churn_risk
 from registry.loader import Registry
 
@@ -205,6 +205,41 @@ def kpi_movements(conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date,
     )
 
 
+def usage_kpi_daily(conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, registry: Registry) -> pl.DataFrame:
+    """The window's usage KPIs with each one's unit from the registry (null when the registry lacks it)."""
+    units = pl.DataFrame(
+        {"kpi_name": [k.name for k in registry.usage_kpis], "unit": [k.unit for k in registry.usage_kpis]},
+        schema={"kpi_name": pl.String, "unit": pl.String},
+    )
+    frame = query_frame(
+        conn,
+        """
+        select date_day, kpi_name, cast(value as double) as value, definition_version
+        from kpis.kpi_usage_daily where date_day between ? and ? order by date_day, kpi_name
+    """,
+        [start, end],
+    )
+    return frame.join(units, on="kpi_name", how="left").with_columns(registry_version=pl.lit(registry.version))
+
+
+USAGE_ACTIVITY = ("usage_events", "daily_active_users", "weekly_active_users", "monthly_active_users")
+
+
+def usage_kpi_consistency(
+    conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, registry: Registry
+) -> pl.DataFrame:
+    """One row per day of the window that has usage KPIs; a KPI missing on a day is null there."""
+    columns = ", ".join(
+        f"cast(sum(value) filter (where kpi_name = '{name}') as double) as {name}"
+        for name in (*USAGE_ACTIVITY, "usage_active_customers")
+    )
+    return query_frame(
+        conn,
+        f"select date_day, {columns} from kpis.kpi_usage_daily where date_day between ? and ? group by 1 order by 1",
+        [start, end],
+    )
+
+
 def churn_risk(conn: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, registry: Registry) -> pl.DataFrame:
     return query_frame(
         conn,
@@ -272,6 +307,20 @@ GATE: tuple[GateCheck, ...] = (
         kpis.KpiConsistency,
         kpi_consistency,
         "KPIs defined from each other agree (ARR is 12 x MRR, new customers are active).",
+    ),
+    GateCheck(
+        "usage_kpi_values_valid",
+        ("kpis", "kpi_usage_daily"),
+        usage.UsageKpiDaily,
+        usage_kpi_daily,
+        "Usage KPI values are registry KPIs, computed with the current registry, whole counts and shares in 0-100.",
+    ),
+    GateCheck(
+        "usage_kpis_consistent",
+        ("kpis", "kpi_usage_daily"),
+        usage.UsageKpiConsistency,
+        usage_kpi_consistency,
+        "Each day has every activity KPI, nested as defined (daily within weekly within monthly users).",
     ),
     GateCheck(
         "kpi_movements_plausible",

@@ -162,6 +162,13 @@ def current_devices_file(settings: Settings) -> Path | None:
     return found[-1] if found else None
 
 
+def lake_versions(settings: Settings) -> list[str]:
+    """The versions the usage models read (every date's newest, the newest device map), by name under the lake:
+    a version is never rewritten, so its name stands for its content."""
+    files = [*current_event_files(settings), current_devices_file(settings)]
+    return [str(f.relative_to(settings.lake_dir)) for f in files if f is not None]
+
+
 def ingest_events(
     settings: Settings,
     objects: list[DeliveredObject] | None = None,

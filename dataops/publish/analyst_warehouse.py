@@ -43,7 +43,7 @@ from dataops.publish.definition_tables import definitions_in_catalog, write_defi
 from dataops.transform.build_stamp import built_from
 from dataops.transform.runner import run_manifest
 from registry import DOMAINS_DIR
-from registry.loader import domain_owners
+from registry.loader import domain_owners, load_registry
 
 PUBLISHED_SCHEMAS = ("marts", "kpis", "reference")
 PUBLISH_DDL = """
@@ -451,6 +451,12 @@ def _select(schema: str, table: str, clear: bool, personal: dict[str, list[str]]
         return (
             "select kpi.*, coalesce(dates.month_close_date <= $as_of, false) as is_final "
             "from kpis.kpi_daily as kpi inner join marts.dim_dates as dates using (date_day)"
+        )
+    if name == "kpis.kpi_usage_daily":  # provisional until the late-arrival horizon has passed (registry: usage)
+        late_days = load_registry().usage.late_arrival_days
+        return (
+            f"select kpi.*, coalesce(kpi.date_day + {late_days} <= $as_of, false) as is_final "
+            "from kpis.kpi_usage_daily as kpi"
         )
     if name == "kpis.kpi_monthly":
         return (

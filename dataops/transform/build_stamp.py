@@ -7,6 +7,7 @@ complete build of that window would rebuild the same tables: the dbt step report
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ def build_inputs(
     window: tuple[str, str],
     dbt_vars: str,
     project_dir: Path = DBT_PROJECT_DIR,
+    lake: Sequence[str] = (),
 ) -> str:
     """A digest of everything a dbt build of ``window`` reads.
 
@@ -59,6 +61,7 @@ def build_inputs(
         parts[f"raw.{table}"] = [read, table_digest(conn, "raw", table, [name for name, _ in read])]
     parts |= {
         "archive_log": table_digest(conn, "governance", "archive_log"),  # archiving deletes rows from marts
+        "lake": sorted(lake),
         "project": files_digest(project_files(project_dir), root=project_dir),
         "vars": dbt_vars,
         "window": list(window),

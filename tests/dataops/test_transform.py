@@ -141,6 +141,13 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) == edited
         conn.execute("insert into governance.archive_log values ('marts.fct_invoices', '2024-01', 'x', 3, now(), null)")
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) != edited  # archiving deleted rows from a mart
+        archived = build_inputs(conn, WINDOW, '{"a": 1}', project)
+        version = ["raw/product/events/date=2025-01-05/part-1.parquet"]
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project, lake=version) != archived  # events landed
+        newer = ["raw/product/events/date=2025-01-05/part-2.parquet"]
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project, lake=newer) != build_inputs(
+            conn, WINDOW, '{"a": 1}', project, lake=version
+        )  # late events: a new version of the date
 
 
 def test_the_warehouse_keeps_only_its_last_complete_build(tmp_path: Path) -> None:

@@ -29,14 +29,33 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- raised when a usage model runs on Spark, not while dbt parses (the models are disabled there) -#}
+{#- On Spark the same folders are an external table over the lake (registered again each time the model runs,
+    so that it lists the folders as they are now), its columns and types given, so that an empty or absent
+    folder reads as no rows. Spark lists every part-*.parquet below the folder (the date=D folders of the
+    events; hidden files, a version being written, are skipped) and keeps the newest file of each folder, as
+    DuckDB does: the file names sort by the time they were written (dataops/ingest/events.py). -#}
 {% macro spark__product_lake(table, folders, columns) -%}
+    {%- set root = env_var('DATAOPS_LAKE_DIR', env_var('DATAOPS_DATA_DIR', '../data') ~ '/lake') -%}
+    {%- set relation = 'raw.product_lake__' ~ table -%}
+    {%- set declared = [] -%}
+    {%- set typed = [] -%}
+    {%- for name in columns -%}
+        {%- do declared.append(name ~ ' ' ~ columns[name]) -%}
+        {%- do typed.append('cast(' ~ name ~ ' as ' ~ columns[name] ~ ') as ' ~ name) -%}
+    {%- endfor -%}
     {%- if execute -%}
-        {{ exceptions.raise_compiler_error(
-            "the product's event lake (raw/product/" ~ table ~ ") is not supported on Spark yet: "
-            ~ "build the usage models on DuckDB (DATAOPS_ENGINE=duckdb)"
-        ) }}
+        {%- do run_query('create database if not exists raw') -%}
+        {%- do run_query('drop table if exists ' ~ relation) -%}
+        {%- do run_query(
+            'create table ' ~ relation ~ ' (' ~ declared | join(', ') ~ ') using parquet'
+            ~ " location '" ~ root ~ '/raw/product/' ~ table ~ "'"
+            ~ " options (recursiveFileLookup 'true', pathGlobFilter 'part-*.parquet')"
+        ) -%}
     {%- endif -%}
+    (select {{ typed | join(', ') }}
+    from {{ relation }}
+    qualify _metadata.file_path
+        = max(_metadata.file_path) over (partition by regexp_extract(_metadata.file_path, '^(.*)/', 1)))
 {%- endmacro %}
 
 {#- round(scale * num / den, 2), half away from zero, exactly (integers, non-negative), as decimal(38,2);

@@ -14,6 +14,7 @@ from dagster_dbt import DbtProject, dbt_assets
 
 from dataops.core.warehouse import connect
 from dataops.governance.definition_versions import adopted_registry
+from dataops.ingest.events import lake_versions
 from dataops.transform.build_stamp import build_inputs, built_from, forget_build, record_build
 from dataops.transform.project import registry_vars
 from dataops.transform.runner import keep_run_target, run_target, start_dbt
@@ -57,7 +58,7 @@ def enterprise_model_assets(project: DbtProject, partitions_def: dg.PartitionsDe
         settings = platform.settings
         registry = adopted_registry(settings)  # the definitions this data directory adopted
         with connect(settings.build_db, limits=platform.limits) as conn:
-            inputs = build_inputs(conn, span, registry_vars(registry))
+            inputs = build_inputs(conn, span, registry_vars(registry), lake=lake_versions(settings))
             last = built_from(conn)
             if last is not None and last[0] == inputs and not (config.full_refresh or config.rebuild_unchanged):
                 yield from _unchanged(context, span, last_run=last[1])

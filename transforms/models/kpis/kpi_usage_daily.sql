@@ -1,9 +1,7 @@
--- schema usage, not kpis: analysts get it once the quality gate covers it (issue 27), never before.
-{{ config(enabled=(target.type != 'spark'), schema='usage') }}
+-- published with the other KPIs once the quality gate's usage checks pass (quality/usage.py)
 
 -- The product's usage KPIs (registry: usage_kpis) on every day from the first usage to the last, as the
 -- lake knows them now: late events restate the days they belong to when the model is rebuilt.
--- at_risk_customers needs the health score, which is not built yet.
 
 {%- set windows = var('usage_window_days') %}
 {%- set adoption = var('usage_adoption_window_days') %}
@@ -28,6 +26,12 @@ attributed as (
 events as (
 
     select * from {{ ref('stg_product__events') }}
+
+),
+
+health as (
+
+    select * from {{ ref('fct_customer_health_daily') }}
 
 ),
 
@@ -133,6 +137,17 @@ seats as (
 
 ),
 
+at_risk as (
+
+    select
+        days.date_day,
+        count(health.customer_id) as at_risk_customers
+    from days
+    left join health on days.date_day = health.date_day and health.is_at_risk
+    group by 1
+
+),
+
 measured as (
 
     select
@@ -141,11 +156,13 @@ measured as (
             {{ ratio_rounded('adopters.adopters_' ~ feature, 'users.usage_active_customers', 100) }}
                 as feature_adoption_{{ feature }},
         {%- endfor %}
-        {{ ratio_rounded('users.usage_events', 'seats.seats', 1) }} as usage_per_seat
+        {{ ratio_rounded('users.usage_events', 'seats.seats', 1) }} as usage_per_seat,
+        at_risk.at_risk_customers
 
     from users
     inner join adopters on users.date_day = adopters.date_day
     inner join seats on users.date_day = seats.date_day
+    inner join at_risk on users.date_day = at_risk.date_day
 
 ),
 
@@ -154,7 +171,7 @@ final as (
     {%- set names = ['usage_events', 'daily_active_users', 'weekly_active_users', 'monthly_active_users',
         'usage_active_customers'] %}
     {%- for feature in features %}{% do names.append('feature_adoption_' ~ feature) %}{% endfor %}
-    {%- do names.append('usage_per_seat') %}
+    {%- do names.extend(['usage_per_seat', 'at_risk_customers']) %}
     {%- for name in names %}
         select
             date_day,

@@ -1,5 +1,6 @@
 -- Customers: one row per ultimate parent organisation (the customer schema rule), including bill-to
--- entities that match no CRM account (their own customer, flagged).
+-- entities that match no CRM account (their own customer, flagged), with their product usage as the event
+-- lake knows it.
 
 with
 
@@ -31,6 +32,31 @@ contracts as (
 
     select * from {{ ref('stg_erp__contracts') }}
     where not is_deleted
+
+),
+
+usage_daily as (
+
+    select * from {{ ref('int_usage_customers_daily') }}
+
+),
+
+usage_bounds as (
+
+    select max(date_day) as last_day from usage_daily
+
+),
+
+usage_latest as (
+
+    select
+        usage_daily.customer_key as customer_id,
+        max(case when usage_daily.usage_events > 0 then usage_daily.date_day end) as last_used_date,
+        max(case when usage_daily.date_day = usage_bounds.last_day then usage_daily.monthly_active_users end)
+            as monthly_active_users
+    from usage_daily
+    cross join usage_bounds
+    group by 1
 
 ),
 
@@ -110,13 +136,16 @@ final as (
         customers.customer_source,
         contract_counts.first_signed_date,
         first_live.first_live_date,
+        usage_latest.last_used_date,
         coalesce(bill_to_counts.bill_to_count, 0) as bill_to_count,
-        coalesce(contract_counts.contract_count, 0) as contract_count
+        coalesce(contract_counts.contract_count, 0) as contract_count,
+        coalesce(usage_latest.monthly_active_users, 0) as monthly_active_users
 
     from customers
     left join bill_to_counts on customers.customer_id = bill_to_counts.customer_id
     left join contract_counts on customers.customer_id = contract_counts.customer_id
     left join first_live on customers.customer_id = first_live.customer_id
+    left join usage_latest on customers.customer_id = usage_latest.customer_id
 
 )
 

@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- Daily account activity: one row per account and day its users used the product.
 
 with

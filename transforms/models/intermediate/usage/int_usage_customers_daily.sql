@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- Daily customer activity: one row per customer (ultimate parent) and day on which one of its users used
 -- the product in the monthly window ending that day (registry: usage.window_days.monthly).
 

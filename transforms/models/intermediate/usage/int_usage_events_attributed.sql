@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- The events that count as usage (registry: usage), each with its user, the user's account and customer,
 -- and the feature it belongs to. Bots, probes and seat events do not count; an anonymous event counts for
 -- the first user its device signed in as; an event whose device never signed in counts for nobody.

@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- Daily user activity: one row per user and day they used the product, with their usage events.
 
 with

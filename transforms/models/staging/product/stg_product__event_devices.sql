@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- depends_on: {{ source('product', 'events') }}  (the batches that land events write the device map)
 
 -- The device map: each anonymous device's first user, by the time received (dataops/ingest/events.py).
@@ -9,8 +7,8 @@ with
 source as (
 
     select * from {{ product_lake('event_devices', '', {
-        'device_id': 'varchar',
-        'user_id': 'varchar',
+        'device_id': 'string',
+        'user_id': 'string',
         'first_received_at': 'timestamp',
     }) }} as landed
 

@@ -1,31 +1,30 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- depends_on: {{ source('product', 'events') }}
 
 -- The product's events as the lake holds them: one row per event_id, the first copy received that parsed,
--- its time corrected by the device's clock (dataops/ingest/events.py). Not on Spark yet (macros/product_lake.sql).
+-- its time corrected by the device's clock (dataops/ingest/events.py), read on either engine by
+-- macros/product_lake.sql.
 
 with
 
 source as (
 
     select * from {{ product_lake('events', 'date=*/', {
-        'event_id': 'varchar',
-        'event_type': 'varchar',
-        'event_name': 'varchar',
+        'event_id': 'string',
+        'event_type': 'string',
+        'event_name': 'string',
         'event_time': 'timestamp',
         'event_date': 'date',
         'received_at': 'timestamp',
-        'user_id': 'varchar',
-        'device_id': 'varchar',
-        'account_ref': 'varchar',
-        'platform': 'varchar',
-        'app_version': 'varchar',
-        'user_agent': 'varchar',
-        'properties': 'varchar',
+        'user_id': 'string',
+        'device_id': 'string',
+        'account_ref': 'string',
+        'platform': 'string',
+        'app_version': 'string',
+        'user_agent': 'string',
+        'properties': 'string',
         'excluded': 'boolean',
         'known_type': 'boolean',
-        '_batch_id': 'varchar',
+        '_batch_id': 'string',
     }) }} as landed
 
 ),
