@@ -266,12 +266,14 @@ def _sessions(
 
 
 def _sessions_daily(sessions: pl.DataFrame) -> pl.DataFrame:
-    """Per day: sessions, and their average and median length in seconds, rounded to 2 decimals half up."""
+    """Per day: sessions, their users and events, and their average and median length in seconds (2 decimals,
+    half up)."""
     daily = (
         sessions.group_by("date")
         .agg(
             sessions=pl.len().cast(pl.Int64),
-            users=pl.col("user_id").n_unique().cast(pl.Int64),
+            session_users=pl.col("user_id").n_unique().cast(pl.Int64),
+            usage_events=pl.col("events").sum().cast(pl.Int64),
             total_ms=pl.col("length_ms").sum(),
             twice_median_ms=(pl.col("length_ms").median() * 2).round().cast(pl.Int64),
         )
@@ -282,7 +284,8 @@ def _sessions_daily(sessions: pl.DataFrame) -> pl.DataFrame:
     return daily.select(
         "date",
         "sessions",
-        "users",
+        "session_users",
+        "usage_events",
         avg_session_seconds=pl.Series([Decimal(c).scaleb(-2) for c in avg.to_list()], dtype=pl.Decimal(18, 2)),
         median_session_seconds=pl.Series([Decimal(c).scaleb(-2) for c in median.to_list()], dtype=pl.Decimal(18, 2)),
     )
