@@ -310,6 +310,7 @@ def _kpis(
                     Kpi(
                         name=f"{kpi.name}_{feature}",
                         description=f"{kpi.description} (feature: {feature})",
+                        label=f"{kpi.label}: {feature}" if kpi.label else "",
                         formula=kpi.formula,
                         unit=kpi.unit,
                         kind=kpi.kind,
