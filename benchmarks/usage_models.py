@@ -19,7 +19,10 @@ import duckdb
 
 from dataops.core.settings import Settings
 from dataops.ingest import events
+from dataops.ingest.connectors import Extractor
+from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor
+from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import ingest
 from dataops.transform.runner import run_dbt
 from quality.contracts import CONTRACTS
@@ -28,18 +31,30 @@ from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 
 CAUTIOUS = ["build", "--indirect-selection", "cautious", "--select"]
+PRODUCT_MODELS = ["stg_product__events+", "stg_product__event_devices+"]
 
 
-def prepare(settings: Settings, scale: float, days: int) -> None:
-    """The window simulated, its events landed, its CRM accounts ingested and their hierarchy built."""
+def prepare(settings: Settings, scale: float, days: int) -> tuple[str, str]:
+    """The window simulated, its events landed, every source ingested and everything the product's models read
+    that does not come from the product built (every other model: the health score and the customer 360 join the
+    customers, their contracts and states, and their tests the other marts)."""
     start = dt.date(2025, 1, 1)
     end = start + dt.timedelta(days=days - 1)
     simulate(settings.sources_dir, end, SimConfig(seed=3, scale=scale, start=start))
     events.ingest_events(settings)
     with start_in_thread(settings.crm_db, rate_per_second=1000.0, burst=1000) as crm:
-        ingest(settings, CONTRACTS["crm.accounts"], CrmExtractor(crm.url, crm.token), start, end)
-    if not run_dbt([*CAUTIOUS, "+int_accounts_hierarchy_resolved"], settings).success:
-        raise SystemExit("the account hierarchy did not build")
+        sources: dict[str, Extractor] = {
+            "erp": ErpExtractor(settings.erp_db),
+            "crm": CrmExtractor(crm.url, crm.token),
+            "accounting": AccountingExtractor(settings.accounting_exports),
+        }
+        for contract in CONTRACTS.values():
+            ingest(settings, contract, sources[contract.system], start, end)
+    window = (start.isoformat(), end.isoformat())
+    upstream = ["build", "--exclude-resource-type", "unit_test", "--exclude", *PRODUCT_MODELS]
+    if not run_dbt(upstream, settings, window=window).success:
+        raise SystemExit("the models the product's models read did not build")
+    return window
 
 
 def main() -> None:
@@ -48,10 +63,10 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=14)
     args = parser.parse_args()
     settings = Settings(Path(tempfile.mkdtemp(prefix="usage_models_")))
-    prepare(settings, args.scale, args.days)
+    window = prepare(settings, args.scale, args.days)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = run_dbt([*CAUTIOUS, "stg_product__events+", "stg_product__event_devices+"], settings)
+    result = run_dbt([*CAUTIOUS, *PRODUCT_MODELS], settings, window=window)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -63,6 +78,8 @@ def main() -> None:
         f"events/s wall={n / wall:,.0f} cpu={n / max(cpu, 1e-9):,.0f} "
         f"peak RSS of a dbt process={after.ru_maxrss / 1024:.0f} MiB"
     )
+    if not result.success:
+        raise SystemExit(result.output[-3000:])
 
 
 if __name__ == "__main__":

@@ -315,6 +315,7 @@ def _kpis(
                     Kpi(
                         name=f"{kpi.name}_{feature}",
                         description=f"{kpi.description} (feature: {feature})",
+                        label=f"{kpi.label}: {feature}" if kpi.label else "",
                         formula=kpi.formula,
                         unit=kpi.unit,
                         kind=kpi.kind,
@@ -386,6 +387,7 @@ def dbt_vars(registry: Registry) -> dict[str, Any]:
         "usage_window_days": {"weekly": registry.usage.weekly_days, "monthly": registry.usage.monthly_days},
         "usage_features": {name: list(types) for name, types in registry.usage.features},
         "usage_adoption_window_days": registry.usage.adoption_window_days,
+        "usage_session_gap_minutes": registry.usage.session_gap_minutes,
         "usage_health_score": {
             "start": registry.usage.health_score.start,
             "at_risk_below": registry.usage.health_score.at_risk_below,

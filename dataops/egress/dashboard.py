@@ -41,6 +41,7 @@ from dataops.core.site import LoopbackSite
 from dataops.core.warehouse import connect, query_frame, scalar
 from dataops.egress import figures
 from dataops.egress.headlines import Reading, day_words, flow_readings, stock_readings
+from dataops.egress.usage_view import SESSIONS_SCHEMA, SESSIONS_SQL, USAGE_SCHEMA, USAGE_SQL, usage_view
 from dataops.publish.status import CheckSummary, Status, platform_status
 from registry import ENTERPRISE_FILE
 from registry.churn_risk import CHURN_RISK_FILE, load_churn_risk
@@ -107,6 +108,8 @@ class DashboardData:
     restatement_count: int = 0
     missing: list[str] = field(default_factory=list)
     churn: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CHURN_SCHEMA))
+    usage: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=USAGE_SCHEMA))
+    sessions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SESSIONS_SCHEMA))
 
 
 def build_dashboard(
@@ -160,10 +163,11 @@ def made_from(status: Status) -> str:
 def _code_digest() -> str:
     """The drawing code, read once per process: comparing and then drawing a page both need it (and the
     registry, whose business names a publish made before them lacks)."""
-    drawing = [Path(__file__), Path(figures.__file__), Path(__file__).with_name("headlines.py")]
+    drawing = [Path(__file__), Path(figures.__file__), *(Path(__file__).with_name(f) for f in DRAWING_MODULES)]
     return files_digest([*drawing, *sorted(TEMPLATES.iterdir()), ENTERPRISE_FILE, CHURN_RISK_FILE])
 
 
+DRAWING_MODULES = ("headlines.py", "usage_view.py")
 MADE_FROM = re.compile(r'<meta name="dataops-made-from" content="([0-9a-f]{64})">')
 
 
@@ -268,6 +272,11 @@ def load_dashboard_data(
         definitions = _definitions(conn, "reference.registry_kpis" in present)
         if {"marts.customer_churn_risk", "marts.dim_customers"} <= present:
             frames["churn"] = query_frame(conn, CHURN_SQL).cast(CHURN_SCHEMA)  # type: ignore[arg-type]
+        # usage is optional too: a platform whose product sends nothing publishes none
+        if "kpis.kpi_usage_daily" in present:
+            frames["usage"] = query_frame(conn, USAGE_SQL).cast(USAGE_SCHEMA)  # type: ignore[arg-type]
+        if "marts.fct_usage_sessions_daily" in present:
+            frames["sessions"] = query_frame(conn, SESSIONS_SQL).cast(SESSIONS_SCHEMA)  # type: ignore[arg-type]
         restatement_count = (
             int(scalar(conn, "select count(*) from publish.kpi_restatements"))
             if "publish.kpi_restatements" in present
@@ -326,6 +335,9 @@ def render_dashboard(data: DashboardData) -> str:
     churn = _churn_view(data.churn)
     if churn:
         charts.append(("chart-churn-risk", figures.churn_figure(churn["bands"])))
+    usage = usage_view(load_registry(), data.usage, data.sessions, as_of)
+    if usage and usage["has_chart"]:
+        charts.append(("chart-usage-active-users", usage.pop("figure")))
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -348,6 +360,7 @@ def render_dashboard(data: DashboardData) -> str:
         missing=data.missing,
         funnel=funnel,
         churn=churn,
+        usage=usage,
     )
 
 

@@ -291,6 +291,50 @@ def churn_figure(bands: list[tuple[str, int]]) -> go.Figure:
     return fig
 
 
+ACTIVE_COLOURS = ("#1e40af", "#0f766e", "#7c3aed")
+
+
+def active_users_figure(series: list[tuple[str, pl.DataFrame]]) -> go.Figure:
+    """Usage levels day by day, one line each (``series``: name, frame of date_day, value, is_final): final
+    solid, provisional dashed with hollow markers in the shaded band of days still open to late events."""
+    fig = go.Figure()
+    for (name, daily), colour in zip(series, ACTIVE_COLOURS, strict=False):
+        daily = daily.sort("date_day")
+        final = daily.filter(pl.col("is_final"))
+        provisional = daily.filter(~pl.col("is_final"))
+        # the provisional line starts at the last final day, so that each line is drawn unbroken
+        open_part = pl.concat([final.tail(1), provisional]) if provisional.height else provisional
+        fig.add_trace(
+            go.Scatter(
+                name=name,
+                legendgroup=name,
+                x=_dates(final),
+                y=_values(final),
+                mode="lines",
+                line={"color": colour, "width": 2},
+                hovertemplate=f"%{{x}}<br>{name}: %{{y:,.0f}} (final)<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                name=f"{name} (provisional)",
+                legendgroup=name,
+                showlegend=False,
+                x=_dates(open_part),
+                y=_values(open_part),
+                mode="lines+markers",
+                line={"color": colour, "width": 2, "dash": "dash"},
+                marker={"symbol": "circle-open", "size": 6, "color": colour},
+                hovertemplate=f"%{{x}}<br>{name}: %{{y:,.0f}} (provisional: late events may add to it)<extra></extra>",
+            )
+        )
+    if series:
+        _flash_band(fig, series[0][1].filter(~pl.col("is_final")))
+    layout(fig, 280)
+    _value_axis(fig, "count", [v for _, daily in series for v in _values(daily)])
+    return fig
+
+
 def figure_json(fig: go.Figure) -> str:
     """The figure as JSON that is safe inside a <script> element (no closing tag can appear in it)."""
     payload: dict[str, Any] = fig.to_plotly_json()

@@ -40,7 +40,7 @@ def write_day(
     days, malformed ones) is merged into its objects by time of receipt.
     """
     extra = extra.sort("receive_day", "hour", "collector", "sort_ms", "seq")
-    lines, more = Lines(main["line"]), Lines(extra["line"])
+    lines, more = Lines(main["line"]), Lines(extra["line"], contiguous=True)
     obj, extra_obj = _object_keys(main), _object_keys(extra)
     sort_ms, extra_ms = main["sort_ms"].to_numpy(), extra["sort_ms"].to_numpy()
     flags = np.concatenate([main["flag"].to_numpy(), extra["flag"].to_numpy()])
@@ -53,23 +53,27 @@ def write_day(
         at = np.searchsorted(sort_ms[a:b], extra_ms[ea:eb], side="left") + a
         squeeze = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
         out: list[bytes] = []
-        order: list[int] = []  # the rows written, in order (extra rows numbered after the main ones)
+        order: list[np.ndarray] = []  # the rows written, in order (extra rows numbered after the main ones)
         cursor = a
-        for row, pos in zip(range(ea, eb), at.tolist(), strict=True):
+        # extra lines that go in at the same place are written together
+        starts = np.flatnonzero(np.diff(at, prepend=-1))
+        stops = np.append(starts[1:], len(at)) if len(at) else starts
+        for first, stop, pos in zip((starts + ea).tolist(), (stops + ea).tolist(), at[starts].tolist(), strict=True):
             out += [squeeze.compress(piece) for piece in lines.pieces(cursor, pos)]
-            out += [squeeze.compress(piece) for piece in more.pieces(row, row + 1)]
-            order += [*range(cursor, pos), main.height + row]
+            out += [squeeze.compress(piece) for piece in more.pieces(first, stop)]
+            order += [np.arange(cursor, pos), np.arange(first, stop) + main.height]
             cursor = pos
         out += [squeeze.compress(piece) for piece in lines.pieces(cursor, b)]
-        order += range(cursor, b)
+        order.append(np.arange(cursor, b))
         blob = b"".join([*out, squeeze.flush()])
         receive_day, rest = divmod(int(key), 72)
         path = object_path(root, start, receive_day, rest // 3, rest % 3)
         _atomic(path, blob)
-        written[path] = {"lines": len(order), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        rows = np.concatenate(order)
+        written[path] = {"lines": len(rows), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
         name = path.relative_to(root).as_posix()
         for kind, code in (("truncated_object", TRUNCATED), ("malformed_line", MALFORMED)):
-            at_line = np.flatnonzero(flags[np.asarray(order, dtype=np.int64)] == code) + 1
+            at_line = np.flatnonzero(flags[rows] == code) + 1
             bad[kind] += [f"{name}:{i}" for i in at_line.tolist()]
     for receive_day, hour, delayed in hours:
         _manifest(root, start, receive_day, hour, delayed, written)

@@ -109,11 +109,13 @@ class Lines:
     A Series laid out any other way is copied once into one buffer.
     """
 
-    def __init__(self, lines: pl.Series) -> None:
+    def __init__(self, lines: pl.Series, contiguous: bool = False) -> None:
+        """``contiguous``: copy the lines into one buffer in order first (lines a sort scattered in memory
+        are then written in runs rather than one by one)."""
         arr = lines.rechunk().to_arrow(compat_level=CompatLevel.newest())
         self.n = len(arr)
         views = None
-        if arr.type == pa.string_view() and self.n:
+        if arr.type == pa.string_view() and self.n and not contiguous:
             views = np.frombuffer(arr.buffers()[1], dtype=np.int32).reshape(-1, 4)[arr.offset : arr.offset + self.n]
         if views is not None and (views[:, 0] > 12).all():  # every line out of line, in a buffer
             self.length = views[:, 0].astype(np.int64)

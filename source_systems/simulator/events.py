@@ -45,6 +45,7 @@ HOUR_MS = 3_600_000
 REAL, BOT, PROBE, SYNTHETIC = range(4)
 OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
+RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
 LAST = 2**62  # sorts a truncated line last in its object
 
 
@@ -341,6 +342,8 @@ def _ledger(state: State, ev: pl.DataFrame, day: Day, copies: pl.DataFrame, d: i
     key = (((event_day - d + 32) * 64 + (known - d + 32)) * 2**32 + user) * 16 + etype
     keys, counts = np.unique(key[~seat], return_counts=True)
     rows = keys // 16 % 2**32
+    corrected = received - (sent - copies["occurred_ms"].to_numpy()[pick]) - start_ms
+    _runs(state, event_day[~seat], known[~seat], users["user"].to_numpy()[user[~seat]], corrected[~seat])
     state.append(
         "usage",
         frame(
@@ -364,6 +367,35 @@ def _ledger(state: State, ev: pl.DataFrame, day: Day, copies: pl.DataFrame, d: i
                 delta=np.where(etype[seat][order] == catalog.SEAT_ASSIGNED, 1, -1),
             ),
         )
+
+
+def _runs(state: State, day: np.ndarray, known: np.ndarray, user: np.ndarray, ms: np.ndarray) -> None:
+    """Usage events' corrected times as runs: a user's events of a day that became known the same day, in
+    time order, cut where two follow more than RUN_GAP_MS apart.
+
+    Sessions (registry: usage.session_gap_minutes) are then the runs known by a day merged wherever less than
+    the session gap separates them (simulator/usage_truth.py), for any gap of at least RUN_GAP_MS, at a
+    fraction of the events' rows.
+    """
+    if len(ms) == 0:
+        return
+    order = np.lexsort((ms, user, known, day))
+    day, known, user, ms = day[order], known[order], user[order], ms[order]
+    same = (day[1:] == day[:-1]) & (known[1:] == known[:-1]) & (user[1:] == user[:-1])
+    starts = np.flatnonzero(np.concatenate([[True], ~same | (ms[1:] - ms[:-1] > RUN_GAP_MS)]))
+    ends = np.append(starts[1:], len(ms)) - 1
+    state.append(
+        "usage_runs",
+        frame(
+            "usage_runs",
+            day=day[starts],
+            known_day=known[starts],
+            user=user[starts],
+            first_ms=ms[starts] - day[starts] * DAY_MS,
+            last_ms=ms[ends] - day[ends] * DAY_MS,
+            events=ends - starts + 1,
+        ),
+    )
 
 
 # ------------------------------------------------------------------ the lines

@@ -208,6 +208,8 @@ def _write_usage_truth(
         ("usage_customers_daily", usage.customers_daily),
         ("usage_kpi_daily", usage.kpi_daily),
         ("usage_kpi_daily_history", usage.kpi_daily_history),
+        ("usage_sessions", usage.sessions),
+        ("usage_sessions_daily", usage.sessions_daily),
     ):
         frame_.write_parquet(truth_dir / f"{name}.parquet", statistics=False)
 

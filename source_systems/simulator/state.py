@@ -148,7 +148,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "churn_causes": {"contract": pl.Int64, "day": pl.Int64, "to_status": pl.Int64, "cause": pl.Int64},
     # The product (source_systems/product): its users and their seats, each customer's spell of use,
     # the usage ledger (events that count, by the day they count for and the day they became known),
-    # seat changes likewise, and delivered lines planned for a later day.
+    # seat changes likewise, the usage events' times as runs, and delivered lines planned for a later day.
     "product_users": {
         "user": pl.Int64,
         "account": pl.Int64,
@@ -160,6 +160,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "product_customers": {"customer": pl.Int64, "episode_start": pl.Int64},
     "usage": {"day": pl.Int32, "known_day": pl.Int32, "user": pl.Int64, "event_type": pl.Int16, "events": pl.Int32},
     "seats": {"day": pl.Int32, "known_day": pl.Int32, "customer": pl.Int64, "delta": pl.Int32},
+    # the same events' times, as runs of one user's events of a day known the same day, no two of a run more
+    # than RUN_GAP_MS apart (simulator/events.py): the sessions of any longer gap are unions of whole runs
+    "usage_runs": {
+        "day": pl.Int32,
+        "known_day": pl.Int32,
+        "user": pl.Int64,
+        "first_ms": pl.Int32,  # milliseconds into the day
+        "last_ms": pl.Int32,
+        "events": pl.Int32,
+    },
     "pending_events": {
         "day": pl.Int64,  # when the line is delivered
         "receive_day": pl.Int64,

@@ -22,6 +22,7 @@ import polars as pl
 from registry.loader import Registry
 from source_systems.product import catalog
 from source_systems.simulator import health
+from source_systems.simulator.events import RUN_GAP_MS
 from source_systems.simulator.state import State
 from source_systems.simulator.truth import STATE_NAMES
 
@@ -35,6 +36,8 @@ class UsageTruth:
     customers_daily: pl.DataFrame
     kpi_daily: pl.DataFrame
     kpi_daily_history: pl.DataFrame
+    sessions: pl.DataFrame
+    sessions_daily: pl.DataFrame
 
 
 def window_min(x: np.ndarray, width: int) -> np.ndarray:
@@ -214,7 +217,78 @@ def compute_usage_truth(
         user_customer,
         int(never),
     )
-    return UsageTruth(users_daily, accounts_daily, customers_daily, kpi_daily, history)
+    runs = state.table("usage_runs").filter((pl.col("day") >= 0) & (pl.col("day") < n) & (pl.col("known_day") < n))
+    sessions = _sessions(runs, usage_def.session_gap_minutes, start, users, account_refs, customer_keys)
+    return UsageTruth(
+        users_daily, accounts_daily, customers_daily, kpi_daily, history, sessions, _sessions_daily(sessions)
+    )
+
+
+def _sessions(
+    runs: pl.DataFrame,
+    gap_minutes: int,
+    start: dt.date,
+    users: pl.DataFrame,
+    account_refs: np.ndarray,
+    customer_keys: np.ndarray,
+) -> pl.DataFrame:
+    """Every session as known now: a user's usage events of a day, a new session after a gap of more than
+    ``gap_minutes``; from the usage runs, merged where less than the gap separates them."""
+    gap_ms = gap_minutes * 60_000
+    if gap_ms < RUN_GAP_MS:
+        raise ValueError(f"a session gap of {gap_minutes} minutes is shorter than the usage runs' {RUN_GAP_MS} ms")
+    merged = (
+        runs.sort("user", "day", "first_ms")
+        .with_columns(before=pl.col("last_ms").cum_max().shift(1).over("user", "day"))
+        .with_columns(session=(pl.col("before").is_null() | (pl.col("first_ms") - pl.col("before") > gap_ms)).cum_sum())
+        .group_by("session")
+        .agg(
+            pl.col("day").first(),
+            pl.col("user").first(),
+            pl.col("first_ms").min(),
+            pl.col("last_ms").max(),
+            pl.col("events").sum(),
+        )
+    )
+    rows = users.select("user", "account", "customer")
+    merged = merged.join(rows, on="user", how="left")
+    day_start = pl.lit(dt.datetime.combine(start, dt.time())) + pl.duration(days=pl.col("day"))
+    return merged.select(
+        date=pl.lit(start) + pl.duration(days=pl.col("day")),
+        user_id=pl.lit("003") + pl.col("user").cast(pl.String).str.zfill(9),
+        account_ref=pl.Series(account_refs).gather(merged["account"]),
+        customer_key=pl.Series(customer_keys).gather(merged["customer"]),
+        session_start=(day_start + pl.duration(milliseconds=pl.col("first_ms"))).cast(pl.Datetime("ms")),
+        session_end=(day_start + pl.duration(milliseconds=pl.col("last_ms"))).cast(pl.Datetime("ms")),
+        length_ms=(pl.col("last_ms") - pl.col("first_ms")).cast(pl.Int64),
+        events=pl.col("events").cast(pl.Int64),
+    ).sort("user_id", "session_start")
+
+
+def _sessions_daily(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Per day: sessions, their users and events, and their average and median length in seconds (2 decimals,
+    half up)."""
+    daily = (
+        sessions.group_by("date")
+        .agg(
+            sessions=pl.len().cast(pl.Int64),
+            session_users=pl.col("user_id").n_unique().cast(pl.Int64),
+            usage_events=pl.col("events").sum().cast(pl.Int64),
+            total_ms=pl.col("length_ms").sum(),
+            twice_median_ms=(pl.col("length_ms").median() * 2).round().cast(pl.Int64),
+        )
+        .sort("date")
+    )
+    avg = (2 * daily["total_ms"] + 10 * daily["sessions"]) // (20 * daily["sessions"])
+    median = (daily["twice_median_ms"] + 10) // 20
+    return daily.select(
+        "date",
+        "sessions",
+        "session_users",
+        "usage_events",
+        avg_session_seconds=pl.Series([Decimal(c).scaleb(-2) for c in avg.to_list()], dtype=pl.Decimal(18, 2)),
+        median_session_seconds=pl.Series([Decimal(c).scaleb(-2) for c in median.to_list()], dtype=pl.Decimal(18, 2)),
+    )
 
 
 def health_state(name: str) -> int:

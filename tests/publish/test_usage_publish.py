@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from dataops.core.settings import Settings
+from dataops.egress.dashboard import build_dashboard
 from dataops.ingest import events
 from orchestration.lib.names import CHURN_MODEL_KEY
 from registry.loader import load_registry
@@ -89,3 +90,27 @@ def test_a_bad_usage_row_blocks_publishing_and_analysts_keep_the_previous_publis
     assert [(row["kpi_name"], row["date_day"]) for row in cases] == [("daily_active_users", str(END))]
     assert not [e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert hashlib.sha256(analytics.read_bytes()).hexdigest() == before  # byte for byte what analysts had
+
+
+def test_the_dashboard_shows_the_published_usage_and_sessions(usage_published: Path, tmp_path: Path) -> None:
+    """The published sessions mart equals the truth on every day; the dashboard's usage section shows the latest
+    day's figures as published, provisional, with their business names (tests/egress/test_usage_dashboard.py
+    checks the page in a browser)."""
+    settings = Settings(usage_published)
+    sessions = analyst(usage_published, "select * from marts.fct_usage_sessions_daily").rename({"date_day": "date"})
+    truth = pl.read_parquet(settings.truth_dir / "usage_sessions_daily.parquet").filter(
+        pl.col("date").is_between(START, END)
+    )
+    assert sessions.sort("date").equals(truth.select(sessions.columns).sort("date")) and sessions.height == 5
+    page = build_dashboard(settings, tmp_path / "index.html")
+    html = page.read_text()
+    kpis = pl.read_parquet(settings.truth_dir / "usage_kpi_daily.parquet").filter(pl.col("date") == END)
+    registry = load_registry()
+    for kpi in ("daily_active_users", "monthly_active_users", "usage_events"):
+        value = kpis.filter(pl.col("kpi") == kpi)["value"].item()
+        label = next(k.label for k in registry.usage_kpis if k.name == kpi)
+        tile = html.split(f'data-kpi="{kpi}">')[1].split("</div>")[0]
+        assert f'<span class="name">{label}</span>' in tile and f'<span class="value">{value:,.0f}</span>' in tile
+        assert ">provisional<" in tile
+    tile = html.split('data-kpi="sessions">')[1].split("</div>")[0]
+    assert f'<span class="value">{truth["sessions"][-1]:,}</span>' in tile

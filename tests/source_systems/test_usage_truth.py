@@ -192,3 +192,45 @@ def test_no_use_while_paused_and_use_again_after_a_win_back(tiny_sources: Path) 
     for key, day in won_back.select("customer_key", "date").iter_rows():
         after = daily.filter((pl.col("customer_key") == key) & (pl.col("date") > day))
         assert after["events"].sum() > 0, key
+
+
+def test_sessions_equal_an_independent_sessionisation_of_the_delivered_events(
+    tiny_sources: Path, delivered: pl.DataFrame
+) -> None:
+    """A user's usage events of a day in time order, a new session after a gap of more than the registry's
+    session gap; per day the sessions, their users and their average and median length (half up)."""
+    gap = dt.timedelta(minutes=USAGE.session_gap_minutes)
+    events = _usage(delivered).filter(~pl.col("is_seat")).sort("user", "day", "corrected")
+    expected = (
+        events.with_columns(before=pl.col("corrected").shift(1).over("user", "day"))
+        .with_columns(session=(pl.col("before").is_null() | (pl.col("corrected") - pl.col("before") > gap)).cum_sum())
+        .group_by("session")
+        .agg(
+            user_id=pl.col("user").first(),
+            date=pl.col("day").first(),
+            session_start=pl.col("corrected").min(),
+            session_end=pl.col("corrected").max(),
+            events=pl.len(),
+        )
+        .select("date", "user_id", "session_start", "session_end", "events")
+        .sort("user_id", "session_start")
+    )
+    truth = _truth(tiny_sources, "usage_sessions")
+    got = truth.select(expected.columns).cast({"session_start": pl.Datetime("ms"), "session_end": pl.Datetime("ms")})
+    assert got.equals(
+        expected.cast({"session_start": pl.Datetime("ms"), "session_end": pl.Datetime("ms"), "events": pl.Int64})
+    )
+    assert (truth["length_ms"] == (truth["session_end"] - truth["session_start"]).dt.total_milliseconds()).all()
+    # several sessions a day for some users, and sessions the gap rule joined from the simulated ones
+    assert truth.group_by("date", "user_id").len()["len"].max() > 1  # type: ignore[operator]
+    daily = _truth(tiny_sources, "usage_sessions_daily")
+    for row in daily.iter_rows(named=True):
+        lengths = sorted(truth.filter(pl.col("date") == row["date"])["length_ms"].to_list())
+        k = len(lengths)
+        median = (lengths[(k - 1) // 2] + lengths[k // 2]) / 2
+        assert row["sessions"] == k
+        assert row["avg_session_seconds"] == (Decimal(sum(lengths)) / k / 1000).quantize(
+            Decimal("0.01"), "ROUND_HALF_UP"
+        )
+        assert row["median_session_seconds"] == (Decimal(median) / 1000).quantize(Decimal("0.01"), "ROUND_HALF_UP")
+    assert daily.height == TINY_DAYS and daily["sessions"].sum() == truth.height

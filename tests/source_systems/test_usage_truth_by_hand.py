@@ -59,6 +59,10 @@ def _state() -> State:
 
 @pytest.fixture(scope="module")
 def truth() -> UsageTruth:
+    return _compute(_state())
+
+
+def _compute(state: State) -> UsageTruth:
     base = load_registry()
     usage = replace(
         base.usage,
@@ -78,7 +82,7 @@ def truth() -> UsageTruth:
     paused[0, 8] = True
     keys = np.array(["A", "B", "C"])
     accounts = np.array(["acc0", "acc1", "acc2"])
-    return compute_usage_truth(_state(), registry, START, 3, keys, accounts, states, delinquent, paused)
+    return compute_usage_truth(state, registry, START, 3, keys, accounts, states, delinquent, paused)
 
 
 def _series(kpis: pl.DataFrame, kpi: str) -> list[Decimal]:
@@ -163,3 +167,67 @@ def test_window_min_is_the_minimum_over_the_window(width: int) -> None:
     x = np.random.default_rng(width).integers(0, 100, size=(4, 40)).astype(np.int32)
     expected = np.array([[x[r, max(0, d - width + 1) : d + 1].min() for d in range(40)] for r in range(4)])
     assert (window_min(x, width) == expected).all()
+
+
+def _ms(hours: int, minutes: int, seconds: float = 0) -> int:
+    return int((hours * 3600 + minutes * 60 + seconds) * 1000)
+
+
+def test_sessions_by_hand() -> None:
+    """Runs of usage events (simulator/events.py) merged into sessions of a 30-minute gap, as known on the last day.
+
+    User 1, day 2: 10:00-10:05 (3 events, known that day); 10:35-10:36 (2, known a day later: exactly 30 minutes
+    after, the same session); 11:06:00.5 (1: 30 minutes and half a second after the latest end, the next session);
+    12:00 (known on day 10, after the last day: not known yet). User 3, day 2: one event at 09:00. User 2, day 5:
+    two sessions of 10 ms and 0 ms, whose average and median of 5 ms round half up to 0.01 s.
+    """
+    state = _state()
+    state.append(
+        "usage_runs",
+        frame(
+            "usage_runs",
+            day=[2, 2, 2, 2, 2, 5, 5],
+            known_day=[2, 3, 2, 10, 2, 5, 5],
+            user=[1, 1, 1, 1, 3, 2, 2],
+            first_ms=[_ms(10, 0), _ms(10, 35), _ms(11, 6, 0.5), _ms(12, 0), _ms(9, 0), _ms(8, 0), _ms(9, 0)],
+            last_ms=[_ms(10, 5), _ms(10, 36), _ms(11, 6, 0.5), _ms(12, 0), _ms(9, 0), _ms(8, 0, 0.01), _ms(9, 0)],
+            events=[3, 2, 1, 4, 1, 2, 1],
+        ),
+    )
+    truth = _compute(state)
+    day2 = dt.datetime(2025, 1, 3)
+    day5 = dt.datetime(2025, 1, 6)
+    got = truth.sessions.select("user_id", "account_ref", "session_start", "session_end", "length_ms", "events")
+    assert got.rows() == [
+        (
+            "003000000001",
+            "acc0",
+            day2 + dt.timedelta(hours=10),
+            day2 + dt.timedelta(hours=10, minutes=36),
+            2_160_000,
+            5,
+        ),
+        (
+            "003000000001",
+            "acc0",
+            day2 + dt.timedelta(milliseconds=_ms(11, 6, 0.5)),
+            day2 + dt.timedelta(milliseconds=_ms(11, 6, 0.5)),
+            0,
+            1,
+        ),
+        (
+            "003000000002",
+            "acc1",
+            day5 + dt.timedelta(hours=8),
+            day5 + dt.timedelta(milliseconds=_ms(8, 0, 0.01)),
+            10,
+            2,
+        ),
+        ("003000000002", "acc1", day5 + dt.timedelta(hours=9), day5 + dt.timedelta(hours=9), 0, 1),
+        ("003000000003", "acc2", day2 + dt.timedelta(hours=9), day2 + dt.timedelta(hours=9), 0, 1),
+    ]
+    assert truth.sessions["customer_key"].to_list() == ["A", "A", "A", "A", "B"]
+    assert truth.sessions_daily.rows() == [
+        (dt.date(2025, 1, 3), 3, 2, 7, Decimal("720.00"), Decimal("0.00")),
+        (dt.date(2025, 1, 6), 2, 1, 3, Decimal("0.01"), Decimal("0.01")),
+    ]

@@ -23,7 +23,13 @@ from tests.pipeline import ingest_days
 # a tiny simulation with events (about 15 s), every source ingested and the usage models with their upstream built
 pytestmark = pytest.mark.e2e
 
-USAGE_MODELS = ("+kpi_usage_daily", "+int_usage_accounts_daily", "+int_usage_customers_daily", "+dim_customers")
+USAGE_MODELS = (
+    "+kpi_usage_daily",
+    "+int_usage_accounts_daily",
+    "+int_usage_customers_daily",
+    "+dim_customers",
+    "+fct_usage_sessions_daily",
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +107,23 @@ def test_daily_customer_activity_equals_the_truth(usage_built: Settings, tiny_so
     used = truth.filter(pl.col("events") > 0).select("date", "customer_key")
     assert used.join(got, on=["date", "customer_key"], how="anti").height == 0
     assert joined.height >= used.height > 0
+
+
+def test_usage_sessions_and_their_daily_lengths_equal_the_truth(usage_built: Settings, tiny_sources: Path) -> None:
+    """Every session (30-minute inactivity, within a day) with its user, account, customer, start, end and events;
+    per day the sessions, their users and events, and the average and median session length."""
+    got = _table(
+        usage_built,
+        "select date_day as date, user_id, account_id as account_ref, customer_key, session_start, session_end, "
+        "length_ms, usage_events as events from intermediate.int_usage_sessions",
+    )
+    truth = pl.read_parquet(tiny_sources / "truth" / "usage_sessions.parquet")
+    times = {"session_start": pl.Datetime("ms"), "session_end": pl.Datetime("ms"), "length_ms": pl.Int64}
+    assert got.cast(times).sort("user_id", "session_start").equals(truth.cast(times).sort("user_id", "session_start"))
+    daily = _table(usage_built, "select * from marts.fct_usage_sessions_daily").rename({"date_day": "date"})
+    truth_daily = pl.read_parquet(tiny_sources / "truth" / "usage_sessions_daily.parquet")
+    assert daily.sort("date").equals(truth_daily.select(daily.columns).sort("date"))
+    assert daily.height == TINY_DAYS and (daily["sessions"] > daily["session_users"]).any()
 
 
 HEALTH = [
