@@ -99,7 +99,7 @@ def gate_step(name: str, checks: tuple[GateCheck, ...], description: str) -> dg.
 @dg.definitions
 def cleansing_gate() -> dg.Definitions:
     """The pandera models of quality/ over the run's window: the marts and KPIs, and the churn scores."""
-    # a model the engine does not build (the usage models on Spark: docs/deployment.md) has no check to run
+    # only the checks of models the project builds: a model disabled by configuration has no check to run
     built = set(published_model_keys())
     checks = tuple(check for check in GATE if _key(check).asset_key in built)
     return dg.Definitions(

@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- Usage sessions per day (int_usage_sessions): how many, by how many users, and how long they last on
 -- average and at the median, in seconds rounded to 2 decimals half up. As the event lake knows them now:
 -- late events restate the days they belong to when rebuilt.

@@ -1,5 +1,3 @@
-{{ config(enabled=(target.type != 'spark')) }}
-
 -- Usage sessions (registry: usage.session_gap_minutes): a user's usage events of one day in time order, a
 -- new session after a gap of more than the session gap. A session never spans two days.
 
