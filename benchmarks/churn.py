@@ -218,7 +218,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['training_window'][0]}..{report['training_window'][1]}, held out "
         f"{report['test_window'][0]}..{report['test_window'][1]}: {truth['rows']} scores of "
         f"{truth['customers']} customers on {truth['dates']} dates, {truth['churners']} churned within the "
-        f"horizon (base rate {_f(truth['base_rate'])}; {truth['rows_without_truth']} scores without a truth row).",
+        f"horizon (base rate {_f(truth['base_rate'])}; {truth['rows_without_truth']} scores without a truth row). "
+        f"Product events landed: {report['events']['landed']:,}"
+        + (" (no event stream: the usage features are all zero)." if not report["events"]["landed"] else "."),
         "",
         "| metric | model | baseline |",
         "| --- | --- | --- |",

@@ -88,7 +88,9 @@ def test_the_label_looks_90_days_ahead_and_is_unknown_past_the_data() -> None:
     features = pl.DataFrame({"customer_id": ["A", "A", "B"], "date": [D0, day(50), D0]})
     transitions = pl.DataFrame({"customer_id": ["A"], "changed_date": [day(90)]})
     labelled = label(features, transitions, last_known=day(100)).sort("customer_id", "date")
-    assert labelled["churns_within_horizon"].to_list() == [True, True, False]
+    # A on day 50 does churn on day 90, but its horizon runs past the data: unknown, like everyone's that day
+    assert labelled["churns_within_horizon"].to_list() == [True, None, False]
+    assert label(features, transitions, last_known=day(140))["churns_within_horizon"].to_list() == [True, True, False]
     unknown = label(features, pl.DataFrame(schema=transitions.schema), last_known=day(100))
     assert unknown.sort("customer_id", "date")["churns_within_horizon"].to_list() == [False, None, False]
 
