@@ -47,7 +47,7 @@ from quality.contracts import CONTRACTS
 from registry.loader import load_registry
 from source_systems.crm.server import start_in_thread
 from source_systems.simulator.config import SimConfig
-from source_systems.simulator.run import simulate
+from source_systems.simulator.run import SimulationError, simulate, simulated_through
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the features read (dataops/models/features.py), with everything upstream of it.
@@ -96,9 +96,12 @@ class Stages:
             self.seconds[name] = round(time.perf_counter() - started, 1)
 
 
-def land_events(settings: Settings, batch_days: int) -> dict[str, int]:
-    """Every delivered object of the product, one batch per ``batch_days`` of delivery (the sensor's work)."""
-    todo = events.pending(settings)
+def land_events(settings: Settings, batch_days: int, through: dt.date) -> dict[str, int]:
+    """The product's objects delivered by the end of ``through``, one batch per ``batch_days`` of delivery.
+
+    What the sensor would have landed by the window's last day: an object delivered later is not known then.
+    """
+    todo = [o for o in events.pending(settings) if o.delivered_at.date() <= through]
     totals = {"batches": 0, "lines": 0, "landed": 0, "quarantined": 0}
     if not todo:
         return totals
@@ -151,10 +154,17 @@ def reproduce(data_dir: Path, options: Options, config: SimConfig | None = None)
     config = config or SimConfig(
         seed=options.seed, scale=options.scale, start=options.start, product_events=options.product_events
     )
+    simulated = simulated_through(settings.sources_dir)
+    if simulated is not None and simulated > options.end:
+        # the ERP and CRM hold current state: a row changed after the window's end is not extracted in it
+        raise SimulationError(
+            f"{settings.sources_dir} is simulated through {simulated}, past --end {options.end}: the sources' "
+            "current state would not be the window's. Use a data directory simulated through --end at most."
+        )
     with stages.timed("simulate"):
         simulate(settings.sources_dir, options.end, config)
     with stages.timed("land events"):
-        landed = land_events(settings, options.event_batch_days)
+        landed = land_events(settings, options.event_batch_days, options.end)
     with stages.timed("ingest sources"):
         loaded = ingest_sources(settings, options.start, options.end)
     with stages.timed("dbt build"):

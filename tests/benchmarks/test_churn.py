@@ -15,6 +15,7 @@ from application.cli.model import truth_outcomes
 from benchmarks import churn
 from dataops.core.settings import Settings
 from source_systems.simulator.config import SimConfig
+from source_systems.simulator.run import SimulationError
 from tests.conftest import TINY_DAYS, TINY_START
 
 # the tiny simulation (with the product's events) landed, ingested and built in one pass, then trained
@@ -70,3 +71,12 @@ def test_one_command_builds_trains_and_measures_against_the_truth(
     path = churn.write(report, tmp_path / "results")
     assert "precision at top 10%" in path.read_text()
     assert json.loads(path.with_suffix(".json").read_text())["command"].startswith("python -m benchmarks.churn")
+
+
+def test_a_window_ending_before_the_simulation_is_refused(tmp_path: Path, tiny_sources: Path) -> None:
+    """The ERP and CRM hold current state: a window cut out of a longer simulation would lose rows changed later."""
+    (tmp_path / "sources").symlink_to(tiny_sources)
+    options = churn.Options(0.05, TINY_START, TINY_START + dt.timedelta(days=TINY_DAYS - 10), 7)
+    with pytest.raises(SimulationError, match="past --end"):
+        churn.reproduce(tmp_path, options)
+    assert not Settings(tmp_path).build_db.exists()
