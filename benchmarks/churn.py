@@ -259,10 +259,10 @@ def markdown(report: dict[str, Any]) -> str:
 def write(report: dict[str, Any], output: Path) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     scale = report["options"]["scale"]
-    stem = output / f"{dt.date.today().isoformat()}-churn-SF{scale:g}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    return stem.with_suffix(".md")
+    stem = f"{dt.date.today().isoformat()}-churn-SF{scale:g}"  # SF0.25: not a suffix to replace
+    (output / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (output / f"{stem}.md").write_text(markdown(report))
+    return output / f"{stem}.md"
 
 
 def parse(argv: list[str] | None = None) -> tuple[Options, Path, Path]:

@@ -69,7 +69,7 @@ def test_one_command_builds_trains_and_measures_against_the_truth(
     assert measured["churners"] > 0 and measured["model"]["roc_auc"] is not None
 
     path = churn.write(report, tmp_path / "results")
-    assert "precision at top 10%" in path.read_text()
+    assert path.name.endswith("-churn-SF0.05.md") and "precision at top 10%" in path.read_text()
     assert json.loads(path.with_suffix(".json").read_text())["command"].startswith("python -m benchmarks.churn")
 
 
