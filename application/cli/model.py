@@ -46,15 +46,17 @@ def truth_outcomes(truth_dir: Path, horizon_days: int) -> pl.DataFrame:
     from dataops.models.labels import HORIZON_DAYS
 
     latent = pl.read_parquet(truth_dir / LATENT_FILE).rename({"customer_key": "customer_id"})
-    if horizon_days == HORIZON_DAYS:
-        return latent.select("customer_id", "date", pl.col("churns_within_90_days").alias("truth"))
     states = pl.read_parquet(truth_dir / STATES_FILE).rename({"customer_key": "customer_id"}).sort("date")
+    last = states["date"].max()
+    # a date whose horizon runs past the simulation is unknown, churners included (see dataops.models.labels)
+    known = pl.col("date") + pl.duration(days=horizon_days) <= pl.lit(last)
+    if horizon_days == HORIZON_DAYS:
+        return latent.select("customer_id", "date", pl.when(known).then(pl.col("churns_within_90_days")).alias("truth"))
     churns = (
         states.with_columns(was=pl.col("state").shift(1).over("customer_id"))
         .filter((pl.col("state") == "churned") & (pl.col("was") != "churned"))
         .select("customer_id", pl.col("date").alias("churned_on"))
     )
-    last = states["date"].max()
     rows = latent.select("customer_id", "date")
     hits = (
         rows.join(churns, on="customer_id")
@@ -66,11 +68,8 @@ def truth_outcomes(truth_dir: Path, horizon_days: int) -> pl.DataFrame:
         .unique()
         .with_columns(hit=pl.lit(True))
     )
-    known = pl.col("date") + pl.duration(days=horizon_days) <= pl.lit(last)
     return rows.join(hits, on=["customer_id", "date"], how="left").select(
-        "customer_id",
-        "date",
-        pl.when(known | pl.col("hit").is_not_null()).then(pl.col("hit").fill_null(False)).alias("truth"),
+        "customer_id", "date", pl.when(known).then(pl.col("hit").fill_null(False)).alias("truth")
     )
 
 

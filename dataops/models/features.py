@@ -8,8 +8,14 @@ function can see a later row, whatever it does; the label (:mod:`dataops.models.
 that looks ahead, and only for training.
 
 Feature sets are pluggable (:data:`FEATURE_SETS`): each names the mart tables it needs, and a set whose
-tables the warehouse does not have yet (the product's usage, until its models land) is left out, so the
-same code trains on whatever the warehouse holds and the model card lists what it used.
+tables the warehouse does not have (the product's usage on an engine without its models) is left out, so
+the same code trains on whatever the warehouse holds and the model card lists what it used.
+
+The product's usage arrives late (mobile clients offline, up to ``usage.late_arrival_hours``) and the usage
+models restate past days as it lands, so a usage row is known from the day its last event was received
+(for an anonymous event, also the day its device's sign-in was) plus a day for delivery to the lake, not
+from the day it happened. Usage windows end ``usage_settle_days`` before the scoring date, so that they
+hold every event of their days that will ever arrive, on the scoring date as in training.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from dataops.core.warehouse import connect, query_frame
+from registry.loader import Usage, load_registry
 
 # Each mart table read, the columns used, and the date columns that say when a row became known.
 MART_QUERIES: dict[str, str] = {
@@ -48,7 +56,42 @@ KNOWN_ON: dict[str, tuple[str, ...]] = {
     "settlements": ("settled_on", "loaded_partition"),
     "opportunities": ("created_date",),
     "fx": ("rate_date",),
+    "usage": ("event_date", "known_date"),
+    "seats": ("event_date", "known_date"),
 }
+# An hourly object of events reaches the lake up to a day after its events were received (a held-back
+# late-evening hour is delivered the next day): a usage row is known from its receipt's date plus this.
+DELIVERY_DAYS = 1
+
+
+def usage_queries(usage: Usage) -> dict[str, str]:
+    """The product's usage per customer, day, user and feature, and its seat changes, each with its known-on date.
+
+    Read from the usage models' views (the attributed events, the staged events for their receipt times,
+    the device map for when an anonymous device's user became known); nothing is added to those models.
+    """
+    known = (
+        "cast(greatest(e.received_at, coalesce(dv.first_received_at, e.received_at)) as date) "
+        f"+ {DELIVERY_DAYS} as known_date"
+    )
+    return {
+        "usage": "select a.customer_key as customer_id, a.event_date, a.user_id, a.feature, "
+        f"{known}, count(*) as usage_events "
+        "from intermediate.int_usage_events_attributed as a "
+        "inner join staging.stg_product__events as e on a.event_id = e.event_id "
+        "left join staging.stg_product__event_devices as dv on e.user_id is null and e.device_id = dv.device_id "
+        "where a.customer_key is not null group by all",
+        "seats": f"select h.ultimate_parent_id as customer_id, e.event_date, "
+        f"cast(e.received_at as date) + {DELIVERY_DAYS} as known_date, "
+        f"sum(case when e.event_name = '{usage.seat_assigned}' then 1 else 0 end) as seats_assigned, "
+        f"sum(case when e.event_name = '{usage.seat_revoked}' then 1 else 0 end) as seats_revoked "
+        "from staging.stg_product__events as e "
+        "inner join intermediate.int_accounts_hierarchy_resolved as h on e.account_ref = h.account_id "
+        f"where not e.is_excluded and e.event_name in ('{usage.seat_assigned}', '{usage.seat_revoked}') "
+        "group by all",
+    }
+
+
 # Customers scored on a date: those with a contract live or paused (only they can churn).
 SCORED_STATES = ("active", "paused")
 KEY = ("customer_id", "date")
@@ -68,11 +111,11 @@ class FeatureSet:
 
 
 def read_marts(warehouse: Path, extra: Mapping[str, str] | None = None) -> dict[str, pl.DataFrame]:
-    """The mart tables the features need (and any extra ones a feature set brings), from a warehouse file.
+    """The mart tables the features need (the usage ones included, and any extra), from a warehouse file.
 
     A table the warehouse lacks is simply absent from the result: the feature sets that need it drop out.
     """
-    queries = {**MART_QUERIES, **(extra or {})}
+    queries = {**MART_QUERIES, **usage_queries(_usage_rules()), **(extra or {})}
     out: dict[str, pl.DataFrame] = {}
     with connect(warehouse, read_only=True) as conn:
         for name, sql in queries.items():
@@ -209,6 +252,73 @@ def pipeline_features(marts: Marts, day: dt.date, delinquency_days: int) -> pl.D
     )
 
 
+@cache
+def _usage_rules() -> Usage:
+    return load_registry().usage
+
+
+def usage_settle_days(usage: Usage) -> int:
+    """Days before the scoring date at which usage windows end: every event of their days has arrived."""
+    return usage.late_arrival_days + DELIVERY_DAYS
+
+
+def _ratio(recent: pl.Expr, prior: pl.Expr) -> pl.Expr:
+    """Recent over prior activity, both smoothed by one: 1 is steady, below 1 a decline, 0 none at all."""
+    return (recent.cast(pl.Float64) + 1.0) / (prior.cast(pl.Float64) + 1.0)
+
+
+def usage_features(marts: Marts, day: dt.date, delinquency_days: int) -> pl.DataFrame:
+    """Usage trend and breadth over the last settled weeks: events, active users and features, seats."""
+    rules = _usage_rules()
+    trend, month = rules.health_score.trend_days, rules.monthly_days
+    end = day - dt.timedelta(days=usage_settle_days(rules))
+    age = (pl.lit(end) - pl.col("event_date")).dt.total_days()
+    recent, prior, monthly = (
+        age.is_between(0, trend - 1),
+        age.is_between(trend, 2 * trend - 1),
+        age.is_between(0, month - 1),
+    )
+    usage = marts["usage"].with_columns(recent=recent, prior=prior, monthly=monthly)
+    activity = usage.group_by("customer_id").agg(
+        usage_events_28d=pl.col("usage_events").filter("monthly").sum(),
+        usage_events_trend=_ratio(
+            pl.col("usage_events").filter("recent").sum(), pl.col("usage_events").filter("prior").sum()
+        ),
+        active_users_28d=pl.col("user_id").filter("monthly").n_unique(),
+        active_users_trend=_ratio(
+            pl.col("user_id").filter("recent").n_unique(), pl.col("user_id").filter("prior").n_unique()
+        ),
+        features_used_28d=pl.col("feature").filter("monthly").drop_nulls().n_unique(),
+        features_dropped_14d=(
+            pl.col("feature")
+            .filter("prior")
+            .drop_nulls()
+            .unique()
+            .is_in(pl.col("feature").filter("recent").drop_nulls().unique().implode())
+            .not_()
+            .sum()
+        ),
+    )
+    seats = (
+        marts["seats"]
+        .filter(pl.col("event_date") <= end)
+        .with_columns(monthly=(pl.lit(end) - pl.col("event_date")).dt.total_days() < month)
+        .group_by("customer_id")
+        .agg(
+            seats=(pl.col("seats_assigned").sum() - pl.col("seats_revoked").sum()).clip(lower_bound=0),
+            seats_revoked_28d=pl.col("seats_revoked").filter("monthly").sum(),
+        )
+    )
+    out = activity.join(seats, on="customer_id", how="full", coalesce=True).with_columns(
+        pl.col("seats", "active_users_28d").fill_null(0)
+    )
+    return out.with_columns(
+        active_users_per_seat=pl.when(pl.col("seats") > 0)
+        .then(pl.col("active_users_28d") / pl.col("seats"))
+        .otherwise(0.0)
+    )
+
+
 FEATURE_SETS: tuple[FeatureSet, ...] = (
     FeatureSet(
         "contracts",
@@ -248,6 +358,22 @@ FEATURE_SETS: tuple[FeatureSet, ...] = (
         ("opportunities",),
         ("open_opportunities", "won_opportunities_365d", "lost_opportunities_365d"),
         pipeline_features,
+    ),
+    FeatureSet(
+        "usage",
+        ("usage", "seats"),
+        (
+            "usage_events_28d",
+            "usage_events_trend",
+            "active_users_28d",
+            "active_users_trend",
+            "features_used_28d",
+            "features_dropped_14d",
+            "seats",
+            "seats_revoked_28d",
+            "active_users_per_seat",
+        ),
+        usage_features,
     ),
 )
 

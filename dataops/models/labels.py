@@ -2,7 +2,9 @@
 
 This is the one place that looks past the scoring date, on purpose: a customer scored on D is labelled by
 whether ``fct_customer_state_events`` records its state becoming ``churned`` on a day in (D, D + horizon].
-The label is known only where the marts reach D + horizon; a later date gets no label (it is not a "no").
+The label is known only where the marts reach D + horizon; a later date gets no label, even where the
+customer already churned: of a date whose horizon is not over only the churners would be known, and
+labelling them alone would make the last dates all churners (training and held-out figures both biased).
 The horizon is 90 days; a shorter one lets a tiny simulation exercise the whole loop (tests only).
 """
 
@@ -39,11 +41,6 @@ def label(
     horizon_known = pl.col("date") + pl.duration(days=horizon_days) <= pl.lit(last_known)
     return (
         features.join(hits, on=["customer_id", "date"], how="left")
-        .with_columns(
-            pl.when(horizon_known | pl.col("_hit").is_not_null())
-            .then(pl.col("_hit").fill_null(False))
-            .otherwise(None)
-            .alias(LABEL)
-        )
+        .with_columns(pl.when(horizon_known).then(pl.col("_hit").fill_null(False)).otherwise(None).alias(LABEL))
         .drop("_hit")
     )

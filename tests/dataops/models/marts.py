@@ -27,8 +27,47 @@ def states(customers: dict[str, str], first: int, last: int) -> pl.DataFrame:
     )
 
 
+USAGE_SCHEMA = {
+    "customer_id": pl.String,
+    "event_date": pl.Date,
+    "user_id": pl.String,
+    "feature": pl.String,
+    "known_date": pl.Date,
+    "usage_events": pl.Int64,
+}
+SEATS_SCHEMA = {
+    "customer_id": pl.String,
+    "event_date": pl.Date,
+    "known_date": pl.Date,
+    "seats_assigned": pl.Int64,
+    "seats_revoked": pl.Int64,
+}
+
+
+def usage() -> pl.DataFrame:
+    """A's two users use reports every day and workflows every other day; B's one user reports, less lately."""
+    rows = [
+        (c, day(n), u, f, day(n + 1), events)
+        for n in range(-90, 0)
+        for c, u, f, events in (
+            ("A", "a1", "reports", 5),
+            ("A", "a2", "reports", 2),
+            ("A", "a1", "workflows", 1 if n % 2 else 0),
+            ("B", "b1", "reports", 3 if n < -20 else 1),
+        )
+        if events
+    ]
+    return pl.DataFrame(rows, schema=USAGE_SCHEMA, orient="row")
+
+
+def seats() -> pl.DataFrame:
+    rows = [("A", day(-100), day(-99), 3, 0), ("B", day(-100), day(-99), 2, 0), ("B", day(-30), day(-29), 0, 1)]
+    return pl.DataFrame(rows, schema=SEATS_SCHEMA, orient="row")
+
+
 def marts() -> dict[str, pl.DataFrame]:
-    """Customer A: live since before the window, one invoice paid late; B: live, an invoice left open."""
+    """Customer A: live since before the window, one invoice paid late; B: live, an invoice left open, its
+    usage falling."""
     money = pl.Decimal(18, 2)
     return {
         "states": states({"A": "active", "B": "active"}, -120, 60),
@@ -90,6 +129,8 @@ def marts() -> dict[str, pl.DataFrame]:
             schema={"rate_date": pl.Date, "currency_code": pl.String, "usd_per_unit": pl.Decimal(18, 6)},
             orient="row",
         ),
+        "usage": usage(),
+        "seats": seats(),
     }
 
 

@@ -29,6 +29,11 @@ FUTURE_ROWS: dict[str, list[tuple[object, ...]]] = {
     "opportunities": [("B", Decimal("5"), day(1), None, None)],
     # a rate of the day after
     "fx": [(day(1), "EUR", Decimal("2.0"))],
+    # usage of a day inside the settled window known only after D0 (an anonymous device that signed in
+    # later, or a late delivery: a new user and feature), and usage of D0 itself received the next day
+    "usage": [("A", day(-6), "a3", "exports", day(1), 9), ("B", day(0), "b1", "reports", day(1), 4)],
+    # a seat revoked inside the window, its event received after D0
+    "seats": [("B", day(-10), day(2), 0, 1)],
 }
 
 
@@ -59,18 +64,33 @@ def test_payment_behaviour_as_known_on_the_day() -> None:
     assert features_on(marts(), day(41), DELINQUENCY_DAYS).filter(pl.col("customer_id") == "B")["delinquent"].item()
 
 
+def test_usage_trend_and_breadth_over_the_settled_weeks() -> None:
+    """B's usage fell to a third two weeks before the window's end and it gave a seat up; A's is steady."""
+    features = features_on(marts(), D0, DELINQUENCY_DAYS).sort("customer_id")
+    a, b = features.row(0, named=True), features.row(1, named=True)
+    assert a["usage_events_trend"] == 1.0 and b["usage_events_trend"] < 0.5
+    assert (a["active_users_28d"], a["features_used_28d"], a["seats"]) == (2, 2, 3)
+    assert (b["seats"], b["seats_revoked_28d"], b["active_users_per_seat"]) == (1, 1, 1.0)
+    # the window ends usage_settle_days before the scoring date: the last days' usage is not complete yet
+    assert a["usage_events_28d"] == 28 * 7 + 14
+
+
 def test_a_feature_set_whose_tables_are_missing_drops_out() -> None:
-    """Usage features plug in as a set naming its tables; until the warehouse has them, they are left out."""
-    usage = FeatureSet("usage", ("usage_daily",), ("events_28d",), lambda m, d, n: pl.DataFrame())
-    assert [s.name for s in available_sets(marts(), (*FEATURE_SETS, usage))] == [s.name for s in FEATURE_SETS]
-    assert "events_28d" not in features_on(marts(), D0, DELINQUENCY_DAYS, (*FEATURE_SETS, usage)).columns
+    """A set naming tables the warehouse lacks (usage on an engine without its models) is left out."""
+    without_usage = {k: v for k, v in marts().items() if k not in ("usage", "seats")}
+    assert [s.name for s in available_sets(without_usage)] == ["contracts", "lifecycle", "payments", "pipeline"]
+    assert "usage_events_28d" not in features_on(without_usage, D0, DELINQUENCY_DAYS).columns
+    extra = FeatureSet("extra", ("missing",), ("x",), lambda m, d, n: pl.DataFrame())
+    assert "x" not in features_on(marts(), D0, DELINQUENCY_DAYS, (*FEATURE_SETS, extra)).columns
 
 
 def test_the_label_looks_90_days_ahead_and_is_unknown_past_the_data() -> None:
     features = pl.DataFrame({"customer_id": ["A", "A", "B"], "date": [D0, day(50), D0]})
     transitions = pl.DataFrame({"customer_id": ["A"], "changed_date": [day(90)]})
     labelled = label(features, transitions, last_known=day(100)).sort("customer_id", "date")
-    assert labelled["churns_within_horizon"].to_list() == [True, True, False]
+    # A on day 50 does churn on day 90, but its horizon runs past the data: unknown, like everyone's that day
+    assert labelled["churns_within_horizon"].to_list() == [True, None, False]
+    assert label(features, transitions, last_known=day(140))["churns_within_horizon"].to_list() == [True, True, False]
     unknown = label(features, pl.DataFrame(schema=transitions.schema), last_known=day(100))
     assert unknown.sort("customer_id", "date")["churns_within_horizon"].to_list() == [False, None, False]
 
