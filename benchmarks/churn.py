@@ -61,8 +61,8 @@ MODELS = (
     "+fct_credit_memos",
     "+fct_opportunities",
     "+fct_fx_rates",
-    "+int_usage_events_attributed",
-    "+stg_product__event_devices",
+    "+int_usage_known_daily",
+    "+int_usage_seat_changes_daily",
 )
 
 

@@ -64,31 +64,20 @@ KNOWN_ON: dict[str, tuple[str, ...]] = {
 DELIVERY_DAYS = 1
 
 
-def usage_queries(usage: Usage) -> dict[str, str]:
+def usage_queries() -> dict[str, str]:
     """The product's usage per customer, day, user and feature, and its seat changes, each with its known-on date.
 
-    Read from the usage models' views (the attributed events, the staged events for their receipt times,
-    the device map for when an anonymous device's user became known); nothing is added to those models.
+    Read from the usage models built for it (``int_usage_known_daily``, ``int_usage_seat_changes_daily``:
+    tables, so they are in the build warehouse whichever engine built them); a row is known from the date it
+    was received plus the lake's delivery delay.
     """
-    known = (
-        "cast(greatest(e.received_at, coalesce(dv.first_received_at, e.received_at)) as date) "
-        f"+ {DELIVERY_DAYS} as known_date"
-    )
     return {
-        "usage": "select a.customer_key as customer_id, a.event_date, a.user_id, a.feature, "
-        f"{known}, count(*) as usage_events "
-        "from intermediate.int_usage_events_attributed as a "
-        "inner join staging.stg_product__events as e on a.event_id = e.event_id "
-        "left join staging.stg_product__event_devices as dv on e.user_id is null and e.device_id = dv.device_id "
-        "where a.customer_key is not null group by all",
-        "seats": f"select h.ultimate_parent_id as customer_id, e.event_date, "
-        f"cast(e.received_at as date) + {DELIVERY_DAYS} as known_date, "
-        f"sum(case when e.event_name = '{usage.seat_assigned}' then 1 else 0 end) as seats_assigned, "
-        f"sum(case when e.event_name = '{usage.seat_revoked}' then 1 else 0 end) as seats_revoked "
-        "from staging.stg_product__events as e "
-        "inner join intermediate.int_accounts_hierarchy_resolved as h on e.account_ref = h.account_id "
-        f"where not e.is_excluded and e.event_name in ('{usage.seat_assigned}', '{usage.seat_revoked}') "
-        "group by all",
+        "usage": "select customer_id, event_date, user_id, feature, "
+        f"received_date + {DELIVERY_DAYS} as known_date, usage_events "
+        "from intermediate.int_usage_known_daily",
+        "seats": "select customer_id, event_date, "
+        f"received_date + {DELIVERY_DAYS} as known_date, seats_assigned, seats_revoked "
+        "from intermediate.int_usage_seat_changes_daily",
     }
 
 
@@ -115,7 +104,7 @@ def read_marts(warehouse: Path, extra: Mapping[str, str] | None = None) -> dict[
 
     A table the warehouse lacks is simply absent from the result: the feature sets that need it drop out.
     """
-    queries = {**MART_QUERIES, **usage_queries(_usage_rules()), **(extra or {})}
+    queries = {**MART_QUERIES, **usage_queries(), **(extra or {})}
     out: dict[str, pl.DataFrame] = {}
     with connect(warehouse, read_only=True) as conn:
         for name, sql in queries.items():

@@ -15,7 +15,7 @@ from registry.loader import domain_owners
 
 GROUP = "churn_model"
 MONTHLY_CRON = "0 4 3 * *"  # the 3rd of each month, 04:00 UTC: after the night's run has published
-# The marts the features and labels read (dataops/models/features.py).
+# The marts and usage tables the features and labels read (dataops/models/features.py).
 MART_KEYS = [
     dg.AssetKey(["marts", name])
     for name in (
@@ -29,7 +29,7 @@ MART_KEYS = [
         "fct_opportunities",
         "fct_fx_rates",
     )
-]
+] + [dg.AssetKey(["intermediate", name]) for name in ("int_usage_known_daily", "int_usage_seat_changes_daily")]
 
 
 def _owner() -> str:
