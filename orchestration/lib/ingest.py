@@ -36,8 +36,26 @@ def _preview(df: pl.DataFrame | None) -> str:
     return markdown_table(df.drop([c for c in df.columns if c.startswith("_")]))
 
 
+# Dagster gives each partition of a range run the same metadata (dagster-io/dagster#18123), stored once per
+# partition: a window up to this long carries its table of days; a longer one (a backfill) its totals only.
+BY_DAY_LIMIT = 62
+
+
+def _by_day(report: IngestReport) -> str:
+    days = sorted(report.per_partition)
+    frame = pl.DataFrame(
+        {
+            "business_date": [d.isoformat() for d in days],
+            "rows_loaded": [report.per_partition[d][0] - report.per_partition[d][1] for d in days],
+            "rows_quarantined": [report.per_partition[d][1] for d in days],
+        }
+    )
+    return markdown_table(frame, rows=BY_DAY_LIMIT)
+
+
 def report_metadata(report: IngestReport) -> dict[str, Any]:
-    return {
+    by_day = {"rows_by_day": dg.MetadataValue.md(_by_day(report))} if report.partitions <= BY_DAY_LIMIT else {}
+    return by_day | {
         "dagster/row_count": report.loaded_rows,
         "rows_landed": report.landed_rows,
         "rows_loaded": report.loaded_rows,

@@ -101,6 +101,10 @@ def test_a_sixty_day_backfill_is_one_run_with_one_step_per_source(definitions: d
         for name in ("rows_landed", "rows_loaded", "rows_quarantined", "bytes_landed", "watermark", "preview"):
             assert name in metadata
         assert metadata["rows_landed"].value == metadata["rows_loaded"].value + metadata["rows_quarantined"].value
+        # each business date of the window with its own figures (a range run's partitions share one metadata)
+        by_day = [line.split("|") for line in metadata["rows_by_day"].value.splitlines() if "2025-" in line]
+        assert [cells[1].strip() for cells in by_day][:: len(by_day) - 1] == ["2025-01-01", "2025-03-01"]
+        assert len(by_day) == 60 and sum(int(cells[2]) for cells in by_day) == metadata["rows_loaded"].value
 
 
 def test_a_source_ingests_every_table_after_the_tables_it_references() -> None:
