@@ -95,6 +95,7 @@ class RunOutcome:
     failures: list[str]
     failed_checks: list[str]
     published: dict[str, Any] | None
+    landing_run_id: str | None = None  # the landing run a build followed
 
 
 def run_failures(result: Any) -> tuple[list[str], list[str]]:
@@ -130,9 +131,16 @@ def _step_progress(instance: Any, run_id: str) -> tuple[int, str]:
 
 
 def run_partitions(
-    settings: Settings, job_name: str, start: dt.date, end: dt.date, progress: Progress | None = None
+    settings: Settings,
+    job_name: str,
+    start: dt.date,
+    end: dt.date,
+    progress: Progress | None = None,
+    build_job: str | None = "build_job",
 ) -> RunOutcome:
-    """Run a job over [start, end] as one run, recorded in the platform's Dagster instance."""
+    """Run a job over [start, end] as one run, recorded in the platform's Dagster instance; after a landing
+    job, the build job too (as the ``build_after_landing`` sensor does after the schedule's runs): the
+    landing's run, then the build's (docs/decisions/0035)."""
     import dagster as dg
 
     from application.mock_sources import advance_world, crm_environment
@@ -157,29 +165,49 @@ def run_partitions(
             "dagster/asset_partition_range_end": end.isoformat(),
             "dataops/launched_by": "dataops cli",
         }
-        run_id = str(uuid.uuid4())
         with dg.DagsterInstance.get() as instance:
-            outcome: dict[str, dg.ExecuteInProcessResult] = {}
-            worker = threading.Thread(
-                target=lambda: outcome.update(
-                    result=job.execute_in_process(
-                        instance=instance, tags=tags, raise_on_error=False, run_id=run_id, run_config=QUIET
-                    )
-                ),
-                name="dataops-run",
-                daemon=True,
+            landing = _execute_job(instance, job, tags, progress)
+            outcome = _outcome(landing)
+            if not landing.success or build_job is None or partitions is None:
+                return outcome
+            from orchestration.defs.automation.sensors import build_request
+
+            request = build_request(instance.get_run_by_id(landing.run_id))  # type: ignore[arg-type]
+            build = definitions.resolve_job_def(build_job)
+            built = _outcome(
+                _execute_job(instance, build, {**request.tags, "dataops/launched_by": "dataops cli"}, progress)
             )
-            worker.start()
-            total = len(job.graph.nodes)
-            while worker.is_alive():
-                worker.join(timeout=0.5)
-                if progress is not None:
-                    progress(*_step_progress(instance, run_id), total=total)
-            result = outcome["result"]
-        failures, failed_checks = run_failures(result)
-        published = None
-        for event in result.get_asset_materialization_events():
-            if event.asset_key is not None and event.asset_key.path[0] == "publish":
-                published = {k: v.value for k, v in event.materialization.metadata.items()}
-        steps = sum(1 for e in result.all_events if e.event_type_value == "STEP_SUCCESS")
-        return RunOutcome(result.run_id, result.success, steps, failures, failed_checks, published)
+            built.landing_run_id = landing.run_id
+            return built
+
+
+def _execute_job(instance: Any, job: Any, tags: dict[str, str], progress: Progress | None) -> Any:
+    """One run of a job in this process (its progress polled from the instance), recorded in the instance."""
+    run_id = str(uuid.uuid4())
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(
+            result=job.execute_in_process(
+                instance=instance, tags=tags, raise_on_error=False, run_id=run_id, run_config=QUIET
+            )
+        ),
+        name="dataops-run",
+        daemon=True,
+    )
+    worker.start()
+    total = len(job.graph.nodes)
+    while worker.is_alive():
+        worker.join(timeout=0.5)
+        if progress is not None:
+            progress(*_step_progress(instance, run_id), total=total)
+    return outcome["result"]
+
+
+def _outcome(result: Any) -> RunOutcome:
+    failures, failed_checks = run_failures(result)
+    published = None
+    for event in result.get_asset_materialization_events():
+        if event.asset_key is not None and tuple(event.asset_key.path) == ("publish", "analytics_warehouse"):
+            published = {k: v.value for k, v in event.materialization.metadata.items()}
+    steps = sum(1 for e in result.all_events if e.event_type_value == "STEP_SUCCESS")
+    return RunOutcome(result.run_id, result.success, steps, failures, failed_checks, published)

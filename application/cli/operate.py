@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
     app.command()(ui)
 
 
-def _execute(job: str, start: dt.date, end: dt.date) -> None:
+def _execute(job: str, start: dt.date, end: dt.date, build: str = "build_job") -> None:
     from application.runs import run_partitions
 
     label = str(start) if start == end else f"{start}..{end}"
@@ -41,13 +41,14 @@ def _execute(job: str, start: dt.date, end: dt.date) -> None:
             bar.update(task, completed=done, total=total, detail=step[:48])
 
         try:
-            outcome = run_partitions(settings(), job, start, end, progress=tick)
+            outcome = run_partitions(settings(), job, start, end, progress=tick, build_job=build)
         except ValueError as exc:
             raise fail(str(exc)) from None
     if outcome.success:
         published = outcome.published or {}
         console.print(
-            f"[green]run {outcome.run_id} succeeded[/] ({outcome.steps} steps): published "
+            f"[green]landing run {outcome.landing_run_id} and build run {outcome.run_id} succeeded[/] "
+            f"({outcome.steps} steps): published "
             f"{published.get('publish_id', '-')} as of {published.get('as_of_date', '-')}, "
             f"{published.get('kpi_values_changed', 0)} KPI values changed, "
             f"{published.get('restatements', 0)} restated"
@@ -78,7 +79,7 @@ def backfill(
     assert first is not None and last is not None
     if last < first:
         raise fail(f"--end {last} is before --start {first}")
-    _execute("full_rebuild_job" if full_refresh else "daily_elt_job", first, last)
+    _execute("daily_elt_job", first, last, build="full_rebuild_job" if full_refresh else "build_job")
 
 
 def status() -> None:

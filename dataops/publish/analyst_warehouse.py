@@ -69,6 +69,7 @@ class PublishReport:
     bytes: int = 0
     unchanged: bool = False  # nothing was written: analysts have this publish already
     published_by_run: str | None = None  # the run that wrote it, when ``unchanged``
+    days: list[dt.date] = field(default_factory=list)  # the window's days and every day whose KPIs changed
 
 
 def _published_tables(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -167,7 +168,7 @@ def _already_published(conn: duckdb.DuckDBPyConnection, settings: Settings, inpu
 
 def publish(
     settings: Settings,
-    window: tuple[dt.date, dt.date],
+    window: tuple[dt.date, dt.date] | None,
     run_id: str | None = None,
     limits: Limits | None = None,
     now: dt.datetime | None = None,
@@ -176,11 +177,11 @@ def publish(
     """Record KPI history and restatements, then write the analyst warehouse aside and swap it in.
 
     When analysts already have a publish made from the same inputs (:func:`publish_inputs`), nothing is
-    written and the report names that publish, unless ``republish_unchanged``.
+    written and the report names that publish, unless ``republish_unchanged``. ``window`` is the build's
+    business dates (None: the whole history).
     """
     publish_id = uuid.uuid4().hex[:16]
     published_at = now or dt.datetime.now(dt.UTC)
-    start, end = window
     target = settings.analytics_db
     target.parent.mkdir(parents=True, exist_ok=True)
     aside = target.with_name(f".{target.stem}-{publish_id}.duckdb")
@@ -195,6 +196,9 @@ def publish(
             if held is not None:
                 return held
         as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
+        if window is None:
+            window = (scalar(conn, "select min(date_day) from marts.dim_dates"), as_of)
+        start, end = window
         with transaction(conn):
             conn.execute(f"create temp table candidates as {CANDIDATES}", {"as_of": as_of})
             conn.execute(f"create temp table latest as {LATEST}")
@@ -229,6 +233,15 @@ def publish(
                 {"publish_id": publish_id, "at": published_at, "start": start, "end": end},
             )
             changed = scalar(conn, "select count(*) from changed")
+            days = [
+                d
+                for (d,) in conn.execute(
+                    "select distinct period from changed where grain = 'day' union "
+                    "select date_day from marts.dim_dates where date_day between $start and least($end, $as_of) "
+                    "order by 1",
+                    {"start": start, "end": end, "as_of": as_of},
+                ).fetchall()
+            ]
             restated = scalar(conn, "select count(*) from publish.kpi_restatements where publish_id = ?", [publish_id])
             conn.execute(
                 "insert into publish.publish_log (publish_id, published_at, as_of_date, window_start, window_end, "
@@ -237,7 +250,9 @@ def publish(
             )
             for name in ("candidates", "latest", "changed", "causes"):
                 conn.execute(f"drop table {name}")
-        report = PublishReport(publish_id, published_at, as_of, target, changed_values=changed, restatements=restated)
+        report = PublishReport(
+            publish_id, published_at, as_of, target, changed_values=changed, restatements=restated, days=days
+        )
         datasets = {
             name: meta for name, meta in declared.items() if name in {f"{s}.{t}" for s, t in _published_tables(conn)}
         }

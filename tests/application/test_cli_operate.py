@@ -38,12 +38,15 @@ def test_backfill_and_run_report_their_publish_and_are_recorded_for_the_ui(
     assert "as of 2025-04-09" in backfill
     assert "as of 2025-04-10" in run
     with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
-        runs = instance.get_runs()
-        assert len(runs) == 2 and all(r.job_name == "daily_elt_job" for r in runs)
-        ranges = sorted(
-            (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs
-        )
+        runs = list(reversed(instance.get_runs()))  # each command: its landing run, then the build that follows it
+        assert [r.job_name for r in runs] == ["daily_elt_job", "build_job"] * 2
+        ranges = [
+            (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+            for r in runs[::2]
+        ]
         assert ranges == [("2025-04-01", "2025-04-09"), ("2025-04-10", "2025-04-10")]
+        assert [r.tags["dataops/after_landing"] for r in runs[1::2]] == [r.run_id for r in runs[::2]]
+        assert [r.tags["dataops/window"] for r in runs[1::2]] == ["2025-04-01..2025-04-09", "2025-04-10..2025-04-10"]
 
 
 def test_status_shows_publish_freshness_checks_and_quarantine(operated: tuple[CliRunner, Path, list[str]]) -> None:

@@ -26,7 +26,7 @@ from tests.pipeline import run_job
 from tests.published import Published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
-NOT_INGESTION = dg.AssetSelection.all() - dg.AssetSelection.groups("erp", "crm", "accounting")
+NOT_INGESTION = dg.AssetSelection.all() - dg.AssetSelection.groups("lake", "erp", "crm", "accounting")
 
 
 def digest(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Accounting connector: the day's export folder, read through its manifest.
+"""Accounting connector: each day's export folder, read through its manifest.
 
 The manifest says which file holds each table; a corrected re-export (``<table>_v2.csv``) replaces the
 original. Each file's checksum and row count are verified against the manifest before it is read.
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import polars as pl
 
-from dataops.ingest.connectors import SourceUnavailable, days
+from dataops.ingest.connectors import DAY, SHAPE, SourceUnavailable, days
 
 
 class AccountingExtractor:
@@ -23,18 +24,24 @@ class AccountingExtractor:
 
     def __init__(self, exports: Path) -> None:
         self.exports = exports
+        self._manifests: dict[dt.date, tuple[float, dict[str, object]]] = {}
 
     def manifest(self, day: dt.date) -> dict[str, object]:
+        """The day's manifest (read once per extractor while the file is unchanged: its tables share it)."""
         path = self.exports / day.isoformat() / "manifest.json"
         if not path.exists():
             raise SourceUnavailable(
                 f"no accounting export for {day} ({path} is missing): the day has not closed yet, or the "
                 "export was not delivered"
             )
-        data: dict[str, object] = json.loads(path.read_text())
-        return data
+        changed = path.stat().st_mtime
+        cached = self._manifests.get(day)
+        if cached is None or cached[0] != changed:
+            cached = (changed, json.loads(path.read_text()))
+            self._manifests[day] = cached
+        return cached[1]
 
-    def file_for(self, day: dt.date, table: str) -> tuple[Path, int]:
+    def file_for(self, day: dt.date, table: str) -> tuple[Path, int, bytes]:
         manifest = self.manifest(day)
         entries = [e for e in manifest["files"] if e["table"] == table]  # type: ignore[attr-defined]
         if not entries:
@@ -44,14 +51,16 @@ class AccountingExtractor:
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise SourceUnavailable(f"{path}: checksum differs from the manifest (file damaged or being rewritten)")
-        return path, int(entry["rows"])
+        return path, int(entry["rows"]), data
 
-    def extract(self, table: str, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]:
-        out = {}
+    def extract(self, table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        frames = []
         for day in days(start, end):
-            path, rows = self.file_for(day, table)
-            df = pl.read_csv(path, infer_schema=False, encoding="utf8")
+            path, rows, data = self.file_for(day, table)
+            df = pl.read_csv(io.BytesIO(data), infer_schema=False, encoding="utf8")
             if df.height != rows:
                 raise SourceUnavailable(f"{path}: {df.height} rows, the manifest says {rows}")
-            out[day] = df.with_columns(pl.lit(f"{day.isoformat()}/{path.name}").alias("__file"))
-        return out
+            source = pl.lit(f"{day.isoformat()}/{path.name}").alias("__file")
+            frames.append(df.with_columns(source, pl.lit(day).alias(DAY), pl.lit(json.dumps(df.columns)).alias(SHAPE)))
+        # a column the source added or renamed on some day is null on the others (the contract reads aliases)
+        return pl.concat(frames, how="diagonal") if frames else pl.DataFrame(schema={DAY: pl.Date})

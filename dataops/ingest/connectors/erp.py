@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dataops.ingest.connectors import SourceUnavailable, nulls_as_text, split_by_day
+from dataops.ingest.connectors import SourceUnavailable, nulls_as_text, with_day
 
 
 class ErpExtractor:
@@ -18,7 +18,7 @@ class ErpExtractor:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
 
-    def extract(self, table: str, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]:
+    def extract(self, table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         if not self.db_path.exists():
             raise SourceUnavailable(f"ERP database not found at {self.db_path}; run `dataops simulate` first")
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
@@ -34,5 +34,4 @@ class ErpExtractor:
             df = pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None)
         finally:
             conn.close()
-        df = nulls_as_text(df)
-        return split_by_day(df, pl.col("updated_at").str.slice(0, 10).str.to_date(), start, end)
+        return with_day(nulls_as_text(df), pl.col("updated_at").str.slice(0, 10).str.to_date(), start, end)

@@ -14,9 +14,9 @@ import duckdb
 import polars as pl
 
 from dataops.core.warehouse import connect
+from dataops.transform.build_stamp import build_window
 from orchestration.lib.metadata import markdown_table
 from orchestration.lib.names import WAREHOUSE_POOL
-from orchestration.lib.partitions import window
 from orchestration.lib.resources import PlatformResource
 from quality.gate import GATE, CheckOutcome, GateCheck, run_check
 from registry.loader import Registry, load_registry
@@ -43,10 +43,12 @@ def outcome_result(outcome: CheckOutcome, key: dg.AssetCheckKey) -> dg.AssetChec
     )
 
 
-def _window(context: dg.AssetCheckExecutionContext, conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date]:
-    """The run's business dates, or the whole history when the gate runs outside a partitioned run."""
-    if context.has_partition_key_range or context.has_partition_key:
-        return window(context)
+def _window(conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date]:
+    """The business dates of the last build (docs/decisions/0035), or the whole history when the warehouse
+    knows of none."""
+    built = build_window(conn)
+    if built is not None:
+        return built
     return conn.execute("select min(date_day), max(date_day) from marts.dim_dates").fetchone()  # type: ignore[return-value]
 
 
@@ -85,10 +87,10 @@ def cleansing_gate() -> dg.Definitions:
     # In the writers' pool: it opens the build warehouse, and a reader's lock would fail a concurrent writer.
     @dg.multi_asset_check(specs=specs, name="cleansing_gate", can_subset=True, pool=WAREHOUSE_POOL)
     def gate(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> Iterator[dg.AssetCheckResult]:
-        """The pandera models of quality/ over the run's window of the marts and KPIs."""
+        """The pandera models of quality/ over the last build's window of the marts and KPIs."""
         selected = [check for check in GATE if _key(check) in context.selected_asset_check_keys]
         with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
-            start, end = _window(context, conn)
+            start, end = _window(conn)
             for result in gate_results(selected, conn, start, end, load_registry()):
                 context.log.info(result.description or result.check_name)
                 yield result
