@@ -38,9 +38,10 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert build["stages"]["dbt"]["seconds"] > 0 and build["peak_rss"] > 0
     assert build["pandera"]["validate"]["rows"] > 0
     assert result["machine"]["cores"] and result["machine"]["packages"]["duckdb"]
-    # every asset and day is one materialisation event: 2 days, so at least two per ingested table
+    # the landing run and the build that follows it; every table is materialised once, whatever the days
     events = build["events"]
-    assert events["ASSET_MATERIALIZATION"] >= 2 * 17 and events["RUN_SUCCESS"] == 1, events
+    assert build["runs"] == 2 and events["RUN_SUCCESS"] == 2, events
+    assert events["ASSET_MATERIALIZATION"] >= 17, events
     # Dagster alone: the same run with every step idle writes the events the build wrote
     alone = result["full"]["dagster_alone"]
     counted = ("ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION", "STEP_OUTPUT")
