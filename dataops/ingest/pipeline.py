@@ -116,9 +116,9 @@ def _hashes(df: pl.DataFrame, unhashed: tuple[str, ...]) -> pl.Series:
         rows = numbered if shape is None else numbered.filter(pl.col(SHAPE) == shape)
         names = json.loads(shape) if shape is not None else df.columns
         payload = [c for c in names if c not in lineage and c not in unhashed]
-        encoded = rows.select(pl.struct(payload).struct.json_encode()) if payload else rows.select(pl.lit(""))
-        parts.append(pl.DataFrame({"__i": rows["__i"], "encoded": encoded.to_series()}))
-    encoded = pl.concat(parts).sort("__i")["encoded"]
+        json_rows = rows.select(pl.struct(payload).struct.json_encode()) if payload else rows.select(pl.lit(""))
+        parts.append(pl.DataFrame({"__i": rows["__i"], "encoded": json_rows.to_series()}))
+    encoded: pl.Series = pl.concat(parts).sort("__i")["encoded"]
     return encoded.zip_with(encoded == "", _record_hashes(encoded)).alias("_record_hash")
 
 
@@ -189,18 +189,19 @@ def _shape(contract: Contract, version: lake.Version, settings: Settings) -> lis
 
 
 def _payload(df: pl.DataFrame, own: list[str]) -> pl.Expr:
-    """Each row's original payload as JSON: only the columns with a value on its business day.
+    """Each row's original payload as JSON: only the columns with a value on its business day, by name.
 
     A version landed over a range holds every column of the range on each day (a renamed or added column is
-    empty on the days before), so the columns of a day are those it has values in: a row's payload is then
-    the same whether its day was landed alone or in a range.
+    empty on the days before, and the columns' order is the range's), so the columns of a day are those it
+    has values in, in name order: a row's payload is then the same whether its day was landed alone or in a
+    range.
     """
     if not own:
         return pl.lit(None, dtype=pl.String).alias("_payload")
     present = df.group_by("_partition").agg(pl.col(own).is_not_null().any())
     by_columns: dict[tuple[str, ...], list[dt.date]] = {}
     for row in present.iter_rows(named=True):
-        by_columns.setdefault(tuple(c for c in own if row[c]), []).append(row["_partition"])
+        by_columns.setdefault(tuple(sorted(c for c in own if row[c])), []).append(row["_partition"])
     payload = pl.lit(None, dtype=pl.String)
     for columns, on in by_columns.items():
         encoded = (

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.xdist_group("ingest")
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
 
 
 def test_a_range_lands_one_immutable_version_per_table_and_run(fresh: Sources) -> None:
