@@ -41,7 +41,10 @@ def simulate(args: dict[str, Any]) -> dict[str, Any]:
     from source_systems.simulator.run import simulate as run_simulation
 
     sources = Path(args["data_dir"]) / "sources"
-    config = SimConfig(seed=int(args.get("seed", 42)), scale=float(args["scale"]), start=_date(args["start"]))
+    # The systems of record only: the pipeline does not ingest the product's event stream yet.
+    config = SimConfig(
+        seed=int(args.get("seed", 42)), scale=float(args["scale"]), start=_date(args["start"]), product_events=False
+    )
     started = time.perf_counter()
     with RssSampler() as sampler:
         summary = run_simulation(sources, _date(args["through"]), config)

@@ -54,7 +54,12 @@ def _execute(job: str, start: dt.date, end: dt.date, build: str = "build_job") -
             f"{published.get('restatements', 0)} restated"
         )
         return
-    err_console.print(f"[red]run {outcome.run_id} failed[/]; the analyst warehouse keeps its previous publish.")
+    which = (
+        f"build run {outcome.run_id} (after landing run {outcome.landing_run_id})"
+        if outcome.landing_run_id
+        else f"landing run {outcome.run_id} (nothing was built)"
+    )
+    err_console.print(f"[red]{which} failed[/]; the analyst warehouse keeps its previous publish.")
     for check in outcome.failed_checks:
         err_console.print(f"  failed check: {check}")
     for failure in outcome.failures[:5]:
