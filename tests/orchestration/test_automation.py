@@ -59,6 +59,38 @@ def test_a_build_follows_every_successful_landing_run_with_its_tags(definitions:
     assert request.tags["dataops/allow_volume_spike"] == "crm.leads"  # a spike let through reaches the breakers
 
 
+@pytest.mark.parametrize(
+    ("job_name", "assets", "builds"),
+    [
+        ("__ASSET_JOB", [["lake", "extracts"]], True),  # a UI backfill or launch of the landing
+        ("accounting_refresh_job", None, True),
+        ("build_job", None, False),  # a build does not start another
+        ("__ASSET_JOB", [["kpis", "kpi_daily"]], False),  # nor does a UI launch of other assets
+    ],
+)
+def test_the_build_follows_landings_from_anywhere_and_nothing_else(
+    definitions: dg.Definitions, job_name: str, assets: list[list[str]] | None, builds: bool
+) -> None:
+    sensor = definitions.resolve_sensor_def("build_after_landing")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = dg.DagsterRun(
+            job_name=job_name,
+            run_id="5e6f7a8b-0000-0000-0000-000000000000",
+            asset_selection=frozenset(dg.AssetKey(a) for a in assets) if assets else None,
+            tags={"dagster/partition": "2025-02-04"},
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name="build_after_landing",
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=job_name),
+        )
+        request = sensor(context)
+    assert isinstance(request, dg.RunRequest) == builds
+    if builds:
+        assert isinstance(request, dg.RunRequest) and request.tags["dataops/window"] == "2025-02-04..2025-02-04"
+
+
 def test_the_schedule_runs_yesterday_at_two(definitions: dg.Definitions) -> None:
     schedule = definitions.resolve_schedule_def("daily_elt_schedule")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"

@@ -9,9 +9,15 @@ import dagster as dg
 
 from dataops.core.settings import Settings
 from dataops.ingest.deliveries import export_versions, new_deliveries
-from orchestration.defs.automation.jobs import ACCOUNTING, ACCOUNTING_JOB, BUILD, DAILY
-from orchestration.lib.names import AFTER_LANDING_TAG, WINDOW_TAG
+from orchestration.defs.automation.jobs import ACCOUNTING_JOB, BUILD, DAILY_JOB
+from orchestration.lib.names import AFTER_LANDING_TAG, EXTRACTS_KEY, WINDOW_TAG
 from orchestration.lib.partitions import run_window
+
+
+def landed(run: dg.DagsterRun) -> bool:
+    """Whether a run landed extracts: a landing job's, or one the UI launched for ``lake/extracts`` (a backfill
+    or a launch from the asset graph runs as Dagster's own asset job, with the assets it selected)."""
+    return run.job_name in (DAILY_JOB, ACCOUNTING_JOB) or EXTRACTS_KEY in (run.asset_selection or ())
 
 
 def build_request(landing: dg.DagsterRun) -> dg.RunRequest:
@@ -29,14 +35,16 @@ def build_request(landing: dg.DagsterRun) -> dg.RunRequest:
 def sensors() -> dg.Definitions:
     @dg.run_status_sensor(
         run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=[DAILY, ACCOUNTING],
         request_job=BUILD,
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=5,
-        description="After every successful landing run, the build job: it loads what was landed and builds, "
-        "checks and publishes its days.",
+        description="After every successful landing run (the schedule's, the accounting sensor's, a backfill "
+        "or launch of lake/extracts from the UI), the build job: it loads what was landed and builds, checks and "
+        "publishes its days.",
     )
-    def build_after_landing(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    def build_after_landing(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+        if not landed(context.dagster_run):
+            return dg.SkipReason(f"run {context.dagster_run.run_id} landed nothing")
         return build_request(context.dagster_run)
 
     @dg.sensor(
