@@ -172,3 +172,16 @@ def test_a_failed_idle_run_is_shown_failed_and_left_out_of_the_target() -> None:
     full = _sf10_full(failed)
     assert "| Dagster alone: FAILED (enterprise_model: boom) | | | |" in run._full_build_table(full)
     assert run.targets({"scale": 10, "full": full})["full_build_ratio"] == ("20.0x", 10.0, "NO")
+
+
+def test_the_daily_targets_judge_the_ladder_growth_no_data_and_an_old_day() -> None:
+    def run_of(kind: str, days: int, wall: float) -> dict[str, Any]:
+        return {"kind": kind, "history_days": days, "wall_s": wall}
+
+    ladder = [run_of("daily", 30, 10.0), run_of("daily", 720, 12.0), run_of("no_data", 720, 4.0)]
+    judged = run.targets({"scale": 1, "incremental": {"runs": [*ladder, run_of("old_day", 720, 25.0)]}})
+    assert judged["daily_720_s"] == ("12.0 s", 15.0, "yes")
+    assert judged["daily_growth_30_to_720"] == ("+20% (30 to 720 days)", 0.1, "NO")
+    assert judged["no_data_s"] == ("4.0 s", 5.0, "yes")
+    assert judged["old_day_rerun_s"] == ("25.0 s", 20.0, "NO")
+    assert judged["full_build_ratio"][2] == judged["peak_gib"][2] == "n/a"  # no full build in this result
