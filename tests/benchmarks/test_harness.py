@@ -96,6 +96,7 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
         ("pipeline", day(5), day(5), False),  # daily run after 5 days
         ("pipeline", day(5), day(5), False),  # the same day again: no new data
         ("pipeline", day(5), day(5), True),  # and again, with dbt run over the unchanged build
+        ("pipeline", day(2), day(2), False),  # one old day re-run inside the history
         ("dagster_alone", day(5), day(5)),  # and the daily run with every step idle
     ]
     kinds = [(r["kind"], r["history_days"]) for r in result["runs"]]
@@ -106,6 +107,7 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
         ("daily", 5),
         ("no_data", 5),
         ("no_data_rebuilt", 5),
+        ("old_day", 5),
     ]
 
 
