@@ -92,7 +92,7 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
         SimConfig(seed=5, scale=0.04, start=START, lead_spike_date=SPIKE, lead_spike_factor=15, product_events=False),
     )
     # The breaker's history is what was extracted; landing it is enough (no need to model and publish it).
-    history = dg.AssetSelection.groups("simulation", "erp", "crm", "accounting")
+    history = dg.AssetSelection.groups("lake", "erp", "crm", "accounting")
     assert run_job(root, START, SPIKE - dt.timedelta(days=1), selection=history).success
 
     halted = run_job(root, SPIKE, SPIKE)

@@ -29,7 +29,7 @@ from tests.published import Published, copy_of
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
 NOT_INGESTION = (
     dg.AssetSelection.all()
-    - dg.AssetSelection.groups("erp", "crm", "accounting")
+    - dg.AssetSelection.groups("lake", "erp", "crm", "accounting", "product")
     - dg.AssetSelection.assets(CHURN_MODEL_KEY)
 )
 
