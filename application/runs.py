@@ -346,9 +346,9 @@ def in_progress(instance: dg.DagsterInstance) -> str:
     run = records[0].dagster_run
     created = records[0].create_timestamp.replace(tzinfo=dt.UTC)  # stored as naive UTC
     started = dt.datetime.fromtimestamp(records[0].start_time, dt.UTC) if records[0].start_time else created
-    dates = run.tags.get("dagster/partition") or (
-        f"{run.tags.get('dagster/asset_partition_range_start')}..{run.tags.get('dagster/asset_partition_range_end')}"
-    )
+    from application.run_log import RunRow
+
+    dates = RunRow(run.run_id, run.job_name, "", dict(run.tags), created, created, None).dates
     who = run.tags.get("dataops/launched_by") or ("the schedule" if "dagster/schedule_name" in run.tags else "the UI")
     held = [h for h in pool_holders(instance) if h.run_id == run.run_id]
     step = f", step {held[0].step_key} holds the {held[0].pool} pool" if held else ""

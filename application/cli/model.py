@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import polars as pl
 import typer
 from rich.table import Table
 
 from application.cli.common import console, fail, settings
-from dataops.models.labels import HORIZON_DAYS
+
+if TYPE_CHECKING:  # polars only when a model command runs: `dataops status` loads this module too
+    import polars as pl
 
 model_app = typer.Typer(
     help="The churn-risk model: retrain and compare against the simulator's truth.", no_args_is_help=True
@@ -40,6 +41,10 @@ def truth_outcomes(truth_dir: Path, horizon_days: int) -> pl.DataFrame:
 
     The 90-day horizon is the simulator's own label; another (a tiny simulation's) is read off its states.
     """
+    import polars as pl
+
+    from dataops.models.labels import HORIZON_DAYS
+
     latent = pl.read_parquet(truth_dir / LATENT_FILE).rename({"customer_key": "customer_id"})
     if horizon_days == HORIZON_DAYS:
         return latent.select("customer_id", "date", pl.col("churns_within_90_days").alias("truth"))

@@ -67,7 +67,7 @@ def test_status_shows_publish_freshness_checks_and_quarantine(operated: tuple[Cl
         "KPIs on 2025-04-10",
         "mrr_usd",
         "Failed checks in the last run: none",
-        "daily_elt_job 2025-04-10): SUCCESS",
+        "build_job 2025-04-10): SUCCESS",  # the last run: the build after the landing of 2025-04-10
         "Quarantined rows:",
     ):
         assert text in result.output, text

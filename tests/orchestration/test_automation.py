@@ -94,8 +94,8 @@ def test_the_build_follows_landings_from_anywhere_and_nothing_else(
 def test_every_step_that_opens_the_build_warehouse_holds_its_pool(definitions: dg.Definitions) -> None:
     """Read-only included (the cleansing gate): a step outside the pool met a writer's file lock when two runs
     started together. Egress and the yesterday_published check read the analyst file only: no pool."""
-    daily = definitions.resolve_job_def("daily_elt_job")
-    pools = {node.name: node.definition.pool for node in daily.graph.nodes}
+    build = definitions.resolve_job_def("build_job")  # the landing (daily_elt_job) writes the lake only
+    pools = {node.name: node.definition.pool for node in build.graph.nodes}
     outside = {name for name in pools if name.startswith("egress__") or name.endswith("_yesterday_published")}
     assert outside and {name: pools[name] for name in outside} == dict.fromkeys(outside)
     assert {name: pool for name, pool in pools.items() if name not in outside} == dict.fromkeys(
