@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 from dataops.governance.pseudonym import rotate_key
-from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY
+from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY, EVENTS_KEY
 from quality.gate import GATE
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
@@ -352,7 +352,9 @@ def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_righ
     day = case.late_day
     simulate(case.settings.sources_dir, day)
     everything_but_publishing = (
-        dg.AssetSelection.all() - dg.AssetSelection.groups("egress") - dg.AssetSelection.assets(ANALYTICS_KEY)
+        dg.AssetSelection.all()
+        - dg.AssetSelection.groups("egress")
+        - dg.AssetSelection.assets(ANALYTICS_KEY, CHURN_MODEL_KEY, EVENTS_KEY)
     )
     assert run_job(case.root, day, day, selection=everything_but_publishing).success
     clean = copy_of(case, tmp_path / "clean")
