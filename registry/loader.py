@@ -348,6 +348,10 @@ def dbt_vars(registry: Registry) -> dict[str, Any]:
         "live_contract_states": list(registry.live_contract_states),
         "month_close_business_day": registry.month_close_business_day,
         "customer_states": [{"name": r.name, "when": r.when} for r in registry.customer_states],
+        "usage_seat_events": {"assigned": registry.usage.seat_assigned, "revoked": registry.usage.seat_revoked},
+        "usage_window_days": {"weekly": registry.usage.weekly_days, "monthly": registry.usage.monthly_days},
+        "usage_features": {name: list(types) for name, types in registry.usage.features},
+        "usage_adoption_window_days": registry.usage.adoption_window_days,
     }
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from application.cli.common import console, fail, settings
 
-if TYPE_CHECKING:  # polars only when a model command runs: `dataops status` loads this module too
+if TYPE_CHECKING:  # polars only when a model command runs: `dataops status` must not load it
     import polars as pl
 
 model_app = typer.Typer(

@@ -63,8 +63,8 @@ def run_job(job: str, start: dt.date, end: dt.date, build: str = "build_job") ->
     if outcome.success:
         published = outcome.published or {}
         console.print(
-            f"[green]landing run {outcome.landing_run_id} and build run {outcome.run_id} succeeded[/] "
-            f"({outcome.steps} steps): published "
+            f"{job} {label}: [green]landing run {outcome.landing_run_id} and build run {outcome.run_id} "
+            f"succeeded[/] ({outcome.steps} steps): published "
             f"{published.get('publish_id', '-')} as of {published.get('as_of_date', '-')}, "
             f"{published.get('kpi_values_changed', 0)} KPI values changed, "
             f"{published.get('restatements', 0)} restated"

@@ -6,9 +6,12 @@ The registry's definitions reach dbt as vars and generated seeds on every invoca
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine
@@ -19,15 +22,42 @@ from registry.loader import Registry, customer_states_seed_csv, dbt_vars, kpi_se
 def write_registry_seeds(registry: Registry, project_dir: Path = DBT_PROJECT_DIR) -> None:
     """Generate the registry seeds and their docs (rewritten only when their content changes, which keeps
     dbt's partial parsing warm)."""
-    generated = {
+    for path, content in _seeds(registry, project_dir).items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != content:
+            path.write_text(content)
+
+
+def _seeds(registry: Registry, project_dir: Path) -> dict[Path, str]:
+    return {
         project_dir / "seeds" / "registry" / "registry_kpis.csv": kpi_seed_csv(registry),
         project_dir / "seeds" / "registry" / "registry_customer_states.csv": customer_states_seed_csv(registry),
         project_dir / "docs" / "registry.md": registry_docs(registry),
     }
-    for path, content in generated.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_text() != content:
-            path.write_text(content)
+
+
+@contextmanager
+def registry_seeds(registry: Registry, project_dir: Path = DBT_PROJECT_DIR) -> Iterator[None]:
+    """The registry's seeds written and held for one dbt invocation.
+
+    dbt reads them from the project folder every process shares. Invocations under the same registry
+    version share them (a shared lock); one under another version (a definition proposal, an adoption)
+    waits until those end, and they wait for it, so no build reads another version's definitions.
+    """
+    wanted = _seeds(registry, project_dir)
+    lock_path = project_dir / "target" / ".registry-seeds.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        # converting a flock is not atomic (it is released, then taken again): check after every change
+        while not all(path.exists() and path.read_text() == text for path, text in wanted.items()):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            write_registry_seeds(registry, project_dir)
+            fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def registry_vars(registry: Registry) -> str:
@@ -50,6 +80,7 @@ def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[st
     limits = limits or Limits()
     return {
         "DATAOPS_DATA_DIR": str(settings.data_dir),
+        "DATAOPS_LAKE_DIR": str(settings.lake_dir),  # the product's events (macros/product_lake.sql)
         "DATAOPS_ENGINE": engine(),  # the profile's target (transforms/profiles.yml)
         "DATAOPS_SPARK_DIR": str(settings.spark_dir),
         "DATAOPS_DUCKDB_MEMORY_LIMIT": limits.memory_limit,

@@ -7,6 +7,8 @@ stopped (Ctrl-C, a cancelled run) without leaving the caller's process holding t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,9 +28,9 @@ from dataops.transform.project import (
     dbt_executable,
     manifest_path,
     project_files,
+    registry_seeds,
     registry_vars,
     window_environment,
-    write_registry_seeds,
 )
 from dataops.transform.spark import export_raw
 from registry.loader import Registry, load_registry
@@ -150,15 +152,15 @@ def run_dbt(
     many small runs follow each other, as in tests.
     """
     registry = registry or load_registry()
-    write_registry_seeds(registry)
     _forget_if_writing(args, settings, limits)
     full = command_line(args, registry)
-    if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
-        success, output = _run_in_process(full[1:], settings, limits, window)
-    else:
-        env = process_environment(settings, limits, window)
-        proc = subprocess.run(full, env=env, capture_output=True, text=True, check=False)
-        success, output = proc.returncode == 0, proc.stdout + proc.stderr
+    with registry_seeds(registry):
+        if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
+            success, output = _run_in_process(full[1:], settings, limits, window)
+        else:
+            env = process_environment(settings, limits, window)
+            proc = subprocess.run(full, env=env, capture_output=True, text=True, check=False)
+            success, output = proc.returncode == 0, proc.stdout + proc.stderr
     results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
     results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
     return DbtResult(success=success, output=output, results=results)
@@ -184,11 +186,13 @@ def _run_in_process(
 def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_PROJECT_DIR) -> Path:
     """Make sure target/manifest.json exists and is newer than the project's files (dbt parse if not)."""
     registry = registry or load_registry()
-    write_registry_seeds(registry, project_dir)
     manifest = manifest_path(project_dir)
-    if manifest.exists() and manifest.stat().st_mtime >= max(p.stat().st_mtime for p in project_files(project_dir)):
-        return manifest
-    result = run_dbt(["parse"], Settings.from_env(), registry)
+    parsing = manifest.with_name(".parse.lock")  # one parse at a time: a reader never sees half a manifest
+    with registry_seeds(registry, project_dir), parsing.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if manifest.exists() and manifest.stat().st_mtime >= max(p.stat().st_mtime for p in project_files(project_dir)):
+            return manifest
+        result = run_dbt(["parse"], Settings.from_env(), registry)
     if not result.success:
         raise RuntimeError(f"dbt parse failed:\n{result.output[-3000:]}")
     return manifest
@@ -207,6 +211,7 @@ class DbtInvocation:
     target: Path
     grace: float = 20.0
     errors: list[str] = field(default_factory=list)
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the registry seeds, while dbt runs
 
     def events(self) -> Iterator[dict[str, Any]]:
         assert self.process.stdout is not None
@@ -222,12 +227,14 @@ class DbtInvocation:
 
     def result(self) -> DbtResult:
         code = self.process.wait()
+        self.held.close()
         path = self.target / "run_results.json"
         results = json.loads(path.read_text())["results"] if path.exists() else []
         return DbtResult(success=code == 0, output="\n".join(self.errors), results=results)
 
     def stop(self) -> None:
         if self.process.poll() is not None:
+            self.held.close()
             return
         self.process.send_signal(signal.SIGINT)
         try:
@@ -235,6 +242,7 @@ class DbtInvocation:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.held.close()
 
 
 def start_dbt(
@@ -253,9 +261,14 @@ def start_dbt(
             "(docs/deployment.md)"
         )
     registry = registry or load_registry()
-    write_registry_seeds(registry)
     # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
     line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
     env = process_environment(settings, limits, window)
-    process = subprocess.Popen(line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return DbtInvocation(process, target)
+    held = contextlib.ExitStack()
+    held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go
+    try:
+        process = subprocess.Popen(line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except BaseException:
+        held.close()
+        raise
+    return DbtInvocation(process, target, held=held)

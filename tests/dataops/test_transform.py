@@ -176,3 +176,33 @@ def test_dbt_run_by_hand_forgets_the_last_build_and_a_parse_does_not(
     with duckdb.connect(str(settings.build_db)) as conn:
         assert built_from(conn) is None
     assert len(ran) == 3
+
+
+def test_a_build_under_another_registry_version_waits_for_the_builds_reading_the_seeds(tmp_path: Path) -> None:
+    """dbt reads the registry seeds from the project folder all processes share: a proposal's build under
+    another version rewrote them under a running build, which then published the other version's labels."""
+    import dataclasses
+    import threading
+
+    from dataops.transform.project import registry_seeds
+    from registry.loader import load_registry
+
+    adopted = load_registry()
+    proposed = dataclasses.replace(adopted, version="v-proposed")
+    seed = tmp_path / "seeds" / "registry" / "registry_kpis.csv"
+    entered = threading.Event()
+
+    def propose() -> None:
+        with registry_seeds(proposed, tmp_path):
+            entered.set()
+
+    with registry_seeds(adopted, tmp_path):
+        proposal = threading.Thread(target=propose)
+        proposal.start()
+        assert not entered.wait(1.0)  # the proposal waits for the running build
+        assert "v-proposed" not in seed.read_text()
+    proposal.join(timeout=60)
+    assert entered.is_set()
+    assert "v-proposed" in seed.read_text()
+    with registry_seeds(adopted, tmp_path):  # and the next build gets its own version back
+        assert "v-proposed" not in seed.read_text()

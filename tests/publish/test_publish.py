@@ -351,7 +351,7 @@ def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_righ
     case = copy_of(published, tmp_path / "case")
     day = case.late_day
     simulate(case.settings.sources_dir, day)
-    everything_but_publishing = (
+    everything_but_publishing = (  # as the build job: the churn model and the event stream have their own jobs
         dg.AssetSelection.all()
         - dg.AssetSelection.groups("egress")
         - dg.AssetSelection.assets(ANALYTICS_KEY, CHURN_MODEL_KEY, EVENTS_KEY)

@@ -15,7 +15,7 @@ import polars as pl
 from dataops.core.settings import Settings
 from dataops.ingest import events
 from dataops.ingest.events_volume import ALLOW_TAG, check_hours
-from orchestration.lib.names import EVENTS_KEY, PLATFORM_OWNER
+from orchestration.lib.names import EVENTS_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
 from orchestration.lib.resources import PlatformResource
 from quality.contracts.product import LandedEvents
 from registry.loader import load_registry
@@ -29,8 +29,11 @@ class EventBatchConfig(dg.Config):
     max_objects: int = MAX_OBJECTS
 
 
+# In the writers' pool: a batch writes new versions of the lake's event dates, which the dbt step of a run
+# reads (the usage models), so it waits for a build in progress and a build waits for it.
 @dg.multi_asset(
     name="ingest_product_events",
+    pool=WAREHOUSE_POOL,
     specs=[
         dg.AssetSpec(
             EVENTS_KEY,
