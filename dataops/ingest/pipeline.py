@@ -55,10 +55,19 @@ class IngestReport:
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
     preview: pl.DataFrame | None = None
     per_partition: dict[dt.date, tuple[int, int]] = field(default_factory=dict)
+    windows: list[Window] = field(default_factory=list)  # the windows loaded (several when days between are not landed)
+
+    def __post_init__(self) -> None:
+        self.windows = self.windows or [(self.start, self.end)]
 
     @property
     def partitions(self) -> int:
-        return (self.end - self.start).days + 1
+        return sum((end - start).days + 1 for start, end in self.windows)
+
+    @property
+    def loaded_days(self) -> set[dt.date]:
+        """Every business date loaded (the windows' days)."""
+        return {day for start, end in self.windows for day in days(start, end)}
 
 
 def _record_hashes(encoded: pl.Series) -> pl.Series:
@@ -329,17 +338,25 @@ def load_from_lake(
     return report
 
 
-def pending_window(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> Window | None:
-    """The span of the table's landed versions the raw layer has not loaded yet (None: nothing new)."""
+def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> list[Window]:
+    """The windows of the table's landed versions the raw layer has not loaded yet (empty: nothing new).
+
+    One window, the span of those versions, unless a day inside it was never landed at all (landing runs of
+    days 6 and 8 finished, day 7's not yet): the span is then cut at such days, and each part that holds a
+    waiting version is a window of its own. Each window's every day is landed, as a load needs; the day
+    left out is loaded by the build after its own landing.
+    """
     done = loaded_versions(conn, contract.system, contract.table)
-    waiting = [
-        v
-        for v in lake.all_versions(settings.lake_dir, contract.system, contract.table)
-        if not v.legacy and v.name not in done
-    ]
+    every = lake.all_versions(settings.lake_dir, contract.system, contract.table)
+    waiting = {day for v in every if not v.legacy and v.name not in done for day in v.rows}
     if not waiting:
-        return None
-    return min(v.start for v in waiting), max(v.end for v in waiting)
+        return []
+    landed = {day for v in every for day in v.rows}
+    windows: list[Window] = []
+    for start, end in contiguous(sorted(d for d in days(min(waiting), max(waiting)) if d in landed)):
+        if any(start <= day <= end for day in waiting):
+            windows.append((start, end))
+    return windows
 
 
 def load_pending(
@@ -349,14 +366,48 @@ def load_pending(
     run_id: str | None = None,
     watermark_column: str | None = None,
 ) -> IngestReport | None:
-    """Load every day of the table that some version landed since the last load (None: nothing new)."""
+    """Load every day of the table that some version landed since the last load (None: nothing new), one
+    load (one transaction, one ledger entry) per pending window."""
     options = options or IngestOptions()
     with connect(settings.build_db, limits=options.limits) as conn:
-        window = pending_window(settings, contract, conn)
-    if window is None:
+        windows = pending_windows(settings, contract, conn)
+    if not windows:
         return None
-    report = IngestReport(contract.name, *window)
-    return load_from_lake(settings, contract, *window, options, report, watermark_column, run_id)
+    reports = [
+        load_from_lake(
+            settings, contract, start, end, options, IngestReport(contract.name, start, end), watermark_column, run_id
+        )
+        for start, end in windows
+    ]
+    return merged(reports)
+
+
+def merged(reports: list[IngestReport]) -> IngestReport:
+    """One table's loads of several windows as one report: its span, the windows, their sums."""
+    if len(reports) == 1:
+        return reports[0]
+    first, last = reports[0], reports[-1]
+    reasons: dict[str, int] = {}
+    for report in reports:
+        for reason, count in report.top_reasons:
+            reasons[reason] = reasons.get(reason, 0) + count
+    watermarks = [r.watermark for r in reports if r.watermark]
+    return IngestReport(
+        first.table,
+        first.start,
+        last.end,
+        landed_files=[f for r in reports for f in r.landed_files],
+        loaded_rows=sum(r.loaded_rows for r in reports),
+        quarantined_rows=sum(r.quarantined_rows for r in reports),
+        orphans=sum(r.orphans for r in reports),
+        released=sum(r.released for r in reports),
+        watermark=max(watermarks) if watermarks else None,
+        extra_columns=sorted({c for r in reports for c in r.extra_columns}),
+        top_reasons=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5],
+        preview=last.preview,
+        per_partition={day: n for r in reports for day, n in r.per_partition.items()},
+        windows=[w for r in reports for w in r.windows],
+    )
 
 
 def rebuild_raw(

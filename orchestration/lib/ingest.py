@@ -232,7 +232,11 @@ def table_result(
             asset_key=key, metadata={"rows_loaded": 0, "loaded": "nothing new landed"}, check_results=checks
         )
     # The breaker runs in this step (docs/decisions/0013), unless the launch left it out of the selection.
-    checks = [volume_check_result(context, platform, contract, report.start, report.end, warehouse)] if selected else []
+    checks = (
+        [volume_check_result(context, platform, contract, report.start, report.end, warehouse, report.loaded_days)]
+        if selected
+        else []
+    )
     return dg.MaterializeResult(asset_key=key, metadata=report_metadata(report), check_results=checks)
 
 

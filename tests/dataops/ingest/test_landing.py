@@ -97,6 +97,33 @@ def test_landing_and_loading_apart_load_each_landed_version_once(baseline: Sourc
         assert unbuilt_window(conn) == (day, day)
 
 
+def test_days_landed_out_of_order_load_around_the_day_not_landed_yet(baseline: Sources, fresh: Sources) -> None:
+    """Landing runs of days before and after a day whose landing has not finished (runs started together):
+    the build loads the days landed, each side of that day, and the day once it lands; same raw layer."""
+    extractors = fresh.extractors()
+    gap = START + dt.timedelta(days=3)
+    for start, end in ((START, gap - dt.timedelta(days=1)), (gap + dt.timedelta(days=1), gap + dt.timedelta(days=5))):
+        for contract in CONTRACTS.values():
+            land(fresh.settings, contract, extractors[contract.system], start, end)
+    for contract in CONTRACTS.values():
+        report = load_pending(fresh.settings, contract)
+        assert report is not None, contract.name
+        assert report.windows == [
+            (START, gap - dt.timedelta(days=1)),
+            (gap + dt.timedelta(days=1), START + dt.timedelta(days=8)),
+        ]
+        assert gap not in report.loaded_days
+    with connect(fresh.settings.build_db) as conn:
+        assert conn.execute("select count(*) from raw.crm__leads where _partition = ?", [gap]).fetchone() == (0,)
+    for start, end in ((gap, gap), (gap + dt.timedelta(days=6), END)):
+        for contract in CONTRACTS.values():
+            land(fresh.settings, contract, extractors[contract.system], start, end)
+        for contract in CONTRACTS.values():
+            report = load_pending(fresh.settings, contract)
+            assert report is not None and report.windows == [(start, end)], contract.name
+    assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
+
+
 def test_a_load_and_its_ledger_entry_land_together(fresh: Sources) -> None:
     """A load that fails leaves the version pending, so the next build loads it."""
     crm = fresh.extractors()["crm"]
