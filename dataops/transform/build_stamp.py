@@ -37,8 +37,13 @@ def build_inputs(
     window: tuple[str, str],
     dbt_vars: str,
     project_dir: Path = DBT_PROJECT_DIR,
+    lake_dir: Path | None = None,
 ) -> str:
     """A digest of everything a dbt build of ``window`` reads.
+
+    The product's events are read from the lake, not the warehouse (macros/product_lake.sql): the newest
+    file of each of their folders under ``lake_dir`` (the event stream's own sensor lands them between
+    builds) is part of it by name, unique per landed version.
 
     Raw rows are summed by content without the lineage that changes with every extraction of the same
     records (``PER_EXTRACTION``) and without the columns the CRM write-back sets (a contract's
@@ -62,11 +67,25 @@ def build_inputs(
     parts |= {
         "archive_log": table_digest(conn, "governance", "archive_log"),  # archiving deletes rows from marts
         "project": files_digest(project_files(project_dir), root=project_dir),
+        "product_lake": product_lake_files(lake_dir) if lake_dir is not None else [],
         "vars": dbt_vars,
         "window": list(window),
         "versions": [importlib.metadata.version(p) for p in ("dbt-core", "dbt-duckdb", "duckdb")],
     }
     return digest(parts)
+
+
+PRODUCT_TABLES = ("events", "event_devices")  # the folders macros/product_lake.sql reads
+
+
+def product_lake_files(lake_dir: Path) -> list[str]:
+    """The files the usage models read: the newest ``part-*.parquet`` of each folder of the product's events
+    and device map (staging/product)."""
+    root = lake_dir / "raw" / "product"
+    newest: dict[Path, str] = {}
+    for path in (p for table in PRODUCT_TABLES for p in (root / table).rglob("part-*.parquet")):
+        newest[path.parent] = max(newest.get(path.parent, ""), path.name)
+    return sorted(str((folder / name).relative_to(root)) for folder, name in newest.items())
 
 
 def built_from(conn: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:

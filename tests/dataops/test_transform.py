@@ -143,6 +143,23 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) != edited  # archiving deleted rows from a mart
 
 
+def test_the_build_inputs_see_the_product_events_the_event_stream_landed_since(tmp_path: Path) -> None:
+    """The usage models read the event lake: a micro-batch between two builds is a new input."""
+    project, lake_dir = _project(tmp_path), tmp_path / "lake"
+    day = lake_dir / "raw" / "product" / "events" / "date=2025-01-05"
+    with _warehouse(tmp_path / "build.duckdb") as conn:
+        nothing = build_inputs(conn, WINDOW, '{"a": 1}', project, lake_dir)
+        day.mkdir(parents=True)
+        (day / "part-20250105T010000-aaaa.parquet").write_bytes(b"one")
+        first = build_inputs(conn, WINDOW, '{"a": 1}', project, lake_dir)
+        assert first != nothing
+        (day / "part-20250105T020000-bbbb.parquet").write_bytes(b"two")  # a newer version of the date
+        second = build_inputs(conn, WINDOW, '{"a": 1}', project, lake_dir)
+        assert second != first
+        (day / "part-20250105T010000-aaaa.parquet").unlink()  # an old version pruned: the models read the same
+        assert build_inputs(conn, WINDOW, '{"a": 1}', project, lake_dir) == second
+
+
 def test_the_warehouse_keeps_only_its_last_complete_build(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "build.duckdb")) as conn:
         assert built_from(conn) is None

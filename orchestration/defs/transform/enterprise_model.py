@@ -65,7 +65,7 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
         with connect(settings.build_db, limits=platform.limits) as conn:
             window = build_window(conn)
             span = window_span(window)
-            inputs = build_inputs(conn, span, registry_vars(registry))
+            inputs = build_inputs(conn, span, registry_vars(registry), lake_dir=settings.lake_dir)
             last = built_from(conn)
             if last is not None and last[0] == inputs and not (config.full_refresh or config.rebuild_unchanged):
                 mark_built(conn, started)  # the warehouse holds this very build: nothing is left to build
