@@ -343,8 +343,8 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
 
     One window, the span of those versions, unless a day inside it was never landed at all (landing runs of
     days 6 and 8 finished, day 7's not yet): the span is then cut at such days, and each part that holds a
-    waiting version is a window of its own. Each window's every day is landed, as a load needs; the day
-    left out is loaded by the build after its own landing.
+    waiting version is a window of its own (docs/decisions/0036). Each window's every day is landed, as a
+    load needs; the day left out is loaded by the build after its own landing.
     """
     done = loaded_versions(conn, contract.system, contract.table)
     every = lake.all_versions(settings.lake_dir, contract.system, contract.table)
