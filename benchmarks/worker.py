@@ -458,15 +458,23 @@ def floor(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def compare(args: dict[str, Any]) -> dict[str, Any]:
-    """kpis.kpi_daily of the floor and of the pipeline, row for row."""
+def _rows_by_name(db: str, query: str) -> list[tuple[Any, ...]]:
+    """The query's rows with their columns in name order, sorted: an enforced contract orders a mart's columns
+    as its YAML lists them, the floor's plain SQL as its select does; the same data compares equal."""
     import duckdb
 
-    query = args.get("query") or "select * from kpis.kpi_daily order by all"
-    with duckdb.connect(args["pipeline_db"], read_only=True) as conn:
-        ours = conn.execute(query).fetchall()
-    with duckdb.connect(args["floor_db"], read_only=True) as conn:
-        theirs = conn.execute(query).fetchall()
+    with duckdb.connect(db, read_only=True) as conn:
+        cursor = conn.execute(query)
+        names = [column[0] for column in cursor.description]
+        order = sorted(range(len(names)), key=names.__getitem__)
+        rows = [tuple(row[i] for i in order) for row in cursor.fetchall()]
+    return sorted(rows, key=lambda row: tuple(str(value) for value in row))
+
+
+def compare(args: dict[str, Any]) -> dict[str, Any]:
+    """kpis.kpi_daily of the floor and of the pipeline, row for row."""
+    query = args.get("query") or "select * from kpis.kpi_daily"
+    ours, theirs = _rows_by_name(args["pipeline_db"], query), _rows_by_name(args["floor_db"], query)
     missing, extra = set(ours) - set(theirs), set(theirs) - set(ours)
     return {
         "identical": ours == theirs,
