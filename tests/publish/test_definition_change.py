@@ -26,7 +26,8 @@ from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate, truth_kpis
 from tests.pipeline import run_job
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("definitions")]
+# five dbt builds: under a loaded machine the walk alone has taken over 900 s
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("definitions"), pytest.mark.timeout(1800)]
 
 START, DAYS = dt.date(2025, 1, 1), 40
 END = START + dt.timedelta(days=DAYS - 1)
