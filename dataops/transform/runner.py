@@ -180,18 +180,30 @@ def _run_in_process(
 
 
 def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_PROJECT_DIR) -> Path:
-    """Make sure target/manifest.json exists and is newer than the project's files (dbt parse if not)."""
+    """Make sure target/manifest.json exists, is newer than the project's files and was parsed for this
+    engine (dbt parse if not): a model disabled on one engine is no asset there, and publishing waits for
+    every asset it is given."""
     registry = registry or load_registry()
     manifest = manifest_path(project_dir)
     parsing = manifest.with_name(".parse.lock")  # one parse at a time: a reader never sees half a manifest
     with registry_seeds(registry, project_dir), parsing.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if manifest.exists() and manifest.stat().st_mtime >= max(p.stat().st_mtime for p in project_files(project_dir)):
+        newest = max(p.stat().st_mtime for p in project_files(project_dir))
+        if manifest.exists() and manifest.stat().st_mtime >= newest and _parsed_for(manifest) == engine():
             return manifest
         result = run_dbt(["parse"], Settings.from_env(), registry)
     if not result.success:
         raise RuntimeError(f"dbt parse failed:\n{result.output[-3000:]}")
     return manifest
+
+
+def _parsed_for(manifest: Path) -> str | None:
+    """The dbt adapter a manifest was parsed with (its target: duckdb or spark)."""
+    try:
+        adapter = json.loads(manifest.read_text())["metadata"]["adapter_type"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(adapter)
 
 
 @dataclass
