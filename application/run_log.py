@@ -39,7 +39,14 @@ class RunRow:
             self.tags.get("dagster/asset_partition_range_start"),
             self.tags.get("dagster/asset_partition_range_end"),
         )
-        return single or (f"{start}..{end}" if start else "")
+        return single or (f"{start}..{end}" if start else build_dates(self.tags))
+
+
+def build_dates(tags: dict[str, str]) -> str:
+    """The business dates a build run covers (``dataops/window``, from the landing it followed), or ''."""
+    window = tags.get("dataops/window", "")
+    first, _, last = window.partition("..")
+    return first if first == last else window
 
 
 class RunLog:

@@ -135,6 +135,7 @@ class RunOutcome:
     published: dict[str, Any] | None
     interrupted: bool = False
     recovered: list[str] = field(default_factory=list)
+    landing_run_id: str | None = None  # the landing run a build followed
 
 
 INTERRUPTS = {"KeyboardInterrupt", "DagsterExecutionInterruptedError"}
@@ -189,8 +190,11 @@ def run_partitions(
     end: dt.date,
     progress: Progress | None = None,
     say: Say | None = None,
+    build_job: str | None = "build_job",
 ) -> RunOutcome:
-    """Run a job over [start, end] as one run, recorded in the platform's Dagster instance."""
+    """Run a job over [start, end] as one run, recorded in the platform's Dagster instance; after a landing
+    job, the build job too (as the ``build_after_landing`` sensor does after the schedule's runs): the
+    landing's run, then the build's (docs/decisions/0035)."""
     import dagster as dg
 
     from application.mock_sources import advance_world, crm_environment
@@ -201,13 +205,35 @@ def run_partitions(
         job = checked_job(job_name, start, end)
         with dg.DagsterInstance.get() as instance, one_run_at_a_time(home, say):
             recovered = wait_for_the_warehouse(instance, settings, say)
-            tags = run_tags(start, end)
-            with watched(instance, tags[INVOCATION_TAG], len(job.graph.nodes), progress) as watch:
-                # The job as the code location defines it (execute_in_process would run a copy with another
-                # executor and IO manager: another snapshot, which the UI calls "a different version").
-                reconstructable = dg.build_reconstructable_job(__name__, "platform_job", (job_name,))
-                with dg.execute_job(reconstructable, instance, QUIET, tags, raise_on_error=False) as result:
-                    return outcome(instance, result, recovered, watch.saw_interrupt())
+            landing = execute(instance, job, run_tags(start, end), progress, recovered)
+            if not landing.success or build_job is None or job.partitions_def is None:
+                return landing
+            from orchestration.defs.automation.sensors import build_request
+
+            request = build_request(instance.get_run_by_id(landing.run_id))  # type: ignore[arg-type]
+            build = platform_job(build_job)
+            built = execute(instance, build, {**request.tags, **own_tags()}, progress, recovered)
+            built.landing_run_id = landing.run_id
+            return built
+
+
+def execute(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    tags: dict[str, str],
+    progress: Progress | None,
+    recovered: list[str],
+) -> RunOutcome:
+    """One run of the code location's job in this process's main thread, watched (heartbeat, progress,
+    Ctrl-C) and settled however it ends."""
+    import dagster as dg
+
+    with watched(instance, tags[INVOCATION_TAG], len(job.graph.nodes), progress) as watch:
+        # The job as the code location defines it (execute_in_process would run a copy with another
+        # executor and IO manager: another snapshot, which the UI calls "a different version").
+        reconstructable = dg.build_reconstructable_job(__name__, "platform_job", (job.name,))
+        with dg.execute_job(reconstructable, instance, QUIET, tags, raise_on_error=False) as result:
+            return outcome(instance, result, recovered, watch.saw_interrupt())
 
 
 @functools.cache
@@ -246,7 +272,12 @@ def run_tags(start: dt.date, end: dt.date) -> dict[str, str]:
             "dagster/asset_partition_range_start": start.isoformat(),
             "dagster/asset_partition_range_end": end.isoformat(),
         }
-    return {**dates, "dataops/launched_by": "dataops cli", INVOCATION_TAG: uuid.uuid4().hex, **process_tags()}
+    return {**dates, **own_tags()}
+
+
+def own_tags() -> dict[str, str]:
+    """What marks a run as this command's: who launched it, how to find it, and what tells whether it lives."""
+    return {"dataops/launched_by": "dataops cli", INVOCATION_TAG: uuid.uuid4().hex, **process_tags()}
 
 
 def outcome(
@@ -258,7 +289,7 @@ def outcome(
     failures, failed_checks = run_failures(result)
     published = None
     for event in result.get_asset_materialization_events():
-        if event.asset_key is not None and event.asset_key.path[0] == "publish":
+        if event.asset_key is not None and tuple(event.asset_key.path) == ("publish", "analytics_warehouse"):
             published = {k: v.value for k, v in event.materialization.metadata.items()}
     steps = sum(1 for e in result.all_events if e.event_type_value == "STEP_SUCCESS")
     run = instance.get_run_by_id(result.run_id)
@@ -324,9 +355,9 @@ def in_progress(instance: dg.DagsterInstance) -> str:
     run = records[0].dagster_run
     created = records[0].create_timestamp.replace(tzinfo=dt.UTC)  # stored as naive UTC
     started = dt.datetime.fromtimestamp(records[0].start_time, dt.UTC) if records[0].start_time else created
-    dates = run.tags.get("dagster/partition") or (
-        f"{run.tags.get('dagster/asset_partition_range_start')}..{run.tags.get('dagster/asset_partition_range_end')}"
-    )
+    from application.run_log import RunRow
+
+    dates = RunRow(run.run_id, run.job_name, "", dict(run.tags), created, created, None).dates
     who = run.tags.get("dataops/launched_by") or ("the schedule" if "dagster/schedule_name" in run.tags else "the UI")
     held = [h for h in pool_holders(instance) if h.run_id == run.run_id]
     step = f", step {held[0].step_key} holds the {held[0].pool} pool" if held else ""

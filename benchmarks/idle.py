@@ -7,16 +7,23 @@ each selected asset materialised and each selected check passed, so the run writ
 writes, except the steps' log messages (the harness's smoke test compares them). If this alone exceeds a
 target, no work inside the steps can meet it on this graph and instance.
 
+A step that reports a daily-partitioned status asset besides its own (publishing reports
+``publish/published_days``, docs/decisions/0035) reports it in its idle copy too, one event per day of the
+window its run names (the ``dataops/window`` tag a build carries).
+
 Left out, as an idle step never needs them: resources, retry policies, op tags and config, and the job's
 config and hooks. A graph-backed asset is refused, not flattened.
 
 No ``from __future__ import annotations`` here: Dagster reads the steps' context annotations as types.
 """
 
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeGuard
 
 import dagster as dg
+
+WINDOW_TAG = "dataops/window"  # orchestration.lib.names: "<first day>..<last day>" on a build run
 
 
 def _topological(specs: list[dg.AssetSpec]) -> list[dg.AssetKey]:
@@ -42,8 +49,22 @@ def _checks_passed(context: Any) -> Iterator[dg.AssetCheckResult]:
         yield dg.AssetCheckResult(asset_key=check.asset_key, check_name=check.name, passed=True)
 
 
-def idle_assets(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
-    """The same step as ``assets_def`` (name, assets, checks, partitions, policy, pool), doing no work."""
+def _reported_days(context: Any, reported: list[dg.AssetKey]) -> Iterator[dg.AssetMaterialization]:
+    """One materialisation of each reported status asset per day of the run's window."""
+    window = context.run.tags.get(WINDOW_TAG)
+    if not reported or not window:
+        return
+    first, last = (dt.date.fromisoformat(d) for d in window.split(".."))
+    for key in reported:
+        day = first
+        while day <= last:
+            yield dg.AssetMaterialization(asset_key=key, partition=day.isoformat())
+            day += dt.timedelta(days=1)
+
+
+def idle_assets(assets_def: dg.AssetsDefinition, reported: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefinition:
+    """The same step as ``assets_def`` (name, assets, checks, partitions, policy, pool), doing no work; it
+    reports the ``reported`` status assets for its run's window."""
     node = assets_def.node_def
     if not isinstance(node, dg.OpDefinition):
         raise TypeError(f"{node.name} is a graph-backed asset: its idle copy would be one step, not its ops")
@@ -72,6 +93,8 @@ def idle_assets(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
         for key in order:
             if key in context.selected_asset_keys:
                 yield dg.MaterializeResult(asset_key=key)
+        for event in _reported_days(context, list(reported)):
+            context.log_event(event)
         yield from _checks_passed(context)
 
     return idle_step
@@ -82,18 +105,34 @@ def _runs(definition: object) -> TypeGuard[dg.AssetsDefinition]:
     return isinstance(definition, dg.AssetsDefinition) and definition.is_executable
 
 
-def idle_definitions(real: dg.Definitions, job_name: str) -> dg.Definitions:
-    """The real definitions' assets and checks as idle steps, and a job of the same name, selection,
+def _status_assets(real: dg.Definitions) -> dict[dg.AssetKey, list[dg.AssetKey]]:
+    """Partitioned assets no step runs, by the asset they follow: the steps that make those assets report them."""
+    graph = real.resolve_asset_graph()
+    reported: dict[dg.AssetKey, list[dg.AssetKey]] = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if not node.is_executable and node.partitions_def is not None:
+            for parent in node.parent_keys:
+                reported.setdefault(parent, []).append(key)
+    return reported
+
+
+def idle_definitions(real: dg.Definitions, job_names: str | Sequence[str]) -> dg.Definitions:
+    """The real definitions' assets and checks as idle steps, and jobs of the same names, selections,
     partitions and tags (no resources: an idle step needs none)."""
-    job = next(j for j in real.jobs or [] if j.name == job_name)
-    selection = getattr(job, "selection", None)  # an asset job (define_asset_job) has one
-    if selection is None:
-        raise TypeError(f"{job_name} is not an asset job: it has no asset selection to copy")
-    assets = [idle_assets(a) if _runs(a) else a for a in real.assets or []]
+    names = [job_names] if isinstance(job_names, str) else list(job_names)
+    jobs = []
+    for name in names:
+        job = next(j for j in real.jobs or [] if j.name == name)
+        selection = getattr(job, "selection", None)  # an asset job (define_asset_job) has one
+        if selection is None:
+            raise TypeError(f"{name} is not an asset job: it has no asset selection to copy")
+        jobs.append(dg.define_asset_job(name, selection=selection, tags=job.tags))  # partitions follow the assets
+    status = _status_assets(real)
+
+    def idle(definition: dg.AssetsDefinition) -> dg.AssetsDefinition:
+        return idle_assets(definition, [s for key in definition.keys for s in status.get(key, [])])
+
+    assets = [idle(a) if _runs(a) else a for a in real.assets or []]
     checks = [idle_assets(c) if _runs(c) else c for c in real.asset_checks or []]
-    return dg.Definitions(
-        assets=assets,
-        asset_checks=checks,
-        jobs=[dg.define_asset_job(job_name, selection=selection, tags=job.tags)],  # partitions follow the assets
-        executor=dg.in_process_executor,
-    )
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, executor=dg.in_process_executor)

@@ -34,7 +34,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb", "polars", "pandera", "pyinstrument")
-TARGETS = {"ratio_sf10": 3.0, "peak_gib_sf10": 4.0, "incremental_720_s": 30.0, "no_data_s": 15.0}
+# Issue 26's targets: the full build (721 days) within 10x its floor and 2 GiB at SF 1 (4 GiB at SF 10); the
+# daily run after 720 days under 15 s, and within 10% of the same run after 30 days; a no-data day under 5 s;
+# an old day re-run inside the history under 20 s.
+TARGETS = {
+    "full_build_ratio": 10.0,
+    "peak_gib": 2.0,
+    "daily_720_s": 15.0,
+    "daily_growth_30_to_720": 0.10,
+    "no_data_s": 5.0,
+    "old_day_rerun_s": 20.0,
+}
+PEAK_GIB_SF10 = 4.0
 GIB = 1024**3
 EXTRA_ENV: dict[str, str] = {}  # --env: set for every measured process (e.g. to try a Dagster setting)
 RUN_OPTIONS: dict[str, Any] = {}  # passed to every pipeline run (--max-quarantine-rate)
@@ -255,6 +266,10 @@ def ladder(work: Path, scale: float, start: dt.date, history: list[int], seed: i
     # The same again with dbt run anyway: what the no-data run costs without skipping an unchanged build.
     forced = pipeline(data_dir, last_day, last_day, "no-data run, dbt run anyway", rebuild_unchanged=True)
     runs.append({"kind": "no_data_rebuilt", "history_days": built - 1, **_brief(forced)})
+    # One old day re-landed and rebuilt inside the history (a source fix for that day).
+    old = start + dt.timedelta(days=max(built // 2, 1) - 1)
+    again = pipeline(data_dir, old, old, f"one old day ({old}) re-run inside {built - 1} days of history")
+    runs.append({"kind": "old_day", "history_days": built - 1, **_brief(again)})
     return {"runs": runs, "dagster_alone": dagster_alone(data_dir.parent, data_dir, last_day, last_day)}
 
 
@@ -397,11 +412,12 @@ def _ladder_and_scaling_tables(result: dict[str, Any]) -> list[str]:
             "daily": "**daily incremental**",
             "no_data": "**no new data**",
             "no_data_rebuilt": "no new data, dbt run anyway",
+            "old_day": "**one old day re-run**",
         }
         for run in result["incremental"]["runs"]:
             label = (
                 f"{labels[run['kind']]} {run['start']}..{run['end']}"
-                if run["kind"] == "history"
+                if run["kind"] in ("history", "old_day")
                 else labels[run["kind"]]
             )
             st = run["stages"]
@@ -446,37 +462,33 @@ def idle_seconds(full: dict[str, Any]) -> float | None:
 def targets(result: dict[str, Any]) -> dict[str, tuple[str, float, str]]:
     out: dict[str, tuple[str, float, str]] = {}
 
-    def check(name: str, value: float | None, fmt: str) -> None:
-        limit = TARGETS[name]
+    def check(name: str, value: float | None, fmt: str, limit: float | None = None) -> None:
+        limit = TARGETS[name] if limit is None else limit
         out[name] = (
             fmt.format(value) if value is not None else "not measured",
             limit,
             "n/a" if value is None else ("yes" if value <= limit else "NO"),
         )
 
-    sf10 = next((p for p in result.get("scaling", {}).get("points", []) if p["scale"] == 10), None)
-    if result["scale"] == 10 and "full" in result:
-        full = result["full"]
-        sf10 = {
-            "ratio": full["ratio"],
-            "peak_rss": full["build"]["peak_rss"],
-            "floor_s": full["floor"]["wall_s"],
-            "dagster_alone_s": idle_seconds(full),
-        }
-    check("ratio_sf10", sf10["ratio"] if sf10 else None, "{:.1f}x")
-    if sf10 and sf10.get("dagster_alone_s"):  # the part no work inside the steps can remove
-        measured, limit, met = out["ratio_sf10"]
-        alone = f"{sf10['dagster_alone_s'] / max(sf10['floor_s'], 1e-9):.1f}x"
-        out["ratio_sf10"] = (f"{measured} (Dagster alone, every step idle: {alone})", limit, met)
-    check("peak_gib_sf10", sf10["peak_rss"] / GIB if sf10 else None, "{:.2f} GiB")
+    full = result.get("full")
+    check("full_build_ratio", full["ratio"] if full else None, "{:.1f}x")
+    if full and idle_seconds(full):  # the part no work inside the steps can remove
+        measured, limit, met = out["full_build_ratio"]
+        alone = f"{idle_seconds(full) / max(full['floor']['wall_s'], 1e-9):.1f}x"
+        out["full_build_ratio"] = (f"{measured} (Dagster alone, every step idle: {alone})", limit, met)
+    peak_limit = PEAK_GIB_SF10 if result["scale"] >= 10 else TARGETS["peak_gib"]
+    check("peak_gib", full["build"]["peak_rss"] / GIB if full else None, "{:.2f} GiB", peak_limit)
     runs = result.get("incremental", {}).get("runs", [])
     daily = {r["history_days"]: r["wall_s"] for r in runs if r["kind"] == "daily"}
     longest = max(daily) if daily else None
-    check("incremental_720_s", daily.get(720), "{:.1f} s")
+    check("daily_720_s", daily.get(720), "{:.1f} s")
     if longest is not None and longest != 720:
-        out["incremental_720_s"] = (f"{daily[longest]:.1f} s after {longest} days", TARGETS["incremental_720_s"], "n/a")
-    idle = next((r["wall_s"] for r in runs if r["kind"] == "no_data"), None)
-    check("no_data_s", idle, "{:.1f} s")
+        out["daily_720_s"] = (f"{daily[longest]:.1f} s after {longest} days", TARGETS["daily_720_s"], "n/a")
+    shortest = min(daily) if daily else None
+    grew = daily[longest] / daily[shortest] - 1 if shortest and longest and longest > shortest else None
+    check("daily_growth_30_to_720", grew, "{:+.0%}" + (f" ({shortest} to {longest} days)" if grew is not None else ""))
+    check("no_data_s", next((r["wall_s"] for r in runs if r["kind"] == "no_data"), None), "{:.1f} s")
+    check("old_day_rerun_s", next((r["wall_s"] for r in runs if r["kind"] == "old_day"), None), "{:.1f} s")
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,7 @@ from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import ingest
-from orchestration.lib.names import CHURN_MODEL_KEY
+from orchestration.lib.names import CHURN_MODEL_KEY, EVENTS_KEY
 from quality.contracts import CONTRACTS
 from source_systems.crm.server import RunningServer
 
@@ -25,6 +26,37 @@ from source_systems.crm.server import RunningServer
 def environment(**values: str) -> Iterator[None]:
     with environ(values):
         yield
+
+
+@dataclass
+class PipelineResult:
+    """A landing run and the build run that followed it, read like one ``ExecuteInProcessResult``: ``run_id``
+    is the build's (its dbt artefacts are under that name)."""
+
+    landing: dg.ExecuteInProcessResult | None
+    build: dg.ExecuteInProcessResult | None
+
+    @property
+    def runs(self) -> list[dg.ExecuteInProcessResult]:
+        return [r for r in (self.landing, self.build) if r is not None]
+
+    @property
+    def success(self) -> bool:
+        return bool(self.runs) and all(r.success for r in self.runs)
+
+    @property
+    def run_id(self) -> str:
+        return self.runs[-1].run_id
+
+    @property
+    def all_events(self) -> list[dg.DagsterEvent]:
+        return [e for r in self.runs for e in r.all_events]
+
+    def get_asset_materialization_events(self) -> list[dg.DagsterEvent]:
+        return [e for r in self.runs for e in r.get_asset_materialization_events()]
+
+    def get_asset_check_evaluations(self) -> list[dg.AssetCheckEvaluation]:
+        return [e for r in self.runs for e in r.get_asset_check_evaluations()]
 
 
 def run_job(
@@ -37,33 +69,59 @@ def run_job(
     tags: dict[str, str] | None = None,
     run_config: dict[str, object] | None = None,
     **env: str,
-) -> dg.ExecuteInProcessResult:
-    """Materialise the selected assets for [start, end] in one in-process run, as a backfill would."""
+) -> PipelineResult:
+    """Land [start, end] in one run, then build what the selection holds besides the landing, as the
+    platform's daily job and the build that its sensor starts do (docs/decisions/0035)."""
     from application.mock_sources import crm_environment
     from orchestration.definitions import defs
+    from orchestration.defs.automation.sensors import build_request
+    from orchestration.lib.names import EXTRACTS_KEY
 
     with environment(DATAOPS_DATA_DIR=str(data_dir), **env), crm_environment(Settings(data_dir)):
         definitions = defs()
         if selection is None:  # egress has its own tests; the rest need not pay for it on every run
-            # nor the churn model's retrain, which has its own job and needs months of history
+            # nor the churn model's retrain (its own job, months of history), nor the event stream (its own job)
             selection = (
-                dg.AssetSelection.all() - dg.AssetSelection.groups("egress") - dg.AssetSelection.assets(CHURN_MODEL_KEY)
+                dg.AssetSelection.all()
+                - dg.AssetSelection.groups("egress")
+                - dg.AssetSelection.assets(CHURN_MODEL_KEY, EVENTS_KEY)
             )
-        job = dg.define_asset_job("test_job", selection=selection)
-        resolved = dg.Definitions.merge(definitions, dg.Definitions(jobs=[job])).resolve_job_def("test_job")
-        tags = {
+        chosen = dg.AssetSelection.from_coercible(selection) if isinstance(selection, str) else selection
+        keys = chosen.resolve(definitions.resolve_asset_graph())
+        landing_keys = keys & {EXTRACTS_KEY}
+        built_keys = keys - {EXTRACTS_KEY}
+        jobs = [dg.define_asset_job("test_landing", selection=dg.AssetSelection.assets(EXTRACTS_KEY))]
+        if built_keys:
+            jobs.append(dg.define_asset_job("test_build", selection=chosen - dg.AssetSelection.assets(EXTRACTS_KEY)))
+        merged = dg.Definitions.merge(definitions, dg.Definitions(jobs=jobs))
+        window = {
             "dagster/asset_partition_range_start": start.isoformat(),
             "dagster/asset_partition_range_end": end.isoformat(),
-            **(tags or {}),
         }
+
+        def execute(used: dg.DagsterInstance) -> PipelineResult:
+            landing = None
+            if landing_keys:
+                landing = merged.resolve_job_def("test_landing").execute_in_process(
+                    run_config={k: v for k, v in (run_config or {}).items() if k == "resources"},  # no build op's
+                    instance=used,
+                    tags={**window, **(tags or {})},
+                    raise_on_error=raise_on_error,
+                )
+                if not landing.success or not built_keys:
+                    return PipelineResult(landing, None)
+            build_tags = dict(tags or {})
+            if landing is not None:
+                build_tags |= build_request(used.get_run_by_id(landing.run_id)).tags  # type: ignore[arg-type]
+            build = merged.resolve_job_def("test_build").execute_in_process(
+                run_config=run_config, instance=used, tags=build_tags, raise_on_error=raise_on_error
+            )
+            return PipelineResult(landing, build)
+
         if instance is not None:
-            return resolved.execute_in_process(
-                run_config=run_config, instance=instance, tags=tags, raise_on_error=raise_on_error
-            )
+            return execute(instance)
         with dg.DagsterInstance.ephemeral() as ephemeral:
-            return resolved.execute_in_process(
-                run_config=run_config, instance=ephemeral, tags=tags, raise_on_error=raise_on_error
-            )
+            return execute(ephemeral)
 
 
 def extractors(settings: Settings, crm: RunningServer) -> dict[str, Extractor]:

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 @lake_app.command("prune")
 def prune(
-    keep: Annotated[int, typer.Option(help="Versions to keep per partition (the newest ones).")] = 1,
+    keep: Annotated[int, typer.Option(help="Versions to keep of every day (the newest ones).")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
 ) -> None:
     """Remove old extract versions from the landing zone (the only way they are ever removed)."""
@@ -27,17 +27,13 @@ def prune(
     if keep < 1:
         raise fail("--keep must be at least 1: the newest version is what the raw layer is built from")
     if dry_run:
-        doomed = [
-            old
-            for folder in sorted((root / "raw").glob("*/*/date=*"))
-            for old in sorted(folder.glob("part-*.parquet"))[:-keep]
-        ]
-        for path in doomed:
-            console.print(f"would remove {path.relative_to(root)}")
-        console.print(f"{len(doomed)} file(s) would be removed")
+        doomed = lake.prunable(root, keep=keep)
+        for version, day in doomed:
+            console.print(f"would remove {day} of {version.path.relative_to(root)}")
+        console.print(f"{len(doomed)} old version(s) of a day would be removed")
         return
     removed = lake.prune(root, keep=keep)
-    console.print(f"removed {len(removed)} old version(s), kept the newest {keep} of every partition")
+    console.print(f"removed {len(removed)} old version(s) of a day, kept the newest {keep} of every day")
 
 
 @lake_app.command("rebuild-raw")

@@ -39,8 +39,9 @@ def register(app: typer.Typer) -> None:
     app.command()(ui)
 
 
-def run_job(job: str, start: dt.date, end: dt.date) -> None:
-    """Run ``job`` over the business dates ``start``..``end`` with a progress bar; report how it ended."""
+def run_job(job: str, start: dt.date, end: dt.date, build: str = "build_job") -> None:
+    """Run the landing ``job`` over the business dates ``start``..``end``, then ``build`` over what it landed,
+    with a progress bar; report how they ended."""
     from application.runs import run_partitions
 
     label = str(start) if start == end else f"{start}..{end}"
@@ -52,7 +53,9 @@ def run_job(job: str, start: dt.date, end: dt.date) -> None:
 
         try:
             with quiet_stdout():
-                outcome = run_partitions(settings(), job, start, end, progress=tick, say=bar.console.print)
+                outcome = run_partitions(
+                    settings(), job, start, end, progress=tick, say=bar.console.print, build_job=build
+                )
         except ValueError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
@@ -60,7 +63,8 @@ def run_job(job: str, start: dt.date, end: dt.date) -> None:
     if outcome.success:
         published = outcome.published or {}
         console.print(
-            f"{job} {label}: [green]run {outcome.run_id} succeeded[/] ({outcome.steps} steps): published "
+            f"{job} {label}: [green]landing run {outcome.landing_run_id} and build run {outcome.run_id} "
+            f"succeeded[/] ({outcome.steps} steps): published "
             f"{published.get('publish_id', '-')} as of {published.get('as_of_date', '-')}, "
             f"{published.get('kpi_values_changed', 0)} KPI values changed, "
             f"{published.get('restatements', 0)} restated"
@@ -70,14 +74,19 @@ def run_job(job: str, start: dt.date, end: dt.date) -> None:
 
 
 def _report_failure(outcome: RunOutcome) -> None:
-    """The failed run, each failed step's root cause first, then where to read the rest."""
+    """The failed run (the landing, or the build after it), each failed step's root cause first, then where
+    to read the rest."""
+    which = "build" if outcome.landing_run_id else "landing"
+    after = f" (after landing run {outcome.landing_run_id})" if outcome.landing_run_id else " (nothing was built)"
     if outcome.interrupted:
         err_console.print(
-            f"[yellow]run {outcome.run_id} interrupted[/]: marked failed, its pool slots freed; "
+            f"[yellow]{which} run {outcome.run_id} interrupted[/]{after}: marked failed, its pool slots freed; "
             "the analyst warehouse keeps its previous publish. Run it again when you are ready."
         )
         raise typer.Exit(130)
-    err_console.print(f"[red]run {outcome.run_id} failed[/]; the analyst warehouse keeps its previous publish.")
+    err_console.print(
+        f"[red]{which} run {outcome.run_id} failed[/]{after}; the analyst warehouse keeps its previous publish."
+    )
     for failure in outcome.failures[:5]:
         err_console.print(f"  failed step {failure[:1500]}")
     for check in outcome.failed_checks:
@@ -118,7 +127,7 @@ def backfill(
     assert first is not None and last is not None
     if last < first:
         raise fail(f"--end {last} is before --start {first}")
-    run_job("full_rebuild_job" if full_refresh else "daily_elt_job", first, last)
+    run_job("daily_elt_job", first, last, build="full_rebuild_job" if full_refresh else "build_job")
 
 
 def status() -> None:

@@ -151,10 +151,14 @@ def quarantine(settings: Settings) -> pl.DataFrame:
 
 def current_event_files(settings: Settings) -> list[Path]:
     """The newest version of every event date: together, the lake's events."""
-    files = (
-        lake.newest(settings.lake_dir, SYSTEM, TABLE, d) for d in lake.landed_days(settings.lake_dir, SYSTEM, TABLE)
-    )
+    files = (newest_file(settings, d) for d in lake.landed_days(settings.lake_dir, SYSTEM, TABLE))
     return [f for f in files if f is not None]
+
+
+def newest_file(settings: Settings, day: dt.date) -> Path | None:
+    """The newest landed file of an event date (each version of a date is one file)."""
+    version = lake.newest(settings.lake_dir, SYSTEM, TABLE, day)
+    return version.day_file(day) if version is not None else None
 
 
 def current_devices_file(settings: Settings) -> Path | None:
@@ -339,7 +343,7 @@ def _land_dates(conn: duckdb.DuckDBPyConnection, settings: Settings, report: Bat
     )
     days = [d for (d,) in conn.execute("select distinct event_date from fresh order by 1").fetchall()]
     for day in days:
-        old = lake.newest(settings.lake_dir, SYSTEM, TABLE, day)
+        old = newest_file(settings, day)
         source = f"select * from fresh where event_date = '{day.isoformat()}'"
         old_rows = 0
         if old is not None:

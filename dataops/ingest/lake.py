@@ -1,15 +1,22 @@
-"""The landing zone: immutable Parquet, one file per extract of a (table, business date).
+"""The landing zone: immutable Parquet, one versioned dataset per table and landing run.
 
-Layout: ``lake/raw/<system>/<table>/date=YYYY-MM-DD/part-<extracted_at>-<run>.parquet``. Files are
-written aside and renamed into place, so a file that exists is complete; they are never modified. A
-re-run lands a new version beside the old ones; readers take the newest. Old versions go only through
-an explicit ``prune``.
+Layout: ``lake/raw/<system>/<table>/version=<extracted_at>-<run>/`` holds a hive-partitioned dataset
+(``_partition=YYYY-MM-DD/<n>.parquet``, written in one call) and ``_manifest.json``, which lists every business
+date the extract covered with its row count (a day without rows has no file, and is covered all the same).
+A version is written aside and renamed into place, so a version that exists is complete; it is never
+modified. A re-run lands a new version beside the old ones; readers take, for each day, the newest version
+that covers it. Old versions go only through an explicit ``prune``.
+
+The layout before versioned datasets (``date=YYYY-MM-DD/part-<extracted_at>-<run>.parquet``, one file per
+day and run) is still read: each such file is a version covering its one day.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,60 +25,205 @@ import polars as pl
 LINEAGE = ("_system", "_extracted_at", "_run_id", "_partition", "_record_hash", "_source")
 # The lineage that differs between two extractions of the same records: what a re-run changes and nothing else.
 PER_EXTRACTION = ("_extracted_at", "_run_id", "_source")
+MANIFEST = "_manifest.json"
+VERSION_PREFIX = "version="
+DAY_KEY = "_partition"  # the hive partition key of a version's dataset: the rows' business date
 
 
 @dataclass(frozen=True)
-class LandedFile:
-    path: Path
+class Version:
+    """One landed extract of a table: a versioned dataset (or a legacy one-day file) and the days it covers."""
+
+    name: str  # "<extracted_at>-<run>": sorts by extraction time
+    path: Path  # the version's folder, or the legacy file
+    rows: dict[dt.date, int]  # every covered day, with its rows (0: extracted, nothing there)
+    columns: tuple[str, ...] = ()
+
+    @property
+    def legacy(self) -> bool:
+        return self.path.is_file()
+
+    @property
+    def start(self) -> dt.date:
+        return min(self.rows)
+
+    @property
+    def end(self) -> dt.date:
+        return max(self.rows)
+
+    def day_file(self, day: dt.date) -> Path | None:
+        """The Parquet file of one covered day, or None when the day had no rows."""
+        if self.legacy:
+            return self.path
+        folder = self.path / f"{DAY_KEY}={day.isoformat()}"
+        return next(iter(sorted(folder.glob("*.parquet"))), None) if self.rows.get(day) else None
+
+
+@dataclass(frozen=True)
+class LandedDataset:
+    version: Version
     rows: int
     bytes: int
 
+    @property
+    def path(self) -> Path:
+        return self.version.path
+
+
+def table_dir(lake: Path, system: str, table: str) -> Path:
+    return lake / "raw" / system / table
+
 
 def partition_dir(lake: Path, system: str, table: str, day: dt.date) -> Path:
-    return lake / "raw" / system / table / f"date={day.isoformat()}"
+    """The legacy one-day folder (``date=YYYY-MM-DD``) of a table."""
+    return table_dir(lake, system, table) / f"date={day.isoformat()}"
+
+
+def _stamp(extracted_at: dt.datetime) -> str:
+    return extracted_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
 
 
 def land(
-    lake: Path, system: str, table: str, day: dt.date, df: pl.DataFrame, extracted_at: dt.datetime, run_id: str
-) -> LandedFile:
-    """Write one day's extract as a new version, atomically."""
-    folder = partition_dir(lake, system, table, day)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = extracted_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-    final = folder / f"part-{stamp}-{run_id[:8]}.parquet"
-    tmp = folder / f".{final.name}.tmp"
-    df.write_parquet(tmp)
-    os.replace(tmp, final)
-    return LandedFile(final, df.height, final.stat().st_size)
+    lake: Path,
+    system: str,
+    table: str,
+    days: list[dt.date],
+    df: pl.DataFrame,
+    extracted_at: dt.datetime,
+    run_id: str,
+) -> LandedDataset:
+    """Write one extract covering ``days`` (rows keyed by ``_partition``) as a new version, atomically.
+
+    One call writes every day's file (a hive-partitioned dataset); the manifest, written last, lists every
+    covered day, those without rows included, so that loading can replace a day that became empty.
+    """
+    name = f"{_stamp(extracted_at)}-{run_id[:8]}"
+    root = table_dir(lake, system, table)
+    final = root / f"{VERSION_PREFIX}{name}"
+    aside = root / f".{VERSION_PREFIX}{name}.tmp"
+    if aside.exists():
+        shutil.rmtree(aside)
+    aside.mkdir(parents=True)
+    counts = dict(df.group_by("_partition").len().iter_rows()) if df.height else {}
+    unexpected = sorted(set(counts) - set(days))
+    if unexpected:
+        raise ValueError(f"{system}.{table}: rows dated {unexpected[:3]} are outside the landed days")
+    if df.height:
+        df.write_parquet(aside, partition_by=DAY_KEY)  # each file keeps the column too
+    manifest = {
+        "system": system,
+        "table": table,
+        "run_id": run_id,
+        "extracted_at": extracted_at.isoformat(),
+        "columns": df.columns,
+        "rows": {day.isoformat(): int(counts.get(day, 0)) for day in sorted(days)},
+    }
+    (aside / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    os.replace(aside, final)
+    written = sum(p.stat().st_size for p in final.rglob("*.parquet"))
+    return LandedDataset(_read_version(final), df.height, written)
 
 
-def versions(lake: Path, system: str, table: str, day: dt.date) -> list[Path]:
-    """Complete versions of a partition, oldest first."""
-    folder = partition_dir(lake, system, table, day)
-    return sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+def _read_version(folder: Path) -> Version:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    rows = {dt.date.fromisoformat(day): int(n) for day, n in manifest["rows"].items()}
+    # a day pruned or archived away (its folder gone) is no longer covered by this version
+    version = Version(folder.name.removeprefix(VERSION_PREFIX), folder, rows, tuple(manifest.get("columns", ())))
+    covered = {day: n for day, n in rows.items() if n == 0 or version.day_file(day) is not None}
+    return Version(version.name, folder, covered, version.columns)
 
 
-def newest(lake: Path, system: str, table: str, day: dt.date) -> Path | None:
+def all_versions(lake: Path, system: str, table: str) -> list[Version]:
+    """Every complete version of a table, oldest first (legacy one-day files included)."""
+    root = table_dir(lake, system, table)
+    if not root.exists():
+        return []
+    found: list[Version] = []
+    for folder in root.glob(f"{VERSION_PREFIX}*"):
+        if (folder / MANIFEST).exists():
+            version = _read_version(folder)
+            if version.rows:
+                found.append(version)
+    for file in root.glob("date=*/part-*.parquet"):
+        day = dt.date.fromisoformat(file.parent.name.removeprefix("date="))
+        found.append(Version(file.stem.removeprefix("part-"), file, {day: -1}))
+    return sorted(found, key=lambda v: v.name)
+
+
+def versions(lake: Path, system: str, table: str, day: dt.date) -> list[Version]:
+    """The complete versions covering one day, oldest first."""
+    return [v for v in all_versions(lake, system, table) if day in v.rows]
+
+
+def newest(lake: Path, system: str, table: str, day: dt.date) -> Version | None:
     found = versions(lake, system, table, day)
     return found[-1] if found else None
 
 
+def newest_by_day(lake: Path, system: str, table: str, start: dt.date, end: dt.date) -> dict[dt.date, Version]:
+    """For each day of [start, end] that some version covers, the newest such version."""
+    out: dict[dt.date, Version] = {}
+    for version in all_versions(lake, system, table):  # oldest first: a newer one overwrites
+        for day in version.rows:
+            if start <= day <= end:
+                out[day] = version
+    return out
+
+
 def landed_days(lake: Path, system: str, table: str) -> list[dt.date]:
-    root = lake / "raw" / system / table
-    if not root.exists():
-        return []
-    days = [dt.date.fromisoformat(p.name.removeprefix("date=")) for p in root.glob("date=*") if p.is_dir()]
-    return sorted(d for d in days if versions(lake, system, table, d))
+    return sorted({day for v in all_versions(lake, system, table) for day in v.rows})
 
 
-def prune(lake: Path, keep: int = 1) -> list[Path]:
-    """Remove all but the newest ``keep`` versions of every partition; returns what was removed."""
+def day_folders(lake: Path, system: str, table: str, day: dt.date) -> list[Path]:
+    """Every folder holding a file of one day of a table (one per version; the legacy day folder once)."""
+    folders: list[Path] = []
+    for version in versions(lake, system, table, day):
+        file = version.day_file(day)
+        if file is not None and file.parent not in folders:
+            folders.append(file.parent)
+    return folders
+
+
+def _drop_days(version: Version, days: set[dt.date]) -> list[Path]:
+    """Remove days from a version: the manifest first (readers then no longer see them), then the files."""
+    if version.legacy:
+        version.path.unlink()
+        return [version.path]
+    manifest = json.loads((version.path / MANIFEST).read_text())
+    manifest["rows"] = {d: n for d, n in manifest["rows"].items() if dt.date.fromisoformat(d) not in days}
+    removed = [f for day in sorted(days) if (f := version.day_file(day)) is not None]
+    if not manifest["rows"]:
+        shutil.rmtree(version.path)
+        return removed or [version.path]
+    staged = version.path / f".{MANIFEST}.tmp"
+    staged.write_text(json.dumps(manifest, indent=1))
+    os.replace(staged, version.path / MANIFEST)
+    for file in removed:
+        shutil.rmtree(file.parent)
+    return removed
+
+
+def prunable(lake: Path, keep: int = 1) -> list[tuple[Version, dt.date]]:
+    """(version, day) pairs older than the newest ``keep`` versions of their day, for every table."""
     if keep < 1:
         raise ValueError("keep must be at least 1: the newest version is what the raw layer is built from")
-    removed = []
-    for folder in sorted((lake / "raw").glob("*/*/date=*")):
-        files = sorted(folder.glob("part-*.parquet"))
-        for old in files[:-keep]:
-            old.unlink()
-            removed.append(old)
-    return removed
+    doomed: list[tuple[Version, dt.date]] = []
+    for table in sorted(p for p in (lake / "raw").glob("*/*") if p.is_dir()):
+        by_day: dict[dt.date, list[Version]] = {}
+        for version in all_versions(lake, table.parent.name, table.name):
+            for day in version.rows:
+                by_day.setdefault(day, []).append(version)
+        for day, found in sorted(by_day.items()):
+            doomed += [(old, day) for old in found[:-keep]]
+    return doomed
+
+
+def prune(lake: Path, keep: int = 1) -> list[tuple[Version, dt.date]]:
+    """Remove every day's versions but the newest ``keep``; returns what was removed."""
+    doomed = prunable(lake, keep)
+    by_version: dict[Path, tuple[Version, set[dt.date]]] = {}
+    for version, day in doomed:
+        by_version.setdefault(version.path, (version, set()))[1].add(day)
+    for version, days in by_version.values():
+        _drop_days(version, days)
+    return doomed

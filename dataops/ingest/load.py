@@ -84,8 +84,10 @@ def load_range(
     max_rate: float,
     min_quarantined: int,
     reread: Callable[[pl.DataFrame], ContractResult],
+    record: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> LoadResult:
-    """Replace partitions [start, end] of the table's raw and quarantine rows, in one transaction."""
+    """Replace partitions [start, end] of the table's raw and quarantine rows, in one transaction (with
+    ``record``, which notes the load in the ledger, so the rows and the note land together)."""
     out = LoadResult()
     valid = result.valid.with_row_index("_i")
     with transaction(conn):
@@ -131,6 +133,8 @@ def load_range(
         if contract.references:
             out.released = _release_orphans(conn, contract, reread)
             out.loaded += out.released
+        if record is not None:
+            record(conn)
     return out
 
 

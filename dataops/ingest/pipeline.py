@@ -1,27 +1,32 @@
 """One table's ingestion over a range of business dates: extract, land, then load from the landing zone.
 
-Loading always reads back the newest landed version of each partition, never the in-memory extract, so
-the normal path and a rebuild from the lake are the same code, and a crash between landing and loading
-is repaired by simply running again.
+The range is read in one extraction and landed as one versioned dataset (``lake.land``); validation and the
+load then work on the whole window at once. Loading always reads back the newest landed version of each
+day, never the in-memory extract, so the normal path and a rebuild from the lake are the same code, and a
+crash between landing and loading is repaired by simply running again. Landing and loading can run apart
+(the platform's landing run, then its build run): ``load_pending`` loads whatever was landed and not yet
+loaded (docs/decisions/0035).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import duckdb
 import polars as pl
 
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect
 from dataops.ingest import lake
-from dataops.ingest.connectors import Extractor, days
+from dataops.ingest.connectors import DAY, SHAPE, Extractor, days
 from dataops.ingest.connectors.accounting import listed_file
 from dataops.ingest.contract import ContractResult, apply_contract, check_shape
 from dataops.ingest.lake import LINEAGE
+from dataops.ingest.ledger import Window, loaded_versions, record_load
 from dataops.ingest.load import LoadResult, load_range
 from quality.contracts import CONTRACTS, Contract
 
@@ -40,7 +45,7 @@ class IngestReport:
     end: dt.date
     landed_rows: int = 0
     landed_bytes: int = 0
-    landed_files: list[str] = field(default_factory=list)
+    landed_files: list[str] = field(default_factory=list)  # the landed versions (folders), relative
     loaded_rows: int = 0
     quarantined_rows: int = 0
     orphans: int = 0
@@ -50,16 +55,35 @@ class IngestReport:
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
     preview: pl.DataFrame | None = None
     per_partition: dict[dt.date, tuple[int, int]] = field(default_factory=dict)
+    windows: list[Window] = field(default_factory=list)  # the windows loaded (several when days between are not landed)
+
+    def __post_init__(self) -> None:
+        self.windows = self.windows or [(self.start, self.end)]
 
     @property
     def partitions(self) -> int:
-        return (self.end - self.start).days + 1
+        return sum((end - start).days + 1 for start, end in self.windows)
+
+    @property
+    def loaded_days(self) -> set[dt.date]:
+        """Every business date loaded (the windows' days)."""
+        return {day for start, end in self.windows for day in days(start, end)}
+
+
+def _record_hashes(encoded: pl.Series) -> pl.Series:
+    """sha256 of each record's JSON (its first 32 hex digits), computed in DuckDB: stable across library
+    versions, unlike polars' row hash, and without a Python call per row."""
+    frame = pl.DataFrame({"record": encoded})
+    with duckdb.connect() as conn:
+        conn.register("records", frame)
+        hashed = conn.sql("select left(sha256(record), 32) as h from records").pl()
+    return hashed["h"]
 
 
 def with_lineage(
     df: pl.DataFrame,
     system: str,
-    day: dt.date,
+    day: dt.date | None,
     extracted_at: dt.datetime,
     run_id: str,
     source: str,
@@ -67,31 +91,68 @@ def with_lineage(
 ) -> pl.DataFrame:
     """Add the lineage columns every landed row carries.
 
-    ``_record_hash`` covers the record as the source owns it: not the ``unhashed`` columns this platform
-    writes back into the source, so a record the write-back touched keeps its hash (docs/decisions/0020).
+    The business date (``_partition``) is the connector's ``__day`` column when the frame has one, else
+    ``day``. ``_record_hash`` covers the record as the source owns it: not the ``unhashed`` columns this
+    platform writes back into the source, so a record the write-back touched keeps its hash
+    (docs/decisions/0020).
     """
+    partition = pl.col(DAY) if DAY in df.columns else pl.lit(day, dtype=pl.Date)
     if "__file" in df.columns:
-        source_expr = pl.col("__file")
         df = df.rename({"__file": "_source_file"})
         source_expr = pl.col("_source_file")
     else:
         source_expr = pl.lit(source)
-    payload_cols = [c for c in df.columns if c != "_source_file" and c not in unhashed]
-    if df.height and payload_cols:
-        # sha256 of the record as JSON: stable across library versions, unlike polars' row hash
-        encoded = df.select(pl.struct(payload_cols).struct.json_encode()).to_series().to_list()
-        record_hash = pl.Series([hashlib.sha256(e.encode()).hexdigest()[:32] for e in encoded], dtype=pl.String)
-    else:
-        record_hash = pl.Series([""] * df.height, dtype=pl.String)
+    record_hash = _hashes(df, unhashed)
     out = df.with_columns(
         pl.lit(system).alias("_system"),
         pl.lit(extracted_at).cast(pl.Datetime("us", "UTC")).alias("_extracted_at"),
         pl.lit(run_id).alias("_run_id"),
-        pl.lit(day).alias("_partition"),
+        partition.cast(pl.Date).alias("_partition"),
         record_hash.alias("_record_hash"),
         source_expr.cast(pl.String).alias("_source"),
     )
-    return out.drop("_source_file", strict=False)
+    return out.drop("_source_file", DAY, SHAPE, strict=False)
+
+
+def _hashes(df: pl.DataFrame, unhashed: tuple[str, ...]) -> pl.Series:
+    """Each record's hash over its own columns: all of the frame's, or those its ``__columns`` lists."""
+    lineage = ("_source_file", DAY, SHAPE)
+    if df.height == 0:
+        return pl.Series([], dtype=pl.String)
+    shapes = df[SHAPE].unique().to_list() if SHAPE in df.columns else [None]
+    numbered = df.with_row_index("__i")
+    parts = []
+    for shape in shapes:
+        rows = numbered if shape is None else numbered.filter(pl.col(SHAPE) == shape)
+        names = json.loads(shape) if shape is not None else df.columns
+        payload = [c for c in names if c not in lineage and c not in unhashed]
+        json_rows = rows.select(pl.struct(payload).struct.json_encode()) if payload else rows.select(pl.lit(""))
+        parts.append(pl.DataFrame({"__i": rows["__i"], "encoded": json_rows.to_series()}))
+    encoded: pl.Series = pl.concat(parts).sort("__i")["encoded"]
+    return encoded.zip_with(encoded == "", _record_hashes(encoded)).alias("_record_hash")
+
+
+def land(
+    settings: Settings,
+    contract: Contract,
+    extractor: Extractor,
+    start: dt.date,
+    end: dt.date,
+    run_id: str | None = None,
+    report: IngestReport | None = None,
+) -> IngestReport:
+    """Extract [start, end] (inclusive) in one read and land it as one new version of the table."""
+    run_id = run_id or uuid.uuid4().hex
+    report = report or IngestReport(contract.name, start, end)
+    extracted_at = dt.datetime.now(dt.UTC)
+    frame = extractor.extract(contract.table, start, end)
+    source = f"{contract.system}:{contract.table}"
+    df = with_lineage(frame, contract.system, None, extracted_at, run_id, source, contract.written_back)
+    landed = lake.land(settings.lake_dir, contract.system, contract.table, days(start, end), df, extracted_at, run_id)
+    report.landed_rows += landed.rows
+    report.landed_bytes += landed.bytes
+    report.landed_files.append(str(landed.path.relative_to(settings.data_dir)))
+    return report
 
 
 def ingest(
@@ -104,68 +165,116 @@ def ingest(
     options: IngestOptions | None = None,
     after_landing: Callable[[], None] | None = None,
 ) -> IngestReport:
-    """Extract [start, end] (inclusive), land each day as a new version, then load from the lake."""
+    """Extract [start, end] (inclusive), land it as a new version, then load the window from the lake."""
     run_id = run_id or uuid.uuid4().hex
-    extracted_at = dt.datetime.now(dt.UTC)
-    frames = extractor.extract(contract.table, start, end)
-    report = IngestReport(contract.name, start, end)
-    for day in days(start, end):
-        df = with_lineage(
-            frames[day],
-            contract.system,
-            day,
-            extracted_at,
-            run_id,
-            source=f"{contract.system}:{contract.table}",
-            unhashed=contract.written_back,
-        )
-        landed = lake.land(settings.lake_dir, contract.system, contract.table, day, df, extracted_at, run_id)
-        report.landed_rows += landed.rows
-        report.landed_bytes += landed.bytes
-        report.landed_files.append(str(landed.path.relative_to(settings.data_dir)))
+    report = land(settings, contract, extractor, start, end, run_id)
     if after_landing is not None:
         after_landing()
-    load_from_lake(settings, contract, start, end, options, report, extractor.watermark_column)
+    load_from_lake(settings, contract, start, end, options, report, extractor.watermark_column, run_id)
     return report
+
+
+LINEAGE_SCHEMA: dict[str, pl.DataType] = {
+    "_system": pl.String(),
+    "_extracted_at": pl.Datetime("us", "UTC"),
+    "_run_id": pl.String(),
+    "_partition": pl.Date(),
+    "_record_hash": pl.String(),
+    "_source": pl.String(),
+}
+
+
+def _shape(contract: Contract, version: lake.Version, settings: Settings, landed: pl.DataFrame) -> list[str]:
+    """The version's unknown columns, or the contract's error naming the source (file, API object or table),
+    business date and landed copy of the version's first day with rows."""
+    columns = list(version.columns) if not version.legacy else list(pl.read_parquet_schema(version.path))
+    if not any(c not in LINEAGE for c in columns):  # an empty API window has no columns
+        return []
+    with_rows = sorted(day for day, rows in version.rows.items() if rows != 0)
+    if not with_rows:
+        return []
+    first = with_rows[0]  # named: the first day that has the shape
+    copy = (version.day_file(first) or version.path).relative_to(settings.data_dir)
+    on_day = landed.filter(pl.col("_partition") == first) if "_partition" in landed.columns else landed
+    source = f"{source_name(settings, contract, on_day, first)}, landed as {copy}"
+    # an alias applies from its effective date: judged at the newest day the version holds rows for
+    return check_shape(contract, columns, source, with_rows[-1])
+
+
+def _payload(df: pl.DataFrame, own: list[str]) -> pl.Expr:
+    """Each row's original payload as JSON: only the columns with a value on its business day, by name.
+
+    A version landed over a range holds every column of the range on each day (a renamed or added column is
+    empty on the days before, and the columns' order is the range's), so the columns of a day are those it
+    has values in, in name order: a row's payload is then the same whether its day was landed alone or in a
+    range.
+    """
+    if not own:
+        return pl.lit(None, dtype=pl.String).alias("_payload")
+    present = df.group_by("_partition").agg(pl.col(own).is_not_null().any())
+    by_columns: dict[tuple[str, ...], list[dt.date]] = {}
+    for row in present.iter_rows(named=True):
+        by_columns.setdefault(tuple(sorted(c for c in own if row[c])), []).append(row["_partition"])
+    payload = pl.lit(None, dtype=pl.String)
+    for columns, on in by_columns.items():
+        encoded = (
+            pl.struct([pl.col(c).cast(pl.String) for c in columns]).struct.json_encode()
+            if columns
+            else pl.lit("{}", dtype=pl.String)
+        )
+        payload = pl.when(pl.col("_partition").is_in(on)).then(encoded).otherwise(payload)
+    return payload.alias("_payload")
 
 
 def read_landed(
     settings: Settings, contract: Contract, start: dt.date, end: dt.date
-) -> tuple[pl.DataFrame, list[str], list[str]]:
-    """The newest version of each partition in the range, its source columns, and unknown extras."""
+) -> tuple[pl.DataFrame, list[str], list[str], list[lake.Version]]:
+    """The newest version of each day in the range, its source columns, unknown extras, and the versions read."""
+    newest = lake.newest_by_day(settings.lake_dir, contract.system, contract.table, start, end)
+    missing = [day for day in days(start, end) if day not in newest]
+    if missing:
+        raise FileNotFoundError(
+            f"nothing landed for {contract.name} on {missing[0]}"
+            + (f" (and {len(missing) - 1} more days)" if len(missing) > 1 else "")
+            + f" under {settings.lake_dir}: ingest it first"
+        )
+    by_version: dict[str, tuple[lake.Version, list[dt.date]]] = {}
+    for day, version in newest.items():
+        by_version.setdefault(version.name, (version, []))[1].append(day)
     frames, source_columns, extras = [], [], set()
-    for day in days(start, end):
-        path = lake.newest(settings.lake_dir, contract.system, contract.table, day)
-        if path is None:
-            raise FileNotFoundError(
-                f"nothing landed for {contract.name} on {day} under {settings.lake_dir}: ingest it first"
-            )
-        df = pl.read_parquet(path)
-        has_columns = any(c not in LINEAGE for c in df.columns)  # an empty API window has none
-        source = f"{source_name(settings, contract, df, day)}, landed as {path.relative_to(settings.data_dir)}"
-        file_extras = check_shape(contract, df.columns, source, day) if has_columns else []
+    for version, covered in by_version.values():
+        files = sorted({f for day in covered if (f := version.day_file(day)) is not None})
+        if not files:
+            continue
+        df = pl.read_parquet(files, hive_partitioning=False)
+        if version.legacy:  # a legacy file is one day; a version's files hold only their own day
+            df = df.filter(pl.col("_partition").is_in(covered))
+        file_extras = _shape(contract, version, settings, df)
         extras.update(file_extras)
-        # Unknown columns are kept, per file, as JSON in _extra, and each row's original payload in _payload:
-        # only the columns this file had, so a row's payload does not depend on the range it is read with.
+        # Unknown columns are kept as JSON in _extra: the version's own, on the rows that have a value in one
+        # (a version landed over days before and after a source added a column holds it empty on the first).
+        # Each row's original payload goes to _payload with the columns its day had (see _payload).
         own = [c for c in df.columns if c not in LINEAGE]
         df = df.with_columns(
-            pl.struct(file_extras).struct.json_encode().alias("_extra")
+            pl.when(pl.any_horizontal(pl.col(file_extras).is_not_null()))
+            .then(pl.struct(file_extras).struct.json_encode())
+            .alias("_extra")
             if file_extras
             else pl.lit(None, dtype=pl.String).alias("_extra"),
-            pl.struct([pl.col(c).cast(pl.String) for c in own]).struct.json_encode().alias("_payload")
-            if own
-            else pl.lit(None, dtype=pl.String).alias("_payload"),
+            _payload(df, own),
         )
         for column in own:
             if column not in source_columns:
                 source_columns.append(column)
         frames.append(df)
+    if not frames:  # no rows on any day of the window: the lineage alone, typed as landed
+        frames = [pl.DataFrame(schema=LINEAGE_SCHEMA)]
     kept = (*LINEAGE, "_extra", "_payload")
     batch = pl.concat(
         [f.with_columns(pl.col(c).cast(pl.String) for c in f.columns if c not in kept) for f in frames],
         how="diagonal_relaxed",
     )
-    return batch, source_columns, sorted(extras)
+    return batch, source_columns, sorted(extras), [v for v, _ in by_version.values()]
 
 
 def source_name(settings: Settings, contract: Contract, landed: pl.DataFrame, day: dt.date) -> str:
@@ -189,18 +298,28 @@ def load_from_lake(
     options: IngestOptions | None = None,
     report: IngestReport | None = None,
     watermark_column: str | None = None,
+    run_id: str | None = None,
 ) -> IngestReport:
+    """Replace the window's raw rows with the newest landed version of each of its days, and record the
+    load (and every version now loaded) in the ledger, in the same transaction."""
     options = options or IngestOptions()
     report = report or IngestReport(contract.name, start, end)
-    batch, source_columns, extras = read_landed(settings, contract, start, end)
+    batch, source_columns, extras, read = read_landed(settings, contract, start, end)
     result = apply_contract(contract, batch, source_columns)
+    landed = lake.all_versions(settings.lake_dir, contract.system, contract.table)
+    covered = [(v.name, v.start, v.end) for v in landed if not v.legacy and start <= v.start and v.end <= end]
 
     def reread(frame: pl.DataFrame) -> ContractResult:
         return apply_contract(contract, frame, [c for c in frame.columns if c not in LINEAGE])
 
+    def record(conn: duckdb.DuckDBPyConnection) -> None:
+        done = loaded_versions(conn, contract.system, contract.table)
+        versions = [v for v in covered if v[0] not in done]
+        record_load(conn, contract.system, contract.table, (start, end), versions, run_id)
+
     with connect(settings.build_db, limits=options.limits) as conn:
         loaded: LoadResult = load_range(
-            conn, contract, start, end, result, options.max_quarantine_rate, options.min_quarantined, reread
+            conn, contract, start, end, result, options.max_quarantine_rate, options.min_quarantined, reread, record
         )
     report.loaded_rows = loaded.loaded
     report.quarantined_rows = loaded.quarantined
@@ -209,22 +328,98 @@ def load_from_lake(
     report.per_partition = loaded.per_partition
     report.extra_columns = extras
     report.top_reasons = result.top_reasons()
-    if watermark_column and result.valid.height:
+    if watermark_column and result.valid.height and watermark_column in result.valid.columns:
         report.watermark = str(result.valid[watermark_column].max())
     elif result.valid.height:
         report.watermark = str(result.valid["_partition"].max())
     report.preview = result.valid.drop("_payload").head(5)
+    if not report.landed_files:
+        report.landed_files = [str(v.path.relative_to(settings.data_dir)) for v in read]
     return report
+
+
+def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> list[Window]:
+    """The windows of the table's landed versions the raw layer has not loaded yet (empty: nothing new).
+
+    One window, the span of those versions, unless a day inside it was never landed at all (landing runs of
+    days 6 and 8 finished, day 7's not yet): the span is then cut at such days, and each part that holds a
+    waiting version is a window of its own (docs/decisions/0036). Each window's every day is landed, as a
+    load needs; the day left out is loaded by the build after its own landing.
+    """
+    done = loaded_versions(conn, contract.system, contract.table)
+    every = lake.all_versions(settings.lake_dir, contract.system, contract.table)
+    waiting = {day for v in every if not v.legacy and v.name not in done for day in v.rows}
+    if not waiting:
+        return []
+    landed = {day for v in every for day in v.rows}
+    windows: list[Window] = []
+    for start, end in contiguous(sorted(d for d in days(min(waiting), max(waiting)) if d in landed)):
+        if any(start <= day <= end for day in waiting):
+            windows.append((start, end))
+    return windows
+
+
+def load_pending(
+    settings: Settings,
+    contract: Contract,
+    options: IngestOptions | None = None,
+    run_id: str | None = None,
+    watermark_column: str | None = None,
+) -> IngestReport | None:
+    """Load every day of the table that some version landed since the last load (None: nothing new), one
+    load (one transaction, one ledger entry) per pending window."""
+    options = options or IngestOptions()
+    with connect(settings.build_db, limits=options.limits) as conn:
+        windows = pending_windows(settings, contract, conn)
+    if not windows:
+        return None
+    reports = [
+        load_from_lake(
+            settings, contract, start, end, options, IngestReport(contract.name, start, end), watermark_column, run_id
+        )
+        for start, end in windows
+    ]
+    return merged(reports)
+
+
+def merged(reports: list[IngestReport]) -> IngestReport:
+    """One table's loads of several windows as one report: its span, the windows, their sums."""
+    if len(reports) == 1:
+        return reports[0]
+    first, last = reports[0], reports[-1]
+    reasons: dict[str, int] = {}
+    for report in reports:
+        for reason, count in report.top_reasons:
+            reasons[reason] = reasons.get(reason, 0) + count
+    watermarks = [r.watermark for r in reports if r.watermark]
+    return IngestReport(
+        first.table,
+        first.start,
+        last.end,
+        landed_files=[f for r in reports for f in r.landed_files],
+        loaded_rows=sum(r.loaded_rows for r in reports),
+        quarantined_rows=sum(r.quarantined_rows for r in reports),
+        orphans=sum(r.orphans for r in reports),
+        released=sum(r.released for r in reports),
+        watermark=max(watermarks) if watermarks else None,
+        extra_columns=sorted({c for r in reports for c in r.extra_columns}),
+        top_reasons=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5],
+        preview=last.preview,
+        per_partition={day: n for r in reports for day, n in r.per_partition.items()},
+        windows=[w for r in reports for w in r.windows],
+    )
 
 
 def rebuild_raw(
     settings: Settings, options: IngestOptions | None = None, progress: Callable[[str], None] | None = None
 ) -> dict[str, int]:
-    """Rebuild the whole raw layer from the landing zone alone (parents before children)."""
+    """Rebuild the whole raw layer from the landing zone alone (parents before children); the next build then
+    recomputes the models over every day it loaded."""
     counts: dict[str, int] = {}
     with connect(settings.build_db) as conn:
         conn.execute("drop schema if exists raw cascade")
         conn.execute("drop schema if exists quarantine cascade")
+        conn.execute("drop table if exists pipeline.loaded_versions")
     for contract in CONTRACTS.values():
         landed = lake.landed_days(settings.lake_dir, contract.system, contract.table)
         if not landed:

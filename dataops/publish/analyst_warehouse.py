@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class PublishReport:
     bytes: int = 0
     unchanged: bool = False  # nothing was written: analysts have this publish already
     published_by_run: str | None = None  # the run that wrote it, when ``unchanged``
+    days: list[dt.date] = field(default_factory=list)  # the window's days and every day whose KPIs changed
 
 
 def model_datasets() -> dict[str, DatasetMeta]:
@@ -188,14 +189,14 @@ class Publication:
 
     publish_id: str
     published_at: dt.datetime
-    window: tuple[dt.date, dt.date]
+    window: tuple[dt.date, dt.date] | None  # None: the whole history (resolved once the warehouse is open)
     run_id: str | None
     aside: Path
     restricted_aside: Path
 
     @classmethod
     def new(
-        cls, settings: Settings, window: tuple[dt.date, dt.date], run_id: str | None, now: dt.datetime | None
+        cls, settings: Settings, window: tuple[dt.date, dt.date] | None, run_id: str | None, now: dt.datetime | None
     ) -> Publication:
         publish_id = uuid.uuid4().hex[:16]
         return cls(
@@ -214,7 +215,7 @@ def _aside(target: Path, publish_id: str) -> Path:
 
 def publish(
     settings: Settings,
-    window: tuple[dt.date, dt.date],
+    window: tuple[dt.date, dt.date] | None,
     run_id: str | None = None,
     limits: Limits | None = None,
     now: dt.datetime | None = None,
@@ -228,7 +229,8 @@ def publish(
     that fails or is killed leaves no trace and no file behind. When analysts already have a publish made
     from the same inputs (:func:`publish_inputs`), nothing is written and the report names that publish,
     unless ``republish_unchanged``. ``cause``, when given, is the cause of every restatement (a definition
-    change: dataops/publish/definition_change.py).
+    change: dataops/publish/definition_change.py). ``window`` is the build's business dates (None: the whole
+    history).
     """
     settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(settings)  # of a publish that was killed, or failed on a full disk
@@ -244,6 +246,8 @@ def publish(
                 held = _already_published(conn, settings, inputs)
                 if held is not None:
                     return held
+            if publication.window is None:
+                publication = replace(publication, window=_whole_history(conn))
             report = _stage_history(conn, publication, inputs, settings.analytics_db, cause)
             datasets = _write_files(conn, settings, publication, report, manifest, declared)
             _record_and_swap(conn, settings, publication, datasets)
@@ -316,11 +320,21 @@ def _stage_history(
     """This publish's history, restatements and log entry, in temp tables ``staged_<table>``: committed to
     ``publish.*`` only with the swap (:func:`_record_and_swap`)."""
     as_of = scalar(conn, "select max(date_day) from marts.dim_dates")
-    _find_changes(conn, as_of, publication.window)
+    assert publication.window is not None
+    start, end = publication.window
+    _find_changes(conn, as_of, (start, end))
     _stage_changes(conn, publication, cause)
     changed = scalar(conn, "select count(*) from changed")
     restated = scalar(conn, "select count(*) from staged_kpi_restatements")
-    start, end = publication.window
+    days = [
+        d
+        for (d,) in conn.execute(
+            "select distinct period from changed where grain = 'day' union "
+            "select date_day from marts.dim_dates where date_day between $start and least($end, $as_of) "
+            "order by 1",
+            {"start": start, "end": end, "as_of": as_of},
+        ).fetchall()
+    ]
     conn.execute("create or replace temp table staged_publish_log as select * from publish.publish_log where false")
     entry = (publication.publish_id, publication.published_at, as_of, start, end, publication.run_id)
     conn.execute(
@@ -337,7 +351,14 @@ def _stage_history(
         target,
         changed_values=changed,
         restatements=restated,
+        days=days,
     )
+
+
+def _whole_history(conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date]:
+    """The window of a build that names no days: every day the warehouse holds."""
+    first, last = conn.execute("select min(date_day), max(date_day) from marts.dim_dates").fetchone() or (None, None)
+    return first, last
 
 
 def _find_changes(conn: duckdb.DuckDBPyConnection, as_of: object, window: tuple[dt.date, dt.date]) -> None:
@@ -359,6 +380,7 @@ def _find_changes(conn: duckdb.DuckDBPyConnection, as_of: object, window: tuple[
 def _stage_changes(conn: duckdb.DuckDBPyConnection, publication: Publication, cause: str | None) -> None:
     """The changed values as history rows, and those that replace a value analysts saw as restatements
     (their cause: ``cause`` if given, else the records that changed them, else the window recomputed)."""
+    assert publication.window is not None
     start, end = publication.window
     at = {"publish_id": publication.publish_id, "at": publication.published_at}
     conn.execute(

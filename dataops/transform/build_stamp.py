@@ -6,6 +6,7 @@ complete build of that window would rebuild the same tables: the dbt step report
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from dataops.core.digest import digest, files_digest, table_digest
 from dataops.core.settings import DBT_PROJECT_DIR
 from dataops.core.warehouse import table_exists, transaction
 from dataops.ingest.lake import PER_EXTRACTION
+from dataops.ingest.ledger import mark_built, unbuilt_window
 from dataops.transform.project import project_files
 
 BUILD_STAMP_DDL = """
@@ -39,6 +41,10 @@ def build_inputs(
     lake: Sequence[str] = (),
 ) -> str:
     """A digest of everything a dbt build of ``window`` reads.
+
+    The product's events are read from the lake, not the warehouse (macros/product_lake.sql): the newest
+    file of each of their folders under ``lake_dir`` (the event stream's own sensor lands them between
+    builds) is part of it by name, unique per landed version.
 
     Raw rows are summed by content without the lineage that changes with every extraction of the same
     records (``PER_EXTRACTION``) and without the columns the CRM write-back sets (a contract's
@@ -84,10 +90,35 @@ def forget_build(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("delete from pipeline.dbt_build")
 
 
-def record_build(conn: duckdb.DuckDBPyConnection, inputs: str, window: tuple[str, str], run_id: str) -> None:
+def record_build(
+    conn: duckdb.DuckDBPyConnection, inputs: str, window: tuple[str, str], run_id: str, started: dt.datetime
+) -> None:
+    """The complete build's stamp, and every load made before it ``started`` is now built (one transaction)."""
     conn.execute(BUILD_STAMP_DDL)
     with transaction(conn):
         conn.execute("delete from pipeline.dbt_build")
         conn.execute(
             "insert into pipeline.dbt_build values (?, ?, ?, ?, now())", [inputs, window[0], window[1], run_id]
         )
+        mark_built(conn, started)
+
+
+def build_window(conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date] | None:
+    """The business dates the next build covers: every load not yet built (a daily run's day, a backfill's
+    range, and any earlier window whose build failed), else the last complete build's window, which a re-run
+    then finds unchanged. None: the whole history (nothing loaded through the ledger, nothing built)."""
+    pending = unbuilt_window(conn)
+    if pending is not None:
+        return pending
+    if not table_exists(conn, "pipeline", "dbt_build"):
+        return None
+    rows = conn.execute("select window_start, window_end from pipeline.dbt_build").fetchall()
+    row = rows[0] if rows else None
+    if row is None or not row[0] or not row[1]:
+        return None
+    return dt.date.fromisoformat(str(row[0])), dt.date.fromisoformat(str(row[1]))
+
+
+def window_span(window: tuple[dt.date, dt.date] | None) -> tuple[str, str]:
+    """A window as the build digest and the stamp keep it (empty: the whole history)."""
+    return (window[0].isoformat(), window[1].isoformat()) if window else ("", "")

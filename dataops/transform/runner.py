@@ -141,15 +141,17 @@ def run_dbt(
     window: tuple[str, str] | None = None,
     limits: Limits | None = None,
     in_process: bool = False,
+    target: Path | None = None,
 ) -> DbtResult:
     """Run dbt to completion with the registry vars and the platform's environment.
 
     ``in_process`` (dbtRunner, then the adapter's connections are dropped) saves the start-up seconds where
-    many small runs follow each other, as in tests.
+    many small runs follow each other, as in tests. ``target`` is dbt's target folder (the project's
+    ``target/`` if None).
     """
     registry = registry or load_registry()
     _forget_if_writing(args, settings, limits)
-    full = command_line(args, registry)
+    full = command_line(args, registry, target)
     with registry_seeds(registry):
         if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
             success, output = _run_in_process(full[1:], settings, limits, window)
@@ -157,7 +159,7 @@ def run_dbt(
             env = process_environment(settings, limits, window)
             proc = subprocess.run(full, env=env, capture_output=True, text=True, check=False)
             success, output = proc.returncode == 0, proc.stdout + proc.stderr
-    results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
+    results_path = (target or DBT_PROJECT_DIR / "target") / "run_results.json"
     results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
     return DbtResult(success=success, output=output, results=results)
 
@@ -180,18 +182,42 @@ def _run_in_process(
 
 
 def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_PROJECT_DIR) -> Path:
-    """Make sure target/manifest.json exists and is newer than the project's files (dbt parse if not)."""
+    """Make sure target/manifest.json exists, is newer than the project's files and was parsed for this
+    engine (dbt parse if not): a model disabled on one engine is no asset there, and publishing waits for
+    every asset it is given."""
     registry = registry or load_registry()
     manifest = manifest_path(project_dir)
     parsing = manifest.with_name(".parse.lock")  # one parse at a time: a reader never sees half a manifest
     with registry_seeds(registry, project_dir), parsing.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if manifest.exists() and manifest.stat().st_mtime >= max(p.stat().st_mtime for p in project_files(project_dir)):
+        newest = max(p.stat().st_mtime for p in project_files(project_dir))
+        if manifest.exists() and manifest.stat().st_mtime >= newest and _parsed_for(manifest) == engine():
             return manifest
-        result = run_dbt(["parse"], Settings.from_env(), registry)
+        # parsed aside, then swapped in: a process reading the manifest without the lock sees a whole one
+        aside = manifest.with_name(f".parse-{os.getpid()}")
+        aside.mkdir(exist_ok=True)
+        if (manifest.parent / PARTIAL_PARSE).exists():
+            shutil.copyfile(manifest.parent / PARTIAL_PARSE, aside / PARTIAL_PARSE)
+        try:
+            result = run_dbt(["parse"], Settings.from_env(), registry, target=aside)
+            if result.success:
+                if (aside / PARTIAL_PARSE).exists():
+                    os.replace(aside / PARTIAL_PARSE, manifest.parent / PARTIAL_PARSE)
+                os.replace(aside / "manifest.json", manifest)
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
     if not result.success:
         raise RuntimeError(f"dbt parse failed:\n{result.output[-3000:]}")
     return manifest
+
+
+def _parsed_for(manifest: Path) -> str | None:
+    """The dbt adapter a manifest was parsed with (its target: duckdb or spark)."""
+    try:
+        adapter = json.loads(manifest.read_text())["metadata"]["adapter_type"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(adapter)
 
 
 @dataclass

@@ -40,11 +40,13 @@ def volume_check_result(
     start: dt.date,
     end: dt.date,
     conn: duckdb.DuckDBPyConnection | None = None,
+    only: set[dt.date] | None = None,
 ) -> dg.AssetCheckResult:
-    """The breaker over the partitions the step just ingested, start..end (docs/decisions/0013)."""
+    """The breaker over the partitions the step just ingested, start..end (or those of it in ``only``)
+    (docs/decisions/0013)."""
     tag = context.run.tags.get(ALLOW_TAG, "")
     allow = {t.strip() for t in tag.split(",") if t.strip()}
-    return breaker_result(platform.settings.build_db, platform.limits, contract, start, end, allow, conn)
+    return breaker_result(platform.settings.build_db, platform.limits, contract, start, end, allow, conn, only)
 
 
 def breaker_result(
@@ -55,13 +57,14 @@ def breaker_result(
     end: dt.date,
     allow: set[str],
     conn: duckdb.DuckDBPyConnection | None = None,
+    only: set[dt.date] | None = None,
 ) -> dg.AssetCheckResult:
     """Fails closed: a breaker that cannot be evaluated fails its check (the run stops before publishing)
     instead of raising, which would count its table as failed and skip the tables that reference it. It reads
     through ``conn`` when the step holds the warehouse open, else through a read-only connection of its own."""
     try:
         with nullcontext(conn) if conn is not None else connect(build_db, read_only=True, limits=limits) as reader:
-            outcome = check_volume(reader, contract, start, end, load_registry(), allow)
+            outcome = check_volume(reader, contract, start, end, load_registry(), allow, only)
     except Exception as exc:
         return dg.AssetCheckResult(
             asset_key=dg.AssetKey([contract.system, contract.table]),

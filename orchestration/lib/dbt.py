@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,17 @@ class EnterpriseModelTranslator(DagsterDbtTranslator):
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True))
         self.policy, self.notes, self.owners = policy, notes, owners
 
+    def get_asset_check_spec(
+        self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetCheckSpec | None:
+        """Every dbt test of a model reports into the model's one ``dbt_tests`` check (docs/decisions/0035)."""
+        return dg.AssetCheckSpec(
+            DBT_TESTS,
+            asset=asset_spec.key,
+            description="The dbt data tests of this model (keys, relationships, accepted values, the registry's "
+            "rules): passed when every one passed; the metadata lists each test and its failing rows.",
+        )
+
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if dbt_resource_props["resource_type"] == "seed":
             return "reference"
@@ -123,6 +135,16 @@ class EnterpriseModelTranslator(DagsterDbtTranslator):
 
 
 RESULT_EVENTS = ("LogModelResult", "LogSeedResult", "LogSnapshotResult", "LogTestResult")
+DBT_TESTS = "dbt_tests"  # the one check per model that sums up its dbt tests
+
+
+@dataclass
+class TestOutcome:
+    """One dbt test's result, waiting to be summed up in its model's check."""
+
+    name: str
+    status: str
+    failures: int
 
 
 def node_events(
@@ -130,10 +152,10 @@ def node_events(
     manifest: Mapping[str, Any],
     translator: DagsterDbtTranslator,
     project: DbtProject,
-    selected_checks: set[dg.AssetCheckKey],
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    tests: dict[dg.AssetCheckKey, list[TestOutcome]],
+) -> Iterator[dg.MaterializeResult]:
     """What one finished dbt node (its result line in dbt's log) means in Dagster: a model or seed
-    materialised, or a test's check result."""
+    materialised; a test's outcome is kept in ``tests`` for its model's check (``test_checks``)."""
     if event.get("info", {}).get("name") not in RESULT_EVENTS:
         return
     data = event["data"]
@@ -149,16 +171,34 @@ def node_events(
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
     elif node["resource_type"] == "test":
         check = _check_key(node, manifest, translator, project)
-        if check is not None and check in selected_checks:
-            failures = int(data.get("num_failures") or 0)
-            yield dg.AssetCheckResult(
-                asset_key=check.asset_key,
-                check_name=check.name,
-                passed=status == "pass",
-                severity=dg.AssetCheckSeverity.WARN if status == "warn" else dg.AssetCheckSeverity.ERROR,
-                description=f"{status}: {failures} failing rows" if failures else status,
-                metadata={**metadata, "failing_rows": failures},
-            )
+        if check is not None:
+            tests.setdefault(check, []).append(TestOutcome(node["name"], status, int(data.get("num_failures") or 0)))
+
+
+def test_checks(
+    tests: dict[dg.AssetCheckKey, list[TestOutcome]], selected: set[dg.AssetCheckKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """Each selected model's check: passed when all its tests passed; an error when one failed or erred, a
+    warning when one only warned; every test with its status and failing rows in the metadata."""
+    for check, outcomes in sorted(tests.items(), key=lambda kv: kv[0].asset_key.to_user_string()):
+        if check not in selected:
+            continue
+        bad = [t for t in outcomes if t.status != "pass"]
+        failed = [t for t in bad if t.status in ("fail", "error")]
+        summary = f"{len(outcomes) - len(bad)} of {len(outcomes)} dbt tests passed"
+        yield dg.AssetCheckResult(
+            asset_key=check.asset_key,
+            check_name=check.name,
+            passed=not bad,
+            severity=dg.AssetCheckSeverity.ERROR if failed or not bad else dg.AssetCheckSeverity.WARN,
+            description=summary + ("; " + "; ".join(f"{t.name}: {t.status}" for t in bad) if bad else ""),
+            metadata={
+                "tests": dg.MetadataValue.json(
+                    {t.name: {"status": t.status, "failing_rows": t.failures} for t in outcomes}
+                ),
+                "failing_rows": sum(t.failures for t in outcomes),
+            },
+        )
 
 
 def _check_key(
@@ -173,8 +213,8 @@ def _check_key(
 
 
 def with_row_counts(
-    events: Sequence[dg.MaterializeResult | dg.AssetCheckResult], build_db: Path, limits: Limits
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    events: Sequence[dg.MaterializeResult], build_db: Path, limits: Limits
+) -> Iterator[dg.MaterializeResult]:
     """The events, each materialised table with its row count (``dagster/row_count``; views have none)."""
     keys = [e.asset_key for e in events if isinstance(e, dg.MaterializeResult) and e.asset_key is not None]
     relations = [(key.path[0], key.path[-1]) for key in keys if len(key.path) == 2]

@@ -5,17 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import dagster as dg
-
 from orchestration.lib.names import ANALYTICS_KEY, PLATFORM_OWNER
 
 
-def egress_asset_args(partitions_def: dg.PartitionsDefinition) -> dict[str, Any]:
-    return {
-        "group_name": "egress",
-        "owners": [PLATFORM_OWNER],
-        "deps": [ANALYTICS_KEY],
-        "partitions_def": partitions_def,
-        "backfill_policy": dg.BackfillPolicy.single_run(),
-        "tags": {"layer": "egress"},
-    }
+def egress_asset_args() -> dict[str, Any]:
+    return {"group_name": "egress", "owners": [PLATFORM_OWNER], "deps": [ANALYTICS_KEY], "tags": {"layer": "egress"}}

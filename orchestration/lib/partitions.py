@@ -31,7 +31,15 @@ def daily_partitions(settings: Settings | None = None) -> dg.DailyPartitionsDefi
     return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC")
 
 
-def window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:
-    """The run's business dates as an inclusive range (one day, or a whole backfill range)."""
+def window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    """The landing run's business dates as an inclusive range (one day, or a whole backfill range)."""
     tw = context.partition_time_window
     return tw.start.date(), (tw.end - dt.timedelta(days=1)).date()
+
+
+def run_window(tags: dict[str, str]) -> tuple[dt.date, dt.date] | None:
+    """The business dates a run's tags name (a partition or a range), if any."""
+    single = tags.get("dagster/partition")
+    start = tags.get("dagster/asset_partition_range_start", single)
+    end = tags.get("dagster/asset_partition_range_end", single)
+    return (dt.date.fromisoformat(start), dt.date.fromisoformat(end)) if start and end else None

@@ -11,6 +11,7 @@
   ``PATCH /api/v1/accounts`` writes up to :data:`MAX_BATCH` accounts in one request, each with its own
   result (like Salesforce's sObject Collections with ``allOrNone=false``): one request against the rate
   limit instead of one per account.
+- ``/api/v1/bulk/jobs`` exports a window of an object as files, asynchronously (source_systems/crm/bulk.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from source_systems.crm import store
+from source_systems.crm.bulk import RECORDS_PER_FILE, add_bulk_routes
 
 MAX_LIMIT = 2000
 MAX_BATCH = 200
@@ -99,7 +101,12 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
 
 
 def create_app(
-    db_path: Path, token: str, faults: Faults | None = None, rate_per_second: float = 50.0, burst: int = 100
+    db_path: Path,
+    token: str,
+    faults: Faults | None = None,
+    rate_per_second: float = 50.0,
+    burst: int = 100,
+    bulk_records_per_file: int = RECORDS_PER_FILE,
 ) -> FastAPI:
     app = FastAPI(title="Mock CRM", version="1.0")
     app.state.faults = faults or Faults()
@@ -248,6 +255,10 @@ def create_app(
                 ),
             )
         return {"id": task_id, "created": True}
+
+    add_bulk_routes(
+        app, db_path, _canonical, bulk_records_per_file
+    )  # POST /api/v1/bulk/jobs and friends (source_systems/crm/bulk.py)
 
     @app.post("/api/v1/_faults")
     def set_faults(settings: dict[str, float]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from source_systems.crm.api import Faults, create_app
+from source_systems.crm.bulk import RECORDS_PER_FILE
 
 DEFAULT_TOKEN = "dev-crm-token"
 
@@ -39,10 +40,11 @@ def start_in_thread(
     faults: Faults | None = None,
     rate_per_second: float = 50.0,
     burst: int = 100,
+    bulk_records_per_file: int = RECORDS_PER_FILE,
 ) -> RunningServer:
     """Serve the CRM on 127.0.0.1 with an ephemeral port; returns once it accepts connections."""
     faults = faults or Faults()
-    app = create_app(db_path, token, faults, rate_per_second, burst)
+    app = create_app(db_path, token, faults, rate_per_second, burst, bulk_records_per_file)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="mock-crm", daemon=True)

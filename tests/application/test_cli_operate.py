@@ -40,14 +40,17 @@ def test_backfill_and_run_report_their_publish_and_are_recorded_for_the_ui(
     for output in (backfill, run):  # no library warnings (dbt's lines: tests/application/test_run_recovery.py)
         assert "BetaWarning" not in output and "SupersessionWarning" not in output
     with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
-        day, days = instance.get_runs()  # newest first
-        assert day.job_name == days.job_name == "daily_elt_job"
+        runs = list(reversed(instance.get_runs()))  # each command: its landing run, then the build that follows it
+        assert [r.job_name for r in runs] == ["daily_elt_job", "build_job"] * 2
+        days, day = runs[0], runs[2]
         assert (days.tags["dagster/asset_partition_range_start"], days.tags["dagster/asset_partition_range_end"]) == (
             "2025-04-01",
             "2025-04-09",
         )
         assert day.tags["dagster/partition"] == "2025-04-10"  # like the schedule's run of a day
-        for run in (day, days):  # attributed to the code location, as the UI's and the schedule's runs are
+        assert [r.tags["dataops/after_landing"] for r in runs[1::2]] == [r.run_id for r in runs[::2]]
+        assert [r.tags["dataops/window"] for r in runs[1::2]] == ["2025-04-01..2025-04-09", "2025-04-10..2025-04-10"]
+        for run in runs:  # attributed to the code location, as the UI's and the schedule's runs are
             assert run.remote_job_origin is not None and run.remote_job_origin.location_name == "orchestration"
             assert run.tags[".dagster/repository"] == "__repository__@orchestration"
             assert run.tags["dataops/writes"] == "build_warehouse" and run.tags["dataops/launched_by"] == "dataops cli"
@@ -64,7 +67,7 @@ def test_status_shows_publish_freshness_checks_and_quarantine(operated: tuple[Cl
         "KPIs on 2025-04-10",
         "mrr_usd",
         "Failed checks in the last run: none",
-        "daily_elt_job 2025-04-10): SUCCESS",
+        "build_job 2025-04-10): SUCCESS",  # the last run: the build after the landing of 2025-04-10
         "Quarantined rows:",
     ):
         assert text in result.output, text

@@ -153,8 +153,8 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
 def test_the_warehouse_keeps_only_its_last_complete_build(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "build.duckdb")) as conn:
         assert built_from(conn) is None
-        record_build(conn, "digest-1", WINDOW, "run-1")
-        record_build(conn, "digest-2", WINDOW, "run-2")
+        record_build(conn, "digest-1", WINDOW, "run-1", dt.datetime.now(dt.UTC))
+        record_build(conn, "digest-2", WINDOW, "run-2", dt.datetime.now(dt.UTC))
         assert built_from(conn) == ("digest-2", "run-2")
         forget_build(conn)  # dbt is about to write: a build that fails half-way leaves no stamp
         assert built_from(conn) is None
@@ -167,7 +167,7 @@ def test_dbt_run_by_hand_forgets_the_last_build_and_a_parse_does_not(
     settings = Settings.from_env(tmp_path)
     settings.build_db.parent.mkdir(parents=True)
     with duckdb.connect(str(settings.build_db)) as conn:
-        record_build(conn, "digest-1", WINDOW, "run-1")
+        record_build(conn, "digest-1", WINDOW, "run-1", dt.datetime.now(dt.UTC))
     ran: list[list[str]] = []
 
     def dbt(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import subprocess
 from typing import Any
@@ -59,6 +60,7 @@ def test_the_schedule_and_the_sensor_are_there_and_running(services: Services) -
     assert schedules["daily_elt_schedule"]["cronSchedule"] == "0 2 * * *"
     assert schedules["daily_elt_schedule"]["scheduleState"]["status"] == "RUNNING"
     assert sensors["accounting_export_sensor"]["sensorState"]["status"] == "RUNNING"
+    assert sensors["build_after_landing"]["sensorState"]["status"] == "RUNNING"
 
 
 def runs(services: Services) -> list[dict[str, Any]]:
@@ -99,23 +101,53 @@ def published_dates(services: Services) -> set[dt.date]:
         return {d for (d,) in conn.execute("select distinct date_day from kpis.kpi_daily").fetchall()}
 
 
+def tag(run: dict[str, Any], key: str) -> str | None:
+    return next((t["value"] for t in run["tags"] if t["key"] == key), None)
+
+
+def builds_after(services: Services, landing_ids: set[str]) -> list[dict[str, Any]]:
+    """The build runs the ``build_after_landing`` sensor launched after these landing runs, once finished."""
+
+    def launched() -> set[str] | None:
+        ids = {r["runId"] for r in runs(services) if tag(r, "dataops/after_landing") in landing_ids}
+        return ids if len(ids) == len(landing_ids) else None
+
+    return finished(services, wait_for(launched, 600, f"builds after {sorted(landing_ids)}", interval=2))
+
+
+def published_days_status(services: Services) -> set[str]:
+    """The days the UI shows as in the published KPIs: ``publish/published_days``'s materialised partitions."""
+    data = services.graphql(
+        """{ assetNodes(assetKeys: [{path: ["publish", "published_days"]}]) { assetPartitionStatuses {
+        ... on TimePartitionStatuses { ranges { startKey endKey status } } } } }"""
+    )
+    ranges = data["assetNodes"][0]["assetPartitionStatuses"]["ranges"]
+    days: set[str] = set()
+    for r in ranges:
+        if r["status"] == "MATERIALIZED":
+            first, last = dt.date.fromisoformat(r["startKey"]), dt.date.fromisoformat(r["endKey"])
+            days |= {(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)}
+    return days
+
+
 def test_two_daily_runs_launched_at_once_both_succeed_one_after_the_other(services: Services) -> None:
     first_id = launch_daily(services, START)
     second_id = launch_daily(services, START + dt.timedelta(days=1))
-    first, second = sorted(finished(services, {first_id, second_id}), key=lambda r: r["startTime"])
-    assert second["startTime"] >= first["endTime"]  # one writer at a time: the second waited in the queue
-    assert published_dates(services) >= {START, START + dt.timedelta(days=1)}
+    builds = builds_after(services, {first_id, second_id})  # each landing run is followed by its build
+    every = sorted(finished(services, {first_id, second_id}) + builds, key=lambda r: r["startTime"])
+    for before, after in itertools.pairwise(every):
+        assert after["startTime"] >= before["endTime"]  # one writer at a time: each waited in the queue
+    days = {START, START + dt.timedelta(days=1)}
+    assert published_dates(services) >= days
+    assert published_days_status(services) >= {d.isoformat() for d in days}  # the per-day status in the UI
     for log in ("daemon.log", "webserver.log"):
         assert "Could not set lock" not in (services.logs / log).read_text()
 
 
-def test_then_a_three_day_backfill_is_one_run_of_the_platforms_job_and_publishes(services: Services) -> None:
-    """Launched as the job's page launches it (Jobs, daily_elt_job, Materialize all): one run of the range,
-    as daily_elt_job with the platform's run tags, not Dagster's implicit __ASSET_JOB."""
+def test_then_a_three_day_backfill_is_one_landing_run_and_its_build_publishes(services: Services) -> None:
+    """Launched as the job's page launches it (Jobs, daily_elt_job, Materialize all): one landing run of the
+    range, as daily_elt_job with the platform's run tags, not Dagster's implicit __ASSET_JOB; then its build."""
     finished(services, {r["runId"] for r in runs(services)})  # after the daily runs (also when run alone)
-    # the daily pipeline's assets (the event stream's micro-batch asset is not partitioned: its own runs)
-    nodes = services.graphql("{ assetNodes { assetKey { path } isPartitioned } }")["assetNodes"]
-    assets = [{"path": n["assetKey"]["path"]} for n in nodes if n["isPartitioned"]]
     days = [START + dt.timedelta(days=i) for i in (2, 3, 4)]
     backfill = services.graphql(
         """
@@ -124,7 +156,7 @@ def test_then_a_three_day_backfill_is_one_run_of_the_platforms_job_and_publishes
         {
             "params": {
                 "selector": {"partitionSetName": "daily_elt_job_partition_set", "repositorySelector": REPO},
-                "assetSelection": assets,
+                "assetSelection": [{"path": ["lake", "extracts"]}],
                 "partitionNames": [d.isoformat() for d in days],
                 "fromFailure": False,
             }
@@ -142,15 +174,15 @@ def test_then_a_three_day_backfill_is_one_run_of_the_platforms_job_and_publishes
         return status if status.startswith("COMPLETED") or status in {"FAILED", "CANCELED"} else None
 
     assert wait_for(completed, 600, "the backfill", interval=3) in {"COMPLETED", "COMPLETED_SUCCESS"}
-    backfill_runs = [
-        r
-        for r in runs(services)
-        if any(t["key"] == "dagster/backfill" and t["value"] == backfill_id for t in r["tags"])
-    ]
-    assert len(backfill_runs) == 1 and backfill_runs[0]["status"] == "SUCCESS"  # three days, one run
-    tags = {t["key"]: t["value"] for t in backfill_runs[0]["tags"]}
-    assert backfill_runs[0]["jobName"] == "daily_elt_job" and tags["dataops/writes"] == "build_warehouse"
+    backfill_runs = [r for r in runs(services) if tag(r, "dagster/backfill") == backfill_id]
+    assert len(backfill_runs) == 1 and backfill_runs[0]["status"] == "SUCCESS"  # three days, one landing run
+    assert (
+        backfill_runs[0]["jobName"] == "daily_elt_job" and tag(backfill_runs[0], "dataops/writes") == "build_warehouse"
+    )
+    (build,) = builds_after(services, {backfill_runs[0]["runId"]})
+    assert tag(build, "dataops/window") == f"{days[0]}..{days[-1]}"
     assert published_dates(services) >= set(days)
+    assert published_days_status(services) >= {d.isoformat() for d in days}
 
 
 def cli_run(services: Services, day: dt.date) -> subprocess.Popen[str]:
@@ -165,14 +197,11 @@ def cli_run(services: Services, day: dt.date) -> subprocess.Popen[str]:
     )
 
 
-def test_a_run_started_from_the_command_line_is_where_operators_look(services: Services) -> None:
-    """On its job's page (which lists the code location's runs), on the timeline (which needs the run's
-    code location) and re-executable without a warning (same code location, same job snapshot)."""
-    finished(services, {r["runId"] for r in runs(services)})
-    process = cli_run(services, START + dt.timedelta(days=5))
-    output, _ = process.communicate(timeout=900)
-    assert process.returncode == 0, output
-    found = re.search(r"run ([0-9a-f-]{36}) succeeded", output)
+def where_operators_look(services: Services, output: str, day: dt.date) -> None:
+    """A run started from the command line is on its job's page (which lists the code location's runs), on
+    the timeline (which needs the run's code location) and re-executable without a warning (same code
+    location, same job snapshot)."""
+    found = re.search(r"landing run ([0-9a-f-]{36}) and build run [0-9a-f-]{36} succeeded", output)
     assert found, output
     run_id = found.group(1)
     job = services.graphql(
@@ -191,26 +220,32 @@ def test_a_run_started_from_the_command_line_is_where_operators_look(services: S
     assert run["repositoryOrigin"] == REPO
     assert run["pipelineSnapshotId"] == job["pipelineSnapshotId"]
     tags = {t["key"]: t["value"] for t in run["tags"]}
-    assert tags["dagster/partition"] == (START + dt.timedelta(days=5)).isoformat()
+    assert tags["dagster/partition"] == day.isoformat()
     assert tags["dataops/writes"] == "build_warehouse"
 
 
 @pytest.mark.reliability
 def test_runs_started_together_from_the_command_line_and_the_queue_all_succeed_in_turn(services: Services) -> None:
-    """Two `dataops run` and two runs launched as the schedule launches them, all at once: each waits for
-    the build warehouse (no lock error anywhere), all succeed, every day is published."""
+    """Two `dataops run` and a run launched as the schedule launches it, all at once: each waits for the build
+    warehouse (no lock error anywhere), all succeed, every day is published, and the command line's runs are
+    where operators look. (Two queued runs waiting for each other: the first test of this module.)"""
     finished(services, {r["runId"] for r in runs(services)})
-    days = [START + dt.timedelta(days=i) for i in (6, 7, 8, 9)]
+    days = [START + dt.timedelta(days=i) for i in (5, 6, 7)]
     terminals = [cli_run(services, day) for day in days[:2]]
-    queued = {launch_daily(services, day) for day in days[2:]}
+    queued = {launch_daily(services, days[2])}
+    outputs = []
     for terminal in terminals:
         output, _ = terminal.communicate(timeout=1800)
         assert terminal.returncode == 0, output
         assert "Could not set lock" not in output
+        outputs.append(output)
     finished(services, queued)
+    builds_after(services, queued)
     assert published_dates(services) >= set(days)
     for log in ("daemon.log", "webserver.log"):
         assert "Could not set lock" not in (services.logs / log).read_text()
+    for output, day in zip(outputs, days, strict=False):
+        where_operators_look(services, output, day)
 
 
 def test_the_asset_graph_page_renders_in_a_browser(services: Services) -> None:

@@ -39,7 +39,7 @@ def test_a_partition_far_outside_its_recent_range_trips_the_breaker() -> None:
     registry = load_registry()
     days = {START + dt.timedelta(days=k): 140 + k % 3 for k in range(20)}
     with duckdb.connect() as conn:
-        raw_leads(conn, {**days, SPIKE: 2000, SPIKE + dt.timedelta(days=1): 141})
+        raw_leads(conn, {**days, SPIKE: 2000, SPIKE + dt.timedelta(days=1): 141, SPIKE + dt.timedelta(days=3): 141})
         spike = check_volume(conn, LEADS, SPIKE, SPIKE + dt.timedelta(days=1), registry)
         assert list(spike.tripped) == [SPIKE.isoformat()]
         assert "2000 rows, above 5x the recent range 140..142" in spike.tripped[SPIKE.isoformat()]
@@ -47,6 +47,10 @@ def test_a_partition_far_outside_its_recent_range_trips_the_breaker() -> None:
         assert allowed.passed and "let through" in allowed.allowed[SPIKE.isoformat()]
         empty = check_volume(conn, LEADS, SPIKE + dt.timedelta(days=2), SPIKE + dt.timedelta(days=2), registry)
         assert not empty.passed  # an extract that came back empty is just as suspicious
+        # a build that loaded the days each side of one not landed yet judges those days, not the empty one
+        around = [SPIKE + dt.timedelta(days=k) for k in (1, 3)]
+        loaded = check_volume(conn, LEADS, around[0], around[1], registry, only=set(around))
+        assert loaded.passed and sorted(loaded.checked) == [d.isoformat() for d in around]
         young = check_volume(conn, LEADS, START + dt.timedelta(days=2), START + dt.timedelta(days=2), registry)
         assert young.passed  # too little history to judge
 
@@ -92,7 +96,7 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
         SimConfig(seed=5, scale=0.04, start=START, lead_spike_date=SPIKE, lead_spike_factor=15, product_events=False),
     )
     # The breaker's history is what was extracted; landing it is enough (no need to model and publish it).
-    history = dg.AssetSelection.groups("simulation", "erp", "crm", "accounting")
+    history = dg.AssetSelection.groups("lake", "erp", "crm", "accounting")
     assert run_job(root, START, SPIKE - dt.timedelta(days=1), selection=history).success
 
     halted = run_job(root, SPIKE, SPIKE)

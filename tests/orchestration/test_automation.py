@@ -22,18 +22,80 @@ def definitions(tmp_path: Path) -> dg.Definitions:
 
 def test_jobs_are_named_by_scope_and_serialised(definitions: dg.Definitions) -> None:
     names = {job.name for job in definitions.jobs}  # type: ignore[union-attr]
-    assert {"daily_elt_job", "full_rebuild_job", "accounting_refresh_job"} <= names
+    assert {"daily_elt_job", "build_job", "full_rebuild_job", "accounting_refresh_job"} <= names
     daily = definitions.resolve_job_def("daily_elt_job")
     assert daily.tags["dataops/writes"] == "build_warehouse"
-    nodes = {n.name for n in daily.graph.nodes}
-    assert {"ingest_crm", "enterprise_model", "publish__analytics_warehouse"} <= nodes
+    assert {n.name for n in daily.graph.nodes} == {"lake__extracts"} and daily.partitions_def is not None
+    build = definitions.resolve_job_def("build_job")
+    nodes = {n.name for n in build.graph.nodes}
+    assert {"ingest_crm", "enterprise_model", "cleansing_gate", "publish__analytics_warehouse"} <= nodes
+    assert build.partitions_def is None  # no job holds both: a partitioned run would plan every check per day
+
+
+def test_a_build_follows_every_successful_landing_run_with_its_tags(definitions: dg.Definitions) -> None:
+    sensor = definitions.resolve_sensor_def("build_after_landing")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    with dg.DagsterInstance.ephemeral() as instance:
+        landing = dg.DagsterRun(
+            job_name="daily_elt_job",
+            run_id="1b2c3d4e-0000-0000-0000-000000000000",
+            tags={
+                "dagster/asset_partition_range_start": "2025-02-01",
+                "dagster/asset_partition_range_end": "2025-02-03",
+                "dataops/allow_volume_spike": "crm.leads",
+            },
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name="build_after_landing",
+            dagster_instance=instance,
+            dagster_run=landing,
+            dagster_event=dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name="daily_elt_job"),
+        )
+        request = sensor(context)
+    assert isinstance(request, dg.RunRequest) and request.job_name in (None, "build_job")
+    assert request.run_key == f"build-after-{landing.run_id}"  # once per landing run
+    assert request.tags["dataops/after_landing"] == landing.run_id
+    assert request.tags["dataops/window"] == "2025-02-01..2025-02-03"
+    assert request.tags["dataops/allow_volume_spike"] == "crm.leads"  # a spike let through reaches the breakers
+
+
+@pytest.mark.parametrize(
+    ("job_name", "assets", "builds"),
+    [
+        ("__ASSET_JOB", [["lake", "extracts"]], True),  # a UI backfill or launch of the landing
+        ("accounting_refresh_job", None, True),
+        ("build_job", None, False),  # a build does not start another
+        ("__ASSET_JOB", [["kpis", "kpi_daily"]], False),  # nor does a UI launch of other assets
+    ],
+)
+def test_the_build_follows_landings_from_anywhere_and_nothing_else(
+    definitions: dg.Definitions, job_name: str, assets: list[list[str]] | None, builds: bool
+) -> None:
+    sensor = definitions.resolve_sensor_def("build_after_landing")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = dg.DagsterRun(
+            job_name=job_name,
+            run_id="5e6f7a8b-0000-0000-0000-000000000000",
+            asset_selection=frozenset(dg.AssetKey(a) for a in assets) if assets else None,
+            tags={"dagster/partition": "2025-02-04"},
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name="build_after_landing",
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=job_name),
+        )
+        request = sensor(context)
+    assert isinstance(request, dg.RunRequest) == builds
+    if builds:
+        assert isinstance(request, dg.RunRequest) and request.tags["dataops/window"] == "2025-02-04..2025-02-04"
 
 
 def test_every_step_that_opens_the_build_warehouse_holds_its_pool(definitions: dg.Definitions) -> None:
     """Read-only included (the cleansing gate): a step outside the pool met a writer's file lock when two runs
     started together. Egress and the yesterday_published check read the analyst file only: no pool."""
-    daily = definitions.resolve_job_def("daily_elt_job")
-    pools = {node.name: node.definition.pool for node in daily.graph.nodes}
+    build = definitions.resolve_job_def("build_job")  # the landing (daily_elt_job) writes the lake only
+    pools = {node.name: node.definition.pool for node in build.graph.nodes}
     outside = {name for name in pools if name.startswith("egress__") or name.endswith("_yesterday_published")}
     assert outside and {name: pools[name] for name in outside} == dict.fromkeys(outside)
     assert {name: pool for name, pool in pools.items() if name not in outside} == dict.fromkeys(
@@ -81,7 +143,7 @@ def test_the_sensor_fires_once_per_manifest_and_again_for_a_reexport(tmp_path: P
             second = tick(first.cursor)
             assert [(r.partition_key, r.run_key) for r in second.run_requests] == [
                 ("2025-01-02", "accounting-2025-01-02-v1")
-            ]
+            ]  # accounting_refresh_job lands the day; the build follows it
             third = tick(second.cursor)
             assert third.run_requests == []  # exactly once
             rows = pl.DataFrame(

@@ -51,14 +51,14 @@ def test_the_assets_are_grouped_owned_and_described() -> None:
         assert node.group_name == "churn_model" and node.owners == ["team:sales-ops"]
         assert "scikit-learn" in node.kinds and node.description
     assert CHURN_RISK_KEY in graph.get(ANALYTICS_KEY).parent_keys  # its blocking checks stop publishing
-    daily = defs().resolve_job_def("daily_elt_job")
-    assert CHURN_RISK_KEY in daily.asset_layer.executable_asset_keys
-    assert CHURN_MODEL_KEY not in daily.asset_layer.executable_asset_keys  # retrained monthly, by its own job
+    build = defs().resolve_job_def("build_job")  # scored in the build after each landing
+    assert CHURN_RISK_KEY in build.asset_layer.executable_asset_keys
+    assert CHURN_MODEL_KEY not in build.asset_layer.executable_asset_keys  # retrained monthly, by its own job
     schedule = defs().resolve_schedule_def("churn_retrain_schedule")
     assert schedule.job_name == CHURN_RETRAIN_JOB and schedule.cron_schedule == "0 4 3 * *"
     tick = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 3, 3, 4, tzinfo=dt.UTC))
     assert [r.run_key for r in schedule.evaluate_tick(tick).run_requests or []] == ["churn-retrain-2025-03"]
-    steps = [node.name for node in daily.graph.nodes]
+    steps = [node.name for node in build.graph.nodes]
     assert steps.count("enterprise_model") == 1 and "enterprise_model_2" not in steps  # dbt stays one step
 
 

@@ -48,7 +48,8 @@ def test_the_backfill_and_the_daily_run_are_recorded_in_postgres(
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         runs = instance.get_runs()
-        assert [r.job_name for r in runs] == ["daily_elt_job", "daily_elt_job"]
+        # each command: its landing run, then the build that follows it (newest first)
+        assert [r.job_name for r in runs] == ["build_job", "daily_elt_job"] * 2
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         kpis = instance.get_latest_materialization_event(dg.AssetKey(["kpis", "kpi_daily"]))
         assert kpis is not None and kpis.run_id == runs[0].run_id

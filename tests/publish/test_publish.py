@@ -20,8 +20,7 @@ import polars as pl
 import pytest
 
 from dataops.governance.pseudonym import rotate_key
-from orchestration.defs.product.events import EVENTS_KEY
-from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY
+from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY, EVENTS_KEY
 from quality.gate import GATE
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
@@ -30,7 +29,7 @@ from tests.published import Published, copy_of
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
 NOT_INGESTION = (
     dg.AssetSelection.all()
-    - dg.AssetSelection.groups("erp", "crm", "accounting")
+    - dg.AssetSelection.groups("lake", "erp", "crm", "accounting", "product")
     - dg.AssetSelection.assets(CHURN_MODEL_KEY)
 )
 
@@ -352,7 +351,7 @@ def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_righ
     case = copy_of(published, tmp_path / "case")
     day = case.late_day
     simulate(case.settings.sources_dir, day)
-    everything_but_publishing = (  # as the daily job: the churn model and the event stream have their own jobs
+    everything_but_publishing = (  # as the build job: the churn model and the event stream have their own jobs
         dg.AssetSelection.all()
         - dg.AssetSelection.groups("egress")
         - dg.AssetSelection.assets(ANALYTICS_KEY, CHURN_MODEL_KEY, EVENTS_KEY)

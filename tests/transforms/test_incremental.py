@@ -1,4 +1,5 @@
-"""Daily incremental runs give exactly what one full refresh gives, table for table, late data included."""
+"""Incremental runs, of a day or of several days at once, give exactly what one full refresh gives, table for
+table, late data included."""
 
 from __future__ import annotations
 
@@ -16,15 +17,25 @@ from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 from tests.pipeline import extractors, ingest_days, tables
 
-# Starts mid-January so January closes (5th business day of February, Feb 7) inside the 27 days and its late
-# journal lines (1 to 8 days after the close) arrive during them; many payments are held back for a
-# corrected re-export.
+# Starts mid-January so January closes (5th business day of February, Feb 7) inside the window and its late
+# journal lines (1 to 8 days after the close) arrive during it; many payments are held back for a corrected
+# re-export.
 START = dt.date(2025, 1, 20)
-DAYS = 27
-# The first 10 days (to Jan 29) are ingested and built at once, as a first backfill would; the daily runs then
-# cross the month boundary and the month-start billing day, the close, its late lines and the re-exports,
-# where an incremental model can go wrong.
-FIRST_RUN_DAYS = 10
+# The first 11 days (to Jan 30) are ingested and built at once, as a first backfill would. The incremental runs
+# then cross the month's end and the month-start billing day, the close and the day after it one day at a time,
+# and the quiet days and those of the late lines in runs of several days (as a build after a failed one covers
+# every day waiting, decision 0035), to the day a corrected re-export of an earlier day arrives: where an
+# incremental model can go wrong.
+FIRST_RUN_END = dt.date(2025, 1, 30)
+RUNS = [
+    (dt.date(2025, 1, 31), dt.date(2025, 1, 31)),
+    (dt.date(2025, 2, 1), dt.date(2025, 2, 1)),
+    (dt.date(2025, 2, 2), dt.date(2025, 2, 6)),
+    (dt.date(2025, 2, 7), dt.date(2025, 2, 7)),
+    (dt.date(2025, 2, 8), dt.date(2025, 2, 8)),
+    (dt.date(2025, 2, 9), dt.date(2025, 2, 11)),
+    (dt.date(2025, 2, 12), dt.date(2025, 2, 12)),
+]
 BUILD = ["build", "--resource-type", "model", "--resource-type", "seed"]
 # After the first run the views and seeds exist and their code does not change: skip re-creating them.
 DAILY = ["build", "--resource-type", "model", "--exclude", "config.materialized:view"]
@@ -36,29 +47,32 @@ def test_daily_incremental_runs_equal_one_full_refresh(tmp_path: Path) -> None:
     config = SimConfig(
         seed=9, scale=0.03, start=START, dirt=DirtRates(held_back_payment=0.3, late_journal=1.0), product_events=False
     )
-    first_end = START + dt.timedelta(days=FIRST_RUN_DAYS - 1)
-    simulate(settings.sources_dir, first_end, config)  # one call equals day by day (test_determinism)
+    simulate(settings.sources_dir, FIRST_RUN_END, config)  # one call equals day by day (test_determinism)
     late_windows = 0
     with start_in_thread(settings.crm_db, rate_per_second=10_000, burst=10_000) as crm:
         accounting = extractors(settings, crm)["accounting"]
-        ingest_days(settings, crm, START, first_end)
-        result = run_dbt(BUILD, settings, window=(START.isoformat(), first_end.isoformat()), in_process=True)
+        ingest_days(settings, crm, START, FIRST_RUN_END)
+        result = run_dbt(BUILD, settings, window=(START.isoformat(), FIRST_RUN_END.isoformat()), in_process=True)
         assert result.success, result.output[-3000:]
-        for offset in range(FIRST_RUN_DAYS, DAYS):
-            day = START + dt.timedelta(days=offset)
-            simulate(settings.sources_dir, day)  # the business moves on by a day, as in production
-            ingest_days(settings, crm, day, day)
-            reexported = [
-                old
-                for old in (day - dt.timedelta(days=k) for k in (1, 2, 3))
-                if old >= START and (settings.accounting_exports / old.isoformat() / "payments_v2.csv").exists()
-            ]
+        for first, last in RUNS:
+            simulate(settings.sources_dir, last)  # the business moves on, as in production
+            ingest_days(settings, crm, first, last)
+            days = [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
+            reexported = sorted(
+                {
+                    old
+                    for day in days
+                    for old in (day - dt.timedelta(days=k) for k in (1, 2, 3))
+                    if START <= old < first
+                    and (settings.accounting_exports / old.isoformat() / "payments_v2.csv").exists()
+                }
+            )
             for old in reexported:  # what the accounting sensor triggers: that day's payments again
                 ingest(settings, contract_for("accounting", "payments"), accounting, old, old)
             late_windows += bool(reexported)
-            window = (min([day, *reexported]).isoformat(), day.isoformat())
+            window = (min([first, *reexported]).isoformat(), last.isoformat())
             result = run_dbt(DAILY, settings, window=window, in_process=True)
-            assert result.success, (day, result.output[-3000:])
+            assert result.success, (first, last, result.output[-3000:])
     incremental = tables(settings.build_db, ("marts", "kpis"))
     result = run_dbt([*BUILD, "--full-refresh"], settings, in_process=True)
     assert result.success, result.output[-3000:]

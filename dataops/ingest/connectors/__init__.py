@@ -1,7 +1,8 @@
 """Source connectors: each reads its system the way a real connector would, and nothing more.
 
-``extract(table, start, end)`` returns one frame per business date in [start, end] (inclusive) with the
-records as the source gave them: no repair, no typing. The contract does that, after landing.
+``extract(table, start, end)`` reads the business dates [start, end] (inclusive) of a table in one go and
+returns one frame: the records as the source gave them (no repair, no typing: the contract does that,
+after landing), each with its business date in the ``__day`` column.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import datetime as dt
 from typing import Protocol
 
 import polars as pl
+
+DAY = "__day"  # the business date a connector assigns each record
+# The columns a record came with (JSON list), where one extract joins sources of different shapes (files of
+# different days): a record's hash covers its own columns, not the nulls another file's columns add.
+SHAPE = "__columns"
 
 
 class SourceUnavailable(RuntimeError):
@@ -28,22 +34,19 @@ class Extractor(Protocol):
     system: str
     watermark_column: str | None
 
-    def extract(self, table: str, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]: ...
+    def extract(self, table: str, start: dt.date, end: dt.date) -> pl.DataFrame: ...
 
 
 def days(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def split_by_day(df: pl.DataFrame, day_expr: pl.Expr, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]:
-    """One frame per day of the range (empty where nothing changed), keeping column types."""
-    out = {d: df.clear() for d in days(start, end)}
-    if df.height:
-        tagged = df.with_columns(day_expr.alias("__day"))
-        for (day,), part in tagged.partition_by("__day", as_dict=True, maintain_order=True).items():
-            if day in out:
-                out[day] = part.drop("__day")
-    return out
+def with_day(df: pl.DataFrame, day_expr: pl.Expr, start: dt.date, end: dt.date) -> pl.DataFrame:
+    """The records with their business date, keeping only the range's (an empty frame gets the column too)."""
+    if df.height == 0:
+        return df.with_columns(pl.lit(None, dtype=pl.Date).alias(DAY)).clear()
+    tagged = df.with_columns(day_expr.alias(DAY))
+    return tagged.filter(pl.col(DAY).is_between(start, end))
 
 
 def nulls_as_text(df: pl.DataFrame) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""Accounting connector: the day's export folder, read through its manifest.
+"""Accounting connector: each day's export folder, read through its manifest.
 
 The manifest says which file holds each table; a corrected re-export (``<table>_v2.csv``) replaces the
 original. Each file's checksum and row count are verified against the manifest before it is read.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dataops.ingest.connectors import SourceDataError, days
+from dataops.ingest.connectors import DAY, SHAPE, SourceDataError, days
 
 
 class AccountingExtractor:
@@ -29,21 +29,28 @@ class AccountingExtractor:
 
     def __init__(self, exports: Path) -> None:
         self.exports = exports
+        self._manifests: dict[dt.date, tuple[float, dict[str, object]]] = {}
 
     def manifest(self, day: dt.date) -> dict[str, object]:
+        """The day's manifest (read once per extractor while the file is unchanged: its tables share it)."""
         path = self.exports / day.isoformat() / "manifest.json"
         if not path.exists():
             raise SourceDataError(
                 f"{path} (accounting export, business date {day}): no manifest; the day has not closed yet, "
                 "or its export was not delivered"
             )
-        try:
-            data: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SourceDataError(
-                f"{path} (accounting export, business date {day}): not a valid manifest: {exc}"
-            ) from None
-        return data
+        changed = path.stat().st_mtime
+        cached = self._manifests.get(day)
+        if cached is None or cached[0] != changed:
+            try:
+                data: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise SourceDataError(
+                    f"{path} (accounting export, business date {day}): not a valid manifest: {exc}"
+                ) from None
+            cached = (changed, data)
+            self._manifests[day] = cached
+        return cached[1]
 
     def file_for(self, day: dt.date, table: str) -> tuple[Path, bytes, int]:
         """The day's current file of ``table``, its bytes (checksum verified) and the rows the manifest lists."""
@@ -62,13 +69,15 @@ class AccountingExtractor:
             raise SourceDataError(f"{where}: checksum differs from the manifest (the file is damaged or was changed)")
         return path, data, int(entry["rows"])
 
-    def extract(self, table: str, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]:
-        out = {}
+    def extract(self, table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        frames = []
         for day in days(start, end):
             path, data, rows = self.file_for(day, table)
             df = read_export(path, data, day, rows)
-            out[day] = df.with_columns(pl.lit(f"{day.isoformat()}/{path.name}").alias("__file"))
-        return out
+            source = pl.lit(f"{day.isoformat()}/{path.name}").alias("__file")
+            frames.append(df.with_columns(source, pl.lit(day).alias(DAY), pl.lit(json.dumps(df.columns)).alias(SHAPE)))
+        # a column the source added or renamed on some day is null on the others (the contract reads aliases)
+        return pl.concat(frames, how="diagonal") if frames else pl.DataFrame(schema={DAY: pl.Date})
 
 
 def listed_file(exports: Path, day: dt.date, table: str) -> Path | None:

@@ -8,15 +8,24 @@ so a failure never lands half a window.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gzip
+import io
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 import polars as pl
 import tenacity
 
-from dataops.ingest.connectors import SourceDataError, SourceUnavailable, days, nulls_as_text, split_by_day
+from dataops.ingest.connectors import SourceDataError, SourceUnavailable, with_day
+
+T = TypeVar("T")
 
 
 class TransientCrmError(Exception):
@@ -49,17 +58,33 @@ class WaitHonouringRetryAfter(tenacity.wait.wait_base):
 # The most records one page may carry (the API's ``limit`` maximum). Every request counts against the CRM's
 # rate limit, so a window is read in as few pages as the API allows (docs/performance.md).
 MAX_PAGE_SIZE = 2000
+# From this many days, a window is read through a bulk export job: a handful of requests whatever its size,
+# where pages cost one request per 2,000 records against the rate limit (docs/performance.md).
+BULK_FROM_DAYS = 7
 
 
 class CrmExtractor:
+    """Reads a window of a CRM object: through the paged list endpoint for a short window, through a bulk export
+    job (files of JSON lines) for a window of ``bulk_from_days`` days or more. Both give the same records as
+    the same frame: every value as the text the API sent (``records_frame``), so a range read in bulk lands
+    exactly what day-by-day reads would have landed."""
+
     system = "crm"
     watermark_column: str | None = "SystemModstamp"
 
     def __init__(
-        self, base_url: str, token: str, page_size: int = MAX_PAGE_SIZE, policy: RetryPolicy | None = None
+        self,
+        base_url: str,
+        token: str,
+        page_size: int = MAX_PAGE_SIZE,
+        policy: RetryPolicy | None = None,
+        bulk_from_days: int = BULK_FROM_DAYS,
+        poll_seconds: float = 0.05,
     ) -> None:
         self.policy = policy or RetryPolicy()
         self.page_size = page_size
+        self.bulk_from_days = bulk_from_days
+        self.poll_seconds = poll_seconds
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=self.policy.timeout
         )
@@ -68,39 +93,50 @@ class CrmExtractor:
     def close(self) -> None:
         self.http.close()
 
-    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _retried(self, what: str, call: Callable[[], T]) -> T:
         retrying = retrying_policy(self.policy)
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(path, params)
+                    return call()
         except TransientCrmError as exc:
             raise SourceUnavailable(
-                f"CRM GET {path}{_window(params)} failed after {self.policy.max_attempts} attempts; last error: {exc}"
+                f"CRM {what} failed after {self.policy.max_attempts} attempts; last error: {exc}"
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _once(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        self.attempts += 1
-        resp = send(self.http, self.policy, "GET", path, params=params)
-        if resp.status_code == 401:
-            raise SourceDataError(f"CRM GET {path}{_window(params)} refused the token (401): check CRM_TOKEN")
-        if resp.status_code >= 400:
-            raise SourceDataError(f"CRM GET {path}{_window(params)} answered {resp.status_code}: {resp.text[:300]}")
-        try:
-            body: dict[str, Any] = resp.json()
-        except ValueError as exc:
-            raise TransientCrmError(f"malformed or truncated JSON page ({len(resp.content)} bytes)") from exc
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One page of a list endpoint."""
+        return self._retried(f"GET {path}{_window(params)}", lambda: self._page(path, params))
+
+    def _page(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = self._once("GET", path, params=params)
         if "records" not in body:
             raise TransientCrmError("page without records")
         return body
 
+    def _once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        resp = self._send(method, path, **kwargs)
+        try:
+            body: dict[str, Any] = resp.json()
+        except ValueError as exc:
+            raise TransientCrmError(f"malformed or truncated JSON page ({len(resp.content)} bytes)") from exc
+        return body
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self.attempts += 1
+        resp = send(self.http, self.policy, method, path, **kwargs)
+        asked = _window(kwargs.get("params") or kwargs.get("json") or {})
+        if resp.status_code == 401:
+            raise SourceDataError(f"CRM {method} {path}{asked} refused the token (401): check CRM_TOKEN")
+        if resp.status_code >= 400:
+            raise SourceDataError(f"CRM {method} {path}{asked} answered {resp.status_code}: {resp.text[:300]}")
+        return resp
+
     def records(self, table: str, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {
-            "updated_since": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "updated_until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "limit": self.page_size,
-        }
+        """The window's records through the paged list endpoint, in the API's order."""
+        params: dict[str, Any] = {"updated_since": _stamp(since), "updated_until": _stamp(until)}
+        params["limit"] = self.page_size
         out: list[dict[str, Any]] = []
         while True:
             page = self._get(f"/api/v1/{table}", params)
@@ -109,14 +145,50 @@ class CrmExtractor:
                 return out
             params = {**params, "cursor": page["next_cursor"]}
 
-    def extract(self, table: str, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]:
+    def bulk_files(self, table: str, since: dt.datetime, until: dt.datetime) -> tuple[list[str], list[bytes]]:
+        """The window's records through a bulk export job: the object's fields, and each result file's JSON
+        lines, in the API's order."""
+        body = {"object": table, "updated_since": _stamp(since), "updated_until": _stamp(until)}
+        job = self._retried(
+            f"POST /api/v1/bulk/jobs{_window(body)}", lambda: self._once("POST", "/api/v1/bulk/jobs", json=body)
+        )
+        path = f"/api/v1/bulk/jobs/{job['id']}"
+        wait = self.poll_seconds
+        while job["state"] == "InProgress":
+            time.sleep(wait)
+            wait = min(wait * 2, 2.0)
+            job = self._retried(f"GET {path}", partial(self._once, "GET", path))
+        if job["state"] != "JobComplete":
+            raise SourceUnavailable(f"CRM bulk export of {table} ended {job['state']}: {job.get('error', '')}")
+        files = [
+            self._retried(f"GET {f['path']}", partial(self._result, f["path"], f["records"]))
+            for f in job["result_files"]
+        ]
+        with contextlib.suppress(SourceUnavailable):  # the CRM drops it later anyway
+            self._retried(f"DELETE {path}", lambda: self._once("DELETE", path))
+        return list(job["fields"]), files
+
+    def _result(self, path: str, records: int) -> bytes:
+        resp = self._send("GET", path)
+        try:
+            lines = gzip.decompress(resp.content)
+        except (OSError, EOFError) as exc:
+            raise TransientCrmError(f"truncated bulk result file {path} ({len(resp.content)} bytes)") from exc
+        found = lines.count(b"\n")
+        if found != records:
+            raise TransientCrmError(f"bulk result file {path} holds {found} records, not {records}")
+        return lines
+
+    def extract(self, table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         since = dt.datetime.combine(start, dt.time(), dt.UTC)
         until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
-        rows = self.records(table, since, until)
-        df = nulls_as_text(pl.DataFrame(rows, infer_schema_length=None)) if rows else pl.DataFrame()
-        if df.height == 0:  # JSON pages carry no schema: an empty window has no columns
-            return {d: pl.DataFrame() for d in days(start, end)}
-        return split_by_day(df, pl.col("SystemModstamp").str.slice(0, 10).str.to_date(), start, end)
+        if (end - start).days + 1 >= self.bulk_from_days:
+            df = records_frame(*self.bulk_files(table, since, until))
+        else:
+            records = self.records(table, since, until)
+            fields = list(dict.fromkeys(key for record in records for key in record))
+            df = records_frame(fields, ["".join(json.dumps(r) + "\n" for r in records).encode()])
+        return with_day(df, pl.col("SystemModstamp").str.slice(0, 10).str.to_date(), start, end)
 
 
 def _window(params: dict[str, Any]) -> str:
@@ -126,6 +198,19 @@ def _window(params: dict[str, Any]) -> str:
         return ""
     last = dt.date.fromisoformat(str(until)[:10]) - dt.timedelta(days=1)
     return f" (business dates {str(since)[:10]}..{last})"
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def records_frame(fields: list[str], chunks: list[bytes]) -> pl.DataFrame:
+    """JSON lines of records with these fields as one frame, every value as the text the API sent (``100``,
+    ``100.5``, ``true``): the same frame however the records were split, as no type is inferred from a
+    chunk's values. An empty window has no columns (as a page without records says nothing of them)."""
+    schema = dict.fromkeys(fields, pl.String)
+    frames = [pl.read_ndjson(io.BytesIO(chunk), schema=schema) for chunk in chunks if chunk.strip()]
+    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def retrying_policy(policy: RetryPolicy) -> tenacity.Retrying:

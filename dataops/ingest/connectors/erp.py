@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dataops.ingest.connectors import SourceDataError, SourceUnavailable, nulls_as_text, split_by_day
+from dataops.ingest.connectors import SourceDataError, SourceUnavailable, nulls_as_text, with_day
 
 
 class ErpExtractor:
@@ -18,7 +18,7 @@ class ErpExtractor:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
 
-    def extract(self, table: str, start: dt.date, end: dt.date) -> dict[dt.date, pl.DataFrame]:
+    def extract(self, table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         where = f"ERP table {table} in {self.db_path} (business dates {start}..{end})"
         if not self.db_path.exists():
             raise SourceDataError(f"{where}: the database does not exist; run `dataops simulate` first")
@@ -39,5 +39,4 @@ class ErpExtractor:
             raise SourceDataError(f"{where}: {exc}") from exc
         finally:
             conn.close()
-        df = nulls_as_text(df)
-        return split_by_day(df, pl.col("updated_at").str.slice(0, 10).str.to_date(), start, end)
+        return with_day(nulls_as_text(df), pl.col("updated_at").str.slice(0, 10).str.to_date(), start, end)

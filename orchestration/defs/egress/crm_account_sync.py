@@ -8,7 +8,6 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 import dagster as dg
 
 from orchestration.lib.egress import egress_asset_args
-from orchestration.lib.partitions import daily_partitions
 from orchestration.lib.resources import PlatformResource, SourcesResource
 
 CRM_SYNC_KEY = dg.AssetKey(["egress", "crm_account_sync"])
@@ -20,7 +19,7 @@ def crm_account_sync() -> dg.Definitions:
         key=CRM_SYNC_KEY,
         description="Each CRM account's state, delinquency, MRR and churn risk written back; owner tasks opened.",
         kinds={"api"},
-        **egress_asset_args(daily_partitions()),
+        **egress_asset_args(),
     )
     def crm_sync(
         context: dg.AssetExecutionContext, platform: PlatformResource, sources: SourcesResource

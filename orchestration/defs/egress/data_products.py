@@ -6,7 +6,6 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 import dagster as dg
 
 from orchestration.lib.egress import egress_asset_args
-from orchestration.lib.partitions import daily_partitions
 from orchestration.lib.resources import PlatformResource
 
 EXPORTS_KEY = dg.AssetKey(["egress", "data_products"])
@@ -18,7 +17,7 @@ def data_products() -> dg.Definitions:
         key=EXPORTS_KEY,
         description="Published marts and KPIs as versioned Parquet data products with manifests (data/exports/).",
         kinds={"parquet"},
-        **egress_asset_args(daily_partitions()),
+        **egress_asset_args(),
     )
     def products(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         from dataops.egress.exports import export_data_products, exports_dir

@@ -7,7 +7,6 @@ import dagster as dg
 
 from orchestration.lib.egress import egress_asset_args
 from orchestration.lib.instance import failed_checks
-from orchestration.lib.partitions import daily_partitions
 from orchestration.lib.resources import PlatformResource
 
 DASHBOARD_KEY = dg.AssetKey(["egress", "kpi_dashboard"])
@@ -19,7 +18,7 @@ def kpi_dashboard() -> dg.Definitions:
         key=DASHBOARD_KEY,
         description="The offline KPI dashboard (one self-contained HTML file) rebuilt from the published warehouse.",
         kinds={"html", "plotly"},
-        **egress_asset_args(daily_partitions()),
+        **egress_asset_args(),
     )
     def dashboard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         from dataops.egress.dashboard import refresh_dashboard

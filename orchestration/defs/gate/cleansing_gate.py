@@ -15,10 +15,10 @@ import polars as pl
 
 from dataops.core.warehouse import connect
 from dataops.governance.definition_versions import adopted_registry
+from dataops.transform.build_stamp import build_window
 from orchestration.lib.dbt import published_model_keys
 from orchestration.lib.metadata import markdown_table
 from orchestration.lib.names import WAREHOUSE_POOL
-from orchestration.lib.partitions import window
 from orchestration.lib.resources import PlatformResource
 from quality.gate import CHURN_GATE, GATE, CheckOutcome, GateCheck, run_check
 from registry.loader import Registry
@@ -45,10 +45,12 @@ def outcome_result(outcome: CheckOutcome, key: dg.AssetCheckKey) -> dg.AssetChec
     )
 
 
-def _window(context: dg.AssetCheckExecutionContext, conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date]:
-    """The run's business dates, or the whole history when the gate runs outside a partitioned run."""
-    if context.has_partition_key_range or context.has_partition_key:
-        return window(context)
+def _window(conn: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date]:
+    """The business dates of the last build (docs/decisions/0035), or the whole history when the warehouse
+    knows of none."""
+    built = build_window(conn)
+    if built is not None:
+        return built
     return conn.execute("select min(date_day), max(date_day) from marts.dim_dates").fetchone()  # type: ignore[return-value]
 
 
@@ -88,7 +90,7 @@ def gate_step(name: str, checks: tuple[GateCheck, ...], description: str) -> dg.
     def gate(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> Iterator[dg.AssetCheckResult]:
         selected = [check for check in checks if _key(check) in context.selected_asset_check_keys]
         with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
-            start, end = _window(context, conn)
+            start, end = _window(conn)
             for result in gate_results(selected, conn, start, end, adopted_registry(platform.settings)):
                 context.log.info(result.description or result.check_name)
                 yield result
@@ -98,14 +100,16 @@ def gate_step(name: str, checks: tuple[GateCheck, ...], description: str) -> dg.
 
 @dg.definitions
 def cleansing_gate() -> dg.Definitions:
-    """The pandera models of quality/ over the run's window: the marts and KPIs, and the churn scores."""
+    """The pandera models of quality/ over the last build's window: the marts and KPIs, and the churn scores."""
     # only the checks of models the project builds: a model disabled by configuration has no check to run
     built = set(published_model_keys())
     checks = tuple(check for check in GATE if _key(check).asset_key in built)
     return dg.Definitions(
         asset_checks=[
             gate_step(
-                "cleansing_gate", checks, "The pandera models of quality/ over the run's window of the marts and KPIs."
+                "cleansing_gate",
+                checks,
+                "The pandera models of quality/ over the last build's window of the marts and KPIs.",
             ),
             gate_step(
                 "churn_risk_gate", CHURN_GATE, "The churn scores of the run's window: not degenerate, not drifted."

@@ -1,13 +1,12 @@
-"""The crm tables (group `crm`): the CRM API, cursor pages; one step for them all."""
+"""The crm tables (group `crm`): the CRM API (bulk export or cursor pages); one step loads them all from the lake."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from orchestration.lib.ingest import ingest_source
-from orchestration.lib.partitions import daily_partitions
 
 
 @dg.definitions
 def crm() -> dg.Definitions:
-    return dg.Definitions(assets=[ingest_source("crm", daily_partitions())])
+    return dg.Definitions(assets=[ingest_source("crm")])

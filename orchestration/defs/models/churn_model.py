@@ -9,7 +9,6 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 import dagster as dg
 
 from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RETRAIN_JOB, CHURN_RISK_KEY, WAREHOUSE_POOL, WRITES_TAG
-from orchestration.lib.partitions import daily_partitions, window
 from orchestration.lib.resources import PlatformResource
 from registry.loader import domain_owners
 
@@ -89,22 +88,24 @@ def churn_model() -> dg.Definitions:
 
     @dg.asset(
         key=CHURN_RISK_KEY,
-        description="Each live or paused customer's 90-day churn risk on the run's last date, banded, with reasons.",
+        description="Each live or paused customer's 90-day churn risk on the build's last date, banded, with reasons.",
         group_name=GROUP,
         kinds={"scikit-learn", "duckdb"},
         owners=[_owner()],
         deps=[*MART_KEYS, CHURN_MODEL_KEY],
-        partitions_def=daily_partitions(),
-        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
     )
     def customer_churn_risk(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        """Score the window's last business date with the current model (nothing before a model exists)."""
+        """Score the build's last business date with the current model (nothing before a model exists)."""
+        from dataops.core.warehouse import connect
         from dataops.models.workflow import score_and_store
+        from dataops.transform.build_stamp import build_window
         from registry.churn_risk import load_churn_risk
         from registry.loader import load_registry
 
-        _, end = window(context)
+        with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
+            built = build_window(conn)
+            end = built[1] if built else conn.execute("select max(date_day) from marts.dim_dates").fetchone()[0]  # type: ignore[index]
         done = score_and_store(platform.settings, load_registry(), load_churn_risk(), end, platform.limits)
         if done.version is None:
             context.log.info(f"no churn model trained yet: nothing scored for {end} (run {CHURN_RETRAIN_JOB})")

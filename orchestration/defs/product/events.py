@@ -13,14 +13,13 @@ import dagster as dg
 import polars as pl
 
 from dataops.core.settings import Settings
-from dataops.ingest import events, lake
+from dataops.ingest import events
 from dataops.ingest.events_volume import ALLOW_TAG, check_hours
-from orchestration.lib.names import PLATFORM_OWNER, WAREHOUSE_POOL
+from orchestration.lib.names import EVENTS_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
 from orchestration.lib.resources import PlatformResource
 from quality.contracts.product import LandedEvents
 from registry.loader import load_registry
 
-EVENTS_KEY = dg.AssetKey(["product", "events"])
 EVENTS_JOB = "product_events_job"
 MAX_OBJECTS = 300  # per micro-batch (about four days of hours): a backlog is worked off in several runs
 MAX_QUARANTINE_RATE = 0.05  # of a batch's lines; the collectors' own dirt stays far below
@@ -128,7 +127,7 @@ def _contract_result(report: events.BatchReport) -> dg.AssetCheckResult:
 
 def _schema_result(settings: Settings, report: events.BatchReport) -> dg.AssetCheckResult:
     """The batch's own rows only (bounded by the batch), read back from the versions it wrote."""
-    files = [lake.newest(settings.lake_dir, events.SYSTEM, events.TABLE, d) for d in report.dates]
+    files = [events.newest_file(settings, d) for d in report.dates]
     frames = [
         pl.read_parquet(f, hive_partitioning=False).filter(pl.col("_batch_id") == report.batch_id)
         for f in files

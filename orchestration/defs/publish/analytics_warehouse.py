@@ -1,5 +1,7 @@
 """Publishing: downstream of every checked mart and KPI asset, so it runs only when every blocking check
-of the run passed.
+of the run passed. Each day a publish brings to analysts is reported on ``publish/published_days``, a
+daily-partitioned status: its partitions say which days are in the published KPIs, checked
+(docs/decisions/0035).
 
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
@@ -8,10 +10,12 @@ from typing import Any
 
 import dagster as dg
 
-from dataops.publish.analyst_warehouse import publish
+from dataops.core.warehouse import connect
+from dataops.publish.analyst_warehouse import PublishReport, publish
+from dataops.transform.build_stamp import build_window
 from orchestration.lib.dbt import published_model_keys
-from orchestration.lib.names import ANALYTICS_KEY, CHURN_RISK_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
-from orchestration.lib.partitions import daily_partitions, window
+from orchestration.lib.names import ANALYTICS_KEY, CHURN_RISK_KEY, PLATFORM_OWNER, PUBLISHED_DAYS_KEY, WAREHOUSE_POOL
+from orchestration.lib.partitions import daily_partitions
 from orchestration.lib.resources import PlatformResource
 
 
@@ -22,8 +26,57 @@ class PublishConfig(dg.Config):
     republish_unchanged: bool = False
 
 
+def published_days_spec(partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetSpec:
+    """The per-day status operators read: not run by itself, reported by each publish."""
+    return dg.AssetSpec(
+        key=PUBLISHED_DAYS_KEY,
+        description="Which days are in the published KPIs: a day is materialised by the publish that brought "
+        "it to analysts, which ran only after every blocking check passed (its metadata names the run and checks).",
+        group_name="publish",
+        kinds={"duckdb"},
+        owners=[PLATFORM_OWNER],
+        deps=[ANALYTICS_KEY],
+        partitions_def=partitions_def,
+        tags={"layer": "egress"},
+    )
+
+
+def report_published_days(
+    context: dg.AssetExecutionContext, report: PublishReport, partitions_def: dg.TimeWindowPartitionsDefinition
+) -> int:
+    """One materialisation of ``publish/published_days`` per day the publish brought (within the partitions)."""
+    keys = set(partitions_def.get_partition_keys())
+    checks = [
+        e
+        for e in context.instance.get_records_for_run(
+            context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        if e.event_log_entry.dagster_event is not None
+    ]
+    passed = sum(1 for r in checks if r.event_log_entry.dagster_event.asset_check_evaluation_data.passed)
+    reported = 0
+    for day in report.days:
+        if day.isoformat() not in keys:
+            continue
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=PUBLISHED_DAYS_KEY,
+                partition=day.isoformat(),
+                metadata={
+                    "publish_id": report.publish_id,
+                    "published_at": report.published_at.isoformat(),
+                    "checks_passed": dg.MetadataValue.text(
+                        f"{passed} of {len(checks)} checks of run {context.run.run_id}"
+                    ),
+                },
+            )
+        )
+        reported += 1
+    return reported
+
+
 def analytics_warehouse_asset(
-    partitions_def: dg.PartitionsDefinition, upstream: list[dg.AssetKey]
+    partitions_def: dg.TimeWindowPartitionsDefinition, upstream: list[dg.AssetKey]
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=ANALYTICS_KEY,
@@ -33,8 +86,6 @@ def analytics_warehouse_asset(
         kinds={"duckdb"},
         owners=[PLATFORM_OWNER],
         deps=upstream,
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         tags={"layer": "egress"},
     )
@@ -42,10 +93,11 @@ def analytics_warehouse_asset(
         context: dg.AssetExecutionContext, platform: PlatformResource, config: PublishConfig
     ) -> dg.MaterializeResult:
         """The marts and KPIs written aside and swapped in, unless analysts already have them."""
-        start, end = window(context)
+        with connect(platform.settings.build_db, read_only=True, limits=platform.limits) as conn:
+            window = build_window(conn)
         report = publish(
             platform.settings,
-            (start, end),
+            window,
             run_id=context.run.run_id,
             limits=platform.limits,
             republish_unchanged=config.republish_unchanged,
@@ -73,11 +125,13 @@ def analytics_warehouse_asset(
             f"published {report.publish_id} as of {report.as_of}: {report.changed_values} KPI values "
             f"changed, {report.restatements} restated"
         )
+        days = report_published_days(context, report, partitions_def)
         return dg.MaterializeResult(
             metadata={
                 **metadata,
                 "kpi_values_changed": report.changed_values,
                 "restatements": report.restatements,
+                "days_published": days,
                 "tables": dg.MetadataValue.json(report.tables),
             }
         )
@@ -88,5 +142,6 @@ def analytics_warehouse_asset(
 @dg.definitions
 def analytics_warehouse() -> dg.Definitions:
     """Downstream of every published dbt model and the churn scores (the gate's checks block through them)."""
+    days = daily_partitions()
     upstream = [*published_model_keys(), CHURN_RISK_KEY]
-    return dg.Definitions(assets=[analytics_warehouse_asset(daily_partitions(), upstream)])
+    return dg.Definitions(assets=[analytics_warehouse_asset(days, upstream), published_days_spec(days)])

@@ -1,9 +1,10 @@
-"""The dbt project as Dagster assets: sources map to the ingestion assets, dbt tests are asset checks, and a
-partitioned run passes its business-date window to dbt.
+"""The dbt project as Dagster assets: sources map to the ingestion assets, each model's dbt tests are one asset
+check, and a build covers the business dates loaded since the last complete build (docs/decisions/0035).
 
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
 
+import datetime as dt
 import graphlib
 import json
 from collections.abc import Iterator
@@ -15,13 +16,20 @@ from dagster_dbt import DbtProject, dbt_assets
 from dataops.core.warehouse import connect
 from dataops.governance.definition_versions import adopted_registry
 from dataops.ingest.events import lake_versions
-from dataops.transform.build_stamp import build_inputs, built_from, forget_build, record_build
+from dataops.ingest.ledger import mark_built
+from dataops.transform.build_stamp import (
+    build_inputs,
+    build_window,
+    built_from,
+    forget_build,
+    record_build,
+    window_span,
+)
 from dataops.transform.project import registry_vars
 from dataops.transform.runner import keep_run_target, run_target, start_dbt
-from orchestration.lib.dbt import dbt_project, node_events, with_row_counts
+from orchestration.lib.dbt import TestOutcome, dbt_project, node_events, test_checks, with_row_counts
 from orchestration.lib.dbt import translator as model_translator
 from orchestration.lib.names import WAREHOUSE_POOL
-from orchestration.lib.partitions import daily_partitions, window
 from orchestration.lib.resources import PlatformResource
 
 FAILED = ("error", "fail")
@@ -36,7 +44,7 @@ class DbtRunConfig(dg.Config):
     rebuild_unchanged: bool = False
 
 
-def enterprise_model_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
     translator = model_translator()
     manifest: dict[str, Any] = json.loads(project.manifest_path.read_text())
 
@@ -44,37 +52,38 @@ def enterprise_model_assets(project: DbtProject, partitions_def: dg.PartitionsDe
         manifest=manifest,
         project=project,
         dagster_dbt_translator=translator,
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         name="enterprise_model",
     )
     def enterprise_model(
         context: dg.AssetExecutionContext, platform: PlatformResource, config: DbtRunConfig
     ) -> Iterator[Any]:
-        """The dbt project: staging, intermediate, marts and KPIs for the run's business dates."""
-        start, end = window(context)
-        span = (start.isoformat(), end.isoformat())
+        """The dbt project: staging, intermediate, marts and KPIs for the business dates loaded since the last
+        complete build."""
+        started = dt.datetime.now(dt.UTC)
         settings = platform.settings
         registry = adopted_registry(settings)  # the definitions this data directory adopted
         with connect(settings.build_db, limits=platform.limits) as conn:
+            window = build_window(conn)
+            span = window_span(window)
             inputs = build_inputs(conn, span, registry_vars(registry), lake=lake_versions(settings))
             last = built_from(conn)
             if last is not None and last[0] == inputs and not (config.full_refresh or config.rebuild_unchanged):
+                mark_built(conn, started)  # the warehouse holds this very build: nothing is left to build
                 yield from _unchanged(context, span, last_run=last[1])
                 return
             forget_build(conn)
         # unit tests belong to development and CI (pytest runs them), not to every production run
         args = ["build", "--exclude-resource-type", "unit_test", *_selection(context, manifest, translator, project)]
         args += ["--full-refresh"] if config.full_refresh else []
-        context.log.info(f"dbt build for {start}..{end} (registry {registry.version})")
+        context.log.info(f"dbt build for {span[0] or 'the whole history'}..{span[1]} (registry {registry.version})")
         target = run_target(settings, context.run.run_id)
-        dbt = start_dbt(args, settings, target, registry, span, platform.limits)
-        checks = set(context.selected_asset_check_keys)
-        finished: list[dg.MaterializeResult | dg.AssetCheckResult] = []
+        dbt = start_dbt(args, settings, target, registry, span if window else None, platform.limits)
+        tests: dict[dg.AssetCheckKey, list[TestOutcome]] = {}
+        finished: list[dg.MaterializeResult] = []
         try:
             for event in dbt.events():
-                finished += node_events(event, manifest, translator, project, checks)
+                finished += node_events(event, manifest, translator, project, tests)
                 if event.get("info", {}).get("name", "").endswith("Result"):  # dbt's "3 of 44 OK created ..."
                     context.log.info(str(event["info"].get("msg", "")))
             result = dbt.result()
@@ -83,6 +92,7 @@ def enterprise_model_assets(project: DbtProject, partitions_def: dg.PartitionsDe
             keep_run_target(settings, target)
         # row counts once dbt has let go of the warehouse (no other process may open it while dbt writes)
         yield from with_row_counts(finished, settings.build_db, platform.limits)
+        yield from test_checks(tests, set(context.selected_asset_check_keys))
         if not result.success:
             failed = [
                 f"{r['unique_id']}: {r.get('message')}" for r in result.results if r["status"] in ("error", "fail")
@@ -93,7 +103,7 @@ def enterprise_model_assets(project: DbtProject, partitions_def: dg.PartitionsDe
             )
         if not context.is_subset:  # only a build of every model and test is a complete build
             with connect(settings.build_db, limits=platform.limits) as conn:
-                record_build(conn, inputs, span, context.run.run_id)
+                record_build(conn, inputs, span, context.run.run_id, started)
 
     return enterprise_model
 
@@ -121,7 +131,8 @@ def _unchanged(context: dg.AssetExecutionContext, span: tuple[str, str], last_ru
     may have stopped before publishing them.
     """
     context.log.info(
-        f"dbt not run: the warehouse holds {span[0]}..{span[1]} built by run {last_run} from the same raw rows, "
+        f"dbt not run: the warehouse holds {span[0] or 'the whole history'}..{span[1]} built by run {last_run} "
+        "from the same raw rows, "
         "project, registry and archive log; run with rebuild_unchanged (or full_refresh) to run dbt anyway"
     )
     selected = context.selected_asset_keys
@@ -135,4 +146,4 @@ def _unchanged(context: dg.AssetExecutionContext, span: tuple[str, str], last_ru
 
 @dg.definitions
 def enterprise_model() -> dg.Definitions:
-    return dg.Definitions(assets=[enterprise_model_assets(dbt_project(), daily_partitions())])
+    return dg.Definitions(assets=[enterprise_model_assets(dbt_project())])

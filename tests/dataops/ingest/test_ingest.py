@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import sqlite3
 
 import duckdb
@@ -138,10 +139,17 @@ def test_the_crm_is_read_in_pages_as_large_as_its_api_allows() -> None:
     assert limits == [str(MAX_LIMIT)] * 2
 
 
-def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(fresh: Sources) -> None:
+@pytest.mark.parametrize(
+    ("bulk_from_days", "request_line"),
+    [(7, "POST /api/v1/bulk/jobs"), (10_000, "GET /api/v1/leads")],  # a range in bulk, or page by page
+)
+def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(
+    fresh: Sources, bulk_from_days: int, request_line: str
+) -> None:
     fresh.crm.faults.errors_5xx = 10_000
-    extractor = CrmExtractor(fresh.crm.url, fresh.crm.token, policy=RetryPolicy(max_attempts=4, initial_backoff=0.01))
-    expected = rf"CRM GET /api/v1/leads \(business dates {START}..{END}\) failed after 4 attempts; last error: 503"
+    policy = RetryPolicy(max_attempts=4, initial_backoff=0.01)
+    extractor = CrmExtractor(fresh.crm.url, fresh.crm.token, policy=policy, bulk_from_days=bulk_from_days)
+    expected = rf"CRM {request_line} \(business dates {START}..{END}\) failed after 4 attempts; last error: 503"
     with pytest.raises(SourceUnavailable, match=expected):
         ingest(fresh.settings, contract_for("crm", "leads"), extractor, START, END)
     assert extractor.attempts == 4
@@ -181,6 +189,8 @@ def test_schema_drift_lands_new_columns_and_needs_the_alias(baseline: Sources, f
         ingest(fresh.settings, no_alias, accounting, START, END)
     message = str(failure.value)
     assert f"{START}/invoices.csv" in message and "'amount'" in message and "gross_amount" in message
+    named = re.search(r"lake/raw/accounting/invoices/version=[^/]+/_partition=(\d{4}-\d\d-\d\d)/", message)
+    assert named and dt.date.fromisoformat(named[1]) == START, message  # and its landed copy
     report = ingest(fresh.settings, invoices, accounting, START, END)
     assert report.loaded_rows == report.landed_rows - report.quarantined_rows > 0
 
@@ -233,10 +243,10 @@ def test_old_versions_are_kept_until_an_explicit_prune(ingested_copy: Sources) -
     assert len(lake.versions(root, "erp", "customers", START)) == 2
     runner = CliRunner(env={"DATAOPS_DATA_DIR": str(ingested_copy.settings.data_dir)})
     dry = runner.invoke(app, ["lake", "prune", "--dry-run"])
-    assert dry.exit_code == 0 and f"{len(CONTRACTS)} file(s) would be removed" in dry.output
+    assert dry.exit_code == 0 and f"{len(CONTRACTS)} old version(s) of a day would be removed" in dry.output
     assert len(lake.versions(root, "erp", "customers", START)) == 2
     result = runner.invoke(app, ["lake", "prune", "--keep", "1"])
-    assert result.exit_code == 0 and f"removed {len(CONTRACTS)} old version(s)" in result.output
+    assert result.exit_code == 0 and f"removed {len(CONTRACTS)} old version(s) of a day" in result.output
     assert len(lake.versions(root, "erp", "customers", START)) == 1
 
 

@@ -1,0 +1,85 @@
+"""What the raw layer has loaded, and what the models have not yet been built from (docs/decisions/0035).
+
+Landing and loading run apart: the landing run of a business date or range writes the lake; the build run
+that follows loads every landed version not yet loaded, whoever launched either run (the CLI, the schedule
+and its sensor, a backfill from the UI). Two tables in the build warehouse, written in the same transaction
+as the rows they describe:
+
+- ``pipeline.loaded_versions``: each landed version (``lake.Version.name``) the raw layer has loaded;
+- ``pipeline.raw_loads``: each window a load replaced, until a complete dbt build covers it (``built_at``).
+
+The build's window is the span of the loads not yet built: a daily run's day, a backfill's range, and
+every earlier window whose build failed or did not happen (a landing run left alone, a build of a subset).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+from dataops.core.warehouse import table_exists
+
+LEDGER_DDL = """
+create schema if not exists pipeline;
+create table if not exists pipeline.loaded_versions (
+    system varchar not null, table_name varchar not null, version varchar not null,
+    window_start date not null, window_end date not null, run_id varchar, loaded_at timestamptz not null);
+create table if not exists pipeline.raw_loads (
+    system varchar not null, table_name varchar not null, window_start date not null, window_end date not null,
+    run_id varchar, loaded_at timestamptz not null, built_at timestamptz);
+"""
+
+Window = tuple[dt.date, dt.date]
+
+
+def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(LEDGER_DDL)
+
+
+def loaded_versions(conn: duckdb.DuckDBPyConnection, system: str, table: str) -> set[str]:
+    if not table_exists(conn, "pipeline", "loaded_versions"):
+        return set()
+    rows = conn.execute(
+        "select version from pipeline.loaded_versions where system = ? and table_name = ?", [system, table]
+    ).fetchall()
+    return {str(version) for (version,) in rows}
+
+
+def record_load(
+    conn: duckdb.DuckDBPyConnection,
+    system: str,
+    table: str,
+    window: Window,
+    versions: list[tuple[str, dt.date, dt.date]],
+    run_id: str | None,
+) -> None:
+    """Within the load's transaction: the window it replaced, and the versions it has now loaded."""
+    ensure_ledger(conn)
+    now = dt.datetime.now(dt.UTC)
+    conn.execute(
+        "insert into pipeline.raw_loads values (?, ?, ?, ?, ?, ?, null)", [system, table, *window, run_id, now]
+    )
+    for name, start, end in versions:
+        conn.execute(
+            "insert into pipeline.loaded_versions values (?, ?, ?, ?, ?, ?, ?)",
+            [system, table, name, start, end, run_id, now],
+        )
+
+
+def unbuilt_window(conn: duckdb.DuckDBPyConnection) -> Window | None:
+    """The span of every load no complete build has covered yet, or None when there is none."""
+    if not table_exists(conn, "pipeline", "raw_loads"):
+        return None
+    rows = conn.execute(
+        "select min(window_start), max(window_end) from pipeline.raw_loads where built_at is null"
+    ).fetchall()
+    return (rows[0][0], rows[0][1]) if rows and rows[0][0] is not None else None
+
+
+def mark_built(conn: duckdb.DuckDBPyConnection, through: dt.datetime) -> None:
+    """A complete build has covered every load made before ``through`` (call it in the stamp's transaction)."""
+    if table_exists(conn, "pipeline", "raw_loads"):
+        conn.execute(
+            "update pipeline.raw_loads set built_at = ? where built_at is null and loaded_at <= ?", [through, through]
+        )

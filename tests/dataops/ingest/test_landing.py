@@ -1,0 +1,141 @@
+"""Ingestion across days: a range is one extraction and one landed version per table, read back and loaded
+as one window; the CRM's bulk export gives exactly what its pages give; landing and loading run apart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from dataops.core.settings import Settings
+from dataops.core.warehouse import connect
+from dataops.ingest import lake
+from dataops.ingest.connectors import days
+from dataops.ingest.connectors.crm import CrmExtractor
+from dataops.ingest.ledger import mark_built, unbuilt_window
+from dataops.ingest.pipeline import ingest, land, load_pending
+from quality.contracts import CONTRACTS, contract_for
+from source_systems.crm.server import start_in_thread
+from source_systems.crm.store import OBJECTS
+from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
+
+pytestmark = pytest.mark.xdist_group("ingest")
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
+def test_a_range_lands_one_immutable_version_per_table_and_run(fresh: Sources) -> None:
+    root = fresh.settings.lake_dir
+    ingest_all(fresh)
+    first = {c.name: lake.all_versions(root, c.system, c.table) for c in CONTRACTS.values()}
+    assert all(len(found) == 1 for found in first.values()), first  # one version of each table for 30 days
+    leads = first["crm.leads"][0]
+    assert (leads.start, leads.end) == (START, END) and set(leads.rows) == set(days(START, END))
+    written = sorted(leads.path.rglob("*.parquet"))
+    assert {p.parent.name for p in written} == {f"_partition={d}" for d, n in leads.rows.items() if n}
+    manifest = json.loads((leads.path / lake.MANIFEST).read_text())
+    assert sum(manifest["rows"].values()) == pl.read_parquet(written).height
+    before = _files(leads.path)
+    ingest_all(fresh, START + dt.timedelta(days=3), START + dt.timedelta(days=5))  # a re-run lands beside it
+    after = lake.all_versions(root, "crm", "leads")
+    assert len(after) == 2 and after[0].path == leads.path
+    assert _files(leads.path) == before  # the first version is left exactly as it was
+    assert lake.newest(root, "crm", "leads", START + dt.timedelta(days=4)) == after[1]
+    assert lake.newest(root, "crm", "leads", START) == after[0]
+
+
+def test_the_crm_bulk_export_gives_exactly_the_records_of_its_pages(simulated: Path) -> None:
+    settings = Settings(simulated)
+    # small result files, so that an export comes back as several
+    with start_in_thread(settings.crm_db, rate_per_second=1000, burst=1000, bulk_records_per_file=150) as crm:
+        paged = CrmExtractor(crm.url, crm.token, page_size=200, policy=FAST, bulk_from_days=10_000)
+        bulk = CrmExtractor(crm.url, crm.token, policy=FAST, bulk_from_days=1)
+        for table in OBJECTS:
+            by_pages, in_bulk = paged.extract(table, START, END), bulk.extract(table, START, END)
+            assert by_pages.height > 0, table
+            assert in_bulk.columns == by_pages.columns and in_bulk.equals(by_pages), table
+        for table in OBJECTS:  # an empty window is empty either way
+            assert bulk.extract(table, END + dt.timedelta(days=400), END + dt.timedelta(days=401)).height == 0
+
+
+def test_a_truncated_bulk_file_is_fetched_again(simulated: Path) -> None:
+    settings = Settings(simulated)
+    with start_in_thread(settings.crm_db, rate_per_second=1000, burst=1000) as crm:
+        clean = CrmExtractor(crm.url, crm.token, policy=FAST, bulk_from_days=1).extract("leads", START, END)
+        crm.faults.truncated = 3  # the job's creation, its status and its file all come back cut
+        faulty = CrmExtractor(crm.url, crm.token, policy=FAST, bulk_from_days=1)
+        assert faulty.extract("leads", START, END).equals(clean)
+    assert crm.faults.truncated == 0
+
+
+def test_landing_and_loading_apart_load_each_landed_version_once(baseline: Sources, fresh: Sources) -> None:
+    extractors = fresh.extractors()
+    for contract in CONTRACTS.values():  # the landing run: the lake only
+        land(fresh.settings, contract, extractors[contract.system], START, END)
+    assert not fresh.settings.build_db.exists()
+    for contract in CONTRACTS.values():  # the build run, which knows no dates: whatever was landed
+        report = load_pending(fresh.settings, contract)
+        assert report is not None and (report.start, report.end) == (START, END), contract.name
+    assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
+    assert all(load_pending(fresh.settings, c) is None for c in CONTRACTS.values())  # nothing new, nothing loaded
+    with connect(fresh.settings.build_db) as conn:
+        assert unbuilt_window(conn) == (START, END)  # for the next build
+        mark_built(conn, dt.datetime.now(dt.UTC))
+        assert unbuilt_window(conn) is None
+    day = START + dt.timedelta(days=7)
+    land(fresh.settings, contract_for("accounting", "payments"), extractors["accounting"], day, day)
+    report = load_pending(fresh.settings, contract_for("accounting", "payments"))
+    assert report is not None and (report.start, report.end) == (day, day)
+    with connect(fresh.settings.build_db) as conn:
+        assert unbuilt_window(conn) == (day, day)
+
+
+def test_days_landed_out_of_order_load_around_the_day_not_landed_yet(baseline: Sources, fresh: Sources) -> None:
+    """Landing runs of days before and after a day whose landing has not finished (runs started together):
+    the build loads the days landed, each side of that day, and the day once it lands; same raw layer."""
+    extractors = fresh.extractors()
+    gap = START + dt.timedelta(days=3)
+    for start, end in ((START, gap - dt.timedelta(days=1)), (gap + dt.timedelta(days=1), gap + dt.timedelta(days=5))):
+        for contract in CONTRACTS.values():
+            land(fresh.settings, contract, extractors[contract.system], start, end)
+    for contract in CONTRACTS.values():
+        report = load_pending(fresh.settings, contract)
+        assert report is not None, contract.name
+        assert report.windows == [
+            (START, gap - dt.timedelta(days=1)),
+            (gap + dt.timedelta(days=1), START + dt.timedelta(days=8)),
+        ]
+        assert gap not in report.loaded_days
+    with connect(fresh.settings.build_db) as conn:
+        assert conn.execute("select count(*) from raw.crm__leads where _partition = ?", [gap]).fetchone() == (0,)
+    for start, end in ((gap, gap), (gap + dt.timedelta(days=6), END)):
+        for contract in CONTRACTS.values():
+            land(fresh.settings, contract, extractors[contract.system], start, end)
+        for contract in CONTRACTS.values():
+            report = load_pending(fresh.settings, contract)
+            assert report is not None and report.windows == [(start, end)], contract.name
+    assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
+
+
+def test_a_load_and_its_ledger_entry_land_together(fresh: Sources) -> None:
+    """A load that fails leaves the version pending, so the next build loads it."""
+    crm = fresh.extractors()["crm"]
+    leads = contract_for("crm", "leads")
+    land(fresh.settings, leads, crm, START, END)
+    fresh.settings.build_db.parent.mkdir(parents=True)
+    with duckdb.connect(str(fresh.settings.build_db)) as conn:  # a raw table of the wrong shape: the load fails
+        conn.execute("create schema raw; create table raw.crm__leads (nothing integer)")
+    with pytest.raises(duckdb.Error):
+        load_pending(fresh.settings, leads)
+    with duckdb.connect(str(fresh.settings.build_db)) as conn:
+        conn.execute("drop table raw.crm__leads")
+    report = load_pending(fresh.settings, leads)
+    assert report is not None and report.loaded_rows > 0
+    assert ingest(fresh.settings, leads, crm, END, END).loaded_rows >= 0
