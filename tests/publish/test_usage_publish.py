@@ -28,7 +28,7 @@ START = dt.date(2025, 3, 3)
 END = START + dt.timedelta(days=4)
 NOT_INGESTION = (
     dg.AssetSelection.all()
-    - dg.AssetSelection.groups("erp", "crm", "accounting", "egress")
+    - dg.AssetSelection.groups("lake", "erp", "crm", "accounting", "product", "egress")
     - dg.AssetSelection.assets(CHURN_MODEL_KEY)
 )
 
@@ -37,8 +37,8 @@ NOT_INGESTION = (
 def usage_published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five days of a small business with its product's events, through one daily run (do not modify).
 
-    The events are landed first, as the sensor's micro-batches would have landed them hour by hour (a daily
-    run lands at most one micro-batch of a backlog)."""
+    The events are landed first, as the event sensor's micro-batches would have landed them hour by hour (only
+    its job lands events; the build reads what the lake holds)."""
     root = tmp_path_factory.mktemp("usage_published")
     settings = Settings(root)
     simulate(settings.sources_dir, END, SimConfig(seed=11, scale=0.03, start=START))

@@ -1,6 +1,7 @@
-"""The dbt project on a local Apache Spark (DATAOPS_ENGINE=spark): the same Dagster job, its dbt step on Spark,
-gives the same KPIs (the business's and the product's usage) as on DuckDB and as the simulator's truth, on every
-day and for every KPI, and publishes them through the same gate with the same assets and checks."""
+"""The dbt project on a local Apache Spark (DATAOPS_ENGINE=spark): the same landing and build jobs, the build's
+dbt step on Spark, give the same KPIs (the business's and the product's usage) as on DuckDB and as the
+simulator's truth, on every day and for every KPI, and publish them through the same gate with the same assets
+and checks."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from orchestration.lib.names import ANALYTICS_KEY
 from registry.loader import load_registry
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
-from tests.pipeline import run_job
+from tests.pipeline import PipelineResult, run_job
 
 # Spark starts a JVM and runs each statement through its scheduler: minutes for the project, even on 4 days.
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.xdist_group("spark"), pytest.mark.timeout(3600)]
@@ -38,7 +39,7 @@ KPI_TABLES = ("kpi_daily", "kpi_usage_daily")
 @dataclass
 class Run:
     root: Path
-    result: dg.ExecuteInProcessResult
+    result: PipelineResult
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Engines:
 
 def _run(sources: Path, root: Path, engine: str) -> Run:
     """The simulated sources copied in, the product's events landed (as the sensor's micro-batches would have
-    landed them hour by hour), then the daily job over the window with dbt on ``engine``."""
+    landed them hour by hour), then the window's landing and its build with dbt on ``engine``."""
     settings = Settings(root)
     shutil.copytree(sources, settings.sources_dir)
     assert events.ingest_events(settings).landed > 0
@@ -60,7 +61,7 @@ def _run(sources: Path, root: Path, engine: str) -> Run:
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Engines:
-    """One simulation, through the same Dagster job twice: dbt on DuckDB, then dbt on Spark."""
+    """One simulation, through the same jobs twice: dbt on DuckDB, then dbt on Spark."""
     sources = tmp_path_factory.mktemp("simulated") / "sources"
     simulate(sources, END, SimConfig(seed=5, scale=0.02, start=START))
     on_duckdb = _run(sources, tmp_path_factory.mktemp("duckdb"), "duckdb")
@@ -145,7 +146,7 @@ def test_the_dagster_job_on_spark_publishes_what_it_does_on_duckdb(engines: Engi
 
 
 def test_an_operator_sees_the_same_assets_and_checks_with_either_engine(engines: Engines) -> None:
-    def seen(result: dg.ExecuteInProcessResult) -> tuple[set[dg.AssetKey], dict[tuple[dg.AssetKey, str], bool]]:
+    def seen(result: PipelineResult) -> tuple[set[dg.AssetKey], dict[tuple[dg.AssetKey, str], bool]]:
         assets = {event.asset_key for event in result.get_asset_materialization_events() if event.asset_key}
         checks = {(c.asset_key, c.check_name): c.passed for c in result.get_asset_check_evaluations()}
         return assets, checks
