@@ -9,7 +9,6 @@ import http.client
 import os
 import re
 import stat
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from dataops.egress.dashboard import (
     serve_dashboard,
 )
 from source_systems.simulator.run import simulate
-from tests.local import CHROMIUM, CHROMIUM_ARGS
 from tests.pipeline import run_job
 from tests.published import Published, copy_of
 
@@ -119,18 +117,6 @@ def restated(published: Published, tmp_path_factory: pytest.TempPathFactory) -> 
 def analyst(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
         return conn.execute(sql).fetchall()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def shown(value: float | Decimal, unit: str) -> str:

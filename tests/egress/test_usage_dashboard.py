@@ -6,19 +6,16 @@ sessions, feature adoption and the active-users chart; read in headless Chromium
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 
 from dataops.core.settings import PROJECT_ROOT, Settings
 from dataops.egress.dashboard import load_dashboard_data, render_dashboard
 from dataops.publish.status import Status
 from registry.loader import load_registry
 from tests.egress.test_dashboard import READ_LAYOUT, SIZES, only_the_file
-from tests.local import CHROMIUM, CHROMIUM_ARGS
 
 REGISTRY = load_registry()
 FIRST = dt.date(2025, 3, 3)
@@ -77,18 +74,6 @@ def analyst_file(settings: Settings, usage: bool) -> None:
             (FIRST + dt.timedelta(days=d), 1000 + d, 90 + d, 9000, 600 + 6 * d, 300 + 3 * d) for d in range(DAYS)
         ]
         conn.executemany("insert into marts.fct_usage_sessions_daily values (?, ?, ?, ?, ?, ?)", sessions)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def day_words(day: dt.date) -> str:
