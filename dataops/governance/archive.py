@@ -1,7 +1,11 @@
 """Retention: partitions older than their dataset's retention move to ``data/archive/``, are recorded (and
 published in the catalog), and can be restored. Nothing is deleted before its copy is verified.
 
-- landing zone: whole partition folders move (a source table's retention is its contract's);
+- landing zone: a day moves with every version's file of it (a source table's retention is its contract's).
+  The archive keeps one folder per table and day, ``_partition=D/``, holding each version's day folder under
+  its version's name (``version=<v>/``, or ``date=D/`` for the layout before versioned datasets), so a restore
+  puts each back where it was. The versions' manifests are left alone: a version no longer covers a day
+  whose folder is gone (``dataops.ingest.lake``), and covers it again once restored;
 - large facts (models whose meta names an ``archive_by`` date column): a month of rows is written to
   Parquet, read back and counted, then deleted from the build warehouse in one transaction.
 """
@@ -38,21 +42,33 @@ def _record(conn: duckdb.DuckDBPyConnection, item: Archived, at: dt.datetime) ->
     )
 
 
-def plan_lake(settings: Settings, as_of: dt.date) -> list[tuple[str, str, Path]]:
-    """Landing-zone partitions past their source table's retention: (dataset, day, folder)."""
+def plan_lake(settings: Settings, as_of: dt.date) -> list[tuple[str, str, Path, list[Path]]]:
+    """Landed days past their source table's retention: (dataset, day, archive folder, the day's folders).
+
+    Only days with rows on disk: a day every version extracted empty has nothing to move.
+    """
     due = []
     for contract in CONTRACTS.values():
         cutoff = as_of - dt.timedelta(days=contract.retention_days)
+        table = lake.table_dir(settings.lake_dir, contract.system, contract.table)
         for day in lake.landed_days(settings.lake_dir, contract.system, contract.table):
-            if day < cutoff:
-                due.append(
-                    (
-                        f"lake.{contract.name}",
-                        day.isoformat(),
-                        lake.partition_dir(settings.lake_dir, contract.system, contract.table, day),
-                    )
-                )
+            folders = lake.day_folders(settings.lake_dir, contract.system, contract.table, day)
+            if day < cutoff and folders:
+                target = settings.archive_dir / table.relative_to(settings.data_dir) / f"{lake.DAY_KEY}={day}"
+                due.append((f"lake.{contract.name}", day.isoformat(), target, folders))
     return due
+
+
+def _archived_name(folder: Path) -> str:
+    """A day folder's name inside the archive's day folder: its version (or the legacy ``date=D``)."""
+    return folder.parent.name if folder.name.startswith(f"{lake.DAY_KEY}=") else folder.name
+
+
+def _lake_home(table: Path, archived: Path, day: str) -> Path:
+    """Where an archived day folder came from (inverse of ``_archived_name``)."""
+    if archived.name.startswith(lake.VERSION_PREFIX):
+        return table / archived.name / f"{lake.DAY_KEY}={day}"
+    return table / archived.name
 
 
 def plan_facts(
@@ -83,15 +99,15 @@ def archive(
     now = dt.datetime.now(dt.UTC)
     with connect(settings.build_db) as conn:
         conn.execute(GOVERNANCE_DDL)
-        for dataset, day, folder in plan_lake(settings, as_of):
-            target = settings.archive_dir / folder.relative_to(settings.data_dir)
-            rows = sum(lake_rows(p) for p in folder.glob("part-*.parquet"))
+        for dataset, day, target, folders in plan_lake(settings, as_of):
+            rows = sum(lake_rows(p) for folder in folders for p in folder.glob("*.parquet"))
             item = Archived(dataset, day, target, rows)
             done.append(item)
             if dry_run:
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(folder), str(target))
+            target.mkdir(parents=True, exist_ok=True)
+            for folder in folders:
+                shutil.move(str(folder), str(target / _archived_name(folder)))
             _record(conn, item, now)
         for dataset, month, column, rows in plan_facts(conn, datasets, as_of):
             target = settings.archive_dir / "warehouse" / dataset / f"period={month}.parquet"
@@ -151,11 +167,7 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
         [dt.datetime.now(dt.UTC), dataset, period],
     )
     if dataset.startswith("lake."):
-        original = settings.data_dir / location.relative_to(settings.archive_dir)
-        if original.exists():
-            raise FileExistsError(f"{original} exists again (re-landed?); compare it with {location} by hand")
-        original.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(location), str(original))
+        _restore_lake(settings, location, period)
         conn.execute(*restored)
     else:
         column = _archive_column(conn, dataset, location)
@@ -164,6 +176,19 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
             conn.execute(f"insert into {dataset} by name select * from read_parquet('{location}')")
             conn.execute(*restored)
     return Archived(dataset, period, location, count)
+
+
+def _restore_lake(settings: Settings, location: Path, day: str) -> None:
+    """Put each version's day folder back; refuse before moving anything if one is there again."""
+    table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
+    moves = [(archived, _lake_home(table, archived, day)) for archived in sorted(location.iterdir())]
+    for archived, home in moves:
+        if home.exists():
+            raise FileExistsError(f"{home} exists again; compare it with {archived} by hand")
+    for archived, home in moves:
+        home.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(archived), str(home))
+    location.rmdir()
 
 
 def _archive_column(conn: duckdb.DuckDBPyConnection, dataset: str, location: Path) -> str:

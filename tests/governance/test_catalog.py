@@ -23,7 +23,9 @@ from dataops.governance.metadata import (
     metadata_problems,
     published_datasets,
 )
+from dataops.ingest import lake
 from dataops.publish.analyst_warehouse import model_datasets, publish
+from quality.contracts import CONTRACTS
 from tests.conftest import BUILT_DAYS, BUILT_START
 from tests.governance.conftest import Governed
 from tests.pipeline import environment
@@ -140,9 +142,12 @@ def test_archiving_past_retention_moves_records_and_restores_without_loss(govern
 
     lake_items = [a for a in done if a.dataset.startswith("lake.")]
     assert len({a.period for a in lake_items}) == 35
-    assert all(
-        a.location.is_dir() and not (root / a.location.relative_to(settings.archive_dir)).exists() for a in lake_items
-    )
+    for item in lake_items:  # every version's file of the day moved, none left in the lake
+        contract = CONTRACTS[item.dataset.removeprefix("lake.")]
+        day = dt.date.fromisoformat(item.period)
+        assert any(item.location.rglob("*.parquet")), item
+        assert lake.day_folders(settings.lake_dir, contract.system, contract.table, day) == [], item
+        assert not any(v.rows.get(day) for v in lake.versions(settings.lake_dir, contract.system, contract.table, day))
     fact_items = [a for a in done if a.dataset == states]
     assert [a.period for a in fact_items] == ["2025-01"]
     assert rows(settings.build_db, f"select count(*) from {states} where date_day < '2025-02-01'") == [(0,)]

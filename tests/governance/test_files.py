@@ -52,7 +52,9 @@ def test_a_room_made_readable_by_mistake_is_closed_again(governed: Governed) -> 
 def test_lead_ids_are_pseudonymised_so_the_lake_reverses_no_pseudonym(governed: Governed) -> None:
     """The issue joined the analyst file's lead ids to the lake and reversed every pseudonym tried."""
     leads = governed.settings.lake_dir / "raw" / "crm" / "leads"
-    lake_ids = set(pl.read_parquet(leads / "*" / "*.parquet", columns=["Id"])["Id"].cast(pl.Utf8))
+    files = sorted(leads.rglob("*.parquet"))  # every version's day files, whatever the lake's layout
+    lake_ids = set(pl.concat([pl.read_parquet(f, columns=["Id"]) for f in files])["Id"].cast(pl.Utf8))
+    assert lake_ids
     with duckdb.connect(str(governed.settings.analytics_db), read_only=True) as conn:
         published = {i for (i,) in conn.execute("select lead_id from marts.fct_leads").fetchall()}
         shown = conn.execute(
