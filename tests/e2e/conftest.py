@@ -75,6 +75,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         "DAGSTER_TELEMETRY_DISABLED": "1",
         "CRM_BASE_URL": crm.url,
         "CRM_TOKEN": crm.token,
+        # the event sensor looks every 5 s, not every minute: a delivered hour is not waited for a minute
+        "DATAOPS_EVENTS_SENSOR_SECONDS": "5",
     }
     port = free_port()
     logs = root / "logs"
