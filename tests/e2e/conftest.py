@@ -57,7 +57,12 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -
     raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
 
 
-@pytest.fixture(scope="module")
+# Both modules of this package carry this group: one worker runs them one after the other, against one pair of
+# services (package-scoped: stopped after the package's last test, not left ticking for the rest of the session).
+GROUP = pytest.mark.xdist_group("dagster_services")
+
+
+@pytest.fixture(scope="package")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("dagster-e2e")
     settings = Settings(root)
