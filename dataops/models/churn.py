@@ -24,7 +24,9 @@ import polars as pl
 from dataops.models.features import KEY
 from dataops.models.labels import HORIZON_DAYS, LABEL
 
-if TYPE_CHECKING:  # imported where a model is fitted: every process that loads the code location imports this
+# scikit-learn is imported where a model is fitted (_pipeline): every process that loads the code location
+# imports this module, and few of them fit a model.
+if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 TOP_REASONS = 3
