@@ -16,16 +16,18 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from dataops.models.features import KEY
 from dataops.models.labels import HORIZON_DAYS, LABEL
+
+# scikit-learn is imported where a model is fitted (_pipeline): every process that loads the code location
+# imports this module, and few of them fit a model.
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 TOP_REASONS = 3
 DEFAULT_SEED = 29
@@ -129,6 +131,10 @@ class ChurnModel:
 
 
 def _pipeline(seed: int, c: float) -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
     return Pipeline(
         [
             ("log", FunctionTransformer(np.log1p)),

@@ -60,8 +60,9 @@ def published_model_keys(project: DbtProject | None = None) -> list[dg.AssetKey]
     """The assets of the models analysts get (schemas marts and kpis): what publishing waits for."""
     project = project or dbt_project()
     manifest = json.loads(project.manifest_path.read_text())
+    models = translator()  # one for all: building one reads the policy and every domain's notes
     keys = [
-        translator().get_asset_spec(manifest, uid, project).key
+        models.get_asset_spec(manifest, uid, project).key
         for uid, node in manifest["nodes"].items()
         if node["resource_type"] == "model" and node["config"].get("schema") in PUBLISHED_SCHEMAS
     ]

@@ -144,8 +144,25 @@ def kill_during(case: Case, step: str, signum: int) -> tuple[int, str]:
     return process.returncode, output + errors
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-@pytest.mark.parametrize("step", ["ingest_crm", "enterprise_model", "publish__analytics_warehouse"])
+# SIGKILL in each kind of step: the raw load (DuckDB writes), dbt (a child process holding the warehouse) and
+# publishing (the analysts' file swapped): nothing of the killed process cleans up, the next run must. SIGINT
+# where its handling differs: in dbt (the step must stop its dbt child before the run ends) and in publishing
+# (an in-process step writing DuckDB, with the swap's own cleanup). SIGINT in the raw load would add nothing:
+# its interrupt path is publishing's (an in-process step writing DuckDB), and it leaves the raw layer no worse
+# than the SIGKILL case does.
+CASES = [
+    pytest.param(step, signum, id=f"{step}-{name}")
+    for step, signum, name in [
+        ("ingest_crm", signal.SIGKILL, "SIGKILL"),
+        ("enterprise_model", signal.SIGKILL, "SIGKILL"),
+        ("enterprise_model", signal.SIGINT, "SIGINT"),
+        ("publish__analytics_warehouse", signal.SIGKILL, "SIGKILL"),
+        ("publish__analytics_warehouse", signal.SIGINT, "SIGINT"),
+    ]
+]
+
+
+@pytest.mark.parametrize(("step", "signum"), CASES)
 def test_a_run_killed_in_a_step_is_recovered_by_the_next_run(
     baseline: Case, clean: Case, step: str, signum: int, tmp_path: Path
 ) -> None:

@@ -57,7 +57,12 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -
     raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
 
 
-@pytest.fixture(scope="module")
+# Both modules of this package carry this group: one worker runs them one after the other, against one pair of
+# services (package-scoped: stopped after the package's last test, not left ticking for the rest of the session).
+GROUP = pytest.mark.xdist_group("dagster_services")
+
+
+@pytest.fixture(scope="package")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("dagster-e2e")
     settings = Settings(root)
@@ -75,6 +80,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         "DAGSTER_TELEMETRY_DISABLED": "1",
         "CRM_BASE_URL": crm.url,
         "CRM_TOKEN": crm.token,
+        # the event sensor looks every 5 s, not every minute: a delivered hour is not waited for a minute
+        "DATAOPS_EVENTS_SENSOR_SECONDS": "5",
     }
     port = free_port()
     logs = root / "logs"

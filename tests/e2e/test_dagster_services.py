@@ -12,10 +12,10 @@ import duckdb
 import pytest
 
 from dataops.core.settings import PROJECT_ROOT
-from tests.e2e.conftest import BIN, OUTPUT, START, Services, wait_for
+from tests.e2e.conftest import BIN, GROUP, OUTPUT, START, Services, wait_for
 from tests.local import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster_services")]
+pytestmark = [pytest.mark.e2e, GROUP]
 REPO = {"repositoryLocationName": "orchestration", "repositoryName": "__repository__"}
 DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 

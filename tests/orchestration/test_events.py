@@ -20,6 +20,7 @@ from tests.pipeline import run_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("events")]
 START = dt.date(2025, 3, 1)
+LONG = 10
 
 
 def events(root: Path, days: int) -> tuple[Counter[str], Counter[str]]:
@@ -41,19 +42,20 @@ def events(root: Path, days: int) -> tuple[Counter[str], Counter[str]]:
 
 def test_a_range_writes_the_events_of_a_day_besides_one_per_landed_and_published_day(tmp_path: Path) -> None:
     sources = Settings(tmp_path / "sources").sources_dir
-    simulate(sources, START + dt.timedelta(days=20), SimConfig(seed=11, scale=0.02, start=START))
+    # three days against ten: anything that grew with the days would differ (ten days cross a week's end)
+    simulate(sources, START + dt.timedelta(days=LONG - 1), SimConfig(seed=11, scale=0.02, start=START))
     for name in ("short", "long"):
         shutil.copytree(sources, Settings(tmp_path / name).sources_dir)
     short_kinds, short_assets = events(tmp_path / "short", 3)
-    long_kinds, long_assets = events(tmp_path / "long", 21)
+    long_kinds, long_assets = events(tmp_path / "long", LONG)
 
     per_day = {EXTRACTS_KEY.to_user_string(), PUBLISHED_DAYS_KEY.to_user_string()}
     assert {k: short_assets[k] for k in per_day} == dict.fromkeys(per_day, 3)
-    assert {k: long_assets[k] for k in per_day} == dict.fromkeys(per_day, 21)
+    assert {k: long_assets[k] for k in per_day} == dict.fromkeys(per_day, LONG)
     # every other asset: one materialisation per run, whatever the days
     assert {k: n for k, n in long_assets.items() if k not in per_day} == {
         k: n for k, n in short_assets.items() if k not in per_day
     }
     assert all(n == 1 for k, n in long_assets.items() if k not in per_day)
-    long_kinds["ASSET_MATERIALIZATION"] -= 2 * (21 - 3)
+    long_kinds["ASSET_MATERIALIZATION"] -= 2 * (LONG - 3)
     assert long_kinds == short_kinds  # and nothing else grows with the days: planning, checks, outputs
