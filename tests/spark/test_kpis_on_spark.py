@@ -6,6 +6,7 @@ and checks."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.ingest import events
+from dataops.transform.runner import run_manifest
 from dataops.transform.spark import built_table
 from orchestration.lib.names import ANALYTICS_KEY
 from registry.loader import load_registry
@@ -158,3 +160,25 @@ def test_an_operator_sees_the_same_assets_and_checks_with_either_engine(engines:
     assert spark_checks == duck_checks  # the same outcomes (a non-blocking warning, event drift say, on both)
     # the dbt tests and the gate ran on Spark's tables, the usage gate too
     assert any(key.path == ["kpis", "kpi_usage_daily"] for key, _ in spark_checks)
+
+
+def materializations(root: Path) -> dict[str, tuple[str, str]]:
+    """model name -> (its layer, its materialization) as the run's dbt step parsed the project."""
+    manifest_file = run_manifest(Settings(root), None)
+    assert manifest_file is not None
+    nodes = json.loads(manifest_file.read_text())["nodes"].values()
+    return {n["name"]: (n["fqn"][1], n["config"]["materialized"]) for n in nodes if n["resource_type"] == "model"}
+
+
+def test_on_spark_no_model_reads_a_stack_of_views(engines: Engines) -> None:
+    """Spark inlines a view into every query that reads it: a mart, a KPI or a data test over a stack of views
+    re-plans and re-runs the whole stack, once per reference (kpi_usage_daily took six minutes on four tiny days
+    that way). So on Spark only the staging models, each a projection of one source, stay views; what is built
+    on them is a table, computed once. DuckDB keeps its intermediate views."""
+    on_spark = materializations(engines.spark.root)
+    views = {name: layer for name, (layer, materialized) in on_spark.items() if materialized == "view"}
+    assert views and set(views.values()) == {"staging"}, views
+    intermediate = [name for name, (layer, _) in on_spark.items() if layer == "intermediate"]
+    assert intermediate and all(on_spark[name][1] == "table" for name in intermediate)
+    on_duckdb = materializations(engines.duckdb.root)
+    assert any(on_duckdb[name][1] == "view" for name in intermediate)
