@@ -245,3 +245,32 @@ def test_the_run_fails_when_the_event_streams_kpis_differ_from_the_truth() -> No
     assert run.succeeded({"events": events | {"truth": {"identical": True}}})
     assert not run.succeeded({"events": events | {"truth": {"identical": False}}})
     assert not run.succeeded({"events": events | {"kpis_compared": {"identical": False}, "truth": {"identical": True}}})
+
+
+def test_the_truth_comparison_names_a_usage_kpi_that_differs(tmp_path: Path) -> None:
+    """One KPI on one day off by one user, and a day the truth has and the build has not: both are reported."""
+    import duckdb
+    import polars as pl
+
+    from benchmarks.events_section import truth_task
+
+    (tmp_path / "sources" / "truth").mkdir(parents=True)
+    (tmp_path / "warehouse").mkdir()
+    days = [dt.date(2025, 1, 1), dt.date(2025, 1, 2)]
+    truth = pl.DataFrame({"date": days, "kpi": ["daily_active_users"] * 2, "value": [3, 4]})
+    truth.with_columns(pl.col("value").cast(pl.Decimal(38, 2))).write_parquet(
+        tmp_path / "sources" / "truth" / "usage_kpi_daily.parquet"
+    )
+    with duckdb.connect(str(tmp_path / "warehouse" / "build.duckdb")) as conn:
+        conn.execute("create schema kpis")
+        conn.execute("create table kpis.kpi_usage_daily (date_day date, kpi_name varchar, value decimal(38, 2))")
+        conn.execute("insert into kpis.kpi_usage_daily values ('2025-01-01', 'daily_active_users', 3)")
+    assert truth_task({"data_dir": str(tmp_path)})["identical"] is False  # a day missing
+    with duckdb.connect(str(tmp_path / "warehouse" / "build.duckdb")) as conn:
+        conn.execute("insert into kpis.kpi_usage_daily values ('2025-01-02', 'daily_active_users', 4)")
+    assert truth_task({"data_dir": str(tmp_path)})["identical"] is True
+    with duckdb.connect(str(tmp_path / "warehouse" / "build.duckdb")) as conn:
+        conn.execute("update kpis.kpi_usage_daily set value = 5 where date_day = '2025-01-02'")
+    result = truth_task({"data_dir": str(tmp_path)})
+    assert result["identical"] is False and result["differing_rows"] == 1
+    assert result["differences"] == [["2025-01-02", "daily_active_users", "4.00", "5.00"]]
