@@ -62,11 +62,13 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing Debian's postgresql for the tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
-## bench: simulate the sources at SF (default 1), then measure the full build, the floor, daily runs (see benchmarks/)
+## bench: simulate the sources at SF (default 1), then measure the full build, the floor, daily runs, and the
+## event stream at EVENTS=SCALE:DAYS (default 10:31; EVENTS= to skip) (see benchmarks/, docs/performance.md)
 SF ?= 1
+EVENTS ?= 10:31
 BENCH_ARGS ?=
 bench: bootstrap
-	$(BIN)/python -m benchmarks --scale $(SF) $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks --scale $(SF) $(if $(EVENTS),--events $(EVENTS)) $(BENCH_ARGS)
 
 clean-data:
 	find data -mindepth 1 -not -name README.md -not -name .gitignore -delete

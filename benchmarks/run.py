@@ -10,7 +10,9 @@ measurement in its own process (``benchmarks.worker``) so that its peak memory i
 * Dagster alone: the same run with every step idle (``benchmarks/idle.py``), the part of the build no work
   inside the steps can remove; after the ladder, the same for one day;
 * a daily incremental run after N days of history, and a rerun of that day (no new data);
-* optionally the full build at other scale factors, and the fitted growth.
+* optionally the full build at other scale factors, and the fitted growth;
+* optionally (``--events SCALE:DAYS``, on in ``make bench``) the product's event stream over its own window:
+  ingestion, the usage models against their floor, and their KPIs against the truth (``benchmarks.events_section``).
 
 Writes ``<output>/<date>-SF<s>.json``, ``.md`` and the profile (``-profile.html``/``.txt``).
 """
@@ -31,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import events_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb", "polars", "pandera", "pyinstrument")
@@ -308,8 +312,11 @@ def gib(size: float) -> str:
 
 def table(result: dict[str, Any]) -> str:
     m = result["machine"]
+    platform_run = "full" in result or "incremental" in result  # else the event stream's section alone
     lines = [
-        f"## Benchmark SF {result['scale']:g}, {result['days']} days ({result['window'][0]}..{result['window'][1]})",
+        f"## Benchmark SF {result['scale']:g}, {result['days']} days ({result['window'][0]}..{result['window'][1]})"
+        if platform_run
+        else "## Benchmark: the event stream",
         "",
         f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; commit {m['commit'][:10]}"
         f"{' (dirty worktree)' if m['worktree_dirty'] else ''}; "
@@ -320,9 +327,12 @@ def table(result: dict[str, Any]) -> str:
     if "full" in result:
         lines += _full_build_table(result["full"])
     lines += _ladder_and_scaling_tables(result)
-    lines += ["| target (2 cores) | measured | met |", "| --- | --- | --- |"]
-    for name, (measured, target, met) in result["targets"].items():
-        lines.append(f"| {name} <= {target} | {measured} | {met} |")
+    if "events" in result:
+        lines += events_section.table(result["events"])
+    if platform_run:
+        lines += ["| target (2 cores) | measured | met |", "| --- | --- | --- |"]
+        for name, (measured, target, met) in result["targets"].items():
+            lines.append(f"| {name} <= {target} | {measured} | {met} |")
     return "\n".join(lines) + "\n"
 
 
@@ -506,6 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engines", default="duckdb", help="duckdb, or duckdb,spark: the full build again with dbt on a local Spark"
     )
+    parser.add_argument(
+        "--events",
+        default="",
+        metavar="SCALE:DAYS",
+        help="also the event stream's section over its own window, e.g. 10:31 (make bench: EVENTS=10:31)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the result names")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the measured processes")
     parser.add_argument(
@@ -593,9 +609,26 @@ def main(argv: list[str] | None = None) -> int:
                 "memory_exponent": None if mem_exp is None else round(mem_exp, 2),
             }
             save()
+    if options.events:
+        events_scale, events_days = events_section.parse(options.events)
+        result["events"] = events_section.section(options.work, events_scale, events_days, end, options.seed)
     save(final=True)
     print(json_path.with_suffix(".md").read_text())
     say(f"wrote {json_path} and {json_path.with_suffix('.md')} in {result['session_s']:.0f} s")
-    if "full" not in result:
-        return 0 if all(r["success"] for r in result["incremental"]["runs"]) else 1
-    return 0 if result["full"]["build"]["success"] and result["full"]["kpis_compared"]["identical"] else 1
+    return 0 if succeeded(result) else 1
+
+
+def succeeded(result: dict[str, Any]) -> bool:
+    """The full build succeeded with the floor's KPIs (else, without it, every daily run succeeded), and the event
+    stream's section, if run, built usage KPIs equal to its floor's and the truth's."""
+    verdicts = []
+    if "full" in result:
+        verdicts.append(result["full"]["build"]["success"] and result["full"]["kpis_compared"]["identical"])
+    elif "incremental" in result:
+        verdicts.append(all(r["success"] for r in result["incremental"]["runs"]))
+    if "events" in result:
+        events = result["events"]
+        verdicts.append(events_section.ok(events))
+        if not verdicts[-1]:
+            say(f"the event stream's usage KPIs differ: truth {events['truth']}, floor {events['kpis_compared']}")
+    return all(verdicts)

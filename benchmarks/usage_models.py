@@ -35,13 +35,20 @@ PRODUCT_MODELS = ["stg_product__events+", "stg_product__event_devices+"]
 
 
 def prepare(settings: Settings, scale: float, days: int) -> tuple[str, str]:
-    """The window simulated, its events landed, every source ingested and everything the product's models read
-    that does not come from the product built (every other model: the health score and the customer 360 join the
-    customers, their contracts and states, and their tests the other marts)."""
+    """The window simulated, its events landed (one batch), every source ingested and everything the product's
+    models read that does not come from the product built."""
     start = dt.date(2025, 1, 1)
     end = start + dt.timedelta(days=days - 1)
     simulate(settings.sources_dir, end, SimConfig(seed=3, scale=scale, start=start))
     events.ingest_events(settings)
+    ingest_sources(settings, start, end)
+    window = (start.isoformat(), end.isoformat())
+    build_upstream(settings, window)
+    return window
+
+
+def ingest_sources(settings: Settings, start: dt.date, end: dt.date) -> None:
+    """Every system of record's window ingested, as the landing and the load do (the CRM served in a thread)."""
     with start_in_thread(settings.crm_db, rate_per_second=1000.0, burst=1000) as crm:
         sources: dict[str, Extractor] = {
             "erp": ErpExtractor(settings.erp_db),
@@ -50,11 +57,14 @@ def prepare(settings: Settings, scale: float, days: int) -> tuple[str, str]:
         }
         for contract in CONTRACTS.values():
             ingest(settings, contract, sources[contract.system], start, end)
-    window = (start.isoformat(), end.isoformat())
-    upstream = ["build", "--exclude-resource-type", "unit_test", "--exclude", *PRODUCT_MODELS]
+
+
+def build_upstream(settings: Settings, window: tuple[str, str]) -> None:
+    """Every model but the product's and their downstream (the health score and the customer 360 join the
+    customers, their contracts and states); seeds too, tests not (untimed: the tables are what is needed)."""
+    upstream = ["build", "--exclude-resource-type", "unit_test", "test", "--exclude", *PRODUCT_MODELS]
     if not run_dbt(upstream, settings, window=window).success:
         raise SystemExit("the models the product's models read did not build")
-    return window
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ The task's result is written as JSON to the ``out`` path of its arguments. Tasks
 (one Dagster run of the platform's daily job over a date range, as ``dataops run``/``backfill`` launch it),
 ``dagster_alone`` (the same run with every step idle), ``floor_prepare`` (untimed: the raw layer out to
 Parquet, the dbt project compiled), ``floor`` (the compiled SQL in one DuckDB connection) and ``compare``
-(the KPIs of the floor and of the pipeline).
+(the KPIs of the floor and of the pipeline); and the event stream's section's tasks (``events_*``,
+benchmarks/events_section.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.events_section import TASKS as EVENT_TASKS
 from benchmarks.probe import RssSampler, Span, StageProbe
 
 INGEST_STAGES = ("extract", "land", "load", "validate")
@@ -492,6 +494,7 @@ TASKS = {
     "floor_prepare": floor_prepare,
     "floor": floor,
     "compare": compare,
+    **EVENT_TASKS,  # the event stream's section (benchmarks/events_section.py)
 }
 
 

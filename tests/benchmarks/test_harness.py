@@ -215,3 +215,62 @@ def test_the_spark_row_runs_the_same_build_with_dbt_on_spark_against_the_same_fl
     lines = run._full_build_table(_sf10_full({"success": True, "wall_s": 24.0, "startup_s": 3.0}) | {"spark": spark})
     assert "| **full build on Spark / floor** | **100.0x** | | |" in lines  # 400 s against the 4 s floor
     assert "KPIs of the Spark build and the DuckDB build identical: True (62 rows)." in lines
+
+
+def test_harness_events_section_smoke(tmp_path: Path) -> None:
+    """``--events``: the event stream's section on a tiny window, alone. Its usage KPIs equal the floor's (the
+    same models' SQL in one DuckDB connection) and the simulator's truth, and the table reports each step."""
+    output = tmp_path / "results"
+    code = main(
+        [
+            "--no-full", "--incremental=", "--events", "0.02:3", "--no-profile",
+            "--work", str(tmp_path / "work"), "--output", str(output), "--tag=-events",
+        ]
+    )  # fmt: skip
+    [result_path] = output.glob("*-events.json")
+    events = json.loads(result_path.read_text())["events"]
+    assert code == 0
+    assert events["simulation"]["lines"] > 1_000 and events["ingestion"]["landed"] > 1_000
+    assert events["model"]["success"] and events["model"]["events"] > 1_000 and events["model"]["peak_rss"] > 0
+    assert events["floor"]["models"] == events["model"]["models"] > 5, (events["floor"], events["model"])
+    compared, truth = events["kpis_compared"], events["truth"]
+    assert compared["identical"] and compared["rows_pipeline"] == truth["rows"] == truth["rows_truth"] > 0
+    assert truth["identical"], truth
+    table = result_path.with_suffix(".md").read_text()
+    assert "| **model / floor** |" in table and "| ingestion (3 daily micro-batches;" in table
+
+
+def test_the_run_fails_when_the_event_streams_kpis_differ_from_the_truth() -> None:
+    events = {"model": {"success": True}, "kpis_compared": {"identical": True}}
+    assert run.succeeded({"events": events | {"truth": {"identical": True}}})
+    assert not run.succeeded({"events": events | {"truth": {"identical": False}}})
+    assert not run.succeeded({"events": events | {"kpis_compared": {"identical": False}, "truth": {"identical": True}}})
+
+
+def test_the_truth_comparison_names_a_usage_kpi_that_differs(tmp_path: Path) -> None:
+    """One KPI on one day off by one user, and a day the truth has and the build has not: both are reported."""
+    import duckdb
+    import polars as pl
+
+    from benchmarks.events_section import truth_task
+
+    (tmp_path / "sources" / "truth").mkdir(parents=True)
+    (tmp_path / "warehouse").mkdir()
+    days = [dt.date(2025, 1, 1), dt.date(2025, 1, 2)]
+    truth = pl.DataFrame({"date": days, "kpi": ["daily_active_users"] * 2, "value": [3, 4]})
+    truth.with_columns(pl.col("value").cast(pl.Decimal(38, 2))).write_parquet(
+        tmp_path / "sources" / "truth" / "usage_kpi_daily.parquet"
+    )
+    with duckdb.connect(str(tmp_path / "warehouse" / "build.duckdb")) as conn:
+        conn.execute("create schema kpis")
+        conn.execute("create table kpis.kpi_usage_daily (date_day date, kpi_name varchar, value decimal(38, 2))")
+        conn.execute("insert into kpis.kpi_usage_daily values ('2025-01-01', 'daily_active_users', 3)")
+    assert truth_task({"data_dir": str(tmp_path)})["identical"] is False  # a day missing
+    with duckdb.connect(str(tmp_path / "warehouse" / "build.duckdb")) as conn:
+        conn.execute("insert into kpis.kpi_usage_daily values ('2025-01-02', 'daily_active_users', 4)")
+    assert truth_task({"data_dir": str(tmp_path)})["identical"] is True
+    with duckdb.connect(str(tmp_path / "warehouse" / "build.duckdb")) as conn:
+        conn.execute("update kpis.kpi_usage_daily set value = 5 where date_day = '2025-01-02'")
+    result = truth_task({"data_dir": str(tmp_path)})
+    assert result["identical"] is False and result["differing_rows"] == 1
+    assert result["differences"] == [["2025-01-02", "daily_active_users", "4.00", "5.00"]]
