@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,6 +79,7 @@ class PublishReport:
     unchanged: bool = False  # nothing was written: analysts have this publish already
     published_by_run: str | None = None  # the run that wrote it, when ``unchanged``
     days: list[dt.date] = field(default_factory=list)  # the window's days and every day whose KPIs changed
+    rewritten: list[str] = field(default_factory=list)  # datasets written anew (the rest kept from the last file)
 
 
 def model_datasets() -> dict[str, DatasetMeta]:
@@ -429,13 +431,15 @@ def _write_files(
     definitions = definition_tables(settings)
     catalog, columns = definitions_in_catalog(catalog, columns, definitions, publication.published_at, report.as_of)
     register_pseudonym(conn, settings)
-    _write_aside(conn, publication.aside, report.as_of, report, datasets, restricted, personal)
+    _write_aside(conn, publication.aside, settings.analytics_db, report.as_of, report, datasets, restricted, personal)
     conn.register("_catalog_datasets", catalog)
     conn.register("_catalog_columns", columns)
     conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
     _write_catalog(conn, publication.aside)
     write_definition_tables(conn, publication.aside, definitions)
-    _write_restricted(conn, publication.restricted_aside, report.as_of, datasets, restricted | set(personal))
+    _write_restricted(
+        conn, publication.restricted_aside, settings.restricted_db, report.as_of, datasets, restricted | set(personal)
+    )
     return sorted(datasets)
 
 
@@ -502,18 +506,78 @@ def _copy(
     personal: dict[str, list[str]],
     report: PublishReport | None = None,
 ) -> None:
+    """Each table's published form into the attached file: written anew unless the file (a copy of the last
+    publish, :func:`_attach_from_last`) holds it already, row for row and column for column."""
+    held = _tables_of(conn, alias)
     for name in tables:
         schema, table = name.split(".")
-        conn.execute(f"create schema if not exists {alias}.{schema}")
         select = _select(schema, table, clear, personal)
-        conn.execute(f"create table {alias}.{name} as {select}", {"as_of": as_of} if "$as_of" in select else None)
+        params: dict[str, object] | None = {"as_of": as_of} if "$as_of" in select else None
+        if name in held and _same_content(conn, f"{alias}.{name}", select, params):
+            continue
+        conn.execute(f"create schema if not exists {alias}.{schema}")
+        conn.execute(f"create or replace table {alias}.{name} as {select}", params)
         if report is not None:
+            report.rewritten.append(name)
+    for name in sorted(held - set(tables)):  # a dataset no longer published, or no longer in this file
+        conn.execute(f"drop table {alias}.{name}")
+    if report is not None:
+        for name in tables:
             report.tables[name] = scalar(conn, f"select count(*) from {alias}.{name}")
+
+
+def _tables_of(conn: duckdb.DuckDBPyConnection, alias: str) -> set[str]:
+    rows = conn.execute(
+        "select schema_name || '.' || table_name from duckdb_tables() where database_name = ?", [alias]
+    ).fetchall()
+    return {str(name) for (name,) in rows}
+
+
+def _same_content(conn: duckdb.DuckDBPyConnection, held: str, select: str, params: dict[str, object] | None) -> bool:
+    """The held table has the columns (names, types, order; not-null constraints are not published) and
+    the rows (count and sum of row hashes, as :func:`dataops.core.digest.table_digest`) the select would
+    write: reading both is cheaper than writing."""
+    columns = "select column_name, column_type from (describe {})"
+    if conn.execute(columns.format(held)).fetchall() != conn.execute(columns.format(select), params).fetchall():
+        return False
+    fingerprint = "select count(*), sum(hash(source))::varchar from ({}) as source"
+    mine = conn.execute(fingerprint.format(f"select * from {held}")).fetchone()
+    wanted = conn.execute(fingerprint.format(select), params).fetchone()
+    return mine == wanted
+
+
+def _attach_from_last(conn: duckdb.DuckDBPyConnection, last: Path, aside: Path, alias: str, keep: set[str]) -> None:
+    """Attach ``aside`` as ``alias``, starting from a copy of the file analysts hold (``last``) when it is in
+    the storage version analysts' clients read: its unchanged datasets are kept, every other table (the
+    catalog, history, definitions) is dropped to be written again. The copy is aside, like a new file: the
+    swap stays atomic, and the file analysts hold is only read."""
+    if aside.exists():
+        aside.unlink()
+    if last.exists():
+        shutil.copyfile(last, aside)
+        os.chmod(aside, 0o600)
+    try:
+        conn.execute(attach_published(aside, alias))
+    except duckdb.Error:  # unreadable: start from an empty file
+        _remove_database_file(aside)
+        conn.execute(attach_published(aside, alias))
+    version = scalar(conn, "select tags['storage_version'] from duckdb_databases() where database_name = ?", [alias])
+    if last.exists() and str(version).rstrip("+") != STORAGE_VERSION:  # written for other clients: anew
+        conn.execute(f"detach {alias}")
+        _remove_database_file(aside)
+        conn.execute(attach_published(aside, alias))
+    kept_schemas = {name.split(".")[0] for name in keep}
+    for (schema,) in conn.execute(
+        "select schema_name from duckdb_schemas() where database_name = ? and not internal", [alias]
+    ).fetchall():
+        if schema not in kept_schemas and schema != "main":
+            conn.execute(f"drop schema {alias}.{schema} cascade")
 
 
 def _write_aside(
     conn: duckdb.DuckDBPyConnection,
     aside: Path,
+    last: Path,
     as_of: dt.date | None,
     report: PublishReport,
     datasets: dict[str, DatasetMeta],
@@ -521,13 +585,10 @@ def _write_aside(
     personal: dict[str, list[str]],
 ) -> None:
     """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
-    if aside.exists():
-        aside.unlink()
-    conn.execute(attach_published(aside, "analytics"))
+    tables = sorted(set(datasets) - restricted)
+    _attach_from_last(conn, last, aside, "analytics", set(tables))
     try:
-        _copy(
-            conn, "analytics", sorted(set(datasets) - restricted), as_of, clear=False, personal=personal, report=report
-        )
+        _copy(conn, "analytics", tables, as_of, clear=False, personal=personal, report=report)
         conn.execute("create schema analytics.publish")
         for table in HISTORY_TABLES:  # what analysts saw, and this publish, which they see with this file
             conn.execute(
@@ -562,16 +623,16 @@ def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
 def _write_restricted(
     conn: duckdb.DuckDBPyConnection,
     aside: Path,
+    last: Path,
     as_of: dt.date | None,
     datasets: dict[str, DatasetMeta],
     names: set[str],
 ) -> None:
     """The restricted file: restricted datasets, and the personal-data datasets in clear."""
-    if aside.exists():
-        aside.unlink()
-    conn.execute(attach_published(aside, "restricted"))
+    tables = sorted(names & set(datasets))
+    _attach_from_last(conn, last, aside, "restricted", set(tables))
     try:
-        _copy(conn, "restricted", sorted(names & set(datasets)), as_of, clear=True, personal={})
+        _copy(conn, "restricted", tables, as_of, clear=True, personal={})
         conn.execute("checkpoint restricted")
     finally:
         conn.execute("detach restricted")

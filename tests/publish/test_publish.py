@@ -409,3 +409,49 @@ def test_a_publish_starts_by_removing_leftovers_and_taking_over_what_analysts_sa
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         recorded = conn.execute("select count(*), count(distinct publish_id) from publish.kpi_history").fetchone()
     assert recorded == analyst(case, "select count(*), count(distinct publish_id) from publish.kpi_history")[0]
+
+
+def test_a_publish_rewrites_only_the_datasets_that_changed(published: Published, tmp_path: Path) -> None:
+    """A publish starts from a copy of the file analysts hold and writes anew only the datasets whose published
+    form changed; the file analysts hold is not written, the result equals a publish written from scratch and
+    stays in the storage version analysts' clients read."""
+    from dataops.core.compatibility import STORAGE_VERSION
+    from dataops.publish.analyst_warehouse import publish
+    from tests.pipeline import tables
+
+    case = copy_of(published, tmp_path / "case")
+    settings = case.settings
+    window = (case.late_day - dt.timedelta(days=1), case.late_day - dt.timedelta(days=1))
+    held = tmp_path / "held.duckdb"
+    os.link(settings.analytics_db, held)  # the file an analyst has open
+    before = digest(held)
+    with duckdb.connect(str(settings.build_db)) as conn:  # one mart changes, nothing else
+        conn.execute("update marts.dim_products set product_name = product_name || ' (renamed)'")
+
+    report = publish(settings, window, run_id="test", republish_unchanged=True)
+    assert report.rewritten == ["marts.dim_products"]
+    assert digest(held) == before
+    renamed = analyst(case, "select count(*) from marts.dim_products where product_name like '% (renamed)'")
+    assert renamed == [(report.tables["marts.dim_products"],)] and renamed[0][0] > 0
+    with duckdb.connect() as conn:
+        conn.execute(f"attach '{settings.analytics_db}' as analytics (read_only)")
+        version = conn.execute(
+            "select tags['storage_version'] from duckdb_databases() where database_name = 'analytics'"
+        )
+        assert version.fetchone() == (f"{STORAGE_VERSION}+",)
+    published_schemas = ("marts", "kpis", "reference")
+    kept = {
+        path: tables(path, published_schemas) | tables(path, ("publish",))
+        for path in (settings.analytics_db, settings.restricted_db)
+    }
+
+    for path in (settings.analytics_db, settings.restricted_db):  # the same publish from empty files
+        path.unlink()
+    fresh = publish(settings, window, run_id="test", republish_unchanged=True)
+    assert fresh.rewritten == sorted(fresh.tables) and len(fresh.rewritten) > 1
+    assert tables(settings.analytics_db, published_schemas) == {
+        k: v for k, v in kept[settings.analytics_db].items() if not k.startswith("publish.")
+    }
+    assert tables(settings.restricted_db, published_schemas) == kept[settings.restricted_db]
+    catalog = analyst(case, "select count(*) from catalog.datasets")
+    assert catalog[0][0] >= len(fresh.tables)

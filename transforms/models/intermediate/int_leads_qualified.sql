@@ -1,13 +1,21 @@
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='delete+insert',
+    unique_key='lead_id',
+    on_schema_change='fail'
+) }}
+
 -- Each lead judged by the enterprise's MQL rule (registry: mql), whatever the CRM status says: the first
 -- day its score reached the threshold, if its email is a valid business email; and when sales accepted it.
 -- One row per lead and period of definitions (seed registry_definition_periods; one period unless a change
--- applies from its date): the threshold is the period's.
+-- applies from its date): the threshold is the period's. Incremental runs recompute the leads the window
+-- loaded a record or a change of, from their whole history (macros/incremental_entities.sql).
 
 with
 
 leads as (
 
-    select * from {{ ref('stg_crm__leads') }}
+    select * from {{ ref('stg_crm__leads') }}{{ only_leads_loaded_in_window('lead_id') }}
 
 ),
 
@@ -19,7 +27,7 @@ periods as (
 
 changes as (
 
-    select * from {{ ref('stg_crm__lead_changes') }}
+    select * from {{ ref('stg_crm__lead_changes') }}{{ only_leads_loaded_in_window('lead_id') }}
 
 ),
 

@@ -1,11 +1,25 @@
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ delete_affected_days_by(this, 'changed_date') }}"
+) }}
+
+-- depends_on: {{ ref('fct_gl_entries') }}
+-- depends_on: {{ ref('fct_payments') }}
+-- depends_on: {{ ref('fct_credit_memos') }}
+-- depends_on: {{ ref('fct_invoices') }}
+
 -- The event log of the customer data state: one row per transition of a customer's state, with the
--- contract events of that day as its cause.
+-- contract events of that day as its cause. Incremental runs recompute the transitions from the first day
+-- the states were recomputed from (macros/incremental.sql, affected_from).
 
 with
 
 states as (
 
     select * from {{ ref('fct_customer_states_daily') }}
+    where date_day >= {{ recompute_from() }}
 
 ),
 

@@ -1,10 +1,20 @@
--- Leads judged by the enterprise's MQL definition next to what the CRM's own status says.
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='delete+insert',
+    unique_key='lead_id',
+    on_schema_change='fail'
+) }}
+
+-- depends_on: {{ ref('stg_crm__lead_changes') }}
+
+-- Leads judged by the enterprise's MQL definition next to what the CRM's own status says. Incremental runs
+-- recompute the leads the window loaded a record or a change of (macros/incremental_entities.sql).
 
 with
 
 leads as (
 
-    select * from {{ ref('stg_crm__leads') }}
+    select * from {{ ref('stg_crm__leads') }}{{ only_leads_loaded_in_window('lead_id') }}
 
 ),
 
@@ -17,7 +27,7 @@ current_period as (
 
 qualified as (
 
-    select * from {{ ref('int_leads_qualified') }}
+    select * from {{ ref('int_leads_qualified') }}{{ only_leads_loaded_in_window('lead_id') }}
 
 ),
 

@@ -14,7 +14,7 @@ renamed as (
         OldValue as old_value,
         NewValue as new_value,
         CreatedDate as changed_at,
-        _partition,
+        _partition as loaded_partition,
         _record_hash,
         lower(Field) as changed_field
 
@@ -24,9 +24,9 @@ renamed as (
 
 final as (
 
-    select {{ star_except('_partition, _record_hash') }}
+    select {{ star_except('_record_hash') }}
     from renamed
-    qualify row_number() over (partition by lead_change_id order by _partition desc, _record_hash) = 1
+    qualify row_number() over (partition by lead_change_id order by loaded_partition desc, _record_hash) = 1
 
 )
 

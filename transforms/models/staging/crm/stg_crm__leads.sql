@@ -20,7 +20,7 @@ renamed as (
         LeadSource as lead_source,
         CreatedDate as created_at,
         SystemModstamp as updated_at,
-        _partition,
+        _partition as loaded_partition,
         _record_hash
 
     from source
@@ -30,11 +30,11 @@ renamed as (
 final as (
 
     select
-        {{ star_except('_partition, _record_hash') }},
+        {{ star_except('_record_hash') }},
         email_domain not in ({{ sql_list(var('free_mail_domains')) }}) as is_business_email
 
     from renamed
-    qualify row_number() over (partition by lead_id order by updated_at desc, _partition desc, _record_hash) = 1
+    qualify row_number() over (partition by lead_id order by updated_at desc, loaded_partition desc, _record_hash) = 1
 
 )
 
