@@ -74,10 +74,15 @@ def policy_with(governed: Governed, folder: Path, limits: dict[str, Any], server
     return Governed(governed.settings, load_policy(path), governed.tokens, path)
 
 
+# The statement timeout of the tiny-limit policies: long enough that a legitimate query (its worker's start-up
+# included) finishes on a loaded machine, short enough that the runaway queries stay cheap to stop.
+BRAKE_SECONDS = 5
+
+
 @pytest.fixture(scope="module")
 def braked(governed: Governed, tmp_path_factory: pytest.TempPathFactory) -> Governed:
     """The same warehouse under a policy whose analyst limits are tiny."""
-    limits = {"max_scan_rows": 2_000, "statement_timeout_seconds": 1, "max_result_rows": 10}
+    limits = {"max_scan_rows": 2_000, "statement_timeout_seconds": BRAKE_SECONDS, "max_result_rows": 10}
     return policy_with(governed, tmp_path_factory.mktemp("policy"), limits, {})
 
 

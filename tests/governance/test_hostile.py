@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from dataops.governance import audit
-from tests.governance.conftest import DATAOPS, Governed, ask, cli, json_rows, policy_with, serve
+from tests.governance.conftest import BRAKE_SECONDS, DATAOPS, Governed, ask, cli, json_rows, policy_with, serve
 
 pytestmark = pytest.mark.xdist_group("built")
 
@@ -89,7 +89,7 @@ ATTACKS: dict[str, Attack] = {
     ),
     "gigabytes of repeated strings": Attack(
         "select sum(length(repeat('x', 100000000))) from range(100)",
-        "statement timeout: stopped after 1s",
+        f"statement timeout: stopped after {BRAKE_SECONDS}s",
         outcome="braked",
         brake="statement_timeout",
     ),
@@ -314,7 +314,7 @@ ATTACKS: dict[str, Attack] = {
 def hostile(governed: Governed, tmp_path_factory: pytest.TempPathFactory) -> Governed:
     limits = {
         "max_scan_rows": 5_000,
-        "statement_timeout_seconds": 1,
+        "statement_timeout_seconds": BRAKE_SECONDS,
         "max_result_rows": 10,
         "max_result_bytes": "64KB",
         "memory_limit": "128MB",
