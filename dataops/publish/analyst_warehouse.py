@@ -38,7 +38,7 @@ from dataops.governance.catalog import (
 from dataops.governance.definition_versions import definition_files, definition_tables
 from dataops.governance.metadata import DatasetMeta, load_manifest, published_datasets
 from dataops.governance.policy import load_policy, policy_path
-from dataops.governance.pseudonym import pseudonym_key, register_pseudonym
+from dataops.governance.pseudonym import pseudonym_key, pseudonymise, register_pseudonym
 from dataops.models.scores import DRIFT_TABLE, RISK_TABLE, dataset_meta, model_cards
 from dataops.publish.definition_tables import definitions_in_catalog, write_definition_tables
 from dataops.transform.build_stamp import built_from
@@ -431,7 +431,8 @@ def _write_files(
     definitions = definition_tables(settings)
     catalog, columns = definitions_in_catalog(catalog, columns, definitions, publication.published_at, report.as_of)
     register_pseudonym(conn, settings)
-    _write_aside(conn, publication.aside, settings.analytics_db, report.as_of, report, datasets, restricted, personal)
+    policy = file_policy(sorted(set(datasets) - restricted), personal, pseudonym_key(settings))
+    _write_aside(conn, publication, settings.analytics_db, policy, report, datasets, restricted, personal)
     conn.register("_catalog_datasets", catalog)
     conn.register("_catalog_columns", columns)
     conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
@@ -546,11 +547,31 @@ def _same_content(conn: duckdb.DuckDBPyConnection, held: str, select: str, param
     return mine == wanted
 
 
-def _attach_from_last(conn: duckdb.DuckDBPyConnection, last: Path, aside: Path, alias: str, keep: set[str]) -> None:
+def file_policy(tables: list[str], personal: dict[str, list[str]], key: bytes) -> str:
+    """What the analyst file may hold: its datasets, their personal columns and the pseudonym key (as the
+    pseudonym of a fixed probe, never the key). A file is reused only under the same policy (decision 0056)."""
+    probe = pseudonymise(key, "dataops/file-policy")
+    return digest({"tables": tables, "personal": {k: sorted(v) for k, v in sorted(personal.items())}, "key": probe})
+
+
+def _held_policy(conn: duckdb.DuckDBPyConnection, alias: str) -> str | None:
+    found = conn.execute(
+        "select comment from duckdb_tables() where database_name = ? and schema_name = 'publish' and table_name = ?",
+        [alias, HISTORY_TABLES[0]],
+    ).fetchone()
+    return str(found[0]) if found and found[0] else None
+
+
+def _attach_from_last(
+    conn: duckdb.DuckDBPyConnection, last: Path, aside: Path, alias: str, keep: set[str], policy: str | None = None
+) -> None:
     """Attach ``aside`` as ``alias``, starting from a copy of the file analysts hold (``last``) when it is in
-    the storage version analysts' clients read: its unchanged datasets are kept, every other table (the
-    catalog, history, definitions) is dropped to be written again. The copy is aside, like a new file: the
-    swap stays atomic, and the file analysts hold is only read."""
+    the storage version analysts' clients read and, given a ``policy``, was written under it: its unchanged
+    datasets are kept, every other table (the catalog, history, definitions) is dropped to be written again.
+    A file written under another policy is not reused: a dropped or replaced table's bytes can stay in the
+    file's free blocks, so a dataset restricted since, a column pseudonymised since or a rotated key starts a
+    new file. The copy is aside, like a new file: the swap stays atomic, and the file analysts hold is only
+    read."""
     if aside.exists():
         aside.unlink()
     if last.exists():
@@ -562,7 +583,8 @@ def _attach_from_last(conn: duckdb.DuckDBPyConnection, last: Path, aside: Path, 
         _remove_database_file(aside)
         conn.execute(attach_published(aside, alias))
     version = scalar(conn, "select tags['storage_version'] from duckdb_databases() where database_name = ?", [alias])
-    if last.exists() and str(version).rstrip("+") != STORAGE_VERSION:  # written for other clients: anew
+    stale = policy is not None and _held_policy(conn, alias) != policy
+    if last.exists() and (str(version).rstrip("+") != STORAGE_VERSION or stale):  # other clients, other policy
         conn.execute(f"detach {alias}")
         _remove_database_file(aside)
         conn.execute(attach_published(aside, alias))
@@ -576,9 +598,9 @@ def _attach_from_last(conn: duckdb.DuckDBPyConnection, last: Path, aside: Path, 
 
 def _write_aside(
     conn: duckdb.DuckDBPyConnection,
-    aside: Path,
+    publication: Publication,
     last: Path,
-    as_of: dt.date | None,
+    policy: str,
     report: PublishReport,
     datasets: dict[str, DatasetMeta],
     restricted: set[str],
@@ -586,15 +608,16 @@ def _write_aside(
 ) -> None:
     """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
     tables = sorted(set(datasets) - restricted)
-    _attach_from_last(conn, last, aside, "analytics", set(tables))
+    _attach_from_last(conn, last, publication.aside, "analytics", set(tables), policy)
     try:
-        _copy(conn, "analytics", tables, as_of, clear=False, personal=personal, report=report)
+        _copy(conn, "analytics", tables, report.as_of, clear=False, personal=personal, report=report)
         conn.execute("create schema analytics.publish")
         for table in HISTORY_TABLES:  # what analysts saw, and this publish, which they see with this file
             conn.execute(
                 f"create table analytics.publish.{table} as "
                 f"select * from publish.{table} union all by name select * from staged_{table}"
             )
+        conn.execute(f"comment on table analytics.publish.{HISTORY_TABLES[0]} is '{policy}'")  # a hex digest
         _quarantine_summary(conn)
         conn.execute("checkpoint analytics")
     finally:

@@ -455,3 +455,38 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(published: Published,
     assert tables(settings.restricted_db, published_schemas) == kept[settings.restricted_db]
     catalog = analyst(case, "select count(*) from catalog.datasets")
     assert catalog[0][0] >= len(fresh.tables)
+
+
+def test_a_rotated_key_starts_a_new_analyst_file_rather_than_reusing_the_last(
+    published: Published, tmp_path: Path
+) -> None:
+    """Reusing the last file can keep the bytes of every table it replaces in the file's free blocks. After the
+    pseudonym key rotates (as after a classification change), the publish starts a new file and writes every
+    dataset, so no old pseudonym can be left for an analyst who reads the file raw."""
+    from dataops.publish.analyst_warehouse import publish
+
+    case = copy_of(published, tmp_path / "case")
+    settings = case.settings
+    window = (case.late_day - dt.timedelta(days=1), case.late_day - dt.timedelta(days=1))
+    old = {str(i) for (i,) in analyst(case, "select lead_id from marts.fct_leads where lead_id is not null")}
+    assert old and all(i.startswith("psd_") for i in old)
+    rotate_key(settings)
+
+    report = publish(settings, window, run_id="test", republish_unchanged=True)
+
+    assert report.rewritten == sorted(report.tables)
+    new = {str(i) for (i,) in analyst(case, "select lead_id from marts.fct_leads where lead_id is not null")}
+    assert new and not new & old
+
+
+def test_the_analyst_files_policy_changes_with_its_datasets_personal_columns_and_key() -> None:
+    """A dataset restricted since, a column classified personal since, or a rotated key: each is another
+    policy, so the last analyst file is not reused (its free blocks may hold what is no longer allowed)."""
+    from dataops.publish.analyst_warehouse import file_policy
+
+    base = file_policy(["marts.a", "marts.b"], {"marts.a": ["email"]}, b"key")
+    assert base == file_policy(["marts.a", "marts.b"], {"marts.a": ["email"]}, b"key")
+    assert base != file_policy(["marts.a"], {"marts.a": ["email"]}, b"key")
+    assert base != file_policy(["marts.a", "marts.b"], {"marts.a": ["email", "name"]}, b"key")
+    assert base != file_policy(["marts.a", "marts.b"], {"marts.a": ["email"]}, b"other key")
+    assert b"key" not in base.encode()
