@@ -9,7 +9,6 @@ project needs neither (docs/decisions/0032).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtP
 
 from dataops.core.settings import DBT_PROJECT_DIR
 from dataops.core.warehouse import Limits, connect, table_row_counts
-from dataops.governance.metadata import PUBLISHED_SCHEMAS
+from dataops.governance.metadata import PUBLISHED_SCHEMAS, load_manifest
 from dataops.governance.policy import Policy, load_policy
 from dataops.transform.runner import prepare_manifest
 from orchestration.lib.names import PLATFORM_OWNER
@@ -59,7 +58,7 @@ def translator() -> EnterpriseModelTranslator:
 def published_model_keys(project: DbtProject | None = None) -> list[dg.AssetKey]:
     """The assets of the models analysts get (schemas marts and kpis): what publishing waits for."""
     project = project or dbt_project()
-    manifest = json.loads(project.manifest_path.read_text())
+    manifest = load_manifest(project.manifest_path)  # read again if caught half written by a dbt command
     models = translator()  # one for all: building one reads the policy and every domain's notes
     keys = [
         models.get_asset_spec(manifest, uid, project).key

@@ -6,7 +6,6 @@ No ``from __future__ import annotations`` here: Dagster reads the ``context`` an
 
 import datetime as dt
 import graphlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from dagster_dbt import DbtProject, dbt_assets
 
 from dataops.core.warehouse import connect
 from dataops.governance.definition_versions import adopted_registry
+from dataops.governance.metadata import load_manifest
 from dataops.ingest.events import lake_versions
 from dataops.ingest.ledger import mark_built
 from dataops.transform.build_stamp import (
@@ -46,7 +46,7 @@ class DbtRunConfig(dg.Config):
 
 def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
     translator = model_translator()
-    manifest: dict[str, Any] = json.loads(project.manifest_path.read_text())
+    manifest = load_manifest(project.manifest_path)  # read again if caught half written by a dbt command
 
     @dbt_assets(
         manifest=manifest,
