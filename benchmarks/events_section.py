@@ -202,6 +202,7 @@ def floor_task(args: dict[str, Any]) -> dict[str, Any]:
     import duckdb
 
     from benchmarks.probe import RssSampler
+    from benchmarks.worker import floor_result, run_models  # worker imports this module: at call time
     from dataops.core.warehouse import Limits
 
     target = Path(args["target"])
@@ -217,20 +218,20 @@ def floor_task(args: dict[str, Any]) -> dict[str, Any]:
             config={"memory_limit": limits.memory_limit, "threads": limits.threads},
         )
         conn.execute("set TimeZone = 'UTC'")  # as the dbt profile and the platform's connections do
-        for node in plan:
-            kind = "view" if node["config"]["materialized"] == "view" else "table"
-            schema = node["relation_name"].rsplit(".", 1)[0]
-            model_start = time.perf_counter()
+        for schema in sorted({node["relation_name"].rsplit(".", 1)[0] for node in plan}):
             conn.execute(f"create schema if not exists {schema}")
-            conn.execute(f"create or replace {kind} {node['relation_name']} as {node['compiled_code']}")
-            timings[node["name"]] = time.perf_counter() - model_start
+        models = [
+            {
+                "name": n["name"],
+                "materialized": n["config"]["materialized"],
+                "relation": n["relation_name"],
+                "sql": n["compiled_code"],
+            }
+            for n in plan
+        ]
+        run_models(conn, models, timings)
         conn.close()
-    return {
-        "wall_s": round(time.perf_counter() - started, 3),
-        "peak_rss": sampler.peak(),
-        "models": len(plan),
-        "slowest": dict(sorted(((k, round(v, 3)) for k, v in timings.items()), key=lambda kv: -kv[1])[:8]),
-    }
+    return floor_result(started, sampler.peak(), len(plan), timings)
 
 
 def _in_order(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -446,16 +446,25 @@ def floor(args: dict[str, Any]) -> dict[str, Any]:
             name, path = f'"{table["schema"]}"."{table["table"]}"', table["path"]
             conn.execute(f"create table {name} as select * from read_parquet('{path}')")
         timings["load raw from Parquet"] = time.perf_counter() - load_start
-        for model in plan["models"]:
-            kind = "view" if model["materialized"] == "view" else "table"
-            model_start = time.perf_counter()
-            conn.execute(f"create or replace {kind} {model['relation']} as {model['sql']}")
-            timings[model["name"]] = time.perf_counter() - model_start
+        run_models(conn, plan["models"], timings)
         conn.close()
+    return floor_result(started, sampler.peak(), len(plan["models"]), timings)
+
+
+def run_models(conn: Any, models: list[dict[str, Any]], timings: dict[str, float]) -> None:
+    """Each compiled model (name, materialized, relation, sql), in order, timed into ``timings``."""
+    for model in models:
+        kind = "view" if model["materialized"] == "view" else "table"
+        model_start = time.perf_counter()
+        conn.execute(f"create or replace {kind} {model['relation']} as {model['sql']}")
+        timings[model["name"]] = time.perf_counter() - model_start
+
+
+def floor_result(started: float, peak_rss: int, models: int, timings: dict[str, float]) -> dict[str, Any]:
     return {
         "wall_s": round(time.perf_counter() - started, 3),
-        "peak_rss": sampler.peak(),
-        "models": len(plan["models"]),
+        "peak_rss": peak_rss,
+        "models": models,
         "slowest": dict(sorted(((k, round(v, 3)) for k, v in timings.items()), key=lambda kv: -kv[1])[:8]),
     }
 
