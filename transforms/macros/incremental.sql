@@ -27,10 +27,11 @@
     ))
 {%- endmacro %}
 
-{#- Daily models recompute every day from the first affected one (stocks carry forward). -#}
-{% macro delete_affected_days(relation) -%}
+{#- Daily models (and event logs keyed by another date column) recompute every day from the first affected one
+    (stocks carry forward). -#}
+{% macro delete_affected_days(relation, date_column='date_day') -%}
     {%- if is_incremental() -%}
-        delete from {{ relation }} where date_day >= {{ affected_from() }}
+        delete from {{ relation }} where {{ date_column }} >= {{ affected_from() }}
     {%- else -%}
         select 1
     {%- endif -%}

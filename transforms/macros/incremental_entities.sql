@@ -21,13 +21,3 @@
         where {{ column }} in {{ leads_loaded_in_window() }}
     {%- endif -%}
 {%- endmacro %}
-
-{#- Daily event logs keyed by a date other than date_day: delete from the first affected day (as
-    delete_affected_days, macros/incremental.sql). -#}
-{% macro delete_affected_days_by(relation, date_column) -%}
-    {%- if is_incremental() -%}
-        delete from {{ relation }} where {{ date_column }} >= {{ affected_from() }}
-    {%- else -%}
-        select 1
-    {%- endif -%}
-{%- endmacro %}

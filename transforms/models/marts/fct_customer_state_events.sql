@@ -2,7 +2,7 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_affected_days_by(this, 'changed_date') }}"
+    pre_hook="{{ delete_affected_days(this, 'changed_date') }}"
 ) }}
 
 -- depends_on: {{ ref('fct_gl_entries') }}
