@@ -76,3 +76,52 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     from tests.published import build_published
 
     return build_published(tmp_path_factory)
+
+
+# The xdist groups whose work is longest, longest first (measured: docs/testing.md, "The cost budget"). CI runs
+# `-n 2 --dist loadgroup --no-loadscope-reorder`: a worker that runs dry takes the next group in collection
+# order, so a long group that starts late sets the suite's wall time while the other worker idles. Starting
+# the longest first (longest-processing-time-first) lets the short ones fill in around them. A group missing
+# here only starts later; a renamed one must be renamed here too.
+LONGEST_GROUPS_FIRST = (
+    "spark",
+    "recovery",
+    "dagster_services",
+    "built",
+    "published",
+    "definitions",
+    "postgres",
+    "cli",
+    "events",
+    "bench",
+    "usage_published",
+    "ingest",
+)
+
+
+def _group(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return None
+    return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, order the collection so that the longest groups come first, then the other groups
+    and modules by their number of tests (what xdist's own reordering would do), each in pytest's order.
+
+    Both workers collect the same items and sort them the same way (a stable sort on names only), as xdist
+    requires; a run without xdist keeps pytest's order."""
+    if not hasattr(config, "workerinput"):
+        return
+    sizes: dict[str, int] = {}
+    for item in items:
+        scope = _group(item) or item.nodeid
+        sizes[scope] = sizes.get(scope, 0) + 1
+    rank = {name: position for position, name in enumerate(LONGEST_GROUPS_FIRST)}
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        scope = _group(item) or item.nodeid
+        return rank.get(scope, len(rank)), -sizes[scope]
+
+    items.sort(key=key)
