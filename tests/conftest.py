@@ -106,22 +106,21 @@ def _group(item: pytest.Item) -> str | None:
     return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker, order the collection so that the longest groups come first, then the other groups
-    and modules by their number of tests (what xdist's own reordering would do), each in pytest's order.
-
-    Both workers collect the same items and sort them the same way (a stable sort on names only), as xdist
-    requires; a run without xdist keeps pytest's order."""
-    if not hasattr(config, "workerinput"):
-        return
+def longest_first(scopes: list[str]) -> list[int]:
+    """The positions of the items, whose xdist scopes (group, or node id if none) are given in pytest's order,
+    reordered: the groups of ``LONGEST_GROUPS_FIRST`` in its order, then the other scopes by their number of
+    tests (what xdist's own reordering would do), ties and the items of a scope in pytest's order."""
     sizes: dict[str, int] = {}
-    for item in items:
-        scope = _group(item) or item.nodeid
+    for scope in scopes:
         sizes[scope] = sizes.get(scope, 0) + 1
     rank = {name: position for position, name in enumerate(LONGEST_GROUPS_FIRST)}
+    return sorted(range(len(scopes)), key=lambda i: (rank.get(scopes[i], len(rank)), -sizes[scopes[i]]))
 
-    def key(item: pytest.Item) -> tuple[int, int]:
-        scope = _group(item) or item.nodeid
-        return rank.get(scope, len(rank)), -sizes[scope]
 
-    items.sort(key=key)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, order the collection longest group first (``longest_first``). Both workers collect
+    the same items and order them the same way, as xdist requires; a run without xdist keeps pytest's order."""
+    if not hasattr(config, "workerinput"):
+        return
+    order = longest_first([_group(item) or item.nodeid for item in items])
+    items[:] = [items[i] for i in order]
