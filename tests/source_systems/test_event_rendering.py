@@ -101,6 +101,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[list[str], 
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(events, "_render", both)
+        patch.setattr(events, "RENDER_BATCH", 997)  # a day's lines in many batches
         simulate(tmp_path_factory.mktemp("render") / "sources", START + dt.timedelta(days=4), CONFIG)
     return days
 
