@@ -24,7 +24,7 @@ def fixed(mat: np.ndarray) -> pl.Series:
     """Rows of an (n, width) uint8 matrix of ASCII (no NUL bytes) as a string Series.
 
     Strings longer than a view's inline 12 bytes are handed to polars as Arrow string views over the matrix's
-    own memory (one 16-byte view per row, made in numpy): less than half the cost of converting fixed-size
+    own memory (one 16-byte view per row, made in numpy): cheaper than having polars convert fixed-size
     numpy bytes.
     """
     n, width = mat.shape
