@@ -76,11 +76,10 @@ def deliver(cfg: SimConfig, d: int, state: State, world: World, day: Day, root: 
     start_ms = (cfg.start - dt.date(1970, 1, 1)).days * DAY_MS
     ev = _events(cfg, rng, world, day, start_ms + d * DAY_MS)
     id_hex = hex_matrix(np.frombuffer(rng.bytes(16 * ev.height), dtype=np.uint8).reshape(ev.height, 16))
-    ids = fixed(id_hex)
     copies = _copies(cfg, rng, ev, d, start_ms)
     _ledger(state, ev, day, copies, d, start_ms)
     properties, pii = _properties(cfg, rng, d, ev, world)
-    dirt = _event_dirt(cfg, d, ev, copies, ids, pii)
+    dirt = _event_dirt(cfg, d, ev, copies, id_hex, pii)
     # rendered in the order they are written: today's objects first, each by time of receipt
     copies = copies.with_columns(
         seq=pl.int_range(0, copies.height, dtype=pl.Int64) + d * 2**32,
@@ -694,18 +693,23 @@ def _dirt(d: int, keys: pl.Series, column: str, kind: str, klass: str) -> pl.Dat
 
 
 def _event_dirt(
-    cfg: SimConfig, d: int, ev: pl.DataFrame, copies: pl.DataFrame, ids: pl.Series, pii: np.ndarray
+    cfg: SimConfig, d: int, ev: pl.DataFrame, copies: pl.DataFrame, id_hex: np.ndarray, pii: np.ndarray
 ) -> pl.DataFrame:
     traffic = ev["traffic"].to_numpy()
     first = copies.filter(pl.col("kind") == 0).sort("ev")
+
+    def ids(rows: np.ndarray) -> pl.Series:
+        """The event ids of the rows (a mask or positions): made as text only for the few that are logged."""
+        return fixed(id_hex[rows])
+
     date = cfg.start + dt.timedelta(days=d)
     rows = [
-        _dirt(d, ids.filter(pl.Series(traffic == BOT)), "*", "bot_traffic", "bogus"),
-        _dirt(d, ids.filter(pl.Series(_either(traffic, PROBE, SYNTHETIC))), "*", "health_check", "bogus"),
-        _dirt(d, ids.gather(copies.filter(pl.col("kind") == 1)["ev"]), "*", "duplicate_delivery", "noise"),
-        _dirt(d, ids.filter(first["offline"]), "received_at", "late_delivery", "noise"),
-        _dirt(d, ids.filter(first["skewed"]), "occurred_at", "clock_skew", "noise"),
-        _dirt(d, ids.filter(pl.Series(pii)), "properties", "pii_in_property", "noise"),
+        _dirt(d, ids(traffic == BOT), "*", "bot_traffic", "bogus"),
+        _dirt(d, ids(_either(traffic, PROBE, SYNTHETIC)), "*", "health_check", "bogus"),
+        _dirt(d, ids(copies.filter(pl.col("kind") == 1)["ev"].to_numpy()), "*", "duplicate_delivery", "noise"),
+        _dirt(d, ids(first["offline"].to_numpy()), "received_at", "late_delivery", "noise"),
+        _dirt(d, ids(first["skewed"].to_numpy()), "occurred_at", "clock_skew", "noise"),
+        _dirt(d, ids(pii), "properties", "pii_in_property", "noise"),
     ]
     late = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, d)
     if late is not None:
