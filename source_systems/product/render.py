@@ -21,11 +21,28 @@ EPOCH = dt.date(1970, 1, 1)
 
 
 def fixed(mat: np.ndarray) -> pl.Series:
-    """Rows of an (n, width) uint8 matrix of ASCII (no NUL bytes) as a string Series."""
+    """Rows of an (n, width) uint8 matrix of ASCII (no NUL bytes) as a string Series.
+
+    Strings longer than a view's inline 12 bytes are handed to polars as Arrow string views over the matrix's
+    own memory (one 16-byte view per row, made in numpy): cheaper than having polars convert fixed-size
+    numpy bytes.
+    """
     n, width = mat.shape
     if n == 0:
         return pl.Series([], dtype=pl.String)
-    return pl.Series(np.ascontiguousarray(mat, dtype=np.uint8).view(f"S{width}").ravel()).cast(pl.String)
+    mat = np.ascontiguousarray(mat, dtype=np.uint8)
+    if width <= 12:
+        return pl.Series(mat.view(f"S{width}").ravel()).cast(pl.String)
+    per_buffer = (2**31 - 1) // width  # a view's offset is an int32
+    row = np.arange(n, dtype=np.int64)
+    views = np.empty((n, 4), dtype=np.int32)
+    views[:, 0] = width
+    views[:, 1] = np.ascontiguousarray(mat[:, :4]).view(np.int32).ravel()  # the string's first four bytes
+    views[:, 2] = row // per_buffer
+    views[:, 3] = row % per_buffer * width
+    flat = mat.reshape(-1)
+    buffers = [pa.py_buffer(flat[a * width : (a + per_buffer) * width]) for a in range(0, n, per_buffer)]
+    return pl.Series(pa.Array.from_buffers(pa.string_view(), n, [None, pa.py_buffer(views), *buffers]))
 
 
 def hex_matrix(raw: np.ndarray) -> np.ndarray:
@@ -85,25 +102,46 @@ def iso_ms(ms: np.ndarray) -> pl.Series:
 
 
 def template(parts: list[str | np.ndarray], n: int) -> pl.Series:
-    """Fixed-width strings from literal text and epoch-millisecond columns (rendered as ISO timestamps).
+    """Fixed-width strings from literal text, epoch-millisecond columns (rendered as ISO timestamps) and
+    (n, k) matrices of ASCII bytes (copied as they are).
 
-    A line is a record of fixed-size byte fields back to back (a literal; a timestamp's date, time and
-    millisecond pieces), each filled by one strided copy."""
+    A line is a record of fixed-size byte fields back to back (a literal; a byte matrix's row; a timestamp's
+    date, time and millisecond pieces). The records are filled a block at a time, a block small enough to stay
+    in the processor's cache while each of its fields is written (field by field over all records, every
+    field would stream the whole output through memory again); the literals are written once, into a block
+    copied to each block of the output.
+    """
     fields: list[tuple[str, str]] = []
     for i, part in enumerate(parts):
         if isinstance(part, str):
             fields.append((f"p{i}", f"V{len(part.encode())}"))
+        elif part.ndim == 2:
+            fields.append((f"p{i}", f"V{part.shape[1]}"))
         else:
             fields += [(f"p{i}_{j}", f"V{width}") for j, width in enumerate((11, 9, 4))]
     layout = np.dtype(fields)
-    out = np.empty(n, dtype=layout)
+    block = max(1, BLOCK_BYTES // layout.itemsize)
+    literals = np.empty(min(n, block), dtype=layout)
     for i, part in enumerate(parts):
         if isinstance(part, str):
-            out[f"p{i}"] = np.frombuffer(part.encode(), dtype=layout[f"p{i}"])[0]
-        elif n:
-            for j, piece in enumerate(_iso_pieces(np.asarray(part, dtype=np.int64))):
-                out[f"p{i}_{j}"] = piece
+            literals[f"p{i}"] = np.frombuffer(part.encode(), dtype=layout[f"p{i}"])[0]
+    out = np.empty(n, dtype=layout)
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        chunk = out[a:b]
+        chunk[...] = literals[: b - a]
+        for i, part in enumerate(parts):
+            if isinstance(part, str):
+                continue
+            if part.ndim == 2:
+                chunk[f"p{i}"] = np.ascontiguousarray(part[a:b], dtype=np.uint8).view(layout[f"p{i}"]).ravel()
+            else:
+                for j, piece in enumerate(_iso_pieces(np.asarray(part[a:b], dtype=np.int64))):
+                    chunk[f"p{i}_{j}"] = piece
     return fixed(out.view(np.uint8).reshape(n, layout.itemsize))
+
+
+BLOCK_BYTES = 1 << 20  # a block of records that fits in a core's cache
 
 
 class Lines:

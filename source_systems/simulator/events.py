@@ -47,6 +47,13 @@ OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
 RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
 LAST = 2**62  # sorts a truncated line last in its object
+RENDER_BATCH = 1 << 16  # lines rendered together
+Lookup = tuple[pl.Series, np.ndarray]  # a line's piece: a table of text and, per event, the row it picks
+
+
+def _either(values: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Where ``values`` is ``a`` or ``b``: two comparisons, cheaper than ``np.isin`` over a day's events."""
+    return (values == a) | (values == b)
 
 
 def delayed_object(seed: int, rate: float, day: int) -> tuple[int, int] | None:
@@ -69,11 +76,10 @@ def deliver(cfg: SimConfig, d: int, state: State, world: World, day: Day, root: 
     start_ms = (cfg.start - dt.date(1970, 1, 1)).days * DAY_MS
     ev = _events(cfg, rng, world, day, start_ms + d * DAY_MS)
     id_hex = hex_matrix(np.frombuffer(rng.bytes(16 * ev.height), dtype=np.uint8).reshape(ev.height, 16))
-    ids = fixed(id_hex)
     copies = _copies(cfg, rng, ev, d, start_ms)
     _ledger(state, ev, day, copies, d, start_ms)
     properties, pii = _properties(cfg, rng, d, ev, world)
-    dirt = _event_dirt(cfg, d, ev, copies, ids, pii)
+    dirt = _event_dirt(cfg, d, ev, copies, id_hex, pii)
     # rendered in the order they are written: today's objects first, each by time of receipt
     copies = copies.with_columns(
         seq=pl.int_range(0, copies.height, dtype=pl.Int64) + d * 2**32,
@@ -209,7 +215,7 @@ def _copies(cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, 
     last = np.zeros(n_sess, dtype=np.int64)
     in_sess = session >= 0
     np.maximum.at(last, session[in_sess], true[in_sess])
-    mobile = client & np.isin(platform, [catalog.IOS, catalog.ANDROID]) & in_sess
+    mobile = client & _either(platform, catalog.IOS, catalog.ANDROID) & in_sess
     offline = np.zeros(n, bool)
     offline[mobile] = away[session[mobile]]
     # known within the late-arrival horizon: received by 18:00 on the third day after (the later hours of a
@@ -337,7 +343,7 @@ def _ledger(state: State, ev: pl.DataFrame, day: Day, copies: pl.DataFrame, d: i
     np.minimum.at(stitched, user[signed], delivered[signed])
     state.replace("product_users", users.with_columns(stitched_known=pl.Series(stitched)))
     known = np.where(anonymous, np.maximum(delivered, stitched[user]), delivered)
-    seat = np.isin(etype, [catalog.SEAT_ASSIGNED, catalog.SEAT_REVOKED])
+    seat = _either(etype, catalog.SEAT_ASSIGNED, catalog.SEAT_REVOKED)
     # one ledger row per (event day, known day, user, event type); days lie within a few of today
     key = (((event_day - d + 32) * 64 + (known - d + 32)) * 2**32 + user) * 16 + etype
     keys, counts = np.unique(key[~seat], return_counts=True)
@@ -406,57 +412,55 @@ def _render(
     ev: pl.DataFrame,
     copies: pl.DataFrame,
     id_hex: np.ndarray,
-    properties: pl.Series,
+    properties: tuple[Lookup, Lookup],
     world: World,
     users: pl.DataFrame,
 ) -> pl.DataFrame:
     """One NDJSON line per copy (a truncated copy cut short).
 
-    Every field that repeats (a user's id, a device's, an account's, a client's context) is written once
-    into a small table and picked per event, so a line costs a handful of string views and one buffer of
-    fixed-width timestamps.
+    A line is two kinds of piece: its fixed-width fields (the event id and the three timestamps, written
+    first as one record per line) and lookups: every field that repeats (an event type, a user's id, a
+    device's, an account's, a client's context, the halves of a properties object) is written once into a
+    small table with the literal text that follows it, and picked per copy straight from that table, so a
+    line is one record and seven picks joined in one pass.
     """
     date = cfg.start + dt.timedelta(days=d)
     names = catalog.EVENT_TYPES.copy()
     if date >= cfg.effective_rename_date:
         for code, name in catalog.RENAMED.items():
             names[code] = name
-    ev_idx = copies["ev"]
-
-    def per_copy(values: pl.Series) -> pl.Series:
-        return values.gather(ev_idx)
-
-    n = copies.height
-    times = template(
-        [
-            ',"occurred_at":"',
-            copies["occurred_ms"].to_numpy(),
-            '","sent_at":"',
-            copies["sent_ms"].to_numpy(),
-            '","received_at":"',
-            copies["received_ms"].to_numpy(),
-            '"}\n',
-        ],
-        n,
-    )
-    # the literal text between fields is folded into the tables, so a line is eight pieces
-    head = np.empty((ev.height, 45), dtype=np.uint8)
-    head[:, :13] = np.frombuffer(b'{"event_id":"', dtype=np.uint8)
-    head[:, 13:] = id_hex
-    line = pl.select(
-        pl.concat_str(
+    lookups = [
+        (pl.Series([f'{t}","user_id":' for t in names]), ev["etype"].to_numpy()),
+        _user_ids(ev, users, ',"device_id":'),
+        _device_ids(rng, ev, users, ',"account_ref":'),
+        _account_refs(ev, world, ',"context":'),
+        _contexts(rng, ev, ',"properties":'),
+        *properties,
+    ]
+    ev_idx = copies["ev"].to_numpy()
+    times = [copies[c].to_numpy() for c in ("occurred_ms", "sent_ms", "received_ms")]
+    # a batch of lines at a time: the batch's intermediate columns are allocated once and reused (a day's
+    # would be fresh memory, paid for in page faults), only the lines themselves stay
+    batches = []
+    for a in range(0, copies.height, RENDER_BATCH):
+        b = min(copies.height, a + RENDER_BATCH)
+        record = template(
             [
-                per_copy(fixed(head)),
-                per_copy(pl.Series([f'","event_type":"{t}","user_id":' for t in names]).gather(ev["etype"])),
-                per_copy(_user_ids(ev, users, ',"device_id":')),
-                per_copy(_device_ids(rng, ev, users, ',"account_ref":')),
-                per_copy(_account_refs(ev, world, ',"context":')),
-                per_copy(_contexts(rng, ev, ',"properties":')),
-                per_copy(properties),
-                times,
-            ]
+                '{"event_id":"',
+                id_hex[ev_idx[a:b]],
+                '","occurred_at":"',
+                times[0][a:b],
+                '","sent_at":"',
+                times[1][a:b],
+                '","received_at":"',
+                times[2][a:b],
+                '","event_type":"',
+            ],
+            b - a,
         )
-    ).to_series()
+        pieces = [table.gather(pick[ev_idx[a:b]]) for table, pick in lookups]
+        batches.append(pl.select(pl.concat_str([record, *pieces])).to_series())
+    line = pl.concat(batches) if batches else pl.Series("line", [], dtype=pl.String)
     flag = copies["flag"].to_numpy()
     truncated = flag == TRUNCATED
     if truncated.any():
@@ -470,7 +474,7 @@ def _quoted(values: np.ndarray) -> np.ndarray:
     return np.char.add(np.char.add('"', values.astype(str)), '"')
 
 
-def _user_ids(ev: pl.DataFrame, users: pl.DataFrame, then: str) -> pl.Series:
+def _user_ids(ev: pl.DataFrame, users: pl.DataFrame, then: str) -> Lookup:
     """'"003…"' for a signed-in user, the monitoring user's id, or null; each followed by ``then``."""
     contact = users["user"].to_numpy()
     ids = _quoted(np.char.add("003", np.char.zfill(contact.astype(str), 9)))
@@ -478,10 +482,10 @@ def _user_ids(ev: pl.DataFrame, users: pl.DataFrame, then: str) -> pl.Series:
     traffic = ev["traffic"].to_numpy()
     pick = np.where((traffic == REAL) & ~ev["anonymous"].to_numpy(), ev["user"].to_numpy() + 2, 0)
     pick[traffic == SYNTHETIC] = 1
-    return table.gather(pick)
+    return table, pick
 
 
-def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame, then: str) -> pl.Series:
+def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame, then: str) -> Lookup:
     """'"w-…"', '"i-…"', '"a-…"' per user and platform, a crawler's fresh '"b-…"', a probe's, or null."""
     traffic = ev["traffic"].to_numpy()
     device = ev["device"].to_numpy()
@@ -504,15 +508,15 @@ def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame,
     probes = traffic == PROBE
     pick[probes] = 2 + ev["collector"].to_numpy()[probes]
     pick[bots] = len(fixed_ids) + len(real) + np.arange(len(bots))
-    return table.gather(pick)
+    return table, pick
 
 
-def _account_refs(ev: pl.DataFrame, world: World, then: str) -> pl.Series:
+def _account_refs(ev: pl.DataFrame, world: World, then: str) -> Lookup:
     table = pl.Series(np.char.add(["null", *_quoted(world.acc_crm_id)], then))
-    return table.gather(ev["account"].to_numpy() + 1)
+    return table, ev["account"].to_numpy() + 1
 
 
-def _contexts(rng: np.random.Generator, ev: pl.DataFrame, then: str) -> pl.Series:
+def _contexts(rng: np.random.Generator, ev: pl.DataFrame, then: str) -> Lookup:
     """The client: platform, app version (of a customer's client only) and user agent."""
     n = ev.height
     traffic = ev["traffic"].to_numpy()
@@ -529,13 +533,14 @@ def _contexts(rng: np.random.Generator, ev: pl.DataFrame, then: str) -> pl.Serie
             for a in _AGENTS
         ]
     )
-    return table.gather((platform * len(versions) + version) * len(_AGENTS) + agent)
+    return table, (platform * len(versions) + version) * len(_AGENTS) + agent
 
 
 def _properties(
     cfg: SimConfig, rng: np.random.Generator, d: int, ev: pl.DataFrame, world: World
-) -> tuple[pl.Series, np.ndarray]:
-    """Each event type's own properties; an email typed into a free-text one now and then.
+) -> tuple[tuple[Lookup, Lookup], np.ndarray]:
+    """Each event type's own properties, as two lookups (the line's last pieces); an email typed into a
+    free-text one now and then.
 
     Every properties object the product writes is the head of one table and the tail of another (tables
     made once), so rendering is two lookups per event; typed addresses are added to the table per day.
@@ -544,7 +549,7 @@ def _properties(
     n = ev.height
     etype = ev["etype"].to_numpy()
     traffic = ev["traffic"].to_numpy()
-    pii = (traffic == REAL) & np.isin(etype, [catalog.SEARCH, COMMENT]) & (rng.random(n) < cfg.dirt.event_pii)
+    pii = (traffic == REAL) & _either(etype, catalog.SEARCH, COMMENT) & (rng.random(n) < cfg.dirt.event_pii)
     p1 = rng.integers(0, 1_000, size=n)
     p2 = rng.integers(40, 3_000, size=n)
     pick = rng.integers(0, 1 << 30, size=n)
@@ -592,8 +597,7 @@ def _properties(
     head[typed] = heads.len() + np.arange(len(typed))
     tail[typed] = 1
     table = pl.concat([heads, pl.Series(typed_heads.astype(str), dtype=pl.String)])
-    tails = _property_tails()
-    return pl.select(pl.concat_str([table.gather(head), tails.gather(tail)])).to_series(), pii
+    return ((table, head), (_property_tails(), tail)), pii
 
 
 @cache
@@ -630,18 +634,11 @@ def _property_heads() -> tuple[pl.Series, dict[str, int]]:
 
 @cache
 def _property_tails() -> pl.Series:
-    """'', '}', then ',"load_ms":N}', 'N}' and 'N,"status":"ok"}' for N below 3,000."""
+    """'', '}', then ',"load_ms":N}', 'N}' and 'N,"status":"ok"}' for N below 3,000; each closing the line."""
     numbers = [str(v) for v in range(3_000)]
-    return pl.Series(
-        [
-            "",
-            "}",
-            *(f',"load_ms":{v}}}' for v in numbers),
-            *(f"{v}}}" for v in numbers),
-            *(f'{v},"status":"ok"}}' for v in numbers),
-        ],
-        dtype=pl.String,
-    )
+    tails = ["", "}", *(f',"load_ms":{v}}}' for v in numbers), *(f"{v}}}" for v in numbers)]
+    tails += [f'{v},"status":"ok"}}' for v in numbers]
+    return pl.Series([f"{t}}}\n" for t in tails], dtype=pl.String)
 
 
 COMMENT = 9
@@ -696,18 +693,23 @@ def _dirt(d: int, keys: pl.Series, column: str, kind: str, klass: str) -> pl.Dat
 
 
 def _event_dirt(
-    cfg: SimConfig, d: int, ev: pl.DataFrame, copies: pl.DataFrame, ids: pl.Series, pii: np.ndarray
+    cfg: SimConfig, d: int, ev: pl.DataFrame, copies: pl.DataFrame, id_hex: np.ndarray, pii: np.ndarray
 ) -> pl.DataFrame:
     traffic = ev["traffic"].to_numpy()
     first = copies.filter(pl.col("kind") == 0).sort("ev")
+
+    def ids(rows: np.ndarray) -> pl.Series:
+        """The event ids of the rows (a mask or positions): made as text only for the few that are logged."""
+        return fixed(id_hex[rows])
+
     date = cfg.start + dt.timedelta(days=d)
     rows = [
-        _dirt(d, ids.filter(pl.Series(traffic == BOT)), "*", "bot_traffic", "bogus"),
-        _dirt(d, ids.filter(pl.Series(np.isin(traffic, [PROBE, SYNTHETIC]))), "*", "health_check", "bogus"),
-        _dirt(d, ids.gather(copies.filter(pl.col("kind") == 1)["ev"]), "*", "duplicate_delivery", "noise"),
-        _dirt(d, ids.filter(first["offline"]), "received_at", "late_delivery", "noise"),
-        _dirt(d, ids.filter(first["skewed"]), "occurred_at", "clock_skew", "noise"),
-        _dirt(d, ids.filter(pl.Series(pii)), "properties", "pii_in_property", "noise"),
+        _dirt(d, ids(traffic == BOT), "*", "bot_traffic", "bogus"),
+        _dirt(d, ids(_either(traffic, PROBE, SYNTHETIC)), "*", "health_check", "bogus"),
+        _dirt(d, ids(copies.filter(pl.col("kind") == 1)["ev"].to_numpy()), "*", "duplicate_delivery", "noise"),
+        _dirt(d, ids(first["offline"].to_numpy()), "received_at", "late_delivery", "noise"),
+        _dirt(d, ids(first["skewed"].to_numpy()), "occurred_at", "clock_skew", "noise"),
+        _dirt(d, ids(pii), "properties", "pii_in_property", "noise"),
     ]
     late = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, d)
     if late is not None:

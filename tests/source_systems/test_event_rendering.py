@@ -1,0 +1,167 @@
+"""The collectors' lines as the fast renderer writes them mean what a plain, line-by-line rendering of the same
+events means: every copy's line, field for field (a truncated one cut at the same place of the same event).
+
+The fast path (``simulator/events.py`` ``_render``: fixed-width records built in numpy, lookups joined by
+polars) is checked against a reference written one line at a time in Python from the same draws, with the
+fields in the tracking plan's order and timestamps formatted by ``datetime``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from source_systems.product import render
+from source_systems.simulator import events
+from source_systems.simulator.config import DirtRates, SimConfig
+from source_systems.simulator.run import simulate
+
+START = dt.date(2025, 3, 1)
+# the property is added and an event renamed within the window; every object has a truncated line now and then
+CONFIG = SimConfig(
+    seed=23,
+    scale=0.03,
+    start=START,
+    event_property_date=START + dt.timedelta(days=2),
+    event_rename_date=START + dt.timedelta(days=3),
+    dirt=DirtRates(event_truncated=0.3, event_pii=0.3),
+)
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _reference(
+    cfg: SimConfig,
+    rng: np.random.Generator,
+    d: int,
+    ev: pl.DataFrame,
+    copies: pl.DataFrame,
+    id_hex: np.ndarray,
+    properties: tuple[events.Lookup, events.Lookup],
+    world: Any,
+    users: pl.DataFrame,
+) -> list[str]:
+    """Each copy's line, one at a time, with the same draws as ``_render`` (in the same order)."""
+    names = list(events.catalog.EVENT_TYPES)
+    if cfg.start + dt.timedelta(days=d) >= cfg.effective_rename_date:
+        for code, name in events.catalog.RENAMED.items():
+            names[code] = name
+
+    def text(lookup: events.Lookup, then: str) -> list[str]:
+        table, pick = lookup
+        values = table.to_list()
+        out = [values[p] for p in pick.tolist()]
+        assert all(v.endswith(then) for v in out)
+        return [v[: len(v) - len(then)] for v in out]
+
+    user = text(events._user_ids(ev, users, ","), ",")
+    device = text(events._device_ids(rng, ev, users, ","), ",")
+    account = text(events._account_refs(ev, world, ","), ",")
+    context = text(events._contexts(rng, ev, ","), ",")
+    (heads, head), (tails, tail) = properties
+    head_text, tail_text = heads.to_list(), tails.to_list()
+    etype = ev["etype"].to_list()
+    lines = []
+    for row in copies.iter_rows(named=True):
+        e = row["ev"]
+        props = head_text[head[e]] + tail_text[tail[e]]  # the properties object, then the line's end
+        assert props.endswith("}\n")
+        lines.append(
+            f'{{"event_id":"{bytes(id_hex[e]).decode()}","event_type":"{names[etype[e]]}","user_id":{user[e]},'
+            f'"device_id":{device[e]},"account_ref":{account[e]},"context":{context[e]},'
+            f'"properties":{props[:-2]},"occurred_at":"{_iso(row["occurred_ms"])}",'
+            f'"sent_at":"{_iso(row["sent_ms"])}","received_at":"{_iso(row["received_ms"])}"}}\n'
+        )
+    truncated = np.flatnonzero(copies["flag"].to_numpy() == events.TRUNCATED)
+    for i, share in zip(truncated.tolist(), rng.uniform(0.3, 0.9, size=len(truncated)).tolist(), strict=True):
+        lines[i] = lines[i][: int(len(lines[i].encode()) * share)]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[list[str], list[str], np.ndarray]]:
+    """Every day's lines by the fast path and by the reference, and each line's flag."""
+    fast = events._render
+    days: list[tuple[list[str], list[str], np.ndarray]] = []
+
+    def both(cfg: SimConfig, rng: np.random.Generator, d: int, ev: pl.DataFrame, copies: pl.DataFrame, *rest: Any):
+        twin = copy.deepcopy(rng)
+        out = fast(cfg, rng, d, ev, copies, *rest)
+        days.append((out["line"].to_list(), _reference(cfg, twin, d, ev, copies, *rest), out["flag"].to_numpy()))
+        assert twin.bit_generator.state == rng.bit_generator.state  # the same draws, in the same order
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events, "_render", both)
+        patch.setattr(events, "RENDER_BATCH", 997)  # a day's lines in many batches
+        simulate(tmp_path_factory.mktemp("render") / "sources", START + dt.timedelta(days=4), CONFIG)
+    return days
+
+
+def test_every_line_means_what_the_reference_rendering_means(
+    rendered: list[tuple[list[str], list[str], np.ndarray]],
+) -> None:
+    seen = {"events": 0, "truncated": 0, "renamed": 0, "load_ms": 0, "pii": 0}
+    for fast, reference, flag in rendered:
+        assert len(fast) == len(reference) > 0
+        for got, want, kind in zip(fast, reference, flag.tolist(), strict=True):
+            if kind == events.TRUNCATED:
+                # the same event, cut off at the same share of its line: neither parses, no final newline
+                assert got[:45] == want[:45] and len(got.encode()) == len(want.encode())
+                assert not got.endswith("\n")
+                with pytest.raises(json.JSONDecodeError):
+                    json.loads(got)
+                seen["truncated"] += 1
+                continue
+            assert got.endswith("\n") and got.count("\n") == 1
+            parsed = json.loads(got)
+            assert parsed == json.loads(want)
+            assert list(parsed) == [
+                "event_id",
+                "occurred_at",
+                "sent_at",
+                "received_at",
+                "event_type",
+                "user_id",
+                "device_id",
+                "account_ref",
+                "context",
+                "properties",
+            ]
+            seen["events"] += 1
+            seen["renamed"] += parsed["event_type"] == "report.downloaded"
+            seen["load_ms"] += "load_ms" in parsed["properties"]
+            seen["pii"] += "@" in json.dumps(parsed["properties"])
+    assert all(count > 0 for count in seen.values()), seen
+
+
+def test_fixed_width_text_is_the_bytes_it_was_given() -> None:
+    rng = np.random.default_rng(3)
+    for n, width in ((0, 20), (5, 1), (300, 12), (300, 13), (1_000, 45), (7, 300)):
+        mat = rng.integers(32, 127, size=(n, width), dtype=np.uint8)
+        got = render.fixed(mat[:, ::-1])  # not contiguous
+        assert got.dtype == pl.String
+        assert got.to_list() == [bytes(row[::-1]).decode() for row in mat]
+
+
+def test_a_template_is_its_literals_byte_fields_and_iso_timestamps() -> None:
+    rng = np.random.default_rng(5)
+    n = 20_000  # more than a block of records
+    ms = rng.integers(1_700_000_000_000, 1_700_000_000_000 + 5 * 86_400_000, size=n)
+    later = ms + rng.integers(0, 3 * 86_400_000, size=n)
+    ids = render.hex_matrix(rng.integers(0, 256, size=(n, 4), dtype=np.uint8))
+    got = render.template(['{"id":"', ids, '","a":"', ms, '","b":"', later, '"}'], n).to_list()
+    want = [
+        f'{{"id":"{bytes(i).decode()}","a":"{_iso(a)}","b":"{_iso(b)}"}}'
+        for i, a, b in zip(ids, ms.tolist(), later.tolist(), strict=True)
+    ]
+    assert got == want
+    assert render.template(["x", np.zeros(0, dtype=np.int64)], 0).to_list() == []
