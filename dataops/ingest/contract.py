@@ -93,12 +93,6 @@ def _read_column(contract: Contract, name: str, target: pl.DataType, source: pl.
     text = source.cast(pl.String).str.strip_chars()
     if target == pl.Date:
         return pl.coalesce([text.str.to_date(fmt, strict=False) for fmt in contract.date_formats])
-    if isinstance(target, pl.Datetime):
-        parsed = []
-        for fmt, zone in TIMESTAMP_FORMATS:
-            value = text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone=zone)
-            parsed.append(value.dt.convert_time_zone("UTC") if zone is None else value)
-        return pl.coalesce(parsed)
     if isinstance(target, pl.Decimal):
         cleaned = text.str.replace_all(",", "") if name in contract.amounts_with_separators else text
         return cleaned.cast(target, strict=False)
@@ -115,6 +109,35 @@ def _read_column(contract: Contract, name: str, target: pl.DataType, source: pl.
     return text.cast(target, strict=False)
 
 
+def _timestamps(source: pl.Series) -> pl.Series:
+    """Text as UTC timestamps, each value read with the first of ``TIMESTAMP_FORMATS`` that reads it.
+
+    Each format is tried only on the values no earlier format read: a source writes nearly all its values
+    one way, and a format that fails is the slow path of the parser."""
+    text = source.cast(pl.String).str.strip_chars()
+    out = pl.Series(source.name, [None] * len(text), dtype=pl.Datetime("us", "UTC"))
+    todo = text.is_not_null().arg_true()
+    for fmt, zone in TIMESTAMP_FORMATS:
+        if todo.len() == 0:
+            break
+        value = text.gather(todo).str.to_datetime(fmt, strict=False, time_unit="us", time_zone=zone)
+        value = value.dt.convert_time_zone("UTC") if zone is None else value
+        read = value.is_not_null()
+        out = out.scatter(todo.filter(read), value.filter(read))
+        todo = todo.filter(~read)
+    return out
+
+
+def _typed(contract: Contract, batch: pl.DataFrame) -> pl.DataFrame:
+    """The contract's columns read from the batch's text, with its ``_row``."""
+    expected = contract.columns()
+    stamps = {n for n, t in expected.items() if isinstance(t, pl.Datetime)}
+    typed = batch.select(
+        "_row", *[_read_column(contract, n, t, pl.col(n)).alias(n) for n, t in expected.items() if n not in stamps]
+    )
+    return typed.with_columns(*[_timestamps(batch[n]) for n in stamps]).select("_row", *expected)
+
+
 def apply_contract(contract: Contract, batch: pl.DataFrame, source_columns: list[str]) -> ContractResult:
     """Split a batch of landed rows (source columns + lineage) into typed valid rows and quarantine."""
     expected = contract.columns()
@@ -124,7 +147,7 @@ def apply_contract(contract: Contract, batch: pl.DataFrame, source_columns: list
     for name in expected:
         if name not in batch.columns:
             batch = batch.with_columns(pl.lit(None, dtype=pl.String).alias(name))
-    typed = batch.select("_row", *[_read_column(contract, n, t, pl.col(n)).alias(n) for n, t in expected.items()])
+    typed = _typed(contract, batch)
     reasons = _unreadable(contract, batch, typed)
     _validate(contract, batch, typed.filter(~pl.col("_row").is_in(list(reasons))), reasons)
     if "_payload" in batch.columns:  # computed per landed file by the reader

@@ -155,6 +155,24 @@ def land(
     return report
 
 
+def landing_order(
+    contracts: list[Contract], extractor_for: Callable[[str], Extractor], start: dt.date, end: dt.date
+) -> list[Contract]:
+    """Start the slow reads of the window that a source can prepare by itself (the CRM's bulk export jobs:
+    ``prepare``), and return the tables in the order to land them: those of the other sources first, so that
+    the prepared reads run meanwhile."""
+    prepared: set[str] = set()
+    for system in sorted({c.system for c in contracts}):
+        try:
+            prepare = getattr(extractor_for(system), "prepare", None)
+        except Exception:  # a source that cannot be reached fails its own tables' landing, as before
+            continue
+        if prepare is not None:
+            prepare([c.table for c in contracts if c.system == system], start, end)
+            prepared.add(system)
+    return sorted(contracts, key=lambda c: c.system in prepared)
+
+
 def ingest(
     settings: Settings,
     contract: Contract,

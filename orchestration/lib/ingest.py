@@ -23,7 +23,7 @@ from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.connectors.erp import ErpExtractor
-from dataops.ingest.pipeline import IngestReport, land, load_pending
+from dataops.ingest.pipeline import IngestReport, land, landing_order, load_pending
 from orchestration.lib.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
 from orchestration.lib.metadata import markdown_table
 from orchestration.lib.names import EXTRACTS_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
@@ -115,6 +115,7 @@ def landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         if unknown:
             raise dg.Failure(f"unknown source systems {unknown}; the sources are {systems}")
         chosen = [c for c in CONTRACTS.values() if not config.systems or c.system in config.systems]
+        chosen = landing_order(chosen, sources.extractor, start, end)  # the CRM's bulk jobs start now
         landed: dict[str, int] = {}
         failed: dict[str, str] = {}
         for contract in chosen:

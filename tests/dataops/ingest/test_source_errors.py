@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from dataops.core.settings import Settings
@@ -117,3 +118,48 @@ def test_a_renamed_column_names_the_source_file_not_its_landed_copy(delivered: S
     message = names_file_and_date(caught.value, path)
     assert "required column 'usd_per_unit'" in message and "'rate'" in message
     assert message.index(str(path)) < message.index("landed as lake/")  # the source first, its copy after
+
+
+@pytest.fixture()
+def window(simulated: Path, tmp_path: Path) -> Settings:
+    """A private copy of three delivered days, DAY in the middle."""
+    settings = Settings(tmp_path)
+    for offset in (-1, 0, 1):
+        day = (DAY + dt.timedelta(days=offset)).isoformat()
+        shutil.copytree(Settings(simulated).accounting_exports / day, settings.accounting_exports / day)
+    return settings
+
+
+def window_failure(settings: Settings) -> SourceDataError:
+    """The window's days are read as one scan: a bad day's error still names its own file, date and line."""
+    with pytest.raises(SourceDataError) as caught:
+        AccountingExtractor(settings.accounting_exports).extract(
+            TABLE, DAY - dt.timedelta(days=1), DAY + dt.timedelta(days=1)
+        )
+    return caught.value
+
+
+def test_a_malformed_line_inside_a_window_is_named(window: Settings) -> None:
+    lines = original(window).decode("utf-8-sig").splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\r\n") + ",surplus\r\n"
+    path = redeliver(window, "".join(lines).encode())
+    assert "line 3: not a readable CSV" in names_file_and_date(window_failure(window), path)
+
+
+def test_a_row_count_inside_a_window_is_checked_per_file(window: Settings) -> None:
+    data = original(window)
+    path = redeliver(window, data, rows=data.count(b"\n") + 5)
+    assert "rows, the manifest lists" in names_file_and_date(window_failure(window), path)
+
+
+def test_a_window_with_a_changed_header_reads_as_its_days_one_by_one(window: Settings) -> None:
+    """Days of different headers (a column renamed on one) are scanned apart and joined as days read alone."""
+    data = original(window).decode("utf-8-sig")
+    header, rest = data.split("\r\n", 1)
+    redeliver(window, (header.replace("usd_per_unit", "rate") + "\r\n" + rest).encode())
+    extractor = AccountingExtractor(window.accounting_exports)
+    first, last = DAY - dt.timedelta(days=1), DAY + dt.timedelta(days=1)
+    alone = [extractor.extract(TABLE, day, day) for day in (first, DAY, last)]
+    together = extractor.extract(TABLE, first, last)
+    assert "rate" in together.columns and "usd_per_unit" in together.columns
+    assert together.equals(pl.concat(alone, how="diagonal"))
