@@ -311,7 +311,9 @@ def run_summary(
         "end": end.isoformat(),
         "days": (end - start).days + 1,
         "runs": len(results),
-        "success": len(results) == len(JOBS) and all(r.success for r in results),
+        # a landing alone succeeded only when it brought nothing new (run_landing_and_build: no build follows)
+        "success": bool(results) and all(r.success for r in results),
+        "nothing_new": len(results) == 1 and results[0].success,
         "failures": [failure[:500] for failure in failures],
         "failed_checks": failed_checks,
         "wall_s": round(wall_end - wall_start, 3),
