@@ -97,6 +97,15 @@ def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_on
         run = land(root, elsewhere, DAY2)
         assert f"{DAY2} is not in the published KPIs" in landing_says(elsewhere, run)
         assert isinstance(sensor_says(elsewhere, run), dg.RunRequest)
+    # while another run is in progress its steps may be writing the warehouse: not read beside it, build
+    busy = instance.add_run(
+        dg.DagsterRun(
+            job_name="build_job", run_id="0badc0de-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED
+        )
+    )
+    run = land(root, instance, DAY2)
+    assert f"run {busy.run_id} is in progress" in landing_says(instance, run) and not nothing_new(run)
+    instance.delete_run(busy.run_id)
     # a record corrected in the source on that day is new data
     correct_a_record(root, DAY2)
     run = land(root, instance, DAY2)
