@@ -136,6 +136,7 @@ class RunOutcome:
     interrupted: bool = False
     recovered: list[str] = field(default_factory=list)
     landing_run_id: str | None = None  # the landing run a build followed
+    nothing_new: bool = False  # a landing run that brought nothing new: no build followed (decision 0057)
 
 
 INTERRUPTS = {"KeyboardInterrupt", "DagsterExecutionInterruptedError"}
@@ -209,8 +210,13 @@ def run_partitions(
             if not landing.success or build_job is None or job.partitions_def is None:
                 return landing
             from orchestration.defs.automation.sensors import build_request
+            from orchestration.lib.nothing_new import nothing_new
 
-            request = build_request(instance.get_run_by_id(landing.run_id))  # type: ignore[arg-type]
+            landed = instance.get_run_by_id(landing.run_id)
+            if landed is not None and nothing_new(landed):  # its days are published as they are (decision 0057)
+                landing.nothing_new = True
+                return landing
+            request = build_request(landed)  # type: ignore[arg-type]
             build = platform_job(build_job)
             built = execute(instance, build, {**request.tags, **own_tags()}, progress, recovered)
             built.landing_run_id = landing.run_id

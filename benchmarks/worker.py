@@ -260,13 +260,16 @@ def run_landing_and_build(
     """The window's landing run, then (when it succeeded) the build run its sensor would start, in this process,
     as ``dataops run``/``backfill`` run them (docs/decisions/0035)."""
     from orchestration.defs.automation.sensors import build_request
+    from orchestration.lib.nothing_new import nothing_new
 
     landing = definitions.resolve_job_def(JOBS[0]).execute_in_process(
         instance=instance, tags=tags, raise_on_error=False, run_config=run_configs[0]
     )
-    if not landing.success:
+    landed = instance.get_run_by_id(landing.run_id)
+    forced = bool(run_configs[1].get("ops"))  # dbt run anyway: the build runs whatever was landed
+    if not landing.success or (nothing_new(landed) and not forced):  # no build follows (decision 0057)
         return [landing]
-    build_tags = build_request(instance.get_run_by_id(landing.run_id)).tags
+    build_tags = build_request(landed).tags
     build = definitions.resolve_job_def(JOBS[1]).execute_in_process(
         instance=instance, tags=build_tags, raise_on_error=False, run_config=run_configs[1]
     )
@@ -308,7 +311,9 @@ def run_summary(
         "end": end.isoformat(),
         "days": (end - start).days + 1,
         "runs": len(results),
-        "success": len(results) == len(JOBS) and all(r.success for r in results),
+        # a landing alone succeeded only when it brought nothing new (run_landing_and_build: no build follows)
+        "success": bool(results) and all(r.success for r in results),
+        "nothing_new": len(results) == 1 and results[0].success,
         "failures": [failure[:500] for failure in failures],
         "failed_checks": failed_checks,
         "wall_s": round(wall_end - wall_start, 3),

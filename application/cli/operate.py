@@ -60,6 +60,12 @@ def run_job(job: str, start: dt.date, end: dt.date, build: str = "build_job") ->
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("stopped before the run started: nothing ran", code=130) from None
+    if outcome.success and outcome.nothing_new:
+        console.print(
+            f"{job} {label}: [green]landing run {outcome.run_id} succeeded[/]: nothing new landed, no build; "
+            "its days are built, checked and published as they were"
+        )
+        return
     if outcome.success:
         published = outcome.published or {}
         console.print(

@@ -10,6 +10,7 @@
 No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
 """
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,8 @@ from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import IngestReport, land, landing_order, load_pending
 from orchestration.lib.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
 from orchestration.lib.metadata import markdown_table
-from orchestration.lib.names import EXTRACTS_KEY, PLATFORM_OWNER, WAREHOUSE_POOL
+from orchestration.lib.names import EXTRACTS_KEY, NOTHING_NEW_TAG, PLATFORM_OWNER, WAREHOUSE_POOL
+from orchestration.lib.nothing_new import why_build
 from orchestration.lib.partitions import window
 from orchestration.lib.resources import PlatformResource, SourcesResource
 from quality.contracts import CONTRACTS, Contract
@@ -140,6 +142,7 @@ def landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinitio
             )
         return dg.MaterializeResult(
             metadata={
+                **build_follows(context, platform, (start, end), chosen),
                 "window": f"{start}..{end}",
                 "systems": ", ".join(sorted({c.system for c in chosen})),
                 "rows_landed": dg.MetadataValue.json(landed),
@@ -148,6 +151,24 @@ def landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         )
 
     return extracts
+
+
+def build_follows(
+    context: dg.AssetExecutionContext,
+    platform: PlatformResource,
+    window: tuple[dt.date, dt.date],
+    chosen: list[Contract],
+) -> dict[str, Any]:
+    """Whether a build must follow this landing: when it brought nothing new, the run says so in its tags
+    (the sensor and the command line then start no build) and the landing's metadata says why the days
+    need none (docs/decisions/0057)."""
+    run_id = context.run.run_id
+    reason = why_build(platform.settings, platform.limits, context.instance, run_id, window, chosen)
+    if reason is not None:
+        return {"build": f"follows: {reason}"}
+    context.instance.add_run_tags(run_id, {NOTHING_NEW_TAG: "true"})
+    context.log.info("nothing new landed: every day is already built and published from these rows; no build")
+    return {"build": "none: nothing new landed; every day of the window is built, checked and published as is"}
 
 
 def _spec(contract: Contract) -> dg.AssetSpec:

@@ -24,3 +24,5 @@ EVENTS_KEY = dg.AssetKey(["product", "events"])
 # The build run that follows a landing run carries the landing's run and window in these tags.
 AFTER_LANDING_TAG = "dataops/after_landing"
 WINDOW_TAG = "dataops/window"
+# A landing run that brought nothing new says so in this tag ("true"): no build follows it (docs/decisions/0057).
+NOTHING_NEW_TAG = "dataops/nothing_new"

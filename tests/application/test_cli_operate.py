@@ -118,3 +118,19 @@ def test_a_date_outside_the_partitions_is_refused_clearly(operated: tuple[CliRun
     result = runner.invoke(app, ["run", "--date", "2024-01-01"])
     assert result.exit_code == 1
     assert "outside the partitions 2025-04-01" in result.output
+
+
+def test_a_day_run_again_with_nothing_new_lands_it_and_starts_no_build(
+    operated: tuple[CliRunner, Path, list[str]],
+) -> None:
+    """The last test of the module: it adds a run. The sources have not moved since the day's run, so its
+    landing brings nothing new (docs/decisions/0057): no build follows, the day stays published and checked."""
+    runner, root, _ = operated
+    again = runner.invoke(app, ["run", "--date", "2025-04-10"])
+    assert again.exit_code == 0, again.output
+    assert "nothing new landed, no build" in again.output
+    with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
+        latest = instance.get_runs(limit=2)
+        assert [r.job_name for r in latest] == ["daily_elt_job", "build_job"]
+        assert latest[0].tags["dataops/nothing_new"] == "true"
+        assert "2025-04-10" in instance.get_materialized_partitions(dg.AssetKey(["publish", "published_days"]))

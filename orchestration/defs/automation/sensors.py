@@ -12,6 +12,7 @@ from dataops.ingest.deliveries import export_versions, new_deliveries
 from orchestration.defs.automation.jobs import ACCOUNTING_JOB, BUILD, DAILY_JOB
 from orchestration.lib.liveness import HEARTBEAT_TAG, HOST_TAG, PID_TAG
 from orchestration.lib.names import AFTER_LANDING_TAG, EXTRACTS_KEY, WINDOW_TAG
+from orchestration.lib.nothing_new import nothing_new
 from orchestration.lib.partitions import run_window
 
 
@@ -53,6 +54,8 @@ def sensors() -> dg.Definitions:
             return dg.SkipReason(f"run {context.dagster_run.run_id} landed nothing")
         if context.dagster_run.tags.get("dataops/launched_by") == "dataops cli":
             return dg.SkipReason(f"run {context.dagster_run.run_id} was the command line's: it runs its own build")
+        if nothing_new(context.dagster_run):
+            return dg.SkipReason(f"run {context.dagster_run.run_id} landed nothing new: its days are published as is")
         return build_request(context.dagster_run)
 
     @dg.sensor(

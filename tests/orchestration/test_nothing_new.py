@@ -1,0 +1,117 @@
+"""A landing that brought nothing new starts no build, and the days it re-landed stay published and checked
+(docs/decisions/0057); anything new, or anything the warehouse has not yet built and published, starts one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dataops.core.settings import Settings
+from orchestration.lib.names import EXTRACTS_KEY, NOTHING_NEW_TAG, PUBLISHED_DAYS_KEY
+from orchestration.lib.nothing_new import nothing_new
+from source_systems.simulator.config import SimConfig
+from source_systems.simulator.run import simulate
+from tests.pipeline import PipelineResult, run_job
+
+START = dt.date(2025, 3, 3)
+DAY2, DAY3 = START + dt.timedelta(days=1), START + dt.timedelta(days=2)
+LANDING = dg.AssetSelection.assets(EXTRACTS_KEY)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dg.DagsterInstance]]:
+    """Three simulated days; the first two landed, built and published on one instance."""
+    root = tmp_path_factory.mktemp("nothing-new")
+    simulate(Settings(root).sources_dir, DAY3, SimConfig(seed=5, scale=0.02, start=START, product_events=False))
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_job(root, START, DAY2, instance=instance).success
+        yield root, instance
+
+
+def land(root: Path, instance: dg.DagsterInstance, day: dt.date) -> dg.DagsterRun:
+    result: PipelineResult = run_job(root, day, day, selection=LANDING, instance=instance)
+    assert result.success and result.landing is not None and result.build is None
+    run = instance.get_run_by_id(result.landing.run_id)
+    assert run is not None
+    return run
+
+
+def sensor_says(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:
+    from orchestration.definitions import defs
+
+    sensor = defs().resolve_sensor_def("build_after_landing")
+    run = dg.DagsterRun(job_name="daily_elt_job", run_id=run.run_id, tags=run.tags)  # as the schedule's run
+    context = dg.build_run_status_sensor_context(
+        sensor_name="build_after_landing",
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=run.job_name),
+    )
+    result = sensor(context)
+    assert isinstance(result, dg.RunRequest | dg.SkipReason)
+    return result
+
+
+def landing_says(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    [event] = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    materialization = event.event_log_entry.asset_materialization
+    assert materialization is not None
+    return str(materialization.metadata["build"].value)
+
+
+def correct_a_record(root: Path, day: dt.date) -> None:
+    """One ERP customer's (else product's) name corrected on ``day``: its record differs from the loaded one."""
+    with sqlite3.connect(Settings(root).erp_db) as erp:
+        for table, name in (("customers", "customer_name"), ("products", "description")):
+            changed = erp.execute(
+                f"update {table} set {name} = {name} || ' (corrected)' where rowid = "
+                f"(select min(rowid) from {table} where updated_at >= ? and updated_at < ?)",
+                [day.isoformat(), (day + dt.timedelta(days=1)).isoformat()],
+            ).rowcount
+            if changed:
+                return
+    raise AssertionError(f"no customer or product changed on {day} at this seed")
+
+
+def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_one(
+    built: tuple[Path, dg.DagsterInstance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sequence on one instance (a module fixture split over two workers would be built twice)."""
+    root, instance = built
+    monkeypatch.setenv("DATAOPS_DATA_DIR", str(root))
+    assert {START.isoformat(), DAY2.isoformat()} <= instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
+    for _ in range(2):  # twice: the first re-landing's own version, never loaded, holds the same records
+        run = land(root, instance, DAY2)
+        assert nothing_new(run) and run.tags[NOTHING_NEW_TAG] == "true"
+        assert landing_says(instance, run).startswith("none: nothing new landed")
+        assert isinstance(sensor_says(instance, run), dg.SkipReason)
+    # the UI's per-day status still says the day is in the published KPIs, checked
+    assert DAY2.isoformat() in instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
+    # on an instance whose per-day status does not have the day, it is not known as published: build
+    with dg.DagsterInstance.ephemeral() as elsewhere:
+        run = land(root, elsewhere, DAY2)
+        assert f"{DAY2} is not in the published KPIs" in landing_says(elsewhere, run)
+        assert isinstance(sensor_says(elsewhere, run), dg.RunRequest)
+    # while another run is in progress its steps may be writing the warehouse: not read beside it, build
+    busy = instance.add_run(
+        dg.DagsterRun(
+            job_name="build_job", run_id="0badc0de-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED
+        )
+    )
+    run = land(root, instance, DAY2)
+    assert f"run {busy.run_id} is in progress" in landing_says(instance, run) and not nothing_new(run)
+    instance.delete_run(busy.run_id)
+    # a record corrected in the source on that day is new data
+    correct_a_record(root, DAY2)
+    run = land(root, instance, DAY2)
+    assert not nothing_new(run) and "has other records than the loaded ones" in landing_says(instance, run)
+    assert isinstance(sensor_says(instance, run), dg.RunRequest)
+    # and so is a day never landed
+    run = land(root, instance, DAY3)
+    assert not nothing_new(run) and "was never loaded" in landing_says(instance, run)
+    assert isinstance(sensor_says(instance, run), dg.RunRequest)
