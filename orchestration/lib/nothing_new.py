@@ -1,161 +1,28 @@
 """Whether a landing run brought nothing new, so that no build need follow it (docs/decisions/0057).
 
-Nothing new: every version the raw layer has not loaded (this run's among them) holds, for every day it
-covers, the very records (``_record_hash``, which leaves out each extraction's own lineage) and columns of the
-newest loaded version of that day; no load waits for a build; the last
-complete build was published after it was built; no file of the dbt project and no product event file is
-newer than that build; and every day of the window is in ``publish/published_days``. A build would then find
-its inputs unchanged (decision 0020) and analysts holding its publish (0021): the landing records the answer
-on its run, and the sensor and the command line start no build. A changed definition or policy is not new
-data: adopting a definition rebuilds by itself, and ``build_job`` applies anything else. Whatever cannot be
-read means "build".
-
-The warehouse is read only when a day of the window was landed before (a new day is new data: the usual
-daily landing never opens it) and no other run is in progress, whose steps may be writing it (a reader's
-lock would refuse them the file); the read is a few queries, the comparisons happen after it.
+The lake and warehouse comparisons live in the library (``dataops.publish.unchanged``); this adds what only the
+Dagster instance knows. The warehouse is read only when a day of the window was landed before (a new day is
+new data: the usual daily landing never opens it) and no other run is in progress, whose steps may be writing
+it (a reader's lock would refuse them the file); the read is a few queries, the comparisons happen after it.
+A changed definition or policy is not new data: adopting a definition rebuilds by itself, and ``build_job``
+applies anything else. Whatever cannot be read means "build".
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import dagster as dg
 import duckdb
-import polars as pl
 
-from dataops.core.settings import DBT_PROJECT_DIR, Settings
-from dataops.core.warehouse import Limits, connect, table_exists
-from dataops.ingest import lake
-from dataops.ingest.events import lake_versions
-from dataops.ingest.ledger import unbuilt_window
-from dataops.transform.project import project_files
+from dataops.core.settings import Settings
+from dataops.core.warehouse import Limits, connect
+from dataops.publish.unchanged import built_and_published, held, landed_before, raw_layer_holds_it
 from orchestration.lib.names import NOTHING_NEW_TAG, PUBLISHED_DAYS_KEY
-from quality.contracts import CONTRACTS, Contract
+from quality.contracts import Contract
 
 IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
-@dataclass(frozen=True)
-class Held:
-    """What the warehouse says it has loaded, built and published."""
-
-    loaded: dict[str, set[str]]  # each table's loaded versions, by contract name
-    waiting: bool  # loads no complete build has covered yet
-    built_at: dt.datetime | None  # the last complete build's
-    published_at: dt.datetime | None  # the last publish's
-
-
-def _held(conn: duckdb.DuckDBPyConnection) -> Held:
-    loaded: dict[str, set[str]] = {}
-    if table_exists(conn, "pipeline", "loaded_versions"):
-        for system, table, version in conn.execute(
-            "select system, table_name, version from pipeline.loaded_versions"
-        ).fetchall():
-            loaded.setdefault(f"{system}.{table}", set()).add(str(version))
-    built = published = None
-    if table_exists(conn, "pipeline", "dbt_build"):
-        built = conn.execute("select max(built_at) from pipeline.dbt_build").fetchone()
-    if table_exists(conn, "publish", "publish_log"):
-        published = conn.execute("select max(published_at) from publish.publish_log").fetchone()
-    return Held(
-        loaded,
-        unbuilt_window(conn) is not None,
-        built[0] if built else None,
-        published[0] if published else None,
-    )
-
-
-def _day_hashes(version: lake.Version, day: dt.date) -> list[str]:
-    path = version.day_file(day)
-    if path is None:
-        return []
-    return sorted(pl.read_parquet(path, columns=["_record_hash"])["_record_hash"].to_list())
-
-
-def _landed_before(settings: Settings, contract: Contract, run_id: str) -> str | None:
-    """Why this run's version of the table holds a day no earlier version covered (from the manifests)."""
-    found = lake.all_versions(settings.lake_dir, contract.system, contract.table)
-    mine = [v for v in found if v.name.endswith(f"-{run_id[:8]}")]
-    if not mine:
-        return f"{contract.name}: this run landed no version"
-    covered = {day for v in found if v not in mine for day in v.rows}
-    new = sorted(set(mine[-1].rows) - covered)
-    return f"{contract.name}: {new[0]} was never loaded" if new else None
-
-
-def _unloaded_differ(settings: Settings, contract: Contract, loaded: set[str], run_id: str, mine: bool) -> str | None:
-    """Why a version of the table the raw layer has not loaded (this run's when ``mine``, else the others)
-    would change what it holds (None: each holds, for each day it covers, the records of the newest loaded
-    version of that day, or is older than that one)."""
-    found = lake.all_versions(settings.lake_dir, contract.system, contract.table)  # oldest first
-    ours = f"-{run_id[:8]}"
-    newest_loaded: dict[dt.date, lake.Version] = {}
-    for version in found:
-        if version.name in loaded:
-            newest_loaded |= dict.fromkeys(version.rows, version)
-    for version in found:
-        if version.name in loaded or version.name.endswith(ours) != mine:
-            continue
-        for day, rows in sorted(version.rows.items()):
-            prev = newest_loaded.get(day)
-            if prev is not None and prev.name > version.name:
-                continue  # older than what is loaded: the reader takes each day's newest version
-            if prev is None or prev.legacy:
-                return f"{contract.name}: {day} was never loaded"
-            if prev.rows[day] != rows or (rows and prev.columns != version.columns):
-                return f"{contract.name}: {day} has other rows or columns than the loaded ones"
-            if rows and _day_hashes(prev, day) != _day_hashes(version, day):
-                return f"{contract.name}: {day} has other records than the loaded ones"
-    return None
-
-
-def _unloaded(settings: Settings, contract: Contract, loaded: set[str]) -> bool:
-    """Whether the lake holds a version of the table the raw layer has not loaded (from folder names alone)."""
-    root = lake.table_dir(settings.lake_dir, contract.system, contract.table)
-    if not root.exists():
-        return False
-    names = {
-        p.name.removeprefix(lake.VERSION_PREFIX)
-        for p in root.iterdir()
-        if p.name.startswith(lake.VERSION_PREFIX) and (p / lake.MANIFEST).exists()
-    }
-    return bool(names - loaded)
-
-
-def _raw_layer_holds_it(settings: Settings, held: Held, run_id: str, landed: Sequence[Contract]) -> str | None:
-    """Why loading what waits in the lake would change the raw layer (None: it would not)."""
-    for contract in landed:  # first what this run landed: the answer an operator re-running a day looks for
-        loaded = held.loaded.get(contract.name, set())
-        reason = _unloaded_differ(settings, contract, loaded, run_id, mine=True)
-        if reason is not None:
-            return reason
-    for contract in CONTRACTS.values():  # then what other runs landed and no build has loaded yet
-        loaded = held.loaded.get(contract.name, set())
-        if _unloaded(settings, contract, loaded):
-            reason = _unloaded_differ(settings, contract, loaded, run_id, mine=False)
-            if reason is not None:
-                return reason
-    return None
-
-
-def _built_and_published(settings: Settings, held: Held) -> str | None:
-    """Why the warehouse's last complete build is not what analysts hold of today's project and events."""
-    if held.waiting:
-        return "loads wait for a build"
-    if held.built_at is None or held.published_at is None:
-        return "nothing built and published yet"
-    if held.published_at < held.built_at:
-        return "the last complete build is not published"
-    built_at = held.built_at.timestamp()
-    project = [p for p in project_files(DBT_PROJECT_DIR) if p.stat().st_mtime > built_at]
-    if project:
-        return f"the dbt project changed since the last build ({project[0].name})"
-    events = [v for v in lake_versions(settings) if (settings.lake_dir / v).stat().st_mtime > built_at]
-    if events:
-        return f"product events landed since the last build ({events[0]})"
-    return None
 
 
 def why_build(
@@ -168,7 +35,7 @@ def why_build(
 ) -> str | None:
     """Why a build must follow this landing run, or None when it brought nothing new (see the module)."""
     for contract in landed:
-        reason = _landed_before(settings, contract, run_id)
+        reason = landed_before(settings, contract, run_id)
         if reason is not None:
             return reason
     others = [
@@ -178,10 +45,10 @@ def why_build(
         return f"run {others[0].dagster_run.run_id} is in progress: the warehouse is not read beside it"
     try:
         with connect(settings.build_db, read_only=True, limits=limits) as conn:
-            held = _held(conn)
+            state = held(conn)
     except (duckdb.Error, OSError) as exc:  # no warehouse yet, or one a process outside Dagster holds
         return f"the warehouse cannot say what it holds ({type(exc).__name__})"
-    reason = _raw_layer_holds_it(settings, held, run_id, landed) or _built_and_published(settings, held)
+    reason = raw_layer_holds_it(settings, state, run_id, landed) or built_and_published(settings, state)
     if reason is not None:
         return reason
     published = instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
