@@ -19,7 +19,8 @@ from dataops.core.settings import DBT_PROJECT_DIR
 from dataops.core.warehouse import table_exists, transaction
 from dataops.ingest.lake import PER_EXTRACTION
 from dataops.ingest.ledger import mark_built, unbuilt_window
-from dataops.transform.project import project_files
+from dataops.transform.project import project_files, registry_seeds, registry_vars
+from registry.loader import Registry
 
 BUILD_STAMP_DDL = """
 create schema if not exists pipeline;
@@ -74,6 +75,20 @@ def build_inputs(
         "versions": [importlib.metadata.version(p) for p in ("dbt-core", "dbt-duckdb", "duckdb")],
     }
     return digest(parts)
+
+
+def registry_build_inputs(
+    conn: duckdb.DuckDBPyConnection,
+    window: tuple[str, str],
+    registry: Registry,
+    project_dir: Path = DBT_PROJECT_DIR,
+    lake: Sequence[str] = (),
+) -> str:
+    """The build inputs as a build under ``registry`` reads them: its seeds in the project folder while the
+    digest reads the project, not those another process under another version (a definition proposal) wrote
+    there meanwhile, which made an unchanged re-run rebuild."""
+    with registry_seeds(registry, project_dir):
+        return build_inputs(conn, window, registry_vars(registry), project_dir, lake)
 
 
 def built_from(conn: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:

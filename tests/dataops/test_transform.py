@@ -213,3 +213,22 @@ def test_a_build_under_another_registry_version_waits_for_the_builds_reading_the
     assert "v-proposed" in seed.read_text()
     with registry_seeds(adopted, tmp_path):  # and the next build gets its own version back
         assert "v-proposed" not in seed.read_text()
+
+
+def test_the_build_inputs_read_the_builds_own_registry_seeds_not_another_versions(tmp_path: Path) -> None:
+    """The project folder's seeds are shared: a proposal's build under another version may have written its
+    own there. The digest of an unchanged re-run must not change with them (dbt would rebuild: 0020)."""
+    import dataclasses
+
+    from dataops.transform.build_stamp import registry_build_inputs
+    from dataops.transform.project import write_registry_seeds
+    from registry.loader import load_registry
+
+    adopted = load_registry()
+    proposed = dataclasses.replace(adopted, version="v-proposed")
+    project = _project(tmp_path)
+    with _warehouse(tmp_path / "build.duckdb") as conn:
+        first = registry_build_inputs(conn, WINDOW, adopted, project)
+        write_registry_seeds(proposed, project)  # another process's build under another version
+        assert registry_build_inputs(conn, WINDOW, adopted, project) == first
+        assert registry_build_inputs(conn, WINDOW, proposed, project) != first

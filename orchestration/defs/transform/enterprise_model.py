@@ -18,14 +18,13 @@ from dataops.governance.metadata import load_manifest
 from dataops.ingest.events import lake_versions
 from dataops.ingest.ledger import mark_built
 from dataops.transform.build_stamp import (
-    build_inputs,
     build_window,
     built_from,
     forget_build,
     record_build,
+    registry_build_inputs,
     window_span,
 )
-from dataops.transform.project import registry_vars
 from dataops.transform.runner import keep_run_target, run_target, start_dbt
 from orchestration.lib.dbt import TestOutcome, dbt_project, node_events, test_checks, with_row_counts
 from orchestration.lib.dbt import translator as model_translator
@@ -66,7 +65,7 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
         with connect(settings.build_db, limits=platform.limits) as conn:
             window = build_window(conn)
             span = window_span(window)
-            inputs = build_inputs(conn, span, registry_vars(registry), lake=lake_versions(settings))
+            inputs = registry_build_inputs(conn, span, registry, lake=lake_versions(settings))
             last = built_from(conn)
             if last is not None and last[0] == inputs and not (config.full_refresh or config.rebuild_unchanged):
                 mark_built(conn, started)  # the warehouse holds this very build: nothing is left to build
