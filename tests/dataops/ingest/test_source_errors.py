@@ -82,8 +82,7 @@ def test_a_missing_manifest(delivered: Settings) -> None:
 
 
 def test_a_row_count_that_disagrees_with_the_manifest(delivered: Settings) -> None:
-    data = original(delivered)
-    path = redeliver(delivered, data, rows=data.count(b"\n") + 5)
+    path = with_five_rows_more_in_its_manifest(delivered)
     assert "rows, the manifest lists" in names_file_and_date(failure(delivered), path)
 
 
@@ -100,10 +99,21 @@ def test_a_file_that_is_not_utf8_names_its_line(delivered: Settings) -> None:
     assert "line 3: not UTF-8 (byte 0xE9)" in message
 
 
-def test_a_malformed_line_is_named(delivered: Settings) -> None:
-    lines = original(delivered).decode("utf-8-sig").splitlines(keepends=True)
+def with_a_surplus_field_on_line_3(settings: Settings) -> Path:
+    """The day's file delivered again with one field too many on its third line."""
+    lines = original(settings).decode("utf-8-sig").splitlines(keepends=True)
     lines[2] = lines[2].rstrip("\r\n") + ",surplus\r\n"
-    path = redeliver(delivered, "".join(lines).encode())
+    return redeliver(settings, "".join(lines).encode())
+
+
+def with_five_rows_more_in_its_manifest(settings: Settings) -> Path:
+    """The day's file delivered again, its manifest listing five rows more than it holds."""
+    data = original(settings)
+    return redeliver(settings, data, rows=data.count(b"\n") + 5)
+
+
+def test_a_malformed_line_is_named(delivered: Settings) -> None:
+    path = with_a_surplus_field_on_line_3(delivered)
     message = names_file_and_date(failure(delivered), path)
     assert "line 3: not a readable CSV" in message
 
@@ -140,15 +150,12 @@ def window_failure(settings: Settings) -> SourceDataError:
 
 
 def test_a_malformed_line_inside_a_window_is_named(window: Settings) -> None:
-    lines = original(window).decode("utf-8-sig").splitlines(keepends=True)
-    lines[2] = lines[2].rstrip("\r\n") + ",surplus\r\n"
-    path = redeliver(window, "".join(lines).encode())
+    path = with_a_surplus_field_on_line_3(window)
     assert "line 3: not a readable CSV" in names_file_and_date(window_failure(window), path)
 
 
 def test_a_row_count_inside_a_window_is_checked_per_file(window: Settings) -> None:
-    data = original(window)
-    path = redeliver(window, data, rows=data.count(b"\n") + 5)
+    path = with_five_rows_more_in_its_manifest(window)
     assert "rows, the manifest lists" in names_file_and_date(window_failure(window), path)
 
 
