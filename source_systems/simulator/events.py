@@ -47,8 +47,28 @@ OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
 RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
 LAST = 2**62  # sorts a truncated line last in its object
+_TIMES = ("occurred_ms", "sent_ms", "received_ms")  # a copy's times, as its line has them
 RENDER_BATCH = 1 << 16  # lines rendered together
 Lookup = tuple[pl.Series, np.ndarray]  # a line's piece: a table of text and, per event, the row it picks
+
+
+def sort_order(*keys: np.ndarray) -> np.ndarray:
+    """The stable order of rows by integer ``keys``, the first the most significant: ``np.lexsort`` of the keys
+    in reverse, as one sort of the keys packed into one integer (a sort per key costs several times as much).
+
+    Keys whose spans do not fit in 63 bits together are sorted by ``np.lexsort`` as they are.
+    """
+    if not keys or len(keys[0]) == 0:
+        return np.lexsort(keys[::-1]) if keys else np.zeros(0, dtype=np.int64)
+    lows = [int(k.min()) for k in keys]
+    bits = [max(int(k.max()) - low, 0).bit_length() for k, low in zip(keys, lows, strict=True)]
+    if sum(bits) > 63:
+        return np.lexsort(keys[::-1])
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, low, width in zip(keys, lows, bits, strict=True):
+        packed <<= width
+        packed |= np.asarray(key, dtype=np.int64) - low
+    return np.argsort(packed, kind="stable")
 
 
 def _either(values: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -85,8 +105,15 @@ def deliver(cfg: SimConfig, d: int, state: State, world: World, day: Day, root: 
         seq=pl.int_range(0, copies.height, dtype=pl.Int64) + d * 2**32,
         sort_ms=pl.when(pl.col("flag") == TRUNCATED).then(pl.lit(LAST, dtype=pl.Int64)).otherwise("received_ms"),
     )
-    keys = [copies[c].to_numpy() for c in ("seq", "sort_ms", "collector", "hour", "receive_day", "day")]
-    lines = _render(cfg, rng, d, ev, copies[np.lexsort(keys)], id_hex, properties, world, day.users)
+    # seq numbers the rows in order: a stable sort by the other keys keeps it
+    keys = [copies[c].to_numpy() for c in ("day", "receive_day", "hour", "collector")]
+    received = copies["received_ms"].to_numpy()
+    # within an object (receive day, hour) every copy was received in the hour: its time in the hour, or after
+    # it for a truncated copy (sort_ms LAST), orders it as sort_ms does
+    in_hour = np.where(copies["flag"].to_numpy() == TRUNCATED, HOUR_MS, received % HOUR_MS)
+    order = sort_order(*keys, in_hour)
+    copies = copies.select(*state_schema()[:-1], "ev", *_TIMES)[order]
+    lines = _render(cfg, rng, d, ev, copies, id_hex, properties, world, day.users)
     today = int(np.searchsorted(lines["day"].to_numpy(), d, side="right"))
     junk = _malformed(cfg, rng, d, ev.height, start_ms)
     state.append("pending_events", pl.concat([lines[today:], junk.filter(pl.col("day") > d)]))
@@ -385,7 +412,7 @@ def _runs(state: State, day: np.ndarray, known: np.ndarray, user: np.ndarray, ms
     """
     if len(ms) == 0:
         return
-    order = np.lexsort((ms, user, known, day))
+    order = sort_order(day, known, user, ms)
     day, known, user, ms = day[order], known[order], user[order], ms[order]
     same = (day[1:] == day[:-1]) & (known[1:] == known[:-1]) & (user[1:] == user[:-1])
     starts = np.flatnonzero(np.concatenate([[True], ~same | (ms[1:] - ms[:-1] > RUN_GAP_MS)]))
@@ -438,7 +465,7 @@ def _render(
         *properties,
     ]
     ev_idx = copies["ev"].to_numpy()
-    times = [copies[c].to_numpy() for c in ("occurred_ms", "sent_ms", "received_ms")]
+    times = [copies[c].to_numpy() for c in _TIMES]
     # a batch of lines at a time: the batch's intermediate columns are allocated once and reused (a day's
     # would be fresh memory, paid for in page faults), only the lines themselves stay
     batches = []

@@ -165,3 +165,16 @@ def test_a_template_is_its_literals_byte_fields_and_iso_timestamps() -> None:
     ]
     assert got == want
     assert render.template(["x", np.zeros(0, dtype=np.int64)], 0).to_list() == []
+
+
+def test_sort_order_is_lexsort_of_the_keys_most_significant_first() -> None:
+    rng = np.random.default_rng(11)
+    n = 5_000
+    day = rng.integers(-3, 4, size=n)  # negative and repeated values, ties between whole rows
+    hour = rng.integers(0, 24, size=n)
+    ms = rng.integers(1_700_000_000_000, 1_700_000_000_000 + 3_600_000, size=n)
+    for keys in ((day, hour, ms), (day, hour), (ms,), (day, ms, ms, ms)):  # the last too wide to pack
+        want = np.lexsort(keys[::-1])
+        assert np.array_equal(events.sort_order(*keys), want)
+    empty = np.zeros(0, dtype=np.int64)
+    assert len(events.sort_order(empty, empty)) == 0
