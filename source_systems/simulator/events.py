@@ -96,7 +96,7 @@ def deliver(cfg: SimConfig, d: int, state: State, world: World, day: Day, root: 
     start_ms = (cfg.start - dt.date(1970, 1, 1)).days * DAY_MS
     ev = _events(cfg, rng, world, day, start_ms + d * DAY_MS)
     id_hex = hex_matrix(np.frombuffer(rng.bytes(16 * ev.height), dtype=np.uint8).reshape(ev.height, 16))
-    copies = _copies(cfg, rng, ev, d, start_ms)
+    copies = _copies(cfg, rng, ev, d, start_ms, day.users)
     _ledger(state, ev, day, copies, d, start_ms)
     properties, pii = _properties(cfg, rng, d, ev, world)
     dirt = _event_dirt(cfg, d, ev, copies, id_hex, pii)
@@ -226,7 +226,9 @@ _AGENT_SYNTHETIC = _AGENT_PROBE + len(catalog.PROBE_AGENTS)
 
 
 # ------------------------------------------------------------------ what the collectors receive
-def _copies(cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, start_ms: int) -> pl.DataFrame:
+def _copies(
+    cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, start_ms: int, users: pl.DataFrame
+) -> pl.DataFrame:
     """Every delivered copy of every event: when it was sent and received, by which instance, when delivered."""
     n = ev.height
     true = ev["true_ms"].to_numpy()
@@ -252,7 +254,13 @@ def _copies(cfg: SimConfig, rng: np.random.Generator, ev: pl.DataFrame, d: int, 
     sent = np.where(offline, np.maximum(back, sent), sent)
     received = sent + 20 + np.minimum(rng.exponential(150.0, size=n), MAX_LATENCY_MS - 100).astype(np.int64)
     device = ev["device"].to_numpy()
-    skew = np.where(device >= 0, device_skew_ms(cfg.seed, device, cfg.dirt.event_clock_skew), 0)
+    # a device is a user's on a platform (device = contact * 4 + platform): its clock, per user and platform
+    # once, rather than per event
+    own = users["user"].to_numpy()[:, None] * 4 + np.arange(catalog.SERVER)
+    clocks = device_skew_ms(cfg.seed, own, cfg.dirt.event_clock_skew)
+    own_device = device >= 0
+    skew = np.zeros(n, dtype=np.int64)
+    skew[own_device] = clocks[ev["user"].to_numpy()[own_device], platform[own_device]]
     collector = ev["collector"].to_numpy()
     collector = np.where(collector >= 0, collector, rng.integers(0, 3, size=n))
     first = pl.DataFrame(
@@ -335,8 +343,11 @@ def _truncated(
     key = first["hour"].to_numpy()[idx] * 3 + first["collector"].to_numpy()[idx]
     hit = rng.random(72) < cfg.dirt.event_truncated
     order = rng.permutation(len(idx))
-    keys, pos = np.unique(key[order], return_index=True)
-    chosen = idx[order[pos]][hit[keys]]
+    # each object's first event in that order (a minimum per key: no sort of the day's events)
+    pos = np.full(72, len(idx), dtype=np.int64)
+    np.minimum.at(pos, key[order], np.arange(len(idx)))
+    keys = np.flatnonzero(pos < len(idx))
+    chosen = idx[order[pos[keys]]][hit[keys]]
     out[chosen] = True
     return out
 

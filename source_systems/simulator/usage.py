@@ -222,8 +222,9 @@ def _sessions(
     platform = np.where(mobile, np.where(rng.random(ns) < 0.55, catalog.IOS, catalog.ANDROID), catalog.WEB)
     cdf = np.cumsum(catalog.HOUR_WEIGHTS) / catalog.HOUR_WEIGHTS.sum()
     local_hour = np.searchsorted(cdf, rng.random(ns), side="right")
-    country = world.acc_country[users["account"].to_numpy()[sess_user]]
-    offset = np.array([catalog.UTC_OFFSET[c] for c in country.tolist()], dtype=np.int64)
+    countries, where = np.unique(world.acc_country, return_inverse=True)
+    acc_offset = np.array([catalog.UTC_OFFSET[c] for c in countries.tolist()], dtype=np.int64)[where]
+    offset = acc_offset[users["account"].to_numpy()[sess_user]]
     sess_start = day_ms + ((local_hour - offset) % 24) * 3_600_000 + rng.integers(0, 3_600_000, size=ns)
     # events to sessions, in order
     first_sess = np.repeat(np.cumsum(n_sess) - n_sess, per_user)
