@@ -312,13 +312,18 @@ def _place(cfg: SimConfig, copies: pl.DataFrame, start_ms: int) -> pl.DataFrame:
     receive_day = (received - start_ms) // DAY_MS
     hour = received // HOUR_MS % 24
     collector = copies["collector"].to_numpy()
-    delayed = np.zeros(len(received), bool)
-    waits = hour == 23
-    for r in np.unique(receive_day).tolist():
-        late = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, r)
+    # each receive day's delayed hour and instance (-1: none), picked per copy (days span a few at most)
+    lo = int(receive_day.min()) if len(received) else 0
+    span = int(receive_day.max()) - lo + 1 if len(received) else 0
+    late_hour = np.full(span, -1, dtype=np.int64)
+    late_collector = np.full(span, -1, dtype=np.int64)
+    for i in range(span):
+        late = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, lo + i)
         if late is not None:
-            delayed |= (receive_day == r) & (hour == late[0]) & (collector == late[1])
-            waits |= (receive_day == r) & (hour == late[0])
+            late_hour[i], late_collector[i] = late
+    in_late_hour = hour == late_hour[receive_day - lo]
+    delayed = in_late_hour & (collector == late_collector[receive_day - lo])
+    waits = (hour == 23) | in_late_hour
     return copies.with_columns(
         receive_day=pl.Series(receive_day),
         hour=pl.Series(hour),
