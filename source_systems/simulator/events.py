@@ -633,26 +633,29 @@ def _properties(
     choice = {code: etype == code for code in range(len(catalog.EVENT_TYPES))}
     page = choice[catalog.PAGE_VIEWED]
     sections = len(catalog.SECTIONS)
-    head[page] = at["page"] + (pick % sections * 1_000 + p1)[page]
+    head[page] = at["page"] + pick[page] % sections * 1_000 + p1[page]
     head[page & ev["anonymous"].to_numpy() & (traffic == REAL)] = at["login"]
     head[page & (traffic == PROBE)] = at["healthz"]
-    head[page & (traffic == BOT)] = at["section"] + (pick % sections)[page & (traffic == BOT)]
+    crawled = page & (traffic == BOT)
+    head[crawled] = at["section"] + pick[crawled] % sections
     tail[page] = client_tail[page]
+    # each type's head from its own draws: picked on that type's events only
     for code, key, index in (
-        (catalog.SEARCH, "search", pick % len(catalog.SEARCHES) * 200 + p1 % 200),
-        (catalog.SIGNED_IN, "signed_in", pick % len(catalog.SIGN_IN_METHODS)),
-        (3, "report_created", p1 * len(catalog.TEMPLATES) + pick % len(catalog.TEMPLATES)),
-        (4, "report_viewed", p1),
-        (5, "dashboard_viewed", p1 % 400),
-        (6, "dashboard_shared", p1 % 400 * len(catalog.CHANNELS) + pick % len(catalog.CHANNELS)),
-        (7, "workflow", p1 % 500),
-        (8, "integration", pick % len(catalog.CONNECTORS)),
-        (COMMENT, "comment", pick % len(catalog.COMMENTS)),
-        (catalog.EXPORTED, "exported", p1 * len(catalog.FORMATS) + pick % len(catalog.FORMATS)),
-        (catalog.SEAT_ASSIGNED, "seat", np.zeros(n, dtype=np.int64)),
-        (catalog.SEAT_REVOKED, "seat", np.zeros(n, dtype=np.int64)),
+        (catalog.SEARCH, "search", lambda q, r: q % len(catalog.SEARCHES) * 200 + r % 200),
+        (catalog.SIGNED_IN, "signed_in", lambda q, r: q % len(catalog.SIGN_IN_METHODS)),
+        (3, "report_created", lambda q, r: r * len(catalog.TEMPLATES) + q % len(catalog.TEMPLATES)),
+        (4, "report_viewed", lambda q, r: r),
+        (5, "dashboard_viewed", lambda q, r: r % 400),
+        (6, "dashboard_shared", lambda q, r: r % 400 * len(catalog.CHANNELS) + q % len(catalog.CHANNELS)),
+        (7, "workflow", lambda q, r: r % 500),
+        (8, "integration", lambda q, r: q % len(catalog.CONNECTORS)),
+        (COMMENT, "comment", lambda q, r: q % len(catalog.COMMENTS)),
+        (catalog.EXPORTED, "exported", lambda q, r: r * len(catalog.FORMATS) + q % len(catalog.FORMATS)),
+        (catalog.SEAT_ASSIGNED, "seat", lambda q, r: 0 * q),
+        (catalog.SEAT_REVOKED, "seat", lambda q, r: 0 * q),
     ):
-        head[choice[code]] = at[key] + index[choice[code]]
+        rows = np.flatnonzero(choice[code])
+        head[rows] = at[key] + index(pick[rows], p1[rows])
     tail[choice[7]] = 2 + 2 * 3_000 + p2[choice[7]]
     tail[choice[8]] = 2 + 3_000 + p2[choice[8]]
     typed = np.flatnonzero(pii)  # who typed which address
