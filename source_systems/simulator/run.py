@@ -29,6 +29,7 @@ from source_systems.simulator import events, health, usage
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.dirt import DirtLog, spoil
 from source_systems.simulator.engine import C_ACTIVE, C_PAUSED, DayRecords, Engine
+from source_systems.simulator.memory import ordinary_pages
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
 from source_systems.simulator.truth import compute_truth, customer_states, paused_flags
@@ -152,8 +153,9 @@ def _product_day(cfg: SimConfig, engine: Engine, d: int, root: Path) -> int:
     codes = engine.customer_states()
     h = health.current(engine.s)
     using, holding = codes == C_ACTIVE, np.isin(codes, [C_ACTIVE, C_PAUSED])
-    day = usage.plan(cfg.seed, cfg.start, d, engine.s, engine.w, using, holding, h)
-    dirt, lines = events.deliver(cfg, d, engine.s, engine.w, day, root)
+    with ordinary_pages():  # a day's fresh arrays, without the kernel's compaction for huge pages
+        day = usage.plan(cfg.seed, cfg.start, d, engine.s, engine.w, using, holding, h)
+        dirt, lines = events.deliver(cfg, d, engine.s, engine.w, day, root)
     engine.s.append("dirt", dirt)
     return lines
 

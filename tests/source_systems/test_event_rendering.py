@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import polars as pl
 import pytest
 
 from source_systems.product import render
-from source_systems.simulator import events
+from source_systems.simulator import events, memory
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 
@@ -178,3 +179,30 @@ def test_sort_order_is_lexsort_of_the_keys_most_significant_first() -> None:
         assert np.array_equal(events.sort_order(*keys), want)
     empty = np.zeros(0, dtype=np.int64)
     assert len(events.sort_order(empty, empty)) == 0
+
+
+def _huge_pages_advised() -> bool:
+    assert memory._advise is not None  # the NumPy of this project has the switch
+    advised = memory._advise(True)
+    memory._advise(advised)
+    return advised
+
+
+def test_the_product_step_allocates_ordinary_pages_and_gives_the_setting_back(tmp_path: Path) -> None:
+    deliver = events.deliver
+    seen: list[bool] = []
+
+    def watched(*args: Any) -> tuple[pl.DataFrame, int]:
+        seen.append(_huge_pages_advised())
+        return deliver(*args)
+
+    assert memory._advise is not None
+    before = memory._advise(True)  # as NumPy sets it by default on Linux
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(events, "deliver", watched)
+            simulate(tmp_path / "sources", START, CONFIG)
+        assert seen == [False]
+        assert _huge_pages_advised()
+    finally:
+        memory._advise(before)

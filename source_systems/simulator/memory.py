@@ -1,0 +1,32 @@
+"""How the simulator asks the kernel for memory while it makes the product's event stream.
+
+NumPy advises the kernel to back every large array with transparent huge pages (``madvise``). Where the kernel
+compacts memory on demand for such advice (``/sys/kernel/mm/transparent_hugepage/defrag`` set to ``madvise``,
+the common default), a day of events, whose arrays are all fresh and large, spends as much time in the kernel
+finding huge pages as in its own work (docs/simulated-enterprise.md). The product step therefore allocates
+with ordinary pages, and gives the process its setting back when it is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from numpy._core import multiarray
+
+# NumPy's switch for the advice (its own import sets it from NUMPY_MADVISE_HUGEPAGE); it returns the previous
+# setting. Absent from a NumPy without it: then there is nothing to switch.
+_advise: Callable[[bool], bool] | None = getattr(multiarray, "_set_madvise_hugepage", None)
+
+
+@contextmanager
+def ordinary_pages() -> Iterator[None]:
+    """NumPy's large arrays without the huge page advice inside the block; the setting as it was after it."""
+    if _advise is None:
+        yield
+        return
+    before = _advise(False)
+    try:
+        yield
+    finally:
+        _advise(before)
