@@ -772,7 +772,7 @@ def _event_dirt(
     cfg: SimConfig, d: int, ev: pl.DataFrame, copies: pl.DataFrame, id_hex: np.ndarray, pii: np.ndarray
 ) -> pl.DataFrame:
     traffic = ev["traffic"].to_numpy()
-    first = copies.filter(pl.col("kind") == 0).sort("ev")
+    first = copies.select("ev", "kind", "offline", "skewed").filter(pl.col("kind") == 0).sort("ev")
 
     def ids(rows: np.ndarray) -> pl.Series:
         """The event ids of the rows (a mask or positions): made as text only for the few that are logged."""
