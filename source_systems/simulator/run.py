@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import resource
 import shutil
 import sqlite3
 import time
@@ -52,10 +53,11 @@ class SimulationSummary:
     counts: dict[str, int] = field(default_factory=dict)
     dirt: dict[str, int] = field(default_factory=dict)
     # The product's event stream: lines its collectors delivered in this call, and the time it took to
-    # generate and write them (wall clock and this process's CPU time).
+    # generate and write them (wall clock and this process's CPU time, and of that the kernel's).
     product_lines: int = 0
     product_wall_s: float = 0.0
     product_cpu_s: float = 0.0
+    product_kernel_s: float = 0.0
 
 
 def state_dir(sources: Path) -> Path:
@@ -118,16 +120,18 @@ def simulate(
     exports = sources / "accounting" / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     drift = cfg.drift_date or registry.source_release("accounting", accounting.RENAMING_RELEASE).date
-    product = [0, 0.0, 0.0]
+    product = [0, 0.0, 0.0, 0.0]
     try:
         for d in range(first_new, last + 1):
             records = engine.step(d)
             _emit(cfg, engine, records, erp, crm, exports, drift)
             if cfg.product_events:
                 wall, cpu = time.perf_counter(), time.process_time()
+                kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime
                 product[0] += _product_day(cfg, engine, d, sources.joinpath(*EVENTS_DIR))
                 product[1] += time.perf_counter() - wall
                 product[2] += time.process_time() - cpu
+                product[3] += resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel
             if progress:
                 progress(d - first_new + 1, last - first_new + 1, cfg.start + dt.timedelta(days=d))
     finally:
@@ -145,6 +149,7 @@ def simulate(
         product_lines=int(product[0]),
         product_wall_s=float(product[1]),
         product_cpu_s=float(product[2]),
+        product_kernel_s=float(product[3]),
     )
 
 
