@@ -11,8 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -87,31 +86,42 @@ def _reference(
     return lines
 
 
+class Rendered(NamedTuple):
+    days: list[tuple[list[str], list[str], np.ndarray]]  # each day's lines: fast, reference, and each line's flag
+    advised_inside: list[bool]  # NumPy's huge page advice while each day's lines were made
+    advised_after: bool  # and after the simulation (it was on before)
+
+
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[list[str], list[str], np.ndarray]]:
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     """Every day's lines by the fast path and by the reference, and each line's flag."""
     fast = events._render
     days: list[tuple[list[str], list[str], np.ndarray]] = []
+    advised: list[bool] = []
 
     def both(cfg: SimConfig, rng: np.random.Generator, d: int, ev: pl.DataFrame, copies: pl.DataFrame, *rest: Any):
+        advised.append(_huge_pages_advised())
         twin = copy.deepcopy(rng)
         out = fast(cfg, rng, d, ev, copies, *rest)
         days.append((out["line"].to_list(), _reference(cfg, twin, d, ev, copies, *rest), out["flag"].to_numpy()))
         assert twin.bit_generator.state == rng.bit_generator.state  # the same draws, in the same order
         return out
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(events, "_render", both)
-        patch.setattr(events, "RENDER_BATCH", 997)  # a day's lines in many batches
-        simulate(tmp_path_factory.mktemp("render") / "sources", START + dt.timedelta(days=4), CONFIG)
-    return days
+    assert memory._advise is not None  # the NumPy of this project has the switch
+    before = memory._advise(True)  # as NumPy sets it on Linux by default
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(events, "_render", both)
+            patch.setattr(events, "RENDER_BATCH", 997)  # a day's lines in many batches
+            simulate(tmp_path_factory.mktemp("render") / "sources", START + dt.timedelta(days=4), CONFIG)
+        return Rendered(days, advised, _huge_pages_advised())
+    finally:
+        memory._advise(before)
 
 
-def test_every_line_means_what_the_reference_rendering_means(
-    rendered: list[tuple[list[str], list[str], np.ndarray]],
-) -> None:
+def test_every_line_means_what_the_reference_rendering_means(rendered: Rendered) -> None:
     seen = {"events": 0, "truncated": 0, "renamed": 0, "load_ms": 0, "pii": 0}
-    for fast, reference, flag in rendered:
+    for fast, reference, flag in rendered.days:
         assert len(fast) == len(reference) > 0
         for got, want, kind in zip(fast, reference, flag.tolist(), strict=True):
             if kind == events.TRUNCATED:
@@ -182,27 +192,12 @@ def test_sort_order_is_lexsort_of_the_keys_most_significant_first() -> None:
 
 
 def _huge_pages_advised() -> bool:
-    assert memory._advise is not None  # the NumPy of this project has the switch
+    assert memory._advise is not None
     advised = memory._advise(True)
     memory._advise(advised)
     return advised
 
 
-def test_the_product_step_allocates_ordinary_pages_and_gives_the_setting_back(tmp_path: Path) -> None:
-    deliver = events.deliver
-    seen: list[bool] = []
-
-    def watched(*args: Any) -> tuple[pl.DataFrame, int]:
-        seen.append(_huge_pages_advised())
-        return deliver(*args)
-
-    assert memory._advise is not None
-    before = memory._advise(True)  # as NumPy sets it by default on Linux
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(events, "deliver", watched)
-            simulate(tmp_path / "sources", START, CONFIG)
-        assert seen == [False]
-        assert _huge_pages_advised()
-    finally:
-        memory._advise(before)
+def test_the_product_step_allocates_ordinary_pages_and_gives_the_setting_back(rendered: Rendered) -> None:
+    assert rendered.advised_inside == [False] * 5  # every day's lines made without the advice
+    assert rendered.advised_after
