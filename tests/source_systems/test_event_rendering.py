@@ -201,3 +201,18 @@ def _huge_pages_advised() -> bool:
 def test_the_product_step_allocates_ordinary_pages_and_gives_the_setting_back(rendered: Rendered) -> None:
     assert rendered.advised_inside == [False] * 5  # every day's lines made without the advice
     assert rendered.advised_after
+
+
+def test_overlapping_blocks_give_the_setting_back_once_the_last_ends() -> None:
+    assert memory._advise is not None
+    before = memory._advise(True)
+    try:
+        outer, inner = memory.ordinary_pages(), memory.ordinary_pages()
+        outer.__enter__()
+        inner.__enter__()
+        outer.__exit__(None, None, None)  # the first to end: the other is still making its day
+        assert not _huge_pages_advised()
+        inner.__exit__(None, None, None)
+        assert _huge_pages_advised()
+    finally:
+        memory._advise(before)
