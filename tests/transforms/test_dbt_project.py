@@ -52,6 +52,45 @@ def test_data_tests_on_keys_and_states_pass(built: Path) -> None:
     assert len(result.results) >= 90 and set(result.statuses().values()) == {"pass"}
 
 
+def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: dict) -> None:  # type: ignore[type-arg]
+    """Every model a data test reads is a table in the warehouse (a view re-ran its whole stack over all history
+    for each test: decision 0062), except over the product's event lake: the models reading the lake stay
+    views rather than copy it into the warehouse on every build (those above them are not judged here)."""
+    parents = manifest["parent_map"]
+
+    def reads_the_lake(unique_id: str) -> bool:
+        return any(p.startswith("source.dataops.product.") for p in parents.get(unique_id, []))
+
+    def over_the_lake(unique_id: str) -> bool:
+        return reads_the_lake(unique_id) or any(over_the_lake(p) for p in parents.get(unique_id, []))
+
+    tested = {
+        parent
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+        for parent in node["depends_on"]["nodes"]
+        if parent.startswith("model.")
+    }
+    with duckdb.connect(str(Settings(built).build_db), read_only=True) as conn:
+        kinds = {
+            (schema, name): kind
+            for schema, name, kind in conn.execute(
+                "select table_schema, table_name, table_type from information_schema.tables"
+            ).fetchall()
+        }
+    expected, found = {}, {}
+    for unique_id in sorted(tested):
+        if over_the_lake(unique_id) and not reads_the_lake(unique_id):
+            continue
+        node = manifest["nodes"][unique_id]
+        key = (node["schema"], node["alias"])
+        expected[key] = "VIEW" if reads_the_lake(unique_id) else "BASE TABLE"
+        found[key] = kinds.get(key)
+    assert found == expected
+    assert {schema for schema, _ in expected} >= {"staging", "intermediate", "marts"}
+    assert "VIEW" in expected.values()
+
+
 def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: Path, tmp_path: Path) -> None:
     prepare_manifest()
     nodes = json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())["nodes"].values()
