@@ -102,6 +102,35 @@ def keep_run_target(
             shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def shared_target(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Iterator[Path]:
+    """The project's ``target/`` for a dbt command run outside a Dagster run, holding this data directory's
+    last parse while the command runs.
+
+    Every data directory's commands by hand (and the tests' own) share the project's ``target/``, where dbt
+    users look for its manifest and results; but a parse is valid only under the profile it was made with,
+    which names the data directory's warehouse, so the parse another data directory left there made dbt parse
+    the whole project again. This one's own last parse goes in first and the command's comes back out, as a
+    Dagster run's does (``run_target``); dbt still checks the parse it finds before it reuses it.
+    """
+    target = project_dir / "target"
+    target.mkdir(parents=True, exist_ok=True)
+    warm = warm_parse(settings, project_dir)
+    if warm.exists():
+        _copy_atomically(warm, target / PARTIAL_PARSE)
+    yield target
+    if (target / PARTIAL_PARSE).exists():
+        warm.parent.mkdir(parents=True, exist_ok=True)
+        _copy_atomically(target / PARTIAL_PARSE, warm)
+
+
+def _copy_atomically(source: Path, destination: Path) -> None:
+    """A reader of ``destination`` (another process's dbt) never sees half a file."""
+    staged = destination.with_name(f".{destination.name}.{os.getpid()}")
+    shutil.copyfile(source, staged)
+    os.replace(staged, destination)
+
+
 def run_manifest(settings: Settings, run_id: str | None) -> Path | None:
     """A dbt manifest no dbt command rewrites while it is read: the run's own (what its dbt step wrote to its
     target folder), else the copy the last Dagster build kept; None if neither exists (the project's
@@ -152,7 +181,9 @@ def run_dbt(
     registry = registry or load_registry()
     _forget_if_writing(args, settings, limits)
     full = command_line(args, registry, target)
-    with registry_seeds(registry):
+    with registry_seeds(registry), contextlib.ExitStack() as held:
+        if target is None and "--target-path" not in args:  # dbt's target is the project's target/
+            held.enter_context(shared_target(settings))
         if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
             success, output = _run_in_process(full[1:], settings, limits, window)
         else:

@@ -175,6 +175,38 @@ def node_events(
             tests.setdefault(check, []).append(TestOutcome(node["name"], status, int(data.get("num_failures") or 0)))
 
 
+PROGRESS_EVERY = 50  # nodes between two progress lines in the dbt step's log
+GOOD = ("success", "pass")
+
+
+@dataclass
+class BuildProgress:
+    """What the dbt step logs while dbt runs: every node that did not succeed, as dbt words it, and a count of
+    the nodes done every ``every`` nodes and at the end.
+
+    Each node's outcome is on its materialisation or in its model's check already. A log line for every node as
+    well made the dbt step's log a quarter of a build run's event-log writes, and each write is a connection and
+    a commit of the instance's SQLite event log (docs/testing.md, "Where a run's CPU goes").
+    """
+
+    every: int = PROGRESS_EVERY
+    done: int = 0
+
+    def lines(self, event: Mapping[str, Any]) -> list[tuple[bool, str]]:
+        """(whether it is a failure, the line) for one line of dbt's structured log."""
+        info = event.get("info", {})
+        if info.get("name") not in RESULT_EVENTS:
+            return []
+        data = event.get("data", {})
+        self.done += 1
+        status = str(data.get("node_info", {}).get("node_status") or data.get("status") or "").lower()
+        total = data.get("total") or data.get("num_models")
+        out = [] if status in GOOD else [(True, str(info.get("msg", "")))]
+        if self.done % self.every == 0 or self.done == total:
+            out.append((False, f"dbt: {self.done} of {total or '?'} nodes done"))
+        return out
+
+
 def test_checks(
     tests: dict[dg.AssetCheckKey, list[TestOutcome]], selected: set[dg.AssetCheckKey]
 ) -> Iterator[dg.AssetCheckResult]:

@@ -17,7 +17,14 @@ from dataops.governance.catalog import GOVERNANCE_DDL
 from dataops.ingest.pipeline import with_lineage
 from dataops.transform.build_stamp import build_inputs, built_from, forget_build, record_build
 from dataops.transform.project import dbt_environment
-from dataops.transform.runner import PARTIAL_PARSE, keep_run_target, run_dbt, run_target, warm_parse
+from dataops.transform.runner import (
+    PARTIAL_PARSE,
+    keep_run_target,
+    run_dbt,
+    run_target,
+    shared_target,
+    warm_parse,
+)
 from quality.contracts import CONTRACTS
 
 
@@ -232,3 +239,24 @@ def test_the_build_inputs_read_the_builds_own_registry_seeds_not_another_version
         write_registry_seeds(proposed, project)  # another process's build under another version
         assert registry_build_inputs(conn, WINDOW, adopted, project) == first
         assert registry_build_inputs(conn, WINDOW, proposed, project) != first
+
+
+def test_a_command_by_hand_starts_from_its_own_data_directorys_parse(tmp_path: Path) -> None:
+    """The project's target/ is every data directory's, but a parse holds only under the profile (the data
+    directory) it was made with: a command finds there its data directory's last parse, not another's."""
+    project = tmp_path / "checkout"
+    first, second = Settings(tmp_path / "first"), Settings(tmp_path / "second")
+
+    def dbt(settings: Settings) -> bytes | None:
+        """What a dbt command does with its target: reads the parse it finds there, leaves its own."""
+        with shared_target(settings, project) as target:
+            parse = target / PARTIAL_PARSE
+            found = parse.read_bytes() if parse.exists() else None
+            parse.write_bytes(f"parse for {settings.data_dir.name}".encode())
+        return found
+
+    assert dbt(first) is None
+    assert dbt(second) == b"parse for first"  # none of its own yet: dbt checks this one, then parses it all
+    assert dbt(first) == b"parse for first"
+    assert dbt(second) == b"parse for second"
+    assert warm_parse(first, project).read_bytes() == b"parse for first"

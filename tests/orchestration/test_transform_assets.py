@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from orchestration.definitions import defs
+from orchestration.lib.dbt import PROGRESS_EVERY, BuildProgress
 from quality.contracts import CONTRACTS
 from tests.pipeline import environment
 
@@ -87,3 +88,30 @@ def test_dbt_assets_show_markdown_their_code_and_row_counts(graph: dg.AssetGraph
     events = [dg.MaterializeResult(asset_key=dg.AssetKey(["marts", name]), metadata={"a": 1}) for name in ("t", "v")]
     counted = {e.asset_key.path[-1]: e.metadata for e in with_row_counts(events, warehouse, Limits()) if e.asset_key}
     assert counted["t"] == {"a": 1, "dagster/row_count": 3} and counted["v"] == {"a": 1}  # a view is not counted
+
+
+def _result(name: str, index: int, status: str, total: int = 120) -> dict[str, object]:
+    """One result line of dbt's structured log, as `dbt build --log-format json` writes it."""
+    node = {"unique_id": f"model.dataops.m{index}", "node_status": status}
+    data = {"index": index, "total": total, "node_info": node}
+    return {"info": {"name": name, "msg": f"{index} of {total} {status.upper()} m{index}"}, "data": data}
+
+
+def test_the_dbt_step_logs_what_failed_and_a_count_not_every_node() -> None:
+    """A build's many successful nodes are on their assets and checks: the step's log (one event-log write per
+    line) names each node that did not succeed, and counts the rest every few dozen nodes and at the end."""
+    progress = BuildProgress()
+    lines = [progress.lines({"info": {"name": "LogStartLine", "msg": "1 of 120 START"}, "data": {}})]
+    for index in range(1, 121):
+        status = {7: "error", 8: "skipped", 60: "fail", 61: "warn"}.get(index, "pass" if index > 40 else "success")
+        lines.append(progress.lines(_result("LogTestResult" if index > 40 else "LogModelResult", index, status)))
+    logged = [line for found in lines for line in found]
+    assert [line for failed, line in logged if failed] == [
+        "7 of 120 ERROR m7",
+        "8 of 120 SKIPPED m8",
+        "60 of 120 FAIL m60",
+        "61 of 120 WARN m61",
+    ]
+    assert [line for failed, line in logged if not failed] == [
+        f"dbt: {done} of 120 nodes done" for done in (PROGRESS_EVERY, 2 * PROGRESS_EVERY, 120)
+    ]

@@ -26,7 +26,14 @@ from dataops.transform.build_stamp import (
     window_span,
 )
 from dataops.transform.runner import keep_run_target, run_target, start_dbt
-from orchestration.lib.dbt import TestOutcome, dbt_project, node_events, test_checks, with_row_counts
+from orchestration.lib.dbt import (
+    BuildProgress,
+    TestOutcome,
+    dbt_project,
+    node_events,
+    test_checks,
+    with_row_counts,
+)
 from orchestration.lib.dbt import translator as model_translator
 from orchestration.lib.names import WAREHOUSE_POOL
 from orchestration.lib.resources import PlatformResource
@@ -80,11 +87,12 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
         dbt = start_dbt(args, settings, target, registry, span if window else None, platform.limits)
         tests: dict[dg.AssetCheckKey, list[TestOutcome]] = {}
         finished: list[dg.MaterializeResult] = []
+        progress = BuildProgress()
         try:
             for event in dbt.events():
                 finished += node_events(event, manifest, translator, project, tests)
-                if event.get("info", {}).get("name", "").endswith("Result"):  # dbt's "3 of 44 OK created ..."
-                    context.log.info(str(event["info"].get("msg", "")))
+                for went_wrong, line in progress.lines(event):  # dbt's "3 of 44 ERROR creating ...", and counts
+                    (context.log.warning if went_wrong else context.log.info)(line)
             result = dbt.result()
         finally:
             dbt.stop()
