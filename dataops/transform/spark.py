@@ -59,8 +59,8 @@ def built_table(settings: Settings, schema: str, table: str) -> Path:
 def built_tables(manifest: dict[str, Any], results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(schema, table) of every model and seed a dbt run on Spark wrote as a table and finished with success.
 
-    Views (staging; intermediate on DuckDB, tables on Spark) are left out: they hold no rows, and nothing after
-    dbt reads them. The intermediate tables Spark builds come back like any table (the churn features read two).
+    Views (the staging models on Spark) are left out: they hold no rows, and nothing after dbt reads them. The
+    intermediate tables Spark builds come back like any table (the churn features read two).
     """
     succeeded = {r["unique_id"] for r in results if r["status"] == "success"}
     tables = []

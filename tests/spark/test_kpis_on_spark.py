@@ -183,7 +183,8 @@ def test_on_spark_no_model_reads_a_stack_of_views(engines: Engines) -> None:
     """Spark inlines a view into every query that reads it: a mart, a KPI or a data test over a stack of views
     re-plans and re-runs the whole stack, once per reference (kpi_usage_daily took six minutes on four tiny days
     that way). So on Spark only the staging models, each a projection of one source, stay views; what is built
-    on them is a table, computed once. DuckDB keeps its intermediate views."""
+    on them is a table, computed once. (DuckDB builds its staging and intermediate models as tables too, except
+    the usage models over the event lake: decision 0062.)"""
     on_spark = materializations(engines.spark.root)
     views = {name: layer for name, (layer, materialized) in on_spark.items() if materialized == "view"}
     assert views and set(views.values()) == {"staging"}, views
