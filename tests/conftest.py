@@ -100,7 +100,6 @@ LONGEST_GROUPS_FIRST = (
     "published",
     "definitions",
     "postgres",
-    "cli",
     "events",
     "bench",
     "usage_published",

@@ -4,103 +4,27 @@ KPIs a run that was never killed publishes, with no trace of the killed publish 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
-from dataops.core.settings import PROJECT_ROOT, Settings
 from orchestration.lib.instance import pool_holders
-from source_systems.simulator.config import SimConfig
-from source_systems.simulator.run import simulate
+from tests.application.conftest import DAY, Case, copy
 
-# Each case runs the platform twice in subprocesses (killed, then recovered): minutes on a loaded machine.
+# Each case runs the platform in subprocesses (killed, then recovered): minutes on a loaded machine. The two
+# states every case starts from and ends at, ``baseline`` and ``clean``, are tests/application/conftest.py's.
 pytestmark = [
     pytest.mark.reliability,
     pytest.mark.e2e,
     pytest.mark.xdist_group("recovery"),
     pytest.mark.timeout(2400),
 ]
-START = dt.date(2025, 4, 1)
-DAY = START + dt.timedelta(days=2)  # the day each case runs (and kills), after the smallest history: two days
-DATAOPS = str(Path(sys.executable).with_name("dataops"))
-
-
-@dataclass(frozen=True)
-class Case:
-    root: Path
-
-    @property
-    def settings(self) -> Settings:
-        return Settings(self.root)
-
-    @property
-    def home(self) -> Path:
-        return self.settings.dagster_home
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "DATAOPS_DATA_DIR": str(self.root), "DAGSTER_HOME": "", "COLUMNS": "200"}
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        out = subprocess.PIPE
-        return subprocess.Popen([DATAOPS, *args], env=self.env(), cwd=PROJECT_ROOT, stdout=out, stderr=out, text=True)
-
-    def run(self, *args: str, timeout: float = 900) -> tuple[int, str]:
-        process = self.start(*args)
-        output, errors = process.communicate(timeout=timeout)
-        return process.returncode, output + errors
-
-    def kpis(self) -> list[tuple[object, ...]]:
-        with duckdb.connect(str(self.settings.analytics_db), read_only=True) as conn:
-            sql = "select date_day, kpi_name, value, is_final from kpis.kpi_daily order by all"
-            return conn.execute(sql).fetchall()
-
-    def history(self) -> tuple[int, int]:
-        """Publishes analysts saw, in their file and as the build warehouse records them."""
-        with duckdb.connect(str(self.settings.analytics_db), read_only=True) as conn:
-            seen = conn.execute("select count(*) from publish.publish_log").fetchone()[0]
-        with duckdb.connect(str(self.settings.build_db), read_only=True) as conn:
-            recorded = conn.execute("select count(*) from publish.publish_log").fetchone()[0]
-        return seen, recorded
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Case:
-    """Two days published; the third simulated, not yet run (do not modify: copy it)."""
-    case = Case(tmp_path_factory.mktemp("recovery-baseline"))
-    simulate(case.settings.sources_dir, DAY, SimConfig(seed=11, scale=0.02, start=START))
-    code, output = case.run("backfill", "--start", str(START), "--end", str(DAY - dt.timedelta(days=1)))
-    assert code == 0, output
-    return case
-
-
-def copy(case: Case, target: Path) -> Case:
-    shutil.copytree(case.root, target, dirs_exist_ok=True)
-    return Case(target)
-
-
-@pytest.fixture(scope="module")
-def clean(baseline: Case, tmp_path_factory: pytest.TempPathFactory) -> Case:
-    """The third day run once, never killed: what every recovered case must converge to."""
-    case = copy(baseline, tmp_path_factory.mktemp("recovery-clean"))
-    code, output = case.run("run", "--date", str(DAY))
-    assert code == 0, output
-    # what an operator reads: the progress and the outcome; no library warnings, no dbt log lines
-    assert f"daily_elt_job {DAY}" in output and "succeeded" in output
-    for noise in ("BetaWarning", "SupersessionWarning", "Running with dbt", "PASS="):
-        assert noise not in output, output
-    return case
 
 
 def latest_run(case: Case) -> str | None:
