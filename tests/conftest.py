@@ -14,7 +14,7 @@ from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 
 if TYPE_CHECKING:
-    from tests.published import Published
+    from tests.published import LateRun, Published
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,6 +78,15 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     return build_published(tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def late_run(published: Published, tmp_path_factory: pytest.TempPathFactory) -> LateRun:
+    """``published`` one day on, run once with an analyst's reader holding the file: a late journal line
+    restates January (tests/published.py). Shared read-only by the publishing and dashboard tests."""
+    from tests.published import run_late_day
+
+    return run_late_day(published, tmp_path_factory.mktemp("late-run"))
+
+
 # The xdist groups whose work is longest, longest first (measured: docs/testing.md, "The cost budget"). CI runs
 # `-n 2 --dist loadgroup --no-loadscope-reorder`: a worker that runs dry takes the next group in collection
 # order, so a long group that starts late sets the suite's wall time while the other worker idles. Starting
@@ -91,7 +100,6 @@ LONGEST_GROUPS_FIRST = (
     "published",
     "definitions",
     "postgres",
-    "cli",
     "events",
     "bench",
     "usage_published",

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
+import subprocess
+import sys
+import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -55,3 +61,58 @@ def build_published(tmp_path_factory: pytest.TempPathFactory) -> Published:
 def copy_of(published: Published, target: Path) -> Published:
     shutil.copytree(published.root, target, dirs_exist_ok=True)
     return Published(target, published.late_day)
+
+
+# An analyst's session: one connection held open across the run, reading on each "read" line.
+READER = textwrap.dedent("""
+    import duckdb, json, sys, time
+    conn = duckdb.connect(sys.argv[1], read_only=True)
+    query = "select (select max(publish_id) from publish.publish_log), (select sum(value) from kpis.kpi_daily)"
+    first = conn.execute(query).fetchone()
+    print(json.dumps(["ready", str(first)]), flush=True)
+    reads, changed = 0, 0
+    while sys.stdin.readline().strip() == "read":
+        reads += 1
+        changed += conn.execute(query).fetchone() != first
+        print(json.dumps(["read", reads]), flush=True)
+    print(json.dumps(["done", reads, changed, str(first)]), flush=True)
+""")
+
+
+@dataclass
+class LateRun:
+    """The late day run once on a copy of ``published`` while an analyst held the published file open."""
+
+    case: Published
+    run_id: str
+    reader: list[Any]  # the reader's last line: ["done", reads, reads that saw another answer, its first answer]
+
+
+def run_late_day(published: Published, target: Path) -> LateRun:
+    """One run of the late day with a reader holding the analysts' file (do not modify the result; copy it).
+
+    The publishing tests check what the reader saw and re-run the day on a copy; the dashboard shows the
+    restatement the run made: one run serves both (tests/conftest.py ``late_run``).
+    """
+    case = copy_of(published, target)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(case.settings.analytics_db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None and reader.stdin is not None
+    assert json.loads(reader.stdout.readline())[0] == "ready"
+    simulate(case.settings.sources_dir, case.late_day)
+    late = run_job(case.root, case.late_day, case.late_day)
+    assert late.success  # the reader held the file open all along
+    for _ in range(3):
+        reader.stdin.write("read\n")
+        reader.stdin.flush()
+        reader.stdout.readline()
+        time.sleep(0.05)
+    reader.stdin.write("stop\n")
+    reader.stdin.flush()
+    done = json.loads(reader.stdout.readline())
+    reader.wait(timeout=10)
+    return LateRun(case, late.run_id, done)

@@ -9,10 +9,10 @@ from tests.conftest import LONGEST_GROUPS_FIRST, longest_first
 
 
 def test_the_longest_groups_come_first_then_the_others_by_their_number_of_tests() -> None:
-    scopes = ["a.py::t1", "built", "built", "built", "cli", "spark", "ingest", "built", "spark", "x", "x", "recovery"]
+    scopes = ["a.py::t1", "built", "built", "built", "bench", "spark", "ingest", "built", "spark", "x", "x", "recovery"]
     ordered = [scopes[i] for i in longest_first(scopes)]
     assert ordered == [
-        "spark", "spark", "recovery", "built", "built", "built", "built", "cli", "ingest", "x", "x", "a.py::t1"
+        "spark", "spark", "recovery", "built", "built", "built", "built", "bench", "ingest", "x", "x", "a.py::t1"
     ]  # fmt: skip
     # the items of one scope keep pytest's order
     assert [i for i in longest_first(scopes) if scopes[i] == "built"] == [1, 2, 3, 7]

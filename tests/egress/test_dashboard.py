@@ -24,9 +24,7 @@ from dataops.egress.dashboard import (
     refresh_dashboard,
     serve_dashboard,
 )
-from source_systems.simulator.run import simulate
-from tests.pipeline import run_job
-from tests.published import Published, copy_of
+from tests.published import LateRun, Published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
 OUTPUT = PROJECT_ROOT / "test-output"
@@ -106,12 +104,10 @@ TABLE_NAME = re.compile(r"\b(marts|kpis|publish|reference|catalog|crm|erp|accoun
 
 
 @pytest.fixture(scope="module")
-def restated(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Published:
-    """The published warehouse one day on: a late journal line for the closed January restates revenue."""
-    case = copy_of(published, tmp_path_factory.mktemp("dashboard"))
-    simulate(case.settings.sources_dir, case.late_day)
-    assert run_job(case.root, case.late_day, case.late_day).success
-    return case
+def restated(late_run: LateRun) -> Published:
+    """The published warehouse one day on: a late journal line for the closed January restates revenue
+    (read-only: the run the publishing tests check, tests/conftest.py ``late_run``)."""
+    return late_run.case
 
 
 def analyst(settings: Settings, sql: str) -> list[tuple[Any, ...]]:

@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY, EVENTS_KEY
 from quality.gate import GATE
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
-from tests.published import Published, copy_of
+from tests.published import LateRun, Published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
 NOT_INGESTION = (
@@ -95,51 +93,20 @@ def test_a_corrupted_mart_blocks_publishing(published: Published, tmp_path: Path
     assert amount > 0
 
 
-READER = textwrap.dedent("""
-    import duckdb, json, sys, time
-    conn = duckdb.connect(sys.argv[1], read_only=True)
-    query = "select (select max(publish_id) from publish.publish_log), (select sum(value) from kpis.kpi_daily)"
-    first = conn.execute(query).fetchone()
-    print(json.dumps(["ready", str(first)]), flush=True)
-    reads, changed = 0, 0
-    while sys.stdin.readline().strip() == "read":
-        reads += 1
-        changed += conn.execute(query).fetchone() != first
-        print(json.dumps(["read", reads]), flush=True)
-    print(json.dumps(["done", reads, changed, str(first)]), flush=True)
-""")
-
-
-def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(published: Published, tmp_path: Path) -> None:
-    """One run on the day a late journal line arrives, with an analyst holding the published file open:
-    the reader keeps a consistent snapshot, the line is one restatement, history keeps what was shown, and
-    re-running the unchanged day afterwards publishes no change, with dbt skipped or run again."""
-    case = copy_of(published, tmp_path)
-    shown_before = dict(analyst(case, "select date_day, value from kpis.kpi_daily where kpi_name = 'revenue_usd'"))
-    first_publish = analyst(case, "select published_at from publish.publish_log")[0][0]
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(case.settings.analytics_db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert reader.stdout is not None and reader.stdin is not None
-    assert json.loads(reader.stdout.readline())[0] == "ready"
-    simulate(case.settings.sources_dir, case.late_day)
-    late = run_job(case.root, case.late_day, case.late_day)
-    assert late.success  # the reader held the file open all along
-    late_log = (case.settings.dbt_runs_dir / late.run_id / "dbt.log").read_text()
+def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(
+    published: Published, late_run: LateRun, tmp_path: Path
+) -> None:
+    """One run on the day a late journal line arrives, with an analyst holding the published file open
+    (``late_run``, shared with the dashboard's tests): the reader keeps a consistent snapshot, the line is one
+    restatement, history keeps what was shown, and re-running the unchanged day afterwards publishes no
+    change, with dbt skipped or run again."""
+    shown_before = dict(analyst(published, "select date_day, value from kpis.kpi_daily where kpi_name = 'revenue_usd'"))
+    first_publish = analyst(published, "select published_at from publish.publish_log")[0][0]
+    late_log = (late_run.case.settings.dbt_runs_dir / late_run.run_id / "dbt.log").read_text()
     assert "Finished running" in late_log and '"level": "debug"' not in late_log  # dbt's file log: info level
-    for _ in range(3):
-        reader.stdin.write("read\n")
-        reader.stdin.flush()
-        reader.stdout.readline()
-        time.sleep(0.05)
-    reader.stdin.write("stop\n")
-    reader.stdin.flush()
-    done = json.loads(reader.stdout.readline())
-    reader.wait(timeout=10)
+    done = late_run.reader
     assert done[0] == "done" and done[1] == 3 and done[2] == 0  # a consistent snapshot, every read
+    case = copy_of(late_run.case, tmp_path)
     assert analyst(case, "select count(*) from publish.publish_log")[0][0] == 2  # a new connection sees it
 
     restatements = analyst(
@@ -177,10 +144,10 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
     ]
     assert len(models) >= 17
     assert {e.materialization.metadata["dbt"].value for e in models} == {"unchanged, not rebuilt"}
-    assert {e.materialization.metadata["built_by_run"].value for e in models} == {late.run_id}
+    assert {e.materialization.metadata["built_by_run"].value for e in models} == {late_run.run_id}
     publish = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert publish[-1].materialization.metadata["publish"].value == "unchanged, not published again"
-    assert publish[-1].materialization.metadata["published_by_run"].value == late.run_id  # the gate still ran
+    assert publish[-1].materialization.metadata["published_by_run"].value == late_run.run_id  # the gate still ran
     assert analyst(case, "select count(*) from publish.publish_log")[0][0] == 2  # and analysts keep their file
 
     rebuilt = run_job(
@@ -188,12 +155,8 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
         case.late_day,
         case.late_day,
         run_config={"ops": {"enterprise_model": {"config": {"rebuild_unchanged": True}}}},
-        DBT_LOG_LEVEL_FILE="debug",  # dbt's parse lines
     )
-    assert rebuilt.success
-    dbt_log = (case.settings.dbt_runs_dir / rebuilt.run_id / "dbt.log").read_text()
-    assert "Unable to do partial parsing" not in dbt_log  # the run before left its parse for this one
-    assert "Partial parsing enabled" in dbt_log
+    assert rebuilt.success  # (dbt parses the whole project again: the copy's profile names another folder)
     publish = [e for e in rebuilt.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert "publish" not in publish[-1].materialization.metadata  # a new build (its run) is published again
     assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
@@ -208,8 +171,12 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(publishe
         case.late_day,
         selection=dg.AssetSelection.assets(dg.AssetKey(["marts", "fct_leads"])),
         run_config={"ops": {"enterprise_model": {"config": {"rebuild_unchanged": True}}}},
+        DBT_LOG_LEVEL_FILE="debug",  # dbt's parse lines
     )
     assert one_model.success and (case.settings.dbt_runs_dir / one_model.run_id).exists()
+    dbt_log = (case.settings.dbt_runs_dir / one_model.run_id / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in dbt_log  # the run before left its parse for this one
+    assert "Partial parsing enabled" in dbt_log
     with duckdb.connect(str(case.settings.build_db), read_only=True) as conn:
         assert conn.execute("select count(*) from pipeline.dbt_build").fetchone() == (0,)
 
