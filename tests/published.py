@@ -116,3 +116,25 @@ def run_late_day(published: Published, target: Path) -> LateRun:
     done = json.loads(reader.stdout.readline())
     reader.wait(timeout=10)
     return LateRun(case, late.run_id, done)
+
+
+def built_not_published(published: Published, late_run: LateRun, target: Path) -> Published:
+    """The late day built but not published yet, in ``target``: ``late_run``'s build warehouse with the analyst
+    files of the day before (``published``'s), for the tests that need only the late day's publish.
+
+    A publish takes the history of the file analysts hold as the truth (``reconcile_history``): done here
+    first, it removes the late day's publish from the build warehouse's history as a run that stopped before
+    publishing would have left it, so the state before the publish is what such a run leaves.
+    """
+    from dataops.core.warehouse import connect
+    from dataops.publish.analyst_warehouse import reconcile_history
+
+    case = copy_of(late_run.case, target)
+    shutil.copyfile(published.settings.analytics_db, case.settings.analytics_db)
+    shutil.copyfile(published.settings.restricted_db, case.settings.restricted_db)
+    with connect(case.settings.build_db) as conn:
+        reconcile_history(conn, case.settings)
+        recorded = conn.execute("select publish_id from publish.publish_log").fetchall()
+    with connect(published.settings.build_db, read_only=True) as conn:
+        assert recorded == conn.execute("select publish_id from publish.publish_log").fetchall()
+    return case

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from decimal import Decimal
@@ -18,11 +19,10 @@ import polars as pl
 import pytest
 
 from dataops.governance.pseudonym import rotate_key
-from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY, EVENTS_KEY
+from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY
 from quality.gate import GATE
-from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
-from tests.published import LateRun, Published, copy_of
+from tests.published import LateRun, Published, built_not_published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
 NOT_INGESTION = (
@@ -186,8 +186,6 @@ def test_a_publish_made_from_unchanged_inputs_is_not_written_again(
 ) -> None:
     """Analysts keep the file they have while its build, quarantine, manifest, policy and pseudonym key are
     the same; any of them changing, a build the warehouse cannot vouch for, or a lost swap publishes again."""
-    import shutil
-
     import dataops.publish.analyst_warehouse
     from dataops.governance.metadata import load_manifest
     from dataops.governance.policy import POLICY_PATH
@@ -306,24 +304,17 @@ def _unshare_works() -> bool:
 
 @pytest.mark.reliability
 def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_right(
-    published: Published, tmp_path: Path
+    published: Published, late_run: LateRun, tmp_path: Path
 ) -> None:
     """The disk fills while the analyst file is written aside: analysts keep their file and its history (no
     entry for a publish they never saw), nothing is left behind, and once there is room again the next
     publish reports the changes and the restatement a publish without the incident reports."""
     from dataops.core.settings import PROJECT_ROOT
     from dataops.publish.analyst_warehouse import publish
-    from orchestration.lib.names import ANALYTICS_KEY
 
-    case = copy_of(published, tmp_path / "case")
+    case = built_not_published(published, late_run, tmp_path / "case")  # only a publish is paid for here
+    (published_id,) = analyst(published, "select publish_id from publish.publish_log")[0]
     day = case.late_day
-    simulate(case.settings.sources_dir, day)
-    everything_but_publishing = (  # as the build job: the churn model and the event stream have their own jobs
-        dg.AssetSelection.all()
-        - dg.AssetSelection.groups("egress")
-        - dg.AssetSelection.assets(ANALYTICS_KEY, CHURN_MODEL_KEY, EVENTS_KEY)
-    )
-    assert run_job(case.root, day, day, selection=everything_but_publishing).success
     clean = copy_of(case, tmp_path / "clean")
     expected = publish(clean.settings, (day, day), run_id="clean")
     room = case.settings.analytics_db.stat().st_size // 3  # a third of the file it will write
@@ -335,6 +326,7 @@ def test_a_full_disk_during_publish_leaves_no_trace_and_the_next_publish_is_righ
     assert child.returncode == 0, child.stderr[-3000:]
     result = json.loads(child.stdout.splitlines()[-1])
 
+    assert result["before"]["recorded"] == result["before"]["seen"] == [published_id]  # the day before's publish
     assert ("No space left on device" if mode == "tmpfs" else "File too large") in result["error"]
     assert result["after_failure"] == result["before"]  # history, the analyst file and the folder as they were
     assert (
