@@ -2,9 +2,9 @@
 
 Each client lives in an environment of its own (`make clients`, tests/clients/README.md): the oldest DuckDB
 1.x for Python, the 1.4 line for Python and the DuckDB CLI 1.5. They open the analyst file read-only again
-and again while another process publishes the next day (the publish of a run: the run's other steps do not
-write the analysts' files), then read the restricted file and the data products
-the run exported; pyarrow reads the data products too. Written in DuckDB's newest storage format (the
+and again while another process publishes the next day (a run's publishing step: its other steps do not
+write the analysts' files), then read the restricted file and the data products `dataops export` wrote;
+pyarrow reads the data products too. Written in DuckDB's newest storage format (the
 platform's default without dataops.core.compatibility), the file opens in none of them.
 """
 
