@@ -17,6 +17,8 @@ import polars as pl
 import pytest
 
 from dataops.core.settings import Settings
+from dataops.core.warehouse import connect
+from dataops.publish.analyst_warehouse import reconcile_history
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 from tests.pipeline import run_job
@@ -126,9 +128,6 @@ def built_not_published(published: Published, late_run: LateRun, target: Path) -
     first, it removes the late day's publish from the build warehouse's history as a run that stopped before
     publishing would have left it, so the state before the publish is what such a run leaves.
     """
-    from dataops.core.warehouse import connect
-    from dataops.publish.analyst_warehouse import reconcile_history
-
     case = copy_of(late_run.case, target)
     shutil.copyfile(published.settings.analytics_db, case.settings.analytics_db)
     shutil.copyfile(published.settings.restricted_db, case.settings.restricted_db)
