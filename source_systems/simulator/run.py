@@ -126,12 +126,12 @@ def simulate(
             records = engine.step(d)
             _emit(cfg, engine, records, erp, crm, exports, drift)
             if cfg.product_events:
-                wall, cpu = time.perf_counter(), time.process_time()
-                kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+                wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
                 product[0] += _product_day(cfg, engine, d, sources.joinpath(*EVENTS_DIR))
+                after = resource.getrusage(resource.RUSAGE_SELF)
                 product[1] += time.perf_counter() - wall
-                product[2] += time.process_time() - cpu
-                product[3] += resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel
+                product[2] += after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                product[3] += after.ru_stime - before.ru_stime
             if progress:
                 progress(d - first_new + 1, last - first_new + 1, cfg.start + dt.timedelta(days=d))
     finally:
