@@ -41,7 +41,7 @@ from dataops.governance.definition_versions import (
 )
 from dataops.governance.policy import load_policy
 from dataops.publish.analyst_warehouse import PublishReport, publish
-from dataops.transform.project import project_files, registry_vars
+from dataops.transform.project import authored_files, registry_vars
 from dataops.transform.runner import run_dbt
 from quality.gate import GATE, run_check
 from registry.loader import Registry, definition_periods_seed_csv, kpi_seed_csv, load_registry
@@ -109,10 +109,8 @@ def _definitions_digest(registry: Registry) -> str:
     digest = hashlib.sha256()
     for part in (registry_vars(registry), definition_periods_seed_csv(registry), kpi_seed_csv(registry)):
         digest.update(part.encode())
-    generated = DBT_PROJECT_DIR / "seeds" / "registry"
-    for path in project_files():
-        if generated not in path.parents:
-            digest.update(str(path.relative_to(DBT_PROJECT_DIR)).encode() + path.read_bytes())
+    for path in authored_files():
+        digest.update(str(path.relative_to(DBT_PROJECT_DIR)).encode() + path.read_bytes())
     return digest.hexdigest()
 
 

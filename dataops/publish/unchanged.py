@@ -3,8 +3,9 @@
 Nothing new: every version the raw layer has not loaded (this run's among them) holds, for every day it
 covers, the very records (``_record_hash``, which leaves out each extraction's own lineage) and columns of the
 newest loaded version of that day; no load waits for a build; the last complete build was published after it
-was built; and no file of the dbt project and no product event file is newer than that build. The Dagster code
-location adds what only its instance knows (runs in progress, the per-day published status).
+was built; and no file of the dbt project (the registry's generated seeds aside) and no product event file is
+newer than that build. The Dagster code location adds what only its instance knows (runs in progress, the
+per-day published status).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataops.core.warehouse import table_exists
 from dataops.ingest import lake
 from dataops.ingest.events import lake_versions
 from dataops.ingest.ledger import unbuilt_window
-from dataops.transform.project import project_files
+from dataops.transform.project import authored_files
 from quality.contracts import CONTRACTS, Contract
 
 
@@ -137,7 +138,9 @@ def built_and_published(settings: Settings, held: Held) -> str | None:
     if held.published_at < held.built_at:
         return "the last complete build is not published"
     built_at = held.built_at.timestamp()
-    project = [p for p in project_files(DBT_PROJECT_DIR) if p.stat().st_mtime > built_at]
+    # the registry's generated seeds aside: another registry version's build rewrites them in the shared folder,
+    # and a changed definition is applied by its own build, not detected here (orchestration/lib/nothing_new.py)
+    project = [p for p in authored_files(DBT_PROJECT_DIR) if p.stat().st_mtime > built_at]
     if project:
         return f"the dbt project changed since the last build ({project[0].name})"
     events = [v for v in lake_versions(settings) if (settings.lake_dir / v).stat().st_mtime > built_at]

@@ -35,11 +35,17 @@ def write_registry_seeds(registry: Registry, project_dir: Path = DBT_PROJECT_DIR
             path.write_text(content)
 
 
+def registry_seeds_dir(project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """Where the registry's seeds are generated: written from the registry, not authored."""
+    return project_dir / "seeds" / "registry"
+
+
 def _seeds(registry: Registry, project_dir: Path) -> dict[Path, str]:
+    generated = registry_seeds_dir(project_dir)
     return {
-        project_dir / "seeds" / "registry" / "registry_kpis.csv": kpi_seed_csv(registry),
-        project_dir / "seeds" / "registry" / "registry_customer_states.csv": customer_states_seed_csv(registry),
-        project_dir / "seeds" / "registry" / "registry_definition_periods.csv": definition_periods_seed_csv(registry),
+        generated / "registry_kpis.csv": kpi_seed_csv(registry),
+        generated / "registry_customer_states.csv": customer_states_seed_csv(registry),
+        generated / "registry_definition_periods.csv": definition_periods_seed_csv(registry),
         project_dir / "docs" / "registry.md": registry_docs(registry),
     }
 
@@ -119,3 +125,10 @@ def project_files(project_dir: Path = DBT_PROJECT_DIR) -> list[Path]:
     for folder in ("models", "macros", "seeds", "tests", "snapshots"):
         paths += [p for p in (project_dir / folder).rglob("*") if p.is_file()]
     return sorted(p for p in paths if p.exists())
+
+
+def authored_files(project_dir: Path = DBT_PROJECT_DIR) -> list[Path]:
+    """The project's files less the registry's generated seeds: any process under another registry version (a
+    definition proposal) rewrites those in the shared folder, so their bytes and times say nothing of the code."""
+    generated = registry_seeds_dir(project_dir)
+    return [p for p in project_files(project_dir) if generated not in p.parents]
