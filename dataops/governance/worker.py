@@ -35,6 +35,8 @@ import duckdb
 from dataops.governance.functions import Refusal, check_parse, check_plan
 
 POLL_SECONDS = 0.02
+START_SECONDS = 120  # a worker's start-up (Python, DuckDB's import): not the statement's time, but bounded
+READY = "ready"
 RECYCLE_RSS_BYTES = 512 * 1024**2  # a worker left holding more than this after a query is replaced
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -221,7 +223,12 @@ def _run(job: Job) -> tuple[Reply, duckdb.DuckDBPyConnection | None]:
 
 
 def serve(conn: Connection) -> None:
-    """The worker's loop: one job at a time until the gateway closes the pipe."""
+    """The worker's loop: one job at a time until the gateway closes the pipe. It says when it is ready, so that
+    a statement's deadline counts the statement, not the interpreter's start on a loaded machine."""
+    try:
+        conn.send(READY)
+    except OSError:
+        return
     while True:
         try:
             job = conn.recv()
@@ -247,7 +254,7 @@ class Worker:
     def __init__(self) -> None:
         parent, child = socket.socketpair()
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "dataops.governance.worker", str(child.fileno())],
+            self.command(child.fileno()),
             pass_fds=[child.fileno()],
             env={},
             stdin=subprocess.DEVNULL,
@@ -256,9 +263,27 @@ class Worker:
         )
         child.close()
         self.conn = Connection(parent.detach())
+        self.ready = False
+
+    def command(self, fd: int) -> list[str]:
+        return [sys.executable, "-I", "-m", "dataops.governance.worker", str(fd)]
+
+    def _wait_ready(self) -> None:
+        """Until the worker has started (once): its start-up is not the statement's time."""
+        if self.ready:
+            return
+        try:
+            ready = self.conn.poll(START_SECONDS) and self.conn.recv() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.kill()
+            raise Breach("worker_died", f"the query's worker did not start in {START_SECONDS}s; nothing was run")
+        self.ready = True
 
     def run(self, job: Job, timeout: float) -> Reply:
         """Send the job and wait for the answer; kill the worker at the deadline or above its ceiling."""
+        self._wait_ready()
         self.conn.send(job)
         deadline = time.monotonic() + timeout
         while True:

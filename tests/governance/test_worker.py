@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dataops.governance import worker
 from dataops.governance.functions import (
     DENIED,
     REVIEWED_FILE,
@@ -20,7 +21,7 @@ from dataops.governance.functions import (
     check_plan,
     duckdb_functions,
 )
-from dataops.governance.worker import Breach, Job, WorkerPool, open_database, run_job
+from dataops.governance.worker import Breach, Job, Worker, WorkerPool, open_database, run_job
 
 ALIAS = "general_0123456789ab"
 
@@ -141,6 +142,32 @@ def test_a_worker_is_killed_at_its_deadline_and_replaced(published_file: Path) -
         assert answer.rows == [(42,)]
     finally:
         pool.close()
+
+
+class SlowStart(Worker):
+    """A worker whose process starts as on a heavily loaded machine: seconds before Python runs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__()
+
+    def command(self, fd: int) -> list[str]:
+        return ["/bin/sh", "-c", f'sleep {self.seconds}; exec "$0" "$@"', *super().command(fd)]
+
+
+def test_the_deadline_counts_the_statement_not_the_workers_start(
+    published_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = SlowStart(3)
+    try:
+        assert slow.run(job(published_file, "select 41 + 1"), timeout=2).rows == [(42,)]
+    finally:
+        slow.kill()
+    monkeypatch.setattr(worker, "START_SECONDS", 0.5)
+    never = SlowStart(30)
+    with pytest.raises(Breach, match=r"did not start in 0\.5s") as breach:
+        never.run(job(published_file, "select 1"), timeout=2)
+    assert breach.value.brake == "worker_died" and not never.alive
 
 
 def test_a_worker_is_stopped_at_its_memory_ceiling(published_file: Path) -> None:
