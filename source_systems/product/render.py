@@ -56,6 +56,20 @@ def _hex_pairs() -> np.ndarray:
     return np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(), dtype="V2")
 
 
+def decimals(values: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative integers as (n, width) zero-padded decimal digits (``f"{v:0{width}d}"``), a digit column
+    at a time: NumPy's own text functions convert one value at a time into wide unicode."""
+    values = np.asarray(values, dtype=np.int64)
+    if len(values) and (int(values.min()) < 0 or int(values.max()) >= 10**width):
+        raise ValueError(f"decimals: values must lie in [0, 10**{width})")
+    out = np.empty((len(values), width), dtype=np.uint8)
+    rest = values.copy()
+    for col in range(width - 1, -1, -1):
+        rest, digit = np.divmod(rest, 10)
+        out[:, col] = digit + ord("0")
+    return out
+
+
 def hex_ids(raw: np.ndarray) -> pl.Series:
     """(n, k) random bytes as 2k lowercase hex digits each."""
     return fixed(hex_matrix(raw))

@@ -34,7 +34,7 @@ import polars as pl
 
 from source_systems.product import catalog, collector
 from source_systems.product.collector import EVENT, MALFORMED, TRUNCATED, object_path
-from source_systems.product.render import DAY_MS, fixed, hex_ids, hex_matrix, template
+from source_systems.product.render import DAY_MS, decimals, fixed, hex_ids, hex_matrix, template
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
@@ -550,8 +550,11 @@ def _quoted(values: np.ndarray) -> np.ndarray:
 def _user_ids(ev: pl.DataFrame, users: pl.DataFrame, then: str) -> Lookup:
     """'"003…"' for a signed-in user, the monitoring user's id, or null; each followed by ``then``."""
     contact = users["user"].to_numpy()
-    ids = _quoted(np.char.add("003", np.char.zfill(contact.astype(str), 9)))
-    table = pl.Series(np.char.add(["null", f'"{catalog.SYNTHETIC_USER}"', *ids], then))
+    if len(contact) == 0 or (int(contact.min()) >= 0 and int(contact.max()) < 10**9):  # nine digits, padded
+        ids = template(['"003', decimals(contact, 9), f'"{then}'], len(contact))
+    else:  # a wider id as it is
+        ids = pl.Series([f'"003{c:09d}"{then}' for c in contact.tolist()], dtype=pl.String)
+    table = pl.concat([pl.Series([f"null{then}", f'"{catalog.SYNTHETIC_USER}"{then}']), ids])
     traffic = ev["traffic"].to_numpy()
     pick = np.where((traffic == REAL) & ~ev["anonymous"].to_numpy(), ev["user"].to_numpy() + 2, 0)
     pick[traffic == SYNTHETIC] = 1
@@ -566,13 +569,14 @@ def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame,
     own = (np.arange(n_users * 3) // 3) * 4 + np.arange(n_users * 3) % 3  # row * 4 + platform
     contact_dev = users["user"].to_numpy()[own // 4] * 4 + own % 4
     digest = (unit(0, contact_dev, 12) * 2**32).astype(">u4")
-    hexed = hex_ids(np.frombuffer(digest.tobytes(), dtype=np.uint8).reshape(-1, 4)).to_numpy().astype(str)
-    real = np.char.add(np.char.add('"', np.array(["w-", "i-", "a-"])[own % 4]), np.char.add(hexed, '"'))
+    hexed = hex_matrix(np.frombuffer(digest.tobytes(), dtype=np.uint8).reshape(-1, 4))
+    prefix = np.frombuffer(b"w-i-a-", dtype=np.uint8).reshape(3, 2)[own % 4]
+    real = template(['"', prefix, hexed, f'"{then}'], len(own))
     bots = np.flatnonzero(traffic == BOT)
-    bot_hex = hex_ids(np.frombuffer(rng.bytes(4 * len(bots)), dtype=np.uint8).reshape(len(bots), 4)).to_numpy()
+    bot_hex = hex_matrix(np.frombuffer(rng.bytes(4 * len(bots)), dtype=np.uint8).reshape(len(bots), 4))
     fixed_ids = ["null", '"s-monitor01"', *(f'"probe-{c}"' for c in catalog.COLLECTORS)]
-    bot_ids = np.char.add(np.char.add('"b-', bot_hex.astype(str)), '"')
-    table = pl.Series(np.char.add(np.concatenate([fixed_ids, real, bot_ids]).astype(str), then), dtype=pl.String)
+    bot_ids = template(['"b-', bot_hex, f'"{then}'], len(bots))
+    table = pl.concat([pl.Series([f"{f}{then}" for f in fixed_ids], dtype=pl.String), real, bot_ids])
     pick = np.zeros(len(traffic), dtype=np.int64)
     rows = ev["user"].to_numpy()
     client = (traffic == REAL) & (device >= 0)
@@ -580,12 +584,13 @@ def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame,
     pick[traffic == SYNTHETIC] = 1
     probes = traffic == PROBE
     pick[probes] = 2 + ev["collector"].to_numpy()[probes]
-    pick[bots] = len(fixed_ids) + len(real) + np.arange(len(bots))
+    pick[bots] = len(fixed_ids) + len(own) + np.arange(len(bots))
     return table, pick
 
 
 def _account_refs(ev: pl.DataFrame, world: World, then: str) -> Lookup:
-    table = pl.Series(np.char.add(["null", *_quoted(world.acc_crm_id)], then))
+    refs = pl.select(pl.concat_str([pl.lit('"'), pl.Series(world.acc_crm_id, dtype=pl.String), pl.lit(f'"{then}')]))
+    table = pl.concat([pl.Series([f"null{then}"]), refs.to_series()])
     return table, ev["account"].to_numpy() + 1
 
 
