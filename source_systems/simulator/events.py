@@ -759,17 +759,29 @@ def _malformed(cfg: SimConfig, rng: np.random.Generator, d: int, n_real: int, st
 
 
 # ------------------------------------------------------------------ the dirt log
-def _dirt(d: int, keys: pl.Series, column: str, kind: str, klass: str) -> pl.DataFrame:
-    k = keys.len()
+Logged = tuple[pl.Series, str, str, str]  # dirt log rows: their keys, and the column, kind and class of them all
+
+
+def _dirt(d: int, groups: list[Logged]) -> pl.DataFrame:
+    """The dirt log's rows of groups of keys: one frame, each group's text picked from a row per group (a
+    frame of repeated text per group costs more than its rows)."""
+    counts = [keys.len() for keys, *_ in groups]
+    group = pl.Series(np.repeat(np.arange(len(groups)), counts), dtype=pl.Int64)
+    k = sum(counts)
+
+    def text(i: int) -> pl.Series:
+        return pl.Series([g[i] for g in groups], dtype=pl.String).gather(group)
+
+    keys = pl.concat([keys.cast(pl.String) for keys, *_ in groups]) if groups else pl.Series([], dtype=pl.String)
     return frame(
         "dirt",
         day=np.full(k, d),
         system=pl.repeat("product", k, eager=True),
         table=pl.repeat("events", k, eager=True),
-        key=keys.cast(pl.String),
-        column=pl.repeat(column, k, eager=True),
-        kind=pl.repeat(kind, k, eager=True),
-        **{"class": pl.repeat(klass, k, eager=True)},
+        key=keys,
+        column=text(1),
+        kind=text(2),
+        **{"class": text(3)},
     )
 
 
@@ -777,40 +789,40 @@ def _event_dirt(
     cfg: SimConfig, d: int, ev: pl.DataFrame, copies: pl.DataFrame, id_hex: np.ndarray, pii: np.ndarray
 ) -> pl.DataFrame:
     traffic = ev["traffic"].to_numpy()
-    first = copies.select("ev", "kind", "offline", "skewed").filter(pl.col("kind") == 0).sort("ev")
-
-    def ids(rows: np.ndarray) -> pl.Series:
-        """The event ids of the rows (a mask or positions): made as text only for the few that are logged."""
-        return fixed(id_hex[rows])
-
-    date = cfg.start + dt.timedelta(days=d)
-    rows = [
-        _dirt(d, ids(traffic == BOT), "*", "bot_traffic", "bogus"),
-        _dirt(d, ids(_either(traffic, PROBE, SYNTHETIC)), "*", "health_check", "bogus"),
-        _dirt(d, ids(copies.filter(pl.col("kind") == 1)["ev"].to_numpy()), "*", "duplicate_delivery", "noise"),
-        _dirt(d, ids(first["offline"].to_numpy()), "received_at", "late_delivery", "noise"),
-        _dirt(d, ids(first["skewed"].to_numpy()), "occurred_at", "clock_skew", "noise"),
-        _dirt(d, ids(pii), "properties", "pii_in_property", "noise"),
+    first = copies.head(ev.height)  # every event's first copy, in the order of events (_copies)
+    logged = [
+        (np.flatnonzero(traffic == BOT), "*", "bot_traffic", "bogus"),
+        (np.flatnonzero(_either(traffic, PROBE, SYNTHETIC)), "*", "health_check", "bogus"),
+        (copies["ev"].to_numpy()[copies["kind"].to_numpy() == 1], "*", "duplicate_delivery", "noise"),
+        (np.flatnonzero(first["offline"].to_numpy()), "received_at", "late_delivery", "noise"),
+        (np.flatnonzero(first["skewed"].to_numpy()), "occurred_at", "clock_skew", "noise"),
+        (np.flatnonzero(pii), "properties", "pii_in_property", "noise"),
     ]
+    # the event ids as text only for the few events logged, all at once
+    ids = fixed(id_hex[np.concatenate([rows for rows, *_ in logged])])
+    at = np.cumsum([0, *(len(rows) for rows, *_ in logged)]).tolist()
+    groups: list[Logged] = [
+        (ids[at[i] : at[i + 1]], column, kind, klass) for i, (_, column, kind, klass) in enumerate(logged)
+    ]
+    date = cfg.start + dt.timedelta(days=d)
     late = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, d)
     if late is not None:
         path = object_path(Path(), cfg.start, d, late[0], late[1]).as_posix()
-        rows.append(_dirt(d, pl.Series([path]), "*", "out_of_order_hour", "noise"))
+        groups.append((pl.Series([path]), "*", "out_of_order_hour", "noise"))
     if date == cfg.effective_property_date:
-        rows.append(_dirt(d, pl.Series(["*"]), "properties.load_ms", "property_added", "noise"))
+        groups.append((pl.Series(["*"]), "properties.load_ms", "property_added", "noise"))
     if date == cfg.effective_rename_date:
         for code, name in catalog.RENAMED.items():
-            rows.append(
-                _dirt(d, pl.Series(["*"]), f"event_type:{catalog.EVENT_TYPES[code]}->{name}", "event_renamed", "noise")
-            )
-    return pl.concat(rows)
+            renamed = f"event_type:{catalog.EVENT_TYPES[code]}->{name}"
+            groups.append((pl.Series(["*"]), renamed, "event_renamed", "noise"))
+    return _dirt(d, groups)
 
 
 # ------------------------------------------------------------------ the objects and manifests
 def _write(cfg: SimConfig, d: int, root: Path, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
     """Hand today's lines to the collectors' writer; the unreadable lines it wrote, as dirt log rows."""
     bad = collector.write_day(root, cfg.start, main, extra, _complete_hours(cfg, d))
-    return pl.concat([_dirt(d, pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
+    return _dirt(d, [(pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
 
 
 def _complete_hours(cfg: SimConfig, d: int) -> list[tuple[int, int, bool]]:
