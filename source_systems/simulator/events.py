@@ -48,7 +48,7 @@ OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happ
 RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
 LAST = 2**62  # sorts a truncated line last in its object
 _TIMES = ("occurred_ms", "sent_ms", "received_ms")  # a copy's times, as its line has them
-RENDER_BATCH = 1 << 16  # lines rendered together
+RENDER_BATCH = 1 << 14  # lines rendered together: see _render
 Lookup = tuple[pl.Series, np.ndarray]  # a line's piece: a table of text and, per event, the row it picks
 
 
@@ -489,7 +489,10 @@ def _render(
     ev_idx = copies["ev"].to_numpy()
     times = [copies[c].to_numpy() for c in _TIMES]
     # a batch of lines at a time: the batch's intermediate columns are allocated once and reused (a day's
-    # would be fresh memory, paid for in page faults), only the lines themselves stay
+    # would be fresh memory, paid for in page faults), only the lines themselves stay. A batch's lines (about
+    # 400 bytes each) stay below polars' allocator's oversize threshold (jemalloc, 8 MiB by default), above
+    # which memory goes to an arena that gives it back to the kernel as soon as it is freed: memory below it
+    # is kept, and the next batches and days reuse it without faulting it in again
     batches = []
     for a in range(0, copies.height, RENDER_BATCH):
         b = min(copies.height, a + RENDER_BATCH)
