@@ -56,6 +56,8 @@ def sort_order(*keys: np.ndarray) -> np.ndarray:
     """The stable order of rows by integer ``keys``, the first the most significant: ``np.lexsort`` of the keys
     in reverse, as one sort of the keys packed into one integer (a sort per key costs several times as much).
 
+    Where the row numbers fit below the keys too, every packed value is distinct and the order is NumPy's
+    plain sort of them (vectorised: several times a stable sort's speed), read back from their low bits.
     Keys whose spans do not fit in 63 bits together are sorted by ``np.lexsort`` as they are.
     """
     if not keys or len(keys[0]) == 0:
@@ -68,7 +70,36 @@ def sort_order(*keys: np.ndarray) -> np.ndarray:
     for key, low, width in zip(keys, lows, bits, strict=True):
         packed <<= width
         packed |= np.asarray(key, dtype=np.int64) - low
-    return np.argsort(packed, kind="stable")
+    row_bits = (len(packed) - 1).bit_length()
+    if sum(bits) + row_bits > 63:
+        return np.argsort(packed, kind="stable")
+    packed <<= row_bits
+    packed |= np.arange(len(packed), dtype=np.int64)  # ties in order of rows
+    packed.sort()
+    return np.asarray(packed & ((1 << row_bits) - 1))
+
+
+def sorted_rows(*keys: np.ndarray) -> list[np.ndarray]:
+    """The rows of integer columns ``keys`` sorted by them, the first the most significant (rows equal in every
+    key are alike, so their order is no matter): one plain sort of the columns packed into one integer, read
+    back by their bits, where they fit in 63 bits together; otherwise picked in ``sort_order``."""
+    if not keys or len(keys[0]) == 0:
+        return [np.asarray(k, dtype=np.int64) for k in keys]
+    lows = [int(k.min()) for k in keys]
+    bits = [max(int(k.max()) - low, 0).bit_length() for k, low in zip(keys, lows, strict=True)]
+    if sum(bits) > 63:
+        order = sort_order(*keys)
+        return [np.asarray(k, dtype=np.int64)[order] for k in keys]
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, low, width in zip(keys, lows, bits, strict=True):
+        packed <<= width
+        packed |= np.asarray(key, dtype=np.int64) - low
+    packed.sort()
+    out = []
+    for low, width in zip(lows[::-1], bits[::-1], strict=True):
+        out.append((packed & ((1 << width) - 1)) + low)
+        packed >>= width
+    return out[::-1]
 
 
 def _either(values: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -428,8 +459,7 @@ def _runs(state: State, day: np.ndarray, known: np.ndarray, user: np.ndarray, ms
     """
     if len(ms) == 0:
         return
-    order = sort_order(day, known, user, ms)
-    day, known, user, ms = day[order], known[order], user[order], ms[order]
+    day, known, user, ms = sorted_rows(day, known, user, ms)
     same = (day[1:] == day[:-1]) & (known[1:] == known[:-1]) & (user[1:] == user[:-1])
     starts = np.flatnonzero(np.concatenate([[True], ~same | (ms[1:] - ms[:-1] > RUN_GAP_MS)]))
     ends = np.append(starts[1:], len(ms)) - 1

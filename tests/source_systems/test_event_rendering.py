@@ -241,11 +241,30 @@ def test_sort_order_is_lexsort_of_the_keys_most_significant_first() -> None:
     day = rng.integers(-3, 4, size=n)  # negative and repeated values, ties between whole rows
     hour = rng.integers(0, 24, size=n)
     ms = rng.integers(1_700_000_000_000, 1_700_000_000_000 + 3_600_000, size=n)
-    for keys in ((day, hour, ms), (day, hour), (ms,), (day, ms, ms, ms)):  # the last too wide to pack
+    wide = rng.integers(0, 2**52, size=n)  # packs, but leaves no room for the row numbers
+    # packed with the row numbers, packed alone, and too wide to pack
+    for keys in ((day, hour, ms), (day, hour), (ms,), (hour, wide), (day, ms, ms, ms)):
         want = np.lexsort(keys[::-1])
         assert np.array_equal(events.sort_order(*keys), want)
+    assert np.array_equal(events.sort_order(np.array([3])), [0])
     empty = np.zeros(0, dtype=np.int64)
     assert len(events.sort_order(empty, empty)) == 0
+
+
+def test_sorted_rows_are_the_rows_in_lexsort_order() -> None:
+    rng = np.random.default_rng(13)
+    n = 5_000
+    day = rng.integers(-3, 4, size=n)
+    user = rng.integers(0, 50, size=n)
+    ms = rng.integers(1_700_000_000_000, 1_700_000_000_000 + 3 * 86_400_000, size=n)
+    wide = rng.integers(-(2**40), 2**40, size=n)
+    for keys in ((day, user, ms), (ms,), (day, user), (day, wide, wide)):  # the last too wide to pack
+        order = np.lexsort(keys[::-1])
+        got = events.sorted_rows(*keys)
+        assert len(got) == len(keys)
+        for column, key in zip(got, keys, strict=True):
+            assert np.array_equal(column, key[order])
+    assert events.sorted_rows(np.zeros(0, dtype=np.int64))[0].shape == (0,)
 
 
 def _huge_pages_advised() -> bool:
