@@ -56,6 +56,20 @@ def _hex_pairs() -> np.ndarray:
     return np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(), dtype="V2")
 
 
+def decimals(values: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative integers as (n, width) zero-padded decimal digits (``f"{v:0{width}d}"``), a digit column
+    at a time: NumPy's own text functions convert one value at a time into wide unicode."""
+    values = np.asarray(values, dtype=np.int64)
+    if len(values) and (int(values.min()) < 0 or int(values.max()) >= 10**width):
+        raise ValueError(f"decimals: values must lie in [0, 10**{width})")
+    out = np.empty((len(values), width), dtype=np.uint8)
+    rest = values.copy()
+    for col in range(width - 1, -1, -1):
+        rest, digit = np.divmod(rest, 10)
+        out[:, col] = digit + ord("0")
+    return out
+
+
 def hex_ids(raw: np.ndarray) -> pl.Series:
     """(n, k) random bytes as 2k lowercase hex digits each."""
     return fixed(hex_matrix(raw))
@@ -81,18 +95,30 @@ def _millis() -> np.ndarray:
     return np.frombuffer("".join(f"{i:03d}Z" for i in range(1000)).encode(), dtype=np.uint8).reshape(1000, 4)
 
 
-def _iso_pieces(ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epoch milliseconds as 'YYYY-MM-DDT', 'HH:MM:SS.' and 'mmmZ', each an array of fixed-size byte items
-    picked from a table (one gather per piece: picking 11, 9 and 4 bytes at a time costs half of picking
-    them as rows of a byte matrix)."""
+def _dates(stamps: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """'YYYY-MM-DDT' for every day the epoch-millisecond columns span, as 11-byte items, and the first day."""
+    present = [s for s in stamps if len(s)]
+    if not present:
+        return np.zeros(0, dtype="V11"), 0
+    first = min(int(s.min()) for s in present) // DAY_MS
+    span = max(int(s.max()) for s in present) // DAY_MS - first + 1
+    text = "".join((EPOCH + dt.timedelta(days=first + i)).isoformat() + "T" for i in range(span))
+    return np.frombuffer(text.encode(), dtype="V11"), first
+
+
+def _write_iso(ms: np.ndarray, out: np.ndarray, dates: tuple[np.ndarray, int]) -> None:
+    """Epoch milliseconds as 'YYYY-MM-DDT', 'HH:MM:SS.' and 'mmmZ' into the fields d, t and m of ``out``, each
+    picked from a table straight into its field (picking 11, 9 and 4 bytes at a time costs half of picking
+    them as rows of a byte matrix; picking into the record saves a copy)."""
+    table, first = dates
     day, rest = np.divmod(ms, DAY_MS)
-    first = int(day.min())
-    span = int(day.max()) - first + 1
-    dates = np.frombuffer(
-        "".join((EPOCH + dt.timedelta(days=first + i)).isoformat() + "T" for i in range(span)).encode(), dtype="V11"
-    )
     second, milli = np.divmod(rest, 1000)
-    return dates[day - first], _time_of_day().view("V9").ravel()[second], _millis().view("V4").ravel()[milli]
+    np.take(table, day - first, out=out["d"], mode="clip")
+    np.take(_time_of_day().view("V9").ravel(), second, out=out["t"], mode="clip")
+    np.take(_millis().view("V4").ravel(), milli, out=out["m"], mode="clip")
+
+
+_ISO = np.dtype([("d", "V11"), ("t", "V9"), ("m", "V4")])
 
 
 def iso_ms(ms: np.ndarray) -> pl.Series:
@@ -111,33 +137,33 @@ def template(parts: list[str | np.ndarray], n: int) -> pl.Series:
     field would stream the whole output through memory again); the literals are written once, into a block
     copied to each block of the output.
     """
-    fields: list[tuple[str, str]] = []
+    fields: list[tuple[str, str | np.dtype]] = []
     for i, part in enumerate(parts):
         if isinstance(part, str):
             fields.append((f"p{i}", f"V{len(part.encode())}"))
         elif part.ndim == 2:
             fields.append((f"p{i}", f"V{part.shape[1]}"))
         else:
-            fields += [(f"p{i}_{j}", f"V{width}") for j, width in enumerate((11, 9, 4))]
+            fields.append((f"p{i}", _ISO))
     layout = np.dtype(fields)
     block = max(1, BLOCK_BYTES // layout.itemsize)
     literals = np.empty(min(n, block), dtype=layout)
     for i, part in enumerate(parts):
         if isinstance(part, str):
             literals[f"p{i}"] = np.frombuffer(part.encode(), dtype=layout[f"p{i}"])[0]
+    dates = _dates([np.asarray(p, dtype=np.int64) for p in parts if not isinstance(p, str) and p.ndim == 1])
     out = np.empty(n, dtype=layout)
     for a in range(0, n, block):
         b = min(n, a + block)
         chunk = out[a:b]
-        chunk[...] = literals[: b - a]
+        chunk.view(np.uint8)[...] = literals[: b - a].view(np.uint8)  # as bytes: one copy, not one per field
         for i, part in enumerate(parts):
             if isinstance(part, str):
                 continue
             if part.ndim == 2:
                 chunk[f"p{i}"] = np.ascontiguousarray(part[a:b], dtype=np.uint8).view(layout[f"p{i}"]).ravel()
             else:
-                for j, piece in enumerate(_iso_pieces(np.asarray(part[a:b], dtype=np.int64))):
-                    chunk[f"p{i}_{j}"] = piece
+                _write_iso(np.asarray(part[a:b], dtype=np.int64), chunk[f"p{i}"], dates)
     return fixed(out.view(np.uint8).reshape(n, layout.itemsize))
 
 

@@ -34,7 +34,7 @@ import polars as pl
 
 from source_systems.product import catalog, collector
 from source_systems.product.collector import EVENT, MALFORMED, TRUNCATED, object_path
-from source_systems.product.render import DAY_MS, fixed, hex_ids, hex_matrix, template
+from source_systems.product.render import DAY_MS, decimals, fixed, hex_ids, hex_matrix, template
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.rng import stream
 from source_systems.simulator.state import State, frame
@@ -48,7 +48,7 @@ OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happ
 RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
 LAST = 2**62  # sorts a truncated line last in its object
 _TIMES = ("occurred_ms", "sent_ms", "received_ms")  # a copy's times, as its line has them
-RENDER_BATCH = 1 << 16  # lines rendered together
+RENDER_BATCH = 1 << 14  # lines rendered together: see _render
 Lookup = tuple[pl.Series, np.ndarray]  # a line's piece: a table of text and, per event, the row it picks
 
 
@@ -56,6 +56,8 @@ def sort_order(*keys: np.ndarray) -> np.ndarray:
     """The stable order of rows by integer ``keys``, the first the most significant: ``np.lexsort`` of the keys
     in reverse, as one sort of the keys packed into one integer (a sort per key costs several times as much).
 
+    Where the row numbers fit below the keys too, every packed value is distinct and the order is NumPy's
+    plain sort of them (vectorised: several times a stable sort's speed), read back from their low bits.
     Keys whose spans do not fit in 63 bits together are sorted by ``np.lexsort`` as they are.
     """
     if not keys or len(keys[0]) == 0:
@@ -68,7 +70,36 @@ def sort_order(*keys: np.ndarray) -> np.ndarray:
     for key, low, width in zip(keys, lows, bits, strict=True):
         packed <<= width
         packed |= np.asarray(key, dtype=np.int64) - low
-    return np.argsort(packed, kind="stable")
+    row_bits = (len(packed) - 1).bit_length()
+    if sum(bits) + row_bits > 63:
+        return np.argsort(packed, kind="stable")
+    packed <<= row_bits
+    packed |= np.arange(len(packed), dtype=np.int64)  # ties in order of rows
+    packed.sort()
+    return np.asarray(packed & ((1 << row_bits) - 1))
+
+
+def sorted_rows(*keys: np.ndarray) -> list[np.ndarray]:
+    """The rows of integer columns ``keys`` sorted by them, the first the most significant (rows equal in every
+    key are alike, so their order is no matter): one plain sort of the columns packed into one integer, read
+    back by their bits, where they fit in 63 bits together; otherwise picked in ``sort_order``."""
+    if not keys or len(keys[0]) == 0:
+        return [np.asarray(k, dtype=np.int64) for k in keys]
+    lows = [int(k.min()) for k in keys]
+    bits = [max(int(k.max()) - low, 0).bit_length() for k, low in zip(keys, lows, strict=True)]
+    if sum(bits) > 63:
+        order = sort_order(*keys)
+        return [np.asarray(k, dtype=np.int64)[order] for k in keys]
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, low, width in zip(keys, lows, bits, strict=True):
+        packed <<= width
+        packed |= np.asarray(key, dtype=np.int64) - low
+    packed.sort()
+    out = []
+    for low, width in zip(lows[::-1], bits[::-1], strict=True):
+        out.append((packed & ((1 << width) - 1)) + low)
+        packed >>= width
+    return out[::-1]
 
 
 def _either(values: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -428,8 +459,7 @@ def _runs(state: State, day: np.ndarray, known: np.ndarray, user: np.ndarray, ms
     """
     if len(ms) == 0:
         return
-    order = sort_order(day, known, user, ms)
-    day, known, user, ms = day[order], known[order], user[order], ms[order]
+    day, known, user, ms = sorted_rows(day, known, user, ms)
     same = (day[1:] == day[:-1]) & (known[1:] == known[:-1]) & (user[1:] == user[:-1])
     starts = np.flatnonzero(np.concatenate([[True], ~same | (ms[1:] - ms[:-1] > RUN_GAP_MS)]))
     ends = np.append(starts[1:], len(ms)) - 1
@@ -489,7 +519,10 @@ def _render(
     ev_idx = copies["ev"].to_numpy()
     times = [copies[c].to_numpy() for c in _TIMES]
     # a batch of lines at a time: the batch's intermediate columns are allocated once and reused (a day's
-    # would be fresh memory, paid for in page faults), only the lines themselves stay
+    # would be fresh memory, paid for in page faults), only the lines themselves stay. A batch's lines (about
+    # 400 bytes each) stay below polars' allocator's oversize threshold (jemalloc, 8 MiB by default), above
+    # which memory goes to an arena that gives it back to the kernel as soon as it is freed: memory below it
+    # is kept, and the next batches and days reuse it without faulting it in again
     batches = []
     for a in range(0, copies.height, RENDER_BATCH):
         b = min(copies.height, a + RENDER_BATCH)
@@ -550,8 +583,11 @@ def _quoted(values: np.ndarray) -> np.ndarray:
 def _user_ids(ev: pl.DataFrame, users: pl.DataFrame, then: str) -> Lookup:
     """'"003…"' for a signed-in user, the monitoring user's id, or null; each followed by ``then``."""
     contact = users["user"].to_numpy()
-    ids = _quoted(np.char.add("003", np.char.zfill(contact.astype(str), 9)))
-    table = pl.Series(np.char.add(["null", f'"{catalog.SYNTHETIC_USER}"', *ids], then))
+    if len(contact) == 0 or (int(contact.min()) >= 0 and int(contact.max()) < 10**9):  # nine digits, padded
+        ids = template(['"003', decimals(contact, 9), f'"{then}'], len(contact))
+    else:  # a wider id as it is
+        ids = pl.Series([f'"003{c:09d}"{then}' for c in contact.tolist()], dtype=pl.String)
+    table = pl.concat([pl.Series([f"null{then}", f'"{catalog.SYNTHETIC_USER}"{then}']), ids])
     traffic = ev["traffic"].to_numpy()
     pick = np.where((traffic == REAL) & ~ev["anonymous"].to_numpy(), ev["user"].to_numpy() + 2, 0)
     pick[traffic == SYNTHETIC] = 1
@@ -566,13 +602,14 @@ def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame,
     own = (np.arange(n_users * 3) // 3) * 4 + np.arange(n_users * 3) % 3  # row * 4 + platform
     contact_dev = users["user"].to_numpy()[own // 4] * 4 + own % 4
     digest = (unit(0, contact_dev, 12) * 2**32).astype(">u4")
-    hexed = hex_ids(np.frombuffer(digest.tobytes(), dtype=np.uint8).reshape(-1, 4)).to_numpy().astype(str)
-    real = np.char.add(np.char.add('"', np.array(["w-", "i-", "a-"])[own % 4]), np.char.add(hexed, '"'))
+    hexed = hex_matrix(np.frombuffer(digest.tobytes(), dtype=np.uint8).reshape(-1, 4))
+    prefix = np.frombuffer(b"w-i-a-", dtype=np.uint8).reshape(3, 2)[own % 4]
+    real = template(['"', prefix, hexed, f'"{then}'], len(own))
     bots = np.flatnonzero(traffic == BOT)
-    bot_hex = hex_ids(np.frombuffer(rng.bytes(4 * len(bots)), dtype=np.uint8).reshape(len(bots), 4)).to_numpy()
+    bot_hex = hex_matrix(np.frombuffer(rng.bytes(4 * len(bots)), dtype=np.uint8).reshape(len(bots), 4))
     fixed_ids = ["null", '"s-monitor01"', *(f'"probe-{c}"' for c in catalog.COLLECTORS)]
-    bot_ids = np.char.add(np.char.add('"b-', bot_hex.astype(str)), '"')
-    table = pl.Series(np.char.add(np.concatenate([fixed_ids, real, bot_ids]).astype(str), then), dtype=pl.String)
+    bot_ids = template(['"b-', bot_hex, f'"{then}'], len(bots))
+    table = pl.concat([pl.Series([f"{f}{then}" for f in fixed_ids], dtype=pl.String), real, bot_ids])
     pick = np.zeros(len(traffic), dtype=np.int64)
     rows = ev["user"].to_numpy()
     client = (traffic == REAL) & (device >= 0)
@@ -580,12 +617,13 @@ def _device_ids(rng: np.random.Generator, ev: pl.DataFrame, users: pl.DataFrame,
     pick[traffic == SYNTHETIC] = 1
     probes = traffic == PROBE
     pick[probes] = 2 + ev["collector"].to_numpy()[probes]
-    pick[bots] = len(fixed_ids) + len(real) + np.arange(len(bots))
+    pick[bots] = len(fixed_ids) + len(own) + np.arange(len(bots))
     return table, pick
 
 
 def _account_refs(ev: pl.DataFrame, world: World, then: str) -> Lookup:
-    table = pl.Series(np.char.add(["null", *_quoted(world.acc_crm_id)], then))
+    refs = pl.select(pl.concat_str([pl.lit('"'), pl.Series(world.acc_crm_id, dtype=pl.String), pl.lit(f'"{then}')]))
+    table = pl.concat([pl.Series([f"null{then}"]), refs.to_series()])
     return table, ev["account"].to_numpy() + 1
 
 
@@ -754,17 +792,29 @@ def _malformed(cfg: SimConfig, rng: np.random.Generator, d: int, n_real: int, st
 
 
 # ------------------------------------------------------------------ the dirt log
-def _dirt(d: int, keys: pl.Series, column: str, kind: str, klass: str) -> pl.DataFrame:
-    k = keys.len()
+Logged = tuple[pl.Series, str, str, str]  # dirt log rows: their keys, and the column, kind and class of them all
+
+
+def _dirt(d: int, groups: list[Logged]) -> pl.DataFrame:
+    """The dirt log's rows of groups of keys: one frame, each group's text picked from a row per group (a
+    frame of repeated text per group costs more than its rows)."""
+    counts = [keys.len() for keys, *_ in groups]
+    group = pl.Series(np.repeat(np.arange(len(groups)), counts), dtype=pl.Int64)
+    k = sum(counts)
+
+    def text(i: int) -> pl.Series:
+        return pl.Series([g[i] for g in groups], dtype=pl.String).gather(group)
+
+    keys = pl.concat([keys.cast(pl.String) for keys, *_ in groups]) if groups else pl.Series([], dtype=pl.String)
     return frame(
         "dirt",
         day=np.full(k, d),
         system=pl.repeat("product", k, eager=True),
         table=pl.repeat("events", k, eager=True),
-        key=keys.cast(pl.String),
-        column=pl.repeat(column, k, eager=True),
-        kind=pl.repeat(kind, k, eager=True),
-        **{"class": pl.repeat(klass, k, eager=True)},
+        key=keys,
+        column=text(1),
+        kind=text(2),
+        **{"class": text(3)},
     )
 
 
@@ -772,40 +822,40 @@ def _event_dirt(
     cfg: SimConfig, d: int, ev: pl.DataFrame, copies: pl.DataFrame, id_hex: np.ndarray, pii: np.ndarray
 ) -> pl.DataFrame:
     traffic = ev["traffic"].to_numpy()
-    first = copies.select("ev", "kind", "offline", "skewed").filter(pl.col("kind") == 0).sort("ev")
-
-    def ids(rows: np.ndarray) -> pl.Series:
-        """The event ids of the rows (a mask or positions): made as text only for the few that are logged."""
-        return fixed(id_hex[rows])
-
-    date = cfg.start + dt.timedelta(days=d)
-    rows = [
-        _dirt(d, ids(traffic == BOT), "*", "bot_traffic", "bogus"),
-        _dirt(d, ids(_either(traffic, PROBE, SYNTHETIC)), "*", "health_check", "bogus"),
-        _dirt(d, ids(copies.filter(pl.col("kind") == 1)["ev"].to_numpy()), "*", "duplicate_delivery", "noise"),
-        _dirt(d, ids(first["offline"].to_numpy()), "received_at", "late_delivery", "noise"),
-        _dirt(d, ids(first["skewed"].to_numpy()), "occurred_at", "clock_skew", "noise"),
-        _dirt(d, ids(pii), "properties", "pii_in_property", "noise"),
+    first = copies.head(ev.height)  # every event's first copy, in the order of events (_copies)
+    logged = [
+        (np.flatnonzero(traffic == BOT), "*", "bot_traffic", "bogus"),
+        (np.flatnonzero(_either(traffic, PROBE, SYNTHETIC)), "*", "health_check", "bogus"),
+        (copies["ev"].to_numpy()[copies["kind"].to_numpy() == 1], "*", "duplicate_delivery", "noise"),
+        (np.flatnonzero(first["offline"].to_numpy()), "received_at", "late_delivery", "noise"),
+        (np.flatnonzero(first["skewed"].to_numpy()), "occurred_at", "clock_skew", "noise"),
+        (np.flatnonzero(pii), "properties", "pii_in_property", "noise"),
     ]
+    # the event ids as text only for the few events logged, all at once
+    ids = fixed(id_hex[np.concatenate([rows for rows, *_ in logged])])
+    at = np.cumsum([0, *(len(rows) for rows, *_ in logged)]).tolist()
+    groups: list[Logged] = [
+        (ids[at[i] : at[i + 1]], column, kind, klass) for i, (_, column, kind, klass) in enumerate(logged)
+    ]
+    date = cfg.start + dt.timedelta(days=d)
     late = delayed_object(cfg.seed, cfg.dirt.event_delayed_hour, d)
     if late is not None:
         path = object_path(Path(), cfg.start, d, late[0], late[1]).as_posix()
-        rows.append(_dirt(d, pl.Series([path]), "*", "out_of_order_hour", "noise"))
+        groups.append((pl.Series([path]), "*", "out_of_order_hour", "noise"))
     if date == cfg.effective_property_date:
-        rows.append(_dirt(d, pl.Series(["*"]), "properties.load_ms", "property_added", "noise"))
+        groups.append((pl.Series(["*"]), "properties.load_ms", "property_added", "noise"))
     if date == cfg.effective_rename_date:
         for code, name in catalog.RENAMED.items():
-            rows.append(
-                _dirt(d, pl.Series(["*"]), f"event_type:{catalog.EVENT_TYPES[code]}->{name}", "event_renamed", "noise")
-            )
-    return pl.concat(rows)
+            renamed = f"event_type:{catalog.EVENT_TYPES[code]}->{name}"
+            groups.append((pl.Series(["*"]), renamed, "event_renamed", "noise"))
+    return _dirt(d, groups)
 
 
 # ------------------------------------------------------------------ the objects and manifests
 def _write(cfg: SimConfig, d: int, root: Path, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
     """Hand today's lines to the collectors' writer; the unreadable lines it wrote, as dirt log rows."""
     bad = collector.write_day(root, cfg.start, main, extra, _complete_hours(cfg, d))
-    return pl.concat([_dirt(d, pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
+    return _dirt(d, [(pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
 
 
 def _complete_hours(cfg: SimConfig, d: int) -> list[tuple[int, int, bool]]:

@@ -178,17 +178,93 @@ def test_a_template_is_its_literals_byte_fields_and_iso_timestamps() -> None:
     assert render.template(["x", np.zeros(0, dtype=np.int64)], 0).to_list() == []
 
 
+def test_decimals_are_zero_padded_digits() -> None:
+    values = np.array([0, 7, 42, 999_999_999, 123_456_789, 10, 100_000_000])
+    got = render.decimals(values, 9)
+    assert got.shape == (len(values), 9)
+    assert [bytes(row).decode() for row in got] == [f"{v:09d}" for v in values.tolist()]
+    assert [bytes(row).decode() for row in render.decimals(np.array([5, 12]), 2)] == ["05", "12"]
+    assert render.decimals(np.zeros(0, dtype=np.int64), 9).shape == (0, 9)
+    for wrong in (np.array([-1]), np.array([1_000_000_000])):  # a sign or a tenth digit does not fit
+        with pytest.raises(ValueError):
+            render.decimals(wrong, 9)
+
+
+def test_id_tables_are_each_value_formatted_as_text() -> None:
+    """The user, device and account tables a line picks from: each row the text formatted one value at a time
+    (ids wider than the padding as they are)."""
+    users = pl.DataFrame({"user": [0, 41, 1_234_567_890]})
+    ev = pl.DataFrame(
+        {
+            "traffic": [events.REAL, events.REAL, events.BOT, events.PROBE, events.SYNTHETIC, events.REAL],
+            "user": [0, 2, -1, -1, -1, 1],
+            "anonymous": [False, False, True, True, False, True],
+            "device": [0, 1_234_567_890 * 4 + 2, -5, -1, -1, 41 * 4],
+            "platform": [0, 2, 0, 0, 0, 0],
+            "collector": [-1, -1, -1, 1, -1, -1],
+            "account": [0, 1, -1, -1, 0, 1],
+        }
+    )
+    table, pick = events._user_ids(ev, users, ",")
+    assert table.gather(pick).to_list() == [
+        '"003000000000",',
+        '"0031234567890",',
+        "null,",
+        "null,",
+        f'"{events.catalog.SYNTHETIC_USER}",',
+        "null,",
+    ]
+    rng = np.random.default_rng(1)
+    bot = render.hex_matrix(np.frombuffer(copy.deepcopy(rng).bytes(4), dtype=np.uint8).reshape(1, 4))
+    table, pick = events._device_ids(rng, ev, users, ",")
+
+    def device(contact: int, platform: int) -> str:
+        digest = int(events.unit(0, np.array([contact * 4 + platform]), 12)[0] * 2**32)
+        return f'"{"wia"[platform]}-{digest:08x}",'
+
+    assert table.gather(pick).to_list() == [
+        device(0, 0),
+        device(1_234_567_890, 2),
+        f'"b-{bytes(bot[0]).decode()}",',
+        '"probe-c2",',
+        '"s-monitor01",',
+        device(41, 0),
+    ]
+    world = type("World", (), {"acc_crm_id": np.array(["001A", 'x"y'])})()
+    table, pick = events._account_refs(ev, world, ",")
+    assert table.gather(pick).to_list() == ['"001A",', '"x"y",', "null,", "null,", '"001A",', '"x"y",']
+
+
 def test_sort_order_is_lexsort_of_the_keys_most_significant_first() -> None:
     rng = np.random.default_rng(11)
     n = 5_000
     day = rng.integers(-3, 4, size=n)  # negative and repeated values, ties between whole rows
     hour = rng.integers(0, 24, size=n)
     ms = rng.integers(1_700_000_000_000, 1_700_000_000_000 + 3_600_000, size=n)
-    for keys in ((day, hour, ms), (day, hour), (ms,), (day, ms, ms, ms)):  # the last too wide to pack
+    wide = rng.integers(0, 2**52, size=n)  # packs, but leaves no room for the row numbers
+    # packed with the row numbers, packed alone, and too wide to pack
+    for keys in ((day, hour, ms), (day, hour), (ms,), (hour, wide), (day, ms, ms, ms)):
         want = np.lexsort(keys[::-1])
         assert np.array_equal(events.sort_order(*keys), want)
+    assert np.array_equal(events.sort_order(np.array([3])), [0])
     empty = np.zeros(0, dtype=np.int64)
     assert len(events.sort_order(empty, empty)) == 0
+
+
+def test_sorted_rows_are_the_rows_in_lexsort_order() -> None:
+    rng = np.random.default_rng(13)
+    n = 5_000
+    day = rng.integers(-3, 4, size=n)
+    user = rng.integers(0, 50, size=n)
+    ms = rng.integers(1_700_000_000_000, 1_700_000_000_000 + 3 * 86_400_000, size=n)
+    wide = rng.integers(-(2**40), 2**40, size=n)
+    for keys in ((day, user, ms), (ms,), (day, user), (day, wide, wide)):  # the last too wide to pack
+        order = np.lexsort(keys[::-1])
+        got = events.sorted_rows(*keys)
+        assert len(got) == len(keys)
+        for column, key in zip(got, keys, strict=True):
+            assert np.array_equal(column, key[order])
+    assert events.sorted_rows(np.zeros(0, dtype=np.int64))[0].shape == (0,)
 
 
 def _huge_pages_advised() -> bool:
