@@ -1,17 +1,18 @@
 """Load a contract-checked batch into the warehouse's ``raw`` and ``quarantine`` schemas.
 
-One explicit transaction per table and partition range: the range's old rows are deleted and the new
-ones inserted together, so a re-run replaces exactly its partitions and a failure leaves the warehouse as
-it was. References to a parent table of the same system are checked here (a relational rule): a row
-whose parent is not loaded is quarantined as an orphan, and released into ``raw`` by a later load once
-its parent arrives (a parent updated after the child's day lands in a later partition).
+One explicit transaction per table and partition range: the range's old rows are deleted and the new ones
+inserted together (block by block of days, so that memory holds a block and not the range), so a re-run replaces
+exactly its partitions and a failure leaves the warehouse as it was. References to a parent table of the same
+system are checked here (a relational rule): a row whose parent is not loaded is quarantined as an orphan, and
+released into ``raw`` by a later load once its parent arrives (a parent updated after the child's day lands in a
+later partition).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -80,62 +81,79 @@ def load_range(
     contract: Contract,
     start: dt.date,
     end: dt.date,
-    result: ContractResult,
+    results: Iterable[ContractResult],
     max_rate: float,
     min_quarantined: int,
     reread: Callable[[pl.DataFrame], ContractResult],
     record: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> LoadResult:
     """Replace partitions [start, end] of the table's raw and quarantine rows, in one transaction (with
-    ``record``, which notes the load in the ledger, so the rows and the note land together)."""
+    ``record``, which notes the load in the ledger, so the rows and the note land together).
+
+    ``results`` are the window's blocks of days, checked by the contract: each is inserted before the next is
+    read (an iterator reads it then), so memory holds one block; the transaction still holds the window."""
     out = LoadResult()
-    valid = result.valid.with_row_index("_i")
     with transaction(conn):
-        _ensure_tables(conn, contract, result.valid)
-        conn.register("_batch", valid)
-        orphans = _orphans(conn, contract, "_batch") if contract.references else {}
-        orphan_rows = sorted(orphans)
-        moved = valid.filter(pl.col("_i").is_in(orphan_rows))
-        orphan_q = (
-            moved.select(
-                *[c for c in QUARANTINE_SCHEMA if c in moved.columns and c not in {"_reasons", "_key"}],
-                _key=pl.concat_str([pl.col(k).cast(pl.String) for k in contract.key], separator=":"),
-                _reasons=pl.Series([orphans[i] for i in orphan_rows], dtype=pl.List(pl.String)),
-            )
-            .select(list(QUARANTINE_SCHEMA))
-            .cast(QUARANTINE_SCHEMA)
-        )
-        quarantine = pl.concat([result.quarantined, orphan_q])
-        keep = valid.filter(~pl.col("_i").is_in(orphan_rows)).drop("_i", "_payload")
-        # The rate counts rows that broke a row rule; orphans may only be waiting for their parent.
-        _check_rates(
-            contract,
-            start,
-            end,
-            pl.concat([keep.select("_partition"), orphan_q.select("_partition")]),
-            result.quarantined,
-            max_rate,
-            min_quarantined,
-            out,
-        )
-        conn.unregister("_batch")
-        conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
-        conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
-        conn.register("_keep", keep)
-        conn.execute(f"insert into {raw_name(contract)} by name select * from _keep")
-        conn.unregister("_keep")
-        conn.register("_quarantine", quarantine)
-        conn.execute(
-            f"insert into {quarantine_name(contract)} by name select *, now() as _quarantined_at from _quarantine"
-        )
-        conn.unregister("_quarantine")
-        out.loaded, out.quarantined, out.orphans = keep.height, quarantine.height, orphan_q.height
+        shaped = False
+        for result in results:
+            if not shaped:
+                _ensure_tables(conn, contract, result.valid)
+                conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
+                conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
+                shaped = True
+            _insert_block(conn, contract, (start, end), result, (max_rate, min_quarantined), out)
         if contract.references:
             out.released = _release_orphans(conn, contract, reread)
             out.loaded += out.released
         if record is not None:
             record(conn)
     return out
+
+
+def _insert_block(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    window: tuple[dt.date, dt.date],
+    result: ContractResult,
+    limits: tuple[float, int],
+    out: LoadResult,
+) -> None:
+    """One block's rows into raw, its failures and orphans into quarantine (within the load's transaction)."""
+    valid = result.valid.with_row_index("_i")
+    conn.register("_batch", valid)
+    orphans = _orphans(conn, contract, "_batch") if contract.references else {}
+    conn.unregister("_batch")
+    orphan_rows = sorted(orphans)
+    moved = valid.filter(pl.col("_i").is_in(orphan_rows))
+    orphan_q = (
+        moved.select(
+            *[c for c in QUARANTINE_SCHEMA if c in moved.columns and c not in {"_reasons", "_key"}],
+            _key=pl.concat_str([pl.col(k).cast(pl.String) for k in contract.key], separator=":"),
+            _reasons=pl.Series([orphans[i] for i in orphan_rows], dtype=pl.List(pl.String)),
+        )
+        .select(list(QUARANTINE_SCHEMA))
+        .cast(QUARANTINE_SCHEMA)
+    )
+    quarantine = pl.concat([result.quarantined, orphan_q])
+    keep = valid.filter(~pl.col("_i").is_in(orphan_rows)).drop("_i", "_payload")
+    # The rate counts rows that broke a row rule; orphans may only be waiting for their parent.
+    _check_rates(
+        contract,
+        *window,
+        pl.concat([keep.select("_partition"), orphan_q.select("_partition")]),
+        result.quarantined,
+        *limits,
+        out,
+    )
+    conn.register("_keep", keep)
+    conn.execute(f"insert into {raw_name(contract)} by name select * from _keep")
+    conn.unregister("_keep")
+    conn.register("_quarantine", quarantine)
+    conn.execute(f"insert into {quarantine_name(contract)} by name select *, now() as _quarantined_at from _quarantine")
+    conn.unregister("_quarantine")
+    out.loaded += keep.height
+    out.quarantined += quarantine.height
+    out.orphans += orphan_q.height
 
 
 def _check_rates(
