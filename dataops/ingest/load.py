@@ -1,8 +1,9 @@
 """Load a contract-checked batch into the warehouse's ``raw`` and ``quarantine`` schemas.
 
 One explicit transaction per table and partition range: the range's old rows are deleted and the new ones
-inserted together (block by block of days, so that memory holds a block and not the range), so a re-run replaces
-exactly its partitions and a failure leaves the warehouse as it was. References to a parent table of the same
+inserted together, so a re-run replaces exactly its partitions and a failure leaves the warehouse as it was.
+The new rows arrive block by block of days, each staged (and committed) in a table of the load's own first,
+so that memory holds a block and not the range (docs/decisions/0064). References to a parent table of the same
 system are checked here (a relational rule): a row whose parent is not loaded is quarantined as an orphan, and
 released into ``raw`` by a later load once its parent arrives (a parent updated after the child's day lands in a
 later partition).
@@ -90,35 +91,50 @@ def load_range(
     """Replace partitions [start, end] of the table's raw and quarantine rows, in one transaction (with
     ``record``, which notes the load in the ledger, so the rows and the note land together).
 
-    ``results`` are the window's blocks of days, checked by the contract: each is inserted before the next is
-    read (an iterator reads it then), so memory holds one block; the transaction still holds the window."""
+    ``results`` are the window's blocks of days, checked by the contract: each is written to the load's own
+    staging tables (committed, so DuckDB keeps it on disk, not in memory) before the next is read; the one
+    transaction then moves the staged window into raw and quarantine. Memory holds one block, and raw holds
+    the old window or the new one, never a part of it. A load that fails, or is killed, leaves raw as it was
+    (and staging tables the next load of the table replaces)."""
     out = LoadResult()
-    with transaction(conn):
-        shaped = False
-        for result in results:
-            if not shaped:
+    stage = (
+        f"pipeline.load_raw__{contract.system}__{contract.table}",
+        f"pipeline.load_quarantine__{contract.system}__{contract.table}",
+    )
+    try:
+        for n, result in enumerate(results):
+            if n == 0:
                 _ensure_tables(conn, contract, result.valid)
-                conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
-                conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
-                shaped = True
-            _insert_block(conn, contract, (start, end), result, (max_rate, min_quarantined), out)
-        if contract.references:
-            out.released = _release_orphans(conn, contract, reread)
-            out.loaded += out.released
-        if record is not None:
-            record(conn)
+                conn.execute("create schema if not exists pipeline")
+                conn.execute(f"create or replace table {stage[0]} as from {raw_name(contract)} limit 0")
+                conn.execute(f"create or replace table {stage[1]} as from {quarantine_name(contract)} limit 0")
+            _insert_block(conn, contract, stage, (start, end), result, (max_rate, min_quarantined), out)
+        with transaction(conn):
+            conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
+            conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
+            conn.execute(f"insert into {raw_name(contract)} by name from {stage[0]}")
+            conn.execute(f"insert into {quarantine_name(contract)} by name from {stage[1]}")
+            if contract.references:
+                out.released = _release_orphans(conn, contract, reread)
+                out.loaded += out.released
+            if record is not None:
+                record(conn)
+    finally:
+        for table in stage:
+            conn.execute(f"drop table if exists {table}")
     return out
 
 
 def _insert_block(
     conn: duckdb.DuckDBPyConnection,
     contract: Contract,
+    stage: tuple[str, str],
     window: tuple[dt.date, dt.date],
     result: ContractResult,
     limits: tuple[float, int],
     out: LoadResult,
 ) -> None:
-    """One block's rows into raw, its failures and orphans into quarantine (within the load's transaction)."""
+    """One block's rows into the staged raw rows, its failures and orphans into the staged quarantine."""
     valid = result.valid.with_row_index("_i")
     conn.register("_batch", valid)
     orphans = _orphans(conn, contract, "_batch") if contract.references else {}
@@ -146,10 +162,10 @@ def _insert_block(
         out,
     )
     conn.register("_keep", keep)
-    conn.execute(f"insert into {raw_name(contract)} by name select * from _keep")
+    conn.execute(f"insert into {stage[0]} by name select * from _keep")
     conn.unregister("_keep")
     conn.register("_quarantine", quarantine)
-    conn.execute(f"insert into {quarantine_name(contract)} by name select *, now() as _quarantined_at from _quarantine")
+    conn.execute(f"insert into {stage[1]} by name select *, now() as _quarantined_at from _quarantine")
     conn.unregister("_quarantine")
     out.loaded += keep.height
     out.quarantined += quarantine.height
