@@ -112,7 +112,7 @@ def landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinitio
     def extracts(
         context: dg.AssetExecutionContext, sources: SourcesResource, platform: PlatformResource, config: LandingConfig
     ) -> dg.MaterializeResult:
-        """Every selected source table's window in one extraction and one landed version."""
+        """Every selected source table's window, extracted in blocks of days, as one landed version."""
         start, end = window(context)
         systems = sorted({c.system for c in CONTRACTS.values()})
         unknown = sorted(set(config.systems) - set(systems))
