@@ -40,7 +40,9 @@ def prune(
 def rebuild_raw() -> None:
     """Rebuild the warehouse's raw and quarantine schemas from the landing zone alone."""
     from dataops.ingest.pipeline import rebuild_raw as rebuild
+    from orchestration.lib.resources import platform_resource
 
-    counts = rebuild(settings(), progress=lambda name: console.print(f"loading {name}"))
+    options = platform_resource().ingest_options()  # the platform's limits and block budget, as a run's
+    counts = rebuild(settings(), options, progress=lambda name: console.print(f"loading {name}"))
     for name, rows in counts.items():
         console.print(f"{name}: {rows:,} rows")

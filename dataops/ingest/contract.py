@@ -53,7 +53,7 @@ class ContractResult:
     quarantined: pl.DataFrame
     extra_columns: list[str] = field(default_factory=list)
 
-    def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
+    def top_reasons(self, n: int | None = 5) -> list[tuple[str, int]]:
         counts: Counter[str] = Counter()
         for reasons in self.quarantined["_reasons"].to_list():
             counts.update(reasons)

@@ -1,11 +1,12 @@
 """The landing zone: immutable Parquet, one versioned dataset per table and landing run.
 
 Layout: ``lake/raw/<system>/<table>/version=<extracted_at>-<run>/`` holds a hive-partitioned dataset
-(``_partition=YYYY-MM-DD/<n>.parquet``, written in one call) and ``_manifest.json``, which lists every business
-date the extract covered with its row count (a day without rows has no file, and is covered all the same).
-A version is written aside and renamed into place, so a version that exists is complete; it is never
-modified. A re-run lands a new version beside the old ones; readers take, for each day, the newest version
+(``_partition=YYYY-MM-DD/<n>.parquet``, written block by block: ``VersionWriter``) and ``_manifest.json``, which
+lists every business date the extract covered with its row count (a day without rows has no file, and is covered
+all the same). A version is written aside and renamed into place, so a version that exists is complete; it is
+never modified. A re-run lands a new version beside the old ones; readers take, for each day, the newest version
 that covers it. Old versions go only through an explicit ``prune``.
+
 
 The layout before versioned datasets (``date=YYYY-MM-DD/part-<extracted_at>-<run>.parquet``, one file per
 day and run) is still read: each such file is a version covering its one day.
@@ -83,6 +84,62 @@ def _stamp(extracted_at: dt.datetime) -> str:
     return extracted_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
 
 
+class VersionWriter:
+    """One new version of a table, written block by block and made visible only by ``commit``.
+
+    The version's folder is written aside (a hidden ``.version=...tmp`` folder readers never look at); each
+    ``write`` adds the files of its own days (a hive-partitioned dataset, one file per day), and ``commit``
+    writes the manifest, listing every covered day (those without rows included, so that loading can replace
+    a day that became empty), then renames the folder into place. A run killed between blocks leaves only the
+    hidden folder: no version, whole or half, is visible, and the next run lands a version of its own.
+    """
+
+    def __init__(self, lake: Path, system: str, table: str, extracted_at: dt.datetime, run_id: str) -> None:
+        self.system, self.table, self.run_id, self.extracted_at = system, table, run_id, extracted_at
+        name = f"{_stamp(extracted_at)}-{run_id[:8]}"
+        root = table_dir(lake, system, table)
+        self.final = root / f"{VERSION_PREFIX}{name}"
+        self.aside = root / f".{VERSION_PREFIX}{name}.tmp"
+        if self.aside.exists():
+            shutil.rmtree(self.aside)
+        self.aside.mkdir(parents=True)
+        self.counts: dict[dt.date, int] = {}
+        self.columns: list[str] = []
+
+    def write(self, days: list[dt.date], df: pl.DataFrame) -> None:
+        """Add one block: the rows of ``days`` (keyed by ``_partition``), none of them written before."""
+        counts = dict(df.group_by(DAY_KEY).len().iter_rows()) if df.height else {}
+        unexpected = sorted(set(counts) - set(days))
+        if unexpected:
+            raise ValueError(f"{self.system}.{self.table}: rows dated {unexpected[:3]} are outside the landed days")
+        again = sorted(set(days) & set(self.counts))
+        if again:
+            raise ValueError(f"{self.system}.{self.table}: days {again[:3]} are already in this version")
+        if df.height:
+            df.write_parquet(self.aside, partition_by=DAY_KEY)  # each file keeps the column too
+        self.counts.update({day: int(counts.get(day, 0)) for day in days})
+        self.columns += [c for c in df.columns if c not in self.columns]
+
+    def commit(self) -> LandedDataset:
+        """The manifest last, then the rename: the version appears whole, or not at all."""
+        manifest = {
+            "system": self.system,
+            "table": self.table,
+            "run_id": self.run_id,
+            "extracted_at": self.extracted_at.isoformat(),
+            "columns": self.columns,
+            "rows": {day.isoformat(): n for day, n in sorted(self.counts.items())},
+        }
+        (self.aside / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        os.replace(self.aside, self.final)
+        written = sum(p.stat().st_size for p in self.final.rglob("*.parquet"))
+        return LandedDataset(_read_version(self.final), sum(self.counts.values()), written)
+
+    def abandon(self) -> None:
+        """Remove what was written (a block failed): nothing of it was ever visible."""
+        shutil.rmtree(self.aside, ignore_errors=True)
+
+
 def land(
     lake: Path,
     system: str,
@@ -92,36 +149,14 @@ def land(
     extracted_at: dt.datetime,
     run_id: str,
 ) -> LandedDataset:
-    """Write one extract covering ``days`` (rows keyed by ``_partition``) as a new version, atomically.
-
-    One call writes every day's file (a hive-partitioned dataset); the manifest, written last, lists every
-    covered day, those without rows included, so that loading can replace a day that became empty.
-    """
-    name = f"{_stamp(extracted_at)}-{run_id[:8]}"
-    root = table_dir(lake, system, table)
-    final = root / f"{VERSION_PREFIX}{name}"
-    aside = root / f".{VERSION_PREFIX}{name}.tmp"
-    if aside.exists():
-        shutil.rmtree(aside)
-    aside.mkdir(parents=True)
-    counts = dict(df.group_by("_partition").len().iter_rows()) if df.height else {}
-    unexpected = sorted(set(counts) - set(days))
-    if unexpected:
-        raise ValueError(f"{system}.{table}: rows dated {unexpected[:3]} are outside the landed days")
-    if df.height:
-        df.write_parquet(aside, partition_by=DAY_KEY)  # each file keeps the column too
-    manifest = {
-        "system": system,
-        "table": table,
-        "run_id": run_id,
-        "extracted_at": extracted_at.isoformat(),
-        "columns": df.columns,
-        "rows": {day.isoformat(): int(counts.get(day, 0)) for day in sorted(days)},
-    }
-    (aside / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    os.replace(aside, final)
-    written = sum(p.stat().st_size for p in final.rglob("*.parquet"))
-    return LandedDataset(_read_version(final), df.height, written)
+    """Write one extract covering ``days`` (rows keyed by ``_partition``) as a new version, atomically."""
+    writer = VersionWriter(lake, system, table, extracted_at, run_id)
+    try:
+        writer.write(days, df)
+    except BaseException:
+        writer.abandon()
+        raise
+    return writer.commit()
 
 
 def _read_version(folder: Path) -> Version:

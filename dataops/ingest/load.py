@@ -1,17 +1,19 @@
 """Load a contract-checked batch into the warehouse's ``raw`` and ``quarantine`` schemas.
 
-One explicit transaction per table and partition range: the range's old rows are deleted and the new
-ones inserted together, so a re-run replaces exactly its partitions and a failure leaves the warehouse as
-it was. References to a parent table of the same system are checked here (a relational rule): a row
-whose parent is not loaded is quarantined as an orphan, and released into ``raw`` by a later load once
-its parent arrives (a parent updated after the child's day lands in a later partition).
+One explicit transaction per table and partition range: the range's old rows are deleted and the new ones
+inserted together, so a re-run replaces exactly its partitions and a failure leaves the warehouse as it was.
+The new rows arrive block by block of days, each staged (and committed) in a table of the load's own first,
+so that memory holds a block and not the range (docs/decisions/0064). References to a parent table of the same
+system are checked here (a relational rule): a row whose parent is not loaded is quarantined as an orphan, and
+released into ``raw`` by a later load once its parent arrives (a parent updated after the child's day lands in a
+later partition).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -80,62 +82,94 @@ def load_range(
     contract: Contract,
     start: dt.date,
     end: dt.date,
-    result: ContractResult,
+    results: Iterable[ContractResult],
     max_rate: float,
     min_quarantined: int,
     reread: Callable[[pl.DataFrame], ContractResult],
     record: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> LoadResult:
     """Replace partitions [start, end] of the table's raw and quarantine rows, in one transaction (with
-    ``record``, which notes the load in the ledger, so the rows and the note land together)."""
+    ``record``, which notes the load in the ledger, so the rows and the note land together).
+
+    ``results`` are the window's blocks of days, checked by the contract: each is written to the load's own
+    staging tables (committed, so DuckDB keeps it on disk, not in memory) before the next is read; the one
+    transaction then moves the staged window into raw and quarantine. Memory holds one block, and raw holds
+    the old window or the new one, never a part of it. A load that fails, or is killed, leaves raw as it was
+    (and staging tables the next load of the table replaces)."""
     out = LoadResult()
-    valid = result.valid.with_row_index("_i")
-    with transaction(conn):
-        _ensure_tables(conn, contract, result.valid)
-        conn.register("_batch", valid)
-        orphans = _orphans(conn, contract, "_batch") if contract.references else {}
-        orphan_rows = sorted(orphans)
-        moved = valid.filter(pl.col("_i").is_in(orphan_rows))
-        orphan_q = (
-            moved.select(
-                *[c for c in QUARANTINE_SCHEMA if c in moved.columns and c not in {"_reasons", "_key"}],
-                _key=pl.concat_str([pl.col(k).cast(pl.String) for k in contract.key], separator=":"),
-                _reasons=pl.Series([orphans[i] for i in orphan_rows], dtype=pl.List(pl.String)),
-            )
-            .select(list(QUARANTINE_SCHEMA))
-            .cast(QUARANTINE_SCHEMA)
-        )
-        quarantine = pl.concat([result.quarantined, orphan_q])
-        keep = valid.filter(~pl.col("_i").is_in(orphan_rows)).drop("_i", "_payload")
-        # The rate counts rows that broke a row rule; orphans may only be waiting for their parent.
-        _check_rates(
-            contract,
-            start,
-            end,
-            pl.concat([keep.select("_partition"), orphan_q.select("_partition")]),
-            result.quarantined,
-            max_rate,
-            min_quarantined,
-            out,
-        )
-        conn.unregister("_batch")
-        conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
-        conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
-        conn.register("_keep", keep)
-        conn.execute(f"insert into {raw_name(contract)} by name select * from _keep")
-        conn.unregister("_keep")
-        conn.register("_quarantine", quarantine)
-        conn.execute(
-            f"insert into {quarantine_name(contract)} by name select *, now() as _quarantined_at from _quarantine"
-        )
-        conn.unregister("_quarantine")
-        out.loaded, out.quarantined, out.orphans = keep.height, quarantine.height, orphan_q.height
-        if contract.references:
-            out.released = _release_orphans(conn, contract, reread)
-            out.loaded += out.released
-        if record is not None:
-            record(conn)
+    stage = (
+        f"pipeline.load_raw__{contract.system}__{contract.table}",
+        f"pipeline.load_quarantine__{contract.system}__{contract.table}",
+    )
+    try:
+        for n, result in enumerate(results):
+            if n == 0:
+                _ensure_tables(conn, contract, result.valid)
+                conn.execute("create schema if not exists pipeline")
+                conn.execute(f"create or replace table {stage[0]} as from {raw_name(contract)} limit 0")
+                conn.execute(f"create or replace table {stage[1]} as from {quarantine_name(contract)} limit 0")
+            _insert_block(conn, contract, stage, (start, end), result, (max_rate, min_quarantined), out)
+        with transaction(conn):
+            conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
+            conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
+            conn.execute(f"insert into {raw_name(contract)} by name from {stage[0]}")
+            conn.execute(f"insert into {quarantine_name(contract)} by name from {stage[1]}")
+            if contract.references:
+                out.released = _release_orphans(conn, contract, reread)
+                out.loaded += out.released
+            if record is not None:
+                record(conn)
+    finally:
+        for table in stage:
+            conn.execute(f"drop table if exists {table}")
     return out
+
+
+def _insert_block(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    stage: tuple[str, str],
+    window: tuple[dt.date, dt.date],
+    result: ContractResult,
+    limits: tuple[float, int],
+    out: LoadResult,
+) -> None:
+    """One block's rows into the staged raw rows, its failures and orphans into the staged quarantine."""
+    valid = result.valid.with_row_index("_i")
+    conn.register("_batch", valid)
+    orphans = _orphans(conn, contract, "_batch") if contract.references else {}
+    conn.unregister("_batch")
+    orphan_rows = sorted(orphans)
+    moved = valid.filter(pl.col("_i").is_in(orphan_rows))
+    orphan_q = (
+        moved.select(
+            *[c for c in QUARANTINE_SCHEMA if c in moved.columns and c not in {"_reasons", "_key"}],
+            _key=pl.concat_str([pl.col(k).cast(pl.String) for k in contract.key], separator=":"),
+            _reasons=pl.Series([orphans[i] for i in orphan_rows], dtype=pl.List(pl.String)),
+        )
+        .select(list(QUARANTINE_SCHEMA))
+        .cast(QUARANTINE_SCHEMA)
+    )
+    quarantine = pl.concat([result.quarantined, orphan_q])
+    keep = valid.filter(~pl.col("_i").is_in(orphan_rows)).drop("_i", "_payload")
+    # The rate counts rows that broke a row rule; orphans may only be waiting for their parent.
+    _check_rates(
+        contract,
+        *window,
+        pl.concat([keep.select("_partition"), orphan_q.select("_partition")]),
+        result.quarantined,
+        *limits,
+        out,
+    )
+    conn.register("_keep", keep)
+    conn.execute(f"insert into {stage[0]} by name select * from _keep")
+    conn.unregister("_keep")
+    conn.register("_quarantine", quarantine)
+    conn.execute(f"insert into {stage[1]} by name select *, now() as _quarantined_at from _quarantine")
+    conn.unregister("_quarantine")
+    out.loaded += keep.height
+    out.quarantined += quarantine.height
+    out.orphans += orphan_q.height
 
 
 def _check_rates(

@@ -1,11 +1,12 @@
 """One table's ingestion over a range of business dates: extract, land, then load from the landing zone.
 
-The range is read in one extraction and landed as one versioned dataset (``lake.land``); validation and the
-load then work on the whole window at once. Loading always reads back the newest landed version of each
-day, never the in-memory extract, so the normal path and a rebuild from the lake are the same code, and a
-crash between landing and loading is repaired by simply running again. Landing and loading can run apart
-(the platform's landing run, then its build run): ``load_pending`` loads whatever was landed and not yet
-loaded (docs/decisions/0035).
+The range is extracted in blocks of days whose rows fit a budget (``IngestOptions.block_rows``) and landed as
+one versioned dataset, each block written before the next is read; validation and the load read it back in
+blocks too, in one transaction (docs/decisions/0064), so memory is bounded by the budget and not the window.
+Loading always reads back the newest landed version of each day, never the in-memory extract, so the normal path
+and a rebuild from the lake are the same code, and a crash between landing and loading is repaired by simply
+running again. Landing and loading can run apart (the platform's landing run, then its build run):
+``load_pending`` loads whatever was landed and not yet loaded (docs/decisions/0035).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -30,12 +32,17 @@ from dataops.ingest.ledger import Window, loaded_versions, record_load
 from dataops.ingest.load import LoadResult, load_range
 from quality.contracts import CONTRACTS, Contract
 
+# The rows one block of days may hold, landing or loading (docs/decisions/0064): what bounds ingestion's
+# memory, whatever the window. The platform's setting (DATAOPS_INGEST_BLOCK_ROWS) defaults to this.
+BLOCK_ROWS = 250_000
+
 
 @dataclass(frozen=True)
 class IngestOptions:
     max_quarantine_rate: float = 0.10
     min_quarantined: int = 3  # a partition fails only past the rate *and* more than this many rows
     limits: Limits = field(default_factory=Limits)
+    block_rows: int = BLOCK_ROWS
 
 
 @dataclass
@@ -140,19 +147,49 @@ def land(
     end: dt.date,
     run_id: str | None = None,
     report: IngestReport | None = None,
+    block_rows: int = BLOCK_ROWS,
 ) -> IngestReport:
-    """Extract [start, end] (inclusive) in one read and land it as one new version of the table."""
+    """Extract [start, end] (inclusive) in blocks of days and land it as one new version of the table.
+
+    Each block is extracted, given its lineage and written into the version before the next is read, so memory
+    holds one block, not the window. The version appears only once every block is written (a failure, or a
+    kill, between blocks leaves none)."""
     run_id = run_id or uuid.uuid4().hex
     report = report or IngestReport(contract.name, start, end)
     extracted_at = dt.datetime.now(dt.UTC)
-    frame = extractor.extract(contract.table, start, end)
     source = f"{contract.system}:{contract.table}"
-    df = with_lineage(frame, contract.system, None, extracted_at, run_id, source, contract.written_back)
-    landed = lake.land(settings.lake_dir, contract.system, contract.table, days(start, end), df, extracted_at, run_id)
+    prepare = getattr(extractor, "prepare", None)
+    if prepare is not None:  # a source that reads a range in one job (the CRM's bulk export) reads it so
+        prepare([contract.table], start, end)
+    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, extracted_at, run_id)
+    try:
+        first, span, busiest = start, 1, 0
+        while first <= end:
+            last = min(end, first + dt.timedelta(days=span - 1))
+            frame = extractor.extract(contract.table, first, last)
+            df = with_lineage(frame, contract.system, None, extracted_at, run_id, source, contract.written_back)
+            del frame
+            writer.write(days(first, last), df)
+            if df.height:
+                busiest = max(busiest, int(df.group_by("_partition").len()["len"].max()))  # type: ignore[arg-type]
+            span = next_span(block_rows, busiest, span)
+            first = last + dt.timedelta(days=1)
+    except BaseException:
+        writer.abandon()
+        raise
+    landed = writer.commit()
     report.landed_rows += landed.rows
     report.landed_bytes += landed.bytes
     report.landed_files.append(str(landed.path.relative_to(settings.data_dir)))
     return report
+
+
+def next_span(block_rows: int, busiest: int, span: int) -> int:
+    """The days of the next block: as many as the budget holds at the busiest day read so far, and at most
+    twice the last block's (a source's first days can be far quieter than its later ones). One day at least:
+    a single day larger than the budget is a block of its own."""
+    fits = block_rows // busiest if busiest else 2 * span
+    return max(1, min(2 * span, fits))
 
 
 def landing_order(
@@ -185,7 +222,8 @@ def ingest(
 ) -> IngestReport:
     """Extract [start, end] (inclusive), land it as a new version, then load the window from the lake."""
     run_id = run_id or uuid.uuid4().hex
-    report = land(settings, contract, extractor, start, end, run_id)
+    block_rows = (options or IngestOptions()).block_rows
+    report = land(settings, contract, extractor, start, end, run_id, block_rows=block_rows)
     if after_landing is not None:
         after_landing()
     load_from_lake(settings, contract, start, end, options, report, extractor.watermark_column, run_id)
@@ -244,10 +282,8 @@ def _payload(df: pl.DataFrame, own: list[str]) -> pl.Expr:
     return payload.alias("_payload")
 
 
-def read_landed(
-    settings: Settings, contract: Contract, start: dt.date, end: dt.date
-) -> tuple[pl.DataFrame, list[str], list[str], list[lake.Version]]:
-    """The newest version of each day in the range, its source columns, unknown extras, and the versions read."""
+def newest_landed(settings: Settings, contract: Contract, start: dt.date, end: dt.date) -> dict[dt.date, lake.Version]:
+    """The newest version of each day in the range; every day must have one."""
     newest = lake.newest_by_day(settings.lake_dir, contract.system, contract.table, start, end)
     missing = [day for day in days(start, end) if day not in newest]
     if missing:
@@ -256,6 +292,43 @@ def read_landed(
             + (f" (and {len(missing) - 1} more days)" if len(missing) > 1 else "")
             + f" under {settings.lake_dir}: ingest it first"
         )
+    return newest
+
+
+def load_blocks(newest: dict[dt.date, lake.Version], block_rows: int) -> list[Window]:
+    """The window's days (``newest``, in order) in blocks whose landed rows, as their manifests count them, fit
+    the budget; a day larger than the budget is a block of its own."""
+    blocks: list[Window] = []
+    held = 0
+    for day in sorted(newest):
+        rows = max(newest[day].rows[day], 0)  # a legacy file's rows are not counted: -1
+        if blocks and held + rows <= block_rows and day == blocks[-1][1] + dt.timedelta(days=1):
+            blocks[-1], held = (blocks[-1][0], day), held + rows
+        else:
+            blocks.append((day, day))
+            held = rows
+    return blocks
+
+
+def _read_files(files: list[Path]) -> pl.DataFrame:
+    """Landed files in order, as one frame: a version landed in blocks has the columns of each block's days
+    (a column the source added later is absent before), so runs of files of one schema are read together."""
+    runs: list[tuple[pl.Schema, list[Path]]] = []
+    for file in files:
+        schema = pl.read_parquet_schema(file)
+        if runs and runs[-1][0] == schema:
+            runs[-1][1].append(file)
+        else:
+            runs.append((pl.Schema(schema), [file]))
+    frames = [pl.read_parquet(group, hive_partitioning=False) for _, group in runs]
+    return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+
+
+def read_landed(
+    settings: Settings, contract: Contract, start: dt.date, end: dt.date
+) -> tuple[pl.DataFrame, list[str], list[str], list[lake.Version]]:
+    """The newest version of each day in the range, its source columns, unknown extras, and the versions read."""
+    newest = newest_landed(settings, contract, start, end)
     by_version: dict[str, tuple[lake.Version, list[dt.date]]] = {}
     for day, version in newest.items():
         by_version.setdefault(version.name, (version, []))[1].append(day)
@@ -264,7 +337,7 @@ def read_landed(
         files = sorted({f for day in covered if (f := version.day_file(day)) is not None})
         if not files:
             continue
-        df = pl.read_parquet(files, hive_partitioning=False)
+        df = _read_files(files)
         if version.legacy:  # a legacy file is one day; a version's files hold only their own day
             df = df.filter(pl.col("_partition").is_in(covered))
         file_extras = _shape(contract, version, settings, df)
@@ -322,10 +395,10 @@ def load_from_lake(
     load (and every version now loaded) in the ledger, in the same transaction."""
     options = options or IngestOptions()
     report = report or IngestReport(contract.name, start, end)
-    batch, source_columns, extras, read = read_landed(settings, contract, start, end)
-    result = apply_contract(contract, batch, source_columns)
+    blocks = load_blocks(newest_landed(settings, contract, start, end), options.block_rows)
     landed = lake.all_versions(settings.lake_dir, contract.system, contract.table)
     covered = [(v.name, v.start, v.end) for v in landed if not v.legacy and start <= v.start and v.end <= end]
+    seen = _Seen()
 
     def reread(frame: pl.DataFrame) -> ContractResult:
         return apply_contract(contract, frame, [c for c in frame.columns if c not in LINEAGE])
@@ -335,25 +408,58 @@ def load_from_lake(
         versions = [v for v in covered if v[0] not in done]
         record_load(conn, contract.system, contract.table, (start, end), versions, run_id)
 
+    def results() -> Iterator[ContractResult]:
+        for first, last in blocks:
+            batch, source_columns, extras, read = read_landed(settings, contract, first, last)
+            result = apply_contract(contract, batch, source_columns)
+            del batch
+            seen.add(result, extras, read, watermark_column)
+            yield result
+
     with connect(settings.build_db, limits=options.limits) as conn:
         loaded: LoadResult = load_range(
-            conn, contract, start, end, result, options.max_quarantine_rate, options.min_quarantined, reread, record
+            conn, contract, start, end, results(), options.max_quarantine_rate, options.min_quarantined, reread, record
         )
     report.loaded_rows = loaded.loaded
     report.quarantined_rows = loaded.quarantined
     report.orphans = loaded.orphans
     report.released = loaded.released
     report.per_partition = loaded.per_partition
-    report.extra_columns = extras
-    report.top_reasons = result.top_reasons()
-    if watermark_column and result.valid.height and watermark_column in result.valid.columns:
-        report.watermark = str(result.valid[watermark_column].max())
-    elif result.valid.height:
-        report.watermark = str(result.valid["_partition"].max())
-    report.preview = result.valid.drop("_payload").head(5)
+    report.extra_columns = sorted(seen.extras)
+    report.top_reasons = sorted(seen.reasons.items(), key=lambda kv: -kv[1])[:5]
+    report.watermark = str(seen.watermark) if seen.watermark is not None else None
+    report.preview = seen.preview
     if not report.landed_files:
-        report.landed_files = [str(v.path.relative_to(settings.data_dir)) for v in read]
+        report.landed_files = [str(v.path.relative_to(settings.data_dir)) for v in seen.read.values()]
     return report
+
+
+@dataclass
+class _Seen:
+    """What a load's report says of its blocks, gathered as they pass: nothing of their rows is kept but the
+    preview's."""
+
+    extras: set[str] = field(default_factory=set)
+    reasons: dict[str, int] = field(default_factory=dict)
+    watermark: object = None
+    preview: pl.DataFrame | None = None
+    read: dict[str, lake.Version] = field(default_factory=dict)
+
+    def add(
+        self, result: ContractResult, extras: list[str], read: list[lake.Version], watermark_column: str | None
+    ) -> None:
+        self.extras.update(extras)
+        for reason, count in result.top_reasons(n=None):
+            self.reasons[reason] = self.reasons.get(reason, 0) + count
+        self.read.update((v.name, v) for v in read)
+        valid = result.valid
+        column = watermark_column if watermark_column and watermark_column in valid.columns else "_partition"
+        if valid.height:
+            top = valid[column].max()
+            self.watermark = top if self.watermark is None or top > self.watermark else self.watermark  # type: ignore[operator]
+        if self.preview is None or self.preview.height < 5:
+            head = valid.drop("_payload").head(5)
+            self.preview = head if self.preview is None else pl.concat([self.preview, head]).head(5)
 
 
 def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> list[Window]:

@@ -1,8 +1,10 @@
 """Ingestion in two parts (docs/decisions/0035).
 
-- ``lake/extracts``: the one daily-partitioned asset that runs. A landing run reads each source table's
-  business dates (one day, or a backfill's whole range) in one extraction and lands them as one versioned
-  dataset in the lake; its partitions say which days were landed, and a backfill of any range starts here.
+- ``lake/extracts``: the one daily-partitioned asset that runs. A landing run reads each source table's business
+  dates (one day, or a backfill's whole range) in blocks of days within a row budget and lands them as one
+  versioned dataset in the lake; its partitions say which days were landed, and a backfill of any range starts
+  here.
+
 - One asset per source table, keyed like the dbt ``source()`` it feeds, not partitioned: one step per
   source loads, parents first, every version landed and not yet loaded (whoever launched the landing), and
   evaluates each table's volume circuit breaker (orchestration/lib/brakes.py) over the days it loaded.
@@ -110,7 +112,7 @@ def landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinitio
     def extracts(
         context: dg.AssetExecutionContext, sources: SourcesResource, platform: PlatformResource, config: LandingConfig
     ) -> dg.MaterializeResult:
-        """Every selected source table's window in one extraction and one landed version."""
+        """Every selected source table's window, extracted in blocks of days, as one landed version."""
         start, end = window(context)
         systems = sorted({c.system for c in CONTRACTS.values()})
         unknown = sorted(set(config.systems) - set(systems))
@@ -123,7 +125,13 @@ def landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         for contract in chosen:
             try:
                 report = land(
-                    platform.settings, contract, sources.extractor(contract.system), start, end, context.run.run_id
+                    platform.settings,
+                    contract,
+                    sources.extractor(contract.system),
+                    start,
+                    end,
+                    context.run.run_id,
+                    block_rows=platform.ingest_block_rows,
                 )
             except Exception as exc:
                 context.log.error(f"{contract.name}: {type(exc).__name__}: {exc}")

@@ -18,7 +18,7 @@ from dataops.ingest.connectors import Extractor, SourceDataError
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
 from dataops.ingest.connectors.erp import ErpExtractor
-from dataops.ingest.pipeline import IngestOptions
+from dataops.ingest.pipeline import BLOCK_ROWS, IngestOptions
 
 
 def from_env(name: str, default: Any) -> Any:
@@ -34,6 +34,7 @@ class PlatformResource(dg.ConfigurableResource):
     min_quarantined_rows: int = 3
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = 2
+    ingest_block_rows: int = BLOCK_ROWS  # rows per block of days, landing and loading (docs/decisions/0064)
 
     @property
     def settings(self) -> Settings:
@@ -45,7 +46,10 @@ class PlatformResource(dg.ConfigurableResource):
 
     def ingest_options(self) -> IngestOptions:
         return IngestOptions(
-            max_quarantine_rate=self.max_quarantine_rate, min_quarantined=self.min_quarantined_rows, limits=self.limits
+            max_quarantine_rate=self.max_quarantine_rate,
+            min_quarantined=self.min_quarantined_rows,
+            limits=self.limits,
+            block_rows=self.ingest_block_rows,
         )
 
 
@@ -100,6 +104,7 @@ def platform_resource() -> PlatformResource:
         max_quarantine_rate=float(os.environ.get("DATAOPS_MAX_QUARANTINE_RATE", "0.10")),
         duckdb_memory_limit=from_env("DATAOPS_DUCKDB_MEMORY_LIMIT", "2GB"),
         duckdb_threads=int(os.environ.get("DATAOPS_DUCKDB_THREADS", "2")),
+        ingest_block_rows=int(os.environ.get("DATAOPS_INGEST_BLOCK_ROWS", str(BLOCK_ROWS))),
     )
 
 

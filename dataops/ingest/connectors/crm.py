@@ -93,7 +93,7 @@ class CrmExtractor:
         self.attempts = 0  # requests made, retries included (reported in metadata)
         self._counting = threading.Lock()
         self._jobs: ThreadPoolExecutor | None = None
-        self._prepared: dict[tuple[str, dt.date, dt.date], Future[tuple[list[str], list[bytes]]]] = {}
+        self._prepared: dict[str, _Export] = {}
 
     def close(self) -> None:
         if self._jobs is not None:
@@ -105,16 +105,17 @@ class CrmExtractor:
 
         The CRM prepares a bulk job's files on its own time; started together, and before the platform lands
         other sources, they are ready or nearly when their tables' turn comes, instead of each being waited
-        for in turn. A window read through pages is not prepared. A job that fails raises at its table's
-        ``extract``, as an unprepared read would."""
+        for in turn. ``extract`` then reads a prepared window block by block (``_Export``). A window read through
+        pages is not prepared. A job that fails raises at its table's ``extract``, as an unprepared read would."""
         if not self._bulk(start, end):
             return
         if self._jobs is None:
             self._jobs = ThreadPoolExecutor(thread_name_prefix="crm-bulk")
         since, until = _bounds(start, end)
         for table in tables:
-            if (table, start, end) not in self._prepared:
-                self._prepared[(table, start, end)] = self._jobs.submit(self.bulk_files, table, since, until)
+            export = self._prepared.get(table)
+            if export is None or (export.start, export.end, export.next_day) != (start, end, None):
+                self._prepared[table] = _Export(start, end, self._jobs.submit(self.bulk_job, table, since, until))
 
     def _retried(self, what: str, call: Callable[[], T]) -> T:
         retrying = retrying_policy(self.policy)
@@ -169,9 +170,9 @@ class CrmExtractor:
                 return out
             params = {**params, "cursor": page["next_cursor"]}
 
-    def bulk_files(self, table: str, since: dt.datetime, until: dt.datetime) -> tuple[list[str], list[bytes]]:
-        """The window's records through a bulk export job: the object's fields, and each result file's JSON
-        lines, in the API's order."""
+    def bulk_job(self, table: str, since: dt.datetime, until: dt.datetime) -> tuple[list[str], list[str], str]:
+        """A completed bulk export job of the window: the object's fields, its result files (in the API's
+        order: by SystemModstamp) and the job's path, to delete once its files are read."""
         body = {"object": table, "updated_since": _stamp(since), "updated_until": _stamp(until)}
         job = self._retried(
             f"POST /api/v1/bulk/jobs{_window(body)}", lambda: self._once("POST", "/api/v1/bulk/jobs", json=body)
@@ -184,13 +185,25 @@ class CrmExtractor:
             job = self._retried(f"GET {path}", partial(self._once, "GET", path))
         if job["state"] != "JobComplete":
             raise SourceUnavailable(f"CRM bulk export of {table} ended {job['state']}: {job.get('error', '')}")
-        files = [
-            self._retried(f"GET {f['path']}", partial(self._result, f["path"], f["records"]))
-            for f in job["result_files"]
-        ]
+        files = [f"{f['path']}#{f['records']}" for f in job["result_files"]]
+        return list(job["fields"]), files, path
+
+    def result_file(self, file: str) -> bytes:
+        """One result file of a job (``path#records``) as JSON lines, its record count checked."""
+        path, records = file.rsplit("#", 1)
+        return self._retried(f"GET {path}", partial(self._result, path, int(records)))
+
+    def finish_job(self, path: str) -> None:
         with contextlib.suppress(SourceUnavailable):  # the CRM drops it later anyway
             self._retried(f"DELETE {path}", lambda: self._once("DELETE", path))
-        return list(job["fields"]), files
+
+    def bulk_files(self, table: str, since: dt.datetime, until: dt.datetime) -> tuple[list[str], list[bytes]]:
+        """The window's records through a bulk export job: the object's fields, and each result file's JSON
+        lines, in the API's order."""
+        fields, files, path = self.bulk_job(table, since, until)
+        chunks = [self.result_file(f) for f in files]
+        self.finish_job(path)
+        return fields, chunks
 
     def _result(self, path: str, records: int) -> bytes:
         resp = self._send("GET", path)
@@ -208,16 +221,67 @@ class CrmExtractor:
 
     def extract(self, table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         since, until = _bounds(start, end)
-        prepared = self._prepared.pop((table, start, end), None)
-        if prepared is not None:
-            df = records_frame(*prepared.result())
+        export = self._prepared.get(table)
+        if export is not None and export.serves(start, end):
+            try:
+                df = export.read_through(self, end)
+            finally:
+                if end == export.end or export.next_day != end + dt.timedelta(days=1):  # done, or failed
+                    del self._prepared[table]
         elif self._bulk(start, end):
             df = records_frame(*self.bulk_files(table, since, until))
         else:
             records = self.records(table, since, until)
             fields = list(dict.fromkeys(key for record in records for key in record))
             df = records_frame(fields, ["".join(json.dumps(r) + "\n" for r in records).encode()])
-        return with_day(df, pl.col("SystemModstamp").str.slice(0, 10).str.to_date(), start, end)
+        return with_day(df, _modstamp_day(), start, end)
+
+
+def _modstamp_day() -> pl.Expr:
+    return pl.col("SystemModstamp").str.slice(0, 10).str.to_date()
+
+
+@dataclass
+class _Export:
+    """A prepared bulk export of a window, read forward in blocks of days (``extract`` of [start, end], then of
+    the days after): its result files are fetched one at a time, as a block needs them, and the rows a file
+    holds past the block wait for the next. The API writes the files in SystemModstamp order, so a block
+    holds no more than its own rows and one file's; the window is never in memory whole."""
+
+    start: dt.date
+    end: dt.date
+    job: Future[tuple[list[str], list[str], str]]
+    next_day: dt.date | None = None
+    ahead: pl.DataFrame | None = None
+    files: list[str] | None = None
+
+    def serves(self, start: dt.date, end: dt.date) -> bool:
+        """Whether [start, end] is the export's next block (its days follow the last block's, inside the window)."""
+        return start == (self.next_day or self.start) and end <= self.end
+
+    def read_through(self, crm: CrmExtractor, end: dt.date) -> pl.DataFrame:
+        """The export's records up to ``end`` not returned yet (every value as text, as ``records_frame``)."""
+        fields, files, path = self.job.result()
+        if self.files is None:
+            self.files = list(files)
+        frames = [self.ahead] if self.ahead is not None else []
+        while self.files and not (frames and _last_day(frames[-1]) > end):
+            frames.append(records_frame(fields, [crm.result_file(self.files.pop(0))]))
+            if not self.files:
+                crm.finish_job(path)
+        frames = [f for f in frames if f.width]
+        read = pl.concat(frames) if frames else pl.DataFrame()
+        day = _modstamp_day()
+        self.ahead = read.filter(day > end) if read.height else None
+        self.next_day = end + dt.timedelta(days=1)
+        return read.filter(day <= end) if read.height else read
+
+
+def _last_day(frame: pl.DataFrame) -> dt.date:
+    """The business date of a frame's last record (records come in SystemModstamp order)."""
+    if frame.height == 0:
+        return dt.date.min
+    return dt.date.fromisoformat(str(frame["SystemModstamp"][-1])[:10])
 
 
 def _bounds(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:

@@ -140,16 +140,17 @@ def test_the_crm_is_read_in_pages_as_large_as_its_api_allows() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bulk_from_days", "request_line"),
-    [(7, "POST /api/v1/bulk/jobs"), (10_000, "GET /api/v1/leads")],  # a range in bulk, or page by page
+    ("bulk_from_days", "request_line", "last"),
+    [(7, "POST /api/v1/bulk/jobs", END), (10_000, "GET /api/v1/leads", START)],  # a range in bulk, or page by page
 )
 def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(
-    fresh: Sources, bulk_from_days: int, request_line: str
+    fresh: Sources, bulk_from_days: int, request_line: str, last: dt.date
 ) -> None:
+    """The failed request is named with its business dates: the window's bulk job, or the first block's page."""
     fresh.crm.faults.errors_5xx = 10_000
     policy = RetryPolicy(max_attempts=4, initial_backoff=0.01)
     extractor = CrmExtractor(fresh.crm.url, fresh.crm.token, policy=policy, bulk_from_days=bulk_from_days)
-    expected = rf"CRM {request_line} \(business dates {START}..{END}\) failed after 4 attempts; last error: 503"
+    expected = rf"CRM {request_line} \(business dates {START}..{last}\) failed after 4 attempts; last error: 503"
     with pytest.raises(SourceUnavailable, match=expected):
         ingest(fresh.settings, contract_for("crm", "leads"), extractor, START, END)
     assert extractor.attempts == 4
