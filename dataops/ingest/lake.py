@@ -15,6 +15,7 @@ day and run) is still read: each such file is a version covering its one day.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
@@ -100,6 +101,12 @@ class VersionWriter:
         root = table_dir(lake, system, table)
         self.final = root / f"{VERSION_PREFIX}{name}"
         self.aside = root / f".{VERSION_PREFIX}{name}.tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(root)
+        # held while the version is written, taken before its folder exists: the kernel lets go when we die
+        self.lock_path = root / f".{VERSION_PREFIX}{name}.lock"
+        self._lock = self.lock_path.open("w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         if self.aside.exists():
             shutil.rmtree(self.aside)
         self.aside.mkdir(parents=True)
@@ -132,12 +139,36 @@ class VersionWriter:
         }
         (self.aside / MANIFEST).write_text(json.dumps(manifest, indent=1))
         os.replace(self.aside, self.final)
+        self._release()
         written = sum(p.stat().st_size for p in self.final.rglob("*.parquet"))
         return LandedDataset(_read_version(self.final), sum(self.counts.values()), written)
 
     def abandon(self) -> None:
         """Remove what was written (a block failed): nothing of it was ever visible."""
         shutil.rmtree(self.aside, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        self.lock_path.unlink(missing_ok=True)
+        self._lock.close()
+
+
+def remove_abandoned(table: Path) -> list[Path]:
+    """Remove the hidden folders of versions whose writer died (killed between blocks): their writer lock is
+    free. A writer takes its lock before it makes its folder, so a live writer's folder is never touched."""
+    removed: list[Path] = []
+    for lock_path in sorted(table.glob(f".{VERSION_PREFIX}*.lock")):
+        with lock_path.open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            aside = lock_path.with_suffix(".tmp")
+            if aside.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+                removed.append(aside)
+            lock_path.unlink(missing_ok=True)
+    return removed
 
 
 def land(
@@ -256,6 +287,8 @@ def prunable(lake: Path, keep: int = 1) -> list[tuple[Version, dt.date]]:
 def prune(lake: Path, keep: int = 1) -> list[tuple[Version, dt.date]]:
     """Remove every day's versions but the newest ``keep``; returns what was removed."""
     doomed = prunable(lake, keep)
+    for table in sorted(p for p in (lake / "raw").glob("*/*") if p.is_dir()):
+        remove_abandoned(table)
     by_version: dict[Path, tuple[Version, set[dt.date]]] = {}
     for version, day in doomed:
         by_version.setdefault(version.path, (version, set()))[1].add(day)

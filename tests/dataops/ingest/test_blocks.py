@@ -101,6 +101,7 @@ def test_a_landing_killed_between_blocks_leaves_no_version_and_a_rerun_completes
     for name in ("erp.customers", "erp.contracts", "erp.sales_orders", f"erp.{table}"):
         ingest(settings, CONTRACTS[name], ErpExtractor(settings.erp_db), START, END, options=TINY)
     assert len(lake.all_versions(settings.lake_dir, "erp", table)) == 1
+    assert [p.name for p in written.iterdir() if p.name.startswith(".")] == []  # the dead run's folder went
     ours, theirs = snapshot(settings.build_db), snapshot(baseline.settings.build_db)
     assert ours[f"raw.erp__{table}"] == theirs[f"raw.erp__{table}"]
 
@@ -163,3 +164,13 @@ def test_a_malformed_line_in_a_late_block_names_its_file_date_and_line(simulated
     message = str(caught.value)
     assert str(path) in message and f"business date {LATE}" in message and "line 3" in message, message
     assert lake.all_versions(settings.lake_dir, "accounting", table) == []
+
+
+def test_a_live_writers_folder_is_kept_and_a_dead_ones_removed(tmp_path: Path) -> None:
+    """Only a folder whose writer's lock is free is abandoned: a landing in progress keeps its own."""
+    at = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    live = lake.VersionWriter(tmp_path, "erp", "customers", at, "aaaaaaaa-live")
+    root = lake.table_dir(tmp_path, "erp", "customers")
+    assert lake.remove_abandoned(root) == [] and live.aside.exists()
+    live._lock.close()  # as the kernel does for a killed process
+    assert lake.remove_abandoned(root) == [live.aside] and list(root.iterdir()) == []
