@@ -99,6 +99,7 @@ LONGEST_GROUPS_FIRST = (
     "built",
     "published",
     "definitions",
+    "tiny",
     "postgres",
     "events",
     "bench",

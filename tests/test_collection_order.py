@@ -26,3 +26,22 @@ def test_every_group_named_longest_first_is_a_group_of_the_suite() -> None:
         for match in re.findall(r"xdist_group\(\"(\w+)\"\)", path.read_text())
     }
     assert set(LONGEST_GROUPS_FIRST) <= used, set(LONGEST_GROUPS_FIRST) - used
+
+
+# A fixture built once for its tests: module-, package- or session-scoped, and writing data (tmp_path_factory).
+BUILDS_ONCE = re.compile(r'@pytest\.fixture\(scope="(?:module|package|session)"\)\ndef \w+\([^)]*tmp_path_factory')
+
+
+def test_a_module_that_builds_its_data_once_runs_on_one_worker() -> None:
+    """`--dist loadgroup` deals the tests of an ungrouped module to both workers one by one, and each worker then
+    builds the module's fixtures for itself: twice the simulation or the build. So such a module carries an
+    xdist group, and every module reading the tiny simulation (`tiny_sources`) the same one, "tiny", so that
+    one worker simulates it once (docs/testing.md, "One worker per shared fixture")."""
+    ungrouped, not_tiny = [], []
+    for path in sorted(Path(__file__).parent.rglob("test_*.py")):
+        text = path.read_text()
+        if (BUILDS_ONCE.search(text) or "tiny_sources" in text) and "xdist_group(" not in text:
+            ungrouped.append(path.name)
+        if "tiny_sources" in text and 'xdist_group("tiny")' not in text:
+            not_tiny.append(path.name)
+    assert ungrouped == [] and not_tiny == [], (ungrouped, not_tiny)

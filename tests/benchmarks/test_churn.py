@@ -19,7 +19,7 @@ from source_systems.simulator.run import SimulationError
 from tests.conftest import TINY_DAYS, TINY_START
 
 # the tiny simulation (with the product's events) landed, ingested and built in one pass, then trained
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny")]
 
 # The tiny window cannot hold the 90-day label: this exercises the loop, not the model. Its two churns fall
 # one in the training dates and one in the held-out ones with these.

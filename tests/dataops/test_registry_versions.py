@@ -28,6 +28,8 @@ from registry.versions import (
 )
 from source_systems.simulator.run import truth_kpis
 
+pytestmark = pytest.mark.xdist_group("tiny")
+
 DELINQUENT_NOT_ACTIVE = "live_contracts > 0 and not delinquent"
 V2 = {"customer_states.active.when": DELINQUENT_NOT_ACTIVE, "delinquency.days_past_due": 10}
 

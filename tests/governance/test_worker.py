@@ -23,6 +23,8 @@ from dataops.governance.functions import (
 )
 from dataops.governance.worker import Breach, Job, Worker, WorkerPool, open_database, run_job
 
+pytestmark = pytest.mark.xdist_group("worker")
+
 ALIAS = "general_0123456789ab"
 
 

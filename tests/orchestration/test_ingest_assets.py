@@ -20,6 +20,8 @@ from quality.contracts import CONTRACTS, parents_first
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 
+pytestmark = pytest.mark.xdist_group("ingest_assets")
+
 START = dt.date(2025, 1, 1)
 
 

@@ -18,6 +18,8 @@ from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 from tests.pipeline import PipelineResult, run_job
 
+pytestmark = pytest.mark.xdist_group("nothing_new")
+
 START = dt.date(2025, 3, 3)
 DAY2, DAY3 = START + dt.timedelta(days=1), START + dt.timedelta(days=2)
 LANDING = dg.AssetSelection.assets(EXTRACTS_KEY)

@@ -12,6 +12,8 @@ from orchestration.lib.dbt import PROGRESS_EVERY, BuildProgress
 from quality.contracts import CONTRACTS
 from tests.pipeline import environment
 
+pytestmark = pytest.mark.xdist_group("transform_assets")
+
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory) -> dg.AssetGraph:  # type: ignore[name-defined]

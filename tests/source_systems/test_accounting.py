@@ -8,9 +8,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from quality.contracts.accounting import RENAMING_RELEASE
 from source_systems.accounting.export import TABLES
 from tests.conftest import TINY_DAYS, TINY_START
+
+pytestmark = pytest.mark.xdist_group("tiny")
 
 
 def _folders(sources: Path) -> list[Path]:

@@ -12,6 +12,8 @@ import pytest
 
 from source_systems.crm.server import RunningServer, start_in_thread
 
+pytestmark = pytest.mark.xdist_group("tiny")
+
 
 @pytest.fixture()
 def crm(tiny_sources: Path) -> Iterator[RunningServer]:

@@ -14,6 +14,8 @@ from source_systems.simulator.dirt import SPECS
 from source_systems.simulator.world import COUNTRIES
 from tests.source_systems.helpers import accounting_rows, system_rows
 
+pytestmark = pytest.mark.xdist_group("tiny")
+
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
 ORPHAN_TARGETS = {
     ("erp", "contracts", "customer_no"): ("customers", "customer_no"),

@@ -22,6 +22,8 @@ from source_systems.simulator import events, memory
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 
+pytestmark = pytest.mark.xdist_group("event_rendering")
+
 START = dt.date(2025, 3, 1)
 # the property is added and an event renamed within the window; every object has a truncated line now and then
 CONFIG = SimConfig(

@@ -22,6 +22,8 @@ from source_systems.simulator.run import simulate
 from tests.conftest import TINY_START
 from tests.source_systems.helpers import product_lines, sqlite_rows
 
+pytestmark = pytest.mark.xdist_group("tiny")
+
 PRODUCT_KINDS = {
     "duplicate_delivery",
     "late_delivery",

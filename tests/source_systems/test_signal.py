@@ -17,6 +17,8 @@ from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 from source_systems.simulator.state import State
 
+pytestmark = pytest.mark.xdist_group("signal")
+
 START = dt.date(2025, 1, 6)  # a Monday: three-week windows hold the same weekdays
 
 

@@ -6,6 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import polars as pl
+import pytest
+
+pytestmark = pytest.mark.xdist_group("tiny")
 
 
 def test_every_contract_transition_is_recorded_by_the_erp(tiny_sources: Path) -> None:

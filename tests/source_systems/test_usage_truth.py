@@ -20,6 +20,8 @@ from source_systems.product import catalog
 from tests.conftest import TINY_DAYS, TINY_START
 from tests.source_systems.helpers import product_lines, sqlite_rows
 
+pytestmark = pytest.mark.xdist_group("tiny")
+
 REGISTRY = load_registry()
 USAGE = REGISTRY.usage
 EXCLUDED = re.compile("|".join(map(re.escape, USAGE.excluded_user_agent_patterns)), re.IGNORECASE)

@@ -6,8 +6,11 @@ import sqlite3
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from source_systems.simulator.world import build_world
+
+pytestmark = pytest.mark.xdist_group("tiny")
 
 
 def _erp_contracts_by_customer(sources: Path) -> pl.DataFrame:

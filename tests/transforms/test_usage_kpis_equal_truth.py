@@ -21,7 +21,7 @@ from tests.conftest import TINY_DAYS, TINY_START
 from tests.pipeline import ingest_days
 
 # a tiny simulation with events (about 15 s), every source ingested and the usage models with their upstream built
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny")]
 
 USAGE_MODELS = (
     "+kpi_usage_daily",

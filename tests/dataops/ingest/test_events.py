@@ -16,6 +16,8 @@ from quality.contracts.product import LandedEvents
 from registry.loader import load_registry
 from tests.source_systems.helpers import product_lines
 
+pytestmark = pytest.mark.xdist_group("tiny")
+
 USAGE = load_registry().usage
 EMAIL = events.scrub_rules()[0][1]
 
