@@ -2,11 +2,15 @@
 
 Landing and loading run apart: the landing run of a business date or range writes the lake; the build run
 that follows loads every landed version not yet loaded, whoever launched either run (the CLI, the schedule
-and its sensor, a backfill from the UI). Two tables in the build warehouse, written in the same transaction
+and its sensor, a backfill from the UI). Three tables in the build warehouse, written in the same transaction
 as the rows they describe:
 
 - ``pipeline.loaded_versions``: each landed version (``lake.Version.name``) the raw layer has loaded;
-- ``pipeline.raw_loads``: each window a load replaced, until a complete dbt build covers it (``built_at``).
+- ``pipeline.raw_loads``: each window a load replaced, until a complete dbt build covers it (``built_at``);
+- ``pipeline.released_rows``: each quarantined orphan a load released into raw (its partition and record
+  hash), until a complete dbt build covers it. A released row keeps its own, older partition, outside the
+  window of the load that released it: the staging models that recompute only the records a window loaded
+  (docs/decisions/0065) read this table to recompute those records too.
 
 The build's window is the span of the loads not yet built: a daily run's day, a backfill's range, and
 every earlier window whose build failed or did not happen (a landing run left alone, a build of a subset).
@@ -28,6 +32,9 @@ create table if not exists pipeline.loaded_versions (
 create table if not exists pipeline.raw_loads (
     system varchar not null, table_name varchar not null, window_start date not null, window_end date not null,
     run_id varchar, loaded_at timestamptz not null, built_at timestamptz);
+create table if not exists pipeline.released_rows (
+    system varchar not null, table_name varchar not null, partition date not null, record_hash varchar not null,
+    loaded_at timestamptz not null, built_at timestamptz);
 """
 
 Window = tuple[dt.date, dt.date]
@@ -67,6 +74,16 @@ def record_load(
         )
 
 
+def record_release(conn: duckdb.DuckDBPyConnection, system: str, table: str, frame: str) -> None:
+    """Within the load's transaction: the rows of a registered ``frame`` (``_partition``, ``_record_hash``)
+    just released from quarantine into raw."""
+    ensure_ledger(conn)
+    conn.execute(
+        f"insert into pipeline.released_rows select ?, ?, _partition, _record_hash, ?, null from {frame}",
+        [system, table, dt.datetime.now(dt.UTC)],
+    )
+
+
 def unbuilt_window(conn: duckdb.DuckDBPyConnection) -> Window | None:
     """The span of every load no complete build has covered yet, or None when there is none."""
     if not table_exists(conn, "pipeline", "raw_loads"):
@@ -79,7 +96,7 @@ def unbuilt_window(conn: duckdb.DuckDBPyConnection) -> Window | None:
 
 def mark_built(conn: duckdb.DuckDBPyConnection, through: dt.datetime) -> None:
     """A complete build has covered every load made before ``through`` (call it in the stamp's transaction)."""
-    if table_exists(conn, "pipeline", "raw_loads"):
-        conn.execute(
-            "update pipeline.raw_loads set built_at = ? where built_at is null and loaded_at <= ?", [through, through]
-        )
+    for table in ("raw_loads", "released_rows"):
+        if table_exists(conn, "pipeline", table):
+            update = f"update pipeline.{table} set built_at = ? where built_at is null and loaded_at <= ?"
+            conn.execute(update, [through, through])

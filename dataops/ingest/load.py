@@ -21,6 +21,7 @@ import polars as pl
 
 from dataops.core.warehouse import query_frame, table_exists, transaction
 from dataops.ingest.contract import QUARANTINE_SCHEMA, ContractResult
+from dataops.ingest.ledger import record_release
 from quality.contracts import Contract
 
 ORPHAN = "orphan_fk"
@@ -234,6 +235,7 @@ def _release_orphans(
         return 0
     conn.register("_freed", freed.drop("_i", "_payload"))
     conn.execute(f"insert into {raw_name(contract)} by name select * from _freed")
+    record_release(conn, contract.system, contract.table, "_freed")
     conn.execute(
         f"delete from {quarantine_name(contract)} q using _freed f "
         f"where q._partition = f._partition and q._record_hash = f._record_hash and q._run_id = f._run_id"

@@ -38,7 +38,7 @@ RUNS = [
     (dt.date(2025, 2, 12), dt.date(2025, 2, 12)),
 ]
 # Every schema holding a materialised model: the incremental ones (dbt's config, on DuckDB) are among them.
-SCHEMAS = ("intermediate", "marts", "kpis")
+SCHEMAS = ("staging", "intermediate", "marts", "kpis")
 BUILD = ["build", "--resource-type", "model", "--resource-type", "seed"]
 # After the first run the views and seeds exist and their code does not change: skip re-creating them.
 DAILY = ["build", "--resource-type", "model", "--exclude", "config.materialized:view"]

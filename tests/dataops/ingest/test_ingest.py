@@ -230,6 +230,19 @@ def test_orphans_wait_in_quarantine_until_their_parent_arrives(baseline: Sources
     got = snapshot(fresh.settings.build_db)
     for table in ("raw.crm__lead_history", "quarantine.crm__lead_history", "raw.crm__leads"):
         assert got[table] == expected[table]
+    # The ledger names each released row: it keeps its own partition, outside the releasing load's window, and
+    # the staging models recompute its record from it (docs/decisions/0065).
+    with duckdb.connect(str(fresh.settings.build_db), read_only=True) as conn:
+        released = conn.execute(
+            "select partition, record_hash from pipeline.released_rows "
+            "where system = 'crm' and table_name = 'lead_history' and built_at is null"
+        ).fetchall()
+        in_raw = conn.execute(
+            "select count(*) from raw.crm__lead_history where (_partition, _record_hash) in "
+            "(select partition, record_hash from pipeline.released_rows)"
+        ).fetchone()
+    assert len(released) == again.released and in_raw == (again.released,)
+    assert min(partition for partition, _ in released) < END
 
 
 def test_old_versions_are_kept_until_an_explicit_prune(ingested_copy: Sources) -> None:

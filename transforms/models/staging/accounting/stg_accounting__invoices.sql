@@ -1,8 +1,20 @@
+{{ config(
+    materialized=('view' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='delete+insert',
+    unique_key='invoice_id',
+    on_schema_change='fail',
+    post_hook="{{ delete_records_no_longer_loaded('accounting', 'invoices', 'invoice_no', 'invoice_id') }}"
+) }}
+
+-- Incremental on DuckDB: a run recomputes the records whose versions its window loaded, each from all its
+-- versions (macros/incremental_staging.sql, docs/decisions/0065).
+
 with
 
 source as (
 
     select * from {{ source('accounting', 'invoices') }}
+    {{ only_records_loaded_in_window('accounting', 'invoices', 'invoice_no', 'invoice_id') }}
 
 ),
 

@@ -1,15 +1,27 @@
+{{ config(
+    materialized=('view' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='delete+insert',
+    unique_key='journal_line_id',
+    on_schema_change='fail',
+    post_hook="{{ delete_records_no_longer_loaded('accounting', 'journal_lines', journal_line_key(), 'journal_line_id') }}"
+) }}
+
+-- Incremental on DuckDB: a run recomputes the records whose versions its window loaded, each from all its
+-- versions (macros/incremental_staging.sql, docs/decisions/0065).
+
 with
 
 source as (
 
     select * from {{ source('accounting', 'journal_lines') }}
+    {{ only_records_loaded_in_window('accounting', 'journal_lines', journal_line_key(), 'journal_line_id') }}
 
 ),
 
 renamed as (
 
     select
-        journal_no || '-' || lpad(cast(line_no as string), 3, '0') as journal_line_id,
+        {{ journal_line_key() }} as journal_line_id,
         journal_no as journal_id,
         line_no as line_number,
         posting_date,

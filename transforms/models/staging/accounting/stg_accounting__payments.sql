@@ -1,8 +1,20 @@
+{{ config(
+    materialized=('view' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='delete+insert',
+    unique_key='payment_id',
+    on_schema_change='fail',
+    post_hook="{{ delete_records_no_longer_loaded('accounting', 'payments', 'payment_no', 'payment_id') }}"
+) }}
+
+-- Incremental on DuckDB: a run recomputes the records whose versions its window loaded, each from all its
+-- versions (macros/incremental_staging.sql, docs/decisions/0065).
+
 with
 
 source as (
 
     select * from {{ source('accounting', 'payments') }}
+    {{ only_records_loaded_in_window('accounting', 'payments', 'payment_no', 'payment_id') }}
 
 ),
 

@@ -1,0 +1,170 @@
+"""The staging models over the sources' versioned records are incremental on DuckDB (docs/decisions/0065): a
+build recomputes the records whose versions its window loaded and leaves every other row as it is, and what
+it leaves equals a full refresh, through the traps of versioned records: a correction loaded on a later day,
+late data, an orphan released into its own older partition, and a re-run of an old day that drops a record's
+latest version or every version of a record.
+
+The raw layer is changed here as the loads change it (a partition replaced, a released orphan inserted with
+its partition and noted in the ledger: tests/dataops/ingest/test_ingest.py holds the loads to that)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dataops.core.settings import Settings
+from dataops.ingest.ledger import record_release
+from dataops.transform.runner import run_dbt
+from tests.conftest import BUILT_DAYS, BUILT_START
+from tests.pipeline import tables
+
+pytestmark = pytest.mark.xdist_group("built")
+
+# model: (raw table, raw key, staged key, a column the test marks)
+STAGED = {
+    "stg_crm__leads": ("crm__leads", "Id", "lead_id", "crm_status"),
+    "stg_crm__lead_changes": ("crm__lead_history", "Id", "lead_change_id", "new_value"),
+    "stg_accounting__journal_lines": (
+        "accounting__journal_lines",
+        "journal_no || '-' || lpad(cast(line_no as string), 3, '0')",
+        "journal_line_id",
+        "description",
+    ),
+    "stg_accounting__invoices": ("accounting__invoices", "invoice_no", "invoice_id", "invoice_type"),
+    "stg_accounting__payments": ("accounting__payments", "payment_no", "payment_id", "payment_method"),
+    "stg_accounting__credit_memos": ("accounting__credit_memos", "memo_no", "credit_memo_id", "credit_reason"),
+}
+LAST = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
+RUN = ["run", "--select", *STAGED]
+
+
+def copy_of(built: Path, tmp_path: Path) -> Settings:
+    root = tmp_path / "data"
+    shutil.copytree(built / "warehouse", root / "warehouse")
+    shutil.copytree(built / "dbt_runs", root / "dbt_runs", ignore=shutil.ignore_patterns("*-*-*-*-*"))
+    return Settings(root)
+
+
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None) -> Any:
+    row = conn.execute(sql, parameters or []).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def build(settings: Settings, start: dt.date, end: dt.date, *args: str) -> None:
+    result = run_dbt([*RUN, *args], settings, window=(start.isoformat(), end.isoformat()), in_process=True)
+    assert result.success, result.output[-3000:]
+
+
+def test_a_daily_build_recomputes_only_the_records_its_window_loaded(built: Path, tmp_path: Path) -> None:
+    settings = copy_of(built, tmp_path)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        # the latest days that hold a version of every model's records (invoices come on billing days)
+        start = min(scalar(conn, f"select max(_partition) from raw.{raw}") for raw, *_ in STAGED.values())
+        marked = {}
+        for model, (raw, raw_key, key, column) in STAGED.items():
+            loaded, older = (
+                scalar(
+                    conn,
+                    f"select min({key}) from staging.{model} where {key} {'' if inside else 'not'} in "
+                    f"(select {raw_key} from raw.{raw} where _partition between ? and ?)",
+                    [start, LAST],
+                )
+                for inside in (True, False)
+            )
+            assert loaded is not None and older is not None, model
+            conn.execute(f"update staging.{model} set {column} = 'marked' where {key} in (?, ?)", [loaded, older])
+            marked[model] = (loaded, older)
+    build(settings, start, LAST)
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        for model, (loaded, older) in marked.items():
+            key, column = STAGED[model][2:]
+            value = dict(
+                conn.execute(
+                    f"select {key}, {column} from staging.{model} where {key} in (?, ?)", [loaded, older]
+                ).fetchall()
+            )
+            assert value[older] == "marked", f"{model}: a record the window did not load was rebuilt"
+            assert value[loaded] != "marked", f"{model}: a record the window loaded was not recomputed"
+
+
+def test_incremental_staging_equals_a_full_refresh_through_corrections_releases_and_reruns(
+    built: Path, tmp_path: Path
+) -> None:
+    settings = copy_of(built, tmp_path)
+    old_day, rerun, new_day = (
+        BUILT_START + dt.timedelta(days=10),
+        LAST - dt.timedelta(days=30),
+        LAST + dt.timedelta(1),
+    )
+    with duckdb.connect(str(settings.build_db)) as conn:
+        # an old day's load corrected a lead (a newer version of a record first loaded earlier)
+        fallen_back = newer_version(conn, "Id > ''", rerun, "Status", "'Reworked'")
+    build(settings, rerun, rerun)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        # a day's load: another lead corrected, journal lines of an old period arriving late, and lead
+        # changes released from quarantine into their own, older partition
+        corrected = newer_version(conn, f"Id <> '{fallen_back}'", new_day, "Status", "'Corrected'")
+        conn.execute(
+            "insert into raw.accounting__journal_lines select * replace (? as _partition, 'LATE-' || journal_no "
+            "as journal_no, md5(_record_hash) as _record_hash) from raw.accounting__journal_lines "
+            "where _partition = ? limit 3",
+            [new_day, old_day],
+        )
+        conn.execute(
+            "create temp table freed as select * replace ('RELEASED-' || Id as Id, md5(_record_hash) as "
+            "_record_hash) from raw.crm__lead_history where _partition = ? limit 2",
+            [old_day],
+        )
+        conn.execute("insert into raw.crm__lead_history select * from freed")
+        record_release(conn, "crm", "lead_history", "freed")
+    build(settings, new_day, new_day)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        # the old day re-run: the re-extracted day no longer holds the lead's newer version (its older one is
+        # left), nor a lead change it held the only version of
+        vanished = scalar(
+            conn,
+            "select min(Id) from raw.crm__lead_history where _partition = ? and Id not in "
+            "(select Id from raw.crm__lead_history where _partition <> ?)",
+            [rerun, rerun],
+        )
+        conn.execute("delete from raw.crm__leads where _partition = ? and Id = ?", [rerun, fallen_back])
+        conn.execute("delete from raw.crm__lead_history where _partition = ? and Id = ?", [rerun, vanished])
+    build(settings, rerun, rerun)
+    incremental = tables(settings.build_db, ("staging",))
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        leads = dict(
+            conn.execute(
+                "select lead_id, crm_status from staging.stg_crm__leads where lead_id in (?, ?)",
+                [corrected, fallen_back],
+            ).fetchall()
+        )
+        changes = conn.execute(
+            "select count(*) filter (where lead_change_id like 'RELEASED-%'), "
+            "count(*) filter (where lead_change_id = ?) from staging.stg_crm__lead_changes",
+            [vanished],
+        ).fetchone()
+    assert leads[corrected] == "Corrected" and leads[fallen_back] not in {"Reworked", None}
+    assert changes == (2, 0)
+    build(settings, BUILT_START, new_day, "--full-refresh")
+    full = tables(settings.build_db, ("staging",))
+    for model in STAGED:
+        assert incremental[f"staging.{model}"] == full[f"staging.{model}"], model
+
+
+def newer_version(conn: duckdb.DuckDBPyConnection, which: str, partition: dt.date, column: str, value: str) -> str:
+    """Loads into ``partition`` a newer version of the first lead loaded before it (``which`` more): the
+    source changed ``column`` to ``value``. Returns the lead's id."""
+    lead = scalar(conn, f"select min(Id) from raw.crm__leads where _partition < ? and {which}", [partition])
+    conn.execute(
+        f"insert into raw.crm__leads select * replace (? as _partition, {value} as {column}, "
+        "SystemModstamp + interval 1 day as SystemModstamp, md5(_record_hash) as _record_hash) "
+        "from raw.crm__leads where Id = ?",
+        [partition, lead],
+    )
+    return str(lead)

@@ -1,0 +1,72 @@
+{#- Staging models that keep the latest version of each source record, incremental on DuckDB by the records
+    a run's window loaded (docs/decisions/0065): each such record is recomputed from all its versions, every
+    other row is left as it is. A staged row depends only on its own record's versions in the raw layer, and
+    a load changes the raw layer only by replacing the window's partitions and releasing orphans from
+    quarantine; so the records to recompute are those with a version in the window's partitions, those whose
+    staged version came from one of them (a re-run that drops it falls back to an older version, or to none),
+    and those a load released from quarantine into their own, older partition (pipeline.released_rows,
+    dataops/ingest/ledger.py, until a complete build covers them). A full refresh, and Spark (views), build
+    everything: the filters render nothing there. -#}
+
+{#- The keys of the records to recompute: `raw_key` is the record's key as an expression over the columns of
+    source `system`.`table`, `staged_key` the staged column. -#}
+{% macro records_loaded_in_window(system, table, raw_key, staged_key) -%}
+    (
+        select {{ raw_key }} from {{ source(system, table) }}
+        where _partition between {{ window_start() }} and {{ window_end() }}{{ or_released(system, table) }}
+        union
+        select {{ staged_key }} from {{ this }}
+        where loaded_partition between {{ window_start() }} and {{ window_end() }}
+    )
+{%- endmacro %}
+
+{#- Or a version a load released from quarantine and no complete build has covered yet. -#}
+{% macro or_released(system, table) -%}
+    {%- set released = released_rows_relation() -%}
+    {%- if released is not none %}
+        or (_partition, _record_hash) in (
+            select
+                released.partition,
+                released.record_hash
+            from {{ released }} as released
+            where
+                released.system = '{{ system }}'
+                and released.table_name = '{{ table }}'
+                and released.built_at is null
+        )
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Restricts the rows read from the source to the versions of the records to recompute, in incremental runs
+    only. -#}
+{% macro only_records_loaded_in_window(system, table, raw_key, staged_key) -%}
+    {%- if is_incremental() %}
+        where {{ raw_key }} in {{ records_loaded_in_window(system, table, raw_key, staged_key) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The ledger of released orphans, or none when no load has written it yet. -#}
+{% macro released_rows_relation() -%}
+    {%- if execute -%}
+        {{ return(adapter.get_relation(database=this.database, schema='pipeline', identifier='released_rows')) }}
+    {%- endif -%}
+    {{ return(none) }}
+{%- endmacro %}
+
+{#- The post-hook: after the delete+insert, a record staged from the window none of whose versions is left
+    in the raw layer (a re-extracted day no longer holds it) is no longer staged. -#}
+{% macro delete_records_no_longer_loaded(system, table, raw_key, staged_key) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }}
+        where
+            loaded_partition between {{ window_start() }} and {{ window_end() }}
+            and {{ staged_key }} not in (select {{ raw_key }} from {{ source(system, table) }})
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- A journal line's key over the raw columns: its journal and its line number. -#}
+{% macro journal_line_key(journal_no='journal_no', line_no='line_no') -%}
+    {{ journal_no }} || '-' || lpad(cast({{ line_no }} as string), 3, '0')
+{%- endmacro %}
