@@ -213,7 +213,8 @@ def run_partitions(
             from orchestration.lib.nothing_new import nothing_new
 
             landed = instance.get_run_by_id(landing.run_id)
-            if landed is not None and nothing_new(landed):  # its days are published as they are (decision 0057)
+            # its days are published as they are (decision 0057)
+            if landed is not None and nothing_new(instance, landed.run_id):
                 landing.nothing_new = True
                 return landing
             request = build_request(landed)  # type: ignore[arg-type]

@@ -267,7 +267,9 @@ def run_landing_and_build(
     )
     landed = instance.get_run_by_id(landing.run_id)
     forced = bool(run_configs[1].get("ops"))  # dbt run anyway: the build runs whatever was landed
-    if not landing.success or (nothing_new(landed) and not forced):  # no build follows (decision 0057)
+    if not landing.success or (
+        nothing_new(instance, landing.run_id) and not forced
+    ):  # no build follows (decision 0057)
         return [landing]
     build_tags = build_request(landed).tags
     build = definitions.resolve_job_def(JOBS[1]).execute_in_process(

@@ -57,6 +57,12 @@ def why_build(
     return f"{missing[0]} is not in the published KPIs" if missing else None
 
 
-def nothing_new(run: dg.DagsterRun) -> bool:
-    """Whether a landing run recorded that it brought nothing new (no build follows it)."""
-    return run.tags.get(NOTHING_NEW_TAG) == "true"
+def nothing_new(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether a landing run recorded that it brought nothing new (no build follows it).
+
+    Read from the run's tag rows, not its stored body (``run.tags``): Dagster's ``add_run_tags`` rewrites the
+    body from what it read just before, so a heartbeat tagged at the same moment (``application/runs.py``)
+    can write back a body without this tag; the tag rows keep it (seen in CI: a build followed a landing whose
+    metadata said nothing new)."""
+    tagged = dg.RunsFilter(run_ids=[run_id], tags={NOTHING_NEW_TAG: "true"})
+    return bool(instance.get_run_records(filters=tagged, limit=1))

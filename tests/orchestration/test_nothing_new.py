@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy
 
 from dataops.core.settings import Settings
 from orchestration.lib.names import EXTRACTS_KEY, NOTHING_NEW_TAG, PUBLISHED_DAYS_KEY
@@ -89,9 +90,18 @@ def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_on
     assert {START.isoformat(), DAY2.isoformat()} <= instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
     for _ in range(2):  # twice: the first re-landing's own version, never loaded, holds the same records
         run = land(root, instance, DAY2)
-        assert nothing_new(run) and run.tags[NOTHING_NEW_TAG] == "true"
+        assert nothing_new(instance, run.run_id) and run.tags[NOTHING_NEW_TAG] == "true"
         assert landing_says(instance, run).startswith("none: nothing new landed")
         assert isinstance(sensor_says(instance, run), dg.SkipReason)
+    # a heartbeat tagged at the same moment wrote back the run's stored body without the tag (Dagster's
+    # add_run_tags rewrites the body from its own earlier read): its tag rows still say so, and no build follows
+    lost = run.with_tags({k: v for k, v in run.tags.items() if k != NOTHING_NEW_TAG})
+    with instance.run_storage.connect() as conn:  # type: ignore[attr-defined]
+        update = sqlalchemy.text("update runs set run_body = :body where run_id = :run_id")
+        conn.execute(update, {"body": dg.serialize_value(lost), "run_id": run.run_id})
+    stored = instance.get_run_by_id(run.run_id)
+    assert stored is not None and NOTHING_NEW_TAG not in stored.tags
+    assert nothing_new(instance, run.run_id) and isinstance(sensor_says(instance, stored), dg.SkipReason)
     # the UI's per-day status still says the day is in the published KPIs, checked
     assert DAY2.isoformat() in instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
     # on an instance whose per-day status does not have the day, it is not known as published: build
@@ -106,14 +116,16 @@ def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_on
         )
     )
     run = land(root, instance, DAY2)
-    assert f"run {busy.run_id} is in progress" in landing_says(instance, run) and not nothing_new(run)
+    assert f"run {busy.run_id} is in progress" in landing_says(instance, run) and not nothing_new(instance, run.run_id)
     instance.delete_run(busy.run_id)
     # a record corrected in the source on that day is new data
     correct_a_record(root, DAY2)
     run = land(root, instance, DAY2)
-    assert not nothing_new(run) and "has other records than the loaded ones" in landing_says(instance, run)
+    assert not nothing_new(instance, run.run_id) and "has other records than the loaded ones" in landing_says(
+        instance, run
+    )
     assert isinstance(sensor_says(instance, run), dg.RunRequest)
     # and so is a day never landed
     run = land(root, instance, DAY3)
-    assert not nothing_new(run) and "was never loaded" in landing_says(instance, run)
+    assert not nothing_new(instance, run.run_id) and "was never loaded" in landing_says(instance, run)
     assert isinstance(sensor_says(instance, run), dg.RunRequest)

@@ -54,7 +54,7 @@ def sensors() -> dg.Definitions:
             return dg.SkipReason(f"run {context.dagster_run.run_id} landed nothing")
         if context.dagster_run.tags.get("dataops/launched_by") == "dataops cli":
             return dg.SkipReason(f"run {context.dagster_run.run_id} was the command line's: it runs its own build")
-        if nothing_new(context.dagster_run):
+        if nothing_new(context.instance, context.dagster_run.run_id):
             return dg.SkipReason(f"run {context.dagster_run.run_id} landed nothing new: its days are published as is")
         return build_request(context.dagster_run)
 
