@@ -325,10 +325,18 @@ def _read_files(files: list[Path]) -> pl.DataFrame:
 
 
 def read_landed(
-    settings: Settings, contract: Contract, start: dt.date, end: dt.date
+    settings: Settings,
+    contract: Contract,
+    start: dt.date,
+    end: dt.date,
+    newest: dict[dt.date, lake.Version] | None = None,
 ) -> tuple[pl.DataFrame, list[str], list[str], list[lake.Version]]:
-    """The newest version of each day in the range, its source columns, unknown extras, and the versions read."""
-    newest = newest_landed(settings, contract, start, end)
+    """The newest version of each day in the range, its source columns, unknown extras, and the versions read.
+    A load in blocks passes the window's ``newest``, found once, instead of every block reading the manifests."""
+    if newest is None:
+        newest = newest_landed(settings, contract, start, end)
+    else:
+        newest = {day: version for day, version in newest.items() if start <= day <= end}
     by_version: dict[str, tuple[lake.Version, list[dt.date]]] = {}
     for day, version in newest.items():
         by_version.setdefault(version.name, (version, []))[1].append(day)
@@ -395,7 +403,8 @@ def load_from_lake(
     load (and every version now loaded) in the ledger, in the same transaction."""
     options = options or IngestOptions()
     report = report or IngestReport(contract.name, start, end)
-    blocks = load_blocks(newest_landed(settings, contract, start, end), options.block_rows)
+    newest = newest_landed(settings, contract, start, end)
+    blocks = load_blocks(newest, options.block_rows)
     landed = lake.all_versions(settings.lake_dir, contract.system, contract.table)
     covered = [(v.name, v.start, v.end) for v in landed if not v.legacy and start <= v.start and v.end <= end]
     seen = _Seen()
@@ -410,7 +419,7 @@ def load_from_lake(
 
     def results() -> Iterator[ContractResult]:
         for first, last in blocks:
-            batch, source_columns, extras, read = read_landed(settings, contract, first, last)
+            batch, source_columns, extras, read = read_landed(settings, contract, first, last, newest)
             result = apply_contract(contract, batch, source_columns)
             del batch
             seen.add(result, extras, read, watermark_column)

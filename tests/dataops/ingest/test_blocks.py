@@ -55,9 +55,9 @@ def test_a_window_in_many_blocks_gives_the_raw_layer_of_a_budget_larger_than_the
     read: list[tuple[str, dt.date, dt.date]] = []
     reading = pipeline.read_landed
 
-    def counted(settings: Settings, contract: Any, start: dt.date, end: dt.date) -> Any:
+    def counted(settings: Settings, contract: Any, start: dt.date, end: dt.date, *more: Any) -> Any:
         read.append((contract.name, start, end))
-        return reading(settings, contract, start, end)
+        return reading(settings, contract, start, end, *more)
 
     monkeypatch.setattr(pipeline, "read_landed", counted)
     extractors = fresh.extractors()
