@@ -156,7 +156,7 @@ class StageProbe:
         for extractor in (ErpExtractor, CrmExtractor, AccountingExtractor):
             self._wrap(extractor, "extract", "extract")
         self._wrap(pipeline, "with_lineage", "land")
-        self._wrap(lake, "land", "land")
+        self._wrap(lake.VersionWriter, "write", "land")  # a block of days written into the run's version
         self._wrap(pipeline, "read_landed", "load")
         self._wrap(pipeline, "load_range", "load")
         self._wrap(pipeline, "apply_contract", "validate", rows=lambda _c, batch, *_: batch.height)

@@ -171,25 +171,6 @@ def remove_abandoned(table: Path) -> list[Path]:
     return removed
 
 
-def land(
-    lake: Path,
-    system: str,
-    table: str,
-    days: list[dt.date],
-    df: pl.DataFrame,
-    extracted_at: dt.datetime,
-    run_id: str,
-) -> LandedDataset:
-    """Write one extract covering ``days`` (rows keyed by ``_partition``) as a new version, atomically."""
-    writer = VersionWriter(lake, system, table, extracted_at, run_id)
-    try:
-        writer.write(days, df)
-    except BaseException:
-        writer.abandon()
-        raise
-    return writer.commit()
-
-
 def _read_version(folder: Path) -> Version:
     manifest = json.loads((folder / MANIFEST).read_text())
     rows = {dt.date.fromisoformat(day): int(n) for day, n in manifest["rows"].items()}
