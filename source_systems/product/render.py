@@ -42,7 +42,21 @@ def fixed(mat: np.ndarray) -> pl.Series:
     views[:, 3] = row % per_buffer * width
     flat = mat.reshape(-1)
     buffers = [pa.py_buffer(flat[a * width : (a + per_buffer) * width]) for a in range(0, n, per_buffer)]
-    return pl.Series(pa.Array.from_buffers(pa.string_view(), n, [None, pa.py_buffer(views), *buffers]))
+    return pl.Series(_CArray(pa.Array.from_buffers(pa.string_view(), n, [None, pa.py_buffer(views), *buffers])))
+
+
+class _CArray:
+    """An Arrow array that polars imports through the Arrow C data interface, as it is.
+
+    Given a pyarrow array itself, polars first imports ``pyarrow.compute`` (to cast dictionaries it never
+    sees here): 35 ms of CPU once per process, inside the first day's product step.
+    """
+
+    def __init__(self, array: pa.Array) -> None:
+        self.array = array
+
+    def __arrow_c_array__(self, requested_schema: object = None) -> tuple[object, object]:
+        return self.array.__arrow_c_array__(requested_schema)  # type: ignore[no-any-return]
 
 
 def hex_matrix(raw: np.ndarray) -> np.ndarray:
@@ -191,8 +205,8 @@ class Lines:
             self.buffer = views[:, 2].astype(np.int64)
             self.start = views[:, 3].astype(np.int64)
             self.data = [memoryview(b) if b is not None else memoryview(b"") for b in arr.buffers()[2:]]
-        else:
-            large = arr.cast(pa.large_string())
+        else:  # polars' own large strings: one buffer, in order (pyarrow's cast would import pyarrow.compute)
+            large = lines.rechunk().to_arrow(compat_level=CompatLevel.oldest())
             offsets = np.frombuffer(large.buffers()[1], dtype=np.int64)[large.offset : large.offset + self.n + 1]
             self.data = [memoryview(large.buffers()[2]) if large.buffers()[2] is not None else memoryview(b"")]
             self.buffer = np.zeros(self.n, dtype=np.int64)
