@@ -56,7 +56,7 @@ class _CArray:
         self.array = array
 
     def __arrow_c_array__(self, requested_schema: object = None) -> tuple[object, object]:
-        return self.array.__arrow_c_array__(requested_schema)  # type: ignore[no-any-return]
+        return self.array.__arrow_c_array__(requested_schema)
 
 
 def hex_matrix(raw: np.ndarray) -> np.ndarray:
