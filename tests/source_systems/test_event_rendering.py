@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import importlib.abc
 import json
-import subprocess
 import sys
 from typing import Any, NamedTuple
 
@@ -167,20 +167,21 @@ def test_fixed_width_text_is_the_bytes_it_was_given() -> None:
         assert got.to_list() == [bytes(row[::-1]).decode() for row in mat]
 
 
-def test_text_reaches_polars_and_the_writer_without_pyarrow_compute() -> None:
+def test_text_reaches_polars_and_the_writer_without_pyarrow_compute(monkeypatch: pytest.MonkeyPatch) -> None:
     """Importing ``pyarrow.compute`` costs 35 ms of CPU, once per process and inside the product step: the
     renderer's text and the writer's pieces (lines in views and copied in order) must not need it."""
-    script = (
-        "import sys, numpy as np, polars as pl\n"
-        "from source_systems.product import render\n"
-        "text = render.fixed(np.full((4, 30), ord('a'), dtype=np.uint8))\n"
-        "for contiguous in (False, True):\n"
-        "    lines = render.Lines(pl.concat([text, pl.Series(['b' * 20])]), contiguous=contiguous)\n"
-        "    assert b''.join(lines.pieces(0, 5)) == b'a' * 120 + b'b' * 20\n"
-        "print('pyarrow.compute' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *_: object) -> None:
+            if name == "pyarrow.compute":
+                raise ImportError("pyarrow.compute imported")
+
+    monkeypatch.delitem(sys.modules, "pyarrow.compute", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Refuse(), *sys.meta_path])
+    text = render.fixed(np.full((4, 30), ord("a"), dtype=np.uint8))
+    for contiguous in (False, True):
+        lines = render.Lines(pl.concat([text, pl.Series(["b" * 20])]), contiguous=contiguous)
+        assert b"".join(lines.pieces(0, 5)) == b"a" * 120 + b"b" * 20
 
 
 def test_a_template_is_its_literals_byte_fields_and_iso_timestamps() -> None:
