@@ -44,8 +44,8 @@ STAGED = {
 # the models above them that read what a window loaded, and the daily models that recompute from the first day
 # the window's records change (decision 0006): the scenario below builds them with the staging models
 DOWNSTREAM = {
-    "intermediate": ("int_invoices_settled", "int_kpis_money_summed"),
-    "marts": ("fct_payments", "fct_credit_memos", "fct_customer_states_daily"),
+    "intermediate": ("int_invoices_settled", "int_kpis_money_summed", "int_leads_qualified"),
+    "marts": ("fct_payments", "fct_credit_memos", "fct_customer_states_daily", "fct_leads"),
     "kpis": ("kpi_daily",),
 }
 LAST = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
