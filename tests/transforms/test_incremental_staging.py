@@ -136,6 +136,13 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         # and payments and credit memos released the same way, each into the last older day that has some
         for table, key in (("payments", "payment_no"), ("credit_memos", "memo_no")):
             release(conn, "accounting", table, key, before=rerun)
+        # and a payment corrected (a newer version of a payment first loaded on an earlier day)
+        conn.execute(
+            "insert into raw.accounting__payments select * replace (? as _partition, amount + 1 as amount, "
+            "md5(_record_hash) as _record_hash) from raw.accounting__payments where payment_no = "
+            "(select min(payment_no) from raw.accounting__payments where _partition < ?)",
+            [new_day, rerun],
+        )
     build(settings, new_day, new_day, select=SCENARIO)
     with duckdb.connect(str(settings.build_db)) as conn:
         # the old day re-run: the re-extracted day no longer holds the lead's newer version (its older one is
