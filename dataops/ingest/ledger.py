@@ -10,7 +10,12 @@ as the rows they describe:
 - ``pipeline.released_rows``: each quarantined orphan a load released into raw (its partition and record
   hash), until a complete dbt build covers it. A released row keeps its own, older partition, outside the
   window of the load that released it: the staging models that recompute only the records a window loaded
-  (docs/decisions/0065) read this table to recompute those records too.
+  (docs/decisions/0065) read this table to recompute those records too;
+- ``pipeline.restaged_leads``: the leads the lead staging models held from a build's window before they
+  replaced them (written by their dbt pre-hook, ``transforms/macros/incremental_entities.sql``): a re-run that
+  dropped a lead's newer version stages it again from an older partition, outside the window, and the models
+  keyed by the lead read this table to recompute it too (docs/decisions/0067). A complete build that started
+  after a note deletes it.
 
 The build's window is the span of the loads not yet built: a daily run's day, a backfill's range, and
 every earlier window whose build failed or did not happen (a landing run left alone, a build of a subset).
@@ -35,6 +40,7 @@ create table if not exists pipeline.raw_loads (
 create table if not exists pipeline.released_rows (
     system varchar not null, table_name varchar not null, partition date not null, record_hash varchar not null,
     loaded_at timestamptz not null, built_at timestamptz);
+create table if not exists pipeline.restaged_leads (lead_id varchar not null, noted_at timestamptz not null);
 """
 
 Window = tuple[dt.date, dt.date]
@@ -95,8 +101,12 @@ def unbuilt_window(conn: duckdb.DuckDBPyConnection) -> Window | None:
 
 
 def mark_built(conn: duckdb.DuckDBPyConnection, through: dt.datetime) -> None:
-    """A complete build has covered every load made before ``through`` (call it in the stamp's transaction)."""
+    """A complete build has covered every load made before ``through`` (call it in the stamp's transaction),
+    and every lead noted before it: a note made during the build stays for the next one, in case the build
+    that noted it stopped before the models reading it."""
     for table in ("raw_loads", "released_rows"):
         if table_exists(conn, "pipeline", table):
             update = f"update pipeline.{table} set built_at = ? where built_at is null and loaded_at <= ?"
             conn.execute(update, [through, through])
+    if table_exists(conn, "pipeline", "restaged_leads"):
+        conn.execute("delete from pipeline.restaged_leads where noted_at <= ?", [through])

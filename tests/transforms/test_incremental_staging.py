@@ -2,7 +2,9 @@
 build recomputes the records whose versions its window loaded and leaves every other row as it is, and what
 it leaves equals a full refresh, through the traps of versioned records: a correction loaded on a later day,
 late data, an orphan released into its own older partition, and a re-run of an old day that drops a record's
-latest version or every version of a record.
+latest version or every version of a record. So do the models above them that read what a window loaded
+(the facts of payments and credit memos, decision 0067) and the daily models that recompute from the first
+day a window's records change.
 
 The raw layer is changed here as the loads change it (a partition replaced, a released orphan inserted with
 its partition and noted in the ledger: tests/dataops/ingest/test_ingest.py holds the loads to that)."""
@@ -39,8 +41,16 @@ STAGED = {
     "stg_accounting__payments": ("accounting__payments", "payment_no", "payment_id", "payment_method"),
     "stg_accounting__credit_memos": ("accounting__credit_memos", "memo_no", "credit_memo_id", "credit_reason"),
 }
+# the models above them that read what a window loaded, and the daily models that recompute from the first day
+# the window's records change (decision 0006): the scenario below builds them with the staging models
+DOWNSTREAM = {
+    "intermediate": ("int_invoices_settled", "int_kpis_money_summed", "int_leads_qualified"),
+    "marts": ("fct_payments", "fct_credit_memos", "fct_customer_states_daily", "fct_leads"),
+    "kpis": ("kpi_daily",),
+}
 LAST = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
 RUN = ["run", "--select", *STAGED]
+SCENARIO = [*RUN, *(model for models in DOWNSTREAM.values() for model in models)]
 
 
 def copy_of(built: Path, tmp_path: Path) -> Settings:
@@ -56,8 +66,8 @@ def scalar(conn: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] |
     return row[0]
 
 
-def build(settings: Settings, start: dt.date, end: dt.date, *args: str) -> None:
-    result = run_dbt([*RUN, *args], settings, window=(start.isoformat(), end.isoformat()), in_process=True)
+def build(settings: Settings, start: dt.date, end: dt.date, *args: str, select: list[str] = RUN) -> None:
+    result = run_dbt([*select, *args], settings, window=(start.isoformat(), end.isoformat()), in_process=True)
     assert result.success, result.output[-3000:]
 
 
@@ -93,7 +103,7 @@ def test_a_daily_build_recomputes_only_the_records_its_window_loaded(built: Path
             assert value[loaded] != "marked", f"{model}: a record the window loaded was not recomputed"
 
 
-def test_incremental_staging_equals_a_full_refresh_through_corrections_releases_and_reruns(
+def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corrections_releases_and_reruns(
     built: Path, tmp_path: Path
 ) -> None:
     settings = copy_of(built, tmp_path)
@@ -105,7 +115,7 @@ def test_incremental_staging_equals_a_full_refresh_through_corrections_releases_
     with duckdb.connect(str(settings.build_db)) as conn:
         # an old day's load corrected a lead (a newer version of a record first loaded earlier)
         fallen_back = newer_version(conn, "Id > ''", rerun, "Status", "'Reworked'")
-    build(settings, rerun, rerun)
+    build(settings, rerun, rerun, select=SCENARIO)
     with duckdb.connect(str(settings.build_db)) as conn:
         # a day's load: another lead corrected, journal lines of an old period arriving late, and lead
         # changes released from quarantine into their own, older partition
@@ -123,7 +133,17 @@ def test_incremental_staging_equals_a_full_refresh_through_corrections_releases_
         )
         conn.execute("insert into raw.crm__lead_history select * from freed")
         record_release(conn, "crm", "lead_history", "freed")
-    build(settings, new_day, new_day)
+        # and payments and credit memos released the same way, each into the last older day that has some
+        for table, key in (("payments", "payment_no"), ("credit_memos", "memo_no")):
+            release(conn, "accounting", table, key, before=rerun)
+        # and a payment corrected (a newer version of a payment first loaded on an earlier day)
+        conn.execute(
+            "insert into raw.accounting__payments select * replace (? as _partition, amount + 1 as amount, "
+            "md5(_record_hash) as _record_hash) from raw.accounting__payments where payment_no = "
+            "(select min(payment_no) from raw.accounting__payments where _partition < ?)",
+            [new_day, rerun],
+        )
+    build(settings, new_day, new_day, select=SCENARIO)
     with duckdb.connect(str(settings.build_db)) as conn:
         # the old day re-run: the re-extracted day no longer holds the lead's newer version (its older one is
         # left), nor a lead change it held the only version of
@@ -135,8 +155,8 @@ def test_incremental_staging_equals_a_full_refresh_through_corrections_releases_
         )
         conn.execute("delete from raw.crm__leads where _partition = ? and Id = ?", [rerun, fallen_back])
         conn.execute("delete from raw.crm__lead_history where _partition = ? and Id = ?", [rerun, vanished])
-    build(settings, rerun, rerun)
-    incremental = tables(settings.build_db, ("staging",))
+    build(settings, rerun, rerun, select=SCENARIO)
+    incremental = tables(settings.build_db, ("staging", *DOWNSTREAM))
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         leads = dict(
             conn.execute(
@@ -151,10 +171,28 @@ def test_incremental_staging_equals_a_full_refresh_through_corrections_releases_
         ).fetchone()
     assert leads[corrected] == "Corrected" and leads[fallen_back] not in {"Reworked", None}
     assert changes == (2, 0)
-    build(settings, BUILT_START, new_day, "--full-refresh")
-    full = tables(settings.build_db, ("staging",))
-    for model in STAGED:
-        assert incremental[f"staging.{model}"] == full[f"staging.{model}"], model
+    build(settings, BUILT_START, new_day, "--full-refresh", select=SCENARIO)
+    full = tables(settings.build_db, ("staging", *DOWNSTREAM))
+    assert sum(payment[0].startswith("RELEASED-") for payment in full["marts.fct_payments"]) == 2
+    assert sum(memo[0].startswith("RELEASED-") for memo in full["marts.fct_credit_memos"]) == 2
+    models = [f"staging.{model}" for model in STAGED]
+    models += [f"{schema}.{model}" for schema, names in DOWNSTREAM.items() for model in names]
+    for model in models:
+        assert incremental[model] == full[model], model
+
+
+def release(conn: duckdb.DuckDBPyConnection, system: str, table: str, key: str, before: dt.date) -> None:
+    """Releases from quarantine, into the last partition before ``before`` that holds any, copies of two of
+    its rows under new keys (as a load releases orphans whose parent it has just loaded)."""
+    raw = f"raw.{system}__{table}"
+    day = scalar(conn, f"select max(_partition) from {raw} where _partition < ?", [before])
+    conn.execute(
+        f"create temp table freed_{table} as select * replace ('RELEASED-' || {key} as {key}, "
+        f"md5(_record_hash) as _record_hash) from {raw} where _partition = ? order by {key} limit 2",
+        [day],
+    )
+    conn.execute(f"insert into {raw} select * from freed_{table}")
+    record_release(conn, system, table, f"freed_{table}")
 
 
 def newer_version(conn: duckdb.DuckDBPyConnection, which: str, partition: dt.date, column: str, value: str) -> str:

@@ -12,16 +12,19 @@
 {%- endmacro %}
 
 {#- The first business date whose numbers the run's data can change: the window start, or earlier when
-    the window brought records dated before it (a late journal line, a re-exported payment). -#}
+    the window brought records dated before it (a late journal line, a re-exported payment), or a load released
+    payments or credit memos from quarantine into older partitions (macros/incremental_staging.sql). -#}
 {% macro affected_from() -%}
     (select least(
         {{ window_start() }},
         coalesce((select min(posting_date) from {{ ref('fct_gl_entries') }}
                   where loaded_partition between {{ window_start() }} and {{ window_end() }}), {{ window_start() }}),
         coalesce((select min(payment_date) from {{ ref('fct_payments') }}
-                  where loaded_partition between {{ window_start() }} and {{ window_end() }}), {{ window_start() }}),
+                  where loaded_partition between {{ window_start() }} and {{ window_end() }}
+                  or loaded_partition in {{ released_partitions('accounting', 'payments') }}), {{ window_start() }}),
         coalesce((select min(credit_memo_date) from {{ ref('fct_credit_memos') }}
-                  where loaded_partition between {{ window_start() }} and {{ window_end() }}), {{ window_start() }}),
+                  where loaded_partition between {{ window_start() }} and {{ window_end() }}
+                  or loaded_partition in {{ released_partitions('accounting', 'credit_memos') }}), {{ window_start() }}),
         coalesce((select min(invoice_date) from {{ ref('fct_invoices') }}
                   where loaded_partition between {{ window_start() }} and {{ window_end() }}), {{ window_start() }})
     ))

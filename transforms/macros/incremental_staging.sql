@@ -45,6 +45,54 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- The partitions into which a load released orphans of `system`.`table` from quarantine that no complete
+    build has covered yet (a released row keeps its own partition, outside the window of the load that
+    released it). -#}
+{% macro released_partitions(system, table) -%}
+    {%- set released = released_rows_relation() -%}
+    {%- if released is none -%}
+        (select cast(null as date) where false)
+    {%- else -%}
+        (
+            select released.partition from {{ released }} as released
+            where
+                released.system = '{{ system }}'
+                and released.table_name = '{{ table }}'
+                and released.built_at is null
+        )
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Facts of one row per staged record (fct_payments, fct_credit_memos), incremental by `staged_key` with
+    delete+insert: a run recomputes the records staged from the window's partitions or from a partition a load
+    released orphans into (each of its records: the few of such a partition, a superset of the released), and
+    those the fact held from the window's partitions (a re-run that dropped their newer version falls back to
+    an older one). -#}
+{% macro only_staged_records_of_window(system, table, staged_key) -%}
+    {%- if is_incremental() %}
+        where
+            loaded_partition between {{ window_start() }} and {{ window_end() }}
+            or loaded_partition in {{ released_partitions(system, table) }}
+            or {{ staged_key }} in (
+                select {{ staged_key }} from {{ this }}
+                where loaded_partition between {{ window_start() }} and {{ window_end() }}
+            )
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Their post-hook: a fact held from the window's partitions whose record is no longer staged (a re-run
+    dropped its only version) is deleted. -#}
+{% macro delete_facts_no_longer_staged(staged_model, staged_key) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }}
+        where
+            loaded_partition between {{ window_start() }} and {{ window_end() }}
+            and {{ staged_key }} not in (select {{ staged_key }} from {{ ref(staged_model) }})
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
 {#- The ledger of released orphans, or none when no load has written it yet. -#}
 {% macro released_rows_relation() -%}
     {%- if execute -%}

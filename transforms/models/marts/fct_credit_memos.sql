@@ -1,18 +1,20 @@
 {{ config(
     materialized=('table' if target.type == 'spark' else 'incremental'),
-    incremental_strategy='append',
+    incremental_strategy='delete+insert',
+    unique_key='credit_memo_id',
     on_schema_change='fail',
-    pre_hook="{{ delete_loaded_window(this) }}"
+    post_hook="{{ delete_facts_no_longer_staged('stg_accounting__credit_memos', 'credit_memo_id') }}"
 ) }}
+
+-- Incremental on DuckDB: a run recomputes the records its window staged, those released from quarantine into
+-- older partitions, and those it held from the window (macros/incremental_staging.sql, decision 0067).
 
 with
 
 credit_memos as (
 
     select * from {{ ref('stg_accounting__credit_memos') }}
-    {% if is_incremental() %}
-        where loaded_partition between {{ window_start() }} and {{ window_end() }}
-    {% endif %}
+    {{ only_staged_records_of_window('accounting', 'credit_memos', 'credit_memo_id') }}
 
 ),
 

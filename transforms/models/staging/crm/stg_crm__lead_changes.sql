@@ -3,6 +3,7 @@
     incremental_strategy='delete+insert',
     unique_key='lead_change_id',
     on_schema_change='fail',
+    pre_hook="{{ note_leads_held_from_window() }}",
     post_hook="{{ delete_records_no_longer_loaded('crm', 'lead_history', 'Id', 'lead_change_id') }}"
 ) }}
 
