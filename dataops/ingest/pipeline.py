@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,13 +79,30 @@ class IngestReport:
         return {day for start, end in self.windows for day in days(start, end)}
 
 
+_hashing: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_hashing_lock = threading.Lock()
+
+
+def _hashing_db() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB for record hashes. Starting a database costs about 33 ms of CPU (a
+    cursor on a running one about 1 ms), and a window landed in blocks hashes once per block and table
+    (docs/testing.md). A forked child starts its own: a database's threads do not survive a fork."""
+    global _hashing
+    with _hashing_lock:
+        if _hashing is None or _hashing[0] != os.getpid():
+            _hashing = (os.getpid(), duckdb.connect())
+        return _hashing[1]
+
+
 def _record_hashes(encoded: pl.Series) -> pl.Series:
     """sha256 of each record's JSON (its first 32 hex digits), computed in DuckDB: stable across library
-    versions, unlike polars' row hash, and without a Python call per row."""
+    versions, unlike polars' row hash, and without a Python call per row. Each call has a connection (a
+    cursor) of its own on the process's database, so threads may hash at once."""
     frame = pl.DataFrame({"record": encoded})
-    with duckdb.connect() as conn:
+    with _hashing_db().cursor() as conn:
         conn.register("records", frame)
         hashed = conn.sql("select left(sha256(record), 32) as h from records").pl()
+        conn.unregister("records")
     return hashed["h"]
 
 
