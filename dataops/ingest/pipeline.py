@@ -455,7 +455,16 @@ def load_from_lake(
 
     with connect(settings.build_db, limits=options.limits) as conn:
         loaded: LoadResult = load_range(
-            conn, contract, start, end, results(), options.max_quarantine_rate, options.min_quarantined, reread, record
+            conn,
+            contract,
+            start,
+            end,
+            results(),
+            options.max_quarantine_rate,
+            options.min_quarantined,
+            reread,
+            record,
+            staged=len(blocks) > 1,
         )
     report.loaded_rows = loaded.loaded
     report.quarantined_rows = loaded.quarantined
