@@ -103,8 +103,12 @@ LONGEST_GROUPS_FIRST = (
     "postgres",
     "events",
     "bench",
-    "usage_published",
     "ingest",
+    "incremental",
+    "nothing_new",
+    "brakes",
+    "usage_published",
+    "signal",
 )
 
 

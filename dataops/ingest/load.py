@@ -88,6 +88,7 @@ def load_range(
     min_quarantined: int,
     reread: Callable[[pl.DataFrame], ContractResult],
     record: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    staged: bool = True,
 ) -> LoadResult:
     """Replace partitions [start, end] of the table's raw and quarantine rows, in one transaction (with
     ``record``, which notes the load in the ledger, so the rows and the note land together).
@@ -96,12 +97,13 @@ def load_range(
     staging tables (committed, so DuckDB keeps it on disk, not in memory) before the next is read; the one
     transaction then moves the staged window into raw and quarantine. Memory holds one block, and raw holds
     the old window or the new one, never a part of it. A load that fails, or is killed, leaves raw as it was
-    (and staging tables the next load of the table replaces)."""
+    (and staging tables the next load of the table replaces). A window of one block (``staged`` false: a
+    daily run's) goes straight into raw in that transaction: it holds one block in memory either way, and
+    staging would cost five more commits, each a WAL sync (docs/testing.md)."""
+    if not staged:
+        return _load_one_block(conn, contract, (start, end), results, (max_rate, min_quarantined), reread, record)
     out = LoadResult()
-    stage = (
-        f"pipeline.load_raw__{contract.system}__{contract.table}",
-        f"pipeline.load_quarantine__{contract.system}__{contract.table}",
-    )
+    stage = _stage_tables(contract)
     try:
         for n, result in enumerate(results):
             if n == 0:
@@ -111,19 +113,69 @@ def load_range(
                 conn.execute(f"create or replace table {stage[1]} as from {quarantine_name(contract)} limit 0")
             _insert_block(conn, contract, stage, (start, end), result, (max_rate, min_quarantined), out)
         with transaction(conn):
-            conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", [start, end])
-            conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", [start, end])
-            conn.execute(f"insert into {raw_name(contract)} by name from {stage[0]}")
-            conn.execute(f"insert into {quarantine_name(contract)} by name from {stage[1]}")
-            if contract.references:
-                out.released = _release_orphans(conn, contract, reread)
-                out.loaded += out.released
-            if record is not None:
-                record(conn)
+            _replace_window(conn, contract, (start, end), stage)
+            _finish(conn, contract, reread, record, out)
     finally:
         for table in stage:
             conn.execute(f"drop table if exists {table}")
     return out
+
+
+def _load_one_block(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    window: tuple[dt.date, dt.date],
+    results: Iterable[ContractResult],
+    limits: tuple[float, int],
+    reread: Callable[[pl.DataFrame], ContractResult],
+    record: Callable[[duckdb.DuckDBPyConnection], None] | None,
+) -> LoadResult:
+    """The window's only block judged and written into raw and quarantine in the one transaction."""
+    out = LoadResult()
+    (result,) = results
+    with transaction(conn):
+        _ensure_tables(conn, contract, result.valid)
+        keep, quarantine = _judge_block(conn, contract, window, result, limits, out)  # before the window goes
+        _replace_window(conn, contract, window, None)
+        _insert_frames(conn, (raw_name(contract), quarantine_name(contract)), keep, quarantine)
+        _finish(conn, contract, reread, record, out)
+        for table in _stage_tables(contract):  # a killed load's, in the same commit
+            conn.execute(f"drop table if exists {table}")
+    return out
+
+
+def _stage_tables(contract: Contract) -> tuple[str, str]:
+    """The tables a load in several blocks stages its raw and quarantined rows in (decision 0064)."""
+    return (
+        f"pipeline.load_raw__{contract.system}__{contract.table}",
+        f"pipeline.load_quarantine__{contract.system}__{contract.table}",
+    )
+
+
+def _replace_window(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, window: tuple[dt.date, dt.date], stage: tuple[str, str] | None
+) -> None:
+    """Delete the window's raw and quarantine rows, and insert the staged ones (if staged)."""
+    conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", list(window))
+    conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", list(window))
+    if stage is not None:
+        conn.execute(f"insert into {raw_name(contract)} by name from {stage[0]}")
+        conn.execute(f"insert into {quarantine_name(contract)} by name from {stage[1]}")
+
+
+def _finish(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    reread: Callable[[pl.DataFrame], ContractResult],
+    record: Callable[[duckdb.DuckDBPyConnection], None] | None,
+    out: LoadResult,
+) -> None:
+    """Within the load's transaction, after its rows: release the orphans whose parents arrived, note the load."""
+    if contract.references:
+        out.released = _release_orphans(conn, contract, reread)
+        out.loaded += out.released
+    if record is not None:
+        record(conn)
 
 
 def _insert_block(
@@ -136,6 +188,20 @@ def _insert_block(
     out: LoadResult,
 ) -> None:
     """One block's rows into the staged raw rows, its failures and orphans into the staged quarantine."""
+    keep, quarantine = _judge_block(conn, contract, window, result, limits, out)
+    _insert_frames(conn, stage, keep, quarantine)
+
+
+def _judge_block(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    window: tuple[dt.date, dt.date],
+    result: ContractResult,
+    limits: tuple[float, int],
+    out: LoadResult,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One block's rows to keep and to quarantine (its failures and its orphans), counted in ``out``; a
+    partition past the quarantine rate fails the load."""
     valid = result.valid.with_row_index("_i")
     conn.register("_batch", valid)
     orphans = _orphans(conn, contract, "_batch") if contract.references else {}
@@ -162,15 +228,22 @@ def _insert_block(
         *limits,
         out,
     )
-    conn.register("_keep", keep)
-    conn.execute(f"insert into {stage[0]} by name select * from _keep")
-    conn.unregister("_keep")
-    conn.register("_quarantine", quarantine)
-    conn.execute(f"insert into {stage[1]} by name select *, now() as _quarantined_at from _quarantine")
-    conn.unregister("_quarantine")
     out.loaded += keep.height
     out.quarantined += quarantine.height
     out.orphans += orphan_q.height
+    return keep, quarantine
+
+
+def _insert_frames(
+    conn: duckdb.DuckDBPyConnection, into: tuple[str, str], keep: pl.DataFrame, quarantine: pl.DataFrame
+) -> None:
+    """Rows to keep into the first table, rows to quarantine into the second (stamped now)."""
+    conn.register("_keep", keep)
+    conn.execute(f"insert into {into[0]} by name select * from _keep")
+    conn.unregister("_keep")
+    conn.register("_quarantine", quarantine)
+    conn.execute(f"insert into {into[1]} by name select *, now() as _quarantined_at from _quarantine")
+    conn.unregister("_quarantine")
 
 
 def _check_rates(

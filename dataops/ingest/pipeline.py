@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,13 +79,30 @@ class IngestReport:
         return {day for start, end in self.windows for day in days(start, end)}
 
 
+_hashing: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_hashing_lock = threading.Lock()
+
+
+def _hashing_db() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB for record hashes. Starting a database costs about 33 ms of CPU (a
+    cursor on a running one about 1 ms), and a window landed in blocks hashes once per block and table
+    (docs/testing.md). A forked child starts its own: a database's threads do not survive a fork."""
+    global _hashing
+    with _hashing_lock:
+        if _hashing is None or _hashing[0] != os.getpid():
+            _hashing = (os.getpid(), duckdb.connect())
+        return _hashing[1]
+
+
 def _record_hashes(encoded: pl.Series) -> pl.Series:
     """sha256 of each record's JSON (its first 32 hex digits), computed in DuckDB: stable across library
-    versions, unlike polars' row hash, and without a Python call per row."""
+    versions, unlike polars' row hash, and without a Python call per row. Each call has a connection (a
+    cursor) of its own on the process's database, so threads may hash at once."""
     frame = pl.DataFrame({"record": encoded})
-    with duckdb.connect() as conn:
+    with _hashing_db().cursor() as conn:
         conn.register("records", frame)
         hashed = conn.sql("select left(sha256(record), 32) as h from records").pl()
+        conn.unregister("records")
     return hashed["h"]
 
 
@@ -184,12 +203,21 @@ def land(
     return report
 
 
+# A block may grow at once to this fraction of the budget at the busiest day read so far; past it, a block
+# has at most twice the days of the last (docs/decisions/0070).
+JUMP_FRACTION = 8
+
+
 def next_span(block_rows: int, busiest: int, span: int) -> int:
     """The days of the next block: as many as the budget holds at the busiest day read so far, and at most
-    twice the last block's (a source's first days can be far quieter than its later ones). One day at least:
-    a single day larger than the budget is a block of its own."""
-    fits = block_rows // busiest if busiest else 2 * span
-    return max(1, min(2 * span, fits))
+    twice the last block's (a source's first days can be far quieter than its later ones) unless that many
+    days still fill no more than an eighth of the budget. A window far below the budget is then two blocks
+    (its first day, then the rest), not one per doubling; a later day eight times busier than any before it
+    still fits. One day at least: a single day larger than the budget is a block of its own."""
+    if not busiest:
+        return 2 * span
+    jump = block_rows // (JUMP_FRACTION * busiest)
+    return max(1, min(block_rows // busiest, max(2 * span, jump)))
 
 
 def landing_order(
@@ -427,7 +455,16 @@ def load_from_lake(
 
     with connect(settings.build_db, limits=options.limits) as conn:
         loaded: LoadResult = load_range(
-            conn, contract, start, end, results(), options.max_quarantine_rate, options.min_quarantined, reread, record
+            conn,
+            contract,
+            start,
+            end,
+            results(),
+            options.max_quarantine_rate,
+            options.min_quarantined,
+            reread,
+            record,
+            staged=len(blocks) > 1,
         )
     report.loaded_rows = loaded.loaded
     report.quarantined_rows = loaded.quarantined
