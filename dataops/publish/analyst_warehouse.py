@@ -80,6 +80,7 @@ class PublishReport:
     published_by_run: str | None = None  # the run that wrote it, when ``unchanged``
     days: list[dt.date] = field(default_factory=list)  # the window's days and every day whose KPIs changed
     rewritten: list[str] = field(default_factory=list)  # datasets written anew (the rest kept from the last file)
+    updated: dict[str, tuple[int, int]] = field(default_factory=dict)  # dataset -> (rows deleted, rows inserted)
 
 
 def model_datasets() -> dict[str, DatasetMeta]:
@@ -432,15 +433,21 @@ def _write_files(
     catalog, columns = definitions_in_catalog(catalog, columns, definitions, publication.published_at, report.as_of)
     register_pseudonym(conn, settings)
     policy = file_policy(sorted(set(datasets) - restricted), personal, pseudonym_key(settings))
-    _write_aside(conn, publication, settings.analytics_db, policy, report, datasets, restricted, personal)
+    changes = Changes(keep=set(personal), usable=_same_publish(conn, settings))
+    _write_restricted(
+        conn, publication, settings.restricted_db, report.as_of, datasets, restricted | set(personal), changes
+    )
+    try:
+        _write_aside(conn, publication, settings.analytics_db, policy, report, datasets, restricted, personal, changes)
+    finally:
+        for name in changes.kept:
+            for side in ("deleted", "inserted"):
+                conn.execute(f"drop table if exists {_clear_rows(name, side)}")
     conn.register("_catalog_datasets", catalog)
     conn.register("_catalog_columns", columns)
     conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
     _write_catalog(conn, publication.aside)
     write_definition_tables(conn, publication.aside, definitions)
-    _write_restricted(
-        conn, publication.restricted_aside, settings.restricted_db, report.as_of, datasets, restricted | set(personal)
-    )
     return sorted(datasets)
 
 
@@ -493,9 +500,13 @@ def _select(schema: str, table: str, clear: bool, personal: dict[str, list[str]]
         )
     columns = personal.get(name)
     if columns and not clear:
-        replaced = ", ".join(f"pseudonym({c}) as {c}" for c in columns)
-        return f"select * replace ({replaced}) from {name}"
+        return _pseudonymised(name, columns)
     return f"select * from {name}"
+
+
+def _pseudonymised(relation: str, columns: list[str]) -> str:
+    replaced = ", ".join(f"pseudonym({c}) as {c}" for c in columns)
+    return f"select * replace ({replaced}) from {relation}"
 
 
 def _copy(
@@ -506,16 +517,23 @@ def _copy(
     clear: bool,
     personal: dict[str, list[str]],
     report: PublishReport | None = None,
+    changes: Changes | None = None,
 ) -> None:
-    """Each table's published form into the attached file: written anew unless the file (a copy of the last
-    publish, :func:`_attach_from_last`) holds it already, row for row and column for column."""
+    """Each table's published form into the attached file (a copy of the last publish, :func:`_attach_from_last`):
+    a held table with the same columns gets only the rows that changed (:func:`_update_rows`), any other is
+    written anew. ``changes``: the changed rows of the personal-data tables in clear, kept by the restricted
+    file's pass and applied, pseudonymised, by the analyst file's (:class:`Changes`)."""
     held = _tables_of(conn, alias)
     for name in tables:
         schema, table = name.split(".")
         select = _select(schema, table, clear, personal)
         params: dict[str, object] | None = {"as_of": as_of} if "$as_of" in select else None
-        if name in held and _same_content(conn, f"{alias}.{name}", select, params):
-            continue
+        if name in held and _same_columns(conn, f"{alias}.{name}", select, params):
+            changed = _changed(conn, f"{alias}.{name}", name, select, params, personal, changes)
+            if changed is not None:
+                if changed != (0, 0) and report is not None:
+                    report.updated[name] = changed
+                continue
         conn.execute(f"create schema if not exists {alias}.{schema}")
         conn.execute(f"create or replace table {alias}.{name} as {select}", params)
         if report is not None:
@@ -527,6 +545,56 @@ def _copy(
             report.tables[name] = scalar(conn, f"select count(*) from {alias}.{name}")
 
 
+@dataclass
+class Changes:
+    """The changed rows in clear of the personal-data tables, so that the analyst file's pass pseudonymises
+    those rows rather than every row of the table to find them. The restricted file's pass keeps them for
+    ``keep`` (in the temp tables :func:`_clear_rows`) and lists the tables it kept them for in ``kept``; they
+    apply only when both files hold the same publish (``usable``, :func:`_same_publish`)."""
+
+    keep: set[str]
+    kept: set[str] = field(default_factory=set)
+    usable: bool = False
+
+
+def _changed(
+    conn: duckdb.DuckDBPyConnection,
+    held: str,
+    name: str,
+    select: str,
+    params: dict[str, object] | None,
+    personal: dict[str, list[str]],
+    changes: Changes | None,
+) -> tuple[int, int] | None:
+    """The held table updated row by row (None: nothing written, it is to be written anew)."""
+    if changes is None or name not in changes.keep:
+        return _update_rows(conn, held, select, params)
+    if not personal.get(name):  # the restricted file's pass: keep the rows in clear
+        updated = _update_rows(conn, held, select, params, keep=name)
+        if updated is not None:
+            changes.kept.add(name)
+        return updated
+    if not changes.usable:
+        return _update_rows(conn, held, select, params)
+    if name not in changes.kept:
+        return None  # rewritten in clear: most of its rows changed
+    return _apply_clear_rows(conn, held, name, personal[name])
+
+
+def _clear_rows(name: str, side: str) -> str:
+    return f"_clear_{side}_{name.replace('.', '__')}"
+
+
+def _apply_clear_rows(conn: duckdb.DuckDBPyConnection, held: str, name: str, columns: list[str]) -> tuple[int, int]:
+    """Delete the pseudonymised form of the rows deleted in clear and insert that of the rows inserted."""
+    deleted, inserted = (_pseudonymised(_clear_rows(name, side), columns) for side in ("deleted", "inserted"))
+    gone = conn.execute(
+        f"delete from {held} as {ROW} where hash({ROW}) in (select hash({ROW}) from ({deleted}) as {ROW})"
+    ).fetchone()
+    added = conn.execute(f"insert into {held} {inserted}").fetchone()
+    return int(gone[0]) if gone else 0, int(added[0]) if added else 0
+
+
 def _tables_of(conn: duckdb.DuckDBPyConnection, alias: str) -> set[str]:
     rows = conn.execute(
         "select schema_name || '.' || table_name from duckdb_tables() where database_name = ?", [alias]
@@ -534,17 +602,66 @@ def _tables_of(conn: duckdb.DuckDBPyConnection, alias: str) -> set[str]:
     return {str(name) for (name,) in rows}
 
 
-def _same_content(conn: duckdb.DuckDBPyConnection, held: str, select: str, params: dict[str, object] | None) -> bool:
-    """The held table has the columns (names, types, order; not-null constraints are not published) and
-    the rows (count and sum of row hashes, as :func:`dataops.core.digest.table_digest`) the select would
-    write: reading both is cheaper than writing."""
+def _same_columns(conn: duckdb.DuckDBPyConnection, held: str, select: str, params: dict[str, object] | None) -> bool:
+    """Names, types and order (not-null constraints are not published)."""
     columns = "select column_name, column_type from (describe {})"
-    if conn.execute(columns.format(held)).fetchall() != conn.execute(columns.format(select), params).fetchall():
-        return False
-    fingerprint = "select count(*), sum(hash(source))::varchar from ({}) as source"
-    mine = conn.execute(fingerprint.format(f"select * from {held}")).fetchone()
-    wanted = conn.execute(fingerprint.format(select), params).fetchone()
-    return mine == wanted
+    return bool(
+        conn.execute(columns.format(held)).fetchall() == conn.execute(columns.format(select), params).fetchall()
+    )
+
+
+# Rows are told apart by the hash of the whole row, as :func:`dataops.core.digest.table_digest` compares tables;
+# the alias is one no published column is named (a column named like the alias would be hashed instead).
+ROW = "_published_row"
+# Above this share of the held rows, deleting and inserting costs more than writing the table anew.
+UPDATE_AT_MOST = 0.25
+
+
+def _update_rows(
+    conn: duckdb.DuckDBPyConnection,
+    held: str,
+    select: str,
+    params: dict[str, object] | None,
+    keep: str | None = None,
+) -> tuple[int, int] | None:
+    """Make the held table hold the select's rows by writing only where they differ, so that a day's publish
+    writes the day's rows rather than the table (decision 0068): for each row hash held a different number
+    of times than the select yields it, the held rows are deleted and the select's inserted. Returns
+    (deleted, inserted), or None, having written nothing, when that is more than :data:`UPDATE_AT_MOST` of
+    the held rows (then writing the table anew costs less). ``keep``: the dataset whose deleted and inserted
+    rows are kept in temp tables (:func:`_clear_rows`) for the analyst file's pass."""
+    conn.execute(
+        f"""
+        create or replace temp table _changed_rows as
+        select h, coalesce(wanted.n, 0) as wanted, coalesce(held.n, 0) as held
+        from (select hash({ROW}) as h, count(*) as n from ({select}) as {ROW} group by h) as wanted
+        full join (select hash({ROW}) as h, count(*) as n from {held} as {ROW} group by h) as held using (h)
+        where wanted.n is distinct from held.n
+        """,
+        params,
+    )
+    inserted_rows = _clear_rows(keep, "inserted") if keep else "_changed_inserted"
+    try:
+        counts = conn.execute("select coalesce(sum(held), 0), coalesce(sum(wanted), 0) from _changed_rows").fetchone()
+        deleted, inserted = (int(counts[0]), int(counts[1])) if counts else (0, 0)
+        if deleted + inserted > UPDATE_AT_MOST * scalar(conn, f"select count(*) from {held}"):
+            return None
+        if keep:  # the rows as they were, before they are deleted
+            conn.execute(
+                f"create or replace temp table {_clear_rows(keep, 'deleted')} as select * from {held} as {ROW} "
+                f"where hash({ROW}) in (select h from _changed_rows where held > 0)"
+            )
+        conn.execute(  # the select evaluated once more, on its changed rows only
+            f"create or replace temp table {inserted_rows} as select * from ({select}) as {ROW} "
+            f"where hash({ROW}) in (select h from _changed_rows where wanted > 0)",
+            params,
+        )
+        conn.execute(f"delete from {held} as {ROW} where hash({ROW}) in (select h from _changed_rows where held > 0)")
+        conn.execute(f"insert into {held} select * from {inserted_rows}")
+        return deleted, inserted
+    finally:
+        conn.execute("drop table _changed_rows")
+        conn.execute("drop table if exists _changed_inserted")
 
 
 def file_policy(tables: list[str], personal: dict[str, list[str]], key: bytes) -> str:
@@ -605,12 +722,13 @@ def _write_aside(
     datasets: dict[str, DatasetMeta],
     restricted: set[str],
     personal: dict[str, list[str]],
+    changes: Changes,
 ) -> None:
     """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
     tables = sorted(set(datasets) - restricted)
     _attach_from_last(conn, last, publication.aside, "analytics", set(tables), policy)
     try:
-        _copy(conn, "analytics", tables, report.as_of, clear=False, personal=personal, report=report)
+        _copy(conn, "analytics", tables, report.as_of, clear=False, personal=personal, report=report, changes=changes)
         conn.execute("create schema analytics.publish")
         for table in HISTORY_TABLES:  # what analysts saw, and this publish, which they see with this file
             conn.execute(
@@ -645,20 +763,56 @@ def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
 
 def _write_restricted(
     conn: duckdb.DuckDBPyConnection,
-    aside: Path,
+    publication: Publication,
     last: Path,
     as_of: dt.date | None,
     datasets: dict[str, DatasetMeta],
     names: set[str],
+    changes: Changes,
 ) -> None:
-    """The restricted file: restricted datasets, and the personal-data datasets in clear."""
+    """The restricted file: restricted datasets, and the personal-data datasets in clear (whose changed rows
+    it keeps for the analyst file's pass), and the publish it belongs to."""
     tables = sorted(names & set(datasets))
-    _attach_from_last(conn, last, aside, "restricted", set(tables))
+    _attach_from_last(conn, last, publication.restricted_aside, "restricted", set(tables))
     try:
-        _copy(conn, "restricted", tables, as_of, clear=True, personal={})
+        _copy(conn, "restricted", tables, as_of, clear=True, personal={}, changes=changes)
+        conn.execute("create schema if not exists restricted.publish")
+        conn.execute(
+            f"create or replace table restricted.publish.{PUBLISH_MARK} as select $1 as publish_id",
+            [publication.publish_id],
+        )
         conn.execute("checkpoint restricted")
     finally:
         conn.execute("detach restricted")
+
+
+# The restricted file names its publish: the two files are swapped in one after the other, and a process
+# killed between the two leaves them holding different publishes.
+PUBLISH_MARK = "written_by"
+
+
+def _same_publish(conn: duckdb.DuckDBPyConnection, settings: Settings) -> bool:
+    """Whether the restricted file and the analyst file hold the same publish: then the analyst file's
+    personal-data tables are the restricted file's, pseudonymised."""
+    held = latest_publish(settings)
+    if held is None or not settings.restricted_db.exists():
+        return False
+    try:
+        conn.execute(f"attach '{settings.restricted_db}' as held_restricted (read_only)")
+    except duckdb.Error:
+        return False
+    try:
+        found = conn.execute(
+            "select count(*) from duckdb_tables() where database_name = 'held_restricted' "
+            "and schema_name = 'publish' and table_name = ?",
+            [PUBLISH_MARK],
+        ).fetchone()
+        if not found or not found[0]:
+            return False
+        mark = conn.execute(f"select publish_id from held_restricted.publish.{PUBLISH_MARK}").fetchall()
+        return mark == [(held["publish_id"],)]
+    finally:
+        conn.execute("detach held_restricted")
 
 
 def _quarantine_summary(conn: duckdb.DuckDBPyConnection) -> None:
