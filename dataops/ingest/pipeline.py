@@ -203,20 +203,23 @@ def land(
     return report
 
 
-# A block may grow at once to this fraction of the budget at the busiest day read so far; past it, a block
-# has at most twice the days of the last (docs/decisions/0070).
+# A block may grow at once to this fraction of the budget at the busiest day read so far, by at most
+# JUMP_GROWTH times the last block's days; past it, a block has at most twice the days of the last
+# (docs/decisions/0070).
 JUMP_FRACTION = 8
+JUMP_GROWTH = 16
 
 
 def next_span(block_rows: int, busiest: int, span: int) -> int:
     """The days of the next block: as many as the budget holds at the busiest day read so far, and at most
     twice the last block's (a source's first days can be far quieter than its later ones) unless that many
-    days still fill no more than an eighth of the budget. A window far below the budget is then two blocks
-    (its first day, then the rest), not one per doubling; a later day eight times busier than any before it
-    still fits. One day at least: a single day larger than the budget is a block of its own."""
+    days still fill no more than an eighth of the budget: then up to sixteen times the last block's days.
+    A window far below the budget is then a few blocks, not one per doubling, and a quiet first day does not
+    size a whole long window (a source whose first days are nearly empty, as payments before any invoice is
+    due). One day at least: a single day larger than the budget is a block of its own."""
     if not busiest:
         return 2 * span
-    jump = block_rows // (JUMP_FRACTION * busiest)
+    jump = min(JUMP_GROWTH * span, block_rows // (JUMP_FRACTION * busiest))
     return max(1, min(block_rows // busiest, max(2 * span, jump)))
 
 

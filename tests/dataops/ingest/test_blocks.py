@@ -176,19 +176,27 @@ def test_a_live_writers_folder_is_kept_and_a_dead_ones_removed(tmp_path: Path) -
     assert lake.remove_abandoned(root) == [live.aside] and list(root.iterdir()) == []
 
 
-def test_a_window_far_below_the_budget_lands_in_two_blocks_and_blocks_near_it_double(
+def test_a_window_far_below_the_budget_lands_in_a_few_blocks_and_blocks_near_it_double(
     simulated: Path, tmp_path: Path
 ) -> None:
-    """The first block is one day; the rest of a window whose rows fill a small part of the budget at that
-    day's rate is the second block, not one block per doubling. Near the budget a block has at most twice
-    the days of the last, and never more than the budget holds at the busiest day read (decision 0070)."""
+    """The first block is one day; while a block's rows fill a small part of the budget at the busiest day's
+    rate, the next may have up to sixteen times its days, not one doubling at a time; a quiet first day does
+    not size the rest of a long window. Near the budget a block has at most twice the days of the last, and
+    never more than the budget holds at the busiest day read (decision 0070)."""
     shutil.copytree(simulated, tmp_path, dirs_exist_ok=True)
     settings = Settings(tmp_path)
     counting = Counting(ErpExtractor(settings.erp_db))
     land(settings, contract_for("erp", "sales_order_lines"), counting, START, END)
-    assert counting.calls == [(START, START), (START + dt.timedelta(days=1), END)]
+    second = START + dt.timedelta(days=1)
+    assert counting.calls == [
+        (START, START),
+        (second, second + dt.timedelta(days=15)),
+        (second + dt.timedelta(days=16), END),
+    ]
     assert pipeline.next_span(800, 10, 1) == 10  # ten days at the busiest day's rows: an eighth of the budget
     assert pipeline.next_span(800, 10, 10) == 20  # past an eighth, twice the last block's days
     assert pipeline.next_span(800, 10, 50) == 80  # and no more days than the budget holds at that rate
     assert pipeline.next_span(800, 1000, 4) == 1  # a day past the budget is a block of its own
+    assert pipeline.next_span(800_000, 1, 1) == 16  # a quiet first day: sixteen days, not the budget's 100,000
+    assert pipeline.next_span(800_000, 1, 16) == 256
     assert pipeline.next_span(800, 0, 4) == 8  # no rows read yet: twice the last block's days
