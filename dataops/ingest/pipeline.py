@@ -379,8 +379,12 @@ def read_landed(
         df = _read_files(files)
         if version.legacy:  # a legacy file is one day; a version's files hold only their own day
             df = df.filter(pl.col("_partition").is_in(covered))
-        file_extras = _shape(contract, version, settings, df)
-        extras.update(file_extras)
+        version_extras = _shape(contract, version, settings, df)
+        extras.update(version_extras)
+        # The version's unknown columns that these files hold: a version's columns are its files' together, and
+        # the days read may be only some of its files (a newer version holds the others), landed before a
+        # column the source added or renamed later.
+        file_extras = [c for c in version_extras if c in df.columns]
         # Unknown columns are kept as JSON in _extra: the version's own, on the rows that have a value in one
         # (a version landed over days before and after a source added a column holds it empty on the first).
         # Each row's original payload goes to _payload with the columns its day had (see _payload).
