@@ -381,9 +381,9 @@ def read_landed(
             df = df.filter(pl.col("_partition").is_in(covered))
         version_extras = _shape(contract, version, settings, df)
         extras.update(version_extras)
-        # The version's unknown columns that these files hold: a version's columns are its files' together, and
-        # the days read may be only some of its files (a newer version holds the others), landed before a
-        # column the source added or renamed later.
+        # The version's unknown columns that these files hold: a version's manifest lists the columns of every
+        # block it landed, a block without rows included (it writes no file), and of every file, while the days
+        # read may be only some of them; a column the source added or renamed later is then in no file read.
         file_extras = [c for c in version_extras if c in df.columns]
         # Unknown columns are kept as JSON in _extra: the version's own, on the rows that have a value in one
         # (a version landed over days before and after a source added a column holds it empty on the first).
