@@ -18,7 +18,7 @@
 {%- endmacro %}
 
 {% macro or_restaged_leads() -%}
-    {%- set restaged = restaged_leads_relation() -%}
+    {%- set restaged = ledger_relation('restaged_leads') -%}
     {%- if restaged is not none %}
         union
         select lead_id from {{ restaged }}
@@ -35,7 +35,7 @@
 {#- The pre-hooks of the lead staging models, in incremental runs: the leads they hold from the window's
     partitions, noted before the build replaces them. -#}
 {% macro note_leads_held_from_window() -%}
-    {%- set restaged = restaged_leads_relation() -%}
+    {%- set restaged = ledger_relation('restaged_leads') -%}
     {%- if is_incremental() and restaged is not none -%}
         insert into {{ restaged }}
         select distinct
@@ -46,12 +46,4 @@
     {%- else -%}
         select 1
     {%- endif -%}
-{%- endmacro %}
-
-{#- The ledger's table of those leads, or none before a load has created it (dataops/ingest/ledger.py). -#}
-{% macro restaged_leads_relation() -%}
-    {%- if execute -%}
-        {{ return(adapter.get_relation(database=this.database, schema='pipeline', identifier='restaged_leads')) }}
-    {%- endif -%}
-    {{ return(none) }}
 {%- endmacro %}

@@ -22,18 +22,8 @@
 
 {#- Or a version a load released from quarantine and no complete build has covered yet. -#}
 {% macro or_released(system, table) -%}
-    {%- set released = released_rows_relation() -%}
-    {%- if released is not none %}
-        or (_partition, _record_hash) in (
-            select
-                released.partition,
-                released.record_hash
-            from {{ released }} as released
-            where
-                released.system = '{{ system }}'
-                and released.table_name = '{{ table }}'
-                and released.built_at is null
-        )
+    {%- if ledger_relation('released_rows') is not none %}
+        or (_partition, _record_hash) in {{ unbuilt_released(system, table, 'released.partition, released.record_hash') }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -49,17 +39,10 @@
     build has covered yet (a released row keeps its own partition, outside the window of the load that
     released it). -#}
 {% macro released_partitions(system, table) -%}
-    {%- set released = released_rows_relation() -%}
-    {%- if released is none -%}
+    {%- if ledger_relation('released_rows') is none -%}
         (select cast(null as date) where false)
     {%- else -%}
-        (
-            select released.partition from {{ released }} as released
-            where
-                released.system = '{{ system }}'
-                and released.table_name = '{{ table }}'
-                and released.built_at is null
-        )
+        {{ unbuilt_released(system, table, 'released.partition') }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -93,10 +76,22 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- The ledger of released orphans, or none when no load has written it yet. -#}
-{% macro released_rows_relation() -%}
+{#- The rows of the ledger of released orphans (`columns` of alias `released`) of `system`.`table` that no
+    complete build has covered yet. -#}
+{% macro unbuilt_released(system, table, columns) -%}
+    (
+        select {{ columns }} from {{ ledger_relation('released_rows') }} as released
+        where
+            released.system = '{{ system }}'
+            and released.table_name = '{{ table }}'
+            and released.built_at is null
+    )
+{%- endmacro %}
+
+{#- A table of the ledger (dataops/ingest/ledger.py), or none when no load has created it yet. -#}
+{% macro ledger_relation(identifier) -%}
     {%- if execute -%}
-        {{ return(adapter.get_relation(database=this.database, schema='pipeline', identifier='released_rows')) }}
+        {{ return(adapter.get_relation(database=this.database, schema='pipeline', identifier=identifier)) }}
     {%- endif -%}
     {{ return(none) }}
 {%- endmacro %}
