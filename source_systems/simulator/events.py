@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 from source_systems.product import catalog, collector
-from source_systems.product.collector import EVENT, MALFORMED, TRUNCATED, object_path
+from source_systems.product.collector import EVENT, LAST, MALFORMED, TRUNCATED, object_path
 from source_systems.product.render import DAY_MS, decimals, fixed, hex_ids, hex_matrix, template
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.rng import stream
@@ -46,7 +46,6 @@ REAL, BOT, PROBE, SYNTHETIC = range(4)
 OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
 RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
-LAST = 2**62  # sorts a truncated line last in its object
 _TIMES = ("occurred_ms", "sent_ms", "received_ms")  # a copy's times, as its line has them
 RENDER_BATCH = 1 << 14  # lines rendered together: see _render
 Lookup = tuple[pl.Series, np.ndarray]  # a line's piece: a table of text and, per event, the row it picks
