@@ -515,6 +515,9 @@ def _render(
         _contexts(rng, ev, ',"properties":'),
         *properties,
     ]
+    # picked by indexing with unsigned 32-bit rows: Series.gather builds an expression per call (about 70 us
+    # each, 7 lookups per batch), and polars converts other integers to its row type first
+    lookups = [(table, pick.astype(np.uint32)) for table, pick in lookups]
     ev_idx = copies["ev"].to_numpy()
     times = [copies[c].to_numpy() for c in _TIMES]
     # a batch of lines at a time: the batch's intermediate columns are allocated once and reused (a day's
@@ -539,7 +542,7 @@ def _render(
             ],
             b - a,
         )
-        pieces = [table.gather(pick[ev_idx[a:b]]) for table, pick in lookups]
+        pieces = [table[pick[ev_idx[a:b]]] for table, pick in lookups]
         batches.append(pl.select(pl.concat_str([record, *pieces])).to_series())
     line = pl.concat(batches) if batches else pl.Series("line", [], dtype=pl.String)
     flag = copies["flag"].to_numpy()
