@@ -31,52 +31,101 @@ def object_path(root: Path, start: dt.date, receive_day: int, hour: int, collect
     return root / f"date={date}" / f"hour={hour:02d}" / f"events-{catalog.COLLECTORS[collector]}.ndjson.gz"
 
 
-def write_day(
-    root: Path, start: dt.date, main: pl.DataFrame, extra: pl.DataFrame, hours: list[tuple[int, int, bool]]
-) -> dict[str, list[str]]:
-    """Write a day's objects, then the manifest of every hour complete that day (``hours``: receive day,
-    hour, whether its last object was held back); the unreadable lines written, by kind, as object:line.
+class Objects:
+    """A day's objects, written as its lines are rendered: each batch of lines is compressed into its objects
+    as it comes, so a day's text is never all in memory (a batch's memory is reused by the next one rather than
+    fresh memory paid for in page faults), then the manifest of every hour complete that day.
 
-    ``main`` holds the day's lines in the order they are written; ``extra`` (lines generated on earlier
-    days, malformed ones) is merged into its objects by time of receipt. The day's written order, and its
-    runs of lines back to back in memory, are found for all objects at once (vectorised): what is left per
-    object is compressing its runs and writing the file.
+    ``main`` (without its lines) holds the rows of the day's lines in the order they are written, its lines
+    given batch by batch to ``add``; ``extra`` (lines generated on earlier days, malformed ones) is merged into
+    its objects by time of receipt. The written order is found for the whole day at once (vectorised), and in
+    each batch the runs of lines back to back in memory: what is left per object is compressing its runs and
+    writing the file.
     """
-    extra = extra.sort("receive_day", "hour", "collector", "sort_ms", "seq")
-    lines, more = Lines(main["line"]), Lines(extra["line"], contiguous=True)
-    data = [*lines.data, *more.data]
-    key, row = _written_order(main, extra)
-    buffer = np.concatenate([lines.buffer, more.buffer + len(lines.data)])[row]
-    begin = np.concatenate([lines.start, more.start])[row]
-    end = begin + np.concatenate([lines.length, more.length])[row]
-    # a run: consecutive lines of one object that lie back to back in one buffer, compressed as one piece
-    follows = (key[1:] == key[:-1]) & (buffer[1:] == buffer[:-1]) & (begin[1:] == end[:-1])
-    first = np.flatnonzero(np.concatenate([[True], ~follows]))[: len(key)]
-    last = np.append(first[1:], len(key)) - 1
-    heads = np.flatnonzero(np.diff(key[first], prepend=-1))  # each object's first run
-    bounds = np.append(heads, len(first)).tolist()
-    rows_at = np.append(first[heads], len(key))  # each object's first line in the written order
-    runs = list(zip(buffer[first].tolist(), begin[first].tolist(), end[last].tolist(), strict=True))
-    written: dict[int, dict[str, object]] = {}
-    names = []
-    for i, obj in enumerate(key[first[heads]].tolist()):
-        squeeze = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
-        out = [squeeze.compress(data[buf][a:b]) for buf, a, b in runs[bounds[i] : bounds[i + 1]]]
-        blob = b"".join([*out, squeeze.flush()])
-        path = object_path(root, start, *_object(obj))
+
+    def __init__(self, root: Path, start: dt.date, main: pl.DataFrame, extra: pl.DataFrame) -> None:
+        self.root, self.start = root, start
+        extra = extra.sort("receive_day", "hour", "collector", "sort_ms", "seq")
+        self.more = Lines(extra["line"], contiguous=True)
+        self.key, self.row = _written_order(main, extra)
+        self.m = main.height
+        self.mine = np.flatnonzero(self.row < self.m)  # where each main row is written
+        self.flags = np.concatenate([main["flag"].to_numpy(), extra["flag"].to_numpy()])[self.row]
+        self.fed = 0  # main rows given so far
+        self.done = 0  # lines compressed so far, in the order written
+        self.object = -1
+        self.squeeze = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+        self.out: list[bytes] = []
+        self.written: dict[int, dict[str, object]] = {}
+        self.names: dict[int, str] = {}
+
+    def add(self, lines: pl.Series) -> None:
+        """The lines of the next main rows, in order."""
+        a, b = self.fed, self.fed + lines.len()
+        if b > self.m:
+            raise ValueError("Objects.add: more lines than rows")
+        self.fed = b
+        # every line written before the next batch's first: extra lines that go before it too
+        self._compress(Lines(lines), a, int(self.mine[b]) if b < self.m else len(self.key))
+
+    def close(self, hours: list[tuple[int, int, bool]]) -> dict[str, list[str]]:
+        """Finish the objects, then write the manifest of every hour complete that day (``hours``: receive
+        day, hour, whether its last object was held back); the unreadable lines written, by kind, as
+        object:line."""
+        if self.fed < self.m:
+            raise ValueError("Objects.close: rows without lines")
+        self._compress(Lines(pl.Series([], dtype=pl.String)), self.fed, len(self.key))
+        self._finish()
+        starts = np.flatnonzero(np.diff(self.key, prepend=-1))  # each object's first line
+        bad: dict[str, list[str]] = {}
+        for kind, code in (("truncated_object", TRUNCATED), ("malformed_line", MALFORMED)):
+            at = np.flatnonzero(self.flags == code)
+            first = starts[np.searchsorted(starts, at, side="right") - 1]
+            bad[kind] = [
+                f"{self.names[k]}:{i}" for k, i in zip(self.key[at].tolist(), (at - first + 1).tolist(), strict=True)
+            ]
+        for receive_day, hour, delayed in hours:
+            _manifest(self.root, self.start, receive_day, hour, delayed, self.written)
+        return bad
+
+    def _compress(self, batch: Lines, a: int, stop: int) -> None:
+        """Compress the lines written from ``self.done`` to ``stop``: main rows from ``a`` on in ``batch``."""
+        key, row = self.key[self.done : stop], self.row[self.done : stop]
+        self.done = stop
+        if len(key) == 0:
+            return
+        buffer, begin, end = (np.empty(len(row), dtype=np.int64) for _ in range(3))
+        for at, lines, rows, shift in (
+            (np.flatnonzero(row < self.m), batch, row - a, 0),  # the batch's lines
+            (np.flatnonzero(row >= self.m), self.more, row - self.m, len(batch.data)),  # the extra lines
+        ):
+            buffer[at], begin[at], end[at] = lines.at(rows[at])
+            buffer[at] += shift
+        data = [*batch.data, *self.more.data]
+        # a run: consecutive lines of one object that lie back to back in one buffer, compressed as one piece
+        follows = (key[1:] == key[:-1]) & (buffer[1:] == buffer[:-1]) & (begin[1:] == end[:-1])
+        first = np.flatnonzero(np.concatenate([[True], ~follows]))
+        last = np.append(first[1:], len(key)) - 1
+        runs = zip(key[first].tolist(), buffer[first].tolist(), begin[first].tolist(), end[last].tolist(), strict=True)
+        for obj, buf, lo, hi in runs:
+            if obj != self.object:
+                self._finish()
+                self.object = obj
+            self.out.append(self.squeeze.compress(data[buf][lo:hi]))
+
+    def _finish(self) -> None:
+        """Write the object being compressed, if any."""
+        if self.object < 0:
+            return
+        blob = b"".join([*self.out, self.squeeze.flush()])
+        path = object_path(self.root, self.start, *_object(self.object))
         _atomic(path, blob)
-        lines_in = int(rows_at[i + 1] - rows_at[i])
-        written[obj] = {"lines": lines_in, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
-        names.append(path.relative_to(root).as_posix())
-    flags = np.concatenate([main["flag"].to_numpy(), extra["flag"].to_numpy()])[row]
-    bad: dict[str, list[str]] = {}
-    for kind, code in (("truncated_object", TRUNCATED), ("malformed_line", MALFORMED)):
-        at = np.flatnonzero(flags == code)
-        of = np.searchsorted(rows_at, at, side="right") - 1
-        bad[kind] = [f"{names[o]}:{k}" for o, k in zip(of.tolist(), (at - rows_at[of] + 1).tolist(), strict=True)]
-    for receive_day, hour, delayed in hours:
-        _manifest(root, start, receive_day, hour, delayed, written)
-    return bad
+        lines = int(np.searchsorted(self.key, self.object, "right") - np.searchsorted(self.key, self.object, "left"))
+        self.written[self.object] = {"lines": lines, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        self.names[self.object] = path.relative_to(self.root).as_posix()
+        self.squeeze = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+        self.out = []
+        self.object = -1
 
 
 def _written_order(main: pl.DataFrame, extra: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:

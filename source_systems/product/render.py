@@ -8,7 +8,6 @@ buffer. ``line_bytes`` gives the bytes of many lines at once, without copying th
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from functools import cache
 
 import numpy as np
@@ -185,7 +184,7 @@ BLOCK_BYTES = 1 << 20  # a block of records that fits in a core's cache
 
 
 class Lines:
-    """The bytes of runs of consecutive lines of a string Series, as pieces to compress or write.
+    """Where the bytes of each line of a string Series are, to compress or write runs of them as they lie.
 
     Polars keeps the strings of a Series it built back to back in a few buffers, so a run of lines is a few
     slices of those buffers and nothing is copied (a line it replaced later lives elsewhere: one more slice).
@@ -212,21 +211,10 @@ class Lines:
             self.buffer = np.zeros(self.n, dtype=np.int64)
             self.start = offsets[:-1]
             self.length = np.diff(offsets)
-        follows = (self.buffer[1:] == self.buffer[:-1]) & (self.start[1:] == self.start[:-1] + self.length[:-1])
-        self.breaks = np.flatnonzero(~follows) + 1  # lines that do not follow the one before in memory
 
-    def pieces(self, a: int, b: int) -> list[memoryview]:
-        """Lines a (inclusive) to b (exclusive), in order."""
-        if a >= b:
-            return []
-        lo, hi = np.searchsorted(self.breaks, a, side="right"), np.searchsorted(self.breaks, b, side="left")
-        cuts = [a, *self.breaks[lo:hi].tolist(), b]
-        out = []
-        for first, stop in itertools.pairwise(cuts):
-            last = stop - 1
-            buf = int(self.buffer[first])
-            out.append(self.data[buf][int(self.start[first]) : int(self.start[last]) + int(self.length[last])])
-        return out
+    def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the lines of ``rows`` are: each one's buffer (in ``data``), first byte and end."""
+        return self.buffer[rows], self.start[rows], self.start[rows] + self.length[rows]
 
 
 def line_bytes(lines: pl.Series) -> tuple[memoryview, np.ndarray]:
