@@ -48,7 +48,7 @@ OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
 RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
 _TIMES = ("occurred_ms", "sent_ms", "received_ms")  # a copy's times, as its line has them
-RENDER_BATCH = 1 << 14  # lines rendered together: see _render
+RENDER_BATCH = 1 << 14  # lines rendered together: see _batches
 Lookup = tuple[pl.Series, np.ndarray]  # a line's piece: a table of text and, per event, the row it picks
 
 
