@@ -145,7 +145,7 @@ def _written_order(main: pl.DataFrame, extra: pl.DataFrame) -> tuple[np.ndarray,
     low = int(real.min()) if len(real) else 0
     width = (int(real.max()) - low + 2) if len(real) else 1  # the widest time, then LAST
     if int(max(obj.max(initial=0), extra_obj.max())) >= 2**62 // width:  # days of objects times days of times
-        raise ValueError("write_day: objects and times of receipt too far apart to pack into one integer")
+        raise ValueError("Objects: objects and times of receipt too far apart to pack into one integer")
     packed = obj * width + np.minimum(ms - low, width - 1)
     at = np.searchsorted(packed, extra_obj * width + np.minimum(extra_ms - low, width - 1), side="left")
     placed = at + np.arange(e)  # where each extra line is written
