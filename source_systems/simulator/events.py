@@ -26,6 +26,7 @@ day of its corrected time (received_at minus (sent_at minus occurred_at)) and th
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from source_systems.product import catalog, collector
-from source_systems.product.collector import EVENT, MALFORMED, TRUNCATED, object_path
+from source_systems.product.collector import EVENT, LAST, MALFORMED, TRUNCATED, object_path
 from source_systems.product.render import DAY_MS, decimals, fixed, hex_ids, hex_matrix, template
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.rng import stream
@@ -46,9 +47,8 @@ REAL, BOT, PROBE, SYNTHETIC = range(4)
 OFFLINE_MEAN_MS = 10 * HOUR_MS
 OFFLINE_CAP_MS = 71 * HOUR_MS  # received at most this long after the event happened
 RUN_GAP_MS = 5 * 60_000  # the usage runs' widest gap: sessions are defined for gaps at least this long
-LAST = 2**62  # sorts a truncated line last in its object
 _TIMES = ("occurred_ms", "sent_ms", "received_ms")  # a copy's times, as its line has them
-RENDER_BATCH = 1 << 14  # lines rendered together: see _render
+RENDER_BATCH = 1 << 14  # lines rendered together: see _batches
 Lookup = tuple[pl.Series, np.ndarray]  # a line's piece: a table of text and, per event, the row it picks
 
 
@@ -144,12 +144,25 @@ def deliver(cfg: SimConfig, d: int, state: State, world: World, day: Day, root: 
     in_hour = np.where(copies["flag"].to_numpy() == TRUNCATED, HOUR_MS, received % HOUR_MS)
     order = sort_order(*keys, in_hour)
     copies = copies.select(*state_schema()[:-1], "ev", *_TIMES)[order]
-    lines = _render(cfg, rng, d, ev, copies, id_hex, properties, world, day.users)
-    today = int(np.searchsorted(lines["day"].to_numpy(), d, side="right"))
+    batches = _render(cfg, rng, d, ev, copies, id_hex, properties, world, day.users)
     junk = _malformed(cfg, rng, d, ev.height, start_ms)
-    state.append("pending_events", pl.concat([lines[today:], junk.filter(pl.col("day") > d)]))
+    today = int(np.searchsorted(copies["day"].to_numpy(), d, side="right"))
     extra = pl.concat([junk.filter(pl.col("day") == d), state.take_pending("pending_events", d)])
-    return pl.concat([dirt, _write(cfg, d, root, lines[:today], extra)]), today + extra.height
+    # today's lines are compressed into their objects batch by batch as they are rendered; the rest are kept
+    objects = collector.Objects(root, cfg.start, copies.head(today), extra)
+    later = []
+    for a, lines in batches:
+        objects.add(lines.head(max(today - a, 0)))
+        later.append(lines.slice(max(today - a, 0)))
+    pending = (
+        copies.slice(today)
+        .select(state_schema()[:-1])
+        .with_columns(line=pl.concat(later) if later else pl.Series([], dtype=pl.String))
+    )
+    state.append("pending_events", pl.concat([pending, junk.filter(pl.col("day") > d)]))
+    bad = objects.close(_complete_hours(cfg, d))
+    written = _dirt(d, [(pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
+    return pl.concat([dirt, written]), today + extra.height
 
 
 def state_schema() -> list[str]:
@@ -488,8 +501,9 @@ def _render(
     properties: tuple[Lookup, Lookup],
     world: World,
     users: pl.DataFrame,
-) -> pl.DataFrame:
-    """One NDJSON line per copy (a truncated copy cut short).
+) -> Iterator[tuple[int, pl.Series]]:
+    """One NDJSON line per copy (a truncated copy cut short), in batches (``_batches``); the day's random draws
+    for them are made here, before any batch.
 
     A line is two kinds of piece: its fixed-width fields (the event id and the three timestamps, written
     first as one record per line) and lookups: every field that repeats (an event type, a user's id, a
@@ -516,14 +530,27 @@ def _render(
         _contexts(rng, ev, ',"properties":'),
         *properties,
     ]
+    # picked by indexing with unsigned 32-bit rows: Series.gather builds an expression per call (about 70 us
+    # each, 7 lookups per batch), and polars converts other integers to its row type first
+    lookups = [(table, pick.astype(np.uint32)) for table, pick in lookups]
+    truncated = np.flatnonzero(copies["flag"].to_numpy() == TRUNCATED)
+    cuts = rng.uniform(0.3, 0.9, size=len(truncated))  # where each truncated line is cut, as a share of it
+    return _batches(copies, id_hex, lookups, truncated, cuts)
+
+
+def _batches(
+    copies: pl.DataFrame, id_hex: np.ndarray, lookups: list[Lookup], truncated: np.ndarray, cuts: np.ndarray
+) -> Iterator[tuple[int, pl.Series]]:
+    """The lines of ``_render``, a batch at a time, each with its first row.
+
+    A batch's intermediate columns are allocated once and reused (a day's would be fresh memory, paid for in
+    page faults), and its lines are compressed before the next batch is rendered. A batch's lines (about 400
+    bytes each) stay below polars' allocator's oversize threshold (jemalloc, 8 MiB by default), above which
+    memory goes to an arena that gives it back to the kernel as soon as it is freed: memory below it is kept,
+    and the next batches and days reuse it without faulting it in again.
+    """
     ev_idx = copies["ev"].to_numpy()
     times = [copies[c].to_numpy() for c in _TIMES]
-    # a batch of lines at a time: the batch's intermediate columns are allocated once and reused (a day's
-    # would be fresh memory, paid for in page faults), only the lines themselves stay. A batch's lines (about
-    # 400 bytes each) stay below polars' allocator's oversize threshold (jemalloc, 8 MiB by default), above
-    # which memory goes to an arena that gives it back to the kernel as soon as it is freed: memory below it
-    # is kept, and the next batches and days reuse it without faulting it in again
-    batches = []
     for a in range(0, copies.height, RENDER_BATCH):
         b = min(copies.height, a + RENDER_BATCH)
         record = template(
@@ -540,16 +567,14 @@ def _render(
             ],
             b - a,
         )
-        pieces = [table.gather(pick[ev_idx[a:b]]) for table, pick in lookups]
-        batches.append(pl.select(pl.concat_str([record, *pieces])).to_series())
-    line = pl.concat(batches) if batches else pl.Series("line", [], dtype=pl.String)
-    flag = copies["flag"].to_numpy()
-    truncated = flag == TRUNCATED
-    if truncated.any():
-        idx = np.flatnonzero(truncated)
-        cut = (line.gather(idx).str.len_bytes().to_numpy() * rng.uniform(0.3, 0.9, size=len(idx))).astype(np.int64)
-        line = line.scatter(idx, line.gather(idx).str.slice(0, pl.Series(cut)))
-    return copies.select(state_schema()[:-1]).with_columns(line=line)
+        pieces = [table[pick[ev_idx[a:b]]] for table, pick in lookups]
+        line = pl.select(pl.concat_str([record, *pieces])).to_series()
+        lo, hi = np.searchsorted(truncated, [a, b])
+        if hi > lo:  # a truncated copy is cut short
+            idx = truncated[lo:hi] - a
+            cut = (line.gather(idx).str.len_bytes().to_numpy() * cuts[lo:hi]).astype(np.int64)
+            line = line.scatter(idx, line.gather(idx).str.slice(0, pl.Series(cut)))
+        yield a, line
 
 
 def _who(ev: pl.DataFrame, users: pl.DataFrame, parts: list[Lookup]) -> Lookup:
@@ -852,12 +877,6 @@ def _event_dirt(
 
 
 # ------------------------------------------------------------------ the objects and manifests
-def _write(cfg: SimConfig, d: int, root: Path, main: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
-    """Hand today's lines to the collectors' writer; the unreadable lines it wrote, as dirt log rows."""
-    bad = collector.write_day(root, cfg.start, main, extra, _complete_hours(cfg, d))
-    return _dirt(d, [(pl.Series(keys, dtype=pl.String), "*", kind, "bogus") for kind, keys in bad.items()])
-
-
 def _complete_hours(cfg: SimConfig, d: int) -> list[tuple[int, int, bool]]:
     """Hours whose last object arrives today, and whether it was delayed: yesterday's last hour and delayed
     one, then today's hours but the last (and a delayed one)."""

@@ -255,11 +255,10 @@ def _sessions(
     n_act = len(catalog.ACTIVITIES)
     act = np.minimum(((r - catalog.CORE_SHARE) / (1 - catalog.CORE_SHARE) * n_act).astype(np.int64), n_act - 1)
     act = np.maximum(act, 0)
-    choices = [np.array(types) for _, types, _ in catalog.ACTIVITIES]
-    act_type = np.zeros(total, dtype=np.int64)
-    for a, types in enumerate(choices):
-        sel = act == a
-        act_type[sel] = types[(pick[sel] * len(types)).astype(np.int64)]
+    # an activity's event type: one of its types, picked from all activities' types in one table
+    kinds = np.array([len(types) for _, types, _ in catalog.ACTIVITIES])
+    choices = np.concatenate([np.array(types, dtype=np.int64) for _, types, _ in catalog.ACTIVITIES])
+    act_type = choices[np.cumsum(kinds)[act] - kinds[act] + (pick * kinds[act]).astype(np.int64)]
     used = activities_used(seed, d, episode, h)
     cust = users["customer"].to_numpy()[user]
     reaches = used[cust, act]

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import gzip
 import importlib.abc
 import json
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 import pytest
 
-from source_systems.product import render
+from source_systems.product import collector, render
 from source_systems.simulator import events, memory
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
@@ -94,6 +97,7 @@ class Rendered(NamedTuple):
     days: list[tuple[list[str], list[str], np.ndarray]]  # each day's lines: fast, reference, and each line's flag
     advised_inside: list[bool]  # NumPy's huge page advice while each day's lines were made
     advised_after: bool  # and after the simulation (it was on before)
+    steps: list[tuple[str, int]]  # ("batch", day) as a batch of lines is rendered, ("object", day) as one is written
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +106,36 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     fast = events._render
     days: list[tuple[list[str], list[str], np.ndarray]] = []
     advised: list[bool] = []
+    steps: list[tuple[str, int]] = []
 
-    def both(cfg: SimConfig, rng: np.random.Generator, d: int, ev: pl.DataFrame, copies: pl.DataFrame, *rest: Any):
+    def both(
+        cfg: SimConfig, rng: np.random.Generator, d: int, ev: pl.DataFrame, copies: pl.DataFrame, *rest: Any
+    ) -> Iterator[tuple[int, pl.Series]]:
         advised.append(_huge_pages_advised())
         twin = copy.deepcopy(rng)
-        out = fast(cfg, rng, d, ev, copies, *rest)
-        days.append((out["line"].to_list(), _reference(cfg, twin, d, ev, copies, *rest), out["flag"].to_numpy()))
+        batches = fast(cfg, rng, d, ev, copies, *rest)
+        reference = _reference(cfg, twin, d, ev, copies, *rest)
         assert twin.bit_generator.state == rng.bit_generator.state  # the same draws, in the same order
-        return out
+
+        def recorded() -> Iterator[tuple[int, pl.Series]]:
+            lines = []
+            for a, batch in batches:
+                steps.append(("batch", d))
+                lines += batch.to_list()
+                yield a, batch
+            days.append((lines, reference, copies["flag"].to_numpy()))
+
+        return recorded()
+
+    real_atomic = collector._atomic
+
+    def atomic(path: Path, data: bytes) -> None:
+        if path.name.endswith(".ndjson.gz"):
+            steps.append(("object", days_seen()))
+        real_atomic(path, data)
+
+    def days_seen() -> int:
+        return max((d for step, d in steps if step == "batch"), default=-1)
 
     assert memory._advise is not None  # the NumPy of this project has the switch
     before = memory._advise(True)  # as NumPy sets it on Linux by default
@@ -117,8 +143,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(events, "_render", both)
             patch.setattr(events, "RENDER_BATCH", 997)  # a day's lines in many batches
+            patch.setattr(collector, "_atomic", atomic)
             simulate(tmp_path_factory.mktemp("render") / "sources", START + dt.timedelta(days=4), CONFIG)
-        return Rendered(days, advised, _huge_pages_advised())
+        return Rendered(days, advised, _huge_pages_advised(), steps)
     finally:
         memory._advise(before)
 
@@ -158,6 +185,92 @@ def test_every_line_means_what_the_reference_rendering_means(rendered: Rendered)
     assert all(count > 0 for count in seen.values()), seen
 
 
+def test_objects_are_written_while_the_day_is_rendered(rendered: Rendered) -> None:
+    """Today's lines are compressed into their objects batch by batch, so a day's text is never all in memory:
+    an object of the day is written before the day's last batch of lines is rendered."""
+    days = 0
+    for day in range(len(rendered.days)):
+        batches = [i for i, step in enumerate(rendered.steps) if step == ("batch", day)]
+        objects = [i for i, step in enumerate(rendered.steps) if step == ("object", day)]
+        if len(batches) > 1:
+            assert min(objects) < max(batches)
+            days += 1
+    assert days >= 2
+
+
+def _objects(root: Path, main: pl.DataFrame, extra: pl.DataFrame, sizes: list[int]) -> dict[str, Any]:
+    """Each object's lines, the lines the manifests count and the unreadable lines, written from ``main``'s
+    lines given in batches of ``sizes``."""
+    objects = collector.Objects(root, START, main.drop("line"), extra)
+    at = 0
+    for size in sizes:
+        objects.add(main["line"].slice(at, size))
+        at += size
+    bad = objects.close([(0, hour, False) for hour in range(3)])
+    text = {p.relative_to(root).as_posix(): gzip.decompress(p.read_bytes()) for p in root.rglob("*.gz")}
+    counts = {
+        (p.parent / o["name"]).relative_to(root).as_posix(): o["lines"]
+        for p in root.rglob("manifest.json")
+        for o in json.loads(p.read_text())["objects"]
+        if o["lines"]
+    }
+    return {
+        "lines": {name: body.decode().splitlines(keepends=True) for name, body in text.items()},
+        "counts": counts,
+        "bad": bad,
+    }
+
+
+def _lines(rng: np.random.Generator, n: int, name: str, flag: int) -> pl.DataFrame:
+    """``n`` lines of day 0 in random objects of its first three hours, some ``flag``ged."""
+    return pl.DataFrame(
+        {
+            "receive_day": np.zeros(n, dtype=np.int64),
+            "hour": rng.integers(0, 3, n),
+            "collector": rng.integers(0, 3, n),
+            "sort_ms": rng.integers(0, 40, n),
+            "seq": np.arange(n),
+            "flag": np.where(rng.random(n) < 0.1, flag, collector.EVENT),
+        }
+    ).with_columns(line=pl.format(f"{name}{{}}:{{}}", "seq", "sort_ms") + "x" * 20 + "\n")
+
+
+def test_objects_are_the_same_whatever_batches_their_lines_come_in(tmp_path: Path) -> None:
+    """Each object holds its lines in order of receipt, an extra line (an earlier day's, a malformed one) before
+    the object's own lines received at the same time and a truncated line last, however the lines are batched."""
+    rng = np.random.default_rng(7)
+    main = _lines(rng, 400, "main", collector.TRUNCATED)
+    last = pl.col("seq") == pl.col("seq").max().over("hour", "collector")  # at most one truncated line an object
+    main = main.with_columns(flag=pl.when(last).then("flag").otherwise(collector.EVENT))
+    main = main.with_columns(
+        sort_ms=pl.when(pl.col("flag") == collector.TRUNCATED).then(collector.LAST).otherwise("sort_ms")
+    )
+    main = main.sort("hour", "collector", "sort_ms", maintain_order=True)
+    extra = _lines(rng, 90, "extra", collector.MALFORMED)
+    merged = pl.concat([extra.with_columns(mine=pl.lit(1)), main.with_columns(mine=pl.lit(2))])
+    want = {
+        collector.object_path(Path(), START, 0, int(hour), int(c)).as_posix(): group["line"].to_list()
+        for (hour, c), group in merged.sort("hour", "collector", "sort_ms", "mine", "seq").group_by(
+            "hour", "collector", maintain_order=True
+        )
+    }
+    sizes = rng.integers(0, 60, size=40)
+    some = sizes[sizes.cumsum() < 400].tolist()
+    batches = [[400], [1] * 400, [*some, 400 - sum(some)]]
+    written = [_objects(tmp_path / str(i), main, extra, sizes) for i, sizes in enumerate(batches)]
+    assert written[0]["lines"] == want
+    assert written[0]["counts"] == {name: len(lines) for name, lines in want.items()}
+    assert written[1] == written[0] and written[2] == written[0]
+    for kind, code in (("truncated_object", collector.TRUNCATED), ("malformed_line", collector.MALFORMED)):
+        logged = written[0]["bad"][kind]
+        assert len(logged) == int((merged["flag"] == code).sum()) > 0
+        for key in logged:
+            name, line = key.rsplit(":", 1)
+            assert written[0]["lines"][name][int(line) - 1].startswith(
+                "main" if code == collector.TRUNCATED else "extra"
+            )
+
+
 def test_fixed_width_text_is_the_bytes_it_was_given() -> None:
     rng = np.random.default_rng(3)
     for n, width in ((0, 20), (5, 1), (300, 12), (300, 13), (1_000, 45), (7, 300)):
@@ -181,7 +294,9 @@ def test_text_reaches_polars_and_the_writer_without_pyarrow_compute(monkeypatch:
     text = render.fixed(np.full((4, 30), ord("a"), dtype=np.uint8))
     for contiguous in (False, True):
         lines = render.Lines(pl.concat([text, pl.Series(["b" * 20])]), contiguous=contiguous)
-        assert b"".join(lines.pieces(0, 5)) == b"a" * 120 + b"b" * 20
+        buffer, begin, end = lines.at(np.arange(5))
+        text_of = [bytes(lines.data[b][lo:hi]) for b, lo, hi in zip(buffer, begin, end, strict=True)]
+        assert b"".join(text_of) == b"a" * 120 + b"b" * 20
 
 
 def test_a_template_is_its_literals_byte_fields_and_iso_timestamps() -> None:
