@@ -388,12 +388,21 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(published: Published,
     before = digest(held)
     with duckdb.connect(str(settings.build_db)) as conn:  # one mart changes whole, two by a row
         conn.execute("update marts.dim_products set product_name = product_name || ' (renamed)'")
-        conn.execute("insert into marts.fct_payments select * from marts.fct_payments limit 1")  # a duplicate
+        paid = "select * from marts.fct_payments order by payment_id limit 1"
+        months = conn.execute(  # a payment's month (its first date column), and all months of payments
+            f"select strftime(payment_date, '%Y-%m'), (select count(distinct date_trunc('month', payment_date)) "
+            f"from marts.fct_payments) from ({paid})"
+        ).fetchone()
+        conn.execute(f"insert into marts.fct_payments {paid}")  # a duplicate
         conn.execute("delete from marts.fct_leads where lead_id = (select max(lead_id) from marts.fct_leads)")
 
     report = publish(settings, window, run_id="test", republish_unchanged=True)
     assert report.rewritten == ["marts.dim_products"]
     assert report.updated == {"marts.fct_leads": (1, 0), "marts.fct_payments": (1, 2)}
+    # rows are compared one by one only in the months whose digest moved (decision 0071)
+    assert months is not None and months[1] > 1
+    assert report.compared["marts.fct_payments"] == [months[0]]
+    assert report.compared["marts.fct_invoices"] == [] and report.compared["kpis.kpi_daily"] == []
     assert digest(held) == before
     last = tmp_path / "last.duckdb"
     shutil.copyfile(settings.analytics_db, last)
