@@ -33,6 +33,7 @@ from dataops.governance.catalog import (
     build_catalog,
     dbt_constraints_by_dataset,
     dbt_tests_by_dataset,
+    fingerprints,
     record_publication,
 )
 from dataops.governance.definition_versions import definition_files, definition_tables
@@ -420,14 +421,16 @@ def _write_files(
     report: PublishReport,
     manifest: dict[str, Any],
     declared: dict[str, DatasetMeta],
-) -> list[str]:
-    """The analyst file and the restricted file, written aside; returns the datasets published."""
+) -> dict[str, str]:
+    """The analyst file and the restricted file, written aside; returns the datasets published, with
+    their content fingerprints (recorded with the swap)."""
     tables = {f"{s}.{t}" for s, t in _published_tables(conn)}
     datasets = {name: meta for name, meta in declared.items() if name in tables}
     restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
     personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
+    fingerprint = fingerprints(conn, sorted(datasets))
     with rolled_back(conn):  # the catalog shows this publish's times, recorded for good only with the swap
-        record_publication(conn, sorted(datasets), publication.published_at)
+        record_publication(conn, fingerprint, publication.published_at)
         catalog, columns = build_catalog(
             conn, datasets, manifest, load_policy(), publication.published_at, report.as_of, restricted
         )
@@ -450,7 +453,7 @@ def _write_files(
     conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
     _write_catalog(conn, publication.aside)
     write_definition_tables(conn, publication.aside, definitions)
-    return sorted(datasets)
+    return fingerprint
 
 
 @contextmanager
@@ -464,7 +467,7 @@ def rolled_back(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _record_and_swap(
-    conn: duckdb.DuckDBPyConnection, settings: Settings, publication: Publication, datasets: list[str]
+    conn: duckdb.DuckDBPyConnection, settings: Settings, publication: Publication, datasets: dict[str, str]
 ) -> None:
     """Commit the publish's history in the build warehouse in one transaction whose last act is the swap:
     a swap that fails records nothing; a kill after the swap is repaired by :func:`reconcile_history`."""
