@@ -765,7 +765,8 @@ def _attach_from_last(
     datasets are kept, every other table (the catalog, history, definitions) is dropped to be written again.
     A file written under another policy is not reused: a dropped or replaced table's bytes can stay in the
     file's free blocks, so a dataset restricted since, a column pseudonymised since or a rotated key starts a
-    new file. The copy is aside, like a new file: the swap stays atomic, and the file analysts hold is only
+    new file, and so does a file whose free blocks pass :data:`COMPACT_ABOVE` (its size stays within about twice
+    its data). The copy is aside, like a new file: the swap stays atomic, and the file analysts hold is only
     read."""
     if aside.exists():
         aside.unlink()
@@ -779,7 +780,7 @@ def _attach_from_last(
         conn.execute(attach_published(aside, alias))
     version = scalar(conn, "select tags['storage_version'] from duckdb_databases() where database_name = ?", [alias])
     stale = policy is not None and _held_policy(conn, alias) != policy
-    if last.exists() and (str(version).rstrip("+") != STORAGE_VERSION or stale):  # other clients, other policy
+    if last.exists() and (str(version).rstrip("+") != STORAGE_VERSION or stale or _mostly_free(conn, alias)):
         conn.execute(f"detach {alias}")
         _remove_database_file(aside)
         conn.execute(attach_published(aside, alias))
@@ -789,6 +790,19 @@ def _attach_from_last(
     ).fetchall():
         if schema not in kept_schemas and schema != "main":
             conn.execute(f"drop schema {alias}.{schema} cascade")
+
+
+# A file reused publish after publish keeps the blocks its deleted rows freed (decision 0068 no longer rewrites a
+# changed table); past this share of free blocks, the file is more than twice its data and is written anew.
+COMPACT_ABOVE = 0.5
+
+
+def _mostly_free(conn: duckdb.DuckDBPyConnection, alias: str) -> bool:
+    """Whether the attached copy's free blocks pass :data:`COMPACT_ABOVE` of its blocks (decision 0071)."""
+    found = conn.execute(
+        "select free_blocks, total_blocks from pragma_database_size() where database_name = ?", [alias]
+    ).fetchone()
+    return bool(found and found[1] and found[0] > COMPACT_ABOVE * found[1])
 
 
 def _write_aside(

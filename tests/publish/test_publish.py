@@ -370,12 +370,15 @@ def test_a_publish_starts_by_removing_leftovers_and_taking_over_what_analysts_sa
     assert recorded == analyst(case, "select count(*), count(distinct publish_id) from publish.kpi_history")[0]
 
 
-def test_a_publish_rewrites_only_the_datasets_that_changed(published: Published, tmp_path: Path) -> None:
+def test_a_publish_rewrites_only_the_datasets_that_changed(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A publish starts from a copy of the file analysts hold and writes anew only the datasets whose published
     form changed mostly; in the others it deletes and inserts the rows that changed (a personal-data table's
     found in clear, when the restricted file holds the same publish: decision 0068). The file analysts hold
     is not written, the result equals a publish written from scratch and stays in the storage version
     analysts' clients read."""
+    import dataops.publish.analyst_warehouse
     from dataops.core.compatibility import STORAGE_VERSION
     from dataops.publish.analyst_warehouse import publish
     from tests.pipeline import tables
@@ -437,6 +440,13 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(published: Published,
     assert tables(settings.restricted_db, ("publish",)) == {"publish.written_by": [(fresh.publish_id,)]}
     catalog = analyst(case, "select count(*) from catalog.datasets")
     assert catalog[0][0] >= len(fresh.tables)
+
+    # a file whose free blocks pass the share is written anew rather than reused (decision 0071)
+    monkeypatch.setattr(dataops.publish.analyst_warehouse, "COMPACT_ABOVE", -1.0)
+    compacted = publish(settings, window, run_id="test", republish_unchanged=True)
+    assert compacted.rewritten == sorted(compacted.tables) and not compacted.updated
+    assert tables(settings.analytics_db, published_schemas) == kept[settings.analytics_db]
+    assert tables(settings.restricted_db, published_schemas) == kept[settings.restricted_db]
 
 
 def test_a_rotated_key_starts_a_new_analyst_file_rather_than_reusing_the_last(
