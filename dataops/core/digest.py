@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -42,3 +43,27 @@ def table_digest(
     found = conn.execute(f"select count(*), sum(hash({row}))::varchar from {schema}.{table} as source").fetchone()
     assert found is not None
     return (int(found[0]), found[1])
+
+
+# Months of a date column, so that a table of years is compared (publish) or exported (data products) by the
+# months that changed (docs/decisions/0071).
+def month_of(column: str) -> str:
+    """A row's month as ``yyyymm``, 0 for rows without one (a null or infinite date)."""
+    return f"coalesce(year({column}) * 100 + month({column}), 0)"
+
+
+def month_name(month: int) -> str:
+    return f"{month // 100}-{month % 100:02d}" if month else "none"
+
+
+def in_months(column: str, months: list[int]) -> str:
+    """Rows of the given months, as ranges of the date column, so that a scan skips the row groups of others."""
+    ranges = []
+    for month in sorted(months):
+        if not month:
+            ranges.append(f"({column} is null or not isfinite({column}))")
+            continue
+        year, number = divmod(month, 100)
+        start, end = dt.date(year, number, 1), dt.date(year + number // 12, number % 12 + 1, 1)
+        ranges.append(f"({column} >= date '{start}' and {column} < date '{end}')")
+    return f"({' or '.join(ranges)})" if ranges else "false"

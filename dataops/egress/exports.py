@@ -1,15 +1,20 @@
 """Data products: every published mart and KPI table as Parquet, with a manifest a downstream tool can trust.
 
-Layout, per dataset (``data/exports/<schema>.<table>/``): immutable version files
-``v<NNNN>-<checksum>.parquet`` and ``manifest.json`` (dataset, version, file, row count, SHA-256 checksum,
-published_at, publish_id, schema), replaced atomically; ``data/exports/index.json`` lists the current
-version of every dataset of the same publish. A reader opens a manifest, then the file it names: files
-are never rewritten, and the previous versions stay a while for readers mid-read.
+Layout, per dataset (``data/exports/<schema>.<table>/``): immutable Parquet files and ``manifest.json``
+(dataset, version, row count, schema, published_at, publish_id, and ``files``: each file with its month, row
+count, bytes and SHA-256 checksum), replaced atomically; ``data/exports/index.json`` lists the current version
+of every dataset of the same publish. A reader opens a manifest, then reads every file it lists (together they
+are the dataset): files are never rewritten, and those a version no longer lists stay a while for readers
+mid-read.
 
-A version is its content: rows are written in a total order with DuckDB's deterministic Parquet writer,
-so re-exporting an unchanged publish produces the same bytes and changes nothing on disk. A publish already
-exported whole (``index.json`` names it and every manifest's file is there) is not read again
-(docs/decisions/0021): a publish id names one analyst file, never rewritten.
+A dataset with a date column is written as one file per month of its first date column (``partitioned_by``;
+``none``: rows without a date), any other as one file (month ``all``): a daily publish changes a few months of
+a table of years, and only the files of those months are written again (docs/decisions/0071). A month is
+written again when its digest (row count and sum of row hashes) moves, and gets a new file only when its bytes
+do: rows are written in a total order with DuckDB's deterministic Parquet writer, so re-exporting an unchanged
+publish changes nothing on disk. A publish already exported whole (``index.json`` names it and every file of
+every manifest is there) is not read again (docs/decisions/0021): a publish id names one analyst file, never
+rewritten.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from typing import Any
 import duckdb
 
 from dataops.core.compatibility import PARQUET_VERSION
+from dataops.core.digest import in_months, month_name, month_of
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect
 
 EXPORTED_SCHEMAS = ("marts", "kpis")
 KEEP_VERSIONS = 3
+ROW = "_exported_row"  # the alias of a row, hashed whole; no exported column is named so
 SHARED_FOLDER, SHARED_FILE = 0o755, 0o644
 
 
@@ -77,6 +84,12 @@ def read_manifest(settings: Settings, dataset: str) -> dict[str, Any] | None:
     return read_manifest_at(exports_dir(settings) / dataset)
 
 
+def product_files(settings: Settings, dataset: str) -> list[Path]:
+    """The files of the dataset's current version: together, its rows (``read_parquet([...])``)."""
+    manifest = read_manifest(settings, dataset)
+    return [] if manifest is None else [exports_dir(settings) / dataset / f["file"] for f in manifest["files"]]
+
+
 def export_data_products(
     settings: Settings,
     limits: Limits | None = None,
@@ -106,7 +119,7 @@ def export_data_products(
             dataset = f"{schema}.{table}"
             if progress:
                 progress(dataset)
-            version, changed, rows = _export_one(conn, root / dataset, dataset, publish_id, published_at)
+            version, changed, rows = _export_one(conn, root / dataset, dataset, publish_id, published_at, force)
             report.datasets[dataset] = version
             report.rows += rows
             if changed:
@@ -118,49 +131,122 @@ def export_data_products(
     return report
 
 
+@dataclass(frozen=True)
+class _Month:
+    key: str  # the file's month (``yyyy-mm``, ``none``), or ``all`` for a dataset without a date column
+    where: str  # its rows
+    rows: int
+    digest: str
+
+
+def _months(conn: duckdb.DuckDBPyConnection, dataset: str, column: str | None) -> list[_Month]:
+    """The dataset's months and their digests, read in one pass (no sort, nothing written); a dataset without
+    rows is one empty file, so that readers always have its schema."""
+    if column is None:
+        found = conn.execute(f"select count(*), sum(hash({ROW})::hugeint) from {dataset} as {ROW}").fetchall()
+        return [_Month("all", "true", int(found[0][0]), f"{found[0][0]}:{found[0][1]}")]
+    months = conn.execute(
+        f"select {month_of(column)} as month, count(*), sum(hash({ROW})::hugeint) from {dataset} as {ROW} "
+        "group by 1 order by 1"
+    ).fetchall()
+    if not months:
+        return [_Month(month_name(0), "true", 0, "0:None")]
+    return [_Month(month_name(int(m)), in_months(column, [int(m)]), int(n), f"{n}:{h}") for m, n, h in months]
+
+
 def _export_one(
     conn: duckdb.DuckDBPyConnection,
     folder: Path,
     dataset: str,
     publish_id: str | None,
     published_at: str | None,
+    force: bool = False,
 ) -> tuple[int, bool, int]:
+    """Write the files of the months whose digest moved (every month's when ``force``), each aside and then
+    moved in, and the manifest last; returns the dataset's version, whether it changed and its rows."""
+    columns = [(str(r[0]), str(r[1])) for r in conn.execute(f"describe {dataset}").fetchall()]
+    column = next((name for name, kind in columns if kind == "DATE"), None)
+    quoted = None if column is None else f'{ROW}."{column.replace(chr(34), chr(34) * 2)}"'
+    current = read_manifest_at(folder) or {}
+    held = {part["month"]: part for part in current.get("files", [])}
+    version = int(current.get("version", 0)) + 1
     staging = folder.parent / ".staging"  # beside, not inside: an unchanged dataset's folder is not touched
     staging.mkdir(exist_ok=True)  # the platform's alone (umask): files are shared once they are complete
-    tmp = staging / f"{dataset}.parquet"
+    files = []
+    for month in _months(conn, dataset, quoted):
+        part = held.get(month.key)
+        if part is not None and not force and part["digest"] == month.digest and (folder / part["file"]).exists():
+            files.append(part)
+            continue
+        files.append(_write_month(conn, folder, staging, dataset, month, part, version))
+    rows = sum(int(f["row_count"]) for f in files)
+    if [f["file"] for f in files] == [f["file"] for f in current.get("files", [])]:
+        if files != current["files"]:  # the same bytes under other digests (another DuckDB's hash)
+            _write_json(folder / "manifest.json", current | {"files": files})
+        return int(current["version"]), False, rows
+    retired = _retired(folder, current, files, version)
+    gone = [name for name, at in retired.items() if version - at >= KEEP_VERSIONS - 1]  # 3 versions' files stay
+    manifest = {
+        "dataset": dataset,
+        "version": version,
+        "partitioned_by": column,
+        "files": files,
+        "row_count": rows,
+        "bytes": sum(int(f["bytes"]) for f in files),
+        "published_at": published_at,
+        "publish_id": publish_id,
+        "schema": [{"name": name, "type": kind} for name, kind in columns],
+        "retired": {name: at for name, at in retired.items() if name not in gone},
+    }
+    _write_json(folder / "manifest.json", manifest)
+    for name in gone:
+        (folder / name).unlink(missing_ok=True)
+    return version, True, rows
+
+
+def _write_month(
+    conn: duckdb.DuckDBPyConnection,
+    folder: Path,
+    staging: Path,
+    dataset: str,
+    month: _Month,
+    held: dict[str, Any] | None,
+    version: int,
+) -> dict[str, Any]:
+    """One month's file, written aside; the held file stays when the bytes are the same."""
+    tmp = staging / f"{dataset}.{month.key}.parquet"
     conn.execute(
-        f"copy (select * from {dataset} order by all) to '{tmp}' "
+        f"copy (select * from {dataset} as {ROW} where {month.where} order by all) to '{tmp}' "
         f"(format parquet, compression zstd, parquet_version {PARQUET_VERSION})"  # readable by older readers
     )
-    checksum = _sha256(tmp)
-    current = read_manifest_at(folder)
-    if current is not None and current["checksum"] == f"sha256:{checksum}" and (folder / current["file"]).exists():
+    checksum = f"sha256:{_sha256(tmp)}"
+    if held is not None and held["checksum"] == checksum and (folder / held["file"]).exists():
         tmp.unlink()
-        return int(current["version"]), False, int(current["row_count"])
-    version = int(current["version"]) + 1 if current else 1
+        return held | {"digest": month.digest}
     _shared_folder(folder)
-    name = f"v{version:04d}-{checksum[:12]}.parquet"
+    name = f"v{version:04d}-{month.key}-{checksum[7:19]}.parquet"
     tmp.chmod(SHARED_FILE)
     os.replace(tmp, folder / name)
-    row_count = int(conn.execute(f"select count(*) from read_parquet('{folder / name}')").fetchall()[0][0])
-    schema = [{"name": str(row[0]), "type": str(row[1])} for row in conn.execute(f"describe {dataset}").fetchall()]
-    _write_json(
-        folder / "manifest.json",
-        {
-            "dataset": dataset,
-            "version": version,
-            "file": name,
-            "row_count": row_count,
-            "bytes": (folder / name).stat().st_size,
-            "checksum": f"sha256:{checksum}",
-            "published_at": published_at,
-            "publish_id": publish_id,
-            "schema": schema,
-        },
-    )
-    for old in sorted(folder.glob("v*.parquet"))[:-KEEP_VERSIONS]:
-        old.unlink()
-    return version, True, row_count
+    size = (folder / name).stat().st_size
+    return {
+        "month": month.key,
+        "file": name,
+        "row_count": month.rows,
+        "bytes": size,
+        "checksum": checksum,
+        "digest": month.digest,
+    }
+
+
+def _retired(folder: Path, current: dict[str, Any], files: list[dict[str, Any]], version: int) -> dict[str, int]:
+    """Files no version from now on lists, with the version that dropped them: they stay for readers of the
+    versions before it (every other Parquet file in the folder, such as a killed export's, is dropped now)."""
+    listed = {f["file"] for f in files}
+    retired = {n: int(v) for n, v in current.get("retired", {}).items() if n not in listed}
+    for path in sorted(folder.glob("*.parquet")):
+        if path.name not in listed and path.name not in retired:
+            retired[path.name] = version
+    return retired
 
 
 def _exported_whole(root: Path, publish_id: str) -> ExportReport | None:
@@ -172,7 +258,9 @@ def _exported_whole(root: Path, publish_id: str) -> ExportReport | None:
     report = ExportReport(publish_id, already_exported=True)
     for dataset, version in index.get("datasets", {}).items():
         manifest = read_manifest_at(root / dataset)
-        if manifest is None or manifest["version"] != version or not (root / dataset / manifest["file"]).exists():
+        if manifest is None or manifest["version"] != version or "files" not in manifest:
+            return None
+        if not all((root / dataset / part["file"]).exists() for part in manifest["files"]):
             return None
         report.datasets[dataset] = int(version)
         report.rows += int(manifest["row_count"])

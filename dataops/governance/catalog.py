@@ -67,15 +67,21 @@ def dbt_constraints_by_dataset(manifest: dict[str, Any], datasets: dict[str, Dat
     return counts
 
 
-def record_publication(conn: duckdb.DuckDBPyConnection, datasets: list[str], published_at: dt.datetime) -> None:
-    """Created, last modified and published times per dataset (modified when its content fingerprint moved)."""
-    conn.execute(GOVERNANCE_DDL)
+def fingerprints(conn: duckdb.DuckDBPyConnection, datasets: list[str]) -> dict[str, str]:
+    """Each dataset's content fingerprint (row count and XOR of row hashes), read once per publish: the
+    catalog shown in the file and the record committed with the swap are of the same build."""
+    found = {}
     for dataset in datasets:
-        fingerprint = str(
-            conn.execute(f"select count(*) || ':' || coalesce(bit_xor(hash(t)), 0) from {dataset} as t").fetchall()[0][
-                0
-            ]
-        )
+        row = conn.execute(f"select count(*) || ':' || coalesce(bit_xor(hash(t)), 0) from {dataset} as t").fetchone()
+        found[dataset] = str(row[0]) if row else ""
+    return found
+
+
+def record_publication(conn: duckdb.DuckDBPyConnection, fingerprint: dict[str, str], published_at: dt.datetime) -> None:
+    """Created, last modified and published times per dataset (modified when its content fingerprint moved:
+    ``fingerprint``, of :func:`fingerprints`)."""
+    conn.execute(GOVERNANCE_DDL)
+    for dataset, found in fingerprint.items():
         conn.execute(
             """
             insert into governance.dataset_history values ($d, $at, $at, $f, $at)
@@ -84,7 +90,7 @@ def record_publication(conn: duckdb.DuckDBPyConnection, datasets: list[str], pub
                                         then governance.dataset_history.last_modified_at else $at end,
                 fingerprint = $f, last_published_at = $at
         """,
-            {"d": dataset, "at": published_at, "f": fingerprint},
+            {"d": dataset, "at": published_at, "f": found},
         )
 
 

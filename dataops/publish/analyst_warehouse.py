@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 
 from dataops.core.compatibility import STORAGE_VERSION, attach_published
-from dataops.core.digest import digest, files_digest, table_digest
+from dataops.core.digest import digest, files_digest, in_months, month_name, month_of, table_digest
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect, query_frame, scalar, transaction
 from dataops.governance.catalog import (
@@ -33,6 +33,7 @@ from dataops.governance.catalog import (
     build_catalog,
     dbt_constraints_by_dataset,
     dbt_tests_by_dataset,
+    fingerprints,
     record_publication,
 )
 from dataops.governance.definition_versions import definition_files, definition_tables
@@ -81,6 +82,8 @@ class PublishReport:
     days: list[dt.date] = field(default_factory=list)  # the window's days and every day whose KPIs changed
     rewritten: list[str] = field(default_factory=list)  # datasets written anew (the rest kept from the last file)
     updated: dict[str, tuple[int, int]] = field(default_factory=dict)  # dataset -> (rows deleted, rows inserted)
+    # dataset -> the months (of its first date column) whose rows were compared one by one (:func:`_update_rows`)
+    compared: dict[str, list[str]] = field(default_factory=dict)
 
 
 def model_datasets() -> dict[str, DatasetMeta]:
@@ -418,14 +421,16 @@ def _write_files(
     report: PublishReport,
     manifest: dict[str, Any],
     declared: dict[str, DatasetMeta],
-) -> list[str]:
-    """The analyst file and the restricted file, written aside; returns the datasets published."""
+) -> dict[str, str]:
+    """The analyst file and the restricted file, written aside; returns the datasets published, with
+    their content fingerprints (recorded with the swap)."""
     tables = {f"{s}.{t}" for s, t in _published_tables(conn)}
     datasets = {name: meta for name, meta in declared.items() if name in tables}
     restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
     personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
+    fingerprint = fingerprints(conn, sorted(datasets))
     with rolled_back(conn):  # the catalog shows this publish's times, recorded for good only with the swap
-        record_publication(conn, sorted(datasets), publication.published_at)
+        record_publication(conn, fingerprint, publication.published_at)
         catalog, columns = build_catalog(
             conn, datasets, manifest, load_policy(), publication.published_at, report.as_of, restricted
         )
@@ -448,7 +453,7 @@ def _write_files(
     conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
     _write_catalog(conn, publication.aside)
     write_definition_tables(conn, publication.aside, definitions)
-    return sorted(datasets)
+    return fingerprint
 
 
 @contextmanager
@@ -462,7 +467,7 @@ def rolled_back(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _record_and_swap(
-    conn: duckdb.DuckDBPyConnection, settings: Settings, publication: Publication, datasets: list[str]
+    conn: duckdb.DuckDBPyConnection, settings: Settings, publication: Publication, datasets: dict[str, str]
 ) -> None:
     """Commit the publish's history in the build warehouse in one transaction whose last act is the swap:
     a swap that fails records nothing; a kill after the swap is repaired by :func:`reconcile_history`."""
@@ -528,11 +533,15 @@ def _copy(
         schema, table = name.split(".")
         select = _select(schema, table, clear, personal)
         params: dict[str, object] | None = {"as_of": as_of} if "$as_of" in select else None
-        if name in held and _same_columns(conn, f"{alias}.{name}", select, params):
-            changed = _changed(conn, f"{alias}.{name}", name, select, params, personal, changes)
+        columns = _columns(conn, f"{alias}.{name}") if name in held else None
+        if columns is not None and columns == _columns(conn, select, params):
+            target = Target(f"{alias}.{name}", _date_column(columns))
+            changed = _changed(conn, target, name, select, params, personal, changes)
             if changed is not None:
-                if changed != (0, 0) and report is not None:
-                    report.updated[name] = changed
+                if report is not None and changed.rows != (0, 0):
+                    report.updated[name] = changed.rows
+                if report is not None and changed.months is not None:
+                    report.compared[name] = [month_name(month) for month in changed.months]
                 continue
         conn.execute(f"create schema if not exists {alias}.{schema}")
         conn.execute(f"create or replace table {alias}.{name} as {select}", params)
@@ -557,15 +566,30 @@ class Changes:
     usable: bool = False
 
 
+@dataclass(frozen=True)
+class Target:
+    """A held table to update, and its first date column (quoted, of :data:`ROW`), if any: its rows are then
+    compared one by one only in the months whose digest differs."""
+
+    table: str
+    date_column: str | None
+
+
+@dataclass(frozen=True)
+class Update:
+    rows: tuple[int, int]  # deleted, inserted
+    months: list[int] | None = None  # the months (``month_of``) compared row by row; None: the whole table
+
+
 def _changed(
     conn: duckdb.DuckDBPyConnection,
-    held: str,
+    held: Target,
     name: str,
     select: str,
     params: dict[str, object] | None,
     personal: dict[str, list[str]],
     changes: Changes | None,
-) -> tuple[int, int] | None:
+) -> Update | None:
     """The held table updated row by row (None: nothing written, it is to be written anew)."""
     if changes is None or name not in changes.keep:
         return _update_rows(conn, held, select, params)
@@ -585,14 +609,23 @@ def _clear_rows(name: str, side: str) -> str:
     return f"_clear_{side}_{name.replace('.', '__')}"
 
 
-def _apply_clear_rows(conn: duckdb.DuckDBPyConnection, held: str, name: str, columns: list[str]) -> tuple[int, int]:
-    """Delete the pseudonymised form of the rows deleted in clear and insert that of the rows inserted."""
+def _apply_clear_rows(conn: duckdb.DuckDBPyConnection, held: Target, name: str, columns: list[str]) -> Update:
+    """Delete the pseudonymised form of the rows deleted in clear and insert that of the rows inserted; the
+    held rows hashed to find them are those of the deleted rows' months only (a date is never pseudonymised:
+    a pseudonymised column is text, so the date column is the same in clear)."""
     deleted, inserted = (_pseudonymised(_clear_rows(name, side), columns) for side in ("deleted", "inserted"))
+    within = "true"
+    if held.date_column is not None:
+        months = conn.execute(
+            f"select distinct {month_of(held.date_column)} from {_clear_rows(name, 'deleted')} as {ROW}"
+        ).fetchall()
+        within = in_months(held.date_column, [int(month) for (month,) in months])
     gone = conn.execute(
-        f"delete from {held} as {ROW} where hash({ROW}) in (select hash({ROW}) from ({deleted}) as {ROW})"
+        f"delete from {held.table} as {ROW} where {within} "
+        f"and hash({ROW}) in (select hash({ROW}) from ({deleted}) as {ROW})"
     ).fetchone()
-    added = conn.execute(f"insert into {held} {inserted}").fetchone()
-    return int(gone[0]) if gone else 0, int(added[0]) if added else 0
+    added = conn.execute(f"insert into {held.table} {inserted}").fetchone()
+    return Update((int(gone[0]) if gone else 0, int(added[0]) if added else 0))
 
 
 def _tables_of(conn: duckdb.DuckDBPyConnection, alias: str) -> set[str]:
@@ -602,12 +635,24 @@ def _tables_of(conn: duckdb.DuckDBPyConnection, alias: str) -> set[str]:
     return {str(name) for (name,) in rows}
 
 
-def _same_columns(conn: duckdb.DuckDBPyConnection, held: str, select: str, params: dict[str, object] | None) -> bool:
+def _columns(
+    conn: duckdb.DuckDBPyConnection, relation: str, params: dict[str, object] | None = None
+) -> list[tuple[str, str]]:
     """Names, types and order (not-null constraints are not published)."""
-    columns = "select column_name, column_type from (describe {})"
-    return bool(
-        conn.execute(columns.format(held)).fetchall() == conn.execute(columns.format(select), params).fetchall()
-    )
+    rows = conn.execute(f"select column_name, column_type from (describe {relation})", params).fetchall()
+    return [(str(name), str(kind)) for name, kind in rows]
+
+
+def _date_column(columns: list[tuple[str, str]]) -> str | None:
+    """The table's first date column, quoted, or None without one. A daily publish changes the rows of a few
+    months (the new day's, the late records'), so the digests of every month tell where to compare rows, and
+    only there is each row hashed and grouped: the costly part of finding the changed rows of a table of
+    years (decision 0071)."""
+    column = next((name for name, kind in columns if kind == "DATE"), None)
+    if column is None:
+        return None
+    quoted = column.replace('"', '""')
+    return f'{ROW}."{quoted}"'
 
 
 # Rows are told apart by the hash of the whole row, as :func:`dataops.core.digest.table_digest` compares tables;
@@ -619,23 +664,29 @@ UPDATE_AT_MOST = 0.25
 
 def _update_rows(
     conn: duckdb.DuckDBPyConnection,
-    held: str,
+    held: Target,
     select: str,
     params: dict[str, object] | None,
     keep: str | None = None,
-) -> tuple[int, int] | None:
+) -> Update | None:
     """Make the held table hold the select's rows by writing only where they differ, so that a day's publish
     writes the day's rows rather than the table (decision 0068): for each row hash held a different number
-    of times than the select yields it, the held rows are deleted and the select's inserted. Returns
-    (deleted, inserted), or None, having written nothing, when that is more than :data:`UPDATE_AT_MOST` of
-    the held rows (then writing the table anew costs less). ``keep``: the dataset whose deleted and inserted
-    rows are kept in temp tables (:func:`_clear_rows`) for the analyst file's pass."""
+    of times than the select yields it, the held rows are deleted and the select's inserted; with a date
+    column, only in the months whose count or sum of row hashes differ (:func:`_changed_months`, decision
+    0071). Returns the rows deleted and inserted, or None, having written nothing, when that is more than
+    :data:`UPDATE_AT_MOST` of the held rows (then writing the table anew costs less). ``keep``: the dataset
+    whose deleted and inserted rows are kept in temp tables (:func:`_clear_rows`) for the analyst file's
+    pass."""
+    months = _changed_months(conn, held, select, params)
+    within = "true" if held.date_column is None or months is None else in_months(held.date_column, months)
+    wanted_rows = f"select * from ({select}) as {ROW} where {within}"
+    held_rows = f"select * from {held.table} as {ROW} where {within}"
     conn.execute(
         f"""
         create or replace temp table _changed_rows as
         select h, coalesce(wanted.n, 0) as wanted, coalesce(held.n, 0) as held
-        from (select hash({ROW}) as h, count(*) as n from ({select}) as {ROW} group by h) as wanted
-        full join (select hash({ROW}) as h, count(*) as n from {held} as {ROW} group by h) as held using (h)
+        from (select hash({ROW}) as h, count(*) as n from ({wanted_rows}) as {ROW} group by h) as wanted
+        full join (select hash({ROW}) as h, count(*) as n from ({held_rows}) as {ROW} group by h) as held using (h)
         where wanted.n is distinct from held.n
         """,
         params,
@@ -644,24 +695,51 @@ def _update_rows(
     try:
         counts = conn.execute("select coalesce(sum(held), 0), coalesce(sum(wanted), 0) from _changed_rows").fetchone()
         deleted, inserted = (int(counts[0]), int(counts[1])) if counts else (0, 0)
-        if deleted + inserted > UPDATE_AT_MOST * scalar(conn, f"select count(*) from {held}"):
+        if deleted + inserted > UPDATE_AT_MOST * scalar(conn, f"select count(*) from {held.table}"):
             return None
         if keep:  # the rows as they were, before they are deleted
             conn.execute(
-                f"create or replace temp table {_clear_rows(keep, 'deleted')} as select * from {held} as {ROW} "
+                f"create or replace temp table {_clear_rows(keep, 'deleted')} as select * from ({held_rows}) as {ROW} "
                 f"where hash({ROW}) in (select h from _changed_rows where held > 0)"
             )
         conn.execute(  # the select evaluated once more, on its changed rows only
-            f"create or replace temp table {inserted_rows} as select * from ({select}) as {ROW} "
+            f"create or replace temp table {inserted_rows} as select * from ({wanted_rows}) as {ROW} "
             f"where hash({ROW}) in (select h from _changed_rows where wanted > 0)",
             params,
         )
-        conn.execute(f"delete from {held} as {ROW} where hash({ROW}) in (select h from _changed_rows where held > 0)")
-        conn.execute(f"insert into {held} select * from {inserted_rows}")
-        return deleted, inserted
+        if deleted:
+            conn.execute(
+                f"delete from {held.table} as {ROW} where {within} "
+                f"and hash({ROW}) in (select h from _changed_rows where held > 0)"
+            )
+        conn.execute(f"insert into {held.table} select * from {inserted_rows}")
+        return Update((deleted, inserted), months)
     finally:
         conn.execute("drop table _changed_rows")
         conn.execute("drop table if exists _changed_inserted")
+
+
+def _changed_months(
+    conn: duckdb.DuckDBPyConnection, held: Target, select: str, params: dict[str, object] | None
+) -> list[int] | None:
+    """The months (:func:`dataops.core.digest.month_of`) whose row count or sum of row hashes differs between
+    the select and the held table, as :func:`dataops.core.digest.table_digest` tells tables apart (None: a
+    table without a date column). Summing a hash per month needs no table of every row's hash, which
+    grouping by hash builds."""
+    if held.date_column is None:
+        return None
+    digests = "select {month} as month, count(*) as n, sum(hash({row})::hugeint) as s from {rows} as {row} group by 1"
+    month = month_of(held.date_column)
+    found = conn.execute(
+        f"""
+        select month
+        from ({digests.format(month=month, row=ROW, rows=f"({select})")}) as wanted
+        full join ({digests.format(month=month, row=ROW, rows=held.table)}) as held using (month)
+        where wanted.n is distinct from held.n or wanted.s is distinct from held.s
+        """,
+        params,
+    ).fetchall()
+    return sorted(int(m) for (m,) in found)
 
 
 def file_policy(tables: list[str], personal: dict[str, list[str]], key: bytes) -> str:
@@ -687,7 +765,8 @@ def _attach_from_last(
     datasets are kept, every other table (the catalog, history, definitions) is dropped to be written again.
     A file written under another policy is not reused: a dropped or replaced table's bytes can stay in the
     file's free blocks, so a dataset restricted since, a column pseudonymised since or a rotated key starts a
-    new file. The copy is aside, like a new file: the swap stays atomic, and the file analysts hold is only
+    new file, and so does a file whose free blocks pass :data:`COMPACT_ABOVE` (its size stays within about twice
+    its data). The copy is aside, like a new file: the swap stays atomic, and the file analysts hold is only
     read."""
     if aside.exists():
         aside.unlink()
@@ -701,7 +780,7 @@ def _attach_from_last(
         conn.execute(attach_published(aside, alias))
     version = scalar(conn, "select tags['storage_version'] from duckdb_databases() where database_name = ?", [alias])
     stale = policy is not None and _held_policy(conn, alias) != policy
-    if last.exists() and (str(version).rstrip("+") != STORAGE_VERSION or stale):  # other clients, other policy
+    if last.exists() and (str(version).rstrip("+") != STORAGE_VERSION or stale or _mostly_free(conn, alias)):
         conn.execute(f"detach {alias}")
         _remove_database_file(aside)
         conn.execute(attach_published(aside, alias))
@@ -711,6 +790,19 @@ def _attach_from_last(
     ).fetchall():
         if schema not in kept_schemas and schema != "main":
             conn.execute(f"drop schema {alias}.{schema} cascade")
+
+
+# A file reused publish after publish keeps the blocks its deleted rows freed (decision 0068 no longer rewrites a
+# changed table); past this share of free blocks, the file is more than twice its data and is written anew.
+COMPACT_ABOVE = 0.5
+
+
+def _mostly_free(conn: duckdb.DuckDBPyConnection, alias: str) -> bool:
+    """Whether the attached copy's free blocks pass :data:`COMPACT_ABOVE` of its blocks (decision 0071)."""
+    found = conn.execute(
+        "select free_blocks, total_blocks from pragma_database_size() where database_name = ?", [alias]
+    ).fetchone()
+    return bool(found and found[1] and found[0] > COMPACT_ABOVE * found[1])
 
 
 def _write_aside(

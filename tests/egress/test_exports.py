@@ -1,4 +1,5 @@
-"""Data products: manifests that match their files, versions that move only when the content does."""
+"""Data products: manifests that match their files, versions that move only when the content does, and only
+the files of the months that changed written again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dataops.egress.exports import export_data_products, exports_dir, read_manifest
+from dataops.egress.exports import export_data_products, exports_dir, product_files, read_manifest
 from tests.published import Published, copy_of
 
 pytestmark = pytest.mark.xdist_group("published")
@@ -46,12 +47,19 @@ def test_manifests_match_their_files_and_an_unchanged_reexport_changes_nothing(
         for dataset in tables:
             manifest = read_manifest(settings, dataset)
             assert manifest is not None and manifest["dataset"] == dataset and manifest["version"] == 1
-            file = exports_dir(settings) / dataset / manifest["file"]
-            assert manifest["checksum"] == "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
-            assert manifest["bytes"] == file.stat().st_size
-            in_file = conn.execute(f"select count(*) from read_parquet('{file}')").fetchall()[0][0]
+            files = product_files(settings, dataset)
+            for part, file in zip(manifest["files"], files, strict=True):
+                assert part["checksum"] == "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
+                assert part["bytes"] == file.stat().st_size
+                in_file = conn.execute(f"select count(*) from read_parquet('{file}')").fetchall()[0][0]
+                assert part["row_count"] == in_file, file
+            assert manifest["bytes"] == sum(file.stat().st_size for file in files)
+            listed = ", ".join(f"'{file}'" for file in files)  # together, the files are the table
+            difference = f"(select * from read_parquet([{listed}]) except all select * from {dataset}) union all "
+            difference += f"(select * from {dataset} except all select * from read_parquet([{listed}]))"
+            assert conn.execute(f"select count(*) from ({difference})").fetchall() == [(0,)], dataset
             in_warehouse = conn.execute(f"select count(*) from {dataset}").fetchall()[0][0]
-            assert manifest["row_count"] == in_file == in_warehouse, dataset
+            assert manifest["row_count"] == in_warehouse, dataset
             assert [c["name"] for c in manifest["schema"]] == [
                 r[0] for r in conn.execute(f"describe {dataset}").fetchall()
             ]
@@ -82,14 +90,14 @@ def test_a_publish_exported_whole_is_not_read_again_unless_a_file_is_missing(
 
     lost = read_manifest(settings, "kpis.kpi_daily")
     assert lost is not None
-    (exports_dir(settings) / "kpis.kpi_daily" / lost["file"]).unlink()
+    (exports_dir(settings) / "kpis.kpi_daily" / lost["files"][0]["file"]).unlink()
     repaired = export_data_products(settings)
 
     assert not repaired.already_exported and repaired.changed == ["kpis.kpi_daily"]
     current = read_manifest(settings, "kpis.kpi_daily")
     assert current is not None and current["version"] == lost["version"] + 1
-    assert current["checksum"] == lost["checksum"]
-    assert (exports_dir(settings) / "kpis.kpi_daily" / current["file"]).exists()
+    assert [f["checksum"] for f in current["files"]] == [f["checksum"] for f in lost["files"]]
+    assert all(file.exists() for file in product_files(settings, "kpis.kpi_daily"))
 
 
 def test_a_changed_dataset_gets_a_new_version_and_the_rest_stay(published: Published, tmp_path: Path) -> None:
@@ -108,5 +116,15 @@ def test_a_changed_dataset_gets_a_new_version_and_the_rest_stay(published: Publi
     assert report.changed == ["kpis.kpi_daily"]
     new = read_manifest(settings, "kpis.kpi_daily")
     assert new is not None and new["version"] == 2 and new["row_count"] < old["row_count"]
-    assert (exports_dir(settings) / "kpis.kpi_daily" / old["file"]).exists()  # readers mid-read keep theirs
+    assert new["partitioned_by"] == "date_day" and len(old["files"]) > 1
+    # only the last day's month is written again; the other months keep their files (decision 0071)
+    assert [f["file"] for f in new["files"][:-1]] == [f["file"] for f in old["files"][:-1]]
+    assert new["files"][-1]["file"] != old["files"][-1]["file"] and new["files"][-1]["file"].startswith("v0002-")
+    assert all((exports_dir(settings) / "kpis.kpi_daily" / f["file"]).exists() for f in old["files"])  # mid-read
+    with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
+        listed = ", ".join(f"'{file}'" for file in product_files(settings, "kpis.kpi_daily"))
+        assert (
+            conn.execute(f"select * from read_parquet([{listed}]) order by all").fetchall()
+            == conn.execute("select * from kpis.kpi_daily order by all").fetchall()
+        )
     assert json.loads((exports_dir(settings) / "index.json").read_text())["datasets"]["kpis.kpi_daily"] == 2

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from dataops.core.settings import PROJECT_ROOT, Settings
-from dataops.egress.exports import exports_dir, read_manifest
+from dataops.egress.exports import exports_dir, product_files, read_manifest
 from tests.published import LateRun, Published, built_not_published
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
@@ -230,25 +231,28 @@ def test_the_analysts_clients_read_the_restricted_file_and_the_data_products(
     for dataset in index["datasets"]:
         manifest = read_manifest(settings, dataset)
         assert manifest is not None
-        products[dataset] = (exports_dir(settings) / dataset / manifest["file"], int(manifest["row_count"]))
+        products[dataset] = (product_files(settings, dataset), int(manifest["row_count"]))  # together, the dataset
     assert "kpis.kpi_daily" in products and len(products) > 10
 
     for client in clients:
         sql = "select cast(count(*) as varchar), cast(sum(debit_amount) as varchar) from marts.fct_gl_entries"
         assert client.query(settings.restricted_db, sql) == ledger, client
-        kpi_file = products["kpis.kpi_daily"][0]
-        sql = f"select cast(count(*) as varchar), cast(sum(value) as varchar) from read_parquet('{kpi_file}')"
+        kpi_files = products["kpis.kpi_daily"][0]
+        sql = f"select cast(count(*) as varchar), cast(sum(value) as varchar) from read_parquet({_sql_list(kpi_files)})"
         assert client.query(":memory:", sql) == kpis, client
         every = " union all ".join(  # each row read whole, every column decoded (as text)
             f"select '{name}', cast(count(*) as varchar), cast(sum(length(cast(t as varchar))) as varchar) "
-            f"from read_parquet('{path}') as t"
-            for name, (path, _) in sorted(products.items())
+            f"from read_parquet({_sql_list(paths)}) as t"
+            for name, (paths, _) in sorted(products.items())
         )
         read = {name: int(rows) for name, rows, _ in client.query(":memory:", every)}
         assert read == {name: rows for name, (_, rows) in products.items()}, client
 
-    for _name, (path, rows) in products.items():  # and pyarrow, the other common Parquet reader
-        table = pq.read_table(path)
-        assert table.num_rows == rows
-    table = pq.read_table(products["kpis.kpi_daily"][0])
+    for _name, (paths, rows) in products.items():  # and pyarrow, the other common Parquet reader
+        assert sum(pq.read_table(path).num_rows for path in paths) == rows
+    table = pa.concat_tables(pq.read_table(path) for path in products["kpis.kpi_daily"][0])
     assert str(sum(table.column("value").to_pylist())) == kpis[0][1]
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(f"'{path}'" for path in paths) + "]"
