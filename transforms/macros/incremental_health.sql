@@ -75,8 +75,8 @@
     Two selects rather than one condition with an `or`: the date's bound alone lets DuckDB skip the table's
     older blocks. -#}
 {% macro only_health_days_to_recompute(states) -%}
-    {%- set seen = ledger_relation('health_usage_seen') -%}
-    {%- if is_incremental() and seen is not none %}
+    {%- set seen = ledger_relation('health_usage_seen') if is_incremental() else none -%}
+    {%- if seen is not none %}
         where date_day >= {{ affected_from() }}
         union all
         select recomputed.*
