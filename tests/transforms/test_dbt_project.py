@@ -91,6 +91,19 @@ def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: d
     assert "VIEW" in expected.values()
 
 
+def test_a_key_of_several_columns_fails_its_data_test_on_a_duplicate_only(built: Path, tmp_path: Path) -> None:
+    """The keys of several columns are tested by the project's `unique_columns` (macros/unique_columns.sql): a
+    duplicated row fails its table's test, once, and every other table's passes."""
+    settings = Settings(tmp_path / "data")
+    shutil.copytree(Settings(built).warehouse_dir, settings.warehouse_dir)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        conn.execute("insert into kpis.kpi_monthly select * from kpis.kpi_monthly order by all limit 1")
+    result = run_dbt(["test", "--select", "test_name:unique_columns"], settings, in_process=True)
+    outcomes = {r["unique_id"].split(".")[2]: (r["status"], r["failures"]) for r in result.results}
+    assert outcomes.pop("unique_columns_kpi_monthly_kpi_name__month_start_date") == ("fail", 1)
+    assert len(outcomes) >= 10 and set(outcomes.values()) == {("pass", 0)}
+
+
 def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: Path, tmp_path: Path) -> None:
     prepare_manifest()
     nodes = json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())["nodes"].values()

@@ -1,11 +1,13 @@
 """The usage models (staged events, daily user and account activity, the customer health score, the usage KPIs)
 equal the simulator's usage truth on the tiny scenario: every day, every KPI, every customer's score, exactly;
+the health score built incrementally equals a full refresh when the lake restates older days (decision 0072);
 and with no events ever landed they still build, empty (the daily pipeline's `built` fixture has no product
 events)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -160,6 +162,105 @@ def test_every_customers_health_score_on_every_day_equals_the_truth(usage_built:
         pl.col("is_at_risk").any(),
     )
     assert all(rules.row(0)), rules
+
+
+# the staged events' views too: they name the lake of the data directory that built them
+HEALTH_RUN = ["run", "--select", "stg_product__events", "stg_product__event_devices", "int_usage_known_daily"]
+HEALTH_RUN += ["int_usage_seat_changes_daily", "fct_customer_health_daily"]
+SEATS = load_registry().usage
+SEAT_ASSIGNED = SEATS.seat_assigned
+# an event that counts as usage: not a seat event, not excluded, of a known user
+USED = f"event_name not in ('{SEATS.seat_assigned}', '{SEATS.seat_revoked}') and user_id is not null and not excluded"
+
+
+def test_the_health_score_built_incrementally_equals_a_full_refresh_when_the_lake_restates_older_days(
+    usage_built: Settings, tmp_path: Path
+) -> None:
+    """A daily build recomputes the customers whose usage inputs changed, from the first day that changed, and
+    leaves every other customer's older days as they are; the result equals a full refresh. The lake restates an
+    early day (a late usage event and a late seat assignment) and a later one (an event gone from a version)."""
+    settings = Settings(tmp_path / "data")
+    for folder in ("warehouse", "lake"):
+        shutil.copytree(usage_built.data_dir / folder, settings.data_dir / folder)
+    end = TINY_START + dt.timedelta(days=TINY_DAYS - 1)
+    late = events_of_a_day(settings, f"event_name = '{SEAT_ASSIGNED}'")
+    gone = events_of_a_day(settings, USED, after=late)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        before = conn.sql("select * from marts.fct_customer_health_daily").pl()
+        restated = restate(conn, late, gone)
+        assert restated
+        # a row the build must leave as it is: a day before the window, of a customer whose usage did not change
+        kept = conn.execute(
+            "select customer_id, date_day, health_score from marts.fct_customer_health_daily "
+            "where date_day < ? and customer_id not in (select unnest(?)) order by all limit 1",
+            [end, sorted(restated)],
+        ).fetchone()
+        assert kept is not None
+        conn.execute(
+            "update marts.fct_customer_health_daily set health_score = -1 where customer_id = ? and date_day = ?",
+            kept[:2],
+        )
+    result = run_dbt(HEALTH_RUN, settings, window=(end.isoformat(), end.isoformat()), in_process=True)
+    assert result.success, result.output[-3000:]
+    with duckdb.connect(str(settings.build_db)) as conn:
+        marked = conn.execute(
+            "select health_score from marts.fct_customer_health_daily where customer_id = ? and date_day = ?", kept[:2]
+        ).fetchone()
+        assert marked == (-1,), "a customer whose usage did not change was recomputed before the window"
+        conn.execute(
+            "update marts.fct_customer_health_daily set health_score = ? where customer_id = ? and date_day = ?",
+            [kept[2], *kept[:2]],
+        )
+    incremental = _table(settings, "select * from marts.fct_customer_health_daily order by all")
+    # the usage tables below it are tables rebuilt whole already: the mart alone from scratch
+    full_refresh = ["run", "--select", "fct_customer_health_daily", "--full-refresh"]
+    result = run_dbt(full_refresh, settings, window=(TINY_START.isoformat(), end.isoformat()), in_process=True)
+    assert result.success, result.output[-3000:]
+    full = _table(settings, "select * from marts.fct_customer_health_daily order by all")
+    assert incremental.equals(full)
+    # the restatements changed older days' scores (their inputs), which a build of the window alone would miss
+    assert before.join(full, on=before.columns, how="anti").filter(pl.col("date_day") < end).height > 0
+
+
+def events_of_a_day(settings: Settings, which: str, after: tuple[dt.date, Path] | None = None) -> tuple[dt.date, Path]:
+    """The first event date after ``after``'s whose newest version in the lake holds an event such that ``which``
+    (with an account the hierarchy knows), and that version's file."""
+    folders = sorted((settings.lake_dir / "raw" / "product" / "events").glob("date=*"))
+    for folder in folders:
+        day = dt.date.fromisoformat(folder.name.removeprefix("date="))
+        newest = max(folder.glob("part-*.parquet"))
+        if after is not None and day <= after[0]:
+            continue
+        with duckdb.connect() as conn:
+            found = conn.execute(f"select count(*) from read_parquet('{newest}') where {which}").fetchone()
+        if found and found[0] > 0:
+            return day, newest
+    raise AssertionError(f"no day with an event such that {which}")
+
+
+def restate(conn: duckdb.DuckDBPyConnection, late: tuple[dt.date, Path], gone: tuple[dt.date, Path]) -> set[str]:
+    """New versions of two days' folders, as a later batch writes them: ``late``'s with a copy of its first seat
+    event and of its first usage event under new ids (late arrivals), ``gone``'s without its first usage event.
+    Returns the customers whose events these are."""
+    first_seat = f"(select min(event_id) from read_parquet('{late[1]}') where event_name = '{SEAT_ASSIGNED}')"
+    first_use = f"(select min(event_id) from read_parquet('{late[1]}') where {USED})"
+    gone_event = f"(select min(event_id) from read_parquet('{gone[1]}') where {USED})"
+    restated = late[1].with_name("part-99991231T000000000000-restated.parquet")
+    conn.execute(
+        f"copy (select * from read_parquet('{late[1]}') union all select * replace ('late-' || event_id as event_id) "
+        f"from read_parquet('{late[1]}') where event_id in ({first_seat}, {first_use})) to '{restated}'"
+    )
+    dropped = gone[1].with_name("part-99991231T000000000000-restated.parquet")
+    conn.execute(f"copy (select * from read_parquet('{gone[1]}') where event_id <> {gone_event}) to '{dropped}'")
+    customers = conn.execute(
+        "select distinct hierarchy.ultimate_parent_id from (select account_ref from read_parquet(?) "
+        f"where event_id in ({first_seat}, {first_use}) union all select account_ref from read_parquet(?) "
+        f"where event_id = {gone_event}) as events "
+        "inner join intermediate.int_accounts_hierarchy_resolved as hierarchy "
+        "on events.account_ref = hierarchy.account_id",
+        [str(late[1]), str(gone[1])],
+    ).fetchall()
+    return {str(customer) for (customer,) in customers}
 
 
 def test_the_customer_360_carries_each_customers_usage(usage_built: Settings, tiny_sources: Path) -> None:

@@ -1,36 +1,46 @@
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='delete+insert',
+    unique_key=['customer_id', 'date_day'],
+    on_schema_change='fail',
+    pre_hook="{{ delete_affected_days(this) }}",
+    post_hook="{{ keep_health_usage_inputs() }}"
+) }}
+
+-- depends_on: {{ ref('fct_gl_entries') }}
+-- depends_on: {{ ref('fct_payments') }}
+-- depends_on: {{ ref('fct_credit_memos') }}
+-- depends_on: {{ ref('fct_invoices') }}
+
 -- The customer health score (registry: usage.health_score): per customer and day with a live or paused
 -- contract, the start points less the points of each rule that holds; below at_risk_below it is at risk.
--- Usage is the event lake's current knowledge: late events restate the days they belong to when rebuilt.
+-- Usage is the event lake's current knowledge: late events restate the days they belong to. Incremental on
+-- DuckDB: a run recomputes the days from affected_from() and, for a customer whose usage inputs changed since
+-- the last build, every day from the first that changed (macros/incremental_health.sql, decision 0072).
 
 {%- set health = var('usage_health_score') %}
 {%- set points = health['deductions'] %}
 {%- set trend = health['trend_days'] %}
 {%- set monthly = var('usage_window_days')['monthly'] %}
-{%- set seats = var('usage_seat_events') %}
 
 with
 
 states as (
 
     select * from {{ ref('fct_customer_states_daily') }}
+    {{- only_health_days_to_recompute(ref('fct_customer_states_daily')) }}
 
 ),
 
-users_daily as (
+usage as (
 
-    select * from {{ ref('int_usage_users_daily') }}
-
-),
-
-events as (
-
-    select * from {{ ref('stg_product__events') }}
+    select * from {{ ref('int_usage_known_daily') }}
 
 ),
 
-accounts as (
+seat_changes as (
 
-    select * from {{ ref('int_accounts_hierarchy_resolved') }}
+    select * from {{ ref('int_usage_seat_changes_daily') }}
 
 ),
 
@@ -47,15 +57,25 @@ scored as (
 
 ),
 
+customer_users as (
+
+    select distinct
+        customer_id,
+        event_date,
+        user_id
+
+    from usage
+
+),
+
 customer_events as (
 
     select
-        customer_key,
-        date_day,
+        customer_id as customer_key,
+        event_date as date_day,
         sum(usage_events) as usage_events
 
-    from users_daily
-    where customer_key is not null
+    from usage
     group by 1, 2
 
 ),
@@ -99,30 +119,26 @@ monthly_users as (
     select
         scored.customer_id,
         scored.date_day,
-        count(distinct users_daily.user_id) as monthly_active_users
+        count(distinct customer_users.user_id) as monthly_active_users
 
     from scored
-    left join users_daily
+    left join customer_users
         on
-            scored.customer_id = users_daily.customer_key
-            and scored.date_day - {{ monthly }} < users_daily.date_day
-            and scored.date_day >= users_daily.date_day
+            scored.customer_id = customer_users.customer_id
+            and scored.date_day - {{ monthly }} < customer_users.event_date
+            and scored.date_day >= customer_users.event_date
     group by 1, 2
 
 ),
 
-seat_changes as (
+customer_seat_changes as (
 
     select
-        accounts.ultimate_parent_id as customer_key,
-        events.event_date,
-        sum(case when events.event_name = '{{ seats["assigned"] }}' then 1 else -1 end) as seat_change
+        customer_id as customer_key,
+        event_date,
+        sum(seats_assigned - seats_revoked) as seat_change
 
-    from events
-    inner join accounts on events.account_ref = accounts.account_id
-    where
-        not events.is_excluded
-        and events.event_name in ('{{ seats["assigned"] }}', '{{ seats["revoked"] }}')
+    from seat_changes
     group by 1, 2
 
 ),
@@ -132,13 +148,13 @@ customer_seats as (
     select
         scored.customer_id,
         scored.date_day,
-        coalesce(sum(seat_changes.seat_change), 0) as seats
+        coalesce(sum(customer_seat_changes.seat_change), 0) as seats
 
     from scored
-    left join seat_changes
+    left join customer_seat_changes
         on
-            scored.customer_id = seat_changes.customer_key
-            and scored.date_day >= seat_changes.event_date
+            scored.customer_id = customer_seat_changes.customer_key
+            and scored.date_day >= customer_seat_changes.event_date
     group by 1, 2
 
 ),
