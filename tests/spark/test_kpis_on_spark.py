@@ -40,7 +40,7 @@ KPI_TABLES = ("kpi_daily", "kpi_usage_daily")
 # adaptive re-planning or whole-stage code generation per statement; the serial collector. The catalog in
 # memory instead of a Derby metastore: the test's one build starts in a new folder and nothing reads Spark's
 # catalog after it (its tables come back by their files), so a metastore is only commits to disk. The same
-# statements and results: about a third less CPU (docs/testing.md).
+# statements and results, with less CPU (measured in docs/testing.md).
 SMALL_SPARK = {
     "DATAOPS_SPARK_MASTER": "local[1]",
     "DATAOPS_SPARK_CATALOG": "in-memory",
