@@ -66,17 +66,27 @@ def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Path:
     return settings.dbt_runs_dir / f"partial_parse-{key}.msgpack"
 
 
+def shared_parse(project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """The last parse any data directory made with this checkout of the project: where a data directory that
+    has none of its own yet starts (docs/decisions/0073)."""
+    return project_dir / "target" / PARTIAL_PARSE
+
+
 def run_target(settings: Settings, run_id: str, project_dir: Path = DBT_PROJECT_DIR) -> Path:
     """The target folder of one Dagster run's dbt invocation, started from the last run's parse.
 
-    Each data directory keeps its own last parse, one per checkout of the project (docs/decisions/0015): a
-    parse made under another profile (another data directory, other limits) would make dbt parse it all again.
+    Each data directory keeps its own last parse, one per checkout of the project (docs/decisions/0015); a
+    data directory without one (a new one, or a copy) starts from the checkout's last parse. dbt checks
+    either before it reuses it: one made under another profile (other limits, the other engine) or other
+    vars is parsed again in full.
     """
     target = settings.dbt_runs_dir / run_id
     target.mkdir(parents=True, exist_ok=True)
     warm = warm_parse(settings, project_dir)
-    if warm.exists() and not (target / PARTIAL_PARSE).exists():
-        shutil.copyfile(warm, target / PARTIAL_PARSE)
+    start = warm if warm.exists() else shared_parse(project_dir)
+    if not (target / PARTIAL_PARSE).exists():
+        with contextlib.suppress(FileNotFoundError):  # none anywhere yet: dbt parses the whole project
+            shutil.copyfile(start, target / PARTIAL_PARSE)
     return target
 
 
@@ -93,9 +103,9 @@ def keep_run_target(
         os.replace(staged, settings.dbt_runs_dir / "manifest.json")
     parsed = target / PARTIAL_PARSE
     if parsed.exists():
-        staged = settings.dbt_runs_dir / f".{PARTIAL_PARSE}.{os.getpid()}"
-        shutil.copyfile(parsed, staged)
-        os.replace(staged, warm_parse(settings, project_dir))  # atomic: a reader never sees half a file
+        _copy_atomically(parsed, warm_parse(settings, project_dir))
+        shared_parse(project_dir).parent.mkdir(parents=True, exist_ok=True)
+        _copy_atomically(parsed, shared_parse(project_dir))  # for the next new data directory
     runs = sorted((p for p in settings.dbt_runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in runs[: max(0, len(runs) - keep)]:
         if old != target:
@@ -147,11 +157,23 @@ def command_line(args: list[str], registry: Registry, target: Path | None = None
     return [*line, "--target-path", str(target)] if target is not None else line
 
 
+def working_directory(settings: Settings) -> Path | None:
+    """Where a dbt subprocess runs: in the data directory, so that its profile names the warehouse relative to
+    it ("."), the same in every data directory. dbt keys a parse on the profile's values, so a parse then holds
+    in every data directory and every copy of one (docs/decisions/0073). None (the caller's directory, and the
+    data directory's absolute path) while the data directory does not exist yet: a parse needs none."""
+    return settings.data_dir if settings.data_dir.is_dir() else None
+
+
 def process_environment(
     settings: Settings, limits: Limits | None = None, window: tuple[str, str] | None = None
 ) -> dict[str, str]:
+    """A dbt subprocess's environment, to run in ``working_directory(settings)``."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
-    return env | dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
+    env |= dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
+    if working_directory(settings) is not None:
+        env["DATAOPS_DATA_DIR"] = "."  # the profile's warehouse, relative to the data directory dbt runs in
+    return env
 
 
 def _forget_if_writing(args: list[str], settings: Settings, limits: Limits | None) -> None:
@@ -188,7 +210,8 @@ def run_dbt(
             success, output = _run_in_process(full[1:], settings, limits, window)
         else:
             env = process_environment(settings, limits, window)
-            proc = subprocess.run(full, env=env, capture_output=True, text=True, check=False)
+            cwd = working_directory(settings)
+            proc = subprocess.run(full, env=env, cwd=cwd, capture_output=True, text=True, check=False)
             success, output = proc.returncode == 0, proc.stdout + proc.stderr
     results_path = (target or DBT_PROJECT_DIR / "target") / "run_results.json"
     results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
@@ -326,7 +349,9 @@ def start_dbt(
     held = contextlib.ExitStack()
     held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go
     try:
-        process = subprocess.Popen(line, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            line, env=env, cwd=working_directory(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     except BaseException:
         held.close()
         raise

@@ -23,24 +23,54 @@ from dataops.transform.runner import (
     run_dbt,
     run_target,
     shared_target,
+    start_dbt,
     warm_parse,
 )
 from quality.contracts import CONTRACTS
 
 
 def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path) -> None:
-    settings = Settings.from_env(tmp_path)
-    first = run_target(settings, "run-1")
-    assert not (first / PARTIAL_PARSE).exists()  # nothing parsed yet in this data directory
+    settings, project = Settings.from_env(tmp_path / "data"), tmp_path / "transforms"
+    first = run_target(settings, "run-1", project)
+    assert not (first / PARTIAL_PARSE).exists()  # nothing parsed yet with this checkout
     (first / PARTIAL_PARSE).write_bytes(b"parse of run 1")
-    keep_run_target(settings, first)
+    keep_run_target(settings, first, project_dir=project)
 
-    second = run_target(settings, "run-2")
+    second = run_target(settings, "run-2", project)
     assert (second / PARTIAL_PARSE).read_bytes() == b"parse of run 1"
     (second / PARTIAL_PARSE).write_bytes(b"parse of run 2")
-    keep_run_target(settings, second)
-    assert warm_parse(settings).read_bytes() == b"parse of run 2"
+    keep_run_target(settings, second, project_dir=project)
+    assert warm_parse(settings, project).read_bytes() == b"parse of run 2"
     assert not [p for p in settings.dbt_runs_dir.iterdir() if p.name.startswith(".")]  # no staged leftovers
+
+    other = Settings.from_env(tmp_path / "other")  # a new data directory starts from the checkout's last parse
+    assert (run_target(other, "run-1", project) / PARTIAL_PARSE).read_bytes() == b"parse of run 2"
+
+
+def test_a_new_data_directory_parses_partially_from_another_ones_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbt runs in the data directory and its profile names the warehouse from there: its profile, which dbt's
+    partial parsing checks, is the same in every data directory, so a new one need not parse the whole project
+    (docs/decisions/0073). dbt's own log says which parse it made."""
+    monkeypatch.setenv("DBT_LOG_LEVEL_FILE", "debug")  # dbt logs its partial parse at debug level
+
+    def parse(name: str) -> str:
+        settings = Settings(tmp_path / name)
+        settings.data_dir.mkdir()
+        target = run_target(settings, "run-1")
+        dbt = start_dbt(["parse"], settings, target)
+        for _ in dbt.events():
+            pass
+        assert dbt.result().success
+        keep_run_target(settings, target)
+        assert sorted(p.name for p in settings.data_dir.iterdir()) == ["dbt_runs"]  # nothing else written there
+        return (target / "dbt.log").read_text()
+
+    parse("first")  # whatever parse the checkout held before, this one is the checkout's last
+    log = parse("second")
+    assert "Unable to do partial parsing" not in log, log[-2000:]
+    assert "Partial parsing enabled" in log
 
 
 def test_a_parse_made_in_another_checkout_of_the_project_is_not_reused(tmp_path: Path) -> None:
