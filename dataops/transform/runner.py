@@ -104,8 +104,10 @@ def keep_run_target(
     parsed = target / PARTIAL_PARSE
     if parsed.exists():
         _copy_atomically(parsed, warm_parse(settings, project_dir))
-        shared_parse(project_dir).parent.mkdir(parents=True, exist_ok=True)
-        _copy_atomically(parsed, shared_parse(project_dir))  # for the next new data directory
+        # for the next new data directory; a read-only checkout (a deployed image) keeps the parse it ships with
+        with contextlib.suppress(OSError):
+            shared_parse(project_dir).parent.mkdir(parents=True, exist_ok=True)
+            _copy_atomically(parsed, shared_parse(project_dir))
     runs = sorted((p for p in settings.dbt_runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in runs[: max(0, len(runs) - keep)]:
         if old != target:

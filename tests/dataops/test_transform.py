@@ -47,6 +47,27 @@ def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path
     assert (run_target(other, "run-1", project) / PARTIAL_PARSE).read_bytes() == b"parse of run 2"
 
 
+def test_a_checkout_that_cannot_be_written_keeps_its_parse_and_the_run_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, project = Settings.from_env(tmp_path / "data"), tmp_path / "transforms"
+    (project / "target").mkdir(parents=True)
+    (project / "target" / PARTIAL_PARSE).write_bytes(b"parse shipped with the image")
+    replace = os.replace
+
+    def read_only_checkout(source: Path, destination: Path) -> None:
+        if Path(destination).is_relative_to(project):
+            raise PermissionError(13, "Read-only file system", str(destination))
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", read_only_checkout)
+    target = run_target(settings, "run-1", project)
+    (target / PARTIAL_PARSE).write_bytes(b"parse of run 1")
+    keep_run_target(settings, target, project_dir=project)  # the build's success is not lost to the checkout
+    assert warm_parse(settings, project).read_bytes() == b"parse of run 1"
+    assert (project / "target" / PARTIAL_PARSE).read_bytes() == b"parse shipped with the image"
+
+
 def test_a_new_data_directory_parses_partially_from_another_ones_parse(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
