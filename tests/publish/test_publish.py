@@ -156,7 +156,7 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(
         case.late_day,
         run_config={"ops": {"enterprise_model": {"config": {"rebuild_unchanged": True}}}},
     )
-    assert rebuilt.success  # (dbt parses the whole project again: the copy's profile names another folder)
+    assert rebuilt.success
     publish = [e for e in rebuilt.get_asset_materialization_events() if e.asset_key.path[0] == "publish"]
     assert "publish" not in publish[-1].materialization.metadata  # a new build (its run) is published again
     assert publish[-1].materialization.metadata["kpi_values_changed"].value == 0
