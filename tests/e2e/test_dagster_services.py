@@ -133,49 +133,6 @@ def published_days_status(services: Services) -> set[str]:
     return days
 
 
-def test_then_a_three_day_backfill_is_one_landing_run_and_its_build_publishes(services: Services) -> None:
-    """Launched as the job's page launches it (Jobs, daily_elt_job, Materialize all): one landing run of the
-    range, as daily_elt_job with the platform's run tags, not Dagster's implicit __ASSET_JOB; then its build.
-    Its days are the first ones (the products, which later days' contracts name, are delivered on the first),
-    so it lands the history the runs of the next test build on."""
-    finished(services, {r["runId"] for r in runs(services)})  # whatever ran before it (also when run alone)
-    days = [START + dt.timedelta(days=i) for i in (0, 1, 2)]
-    backfill = services.graphql(
-        """
-        mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-          __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-        {
-            "params": {
-                "selector": {"partitionSetName": "daily_elt_job_partition_set", "repositorySelector": REPO},
-                "assetSelection": [{"path": ["lake", "extracts"]}],
-                "partitionNames": [d.isoformat() for d in days],
-                "fromFailure": False,
-            }
-        },
-    )
-    assert backfill["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", backfill
-    backfill_id = backfill["launchPartitionBackfill"]["backfillId"]
-
-    def completed() -> str | None:
-        status = services.graphql(
-            """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-            ... on PartitionBackfill { status } } }""",
-            {"id": backfill_id},
-        )["partitionBackfillOrError"]["status"]
-        return status if status.startswith("COMPLETED") or status in {"FAILED", "CANCELED"} else None
-
-    assert wait_for(completed, 600, "the backfill", interval=3) in {"COMPLETED", "COMPLETED_SUCCESS"}
-    backfill_runs = [r for r in runs(services) if tag(r, "dagster/backfill") == backfill_id]
-    assert len(backfill_runs) == 1 and backfill_runs[0]["status"] == "SUCCESS"  # three days, one landing run
-    assert (
-        backfill_runs[0]["jobName"] == "daily_elt_job" and tag(backfill_runs[0], "dataops/writes") == "build_warehouse"
-    )
-    (build,) = builds_after(services, {backfill_runs[0]["runId"]})
-    assert tag(build, "dataops/window") == f"{days[0]}..{days[-1]}"
-    assert published_dates(services) >= set(days)
-    assert published_days_status(services) >= {d.isoformat() for d in days}
-
-
 def cli_run(services: Services, day: dt.date) -> subprocess.Popen[str]:
     """`dataops run --date day` against the services' instance, as an operator at a terminal would."""
     return subprocess.Popen(
@@ -215,33 +172,91 @@ def where_operators_look(services: Services, output: str, day: dt.date) -> None:
     assert tags["dataops/writes"] == "build_warehouse"
 
 
+def launch_backfill(services: Services, days: list[dt.date]) -> str:
+    """A backfill of lake/extracts over ``days``, launched as the job's page launches it (Jobs, daily_elt_job,
+    Materialize all)."""
+    backfill = services.graphql(
+        """
+        mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+          __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+        {
+            "params": {
+                "selector": {"partitionSetName": "daily_elt_job_partition_set", "repositorySelector": REPO},
+                "assetSelection": [{"path": ["lake", "extracts"]}],
+                "partitionNames": [d.isoformat() for d in days],
+                "fromFailure": False,
+            }
+        },
+    )
+    assert backfill["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", backfill
+    return str(backfill["launchPartitionBackfill"]["backfillId"])
+
+
+def backfill_status(services: Services, backfill_id: str) -> str | None:
+    """The backfill's status once it has ended (None while it goes on)."""
+    status = services.graphql(
+        """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+        ... on PartitionBackfill { status } } }""",
+        {"id": backfill_id},
+    )["partitionBackfillOrError"]["status"]
+    return str(status) if status.startswith("COMPLETED") or status in {"FAILED", "CANCELED"} else None
+
+
+def run_of(services: Services, key: str, value: str, started: bool = False) -> dict[str, Any] | None:
+    """The run tagged ``key=value`` once it exists (``started``: once the queue has let it start)."""
+    mine = [r for r in runs(services) if tag(r, key) == value]
+    return mine[0] if mine and not (started and mine[0]["status"] == "QUEUED") else None
+
+
 @pytest.mark.reliability
-def test_runs_started_together_from_the_command_line_and_the_queue_all_succeed_in_turn(services: Services) -> None:
-    """Two `dataops run` and two runs launched as the schedule launches them, all at once: each waits for the
-    build warehouse (no lock error anywhere), the queued runs and the builds the sensor starts after them one
-    after the other, all succeed, every day is published and shown so in the UI, and the command line's runs
-    are where operators look. (It used to be two tests: two queued runs alone, then the command line and one
-    queued run; one landing and build less.) After the backfill of the first days: a build of a later day
-    alone would fail dbt's relationship tests (the products are delivered on the first day)."""
-    finished(services, {r["runId"] for r in runs(services)})
-    days = [START + dt.timedelta(days=i) for i in (3, 4, 5, 6)]
-    terminals = [cli_run(services, day) for day in days[:2]]
-    queued = {launch_daily(services, day) for day in days[2:]}
+def test_a_backfill_and_runs_from_the_command_line_and_the_queue_all_succeed_in_turn(services: Services) -> None:
+    """A `dataops run` of the first day; while it holds the warehouse, a three-day backfill launched as the
+    job's page launches it and a run launched as the schedule launches it queue together behind it; once the
+    backfill's run has started, a second `dataops run`. The backfill is one landing run of the range, as
+    daily_elt_job with the platform's run tags (not Dagster's implicit __ASSET_JOB), and its build publishes
+    its days. Each command-line run waits for the build warehouse (no lock error anywhere); the two queued runs
+    and the builds the sensor starts after them run one after the other (the two are let out of the queue
+    together, so a queue that let both start would show); all succeed, every day is published and shown so in
+    the UI, and the command line's runs are where operators look. The first day lands first (the products,
+    which later days' contracts name, are delivered on it: a later day built alone fails dbt's relationship
+    tests), then the backfill's days. (It used to be two tests, the backfill, then two `dataops run` and two
+    queued runs: one landing and build more.)"""
+    finished(services, {r["runId"] for r in runs(services)})  # whatever ran before it (also when run alone)
+    first, backfilled = START, [START + dt.timedelta(days=i) for i in (1, 2, 3)]
+    later, queued_day = START + dt.timedelta(days=4), START + dt.timedelta(days=5)
+    terminals = [cli_run(services, first)]
+    wait_for(lambda: run_of(services, "dagster/partition", first.isoformat()), 600, "the first day's run", 0.5)
+    backfill_id = launch_backfill(services, backfilled)
+    wait_for(lambda: run_of(services, "dagster/backfill", backfill_id), 600, "the backfill's run", 0.5)
+    daily = launch_daily(services, queued_day)
+    wait_for(lambda: run_of(services, "dagster/backfill", backfill_id, started=True), 600, "the backfill to start")
+    terminals.append(cli_run(services, later))
     outputs = []
     for terminal in terminals:
         output, _ = terminal.communicate(timeout=1800)
         assert terminal.returncode == 0, output
         assert "Could not set lock" not in output
         outputs.append(output)
+
+    status = wait_for(lambda: backfill_status(services, backfill_id), 600, "the backfill", interval=3)
+    assert status in {"COMPLETED", "COMPLETED_SUCCESS"}
+    backfill_runs = [r for r in runs(services) if tag(r, "dagster/backfill") == backfill_id]
+    assert len(backfill_runs) == 1 and backfill_runs[0]["status"] == "SUCCESS"  # three days, one landing run
+    (landing,) = backfill_runs
+    assert landing["jobName"] == "daily_elt_job" and tag(landing, "dataops/writes") == "build_warehouse"
+    queued = {landing["runId"], daily}
     builds = builds_after(services, queued)  # each queued landing run is followed by its build
+    (backfill_build,) = [b for b in builds if tag(b, "dataops/after_landing") == landing["runId"]]
+    assert tag(backfill_build, "dataops/window") == f"{backfilled[0]}..{backfilled[-1]}"
     every = sorted(finished(services, queued) + builds, key=lambda r: r["startTime"])
     for before, after in itertools.pairwise(every):
         assert after["startTime"] >= before["endTime"]  # one writer at a time: each waited in the queue
+    days = [first, *backfilled, later, queued_day]
     assert published_dates(services) >= set(days)
     assert published_days_status(services) >= {d.isoformat() for d in days}  # the per-day status in the UI
     for log in ("daemon.log", "webserver.log"):
         assert "Could not set lock" not in (services.logs / log).read_text()
-    for output, day in zip(outputs, days, strict=False):
+    for output, day in zip(outputs, [first, later], strict=True):
         where_operators_look(services, output, day)
 
 
