@@ -52,6 +52,33 @@ def month_of(column: str) -> str:
     return f"coalesce(year({column}) * 100 + month({column}), 0)"
 
 
+def first_date_column(columns: Sequence[tuple[str, str]]) -> str | None:
+    """The first DATE column of ``columns`` (name, type): the column a table of years is split into months by.
+    None: a table without one, compared or exported whole."""
+    return next((name for name, kind in columns if kind == "DATE"), None)
+
+
+def qualified(alias: str, column: str) -> str:
+    """``alias."column"``, the column's quotes doubled."""
+    return f'{alias}."{column.replace(chr(34), chr(34) * 2)}"'
+
+
+def month_digests(
+    conn: duckdb.DuckDBPyConnection,
+    rows: str,
+    column: str,
+    alias: str,
+    params: dict[str, object] | None = None,
+) -> dict[int, tuple[int, int]]:
+    """Each month's row count and sum of row hashes, as :func:`table_digest` tells tables apart; ``rows`` is a
+    table or a parenthesised select, read as ``alias`` (``column`` is qualified by it)."""
+    found = conn.execute(
+        f"select {month_of(column)}, count(*), sum(hash({alias})::hugeint) from {rows} as {alias} group by 1",
+        params,
+    ).fetchall()
+    return {int(month): (int(n), int(total)) for month, n, total in found}
+
+
 def month_name(month: int) -> str:
     return f"{month // 100}-{month % 100:02d}" if month else "none"
 

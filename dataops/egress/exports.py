@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 
 from dataops.core.compatibility import PARQUET_VERSION
-from dataops.core.digest import in_months, month_name, month_of
+from dataops.core.digest import first_date_column, in_months, month_digests, month_name, qualified
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect
 
@@ -145,13 +145,10 @@ def _months(conn: duckdb.DuckDBPyConnection, dataset: str, column: str | None) -
     if column is None:
         found = conn.execute(f"select count(*), sum(hash({ROW})::hugeint) from {dataset} as {ROW}").fetchall()
         return [_Month("all", "true", int(found[0][0]), f"{found[0][0]}:{found[0][1]}")]
-    months = conn.execute(
-        f"select {month_of(column)} as month, count(*), sum(hash({ROW})::hugeint) from {dataset} as {ROW} "
-        "group by 1 order by 1"
-    ).fetchall()
+    months = sorted(month_digests(conn, dataset, column, ROW).items())
     if not months:
         return [_Month(month_name(0), "true", 0, "0:None")]
-    return [_Month(month_name(int(m)), in_months(column, [int(m)]), int(n), f"{n}:{h}") for m, n, h in months]
+    return [_Month(month_name(m), in_months(column, [m]), n, f"{n}:{h}") for m, (n, h) in months]
 
 
 def _export_one(
@@ -165,8 +162,8 @@ def _export_one(
     """Write the files of the months whose digest moved (every month's when ``force``), each aside and then
     moved in, and the manifest last; returns the dataset's version, whether it changed and its rows."""
     columns = [(str(r[0]), str(r[1])) for r in conn.execute(f"describe {dataset}").fetchall()]
-    column = next((name for name, kind in columns if kind == "DATE"), None)
-    quoted = None if column is None else f'{ROW}."{column.replace(chr(34), chr(34) * 2)}"'
+    column = first_date_column(columns)
+    quoted = None if column is None else qualified(ROW, column)
     current = read_manifest_at(folder) or {}
     held = {part["month"]: part for part in current.get("files", [])}
     version = int(current.get("version", 0)) + 1

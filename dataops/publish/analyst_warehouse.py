@@ -25,7 +25,17 @@ from typing import Any
 import duckdb
 
 from dataops.core.compatibility import STORAGE_VERSION, attach_published
-from dataops.core.digest import digest, files_digest, in_months, month_name, month_of, table_digest
+from dataops.core.digest import (
+    digest,
+    files_digest,
+    first_date_column,
+    in_months,
+    month_digests,
+    month_name,
+    month_of,
+    qualified,
+    table_digest,
+)
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect, query_frame, scalar, transaction
 from dataops.governance.catalog import (
@@ -535,7 +545,8 @@ def _copy(
         params: dict[str, object] | None = {"as_of": as_of} if "$as_of" in select else None
         columns = _columns(conn, f"{alias}.{name}") if name in held else None
         if columns is not None and columns == _columns(conn, select, params):
-            target = Target(f"{alias}.{name}", _date_column(columns))
+            date = first_date_column(columns)
+            target = Target(f"{alias}.{name}", None if date is None else qualified(ROW, date))
             changed = _changed(conn, target, name, select, params, personal, changes)
             if changed is not None:
                 if report is not None and changed.rows != (0, 0):
@@ -643,18 +654,6 @@ def _columns(
     return [(str(name), str(kind)) for name, kind in rows]
 
 
-def _date_column(columns: list[tuple[str, str]]) -> str | None:
-    """The table's first date column, quoted, or None without one. A daily publish changes the rows of a few
-    months (the new day's, the late records'), so the digests of every month tell where to compare rows, and
-    only there is each row hashed and grouped: the costly part of finding the changed rows of a table of
-    years (decision 0071)."""
-    column = next((name for name, kind in columns if kind == "DATE"), None)
-    if column is None:
-        return None
-    quoted = column.replace('"', '""')
-    return f'{ROW}."{quoted}"'
-
-
 # Rows are told apart by the hash of the whole row, as :func:`dataops.core.digest.table_digest` compares tables;
 # the alias is one no published column is named (a column named like the alias would be hashed instead).
 ROW = "_published_row"
@@ -728,18 +727,9 @@ def _changed_months(
     grouping by hash builds."""
     if held.date_column is None:
         return None
-    digests = "select {month} as month, count(*) as n, sum(hash({row})::hugeint) as s from {rows} as {row} group by 1"
-    month = month_of(held.date_column)
-    found = conn.execute(
-        f"""
-        select month
-        from ({digests.format(month=month, row=ROW, rows=f"({select})")}) as wanted
-        full join ({digests.format(month=month, row=ROW, rows=held.table)}) as held using (month)
-        where wanted.n is distinct from held.n or wanted.s is distinct from held.s
-        """,
-        params,
-    ).fetchall()
-    return sorted(int(m) for (m,) in found)
+    wanted = month_digests(conn, f"({select})", held.date_column, ROW, params)
+    kept = month_digests(conn, held.table, held.date_column, ROW)
+    return sorted(month for month in wanted.keys() | kept.keys() if wanted.get(month) != kept.get(month))
 
 
 def file_policy(tables: list[str], personal: dict[str, list[str]], key: bytes) -> str:
