@@ -3,8 +3,9 @@ build recomputes the records whose versions its window loaded and leaves every o
 it leaves equals a full refresh, through the traps of versioned records: a correction loaded on a later day,
 late data, an orphan released into its own older partition, and a re-run of an old day that drops a record's
 latest version or every version of a record. So do the models above them that read what a window loaded
-(the facts of payments and credit memos, decision 0067) and the daily models that recompute from the first
-day a window's records change.
+(the facts of payments and credit memos, decision 0067), the daily models that recompute from the first
+day a window's records change, and the people models, which recompute the people whose leads changed, by a
+lead's address before and after (a corrected address moves a lead to another person; decision 0076).
 
 The raw layer is changed here as the loads change it (a partition replaced, a released orphan inserted with
 its partition and noted in the ledger: tests/dataops/ingest/test_ingest.py holds the loads to that)."""
@@ -44,8 +45,8 @@ STAGED = {
 # the models above them that read what a window loaded, and the daily models that recompute from the first day
 # the window's records change (decision 0006): the scenario below builds them with the staging models
 DOWNSTREAM = {
-    "intermediate": ("int_invoices_settled", "int_kpis_money_summed", "int_leads_qualified"),
-    "marts": ("fct_payments", "fct_credit_memos", "fct_customer_states_daily", "fct_leads"),
+    "intermediate": ("int_invoices_settled", "int_kpis_money_summed", "int_leads_qualified", "int_people_qualified"),
+    "marts": ("fct_payments", "fct_credit_memos", "fct_customer_states_daily", "fct_leads", "dim_people"),
     "kpis": ("kpi_daily",),
 }
 LAST = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
@@ -113,13 +114,18 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         LAST + dt.timedelta(1),
     )
     with duckdb.connect(str(settings.build_db)) as conn:
-        # an old day's load corrected a lead (a newer version of a record first loaded earlier)
-        fallen_back = newer_version(conn, "Id > ''", rerun, "Status", "'Reworked'")
+        # an old day's load corrected a lead (a newer version of a record first loaded earlier), its address
+        # too: the lead moves to another person, and back when the re-run below drops this version
+        fallen_back = newer_version(conn, "Id > ''", rerun, Status="'Reworked'", Email=another_email(rerun))
     build(settings, rerun, rerun, select=SCENARIO)
     with duckdb.connect(str(settings.build_db)) as conn:
         # a day's load: another lead corrected, journal lines of an old period arriving late, and lead
         # changes released from quarantine into their own, older partition
-        corrected = newer_version(conn, f"Id <> '{fallen_back}'", new_day, "Status", "'Corrected'")
+        corrected = newer_version(
+            conn, f"Id <> '{fallen_back}'", new_day, Status="'Corrected'", Email=another_email(new_day)
+        )
+        # a person none of whose leads the day loads: the people models leave their row as it is
+        untouched, lead_count = mark_a_person(conn, new_day)
         conn.execute(
             "insert into raw.accounting__journal_lines select * replace (? as _partition, 'LATE-' || journal_no "
             "as journal_no, md5(_record_hash) as _record_hash) from raw.accounting__journal_lines "
@@ -145,6 +151,9 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         )
     build(settings, new_day, new_day, select=SCENARIO)
     with duckdb.connect(str(settings.build_db)) as conn:
+        for model in ("intermediate.int_people_qualified", "marts.dim_people"):
+            assert scalar(conn, f"select lead_count from {model} where email = ?", [untouched]) == -1, model
+            conn.execute(f"update {model} set lead_count = ? where email = ?", [lead_count, untouched])
         # the old day re-run: the re-extracted day no longer holds the lead's newer version (its older one is
         # left), nor a lead change it held the only version of
         vanished = scalar(
@@ -195,14 +204,40 @@ def release(conn: duckdb.DuckDBPyConnection, system: str, table: str, key: str, 
     record_release(conn, system, table, f"freed_{table}")
 
 
-def newer_version(conn: duckdb.DuckDBPyConnection, which: str, partition: dt.date, column: str, value: str) -> str:
+def newer_version(conn: duckdb.DuckDBPyConnection, which: str, partition: dt.date, **values: str) -> str:
     """Loads into ``partition`` a newer version of the first lead loaded before it (``which`` more): the
-    source changed ``column`` to ``value``. Returns the lead's id."""
+    source changed each column of ``values`` to its SQL expression. Returns the lead's id."""
     lead = scalar(conn, f"select min(Id) from raw.crm__leads where _partition < ? and {which}", [partition])
+    changed = "".join(f"{value} as {column}, " for column, value in values.items())
     conn.execute(
-        f"insert into raw.crm__leads select * replace (? as _partition, {value} as {column}, "
+        f"insert into raw.crm__leads select * replace (? as _partition, {changed}"
         "SystemModstamp + interval 1 day as SystemModstamp, md5(_record_hash) as _record_hash) "
         "from raw.crm__leads where Id = ?",
         [partition, lead],
     )
     return str(lead)
+
+
+def another_email(before: dt.date) -> str:
+    """SQL for the address of the last lead loaded before ``before``: a lead given it moves to that person."""
+    return (
+        "(select Email from raw.crm__leads where Id = "
+        f"(select max(Id) from raw.crm__leads where _partition < '{before.isoformat()}'))"
+    )
+
+
+def mark_a_person(conn: duckdb.DuckDBPyConnection, day: dt.date) -> tuple[str, int]:
+    """Marks (a lead count of -1) the rows of a person none of whose leads ``day`` loads, changes or moves a
+    lead to (another_email); returns the email and the lead count it had."""
+    email = scalar(
+        conn,
+        "select min(email) from intermediate.int_leads_qualified where email not in "
+        "(select email from intermediate.int_leads_qualified where email is not null and lead_id in "
+        "(select Id from raw.crm__leads where _partition = ? union select LeadId from raw.crm__lead_history "
+        "where _partition = ? union select max(Id) from raw.crm__leads where _partition < ?))",
+        [day, day, day],
+    )
+    count = scalar(conn, "select lead_count from marts.dim_people where email = ?", [email])
+    for model in ("intermediate.int_people_qualified", "marts.dim_people"):
+        conn.execute(f"update {model} set lead_count = -1 where email = ?", [email])
+    return str(email), int(count)

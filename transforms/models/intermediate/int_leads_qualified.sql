@@ -2,14 +2,17 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='delete+insert',
     unique_key='lead_id',
-    on_schema_change='fail'
+    on_schema_change='fail',
+    pre_hook="{{ note_people_of_recomputed_leads() }}",
+    post_hook="{{ note_people_of_recomputed_leads() }}"
 ) }}
 
 -- Each lead judged by the enterprise's MQL rule (registry: mql), whatever the CRM status says: the first
 -- day its score reached the threshold, if its email is a valid business email; and when sales accepted it.
 -- One row per lead and period of definitions (seed registry_definition_periods; one period unless a change
 -- applies from its date): the threshold is the period's. Incremental runs recompute the leads the window
--- loaded a record or a change of, from their whole history (macros/incremental_entities.sql).
+-- loaded a record or a change of, from their whole history (macros/incremental_entities.sql), and note the
+-- emails those leads carried before and after for the people models (macros/incremental_people.sql).
 
 with
 

@@ -1,12 +1,21 @@
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ delete_people_noted_for('int_people_qualified') }}",
+    post_hook="{{ consume_people_notes('int_people_qualified', next_model='dim_people') }}"
+) }}
+
 -- People, not leads: one row per normalised email and period of definitions. An MQL on the first day any of
 -- their leads qualified under the period's definitions (registry: mql); an SQL on the later of that day and
--- the first day sales accepted one of their leads.
+-- the first day sales accepted one of their leads. Incremental runs recompute the people whose leads
+-- int_leads_qualified recomputed, by their addresses before and after (macros/incremental_people.sql).
 
 with
 
 leads as (
 
-    select * from {{ ref('int_leads_qualified') }}
+    select * from {{ ref('int_leads_qualified') }}{{ only_people_noted_for('int_people_qualified') }}
 
 ),
 

@@ -1,13 +1,22 @@
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ delete_people_noted_for('dim_people') }}",
+    post_hook="{{ consume_people_notes('dim_people') }}"
+) }}
+
 -- People, not leads: one row per normalised email. An MQL on the first day any of their leads qualified
 -- (registry: mql); an SQL on the later of that day and the first day sales accepted one of their leads. Judged
 -- by the definitions in force now (the last period of seed registry_definition_periods); the funnel KPIs count
--- each day under its own period (int_kpis_funnel_counted).
+-- each day under its own period (int_kpis_funnel_counted). Incremental runs recompute the people
+-- int_people_qualified recomputed (macros/incremental_people.sql).
 
 with
 
 people as (
 
-    select * from {{ ref('int_people_qualified') }}
+    select * from {{ ref('int_people_qualified') }}{{ only_people_noted_for('dim_people') }}
 
 ),
 
