@@ -1,4 +1,5 @@
-"""The two CI workers start with the longest groups (tests/conftest.py, docs/testing.md)."""
+"""The two CI workers start with the definition changes beside groups that run no dbt, then the longest groups
+(tests/conftest.py, docs/testing.md)."""
 
 from __future__ import annotations
 
