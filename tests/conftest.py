@@ -98,18 +98,25 @@ LONGEST_GROUPS_FIRST = (
     "dagster_services",
     "built",
     "published",
-    "definitions",
     "tiny",
     "postgres",
     "events",
     "bench",
-    "ingest",
     "incremental",
     "nothing_new",
     "brakes",
     "usage_published",
-    "signal",
 )
+
+# Before them, the definition-change tests beside groups that run no dbt. They build under other registry
+# versions, and the registry's seeds are files of the one dbt project every invocation shares: a build under
+# another version waits until those under the current one end, and they wait for it (`registry_seeds`,
+# dataops/transform/project.py). Side by side with another group's builds, each worker waited for the other's:
+# 56 s of the publishing tests' 186 s (docs/testing.md, "Stop 40"). xdist deals the first group to one worker,
+# the second to the other, and the third to the first at once (two tests left count as nearly done), the
+# fourth to whichever worker nearly finishes first: `definitions` then `spark` on one worker; `ingest`, then
+# `signal`, on the other while the definitions build (neither runs dbt).
+GROUP_ORDER = ("definitions", "ingest", LONGEST_GROUPS_FIRST[0], "signal", *LONGEST_GROUPS_FIRST[1:])
 
 
 def _group(item: pytest.Item) -> str | None:
@@ -121,18 +128,18 @@ def _group(item: pytest.Item) -> str | None:
 
 def longest_first(scopes: list[str]) -> list[int]:
     """The positions of the items, whose xdist scopes (group, or node id if none) are given in pytest's order,
-    reordered: the groups of ``LONGEST_GROUPS_FIRST`` in its order, then the other scopes by their number of
-    tests (what xdist's own reordering would do), ties and the items of a scope in pytest's order."""
+    reordered: the groups of ``GROUP_ORDER`` in its order, then the other scopes by their number of tests (what
+    xdist's own reordering would do), ties and the items of a scope in pytest's order."""
     sizes: dict[str, int] = {}
     for scope in scopes:
         sizes[scope] = sizes.get(scope, 0) + 1
-    rank = {name: position for position, name in enumerate(LONGEST_GROUPS_FIRST)}
+    rank = {name: position for position, name in enumerate(GROUP_ORDER)}
     return sorted(range(len(scopes)), key=lambda i: (rank.get(scopes[i], len(rank)), -sizes[scopes[i]]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker, order the collection longest group first (``longest_first``). Both workers collect
-    the same items and order them the same way, as xdist requires; a run without xdist keeps pytest's order."""
+    """On an xdist worker, order the collection by ``GROUP_ORDER`` (``longest_first``). Both workers collect the
+    same items and order them the same way, as xdist requires; a run without xdist keeps pytest's order."""
     if not hasattr(config, "workerinput"):
         return
     order = longest_first([_group(item) or item.nodeid for item in items])
