@@ -20,6 +20,7 @@ import duckdb
 import polars as pl
 
 from dataops.core.warehouse import query_frame, table_exists, transaction
+from dataops.ingest import raw_digests
 from dataops.ingest.contract import QUARANTINE_SCHEMA, ContractResult
 from dataops.ingest.ledger import record_release
 from quality.contracts import Contract
@@ -41,7 +42,12 @@ class LoadResult:
 
 
 def raw_name(contract: Contract) -> str:
-    return f"raw.{contract.system}__{contract.table}"
+    return f"raw.{_table(contract)}"
+
+
+def _table(contract: Contract) -> str:
+    """The contract's table in the ``raw`` schema."""
+    return f"{contract.system}__{contract.table}"
 
 
 def quarantine_name(contract: Contract) -> str:
@@ -49,12 +55,16 @@ def quarantine_name(contract: Contract) -> str:
 
 
 def _ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract, valid: pl.DataFrame) -> None:
+    """The table's raw and quarantine tables, if it has none yet (a raw table's kept digest with it: call it
+    in a transaction)."""
     conn.execute("create schema if not exists raw")
     conn.execute("create schema if not exists quarantine")
-    raw_cols = valid.drop("_payload").clear()
-    conn.register("_raw_shape", raw_cols)
-    conn.execute(f"create table if not exists {raw_name(contract)} as select * from _raw_shape")
-    conn.unregister("_raw_shape")
+    if not table_exists(conn, "raw", _table(contract)):
+        raw_cols = valid.drop("_payload").clear()
+        conn.register("_raw_shape", raw_cols)
+        conn.execute(f"create table {raw_name(contract)} as select * from _raw_shape")
+        conn.unregister("_raw_shape")
+        raw_digests.seed_empty(conn, _table(contract))
     conn.register("_q_shape", pl.DataFrame(schema=QUARANTINE_SCHEMA))
     conn.execute(
         f"create table if not exists {quarantine_name(contract)} as select *, "
@@ -107,7 +117,8 @@ def load_range(
     try:
         for n, result in enumerate(results):
             if n == 0:
-                _ensure_tables(conn, contract, result.valid)
+                with transaction(conn):
+                    _ensure_tables(conn, contract, result.valid)
                 conn.execute("create schema if not exists pipeline")
                 conn.execute(f"create or replace table {stage[0]} as from {raw_name(contract)} limit 0")
                 conn.execute(f"create or replace table {stage[1]} as from {quarantine_name(contract)} limit 0")
@@ -137,7 +148,10 @@ def _load_one_block(
         _ensure_tables(conn, contract, result.valid)
         keep, quarantine = _judge_block(conn, contract, window, result, limits, out)  # before the window goes
         _replace_window(conn, contract, window, None)
-        _insert_frames(conn, (raw_name(contract), quarantine_name(contract)), keep, quarantine)
+        conn.register("_keep", keep)
+        raw_digests.insert_kept(conn, _table(contract), "_keep")
+        conn.unregister("_keep")
+        _insert_quarantined(conn, quarantine_name(contract), quarantine)
         _finish(conn, contract, reread, record, out)
         for table in _stage_tables(contract):  # a killed load's, in the same commit
             conn.execute(f"drop table if exists {table}")
@@ -155,11 +169,12 @@ def _stage_tables(contract: Contract) -> tuple[str, str]:
 def _replace_window(
     conn: duckdb.DuckDBPyConnection, contract: Contract, window: tuple[dt.date, dt.date], stage: tuple[str, str] | None
 ) -> None:
-    """Delete the window's raw and quarantine rows, and insert the staged ones (if staged)."""
-    conn.execute(f"delete from {raw_name(contract)} where _partition between ? and ?", list(window))
+    """Delete the window's raw and quarantine rows, and insert the staged ones (if staged); the raw table's
+    kept digest follows (docs/decisions/0075)."""
+    raw_digests.delete_kept(conn, _table(contract), "_partition between ? and ?", window)
     conn.execute(f"delete from {quarantine_name(contract)} where _partition between ? and ?", list(window))
     if stage is not None:
-        conn.execute(f"insert into {raw_name(contract)} by name from {stage[0]}")
+        raw_digests.insert_typed(conn, _table(contract), stage[0])
         conn.execute(f"insert into {quarantine_name(contract)} by name from {stage[1]}")
 
 
@@ -189,7 +204,10 @@ def _insert_block(
 ) -> None:
     """One block's rows into the staged raw rows, its failures and orphans into the staged quarantine."""
     keep, quarantine = _judge_block(conn, contract, window, result, limits, out)
-    _insert_frames(conn, stage, keep, quarantine)
+    conn.register("_keep", keep)
+    conn.execute(f"insert into {stage[0]} by name select * from _keep")
+    conn.unregister("_keep")
+    _insert_quarantined(conn, stage[1], quarantine)
 
 
 def _judge_block(
@@ -234,15 +252,10 @@ def _judge_block(
     return keep, quarantine
 
 
-def _insert_frames(
-    conn: duckdb.DuckDBPyConnection, into: tuple[str, str], keep: pl.DataFrame, quarantine: pl.DataFrame
-) -> None:
-    """Rows to keep into the first table, rows to quarantine into the second (stamped now)."""
-    conn.register("_keep", keep)
-    conn.execute(f"insert into {into[0]} by name select * from _keep")
-    conn.unregister("_keep")
+def _insert_quarantined(conn: duckdb.DuckDBPyConnection, into: str, quarantine: pl.DataFrame) -> None:
+    """Rows to quarantine into a table of the quarantine's shape (stamped now)."""
     conn.register("_quarantine", quarantine)
-    conn.execute(f"insert into {into[1]} by name select *, now() as _quarantined_at from _quarantine")
+    conn.execute(f"insert into {into} by name select *, now() as _quarantined_at from _quarantine")
     conn.unregister("_quarantine")
 
 
@@ -307,7 +320,7 @@ def _release_orphans(
     if freed.height == 0:
         return 0
     conn.register("_freed", freed.drop("_i", "_payload"))
-    conn.execute(f"insert into {raw_name(contract)} by name select * from _freed")
+    raw_digests.insert_kept(conn, _table(contract), "_freed")
     record_release(conn, contract.system, contract.table, "_freed")
     conn.execute(
         f"delete from {quarantine_name(contract)} q using _freed f "

@@ -17,8 +17,8 @@ import duckdb
 from dataops.core.digest import digest, files_digest, table_digest
 from dataops.core.settings import DBT_PROJECT_DIR
 from dataops.core.warehouse import table_exists, transaction
-from dataops.ingest.lake import PER_EXTRACTION
 from dataops.ingest.ledger import mark_built, unbuilt_window
+from dataops.ingest.raw_digests import raw_digests
 from dataops.transform.project import project_files, registry_seeds, registry_vars
 from registry.loader import Registry
 
@@ -50,22 +50,11 @@ def build_inputs(
     Raw rows are summed by content without the lineage that changes with every extraction of the same
     records (``PER_EXTRACTION``) and without the columns the CRM write-back sets (a contract's
     ``written_back``): the models read neither, so a re-run that re-extracts an unchanged day leaves the
-    digest as it was (tests/transforms/test_dbt_project.py keeps the models off those columns).
+    digest as it was (tests/transforms/test_dbt_project.py keeps the models off those columns). Each table's
+    count and sum is the one its loads kept, where it matches the table, instead of a scan of its whole
+    history (dataops/ingest/raw_digests.py, docs/decisions/0075).
     """
-    from quality.contracts import CONTRACTS  # pandera: loaded already wherever a build runs, not on every import
-
-    unread = {f"{c.system}__{c.table}": {*PER_EXTRACTION, *c.written_back} for c in CONTRACTS.values()}
-    columns: dict[str, list[tuple[str, str]]] = {}
-    for table, column, data_type in conn.execute(
-        "select table_name, column_name, data_type from information_schema.columns where table_schema = 'raw' "
-        "order by table_name, ordinal_position"
-    ).fetchall():
-        if column not in unread.get(table, PER_EXTRACTION):
-            columns.setdefault(str(table), []).append((str(column), str(data_type)))
-    parts: dict[str, Any] = {}
-    for table, read in columns.items():
-        # a row's hash ignores column names, and two types' values may hash alike: both are part of it
-        parts[f"raw.{table}"] = [read, table_digest(conn, "raw", table, [name for name, _ in read])]
+    parts: dict[str, Any] = {f"raw.{table}": [read, found] for table, (read, found) in raw_digests(conn).items()}
     parts |= {
         "archive_log": table_digest(conn, "governance", "archive_log"),  # archiving deletes rows from marts
         "lake": sorted(lake),

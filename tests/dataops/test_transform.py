@@ -7,14 +7,18 @@ import datetime as dt
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
 import pytest
 
+from dataops.core.digest import table_digest
 from dataops.core.settings import Settings
 from dataops.governance.catalog import GOVERNANCE_DDL
+from dataops.ingest import raw_digests
 from dataops.ingest.pipeline import with_lineage
+from dataops.ingest.raw_digests import forget, kept_digests
 from dataops.transform.build_stamp import build_inputs, built_from, forget_build, record_build
 from dataops.transform.project import dbt_environment
 from dataops.transform.runner import (
@@ -161,8 +165,15 @@ def _land_account(conn: duckdb.DuckDBPyConnection, name: str, mrr: float, run_id
         account, "crm", dt.date(2025, 1, 5), dt.datetime.now(dt.UTC), run_id, "crm:accounts", written_back
     )
     conn.register("landed", landed)
-    conn.execute("create or replace table raw.crm__accounts as select * from landed")
+    _by_hand(conn, "create or replace table raw.crm__accounts as select * from landed")
     conn.unregister("landed")
+
+
+def _by_hand(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raw rows written as no load writes them (in place, the count kept): the kept digests forgotten, as such
+    a writer must (docs/decisions/0075), so that the build scans what changed."""
+    conn.execute(sql)
+    forget(conn)
 
 
 WINDOW = ("2025-01-05", "2025-01-05")
@@ -172,7 +183,9 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
     project = _project(tmp_path)
     with _warehouse(tmp_path / "build.duckdb") as conn:
         first = build_inputs(conn, WINDOW, '{"a": 1}', project)
-        conn.execute("update raw.erp__customers set _run_id = 'r2', _extracted_at = now(), _source = 'part-2.parquet'")
+        _by_hand(
+            conn, "update raw.erp__customers set _run_id = 'r2', _extracted_at = now(), _source = 'part-2.parquet'"
+        )
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first  # a re-run re-extracted the same rows
         _land_account(conn, name="Acme", mrr=2330.95, run_id="r2")
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) == first  # ... and what the write-back set since
@@ -186,10 +199,10 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
 
         assert build_inputs(conn, ("2025-01-05", "2025-01-06"), '{"a": 1}', project) != first
         assert build_inputs(conn, WINDOW, '{"a": 2}', project) != first  # the registry's vars
-        conn.execute("update raw.erp__customers set customer_name = 'Acme Corp'")  # both copies: an XOR would cancel
+        _by_hand(conn, "update raw.erp__customers set customer_name = 'Acme Corp'")  # both copies: an XOR would cancel
         renamed = build_inputs(conn, WINDOW, '{"a": 1}', project)
         assert renamed != first
-        conn.execute("update raw.erp__customers set _partition = '2025-01-06'")  # a row the models read moved day
+        _by_hand(conn, "update raw.erp__customers set _partition = '2025-01-06'")  # a row the models read moved day
         assert build_inputs(conn, WINDOW, '{"a": 1}', project) != renamed
         moved = build_inputs(conn, WINDOW, '{"a": 1}', project)
         (project / "models" / "stg_erp__customers.sql").write_text("select 1\n")
@@ -206,6 +219,58 @@ def test_the_build_inputs_ignore_what_a_rerun_changes_and_see_everything_else(tm
         assert build_inputs(conn, WINDOW, '{"a": 1}', project, lake=newer) != build_inputs(
             conn, WINDOW, '{"a": 1}', project, lake=version
         )  # late events: a new version of the date
+
+
+def test_a_build_reads_a_raw_tables_kept_digest_while_it_matches_the_table_and_scans_it_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No load wrote these tables: the first build scans them and keeps their digests for the next."""
+    project = _project(tmp_path)
+
+    def inputs() -> str:
+        return build_inputs(conn, WINDOW, '{"a": 1}', project)
+
+    def scanned() -> str:
+        """The build inputs as a scan of every raw table finds them (what a build read before decision 0075)."""
+        forget(conn)
+        found = inputs()
+        assert set(kept_digests(conn)) == {"erp__customers", "crm__accounts"}  # ... and kept again
+        return found
+
+    def corrupt(update: str) -> None:
+        conn.execute(f"update pipeline.raw_digests set {update} where table_name = 'erp__customers'")
+
+    with _warehouse(tmp_path / "build.duckdb") as conn:
+        first = inputs()
+        kept = kept_digests(conn)
+        assert (kept["erp__customers"].rows, kept["crm__accounts"].rows) == (2, 1)
+        assert inputs() == first
+        corrupt("hash_sum = hash_sum + 1")
+        assert inputs() != first  # read, not scanned
+        corrupt("hash_sum = hash_sum - 1")
+        # a row inserted by a writer that keeps no digest: its count tells, the table is scanned and kept again
+        conn.execute("insert into raw.erp__customers select * replace ('C-2' as customer_no) from raw.erp__customers")
+        inserted = inputs()
+        assert inserted != first and kept_digests(conn)["erp__customers"].rows == 4
+        corrupt("hash_sum = hash_sum + 1")
+        assert inputs() != inserted  # the digest kept by the build above is read
+        assert scanned() == inserted
+        conn.execute("alter table raw.erp__customers add column region varchar")  # a column, every row null
+        added = inputs()
+        assert added != inserted and scanned() == added
+        corrupt("engine = '1.4.0', hash_sum = hash_sum + 1")  # summed by another DuckDB's hash
+        assert inputs() == added
+
+        # a load of the table commits while a build scans it: the build keeps the table as it is after the load
+        def load_meanwhile(*args: Any) -> tuple[int, str | None]:
+            found = table_digest(*args)
+            with conn.cursor() as load:
+                load.execute("update pipeline.raw_digests set rows = rows where table_name = 'erp__customers'")
+            return found
+
+        corrupt("rows = 0")
+        monkeypatch.setattr(raw_digests, "table_digest", load_meanwhile)
+        assert inputs() == added
 
 
 def test_the_warehouse_keeps_only_its_last_complete_build(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from dataops.ingest.load import quarantine_name
 from dataops.ingest.pipeline import IngestOptions, ingest, land
 from quality.contracts import CONTRACTS, contract_for
 from tests.dataops.ingest.conftest import END, START, Sources, snapshot
+from tests.dataops.ingest.test_raw_digests import kept_as_scanned
 
 pytestmark = pytest.mark.xdist_group("ingest")
 TINY = IngestOptions(block_rows=40)  # a few days of the busiest tables of the tiny simulation
@@ -75,6 +76,7 @@ def test_a_window_in_many_blocks_gives_the_raw_layer_of_a_budget_larger_than_the
     assert max(len(b) for b in calls.values()) >= 5
     assert max(sum(1 for n, _, _ in read if n == name) for name in CONTRACTS) >= 5
     assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
+    assert kept_as_scanned(fresh.settings.build_db) == kept_as_scanned(baseline.settings.build_db)
 
 
 def _land_and_die(root: str, table: str) -> None:

@@ -24,6 +24,7 @@ from quality.contracts import CONTRACTS, contract_for
 from quality.contracts.accounting import RENAMING_RELEASE
 from source_systems.crm.api import MAX_LIMIT
 from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
+from tests.dataops.ingest.test_raw_digests import kept_as_scanned
 from tests.source_systems.helpers import accounting_rows
 
 pytestmark = pytest.mark.xdist_group("ingest")
@@ -99,6 +100,7 @@ def test_reasons_name_the_rule_that_failed(baseline: Sources) -> None:
 
 def test_rerunning_a_partition_or_the_range_changes_nothing(ingested_copy: Sources) -> None:
     before = snapshot(ingested_copy.settings.build_db)
+    digests = kept_as_scanned(ingested_copy.settings.build_db)
     extractors = ingested_copy.extractors()
     day = START + dt.timedelta(days=9)
     for contract in CONTRACTS.values():
@@ -111,6 +113,7 @@ def test_rerunning_a_partition_or_the_range_changes_nothing(ingested_copy: Sourc
     for contract in reversed(CONTRACTS.values()):
         ingest(ingested_copy.settings, contract, extractors[contract.system], END - dt.timedelta(days=6), END)
     assert snapshot(ingested_copy.settings.build_db) == before
+    assert kept_as_scanned(ingested_copy.settings.build_db) == digests  # a build finds them unchanged
 
 
 def test_crm_faults_are_survived_with_the_same_result(baseline: Sources, fresh: Sources) -> None:
@@ -201,6 +204,7 @@ def test_the_landing_zone_alone_rebuilds_the_raw_layer(ingested_copy: Sources) -
     ingested_copy.settings.build_db.unlink()
     rebuild_raw(ingested_copy.settings)
     assert snapshot(ingested_copy.settings.build_db) == before
+    kept_as_scanned(ingested_copy.settings.build_db)
 
 
 def test_too_many_bad_rows_fail_the_partition_and_load_nothing(fresh: Sources) -> None:
@@ -230,6 +234,7 @@ def test_orphans_wait_in_quarantine_until_their_parent_arrives(baseline: Sources
     got = snapshot(fresh.settings.build_db)
     for table in ("raw.crm__lead_history", "quarantine.crm__lead_history", "raw.crm__leads"):
         assert got[table] == expected[table]
+    kept_as_scanned(fresh.settings.build_db)  # the released rows' hashes were added too
     # The ledger names each released row: it keeps its own partition, outside the releasing load's window, and
     # the staging models recompute its record from it (docs/decisions/0065).
     with duckdb.connect(str(fresh.settings.build_db), read_only=True) as conn:
