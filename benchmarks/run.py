@@ -14,12 +14,16 @@ measurement in its own process (``benchmarks.worker``) so that its peak memory i
 * optionally (``--events SCALE:DAYS``, on in ``make bench``) the product's event stream over its own window:
   ingestion, the usage models against their floor, and their KPIs against the truth (``benchmarks.events_section``).
 
+The Dagster instances are on SQLite, or with ``--dagster-storage postgres`` on a temporary local PostgreSQL
+server (``benchmarks.postgres``), one new database per instance where a SQLite instance would be new.
+
 Writes ``<output>/<date>-SF<s>.json``, ``.md`` and the profile (``-profile.html``/``.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import events_section
+from benchmarks.postgres import Server, temporary_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb", "polars", "pandera", "pyinstrument")
@@ -53,6 +58,7 @@ PEAK_GIB_SF10 = 4.0
 GIB = 1024**3
 EXTRA_ENV: dict[str, str] = {}  # --env: set for every measured process (e.g. to try a Dagster setting)
 RUN_OPTIONS: dict[str, Any] = {}  # passed to every pipeline run (--max-quarantine-rate)
+SERVER: list[Server] = []  # --dagster-storage postgres: the session's server
 
 
 def say(message: str) -> None:
@@ -80,6 +86,33 @@ def task(name: str, env: dict[str, str] | None = None, **args: Any) -> dict[str,
         return result
     finally:
         out.unlink(missing_ok=True)
+
+
+def new_instance(name: str) -> dict[str, str]:
+    """The environment of the processes of a new Dagster instance: on PostgreSQL, a new empty database
+    ``name`` (a SQLite instance is new with its Dagster home, which the caller empties)."""
+    return {"DATAOPS_PG_URL": SERVER[0].new_database(name)} if SERVER else {}
+
+
+def storage_description(storage: str) -> dict[str, str]:
+    """What the result records of the instances' storage: its kind, the server's version, and the event
+    batch size the runs used (the platform's default on PostgreSQL unless ``--env`` set one)."""
+    if storage != "postgres":
+        return {"storage": "sqlite"}
+    from orchestration.lib.instance import EVENT_BATCH_SIZE, POSTGRES_EVENT_BATCH
+
+    batch = EXTRA_ENV.get(EVENT_BATCH_SIZE) or os.environ.get(EVENT_BATCH_SIZE) or POSTGRES_EVENT_BATCH
+    return {"storage": "postgres", "server": SERVER[0].version, "event_batch_size": batch}
+
+
+def storage_phrase(storage: dict[str, str]) -> str:
+    """The result's sentence on where its Dagster instances kept their runs and events."""
+    if storage["storage"] != "postgres":
+        return "Dagster instances on SQLite (files in each Dagster home)."
+    return (
+        f"Dagster instances on PostgreSQL ({storage['server']}: a temporary local server with its default "
+        f"durability, a new database per instance), DAGSTER_EVENT_BATCH_SIZE={storage['event_batch_size']}."
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -157,7 +190,7 @@ def full_build_and_floor(
     work: Path, sources: Path, scale: float, start: dt.date, end: dt.date, profile: Path | None
 ) -> dict[str, Any]:
     data_dir = fresh(work / f"SF{scale:g}" / "full", sources)
-    build = pipeline(data_dir, start, end, f"full build SF {scale:g}", profile)
+    build = pipeline(data_dir, start, end, f"full build SF {scale:g}", profile, env=new_instance("full"))
     if not build["success"]:
         raise RuntimeError(f"the full build failed: {build['failures'][:3]} {build['failed_checks'][:3]}")
     floor_dir = work / f"SF{scale:g}" / "floor"
@@ -193,7 +226,8 @@ def spark_build(work: Path, sources: Path, scale: float, start: dt.date, end: dt
     and whether its KPIs equal the DuckDB build's; run after :func:`full_build_and_floor`, whose floor it
     is measured against."""
     data_dir = fresh(work / f"SF{scale:g}" / "full-spark", sources)
-    build = pipeline(data_dir, start, end, f"full build SF {scale:g} on Spark", env={"DATAOPS_ENGINE": "spark"})
+    spark = {"DATAOPS_ENGINE": "spark"} | new_instance("full_spark")
+    build = pipeline(data_dir, start, end, f"full build SF {scale:g} on Spark", env=spark)
     duckdb_db = work / f"SF{scale:g}" / "full" / "warehouse" / "build.duckdb"
     same = task(
         "compare",
@@ -219,7 +253,9 @@ def dagster_alone(work: Path, data_dir: Path, start: dt.date, end: dt.date) -> d
         "start": start.isoformat(),
         "end": end.isoformat(),
     }
-    result = task("dagster_alone", **args)  # a failure is reported in the table, not raised: the build stays
+    result = task(
+        "dagster_alone", env=new_instance("dagster_alone"), **args
+    )  # a failure is reported in the table, not raised: the build stays
     status = "ok" if result["success"] else f"FAILED {result.get('failures', [])[:2]}"
     say(f"  {result['wall_s']:.1f} s, {sum(result['events'].values()):,} events, {status}")
     return result
@@ -236,6 +272,7 @@ def ladder(work: Path, scale: float, start: dt.date, history: list[int], seed: i
     """
     data_dir = work / f"SF{scale:g}" / "ladder"
     shutil.rmtree(data_dir, ignore_errors=True)
+    instance = new_instance("ladder")
 
     def advance(through: dt.date) -> None:
         task(
@@ -258,21 +295,24 @@ def ladder(work: Path, scale: float, start: dt.date, history: list[int], seed: i
                 start + dt.timedelta(days=built),
                 start + dt.timedelta(days=days - 1),
                 f"history to {days} days",
+                env=instance,
             )
             runs.append({"kind": "history", "history_days": days, **_brief(backfill)})
         last_day = start + dt.timedelta(days=days)
         advance(last_day)
-        daily = pipeline(data_dir, last_day, last_day, f"daily run after {days} days of history")
+        daily = pipeline(data_dir, last_day, last_day, f"daily run after {days} days of history", env=instance)
         runs.append({"kind": "daily", "history_days": days, **_brief(daily)})
         built = days + 1
-    rerun = pipeline(data_dir, last_day, last_day, "no-data run (the same day again, nothing new in the sources)")
+    rerun = pipeline(
+        data_dir, last_day, last_day, "no-data run (the same day again, nothing new in the sources)", env=instance
+    )
     runs.append({"kind": "no_data", "history_days": built - 1, **_brief(rerun)})
     # The same again with dbt run anyway: what the no-data run costs without skipping an unchanged build.
-    forced = pipeline(data_dir, last_day, last_day, "no-data run, dbt run anyway", rebuild_unchanged=True)
+    forced = pipeline(data_dir, last_day, last_day, "no-data run, dbt run anyway", rebuild_unchanged=True, env=instance)
     runs.append({"kind": "no_data_rebuilt", "history_days": built - 1, **_brief(forced)})
     # One old day re-landed and rebuilt inside the history (a source fix for that day).
     old = start + dt.timedelta(days=max(built // 2, 1) - 1)
-    again = pipeline(data_dir, old, old, f"one old day ({old}) re-run inside {built - 1} days of history")
+    again = pipeline(data_dir, old, old, f"one old day ({old}) re-run inside {built - 1} days of history", env=instance)
     runs.append({"kind": "old_day", "history_days": built - 1, **_brief(again)})
     return {"runs": runs, "dagster_alone": dagster_alone(data_dir.parent, data_dir, last_day, last_day)}
 
@@ -287,12 +327,14 @@ def _brief(run: dict[str, Any]) -> dict[str, Any]:
         "failed_checks",
         "wall_s",
         "startup_s",
+        "planning_s",
         "peak_rss",
         "stages",
         "steps",
         "events",
     )
-    return {k: run[k] for k in keys}
+    # dbt's own seconds per node type (when the run built): the dbt step less them is what is around dbt
+    return {k: run[k] for k in keys} | {"dbt_nodes_s": run.get("dbt_nodes_s", {})}
 
 
 def growth(points: list[tuple[float, float]]) -> float | None:
@@ -324,6 +366,8 @@ def table(result: dict[str, Any]) -> str:
         f" (shared machine: timings are noisy). {', '.join(f'{k} {v}' for k, v in m['packages'].items())}.",
         "",
     ]
+    if platform_run and result.get("dagster_storage"):
+        lines += [storage_phrase(result["dagster_storage"]), ""]
     if "full" in result:
         lines += _full_build_table(result["full"])
     lines += _ladder_and_scaling_tables(result)
@@ -530,6 +574,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="per-partition quarantine limit of the runs (default: the platform's, DATAOPS_MAX_QUARANTINE_RATE)",
     )
+    parser.add_argument(
+        "--dagster-storage",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the instances' storage; postgres: a temporary local server, a new database per instance",
+    )
     parser.add_argument("--render", type=Path, help="only rewrite the Markdown table of an existing result JSON")
     options = parser.parse_args(argv)
     if options.render:
@@ -546,6 +596,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--days {days} leaves no day after {max(history)} days of history")
     end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # the partitions end yesterday
     start = end - dt.timedelta(days=days - 1)
+    EXTRA_ENV["DATAOPS_DAGSTER_STORAGE"] = options.dagster_storage  # not the caller's environment's
+    with contextlib.ExitStack() as stack:
+        if options.dagster_storage == "postgres":
+            SERVER.append(stack.enter_context(temporary_server()))
+            say(f"Dagster instances on a temporary server: {SERVER[0].version}, port {SERVER[0].port}")
+        return session(options, history, start, end)
+
+
+def session(options: argparse.Namespace, history: list[int], start: dt.date, end: dt.date) -> int:
+    """The measurements the options ask for, their result written after each phase."""
+    days = (end - start).days + 1
     options.output.mkdir(parents=True, exist_ok=True)
     stem = f"{dt.date.today().isoformat()}-SF{options.scale:g}{options.tag}"
     profile = None if options.no_profile else options.output / f"{stem}-profile"
@@ -557,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "extra_env": EXTRA_ENV,
+        "dagster_storage": storage_description(options.dagster_storage),
         "run_options": RUN_OPTIONS | {"tags": {"dataops/allow_volume_spike": "all"}},
     }
     json_path = options.output / f"{stem}.json"

@@ -280,12 +280,15 @@ def run_landing_and_build(
 
 def platform_definitions() -> Any:
     """The platform's definitions, loaded as its entry points load them: the data directory's instance
-    created with the platform's config, and one planned event per asset (decision 0014)."""
+    created with the platform's config and its environment (application.runs.platform_environment), and one
+    planned event per asset (decision 0014)."""
     from application.runs import PLANNED_EVENTS, dagster_home
     from dataops.core.settings import Settings
+    from orchestration.lib.instance import instance_environment
 
     dagster_home(Settings.from_env())
     os.environ.setdefault(PLANNED_EVENTS, "true")
+    os.environ.update(instance_environment())  # on PostgreSQL: its driver's URL and batched event writes
     from orchestration.definitions import defs
 
     return defs()

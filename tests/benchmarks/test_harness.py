@@ -71,6 +71,7 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
         stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
         outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": 1.0, "startup_s": 0.0}
         return outcome | {
+            "planning_s": 0.0,
             "peak_rss": 1,
             "stages": stages,
             "steps": {},
@@ -109,6 +110,47 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
         ("no_data_rebuilt", 5),
         ("old_day", 5),
     ]
+
+
+def test_on_postgres_the_ladders_runs_share_one_new_database_and_dagster_alone_gets_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on SQLite, where the ladder's runs share its data directory's instance and Dagster alone has a new
+    one: each new instance is a new, empty database of the session's server. Server and tasks are fakes."""
+    made: list[str] = []
+    seen: list[tuple[str, str | None]] = []
+
+    class Server:
+        def new_database(self, name: str) -> str:
+            made.append(name)
+            return f"postgresql://dagster@127.0.0.1:1/{name}"
+
+    def task(name: str, env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
+        seen.append((name, (env or {}).get("DATAOPS_PG_URL")))
+        stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
+        keys = ("start", "end", "days", "wall_s", "startup_s", "planning_s", "peak_rss")
+        outcome = {"success": True, "failures": [], "failed_checks": [], "stages": stages, "steps": {}, "events": {}}
+        return {k: args.get(k, 0) for k in keys} | outcome
+
+    monkeypatch.setattr(run, "task", task)
+    monkeypatch.setattr(run, "SERVER", [Server()])
+    run.ladder(tmp_path, 1.0, dt.date(2025, 1, 1), [2], seed=1)
+
+    ladder, alone = "postgresql://dagster@127.0.0.1:1/ladder", "postgresql://dagster@127.0.0.1:1/dagster_alone"
+    assert made == ["ladder", "dagster_alone"]
+    assert {url for name, url in seen if name == "pipeline"} == {ladder}
+    assert [url for name, url in seen if name == "dagster_alone"] == [alone]
+    monkeypatch.setattr(run, "SERVER", [])
+    assert run.new_instance("ladder") == {}  # on SQLite the Dagster home makes the instance
+
+
+def test_the_table_names_the_instances_storage() -> None:
+    sqlite = run.storage_phrase({"storage": "sqlite"})
+    postgres = run.storage_phrase(
+        {"storage": "postgres", "server": "postgres (PostgreSQL) 15.14", "event_batch_size": "7"}
+    )
+    assert "SQLite" in sqlite
+    assert "PostgreSQL) 15.14" in postgres and "DAGSTER_EVENT_BATCH_SIZE=7" in postgres
 
 
 def test_growth_exponent() -> None:
