@@ -30,7 +30,10 @@ def test_every_group_named_longest_first_is_a_group_of_the_suite() -> None:
 
 
 # What starts a dbt invocation in a test module: a Dagster run, the runner, the code location, the command line.
-RUNS_DBT = re.compile(r"run_job|run_dbt|build_and_check|defs\(\)|dbt_project\(|\"dataops\"|/dataops\b|dbtRunner")
+RUNS_DBT = re.compile(
+    r"run_job|run_dbt|build_and_check|defs\(\)|dbt_project\(|dbtRunner|launchRun"
+    r"|with_name\(\"dataops\"\)|/ \"dataops\"\)?, \"|bin/dataops\b"
+)
 
 
 def test_the_definition_changes_start_beside_groups_that_run_no_dbt() -> None:
