@@ -44,11 +44,11 @@ def table_digest(
     return (int(found[0]), found[1])
 
 
-def row_hash(columns: Sequence[str] | None) -> str:
-    """A row's hash of ``columns`` (the whole row without), as :func:`table_digest` sums it: rows read as
-    ``source``. The raw tables' kept digests sum the same (dataops/ingest/raw_digests.py)."""
+def row_hash(columns: Sequence[str] | None, alias: str = "source") -> str:
+    """A row's hash of ``columns`` (the whole row without), rows read as ``alias``: what :func:`table_digest`
+    and :func:`month_digests` sum, and the raw tables' kept digests (dataops/ingest/raw_digests.py)."""
     quoted = [f'"{column}"' for column in columns or ()]
-    return f"hash(row({', '.join(quoted)}))" if quoted else "hash(source)"
+    return f"hash(row({', '.join(quoted)}))" if quoted else f"hash({alias})"
 
 
 # Months of a date column, so that a table of years is compared (publish) or exported (data products) by the
@@ -79,7 +79,7 @@ def month_digests(
     """Each month's row count and sum of row hashes, as :func:`table_digest` tells tables apart; ``rows`` is a
     table or a parenthesised select, read as ``alias`` (``column`` is qualified by it)."""
     found = conn.execute(
-        f"select {month_of(column)}, count(*), sum(hash({alias})::hugeint) from {rows} as {alias} group by 1",
+        f"select {month_of(column)}, count(*), sum({row_hash(None, alias)}::hugeint) from {rows} as {alias} group by 1",
         params,
     ).fetchall()
     return {int(month): (int(n), int(total)) for month, n, total in found}
