@@ -89,19 +89,24 @@ def latest_checks(settings: Settings) -> tuple[list[str], list[str]]:
         return failed_checks(instance)
 
 
-@contextlib.contextmanager
-def platform_environment(settings: Settings) -> Iterator[Path]:
-    """The environment every Dagster entry point of the platform shares (data directory, instance)."""
+def platform_values(settings: Settings) -> dict[str, str]:
+    """The environment every Dagster entry point of the platform shares (data directory, instance), its
+    instance created: for a process that keeps it for its life (the benchmark's worker)."""
     from orchestration.lib.instance import instance_environment
 
-    home = dagster_home(settings)
-    values = instance_environment() | {
+    return instance_environment() | {
         "DATAOPS_DATA_DIR": str(settings.data_dir),
-        "DAGSTER_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home(settings)),
         PLANNED_EVENTS: os.environ.get(PLANNED_EVENTS, "true"),  # see docs/decisions/0014
     }
+
+
+@contextlib.contextmanager
+def platform_environment(settings: Settings) -> Iterator[Path]:
+    """:func:`platform_values` for the time of a command."""
+    values = platform_values(settings)
     with environ(values):
-        yield home
+        yield Path(values["DAGSTER_HOME"])
 
 
 @contextlib.contextmanager

@@ -253,9 +253,8 @@ def dagster_alone(work: Path, data_dir: Path, start: dt.date, end: dt.date) -> d
         "start": start.isoformat(),
         "end": end.isoformat(),
     }
-    result = task(
-        "dagster_alone", env=new_instance("dagster_alone"), **args
-    )  # a failure is reported in the table, not raised: the build stays
+    # a failure is reported in the table, not raised: the build stays
+    result = task("dagster_alone", env=new_instance("dagster_alone"), **args)
     status = "ok" if result["success"] else f"FAILED {result.get('failures', [])[:2]}"
     say(f"  {result['wall_s']:.1f} s, {sum(result['events'].values()):,} events, {status}")
     return result

@@ -279,16 +279,13 @@ def run_landing_and_build(
 
 
 def platform_definitions() -> Any:
-    """The platform's definitions, loaded as its entry points load them: the data directory's instance
-    created with the platform's config and its environment (application.runs.platform_environment), and one
-    planned event per asset (decision 0014)."""
-    from application.runs import PLANNED_EVENTS, dagster_home
+    """The platform's definitions, loaded as its entry points load them: in the platform's environment
+    (``platform_values``: the data directory's instance created with the platform's config, on PostgreSQL its
+    driver's URL and batched event writes, one planned event per asset, decision 0014)."""
+    from application.runs import platform_values
     from dataops.core.settings import Settings
-    from orchestration.lib.instance import instance_environment
 
-    dagster_home(Settings.from_env())
-    os.environ.setdefault(PLANNED_EVENTS, "true")
-    os.environ.update(instance_environment())  # on PostgreSQL: its driver's URL and batched event writes
+    os.environ.update(platform_values(Settings.from_env()))
     from orchestration.definitions import defs
 
     return defs()
