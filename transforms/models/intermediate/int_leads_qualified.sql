@@ -3,7 +3,10 @@
     incremental_strategy='delete+insert',
     unique_key='lead_id',
     on_schema_change='fail',
-    pre_hook="{{ note_people_of_recomputed_leads() }}",
+    pre_hook=[
+        "{{ note_people_of_recomputed_leads() }}",
+        "{{ note_rows_untested('lead_id', leads_loaded_in_window()) }}",
+    ],
     post_hook="{{ note_people_of_recomputed_leads() }}"
 ) }}
 

@@ -2,7 +2,10 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_people_noted_for('int_people_qualified') }}",
+    pre_hook=[
+        "{{ note_rows_untested('email', people_noted_for('int_people_qualified'), every_key=recomputes_every_person('int_people_qualified')) }}",
+        "{{ delete_people_noted_for('int_people_qualified') }}",
+    ],
     post_hook="{{ consume_people_notes('int_people_qualified', next_model='dim_people') }}"
 ) }}
 

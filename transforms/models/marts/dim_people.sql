@@ -2,7 +2,10 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_people_noted_for('dim_people') }}",
+    pre_hook=[
+        "{{ note_rows_untested('email', people_noted_for('dim_people'), every_key=recomputes_every_person('dim_people')) }}",
+        "{{ delete_people_noted_for('dim_people') }}",
+    ],
     post_hook="{{ consume_people_notes('dim_people') }}"
 ) }}
 

@@ -2,7 +2,8 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='delete+insert',
     unique_key='lead_id',
-    on_schema_change='fail'
+    on_schema_change='fail',
+    pre_hook="{{ note_rows_untested('lead_id', leads_loaded_in_window()) }}"
 ) }}
 
 -- depends_on: {{ ref('stg_crm__lead_changes') }}

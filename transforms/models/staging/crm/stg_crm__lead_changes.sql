@@ -3,7 +3,10 @@
     incremental_strategy='delete+insert',
     unique_key='lead_change_id',
     on_schema_change='fail',
-    pre_hook="{{ note_leads_held_from_window() }}",
+    pre_hook=[
+        "{{ note_leads_held_from_window() }}",
+        "{{ note_rows_untested('lead_change_id', records_loaded_in_window('crm', 'lead_history', 'Id', 'lead_change_id')) }}",
+    ],
     post_hook="{{ delete_records_no_longer_loaded('crm', 'lead_history', 'Id', 'lead_change_id') }}"
 ) }}
 

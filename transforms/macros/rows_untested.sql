@@ -1,0 +1,205 @@
+{#- The data tests of the largest incremental models read the rows written since their tests last passed,
+    where that proves the whole table (docs/decisions/0077). A test over the rows a build wrote proves the
+    table only if every row kept was checked by a build whose tests passed (a failed build leaves its rows),
+    `unique` must still catch a new row colliding with an old one, and `relationships` can be broken by a
+    parent removed, which no written child shows. So a model that opts in keeps, in the transaction that
+    writes its rows, a record of the keys it recomputes (rewritten, inserted or deleted): a pre-hook, before the
+    write, so that a key the build deletes is noted too; every key in a full build (a row without a key). The
+    record is `pipeline.untested__<model>`, one column named after the key. At the end of a dbt command a
+    model's record is cleared when every data test reading the model ran in that command and passed
+    (`clear_rows_tested`, on-run-end). In between:
+    - `unique` on the record's key: the keys of the record that occur more than once in the whole table (a
+      semi join that reads the key column, bounded by the record's key range), which holds every duplicate
+      that involves a row written since the last pass: a duplicate of two older rows was there when it passed;
+    - `relationships`: the children written since the last pass without a parent, and the children of the
+      parents recomputed since the last pass that are no longer there (a parent removed); every other child
+      and its parent were there when it passed, and are;
+    - `unique_columns` whose columns include the record's key: the same as `unique`.
+    The whole-table test when a record is missing (the first build after this change, a model that keeps
+    none), holds every key, or is keyed by another column, and on Spark (dbt's own tests: dispatched). -#}
+
+{#- The record of `model_name`, or none when the model keeps none (or outside execution). -#}
+{% macro rows_untested_record(database, model_name) -%}
+    {%- if execute -%}
+        {{ return(adapter.get_relation(database=database, schema='pipeline', identifier='untested__' ~ model_name)) }}
+    {%- endif -%}
+    {{ return(none) }}
+{%- endmacro %}
+
+{#- The key column of the record of the model `relation` tests, when the record says which rows are untested:
+    none when it is missing or holds every key (a row without a key). -#}
+{% macro rows_untested_key(relation) -%}
+    {%- if relation.identifier is not defined -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set record = rows_untested_record(relation.database, relation.identifier) -%}
+    {%- if record is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set key = adapter.get_columns_in_relation(record)[0].name -%}
+    {%- set every_key = run_query('select count(*) from ' ~ record ~ ' where ' ~ key ~ ' is null') -%}
+    {{ return(none if every_key.columns[0].values()[0] > 0 else key) }}
+{%- endmacro %}
+
+{#- A model's pre-hook: notes the keys it recomputes (`keys`, a subquery of one column) in an incremental
+    build; every key (a row without a key) in a full build, when `every_key` (the build recomputes them all),
+    or when the model kept no record before (its earlier rows were never noted). -#}
+{% macro note_rows_untested(key, keys, every_key=false) -%}
+    {{ return(adapter.dispatch('note_rows_untested')(key, keys, every_key)) }}
+{%- endmacro %}
+
+{% macro default__note_rows_untested(key, keys, every_key) -%}
+    {%- set record = this.database ~ '.pipeline.untested__' ~ this.name -%}
+    {%- set kept = rows_untested_record(this.database, this.name) is not none -%}
+    create schema if not exists {{ this.database }}.pipeline;
+    create table if not exists {{ record }} ({{ key }} varchar);
+    {%- if is_incremental() and kept and not every_key %}
+        insert into {{ record }}
+        select distinct cast(k as varchar) from {{ keys }} as recomputed (k)
+    {%- else %}
+        insert into {{ record }} values (null)
+    {%- endif %}
+{%- endmacro %}
+
+{% macro spark__note_rows_untested(key, keys, every_key) -%}
+    select 1
+{%- endmacro %}
+
+{#- `column` in the keys of `record` and within their range (the zone maps of a table written in key order
+    skip the rest: macros/incremental_staging.sql). -#}
+{% macro in_rows_untested(column, record, key) -%}
+    {%- set keys = '(select ' ~ key ~ ' from ' ~ record ~ ')' -%}
+    {{ column }} in {{ keys }}
+    and {{ key_within_range_of(column, keys) }}
+{%- endmacro %}
+
+{#- `unique`, overriding dbt's on DuckDB. -#}
+{% macro duckdb__test_unique(model, column_name) -%}
+    {%- set key = rows_untested_key(model) -%}
+    {%- if key is none or key != column_name -%}
+        {{ dbt.default__test_unique(model, column_name) }}
+    {%- else -%}
+        {%- set record = rows_untested_record(model.database, model.identifier) %}
+with
+
+written as (
+
+    select {{ column_name }} from {{ model }}
+    where {{ in_rows_untested(column_name, record, key) }}
+
+),
+
+final as (
+
+    select
+        {{ column_name }} as unique_field,
+        count(*) as n_records
+
+    from written
+    group by {{ column_name }}
+    having count(*) > 1
+
+)
+
+select * from final
+    {%- endif -%}
+{%- endmacro %}
+
+{#- `relationships`, overriding dbt's on DuckDB: narrowed when both the child and the parent keep a record,
+    the parent's keyed by `field`. -#}
+{% macro duckdb__test_relationships(model, column_name, to, field) -%}
+    {%- set child_key = rows_untested_key(model) -%}
+    {%- set parent_key = rows_untested_key(to) -%}
+    {%- if child_key is none or parent_key is none or parent_key != field -%}
+        {{ dbt.default__test_relationships(model, column_name, to, field) }}
+    {%- else -%}
+        {%- set child_record = rows_untested_record(model.database, model.identifier) -%}
+        {%- set parent_record = rows_untested_record(to.database, to.identifier) %}
+with
+
+written as (
+
+    select {{ column_name }} as from_field from {{ model }}
+    where {{ in_rows_untested(child_key, child_record, child_key) }}
+
+),
+
+parents_removed as (
+
+    select {{ parent_key }} as removed from {{ parent_record }}
+    except
+    select {{ field }} from {{ to }}
+    where {{ field }} in (select {{ parent_key }} from {{ parent_record }})
+
+),
+
+of_parents_removed as (
+
+    select {{ column_name }} as from_field from {{ model }}
+    where {{ column_name }} in (select removed from parents_removed)
+
+),
+
+child as (
+
+    select from_field from written
+    union
+    select from_field from of_parents_removed
+
+),
+
+parent as (
+
+    select {{ field }} as to_field from {{ to }}
+    where {{ field }} in (select from_field from child)
+
+),
+
+final as (
+
+    select child.from_field
+    from child
+    left join parent on child.from_field = parent.to_field
+    where child.from_field is not null and parent.to_field is null
+
+)
+
+select * from final
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The end of every dbt command (dbt_project.yml's on-run-end): each record whose model's data tests all ran in
+    this command and passed is cleared; its rows are proven. A test that failed, erred, was skipped or not
+    selected leaves the record, so the next command tests those rows again. -#}
+{% macro clear_rows_tested(results) -%}
+    {{ return(adapter.dispatch('clear_rows_tested')(results)) }}
+{%- endmacro %}
+
+{% macro default__clear_rows_tested(results) -%}
+    {%- if not execute -%}
+        {{ return('select 1') }}
+    {%- endif -%}
+    {%- set kept = run_query(
+        "select table_name from information_schema.tables where table_schema = 'pipeline' "
+        ~ "and table_name like 'untested\\_\\_%' escape '\\' and table_catalog = '" ~ target.database ~ "'"
+    ).columns[0].values() -%}
+    {%- set passed = [] -%}
+    {%- for result in results if result.status == 'pass' -%}
+        {%- do passed.append(result.node.unique_id) -%}
+    {%- endfor -%}
+    {%- set statements = ['select 1'] -%}
+    {%- for model in graph.nodes.values() if model.resource_type == 'model' and ('untested__' ~ model.name) in kept -%}
+        {%- set tests = [] -%}
+        {%- for test in graph.nodes.values() if test.resource_type == 'test' and model.unique_id in test.depends_on.nodes -%}
+            {%- do tests.append(test.unique_id) -%}
+        {%- endfor -%}
+        {%- if tests and tests | reject('in', passed) | list | length == 0 -%}
+            {%- do statements.append('delete from ' ~ target.database ~ '.pipeline.untested__' ~ model.name) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(statements | join(';\n')) }}
+{%- endmacro %}
+
+{% macro spark__clear_rows_tested(results) -%}
+    select 1
+{%- endmacro %}
