@@ -13,7 +13,7 @@ import yaml
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings
 from dataops.ingest.lake import PER_EXTRACTION
-from dataops.transform.runner import prepare_manifest, run_dbt
+from dataops.transform.runner import DbtResult, prepare_manifest, run_dbt
 from quality.contracts import CONTRACTS
 from registry.loader import dbt_vars, domain_owners, load_registry
 
@@ -22,6 +22,11 @@ pytestmark = pytest.mark.xdist_group("built")
 REQUIRED_META = ("domain", "classification")
 CLASSIFICATIONS = {"public", "internal", "confidential", "restricted"}
 PII_HINTS = ("email", "first_name", "last_name", "phone")
+
+
+def tested(result: DbtResult) -> dict[str, str]:
+    """The statuses of the tests a dbt command ran (not of its on-run-end hook: macros/rows_untested.sql)."""
+    return {node: status for node, status in result.statuses().items() if not node.startswith("operation.")}
 
 
 def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(built: Path) -> None:
@@ -41,7 +46,7 @@ def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(built: Path) -
         "a_rerun_of_an_older_day_does_not_override_a_newer_days_copy",
         "a_record_changed_twice_in_one_day_keeps_the_same_copy_on_every_run",
     } <= names
-    assert set(result.statuses().values()) == {"pass"}
+    assert set(tested(result).values()) == {"pass"}
 
 
 def test_data_tests_on_keys_and_states_pass(built: Path) -> None:
@@ -49,7 +54,7 @@ def test_data_tests_on_keys_and_states_pass(built: Path) -> None:
     assert result.success, result.output[-3000:]
     kinds = {r["unique_id"].split(".")[2].split("_")[0] for r in result.results}
     assert {"unique", "not", "relationships", "accepted"} <= kinds  # unique, not_null, relationships, accepted_values
-    assert len(result.results) >= 90 and set(result.statuses().values()) == {"pass"}
+    assert len(tested(result)) >= 90 and set(tested(result).values()) == {"pass"}
 
 
 def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: dict) -> None:  # type: ignore[type-arg]

@@ -84,9 +84,7 @@ def test_the_lead_tests_read_the_rows_written_since_they_last_passed_and_still_p
     assert untested(settings, "stg_crm__lead_changes") == 1  # every key, until its tests pass
 
 
-def test_a_removed_parent_and_a_failed_build_stay_under_test_until_a_build_passes(
-    built: Path, tmp_path: Path
-) -> None:
+def test_a_removed_parent_and_a_failed_build_stay_under_test_until_a_build_passes(built: Path, tmp_path: Path) -> None:
     settings = copy_of(built, tmp_path)
     with duckdb.connect(str(settings.build_db)) as conn:
         # a lead loaded once, on an old day, and its changes; those loaded the same day are moved to the day

@@ -190,8 +190,10 @@ select * from final
     {%- set statements = ['select 1'] -%}
     {%- for model in graph.nodes.values() if model.resource_type == 'model' and ('untested__' ~ model.name) in kept -%}
         {%- set tests = [] -%}
-        {%- for test in graph.nodes.values() if test.resource_type == 'test' and model.unique_id in test.depends_on.nodes -%}
-            {%- do tests.append(test.unique_id) -%}
+        {%- for test in graph.nodes.values() if test.resource_type == 'test' -%}
+            {%- if model.unique_id in test.depends_on.nodes -%}
+                {%- do tests.append(test.unique_id) -%}
+            {%- endif -%}
         {%- endfor -%}
         {%- if tests and tests | reject('in', passed) | list | length == 0 -%}
             {%- do statements.append('delete from ' ~ target.database ~ '.pipeline.untested__' ~ model.name) -%}
