@@ -12,9 +12,11 @@ A dataset with a date column is written as one file per month of its first date 
 a table of years, and only the files of those months are written again (docs/decisions/0071). A month is
 written again when its digest (row count and sum of row hashes) moves, and gets a new file only when its bytes
 do: rows are written in a total order with DuckDB's deterministic Parquet writer, so re-exporting an unchanged
-publish changes nothing on disk. A publish already exported whole (``index.json`` names it and every file of
-every manifest is there) is not read again (docs/decisions/0021): a publish id names one analyst file, never
-rewritten.
+publish changes nothing on disk. The months' digests are those the publish kept in the analyst file
+(``pipeline.month_digests``, docs/decisions/0078) wherever they still describe its table, so that an export
+hashes no table the publish has just hashed. A publish already exported whole (``index.json`` names it and
+every file of every manifest is there) is not read again (docs/decisions/0021): a publish id names one analyst
+file, never rewritten.
 """
 
 from __future__ import annotations
