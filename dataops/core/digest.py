@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,98 @@ def in_months(column: str, months: list[int]) -> str:
         start, end = dt.date(year, number, 1), dt.date(year + number // 12, number % 12 + 1, 1)
         ranges.append(f"({column} >= date '{start}' and {column} < date '{end}')")
     return f"({' or '.join(ranges)})" if ranges else "false"
+
+
+# The digests of a published file's tables, kept in the file itself by the publish that wrote it, so that the
+# next publish and the data products hash only the side they read rows from (docs/decisions/0078).
+KEPT_SCHEMA, KEPT_TABLE = "pipeline", "month_digests"
+WHOLE = -1  # the one "month" of a table without a date column: its digest is the table's
+Digests = dict[int, tuple[int, int]]  # month (``month_of``, or WHOLE) -> (rows, sum of row hashes); no empty month
+
+
+def digests(
+    conn: duckdb.DuckDBPyConnection,
+    rows: str,
+    column: str | None,
+    alias: str,
+    params: dict[str, object] | None = None,
+) -> Digests:
+    """:func:`month_digests` of ``rows``, or with no date ``column`` the whole rows' as month :data:`WHOLE`."""
+    if column is not None:
+        return month_digests(conn, rows, column, alias, params)
+    found = conn.execute(
+        f"select count(*), sum({row_hash(None, alias)}::hugeint) from {rows} as {alias}", params
+    ).fetchone()
+    return {WHOLE: (int(found[0]), int(found[1]))} if found and found[0] else {}
+
+
+@dataclass(frozen=True)
+class KeptMonths:
+    """One table's digests as a publish kept them, with what they are valid for: the table's columns (names,
+    types, order) and the DuckDB version whose ``hash`` they sum."""
+
+    columns: str
+    engine: str
+    months: Digests
+
+
+def columns_key(columns: Sequence[tuple[str, str]]) -> str:
+    return json.dumps([list(column) for column in columns])
+
+
+def read_kept(conn: duckdb.DuckDBPyConnection, database: str) -> dict[str, KeptMonths]:
+    """The digests the attached ``database`` keeps of its tables (none: a file written before they were kept,
+    or one whose kept digests cannot be read, whose tables are then hashed as before)."""
+    exists = conn.execute(
+        "select count(*) from duckdb_tables() where database_name = ? and schema_name = ? and table_name = ?",
+        [database, KEPT_SCHEMA, KEPT_TABLE],
+    ).fetchone()
+    if not exists or not exists[0]:
+        return {}
+    try:
+        found = conn.execute(
+            f"select dataset, columns, engine, months from {database}.{KEPT_SCHEMA}.{KEPT_TABLE}"
+        ).fetchall()
+        return {
+            str(name): KeptMonths(
+                str(columns), str(engine), {int(m): (int(n), int(s)) for m, n, s in json.loads(months)}
+            )
+            for name, columns, engine, months in found
+        }
+    except (duckdb.Error, ValueError, TypeError):
+        return {}
+
+
+def trusted(
+    conn: duckdb.DuckDBPyConnection,
+    kept: dict[str, KeptMonths],
+    name: str,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+) -> Digests | None:
+    """The kept digests of ``name`` (read as ``table``) if they can stand for hashing it: kept under its columns
+    now and this DuckDB version, and their rows are the table's row count (a count reads no column). None: the
+    table is to be hashed."""
+    entry = kept.get(name)
+    if entry is None or (entry.columns, entry.engine) != (columns_key(columns), duckdb.__version__):
+        return None
+    rows = conn.execute(f"select count(*) from {table}").fetchone()
+    return entry.months if rows and int(rows[0]) == sum(n for n, _ in entry.months.values()) else None
+
+
+def write_kept(
+    conn: duckdb.DuckDBPyConnection, database: str, found: Mapping[str, tuple[Sequence[tuple[str, str]], Digests]]
+) -> None:
+    """Keep ``found`` (dataset -> its columns and digests) in the attached ``database``, written in the same
+    file, so they are swapped in with the tables they describe or not at all."""
+    conn.execute(f"create schema if not exists {database}.{KEPT_SCHEMA}")
+    conn.execute(
+        f"create or replace table {database}.{KEPT_SCHEMA}.{KEPT_TABLE} "
+        "(dataset varchar, columns varchar, engine varchar, months varchar)"
+    )
+    rows = [
+        (name, columns_key(columns), duckdb.__version__, json.dumps(sorted([m, n, s] for m, (n, s) in months.items())))
+        for name, (columns, months) in sorted(found.items())
+    ]
+    if rows:
+        conn.executemany(f"insert into {database}.{KEPT_SCHEMA}.{KEPT_TABLE} values (?, ?, ?, ?)", rows)

@@ -12,9 +12,11 @@ A dataset with a date column is written as one file per month of its first date 
 a table of years, and only the files of those months are written again (docs/decisions/0071). A month is
 written again when its digest (row count and sum of row hashes) moves, and gets a new file only when its bytes
 do: rows are written in a total order with DuckDB's deterministic Parquet writer, so re-exporting an unchanged
-publish changes nothing on disk. A publish already exported whole (``index.json`` names it and every file of
-every manifest is there) is not read again (docs/decisions/0021): a publish id names one analyst file, never
-rewritten.
+publish changes nothing on disk. The months' digests are those the publish kept in the analyst file
+(``pipeline.month_digests``, docs/decisions/0078) wherever they still describe its table, so that an export
+hashes no table the publish has just hashed. A publish already exported whole (``index.json`` names it and
+every file of every manifest is there) is not read again (docs/decisions/0021): a publish id names one analyst
+file, never rewritten.
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ from typing import Any
 import duckdb
 
 from dataops.core.compatibility import PARQUET_VERSION
-from dataops.core.digest import first_date_column, in_months, month_digests, month_name, qualified
+from dataops.core.digest import (
+    WHOLE,
+    Digests,
+    KeptMonths,
+    digests,
+    first_date_column,
+    in_months,
+    month_name,
+    qualified,
+    read_kept,
+    trusted,
+)
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect
 
@@ -115,11 +128,12 @@ def export_data_products(
             f"and schema_name in {EXPORTED_SCHEMAS} order by 1, 2"
         ).fetchall()
         report = ExportReport(publish_id)
+        kept = read_kept(conn, "analytics")  # the publish's digests of the file's tables (decision 0078)
         for schema, table in tables:
             dataset = f"{schema}.{table}"
             if progress:
                 progress(dataset)
-            version, changed, rows = _export_one(conn, root / dataset, dataset, publish_id, published_at, force)
+            version, changed, rows = _export_one(conn, root / dataset, dataset, publish_id, published_at, force, kept)
             report.datasets[dataset] = version
             report.rows += rows
             if changed:
@@ -139,13 +153,15 @@ class _Month:
     digest: str
 
 
-def _months(conn: duckdb.DuckDBPyConnection, dataset: str, column: str | None) -> list[_Month]:
-    """The dataset's months and their digests, read in one pass (no sort, nothing written); a dataset without
-    rows is one empty file, so that readers always have its schema."""
+def _months(conn: duckdb.DuckDBPyConnection, dataset: str, column: str | None, known: Digests | None) -> list[_Month]:
+    """The dataset's months and their digests: those the publish kept in the file (``known``), or read in one
+    pass (no sort, nothing written); a dataset without rows is one empty file, so that readers always have its
+    schema."""
+    found = known if known is not None else digests(conn, dataset, column, ROW)
     if column is None:
-        found = conn.execute(f"select count(*), sum(hash({ROW})::hugeint) from {dataset} as {ROW}").fetchall()
-        return [_Month("all", "true", int(found[0][0]), f"{found[0][0]}:{found[0][1]}")]
-    months = sorted(month_digests(conn, dataset, column, ROW).items())
+        n, h = found.get(WHOLE, (0, None))
+        return [_Month("all", "true", n, f"{n}:{h}")]
+    months = sorted(found.items())
     if not months:
         return [_Month(month_name(0), "true", 0, "0:None")]
     return [_Month(month_name(m), in_months(column, [m]), n, f"{n}:{h}") for m, (n, h) in months]
@@ -158,9 +174,12 @@ def _export_one(
     publish_id: str | None,
     published_at: str | None,
     force: bool = False,
+    kept: dict[str, KeptMonths] | None = None,
 ) -> tuple[int, bool, int]:
     """Write the files of the months whose digest moved (every month's when ``force``), each aside and then
-    moved in, and the manifest last; returns the dataset's version, whether it changed and its rows."""
+    moved in, and the manifest last; returns the dataset's version, whether it changed and its rows. The
+    months' digests are those ``kept`` by the publish in the file, where they still describe the table
+    (:func:`dataops.core.digest.trusted`), else read from it."""
     columns = [(str(r[0]), str(r[1])) for r in conn.execute(f"describe {dataset}").fetchall()]
     column = first_date_column(columns)
     quoted = None if column is None else qualified(ROW, column)
@@ -170,7 +189,8 @@ def _export_one(
     staging = folder.parent / ".staging"  # beside, not inside: an unchanged dataset's folder is not touched
     staging.mkdir(exist_ok=True)  # the platform's alone (umask): files are shared once they are complete
     files = []
-    for month in _months(conn, dataset, quoted):
+    known = None if force else trusted(conn, kept or {}, dataset, dataset, columns)
+    for month in _months(conn, dataset, quoted, known):
         part = held.get(month.key)
         if part is not None and not force and part["digest"] == month.digest and (folder / part["file"]).exists():
             files.append(part)

@@ -26,15 +26,20 @@ import duckdb
 
 from dataops.core.compatibility import STORAGE_VERSION, attach_published
 from dataops.core.digest import (
+    Digests,
+    KeptMonths,
     digest,
+    digests,
     files_digest,
     first_date_column,
     in_months,
-    month_digests,
     month_name,
     month_of,
     qualified,
+    read_kept,
     table_digest,
+    trusted,
+    write_kept,
 )
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect, query_frame, scalar, transaction
@@ -533,31 +538,40 @@ def _copy(
     personal: dict[str, list[str]],
     report: PublishReport | None = None,
     changes: Changes | None = None,
+    kept: dict[str, KeptMonths] | None = None,
 ) -> None:
     """Each table's published form into the attached file (a copy of the last publish, :func:`_attach_from_last`):
     a held table with the same columns gets only the rows that changed (:func:`_update_rows`), any other is
     written anew. ``changes``: the changed rows of the personal-data tables in clear, kept by the restricted
-    file's pass and applied, pseudonymised, by the analyst file's (:class:`Changes`)."""
+    file's pass and applied, pseudonymised, by the analyst file's (:class:`Changes`). ``kept``: the digests
+    the held file kept of its tables, used where they still describe them (:func:`dataops.core.digest.trusted`);
+    the digests of the tables written are kept in the file for the next publish (decision 0078)."""
     held = _tables_of(conn, alias)
+    found: dict[str, tuple[list[tuple[str, str]], Digests]] = {}
     for name in tables:
         schema, table = name.split(".")
         select = _select(schema, table, clear, personal)
         params: dict[str, object] | None = {"as_of": as_of} if "$as_of" in select else None
         columns = _columns(conn, f"{alias}.{name}") if name in held else None
-        if columns is not None and columns == _columns(conn, select, params):
-            date = first_date_column(columns)
-            target = Target(f"{alias}.{name}", None if date is None else qualified(ROW, date))
-            changed = _changed(conn, target, name, select, params, personal, changes)
+        wanted = _columns(conn, select, params)
+        date = first_date_column(wanted)
+        target = Target(f"{alias}.{name}", None if date is None else qualified(ROW, date))
+        if columns is not None and columns == wanted:
+            known = trusted(conn, kept or {}, name, target.table, columns)
+            changed = _changed(conn, target, name, select, params, personal, changes, known)
             if changed is not None:
                 if report is not None and changed.rows != (0, 0):
                     report.updated[name] = changed.rows
                 if report is not None and changed.months is not None:
                     report.compared[name] = [month_name(month) for month in changed.months]
+                found[name] = (wanted, _now_held(conn, target, changed.digests))
                 continue
         conn.execute(f"create schema if not exists {alias}.{schema}")
         conn.execute(f"create or replace table {alias}.{name} as {select}", params)
+        found[name] = (wanted, _now_held(conn, target, None))
         if report is not None:
             report.rewritten.append(name)
+    write_kept(conn, alias, found)
     for name in sorted(held - set(tables)):  # a dataset no longer published, or no longer in this file
         conn.execute(f"drop table {alias}.{name}")
     if report is not None:
@@ -590,6 +604,13 @@ class Target:
 class Update:
     rows: tuple[int, int]  # deleted, inserted
     months: list[int] | None = None  # the months (``month_of``) compared row by row; None: the whole table
+    digests: Digests | None = None  # the table's digests after the update, when known without hashing it
+
+
+def _now_held(conn: duckdb.DuckDBPyConnection, held: Target, known: Digests | None) -> Digests:
+    """The held table's digests as written, to keep: ``known``, or hashed (a table written anew, or one whose
+    digests the update could not tell)."""
+    return known if known is not None else digests(conn, held.table, held.date_column, ROW)
 
 
 def _changed(
@@ -600,31 +621,41 @@ def _changed(
     params: dict[str, object] | None,
     personal: dict[str, list[str]],
     changes: Changes | None,
+    known: Digests | None = None,
 ) -> Update | None:
-    """The held table updated row by row (None: nothing written, it is to be written anew)."""
+    """The held table updated row by row (None: nothing written, it is to be written anew). ``known``: the held
+    table's digests, kept by the last publish (None: hashed here)."""
     if changes is None or name not in changes.keep:
-        return _update_rows(conn, held, select, params)
+        return _update_rows(conn, held, select, params, known=known)
     if not personal.get(name):  # the restricted file's pass: keep the rows in clear
-        updated = _update_rows(conn, held, select, params, keep=name)
+        updated = _update_rows(conn, held, select, params, keep=name, known=known)
         if updated is not None:
             changes.kept.add(name)
         return updated
     if not changes.usable:
-        return _update_rows(conn, held, select, params)
+        return _update_rows(conn, held, select, params, known=known)
     if name not in changes.kept:
         return None  # rewritten in clear: most of its rows changed
-    return _apply_clear_rows(conn, held, name, personal[name])
+    return _apply_clear_rows(conn, held, name, personal[name], known)
 
 
 def _clear_rows(name: str, side: str) -> str:
     return f"_clear_{side}_{name.replace('.', '__')}"
 
 
-def _apply_clear_rows(conn: duckdb.DuckDBPyConnection, held: Target, name: str, columns: list[str]) -> Update:
+def _apply_clear_rows(
+    conn: duckdb.DuckDBPyConnection, held: Target, name: str, columns: list[str], known: Digests | None
+) -> Update:
     """Delete the pseudonymised form of the rows deleted in clear and insert that of the rows inserted; the
     held rows hashed to find them are those of the deleted rows' months only (a date is never pseudonymised:
-    a pseudonymised column is text, so the date column is the same in clear)."""
+    a pseudonymised column is text, so the date column is the same in clear). The held table's ``known``
+    digests, less those of the rows deleted and plus those inserted, are its digests after (a sum)."""
     deleted, inserted = (_pseudonymised(_clear_rows(name, side), columns) for side in ("deleted", "inserted"))
+    after = None
+    if known is not None:
+        minus = digests(conn, f"({deleted})", held.date_column, ROW)
+        plus = digests(conn, f"({inserted})", held.date_column, ROW)
+        after = _moved(known, minus, plus)
     within = "true"
     if held.date_column is not None:
         months = conn.execute(
@@ -636,7 +667,20 @@ def _apply_clear_rows(conn: duckdb.DuckDBPyConnection, held: Target, name: str, 
         f"and hash({ROW}) in (select hash({ROW}) from ({deleted}) as {ROW})"
     ).fetchone()
     added = conn.execute(f"insert into {held.table} {inserted}").fetchone()
-    return Update((int(gone[0]) if gone else 0, int(added[0]) if added else 0))
+    rows = (int(gone[0]) if gone else 0, int(added[0]) if added else 0)
+    if after is not None and rows[0] != sum(n for n, _ in minus.values()):
+        after = None  # not the rows the digests were taken of: hash the table instead
+    return Update(rows, digests=after)
+
+
+def _moved(known: Digests, minus: Digests, plus: Digests) -> Digests:
+    """``known`` less ``minus`` plus ``plus``, month by month; months left without rows are dropped."""
+    after = dict(known)
+    for sign, change in ((-1, minus), (1, plus)):
+        for month, (n, total) in change.items():
+            was = after.get(month, (0, 0))
+            after[month] = (was[0] + sign * n, was[1] + sign * total)
+    return {month: found for month, found in after.items() if found[0]}
 
 
 def _tables_of(conn: duckdb.DuckDBPyConnection, alias: str) -> set[str]:
@@ -667,6 +711,7 @@ def _update_rows(
     select: str,
     params: dict[str, object] | None,
     keep: str | None = None,
+    known: Digests | None = None,
 ) -> Update | None:
     """Make the held table hold the select's rows by writing only where they differ, so that a day's publish
     writes the day's rows rather than the table (decision 0068): for each row hash held a different number
@@ -675,9 +720,11 @@ def _update_rows(
     0071). Returns the rows deleted and inserted, or None, having written nothing, when that is more than
     :data:`UPDATE_AT_MOST` of the held rows (then writing the table anew costs less). ``keep``: the dataset
     whose deleted and inserted rows are kept in temp tables (:func:`_clear_rows`) for the analyst file's
-    pass."""
-    months = _changed_months(conn, held, select, params)
-    within = "true" if held.date_column is None or months is None else in_months(held.date_column, months)
+    pass. ``known``: the held table's digests, kept by the last publish (None: hashed here)."""
+    wanted, months = _changed_months(conn, held, select, params, known)
+    if not months and not keep:  # no month differs (a table without a date column: its digest is the same)
+        return Update((0, 0), None if held.date_column is None else [], wanted)
+    within = in_months(held.date_column, months) if held.date_column is not None else "true" if months else "false"
     wanted_rows = f"select * from ({select}) as {ROW} where {within}"
     held_rows = f"select * from {held.table} as {ROW} where {within}"
     conn.execute(
@@ -712,24 +759,27 @@ def _update_rows(
                 f"and hash({ROW}) in (select h from _changed_rows where held > 0)"
             )
         conn.execute(f"insert into {held.table} select * from {inserted_rows}")
-        return Update((deleted, inserted), months)
+        return Update((deleted, inserted), None if held.date_column is None else months, wanted)
     finally:
         conn.execute("drop table _changed_rows")
         conn.execute("drop table if exists _changed_inserted")
 
 
 def _changed_months(
-    conn: duckdb.DuckDBPyConnection, held: Target, select: str, params: dict[str, object] | None
-) -> list[int] | None:
-    """The months (:func:`dataops.core.digest.month_of`) whose row count or sum of row hashes differs between
-    the select and the held table, as :func:`dataops.core.digest.table_digest` tells tables apart (None: a
-    table without a date column). Summing a hash per month needs no table of every row's hash, which
-    grouping by hash builds."""
-    if held.date_column is None:
-        return None
-    wanted = month_digests(conn, f"({select})", held.date_column, ROW, params)
-    kept = month_digests(conn, held.table, held.date_column, ROW)
-    return sorted(month for month in wanted.keys() | kept.keys() if wanted.get(month) != kept.get(month))
+    conn: duckdb.DuckDBPyConnection,
+    held: Target,
+    select: str,
+    params: dict[str, object] | None,
+    known: Digests | None,
+) -> tuple[Digests, list[int]]:
+    """The select's digests, and the months (:func:`dataops.core.digest.month_of`; a table without a date
+    column is one, :data:`dataops.core.digest.WHOLE`) whose row count or sum of row hashes differs between the
+    select and the held table, as :func:`dataops.core.digest.table_digest` tells tables apart. Summing a hash
+    per month needs no table of every row's hash, which grouping by hash builds. The held side's are the
+    ``known`` ones kept by the last publish when they still describe the table (decision 0078), else hashed."""
+    wanted = digests(conn, f"({select})", held.date_column, ROW, params)
+    kept = known if known is not None else digests(conn, held.table, held.date_column, ROW)
+    return wanted, sorted(month for month in wanted.keys() | kept.keys() if wanted.get(month) != kept.get(month))
 
 
 def file_policy(tables: list[str], personal: dict[str, list[str]], key: bytes) -> str:
@@ -749,7 +799,7 @@ def _held_policy(conn: duckdb.DuckDBPyConnection, alias: str) -> str | None:
 
 def _attach_from_last(
     conn: duckdb.DuckDBPyConnection, last: Path, aside: Path, alias: str, keep: set[str], policy: str | None = None
-) -> None:
+) -> dict[str, KeptMonths]:
     """Attach ``aside`` as ``alias``, starting from a copy of the file analysts hold (``last``) when it is in
     the storage version analysts' clients read and, given a ``policy``, was written under it: its unchanged
     datasets are kept, every other table (the catalog, history, definitions) is dropped to be written again.
@@ -757,7 +807,7 @@ def _attach_from_last(
     file's free blocks, so a dataset restricted since, a column pseudonymised since or a rotated key starts a
     new file, and so does a file whose free blocks pass :data:`COMPACT_ABOVE` (its size stays within about twice
     its data). The copy is aside, like a new file: the swap stays atomic, and the file analysts hold is only
-    read."""
+    read. Returns the digests the reused copy keeps of its tables (decision 0078; none for a new file)."""
     if aside.exists():
         aside.unlink()
     if last.exists():
@@ -774,12 +824,14 @@ def _attach_from_last(
         conn.execute(f"detach {alias}")
         _remove_database_file(aside)
         conn.execute(attach_published(aside, alias))
+    kept = read_kept(conn, alias)
     kept_schemas = {name.split(".")[0] for name in keep}
     for (schema,) in conn.execute(
         "select schema_name from duckdb_schemas() where database_name = ? and not internal", [alias]
     ).fetchall():
         if schema not in kept_schemas and schema != "main":
             conn.execute(f"drop schema {alias}.{schema} cascade")
+    return kept
 
 
 # A file reused publish after publish keeps the blocks its deleted rows freed (decision 0068 no longer rewrites a
@@ -808,9 +860,9 @@ def _write_aside(
 ) -> None:
     """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
     tables = sorted(set(datasets) - restricted)
-    _attach_from_last(conn, last, publication.aside, "analytics", set(tables), policy)
+    kept = _attach_from_last(conn, last, publication.aside, "analytics", set(tables), policy)
     try:
-        _copy(conn, "analytics", tables, report.as_of, clear=False, personal=personal, report=report, changes=changes)
+        _copy(conn, "analytics", tables, report.as_of, False, personal, report, changes, kept)
         conn.execute("create schema analytics.publish")
         for table in HISTORY_TABLES:  # what analysts saw, and this publish, which they see with this file
             conn.execute(
@@ -855,9 +907,9 @@ def _write_restricted(
     """The restricted file: restricted datasets, and the personal-data datasets in clear (whose changed rows
     it keeps for the analyst file's pass), and the publish it belongs to."""
     tables = sorted(names & set(datasets))
-    _attach_from_last(conn, last, publication.restricted_aside, "restricted", set(tables))
+    kept = _attach_from_last(conn, last, publication.restricted_aside, "restricted", set(tables))
     try:
-        _copy(conn, "restricted", tables, as_of, clear=True, personal={}, changes=changes)
+        _copy(conn, "restricted", tables, as_of, clear=True, personal={}, changes=changes, kept=kept)
         conn.execute("create schema if not exists restricted.publish")
         conn.execute(
             f"create or replace table restricted.publish.{PUBLISH_MARK} as select $1 as publish_id",

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from dataops.egress.exports import export_data_products, exports_dir, product_files, read_manifest
+from tests.publish.kept_digests import tamper
 from tests.published import Published, copy_of
 
 pytestmark = pytest.mark.xdist_group("published")
@@ -128,3 +129,47 @@ def test_a_changed_dataset_gets_a_new_version_and_the_rest_stay(published: Publi
             == conn.execute("select * from kpis.kpi_daily order by all").fetchall()
         )
     assert json.loads((exports_dir(settings) / "index.json").read_text())["datasets"]["kpis.kpi_daily"] == 2
+
+
+def test_the_data_products_read_the_digests_the_publish_kept_while_they_describe_the_file(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The analyst file keeps its tables' month digests (decision 0078): the data products hash no table whose
+    kept digests still describe it. A table changed in place under kept digests of another DuckDB version is
+    hashed, and the month that changed is written again."""
+    import dataops.egress.exports
+
+    world = copy_of(published, tmp_path / "data")
+    settings = world.settings
+    hashed: list[str] = []
+    spy = dataops.egress.exports.digests
+    monkeypatch.setattr(
+        dataops.egress.exports, "digests", lambda conn, rows, *a: hashed.append(rows) or spy(conn, rows, *a)
+    )
+
+    first = export_data_products(settings)
+
+    assert first.changed and hashed == []
+    old = read_manifest(settings, "kpis.kpi_daily")
+    assert old is not None and len(old["files"]) > 1
+    tamper(
+        settings.analytics_db,
+        [  # the row count kept: only the version tells these digests from the table's
+            "update kpis.kpi_daily set value = value + 1 where date_day = (select max(date_day) from kpis.kpi_daily)",
+            "update pipeline.month_digests set engine = '0.0' where dataset = 'kpis.kpi_daily'",
+            "insert into publish.publish_log (publish_id, published_at) values ('stand-in', now())",
+        ],
+    )
+
+    report = export_data_products(settings)
+
+    assert hashed == ["kpis.kpi_daily"] and report.changed == ["kpis.kpi_daily"]
+    new = read_manifest(settings, "kpis.kpi_daily")
+    assert new is not None and [f["file"] for f in new["files"][:-1]] == [f["file"] for f in old["files"][:-1]]
+    assert new["files"][-1]["file"] != old["files"][-1]["file"]
+    with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
+        listed = ", ".join(f"'{file}'" for file in product_files(settings, "kpis.kpi_daily"))
+        assert (
+            conn.execute(f"select * from read_parquet([{listed}]) order by all").fetchall()
+            == conn.execute("select * from kpis.kpi_daily order by all").fetchall()
+        )

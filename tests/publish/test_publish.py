@@ -22,6 +22,7 @@ from dataops.governance.pseudonym import rotate_key
 from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY
 from quality.gate import GATE
 from tests.pipeline import run_job
+from tests.publish.kept_digests import kept_and_fresh, tamper
 from tests.published import LateRun, Published, built_not_published, copy_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("published")]
@@ -399,8 +400,15 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(
         conn.execute(f"insert into marts.fct_payments {paid}")  # a duplicate
         conn.execute("delete from marts.fct_leads where lead_id = (select max(lead_id) from marts.fct_leads)")
 
+    hashed: list[str] = []  # the rows whose digests the publish computes: the held files keep theirs (0078)
+    spy = dataops.publish.analyst_warehouse.digests
+    monkeypatch.setattr(
+        dataops.publish.analyst_warehouse, "digests", lambda conn, rows, *a: hashed.append(rows) or spy(conn, rows, *a)
+    )
     report = publish(settings, window, run_id="test", republish_unchanged=True)
     assert report.rewritten == ["marts.dim_products"]
+    assert {rows for rows in hashed if not rows.startswith("(")} == {"analytics.marts.dim_products"}  # written anew
+    assert all(kept == fresh for kept, fresh in map(kept_and_fresh, (settings.analytics_db, settings.restricted_db)))
     assert report.updated == {"marts.fct_leads": (1, 0), "marts.fct_payments": (1, 2)}
     # rows are compared one by one only in the months whose digest moved (decision 0071)
     assert months is not None and months[1] > 1
@@ -420,6 +428,7 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(
     os.replace(last, settings.analytics_db)
     again = publish(settings, window, run_id="test", republish_unchanged=True)
     assert again.updated == {"marts.fct_leads": (1, 1)}
+    assert all(kept == fresh for kept, fresh in map(kept_and_fresh, (settings.analytics_db, settings.restricted_db)))
     renamed = analyst(case, "select count(*) from marts.dim_products where product_name like '% (renamed)'")
     assert renamed == [(report.tables["marts.dim_products"],)] and renamed[0][0] > 0
     with duckdb.connect() as conn:
@@ -440,6 +449,66 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(
     assert tables(settings.restricted_db, ("publish",)) == {"publish.written_by": [(fresh.publish_id,)]}
     catalog = analyst(case, "select count(*) from catalog.datasets")
     assert catalog[0][0] >= len(fresh.tables)
+
+
+def test_a_publish_trusts_the_kept_digests_only_while_they_describe_the_held_files(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file keeps its tables' digests, so that a publish hashes only the build's side (decision 0078). A
+    kept digest stands for the held table only under its columns and DuckDB version and at its row count: a
+    file changed behind the publish's back, kept digests of other columns or another version, or none at
+    all, and the publish hashes the held side and still publishes the build. A publish killed before its
+    swap leaves each file with digests of what it holds."""
+    import dataops.publish.analyst_warehouse
+    from dataops.publish.analyst_warehouse import publish
+    from tests.pipeline import tables
+
+    case = copy_of(published, tmp_path / "case")
+    settings = case.settings
+    window = (case.late_day - dt.timedelta(days=1), case.late_day - dt.timedelta(days=1))
+    first = "{0} = (select min({0}) from marts.{1})"
+    kept = "update pipeline.month_digests set {0} where dataset = 'marts.{1}'"
+    tamper(
+        settings.analytics_db,
+        [  # in place (the row count kept) under digests of another version, or of other columns; a row deleted
+            f"update marts.fct_payments set currency_code = 'XXX' where {first.format('payment_id', 'fct_payments')}",
+            kept.format("engine = '0.0'", "fct_payments"),
+            f"update marts.dim_customers set customer_name = 'x' where {first.format('customer_id', 'dim_customers')}",
+            kept.format("columns = '[]'", "dim_customers"),
+            f"delete from marts.fct_invoices where {first.format('invoice_id', 'fct_invoices')}",
+        ],
+    )
+    tamper(settings.restricted_db, ["drop table pipeline.month_digests", "delete from marts.fct_gl_entries"])
+
+    report = publish(settings, window, run_id="test", republish_unchanged=True)
+
+    assert report.updated["marts.fct_payments"] == (1, 1) and report.updated["marts.fct_invoices"] == (0, 1)
+    assert report.updated["marts.dim_customers"] == (1, 1)
+    files = (settings.analytics_db, settings.restricted_db)
+    assert all(kept == fresh for kept, fresh in map(kept_and_fresh, files))
+    schemas = ("marts", "kpis", "reference")
+    published_tables = {path: tables(path, schemas) for path in files}
+
+    held = digest(settings.analytics_db)
+    swap = os.replace
+
+    def killed(source: Path, target: Path) -> None:  # after the restricted file's swap, before the analyst file's
+        if Path(target) == settings.analytics_db:
+            raise KeyboardInterrupt
+        swap(source, target)
+
+    monkeypatch.setattr(dataops.publish.analyst_warehouse.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        publish(settings, window, run_id="test", republish_unchanged=True)
+    monkeypatch.undo()
+    assert digest(settings.analytics_db) == held
+    assert all(kept == fresh for kept, fresh in map(kept_and_fresh, files))
+
+    # The same publish from empty files (held files past the share of free blocks are not reused: 0071).
+    monkeypatch.setattr(dataops.publish.analyst_warehouse, "COMPACT_ABOVE", -1.0)
+    fresh = publish(settings, window, run_id="test", republish_unchanged=True)
+    assert fresh.rewritten == sorted(fresh.tables)
+    assert {path: tables(path, schemas) for path in files} == published_tables
 
 
 def test_a_rotated_key_starts_a_new_analyst_file_rather_than_reusing_the_last(
