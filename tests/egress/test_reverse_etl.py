@@ -505,7 +505,8 @@ def test_the_bulk_job_and_patch_leave_the_same_crm_state_and_refusals(
             gone = conn.execute("select Id from accounts order by Id desc limit 1").fetchall()[0][0]
             conn.execute("delete from accounts where Id = ?", (gone,))
         with start_in_thread(settings.crm_db, token="t0ken", rate_per_second=10_000, burst=10_000) as server:
-            first = sync_crm(settings, server.url, server.token, max_requests_per_second=None, bulk_from=bulk_from)
+            paths = {"max_requests_per_second": None, "bulk_from": bulk_from, "batch_size": 2}  # PATCH: many requests
+            first = sync_crm(settings, server.url, server.token, **paths)  # type: ignore[arg-type]
             family = make_a_customer_delinquent(settings)
             with closing(sqlite3.connect(sync_db_path(settings))) as conn, conn:
                 refused = [a for (a,) in conn.execute("select distinct account_id from synced_values order by 1")]
@@ -516,7 +517,7 @@ def test_the_bulk_job_and_patch_leave_the_same_crm_state_and_refusals(
             with monkeypatch.context() as patch:
                 patch.setitem(store.WRITEBACK_FIELDS, "accounts", [f for f in FIELDS if f != MRR_FIELD])
                 with pytest.raises(CrmSyncError, match="refused the write of account") as failed:
-                    sync_crm(settings, server.url, server.token, max_requests_per_second=None, bulk_from=bulk_from)
+                    sync_crm(settings, server.url, server.token, **paths)  # type: ignore[arg-type]
         assert (first.bulk_jobs > 0) == (name == "bulk")
         assert first.missing_accounts == [gone]
         assert f"account {refused[0]}: fields ['{MRR_FIELD}'] are not writable" in str(failed.value)
