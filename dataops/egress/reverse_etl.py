@@ -70,6 +70,7 @@ DEFAULT_BULK_FROM = 2000
 MAX_JOB_RECORDS = 100_000  # accounts per bulk update job: the most the CRM's job takes
 JOB_POLL_SECONDS = 0.05  # the first wait before asking a job's state; doubled up to JOB_POLL_MAX_SECONDS
 JOB_POLL_MAX_SECONDS = 1.0
+JOB_TIMEOUT_SECONDS = 900.0  # a job not done by then fails the sync; the re-run sends its accounts again
 T = TypeVar("T")
 
 # Values are kept as canonical text (state name, "0"/"1", cents-exact decimal) so that comparing the
@@ -461,8 +462,13 @@ class CrmWriter:
             headers = {"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"}
             self._json(what, "PUT", f"{path}/records", content=upload, headers=headers)
             job = self._json(what, "PATCH", path, json={"state": "UploadComplete"})
-        wait = JOB_POLL_SECONDS
+        wait, deadline = JOB_POLL_SECONDS, time.monotonic() + JOB_TIMEOUT_SECONDS
         while job["state"] in ("UploadComplete", "InProgress"):
+            if time.monotonic() > deadline:
+                raise CrmSyncError(
+                    f"the CRM's bulk update job {job['id']} of {_accounts(writes)} is still {job['state']} after "
+                    f"{JOB_TIMEOUT_SECONDS:g}s"
+                )
             time.sleep(wait)
             wait = min(2 * wait, JOB_POLL_MAX_SECONDS)
             job = self._json(what, "GET", path)

@@ -51,6 +51,7 @@ class Faults:
     slow_seconds: float = 2.0
     truncated: int = 0
     failed_jobs: int = 0  # bulk update jobs that fail while processing, having applied nothing
+    stalled_jobs: int = 0  # bulk update jobs that stay InProgress, never applied
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, name: str) -> bool:

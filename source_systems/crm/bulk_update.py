@@ -19,7 +19,8 @@ real CRMs offer for large change sets (Salesforce's Bulk API 2.0 ingest jobs, Hu
 
 A job is applied in one transaction, so it is applied whole or not at all. Every request counts against the
 API's rate limit, like any other, and the API's faults apply to it; ``Faults.failed_jobs`` makes the next
-jobs end ``Failed`` having applied nothing. Jobs live in the server's memory, as the export's do.
+jobs end ``Failed`` having applied nothing, ``Faults.stalled_jobs`` leaves them ``InProgress`` for ever.
+Jobs live in the server's memory, as the export's do.
 """
 
 from __future__ import annotations
@@ -154,8 +155,11 @@ def add_update_routes(app: FastAPI, db_path: Path) -> None:
                 if not job.records:
                     raise HTTPException(409, detail=f"bulk update job {job_id} has no records to apply")
                 job.state = "UploadComplete"
-                fail = app.state.faults.take("failed_jobs")
-                threading.Thread(target=_apply, args=(job, db_path, fail), name=f"ingest-{job_id[:8]}").start()
+                if app.state.faults.take("stalled_jobs"):
+                    job.state = "InProgress"
+                else:
+                    fail = app.state.faults.take("failed_jobs")
+                    threading.Thread(target=_apply, args=(job, db_path, fail), name=f"ingest-{job_id[:8]}").start()
             elif wanted == "Aborted" and job.state == "Open":
                 job.state = "Aborted"
             elif not (wanted == "UploadComplete" and job.state in CLOSED):

@@ -25,6 +25,7 @@ import polars as pl
 import pytest
 
 from dataops.core.settings import Settings
+from dataops.egress import reverse_etl
 from dataops.egress.reverse_etl import (
     CHURN_FIELDS,
     DEFAULT_BATCH_SIZE,
@@ -600,3 +601,15 @@ def test_a_bulk_jobs_lost_answers_are_asked_again_without_a_second_job(copy: Pub
     assert _sync_log(settings) == Counter(
         {(a, f, None, _text(f, v)): 1 for a, vs in held.items() for f, v in zip(FIELDS, vs)}
     )
+
+
+def test_a_bulk_job_the_crm_never_finishes_fails_the_sync_in_time(
+    copy: Published, crm: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reverse_etl, "JOB_TIMEOUT_SECONDS", 0.3)
+    crm.faults.stalled_jobs = 1
+    with pytest.raises(CrmSyncError, match=r"is still InProgress after 0.3s \(0 of \d+ accounts were written"):
+        sync_crm(copy.settings, crm.url, crm.token, max_requests_per_second=None, bulk_from=1)
+    assert read_sync_log(copy.settings) == []
+    report = sync_crm(copy.settings, crm.url, crm.token, max_requests_per_second=None, bulk_from=1)
+    assert report.accounts_patched == len(crm_fields(copy.settings))
