@@ -5,6 +5,11 @@ published date, read from the analyst warehouse (the agreed, published numbers, 
 warehouse mid-run). Only fields whose value changed since the last sync are sent: each account carries
 just those fields, up to 200 accounts per ``PATCH /api/v1/accounts`` (the CRM's collection endpoint, one
 result per account), so a first sync of thousands of accounts is a few dozen requests, not thousands.
+From :data:`DEFAULT_BULK_FROM` accounts with changes (``CRM_SYNC_BULK_FROM`` sets another threshold), the
+changes go through the CRM's asynchronous bulk update job instead (create, upload the records as one file,
+close, poll, fetch one result per account: a handful of requests whatever the size, where the collection
+endpoint costs one paced request per 200 accounts; docs/decisions/0079). Both paths send the same writes and
+the CRM applies them with the same per-account semantics, so they leave the same CRM and the same state.
 
 Sync state and the sync log live in a small SQLite file under the data directory
 (:func:`sync_db_path`), not in DuckDB: the analyst file is read-only and the build warehouse belongs to
@@ -12,7 +17,10 @@ the pipeline's runs. The writes the CRM accepted are recorded (log rows and last
 transaction per request) right after its answer. A sync that fails part-way therefore leaves every accepted
 write recorded, and a re-run sends only what is still missing. A write the CRM applied but whose answer
 was lost is simply sent again: the ``PATCH`` sets absolute values, so repeating it changes nothing, and
-each account's write carries the same ``idempotency_key``.
+each account's write carries the same ``idempotency_key``. A bulk job's writes are recorded from its
+per-account results once it completes; each request of a job is safe to repeat (the create carries the job's
+``Idempotency-Key``, an upload replaces the previous one, closing a closed job answers its state), and a job
+whose results were never read is sent again by the re-run as a new job, setting the same absolute values.
 
 Transient failures (429 honouring ``Retry-After``, 5xx, timeouts) are retried by the CRM connector's
 tenacity policy; after a bounded number of tries the sync fails naming the accounts. Requests are also
@@ -21,8 +29,11 @@ paced client-side, so that a long sync stays under the CRM's rate limit rather t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gzip
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -33,7 +44,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -53,6 +64,14 @@ FIELDS = (STATE_FIELD, DELINQUENT_FIELD, MRR_FIELD)  # every account's
 CHURN_FIELDS = (CHURN_RISK_FIELD, CHURN_REASONS_FIELD)  # the accounts of customers scored on the date
 DEFAULT_MAX_REQUESTS_PER_SECOND = 40.0  # the mock CRM allows 50/s; stay below rather than lean on 429s
 DEFAULT_BATCH_SIZE = 200  # accounts per request: the most the CRM's collection endpoint takes
+# From this many accounts with changes, a bulk update job rather than the collection endpoint (measured:
+# docs/decisions/0079); CRM_SYNC_BULK_FROM overrides it.
+DEFAULT_BULK_FROM = 2000
+MAX_JOB_RECORDS = 100_000  # accounts per bulk update job: the most the CRM's job takes
+JOB_POLL_SECONDS = 0.05  # the first wait before asking a job's state; doubled up to JOB_POLL_MAX_SECONDS
+JOB_POLL_MAX_SECONDS = 1.0
+JOB_TIMEOUT_SECONDS = 900.0  # a job not done by then fails the sync; the re-run sends its accounts again
+T = TypeVar("T")
 
 # Values are kept as canonical text (state name, "0"/"1", cents-exact decimal) so that comparing the
 # desired value with the last-synced one is exact, with no float round trip.
@@ -158,6 +177,7 @@ class SyncReport:
     requests: int = 0  # HTTP requests, retries included
     retries: int = 0
     missing_accounts: list[str] = field(default_factory=list)  # in the warehouse but unknown to the CRM (404)
+    bulk_jobs: int = 0  # bulk update jobs used (0: the collection endpoint)
     seconds: float = 0.0
 
 
@@ -370,44 +390,122 @@ class CrmWriter:
     def close(self) -> None:
         self.http.close()
 
-    def patch_accounts(self, writes: list[AccountWrite]) -> dict[str, bool]:
+    def patch_accounts(self, writes: list[AccountWrite]) -> tuple[dict[str, bool], dict[str, str]]:
         """Write the accounts in one request: per account, True when written, False when the CRM does not
-        know it (it may come back); raise when the CRM keeps failing or refuses a field."""
+        know it (it may come back); and the writes the CRM refused, with its reason. Raises when the CRM
+        keeps failing."""
+        return _outcomes(writes, self._retried(f"PATCH of {_accounts(writes)}", lambda: self._once(writes)))
+
+    def _retried(self, what: str, once: Callable[[], T]) -> T:
+        """``once()`` under the connector's retry policy; a CrmSyncError naming ``what`` when it keeps failing."""
         retrying = retrying_policy(self.policy)
         try:
             for attempt in retrying:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.retries += 1
-                    return self._once(writes)
+                    return once()
         except TransientCrmError as exc:
             raise CrmSyncError(
-                f"CRM PATCH of {_accounts(writes)} failed after {self.policy.max_attempts} attempts; last error: {exc}"
+                f"CRM {what} failed after {self.policy.max_attempts} attempts; last error: {exc}"
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _once(self, writes: list[AccountWrite]) -> dict[str, bool]:
+    def _send(self, what: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One paced, counted request; a CrmSyncError for an answer no retry can change."""
         self.pacer.wait()
         self.requests += 1
-        body = {
-            "records": [{"id": w.account_id, "fields": w.fields, "idempotency_key": w.idempotency_key} for w in writes]
-        }
-        resp = send(self.http, self.policy, "PATCH", "/api/v1/accounts", json=body)
+        resp = send(self.http, self.policy, method, path, **kwargs)
         if resp.status_code == 401:
             raise CrmSyncError("the CRM refused the token (401): check CRM_TOKEN")
         if resp.status_code >= 400:
-            raise CrmSyncError(f"CRM PATCH of {_accounts(writes)} answered {resp.status_code}: {resp.text[:300]}")
-        results = {r["id"]: r for r in resp.json()["results"]}
-        out: dict[str, bool] = {}
-        for write in writes:
-            result = results.get(write.account_id, {"status": "missing from the CRM's answer"})
-            if result["status"] not in ("updated", "not_found"):
+            raise CrmSyncError(f"CRM {what} answered {resp.status_code}: {resp.text[:300]}")
+        return resp
+
+    def _once(self, writes: list[AccountWrite]) -> list[dict[str, Any]]:
+        body = {
+            "records": [{"id": w.account_id, "fields": w.fields, "idempotency_key": w.idempotency_key} for w in writes]
+        }
+        resp = self._send(f"PATCH of {_accounts(writes)}", "PATCH", "/api/v1/accounts", json=body)
+        return list(resp.json()["results"])
+
+    def _json(self, what: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A JSON answer, retried; a truncated one is transient."""
+
+        def once() -> dict[str, Any]:
+            resp = self._send(what, method, path, **kwargs)
+            try:
+                return dict(resp.json())
+            except ValueError as exc:
+                raise TransientCrmError(f"malformed or truncated answer ({len(resp.content)} bytes)") from exc
+
+        return self._retried(what, once)
+
+    def bulk_update(self, writes: list[AccountWrite], key: str) -> tuple[dict[str, bool], dict[str, str]]:
+        """Write the accounts through one bulk update job (``key``: the job's idempotency key): per account,
+        written or not known to the CRM, and the writes the CRM refused with its reason."""
+        what = f"bulk update of {_accounts(writes)}"
+        job = self._json(
+            what,
+            "POST",
+            "/api/v1/bulk/ingest",
+            json={"object": "accounts", "operation": "update"},
+            headers={"Idempotency-Key": key},
+        )
+        path = f"/api/v1/bulk/ingest/{job['id']}"
+        if job["state"] == "Open":  # not closed by an attempt whose answer was lost
+            lines = "".join(
+                json.dumps({"id": w.account_id, "fields": w.fields, "idempotency_key": w.idempotency_key}) + "\n"
+                for w in writes
+            )
+            upload = gzip.compress(lines.encode(), compresslevel=1)
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"}
+            self._json(what, "PUT", f"{path}/records", content=upload, headers=headers)
+            job = self._json(what, "PATCH", path, json={"state": "UploadComplete"})
+        wait, deadline = JOB_POLL_SECONDS, time.monotonic() + JOB_TIMEOUT_SECONDS
+        while job["state"] in ("UploadComplete", "InProgress"):
+            if time.monotonic() > deadline:
                 raise CrmSyncError(
-                    f"the CRM refused the write of account {write.account_id}: "
-                    f"{result.get('error') or result['status']}"
+                    f"the CRM's bulk update job {job['id']} of {_accounts(writes)} is still {job['state']} after "
+                    f"{JOB_TIMEOUT_SECONDS:g}s"
                 )
-            out[write.account_id] = result["status"] == "updated"
-        return out
+            time.sleep(wait)
+            wait = min(2 * wait, JOB_POLL_MAX_SECONDS)
+            job = self._json(what, "GET", path)
+        if job["state"] != "JobComplete":
+            raise CrmSyncError(
+                f"the CRM's bulk update job {job['id']} of {_accounts(writes)} ended {job['state']}: "
+                f"{job.get('error', '')}"
+            )
+        results = self._retried(what, lambda: self._results(what, f"{path}/results", len(writes)))
+        with contextlib.suppress(CrmSyncError):  # the CRM drops it later anyway
+            self._json(what, "DELETE", path)
+        return _outcomes(writes, results)
+
+    def _results(self, what: str, path: str, expected: int) -> list[dict[str, Any]]:
+        resp = self._send(what, "GET", path)
+        try:
+            results = [json.loads(line) for line in gzip.decompress(resp.content).splitlines()]
+        except (OSError, EOFError, ValueError) as exc:
+            raise TransientCrmError(f"truncated bulk update results ({len(resp.content)} bytes)") from exc
+        if len(results) != expected:
+            raise TransientCrmError(f"bulk update results hold {len(results)} records, not {expected}")
+        return results
+
+
+def _outcomes(writes: list[AccountWrite], results: list[dict[str, Any]]) -> tuple[dict[str, bool], dict[str, str]]:
+    """Per account: True when the CRM wrote it, False when it does not know it; and the refused writes with
+    the CRM's reason (an account missing from the answer counts as refused)."""
+    by_id = {r["id"]: r for r in results}
+    written: dict[str, bool] = {}
+    refused: dict[str, str] = {}
+    for write in writes:
+        result = by_id.get(write.account_id, {"status": "missing from the CRM's answer"})
+        if result["status"] in ("updated", "not_found"):
+            written[write.account_id] = result["status"] == "updated"
+        else:
+            refused[write.account_id] = str(result.get("error") or result["status"])
+    return written, refused
 
 
 def _accounts(writes: list[AccountWrite]) -> str:
@@ -443,16 +541,23 @@ def sync_crm(
     registry: Registry | None = None,
     transport: httpx.BaseTransport | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    bulk_from: int | None = None,
+    job_size: int = MAX_JOB_RECORDS,
 ) -> SyncReport:
     """Write the enterprise view to the CRM, only the fields that changed since the last sync.
 
-    ``progress(done, total)`` is called after each request (done and total: accounts with changes).
+    From ``bulk_from`` accounts with changes (default :func:`bulk_from_setting`) they go through bulk update
+    jobs of at most ``job_size`` accounts, else through the collection endpoint ``batch_size`` at a time.
+    ``progress(done, total)`` is called after each request or job (done and total: accounts with changes).
     ``full`` re-sends every field of every account (to repair edits made in the CRM by hand); the log
     still records only values that differ from the last sync. Raises :class:`CrmSyncError` naming the
     accounts when the CRM keeps failing; a re-run resumes with the accounts not yet written.
     """
     if not 1 <= batch_size <= DEFAULT_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {DEFAULT_BATCH_SIZE} (the CRM's limit), not {batch_size}")
+    if not 1 <= job_size <= MAX_JOB_RECORDS:
+        raise ValueError(f"job_size must be between 1 and {MAX_JOB_RECORDS} (the CRM's limit), not {job_size}")
+    threshold = bulk_from_setting() if bulk_from is None else bulk_from
     started = time.monotonic()
     view = enterprise_view(settings, registry)
     report = SyncReport(
@@ -475,7 +580,11 @@ def sync_crm(
         )
         writer = CrmWriter(base_url, token, policy, max_requests_per_second, transport)
         try:
-            for done in _write_batches(writer, state, report, todo, synced, batch_size):
+            if len(todo) >= threshold:
+                steps = _write_jobs(writer, state, report, todo, synced, job_size)
+            else:
+                steps = _write_batches(writer, state, report, todo, synced, batch_size)
+            for done in steps:
                 if progress is not None:
                     progress(done, len(todo))
         except BaseException as exc:
@@ -486,12 +595,13 @@ def sync_crm(
         report.seconds = time.monotonic() - started
         _finish_run(state, report, "completed")
     log.info(
-        "CRM sync %s: %d accounts patched, %d fields written, %d requests (%d retries) in %.1fs",
+        "CRM sync %s: %d accounts patched, %d fields written, %d requests (%d retries, %d bulk jobs) in %.1fs",
         report.sync_id,
         report.accounts_patched,
         report.fields_written,
         report.requests,
         report.retries,
+        report.bulk_jobs,
         report.seconds,
     )
     return report
@@ -510,6 +620,49 @@ def _changes(
     return todo
 
 
+def bulk_from_setting() -> int:
+    """Accounts with changes from which the sync uses bulk update jobs: ``CRM_SYNC_BULK_FROM``, else
+    :data:`DEFAULT_BULK_FROM`."""
+    value = os.environ.get("CRM_SYNC_BULK_FROM", "").strip()
+    try:
+        return int(value) if value else DEFAULT_BULK_FROM
+    except ValueError as exc:
+        raise CrmSyncError(f"CRM_SYNC_BULK_FROM must be a whole number of accounts, not {value!r}") from exc
+
+
+def _writes(batch: list[tuple[str, dict[str, str]]], synced: dict[str, dict[str, str | None]]) -> list[AccountWrite]:
+    return [
+        AccountWrite(
+            account_id,
+            {f: _api_value(f, v) for f, v in changed.items()},
+            idempotency_key(account_id, synced.get(account_id, {}), changed),
+        )
+        for account_id, changed in batch
+    ]
+
+
+def _accept(
+    state: sqlite3.Connection, report: SyncReport, batch: list[tuple[str, dict[str, str]]], written: dict[str, bool]
+) -> None:
+    """Record the writes the CRM accepted; report the accounts it does not know."""
+    accepted = {account_id: changed for account_id, changed in batch if written.get(account_id)}
+    report.fields_written += _record(state, report.sync_id, accepted)
+    report.accounts_patched += len(accepted)
+    for account_id, _ in batch:
+        if written.get(account_id) is False:
+            report.missing_accounts.append(account_id)
+            log.warning("CRM sync %s: account %s is not in the CRM (not found); skipped", report.sync_id, account_id)
+
+
+def _refuse(refused: dict[str, str]) -> None:
+    """Fail the sync naming the writes the CRM refused (a field it does not let the enterprise write): a
+    re-run would be refused again, so this needs a person; every other write has been sent and recorded."""
+    if refused:
+        account, error = next(iter(refused.items()))
+        more = f" (and {len(refused) - 1} more accounts)" if len(refused) > 1 else ""
+        raise CrmSyncError(f"the CRM refused the write of account {account}: {error}{more}")
+
+
 def _write_batches(
     writer: CrmWriter,
     state: sqlite3.Connection,
@@ -518,32 +671,44 @@ def _write_batches(
     synced: dict[str, dict[str, str | None]],
     batch_size: int,
 ) -> Iterator[int]:
-    """PATCH the changes a batch at a time, recording each accepted account at once; yields accounts done."""
-    done = 0
+    """PATCH the changes a batch at a time, recording each accepted account at once; yields accounts done.
+    Writes the CRM refused fail the sync once every batch is sent and its accepted writes recorded."""
+    done, refused = 0, {}
     for first in range(0, len(todo), batch_size):
         batch = todo[first : first + batch_size]
-        writes = [
-            AccountWrite(
-                account_id,
-                {f: _api_value(f, v) for f, v in changed.items()},
-                idempotency_key(account_id, synced.get(account_id, {}), changed),
-            )
-            for account_id, changed in batch
-        ]
-        written = writer.patch_accounts(writes)
-        accepted = {account_id: changed for account_id, changed in batch if written[account_id]}
-        report.fields_written += _record(state, report.sync_id, accepted)
-        report.accounts_patched += len(accepted)
-        for account_id, _ in batch:
-            if not written[account_id]:
-                report.missing_accounts.append(account_id)
-                log.warning(
-                    "CRM sync %s: account %s is not in the CRM (not found); skipped", report.sync_id, account_id
-                )
+        written, batch_refused = writer.patch_accounts(_writes(batch, synced))
+        _accept(state, report, batch, written)
+        refused.update(batch_refused)
         report.requests, report.retries = writer.requests, writer.retries
         done += len(batch)
         log.info("CRM sync %s: %d/%d accounts written", report.sync_id, done, len(todo))
         yield done
+    _refuse(refused)
+
+
+def _write_jobs(
+    writer: CrmWriter,
+    state: sqlite3.Connection,
+    report: SyncReport,
+    todo: list[tuple[str, dict[str, str]]],
+    synced: dict[str, dict[str, str | None]],
+    job_size: int,
+) -> Iterator[int]:
+    """Send the changes through bulk update jobs of ``job_size`` accounts, recording each job's accepted
+    accounts from its results; yields accounts done. Writes the CRM refused fail the sync, as on the PATCH
+    path, once every job is done and its accepted writes recorded."""
+    done, refused = 0, {}
+    for number, first in enumerate(range(0, len(todo), job_size)):
+        batch = todo[first : first + job_size]
+        written, job_refused = writer.bulk_update(_writes(batch, synced), f"{report.sync_id}-{number}")
+        report.bulk_jobs += 1
+        _accept(state, report, batch, written)
+        refused.update(job_refused)
+        report.requests, report.retries = writer.requests, writer.retries
+        done += len(batch)
+        log.info("CRM sync %s: %d/%d accounts written in bulk", report.sync_id, done, len(todo))
+        yield done
+    _refuse(refused)
 
 
 def _fail_run(

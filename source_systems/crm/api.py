@@ -12,6 +12,8 @@
   result (like Salesforce's sObject Collections with ``allOrNone=false``): one request against the rate
   limit instead of one per account.
 - ``/api/v1/bulk/jobs`` exports a window of an object as files, asynchronously (source_systems/crm/bulk.py).
+- ``/api/v1/bulk/ingest`` updates accounts from an uploaded file, asynchronously, with one result per record
+  (source_systems/crm/bulk_update.py): a large change set in a handful of requests.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fastapi.responses import JSONResponse, Response
 
 from source_systems.crm import store
 from source_systems.crm.bulk import RECORDS_PER_FILE, add_bulk_routes
+from source_systems.crm.bulk_update import add_update_routes
 
 MAX_LIMIT = 2000
 MAX_BATCH = 200
@@ -47,6 +50,8 @@ class Faults:
     slow: int = 0
     slow_seconds: float = 2.0
     truncated: int = 0
+    failed_jobs: int = 0  # bulk update jobs that fail while processing, having applied nothing
+    stalled_jobs: int = 0  # bulk update jobs that stay InProgress, never applied
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, name: str) -> bool:
@@ -181,25 +186,15 @@ def create_app(
             next_cursor = _encode_cursor(last["SystemModstamp"], last["Id"])
         return {"object": obj, "records": records, "next_cursor": next_cursor}
 
-    allowed = set(store.WRITEBACK_FIELDS["accounts"])
-
-    def not_writable(fields: dict[str, Any]) -> str | None:
-        unknown = set(fields) - allowed
-        return f"fields {sorted(unknown)} are not writable; writable: {sorted(allowed)}" if unknown else None
-
-    def update_account(conn: Any, account_id: str, fields: dict[str, Any]) -> bool:
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        return bool(conn.execute(f"update accounts set {sets} where Id = ?", (*fields.values(), account_id)).rowcount)
-
     @app.patch("/api/v1/accounts/{account_id}")
     def patch_account(
         account_id: str, fields: dict[str, Any], idempotency_key: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:
-        error = not_writable(fields)
+        error = store.not_writable(fields)
         if error:
             raise HTTPException(422, detail=error)
         with store.connect(db_path) as conn:
-            if not update_account(conn, account_id, fields):
+            if not store.update_account(conn, account_id, fields):
                 raise HTTPException(404, detail=f"account {account_id!r} not found")
         return {"id": account_id, "updated": sorted(fields)}
 
@@ -212,17 +207,8 @@ def create_app(
             raise HTTPException(422, detail='expected {"records": [{"id": ..., "fields": {...}}, ...]}')
         if len(records) > MAX_BATCH:
             raise HTTPException(413, detail=f"{len(records)} records in one request; at most {MAX_BATCH}")
-        results: list[dict[str, Any]] = []
         with store.connect(db_path) as conn:
-            for record in records:
-                account_id, fields = str(record.get("id", "")), record.get("fields") or {}
-                error = not_writable(fields) if fields else "no fields to write"
-                if error:
-                    results.append({"id": account_id, "status": "invalid", "error": error})
-                elif update_account(conn, account_id, fields):
-                    results.append({"id": account_id, "status": "updated", "updated": sorted(fields)})
-                else:
-                    results.append({"id": account_id, "status": "not_found"})
+            results = store.write_accounts(conn, records)
         return {"results": results}
 
     @app.post("/api/v1/tasks")
@@ -259,6 +245,7 @@ def create_app(
     add_bulk_routes(
         app, db_path, _canonical, bulk_records_per_file
     )  # POST /api/v1/bulk/jobs and friends (source_systems/crm/bulk.py)
+    add_update_routes(app, db_path)  # POST /api/v1/bulk/ingest and friends (source_systems/crm/bulk_update.py)
 
     @app.post("/api/v1/_faults")
     def set_faults(settings: dict[str, float]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -93,6 +94,36 @@ TYPES = {
     "Enterprise_Delinquent__c": "integer",
     "Enterprise_MRR_USD__c": "real",
 }
+
+
+def not_writable(fields: dict[str, object]) -> str | None:
+    """Why an account write is refused (a field the enterprise may not write), or None."""
+    allowed = WRITEBACK_FIELDS["accounts"]
+    unknown = set(fields) - set(allowed)
+    return f"fields {sorted(unknown)} are not writable; writable: {sorted(allowed)}" if unknown else None
+
+
+def update_account(conn: sqlite3.Connection, account_id: str, fields: dict[str, object]) -> bool:
+    """Set an account's write-back fields (absolute values); False when the CRM has no such account."""
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    return bool(conn.execute(f"update accounts set {sets} where Id = ?", (*fields.values(), account_id)).rowcount)
+
+
+def write_accounts(conn: sqlite3.Connection, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply account writes ``{"id", "fields"}`` one by one, each with its own result in the order given
+    (``updated``, ``not_found``, or ``invalid`` with its error): the collection endpoint's and the bulk
+    update job's semantics, so that both leave the same accounts."""
+    results: list[dict[str, Any]] = []
+    for record in records:
+        account_id, fields = str(record.get("id", "")), record.get("fields") or {}
+        error = not_writable(fields) if isinstance(fields, dict) and fields else "no fields to write"
+        if error:
+            results.append({"id": account_id, "status": "invalid", "error": error})
+        elif update_account(conn, account_id, fields):
+            results.append({"id": account_id, "status": "updated", "updated": sorted(fields)})
+        else:
+            results.append({"id": account_id, "status": "not_found"})
+    return results
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:

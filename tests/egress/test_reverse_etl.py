@@ -7,6 +7,7 @@ states, and its own ledger of contract spells and FX rates for MRR), not from th
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import itertools
 import json
 import math
@@ -24,11 +25,13 @@ import polars as pl
 import pytest
 
 from dataops.core.settings import Settings
+from dataops.egress import reverse_etl
 from dataops.egress.reverse_etl import (
     CHURN_FIELDS,
     DEFAULT_BATCH_SIZE,
     DELINQUENT_FIELD,
     FIELDS,
+    MRR_FIELD,
     STATE_FIELD,
     AccountWrite,
     CrmSyncError,
@@ -62,7 +65,10 @@ class Recording(httpx.BaseTransport):
         self.sent: list[tuple[float, str, str, dict[str, object]]] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else {}
+        if request.headers.get("content-encoding") == "gzip":  # a bulk job's upload: JSON lines
+            body = {"records": [json.loads(line) for line in gzip.decompress(request.content).splitlines()]}
+        else:
+            body = json.loads(request.content) if request.content else {}
         self.sent.append((time.monotonic(), request.method, request.url.path, body))
         return self.inner.handle_request(request)
 
@@ -75,9 +81,14 @@ class Recording(httpx.BaseTransport):
         return [
             (str(record["id"]), record["fields"])
             for _, method, _, body in self.sent
-            if method == "PATCH"
-            for record in body["records"]  # type: ignore[attr-defined]
+            if method in ("PATCH", "PUT")
+            for record in body.get("records", [])  # type: ignore[attr-defined]
         ]
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """(method, path) of each request, a bulk job's id replaced by ``{id}``."""
+        return [(m, "/".join("{id}" if len(part) == 32 else part for part in p.split("/"))) for _, m, p, _ in self.sent]
 
 
 @pytest.fixture()
@@ -155,7 +166,7 @@ def test_the_writable_fields_are_the_crms() -> None:
     assert [*FIELDS, *CHURN_FIELDS] == store.WRITEBACK_FIELDS["accounts"]
 
 
-def test_a_write_the_crm_refuses_names_the_account_and_an_unknown_one_is_reported() -> None:
+def test_the_crms_answer_is_read_per_account_written_unknown_or_refused() -> None:
     def crm(request: httpx.Request) -> httpx.Response:
         records = json.loads(request.content)["records"]
         answers = {
@@ -166,10 +177,8 @@ def test_a_write_the_crm_refuses_names_the_account_and_an_unknown_one_is_reporte
         return httpx.Response(200, json={"results": [{"id": r["id"], **answers[r["id"]]} for r in records]})
 
     writer = CrmWriter("http://crm.test", "t", max_requests_per_second=None, transport=httpx.MockTransport(crm))
-    writes = [AccountWrite(a, {STATE_FIELD: "active"}, a) for a in ("A1", "A2")]
-    assert writer.patch_accounts(writes) == {"A1": True, "A2": False}
-    with pytest.raises(CrmSyncError, match="refused the write of account A3: no"):
-        writer.patch_accounts([*writes, AccountWrite("A3", {STATE_FIELD: "active"}, "A3")])
+    writes = [AccountWrite(a, {STATE_FIELD: "active"}, a) for a in ("A1", "A2", "A3")]
+    assert writer.patch_accounts(writes) == ({"A1": True, "A2": False}, {"A3": "no"})
 
 
 def test_a_sync_writes_every_accounts_enterprise_view_within_the_rate_limit(copy: Published) -> None:
@@ -223,6 +232,30 @@ def test_a_sync_writes_every_accounts_enterprise_view_within_the_rate_limit(copy
     assert float(kpi) == pytest.approx(sum(per_customer.values()) + erp_only_mrr(settings), abs=0.05)
 
 
+def make_a_customer_delinquent(settings: Settings) -> set[str]:
+    """A later publish finds one active customer delinquent: make it so in the analyst warehouse; returns
+    the CRM accounts of its family."""
+    settings.analytics_db.chmod(0o644)
+    with duckdb.connect(str(settings.analytics_db)) as conn:
+        customer, as_of = conn.execute(
+            "select customer_id, date_day from marts.fct_customer_states_daily "
+            "where date_day = (select max(date_day) from marts.fct_customer_states_daily) and state = 'active' "
+            "and not is_delinquent order by customer_id limit 1"
+        ).fetchall()[0]
+        conn.execute(
+            "update marts.fct_customer_states_daily set is_delinquent = true where customer_id = ? and date_day = ?",
+            [customer, as_of],
+        )
+        return {
+            r[0]
+            for r in conn.execute(
+                "select entity_id from marts.dim_customer_hierarchy "
+                "where entity_type = 'crm_account' and customer_id = ?",
+                [customer],
+            ).fetchall()
+        }
+
+
 def test_a_second_sync_with_nothing_changed_sends_no_write(copy: Published, crm: RunningServer) -> None:
     first = sync_crm(copy.settings, crm.url, crm.token, max_requests_per_second=None)
     assert first.accounts_patched > 0
@@ -244,26 +277,7 @@ def test_a_changed_value_writes_only_that_field(copy: Published, crm: RunningSer
     settings = copy.settings
     sync_crm(settings, crm.url, crm.token, max_requests_per_second=None)
 
-    # A later publish finds one customer delinquent: make it so in the analyst warehouse.
-    settings.analytics_db.chmod(0o644)
-    with duckdb.connect(str(settings.analytics_db)) as conn:
-        customer, as_of = conn.execute(
-            "select customer_id, date_day from marts.fct_customer_states_daily "
-            "where date_day = (select max(date_day) from marts.fct_customer_states_daily) and state = 'active' "
-            "and not is_delinquent order by customer_id limit 1"
-        ).fetchall()[0]
-        conn.execute(
-            "update marts.fct_customer_states_daily set is_delinquent = true where customer_id = ? and date_day = ?",
-            [customer, as_of],
-        )
-        family = {
-            r[0]
-            for r in conn.execute(
-                "select entity_id from marts.dim_customer_hierarchy "
-                "where entity_type = 'crm_account' and customer_id = ?",
-                [customer],
-            ).fetchall()
-        }
+    family = make_a_customer_delinquent(settings)
     before = crm_fields(settings)
 
     recording = Recording()
@@ -403,3 +417,199 @@ def test_the_fields_written_back_are_the_ones_the_crm_contract_declares() -> Non
     """The dbt step's digest ignores a contract's written-back columns (docs/decisions/0020): a field the sync
     writes but the contract does not declare would make every re-run after a sync rebuild for nothing."""
     assert {*FIELDS, *CHURN_FIELDS} == set(CONTRACTS["crm.accounts"].written_back)
+
+
+# --- the bulk update job (docs/decisions/0079) -----------------------------------------------------
+
+JOB_CALLS = [("POST", "/api/v1/bulk/ingest"), ("PUT", "/api/v1/bulk/ingest/{id}/records")]
+JOB_CLOSE = ("PATCH", "/api/v1/bulk/ingest/{id}")
+JOB_END = [("GET", "/api/v1/bulk/ingest/{id}/results"), ("DELETE", "/api/v1/bulk/ingest/{id}")]
+
+
+class Killed(BaseException):
+    """The process stopped (a kill), as the sync sees it: not an error it handles."""
+
+
+class LosingAnswers(Recording):
+    """Loses the CRM's answer to the first request of each (method, path) given: the CRM handles the
+    request, its answer arrives truncated (the API's ``truncated`` fault)."""
+
+    def __init__(self, server: RunningServer, *calls: tuple[str, str], times: int = 1) -> None:
+        super().__init__()
+        self.server, self.pending, self.times = server, set(calls), times
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        call = (request.method, "/".join("{id}" if len(p) == 32 else p for p in request.url.path.split("/")))
+        if call in self.pending:
+            self.pending.discard(call)
+            self.server.faults.truncated = self.times
+        return super().handle_request(request)
+
+
+def _sync_log(settings: Settings) -> Counter[tuple[object, ...]]:
+    return Counter((e["account_id"], e["field"], e["old_value"], e["new_value"]) for e in read_sync_log(settings))
+
+
+def _synced_values(settings: Settings) -> dict[tuple[str, str], str | None]:
+    with closing(sqlite3.connect(sync_db_path(settings))) as conn:
+        return {(a, f): v for a, f, v in conn.execute("select account_id, field, value from synced_values")}
+
+
+def test_a_large_change_set_goes_through_a_bulk_job_and_a_small_one_through_patch(
+    copy: Published, crm: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = copy.settings
+    expected = simulated_enterprise_view(settings)
+    accounts = crm_fields(settings)
+    monkeypatch.setenv("CRM_SYNC_BULK_FROM", str(len(accounts)))  # the first sync writes every account
+
+    recording = Recording()
+    report = sync_crm(settings, crm.url, crm.token, max_requests_per_second=None, transport=recording)
+
+    assert report.bulk_jobs == 1
+    calls = recording.calls
+    assert calls[:3] == [*JOB_CALLS, JOB_CLOSE] and calls[-2:] == JOB_END
+    assert set(calls[3:-2]) <= {("GET", "/api/v1/bulk/ingest/{id}")}  # polls, if it was not done at once
+    assert report.requests == len(recording.sent) and report.retries == 0
+    assert all(set(fields) == set(FIELDS) for _, fields in recording.patches)
+    held = crm_fields(settings)
+    assert held == {a: (s, d, m) for a, (_, s, d, m) in expected.items() if a in accounts}
+    assert report.accounts_patched == len(held) and report.fields_written == 3 * len(held)
+    assert _sync_log(settings) == Counter(
+        {(a, f, None, _text(f, v)): 1 for a, vs in held.items() for f, v in zip(FIELDS, vs)}
+    )
+
+    family = make_a_customer_delinquent(settings)  # one family's change: below the threshold
+    recording = Recording()
+    small = sync_crm(settings, crm.url, crm.token, max_requests_per_second=None, transport=recording)
+    assert small.bulk_jobs == 0
+    assert set(recording.calls) == {("PATCH", "/api/v1/accounts")}
+    assert sorted(recording.patches) == sorted((a, {DELINQUENT_FIELD: 1}) for a in family)
+
+
+def _text(field_name: str, value: object) -> str:
+    """The sync state's canonical text of a CRM field's value."""
+    if field_name == DELINQUENT_FIELD:
+        return str(value)
+    return str(value) if field_name == STATE_FIELD else f"{value:.2f}"
+
+
+def test_the_bulk_job_and_patch_leave_the_same_crm_state_and_refusals(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted account, a family's changed flag and writes the CRM refuses (MRR made not writable):
+    both paths report the same accounts and leave the same CRM, sync state and log."""
+    ends = []
+    for name, bulk_from in (("patch", 10**9), ("bulk", 1)):
+        settings = copy_of(published, tmp_path / name).settings
+        with closing(sqlite3.connect(settings.crm_db)) as conn, conn:
+            gone = conn.execute("select Id from accounts order by Id desc limit 1").fetchall()[0][0]
+            conn.execute("delete from accounts where Id = ?", (gone,))
+        with start_in_thread(settings.crm_db, token="t0ken", rate_per_second=10_000, burst=10_000) as server:
+            paths = {"max_requests_per_second": None, "bulk_from": bulk_from, "batch_size": 2}  # PATCH: many requests
+            first = sync_crm(settings, server.url, server.token, **paths)  # type: ignore[arg-type]
+            family = make_a_customer_delinquent(settings)
+            with closing(sqlite3.connect(sync_db_path(settings))) as conn, conn:
+                refused = [a for (a,) in conn.execute("select distinct account_id from synced_values order by 1")]
+                refused = [a for a in refused if a not in family][:3]  # their MRR is sent again, and refused
+                conn.executemany(
+                    "delete from synced_values where account_id = ? and field = ?", [(a, MRR_FIELD) for a in refused]
+                )
+            with monkeypatch.context() as patch:
+                patch.setitem(store.WRITEBACK_FIELDS, "accounts", [f for f in FIELDS if f != MRR_FIELD])
+                with pytest.raises(CrmSyncError, match="refused the write of account") as failed:
+                    sync_crm(settings, server.url, server.token, **paths)  # type: ignore[arg-type]
+        assert (first.bulk_jobs > 0) == (name == "bulk")
+        assert first.missing_accounts == [gone]
+        assert f"account {refused[0]}: fields ['{MRR_FIELD}'] are not writable" in str(failed.value)
+        assert f"(and {len(refused)} more accounts)" in str(failed.value)  # and the deleted one's MRR, sent again
+        assert {(a, f) for a, f in _synced_values(settings) if a in family and f == DELINQUENT_FIELD} == {
+            (a, DELINQUENT_FIELD) for a in family
+        }  # the accepted writes of the failed sync are recorded
+        assert not {(a, MRR_FIELD) for a in refused} & set(_synced_values(settings))
+        ends.append((crm_fields(settings), _synced_values(settings), _sync_log(settings), str(failed.value)))
+    assert ends[0] == ends[1]
+
+
+def test_a_bulk_sync_killed_or_failed_part_way_resumes_with_only_what_is_missing(
+    published: Published, tmp_path: Path
+) -> None:
+    reference = copy_of(published, tmp_path / "reference").settings
+    with start_in_thread(reference.crm_db, token="t0ken", rate_per_second=10_000, burst=10_000) as server:
+        sync_crm(reference, server.url, server.token, max_requests_per_second=None, bulk_from=10**9)
+    want_fields, want_log = crm_fields(reference), _sync_log(reference)
+
+    settings = copy_of(published, tmp_path / "faulty").settings
+    job_size = math.ceil(len(want_fields) / 3)
+    bulk = {"max_requests_per_second": None, "bulk_from": 1, "job_size": job_size, "policy": FAST}
+
+    def written() -> set[str]:
+        return {a for a, v in crm_fields(settings).items() if v != (None, None, None)}
+
+    def logged() -> set[str]:
+        return {e["account_id"] for e in read_sync_log(settings)}
+
+    def kill(done: int, total: int) -> None:
+        raise Killed
+
+    with start_in_thread(settings.crm_db, token="t0ken", rate_per_second=10_000, burst=10_000) as server:
+        # 1. killed once the first job's results are recorded
+        with pytest.raises(Killed):
+            sync_crm(settings, server.url, server.token, progress=kill, **bulk)  # type: ignore[arg-type]
+        assert len(written()) == job_size and written() == logged()
+
+        # 2. the CRM fails the next job: it applied nothing, nothing more is recorded
+        server.faults.failed_jobs = 1
+        recording = Recording()
+        with pytest.raises(CrmSyncError, match="ended Failed"):
+            sync_crm(settings, server.url, server.token, transport=recording, **bulk)  # type: ignore[arg-type]
+        assert not logged() & {a for a, _ in recording.patches}  # nothing recorded is sent again
+        assert len(written()) == len(logged()) == job_size
+
+        # 3. the next job is applied but its results never arrive: nothing recorded for it
+        losing = LosingAnswers(server, ("GET", "/api/v1/bulk/ingest/{id}/results"), times=FAST.max_attempts)
+        with pytest.raises(CrmSyncError, match="failed after 3 attempts"):
+            sync_crm(settings, server.url, server.token, transport=losing, **bulk)  # type: ignore[arg-type]
+        assert len(written()) == 2 * job_size and len(logged()) == job_size
+
+        # 4. the re-run sends what is not recorded (the lost job's accounts again) and completes
+        recording, recorded = Recording(), logged()
+        report = sync_crm(settings, server.url, server.token, transport=recording, **bulk)  # type: ignore[arg-type]
+        assert {a for a, _ in recording.patches} == set(want_fields) - recorded
+        assert len(recording.patches) == len(want_fields) - job_size
+        assert report.accounts_patched == len(want_fields) - job_size and report.bulk_jobs == 2
+
+    assert crm_fields(settings) == want_fields
+    assert _sync_log(settings) == want_log
+    assert [r["status"] for r in read_sync_runs(settings)] == ["failed", "failed", "failed", "completed"]
+
+
+def test_a_bulk_jobs_lost_answers_are_asked_again_without_a_second_job(copy: Published, crm: RunningServer) -> None:
+    """The CRM handles each of the job's requests but its answer is lost: the create, the upload, the close
+    and the results are each asked again, safely (idempotency key, replacing upload, closing a closed job)."""
+    settings = copy.settings
+    losing = LosingAnswers(crm, *JOB_CALLS, JOB_CLOSE, JOB_END[0])
+    report = sync_crm(
+        settings, crm.url, crm.token, max_requests_per_second=None, transport=losing, policy=FAST, bulk_from=1
+    )
+
+    assert crm.server.config.app.state.update_jobs_opened == 1
+    posts = [r for r in losing.sent if r[1] == "POST"]
+    assert len(posts) == 2 and report.retries == 4
+    held = crm_fields(settings)
+    assert report.accounts_patched == len(held) and all(None not in v for v in held.values())
+    assert _sync_log(settings) == Counter(
+        {(a, f, None, _text(f, v)): 1 for a, vs in held.items() for f, v in zip(FIELDS, vs)}
+    )
+
+
+def test_a_bulk_job_the_crm_never_finishes_fails_the_sync_in_time(
+    copy: Published, crm: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reverse_etl, "JOB_TIMEOUT_SECONDS", 0.3)
+    crm.faults.stalled_jobs = 1
+    with pytest.raises(CrmSyncError, match=r"is still InProgress after 0.3s \(0 of \d+ accounts were written"):
+        sync_crm(copy.settings, crm.url, crm.token, max_requests_per_second=None, bulk_from=1)
+    assert read_sync_log(copy.settings) == []
+    report = sync_crm(copy.settings, crm.url, crm.token, max_requests_per_second=None, bulk_from=1)
+    assert report.accounts_patched == len(crm_fields(copy.settings))

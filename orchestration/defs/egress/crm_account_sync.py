@@ -50,6 +50,7 @@ def crm_account_sync() -> dg.Definitions:
                 "fields_written": report.fields_written,
                 "requests": report.requests,
                 "retries": report.retries,
+                "bulk_jobs": report.bulk_jobs,
                 "missing_accounts": dg.MetadataValue.json(report.missing_accounts),
                 "churn_tasks_opened": sum(len(t.opened) for t in tasks),
             }
