@@ -93,10 +93,17 @@
         with
         now_ as (select * from {{ states_inputs() }}),
         seen as (select * from {{ seen }}),
+        -- the rows in one and not the other (as many times as they are more in one; a group by of both is
+        -- cheaper than two `except all`)
         differ as (
-            (select * from now_ except all select * from seen)
-            union all
-            (select * from seen except all select * from now_)
+            select input, customer_id, from_date, to_date, status, is_live
+            from (
+                select *, 1 as side from now_
+                union all
+                select *, -1 as side from seen
+            ) as both_
+            group by all
+            having sum(side) != 0
         ),
         -- an invoice makes its customer delinquent from the day after its due date plus the days past due
         earliest_grace as (
@@ -187,16 +194,34 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- The post-hook: the inputs this build's rows were computed from, kept for the next build; the notes handed on
-    to the health mart (every customer after a full build) and consumed. -#}
+{#- The customers noted for the states mart, as a subquery. -#}
+{% macro customers_noted() -%}
+    (
+        select customer_id from {{ customer_notes() }}
+        where model = 'fct_customer_states_daily' and customer_id is not null
+    )
+{%- endmacro %}
+
+{#- The post-hook: the inputs this build's rows were computed from, kept for the next build (those of the noted
+    customers replaced, in an incremental build); the notes handed on to the health mart (every customer after a
+    full build) and consumed. -#}
 {% macro keep_states_inputs() -%}
     {{ return(adapter.dispatch('keep_states_inputs')()) }}
 {%- endmacro %}
 
 {% macro default__keep_states_inputs() -%}
     {%- set model = 'fct_customer_states_daily' -%}
-    create or replace table {{ this.database }}.pipeline.states_inputs_seen as
-    select * from {{ states_inputs() }};
+    {%- set seen = ledger_relation('states_inputs_seen') if is_incremental() else none -%}
+    {%- if seen is none %}
+        create or replace table {{ this.database }}.pipeline.states_inputs_seen as
+        select * from {{ states_inputs() }};
+    {%- else %}
+        -- only the noted customers' inputs differ from those kept (the pre-hook noted every one that differs)
+        delete from {{ seen }} where customer_id in {{ customers_noted() }};
+        insert into {{ seen }}
+        select * from {{ states_inputs() }} as inputs
+        where inputs.customer_id in {{ customers_noted() }};
+    {%- endif %}
     create or replace table {{ this.database }}.pipeline.states_rules_seen as
     select * from {{ states_rules() }};
     {%- if is_incremental() %}

@@ -75,17 +75,23 @@ first_day as (
 
 ),
 
+first_recomputed as (
+
+    select min(from_date) as from_date from targets
+
+),
+
 bounds as (
 
     -- the day before the first recomputed day gives each customer its previous state
     select
         greatest(
             min(dates.date_day),
-            cast((select min(targets.from_date) from targets) - interval 1 day as date)
+            cast(min(first_recomputed.from_date) - interval 1 day as date)
         ) as from_date,
         max(dates.date_day) as to_date
 
-    from dates
+    from dates, first_recomputed
 
 ),
 
