@@ -60,7 +60,9 @@ DOWNSTREAM = {
 }
 LAST = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
 RUN = ["run", "--select", *STAGED]
-SCENARIO = [*RUN, *(model for models in DOWNSTREAM.values() for model in models)]
+# tables rebuilt whole that the states read: the scenario cancels a contract
+REBUILT = ("stg_erp__contract_status_changes", "int_contracts_status_spells")
+SCENARIO = [*RUN, *REBUILT, *(model for models in DOWNSTREAM.values() for model in models)]
 # the marts that recompute the customers whose inputs changed (decision 0081), and a column each test marks
 CUSTOMER_MARTS = {"fct_customer_states_daily": "previous_state", "fct_customer_health_daily": "health_score"}
 
@@ -169,12 +171,14 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
     customer_marts_equal_a_full_refresh(settings, new_day)
     with duckdb.connect(str(settings.build_db)) as conn:
         # the old day's re-run also corrects a payment: its invoice is no longer settled, its customer's states
-        # change (delinquent); a customer none of whose inputs change keeps its rows in both marts
+        # change (delinquent); and it ends a customer's only live contract: its health scores from that day go;
+        # a customer none of whose inputs change keeps its rows in both marts
         unsettled = unsettle_an_invoice(conn, rerun)
+        ended = end_a_contract(conn, rerun)
         states_before = conn.execute(
             "select * from marts.fct_customer_states_daily where customer_id = ? order by all", [unsettled]
         ).fetchall()
-        marks = mark_a_customer(conn, unsettled)
+        marks = mark_a_customer(conn, (unsettled, ended))
         # the old day re-run: the re-extracted day no longer holds the lead's newer version (its older one is
         # left), nor a lead change it held the only version of
         vanished = scalar(
@@ -196,6 +200,9 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
             assert kept == MARK[column], f"{model}: a customer none of whose inputs changed was recomputed"
             conn.execute(f"update marts.{model} set {column} = ? {where}", [value, customer, day])
     assert states_after != states_before, "the corrected payment changed no state: the test proves nothing"
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        scored = "select count(*) from marts.fct_customer_health_daily where customer_id = ? and date_day >= ?"
+        assert scalar(conn, scored, [ended, rerun]) == 0, "a customer without a contract keeps health scores"
     customer_marts_equal_a_full_refresh(settings, new_day)
     incremental = tables(settings.build_db, ("staging", *DOWNSTREAM))
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
@@ -317,15 +324,37 @@ def unsettle_an_invoice(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> 
     return str(customer)
 
 
-def mark_a_customer(conn: duckdb.DuckDBPyConnection, other_than: str) -> list[tuple[str, dt.date, object]]:
-    """Marks, in each customer mart, the last day's row of a customer other than ``other_than`` (none of whose
+def end_a_contract(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> str:
+    """Loads into ``partition`` a status change, dated that day, that ends the only contract live or paused at
+    the end of the history of a customer scored on the last day. Returns the customer."""
+    contract, customer = conn.execute(
+        "select contract_id, customer_id from intermediate.int_contracts_status_spells "
+        "where is_live and valid_to_date is null and valid_from_date < ? and customer_id in "
+        "(select customer_id from marts.fct_customer_health_daily where date_day = ?) and customer_id not in "
+        "(select customer_id from intermediate.int_contracts_status_spells where valid_to_date is null "
+        "and (is_live or status = 'paused') group by 1 having count(*) > 1) order by 1 limit 1",
+        [partition, LAST],
+    ).fetchone() or (None, None)
+    assert contract is not None, "no customer with one live contract"
+    conn.execute(
+        "insert into raw.erp__contract_status_history select * replace (history_id + 1000000000 as history_id, "
+        "to_status as from_status, 'ended' as to_status, cast(? as timestamp) + interval 12 hour as changed_at, "
+        "? as _partition, md5(_record_hash) as _record_hash) from raw.erp__contract_status_history "
+        "where contract_no = ? qualify row_number() over (order by changed_at desc) = 1",
+        [partition, partition, contract],
+    )
+    return str(customer)
+
+
+def mark_a_customer(conn: duckdb.DuckDBPyConnection, other_than: tuple[str, ...]) -> list[tuple[str, dt.date, object]]:
+    """Marks, in each customer mart, the last day's row of a customer not in ``other_than`` (none of whose
     inputs the scenario changes after); returns each row's customer, day and the value it had."""
     marks = []
     for model, column in CUSTOMER_MARTS.items():
         customer, day, value = conn.execute(
             f"select customer_id, date_day, {column} from marts.{model} "
-            "where customer_id <> ? and date_day = ? order by 1 limit 1",
-            [other_than, LAST],
+            "where customer_id not in (select unnest(?)) and date_day = ? order by 1 limit 1",
+            [list(other_than), LAST],
         ).fetchone() or (None, None, None)
         assert customer is not None, model
         conn.execute(
