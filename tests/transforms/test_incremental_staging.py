@@ -7,7 +7,7 @@ latest version or every version of a record. So do the models above them that re
 day a window's records change, and the people models, which recompute the people whose leads changed, by a
 lead's address before and after (a corrected address moves a lead to another person; decision 0076). The
 customer states and health marts recompute the customers whose inputs changed (decision 0081): they equal a
-full refresh after every build.
+full refresh after every build, through a payment corrected and a contract ended on an old day.
 
 The raw layer is changed here as the loads change it (a partition replaced, a released orphan inserted with
 its partition and noted in the ledger: tests/dataops/ingest/test_ingest.py holds the loads to that)."""
