@@ -5,7 +5,9 @@ late data, an orphan released into its own older partition, and a re-run of an o
 latest version or every version of a record. So do the models above them that read what a window loaded
 (the facts of payments and credit memos, decision 0067), the daily models that recompute from the first
 day a window's records change, and the people models, which recompute the people whose leads changed, by a
-lead's address before and after (a corrected address moves a lead to another person; decision 0076).
+lead's address before and after (a corrected address moves a lead to another person; decision 0076). The
+customer states and health marts recompute the customers whose inputs changed (decision 0081): they equal a
+full refresh after every build, through a payment corrected and a contract ended on an old day.
 
 The raw layer is changed here as the loads change it (a partition replaced, a released orphan inserted with
 its partition and noted in the ledger: tests/dataops/ingest/test_ingest.py holds the loads to that)."""
@@ -46,12 +48,23 @@ STAGED = {
 # the window's records change (decision 0006): the scenario below builds them with the staging models
 DOWNSTREAM = {
     "intermediate": ("int_invoices_settled", "int_kpis_money_summed", "int_leads_qualified", "int_people_qualified"),
-    "marts": ("fct_payments", "fct_credit_memos", "fct_customer_states_daily", "fct_leads", "dim_people"),
+    "marts": (
+        "fct_payments",
+        "fct_credit_memos",
+        "fct_customer_states_daily",
+        "fct_customer_health_daily",
+        "fct_leads",
+        "dim_people",
+    ),
     "kpis": ("kpi_daily",),
 }
 LAST = BUILT_START + dt.timedelta(days=BUILT_DAYS - 1)
 RUN = ["run", "--select", *STAGED]
-SCENARIO = [*RUN, *(model for models in DOWNSTREAM.values() for model in models)]
+# tables rebuilt whole that the states read: the scenario cancels a contract
+REBUILT = ("stg_erp__contract_status_changes", "int_contracts_status_spells")
+SCENARIO = [*RUN, *REBUILT, *(model for models in DOWNSTREAM.values() for model in models)]
+# the marts that recompute the customers whose inputs changed (decision 0081), and a column each test marks
+CUSTOMER_MARTS = {"fct_customer_states_daily": "previous_state", "fct_customer_health_daily": "health_score"}
 
 
 def copy_of(built: Path, tmp_path: Path) -> Settings:
@@ -118,6 +131,7 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         # too: the lead moves to another person, and back when the re-run below drops this version
         fallen_back = newer_version(conn, "Id > ''", rerun, Status="'Reworked'", Email=another_email(rerun))
     build(settings, rerun, rerun, select=SCENARIO)
+    customer_marts_equal_a_full_refresh(settings, rerun)
     with duckdb.connect(str(settings.build_db)) as conn:
         # a day's load: another lead corrected, journal lines of an old period arriving late, and lead
         # changes released from quarantine into their own, older partition
@@ -154,6 +168,17 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         for model in ("intermediate.int_people_qualified", "marts.dim_people"):
             assert scalar(conn, f"select lead_count from {model} where email = ?", [untouched]) == -1, model
             conn.execute(f"update {model} set lead_count = ? where email = ?", [lead_count, untouched])
+    customer_marts_equal_a_full_refresh(settings, new_day)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        # the old day's re-run also corrects a payment: its invoice is no longer settled, its customer's states
+        # change (delinquent); and it ends a customer's only live contract: its health scores from that day go;
+        # a customer none of whose inputs change keeps its rows in both marts
+        unsettled = unsettle_an_invoice(conn, rerun)
+        ended = end_a_contract(conn, rerun)
+        states_before = conn.execute(
+            "select * from marts.fct_customer_states_daily where customer_id = ? order by all", [unsettled]
+        ).fetchall()
+        marks = mark_a_customer(conn, (unsettled, ended))
         # the old day re-run: the re-extracted day no longer holds the lead's newer version (its older one is
         # left), nor a lead change it held the only version of
         vanished = scalar(
@@ -165,6 +190,20 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         conn.execute("delete from raw.crm__leads where _partition = ? and Id = ?", [rerun, fallen_back])
         conn.execute("delete from raw.crm__lead_history where _partition = ? and Id = ?", [rerun, vanished])
     build(settings, rerun, rerun, select=SCENARIO)
+    with duckdb.connect(str(settings.build_db)) as conn:
+        states_after = conn.execute(
+            "select * from marts.fct_customer_states_daily where customer_id = ? order by all", [unsettled]
+        ).fetchall()
+        for (model, column), (customer, day, value) in zip(CUSTOMER_MARTS.items(), marks, strict=True):
+            where = "where customer_id = ? and date_day = ?"
+            kept = scalar(conn, f"select {column} from marts.{model} {where}", [customer, day])
+            assert kept == MARK[column], f"{model}: a customer none of whose inputs changed was recomputed"
+            conn.execute(f"update marts.{model} set {column} = ? {where}", [value, customer, day])
+    assert states_after != states_before, "the corrected payment changed no state: the test proves nothing"
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        scored = "select count(*) from marts.fct_customer_health_daily where customer_id = ? and date_day >= ?"
+        assert scalar(conn, scored, [ended, rerun]) == 0, "a customer without a contract keeps health scores"
+    customer_marts_equal_a_full_refresh(settings, new_day)
     incremental = tables(settings.build_db, ("staging", *DOWNSTREAM))
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         leads = dict(
@@ -241,3 +280,86 @@ def mark_a_person(conn: duckdb.DuckDBPyConnection, day: dt.date) -> tuple[str, i
     for model in ("intermediate.int_people_qualified", "marts.dim_people"):
         conn.execute(f"update {model} set lead_count = -1 where email = ?", [email])
     return str(email), int(count)
+
+
+MARK: dict[str, object] = {"previous_state": "marked", "health_score": -1}
+
+
+def customer_marts_equal_a_full_refresh(settings: Settings, end: dt.date) -> None:
+    """The customer marts as the builds left them equal a full refresh of the two (which then stays: the next
+    build starts from it, the same rows and kept inputs)."""
+    incremental = customer_marts(settings)
+    build(settings, BUILT_START, end, "--full-refresh", select=["run", "--select", *CUSTOMER_MARTS])
+    full = customer_marts(settings)
+    for model in CUSTOMER_MARTS:
+        assert incremental[model] == full[model], model
+
+
+def customer_marts(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        return {model: conn.execute(f"select * from marts.{model} order by all").fetchall() for model in CUSTOMER_MARTS}
+
+
+def unsettle_an_invoice(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> str:
+    """Loads into ``partition`` a newer version, of amount 0, of the only settlement of an invoice first loaded
+    earlier, of a customer not delinquent on the last day: the invoice is open again. Returns the customer."""
+    payment, customer = conn.execute(
+        "select payments.payment_id, bill_to.customer_id from staging.stg_accounting__payments as payments "
+        "inner join intermediate.int_invoices_settled as settled on payments.invoice_id = settled.invoice_id "
+        "inner join intermediate.int_bill_to_customers_resolved as bill_to on settled.bill_to_id = bill_to.bill_to_id "
+        "where payments.loaded_partition < ? and settled.settled_date = payments.payment_date "
+        "and payments.invoice_id not in (select invoice_id from staging.stg_accounting__credit_memos) "
+        "and payments.invoice_id in (select invoice_id from staging.stg_accounting__payments group by 1 "
+        "having count(*) = 1) and bill_to.customer_id in (select customer_id from marts.fct_customer_states_daily "
+        "where date_day = ? and not is_delinquent) order by 1 desc limit 1",
+        [partition, LAST],
+    ).fetchone() or (None, None)
+    assert payment is not None, "no invoice settled by a single payment"
+    conn.execute(
+        "insert into raw.accounting__payments select * replace (? as _partition, 0 as amount, "
+        "md5(_record_hash) as _record_hash) from raw.accounting__payments where payment_no = ? "
+        "qualify row_number() over (order by _partition desc) = 1",
+        [partition, payment],
+    )
+    return str(customer)
+
+
+def end_a_contract(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> str:
+    """Loads into ``partition`` a status change, dated that day, that ends the only contract live or paused at
+    the end of the history of a customer scored on the last day. Returns the customer."""
+    contract, customer = conn.execute(
+        "select contract_id, customer_id from intermediate.int_contracts_status_spells "
+        "where is_live and valid_to_date is null and valid_from_date < ? and customer_id in "
+        "(select customer_id from marts.fct_customer_health_daily where date_day = ?) and customer_id not in "
+        "(select customer_id from intermediate.int_contracts_status_spells where valid_to_date is null "
+        "and (is_live or status = 'paused') group by 1 having count(*) > 1) order by 1 limit 1",
+        [partition, LAST],
+    ).fetchone() or (None, None)
+    assert contract is not None, "no customer with one live contract"
+    conn.execute(
+        "insert into raw.erp__contract_status_history select * replace (history_id + 1000000000 as history_id, "
+        "to_status as from_status, 'ended' as to_status, cast(? as timestamp) + interval 12 hour as changed_at, "
+        "? as _partition, md5(_record_hash) as _record_hash) from raw.erp__contract_status_history "
+        "where contract_no = ? qualify row_number() over (order by changed_at desc) = 1",
+        [partition, partition, contract],
+    )
+    return str(customer)
+
+
+def mark_a_customer(conn: duckdb.DuckDBPyConnection, other_than: tuple[str, ...]) -> list[tuple[str, dt.date, object]]:
+    """Marks, in each customer mart, the last day's row of a customer not in ``other_than`` (none of whose
+    inputs the scenario changes after); returns each row's customer, day and the value it had."""
+    marks = []
+    for model, column in CUSTOMER_MARTS.items():
+        customer, day, value = conn.execute(
+            f"select customer_id, date_day, {column} from marts.{model} "
+            "where customer_id not in (select unnest(?)) and date_day = ? order by 1 limit 1",
+            [list(other_than), LAST],
+        ).fetchone() or (None, None, None)
+        assert customer is not None, model
+        conn.execute(
+            f"update marts.{model} set {column} = ? where customer_id = ? and date_day = ?",
+            [MARK[column], customer, day],
+        )
+        marks.append((str(customer), day, value))
+    return marks

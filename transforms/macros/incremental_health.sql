@@ -1,7 +1,8 @@
 {#- The customer health score (fct_customer_health_daily) is incremental on DuckDB (docs/decisions/0072). A row
     (customer, day) reads the customer's states that day, its usage in the trend and monthly windows ending
-    that day and its seat changes up to that day. The states change only from affected_from() (they are
-    recomputed from there), but the usage can restate any day: a late event restates its day, a device that
+    that day and its seat changes up to that day. The states change only for the customer-days the states
+    mart recomputed, which it notes for this mart (incremental_states.sql, decision 0081), but the usage can
+    restate any day: a late event restates its day, a device that
     signs in attributes its anonymous events of every date, a user or an account that moves re-keys all their
     days. So the mart keeps the usage inputs it was built from, per customer and day, in the ledger
     (pipeline.health_usage_seen, written by its post-hook in the same transaction as its rows); a run compares
@@ -70,24 +71,77 @@
 {%- endmacro %}
 
 {#- Restricts the daily states the mart reads (`select * from` them, unfiltered, before it) to the customer-days
-    to recompute, in incremental runs only: every customer's from affected_from(), and a customer's whose usage
-    inputs changed from the first day they changed; every row when the inputs of the last build were not kept.
-    Two selects rather than one condition with an `or`: the date's bound alone lets DuckDB skip the table's
-    older blocks. -#}
+    to recompute, in incremental runs only: those whose states the states mart recomputed since the mart's last
+    build (its notes, decision 0081; a note without a customer names every customer from its date), and a
+    customer's whose usage inputs changed from the first day they changed; every row when the inputs of the last
+    build were not kept or no notes exist. Two selects rather than one condition with an `or`: the date's bound
+    alone lets DuckDB skip the table's older blocks. -#}
 {% macro only_health_days_to_recompute(states) -%}
     {%- set seen = ledger_relation('health_usage_seen') if is_incremental() else none -%}
-    {%- if seen is not none %}
-        where date_day >= {{ affected_from() }}
+    {%- set notes = ledger_relation('customers_to_recompute') if is_incremental() else none -%}
+    {%- if seen is not none and notes is not none %}
+        where date_day >= {{ health_everyone_from(notes) }}
         union all
         select recomputed.*
         from {{ states }} as recomputed
-        inner join {{ health_usage_changed_from(seen) }} as changed
+        inner join (
+            select customer_id, min(from_day) as from_day
+            from (
+                select customer_id, from_date as from_day
+                from {{ notes }}
+                where model = 'fct_customer_health_daily' and customer_id is not null
+                union all
+                select * from {{ health_usage_changed_from(seen) }}
+            ) as noted
+            group by 1
+        ) as changed
             on recomputed.customer_id = changed.customer_id and recomputed.date_day >= changed.from_day
-        where recomputed.date_day < {{ affected_from() }}
+        where recomputed.date_day < {{ health_everyone_from(notes) }}
     {%- endif -%}
 {%- endmacro %}
 
-{#- The post-hook: the usage inputs this build's rows were computed from, kept for the next build. -#}
+{#- The first day from which every customer is recomputed: the earliest note without a customer (none: a date
+    after every day). -#}
+{% macro health_everyone_from(notes) -%}
+    (
+        select coalesce(min(from_date), cast('9999-12-31' as date))
+        from {{ notes }}
+        where model = 'fct_customer_health_daily' and customer_id is null
+    )
+{%- endmacro %}
+
+{#- The pre-hook (the strategy's delete+insert replaces the rows recomputed): the rows of the customer-days
+    whose states were recomputed are deleted first, in its transaction, so a day whose customer no longer has a
+    live or paused contract loses its score; every row when no notes exist. -#}
+{% macro delete_health_days_noted() -%}
+    {{ return(adapter.dispatch('delete_health_days_noted')()) }}
+{%- endmacro %}
+
+{% macro default__delete_health_days_noted() -%}
+    {%- set notes = ledger_relation('customers_to_recompute') if is_incremental() else none -%}
+    {%- if not is_incremental() -%}
+        select 1
+    {%- elif notes is none -%}
+        delete from {{ this }}
+    {%- else -%}
+        delete from {{ this }} where date_day >= {{ health_everyone_from(notes) }};
+        delete from {{ this }}
+        using (
+            select customer_id, min(from_date) as from_date
+            from {{ notes }}
+            where model = 'fct_customer_health_daily' and customer_id is not null
+            group by 1
+        ) as noted
+        where {{ this }}.customer_id = noted.customer_id and {{ this }}.date_day >= noted.from_date
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro spark__delete_health_days_noted() -%}
+    select 1
+{%- endmacro %}
+
+{#- The post-hook: the usage inputs this build's rows were computed from, kept for the next build; the states
+    mart's notes to it consumed. -#}
 {% macro keep_health_usage_inputs() -%}
     {{ return(adapter.dispatch('keep_health_usage_inputs')()) }}
 {%- endmacro %}
@@ -95,7 +149,8 @@
 {% macro default__keep_health_usage_inputs() -%}
     create schema if not exists {{ this.database }}.pipeline;
     create or replace table {{ this.database }}.pipeline.health_usage_seen as
-    select * from {{ health_usage_inputs() }}
+    select * from {{ health_usage_inputs() }};
+    delete from {{ customer_notes() }} where model = 'fct_customer_health_daily'
 {%- endmacro %}
 
 {% macro spark__keep_health_usage_inputs() -%}

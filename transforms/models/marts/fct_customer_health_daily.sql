@@ -3,20 +3,16 @@
     incremental_strategy='delete+insert',
     unique_key=['customer_id', 'date_day'],
     on_schema_change='fail',
-    pre_hook="{{ delete_affected_days(this) }}",
+    pre_hook="{{ delete_health_days_noted() }}",
     post_hook="{{ keep_health_usage_inputs() }}"
 ) }}
-
--- depends_on: {{ ref('fct_gl_entries') }}
--- depends_on: {{ ref('fct_payments') }}
--- depends_on: {{ ref('fct_credit_memos') }}
--- depends_on: {{ ref('fct_invoices') }}
 
 -- The customer health score (registry: usage.health_score): per customer and day with a live or paused
 -- contract, the start points less the points of each rule that holds; below at_risk_below it is at risk.
 -- Usage is the event lake's current knowledge: late events restate the days they belong to. Incremental on
--- DuckDB: a run recomputes the days from affected_from() and, for a customer whose usage inputs changed since
--- the last build, every day from the first that changed (macros/incremental_health.sql, decision 0072).
+-- DuckDB: a run recomputes the customer-days whose states the states mart recomputed since (its notes,
+-- decision 0081) and, for a customer whose usage inputs changed since the last build, every day from the first
+-- that changed (macros/incremental_health.sql, decision 0072).
 
 {%- set health = var('usage_health_score') %}
 {%- set points = health['deductions'] %}

@@ -2,7 +2,8 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_affected_days(this) }}"
+    pre_hook="{{ note_and_delete_customer_states() }}",
+    post_hook="{{ keep_states_inputs() }}"
 ) }}
 
 -- depends_on: {{ ref('fct_gl_entries') }}
@@ -11,7 +12,9 @@
 -- depends_on: {{ ref('fct_invoices') }}
 
 -- One row per customer per day with its state at the day's end (registry: customer_states) and flags.
--- Incremental runs recompute from the first day their data can change, through the last day.
+-- Incremental on DuckDB: a run recomputes the customers whose inputs changed since the last build, from the
+-- first day they can change (or affected_from(), if earlier), and every customer on the days dim_dates added;
+-- the others keep their rows (macros/incremental_states.sql, decision 0081).
 
 with
 
@@ -34,9 +37,21 @@ customers as (
 
 ),
 
+targets as (
+
+    -- the customers to recompute and the first day of each (every customer from the first date in a full build)
+    select * from {{ customers_to_recompute(ref('dim_customers')) }}
+
+),
+
 spells as (
 
-    select * from {{ ref('int_contracts_status_spells') }}
+    select
+        spells.*,
+        targets.from_date as recomputed_from_date
+
+    from {{ ref('int_contracts_status_spells') }} as spells
+    inner join targets on spells.customer_id = targets.customer_id
 
 ),
 
@@ -45,10 +60,12 @@ invoices as (
     select
         bill_to.customer_id,
         settled.due_date,
-        settled.settled_date
+        settled.settled_date,
+        targets.from_date as recomputed_from_date
 
     from {{ ref('int_invoices_settled') }} as settled
     inner join {{ ref('int_bill_to_customers_resolved') }} as bill_to on settled.bill_to_id = bill_to.bill_to_id
+    inner join targets on bill_to.customer_id = targets.customer_id
 
 ),
 
@@ -58,14 +75,23 @@ first_day as (
 
 ),
 
+first_recomputed as (
+
+    select min(from_date) as from_date from targets
+
+),
+
 bounds as (
 
     -- the day before the first recomputed day gives each customer its previous state
     select
-        greatest(min(date_day), cast({{ recompute_from() }} - interval 1 day as date)) as from_date,
-        max(date_day) as to_date
+        greatest(
+            min(dates.date_day),
+            cast(min(first_recomputed.from_date) - interval 1 day as date)
+        ) as from_date,
+        max(dates.date_day) as to_date
 
-    from dates
+    from dates, first_recomputed
 
 ),
 
@@ -115,6 +141,7 @@ contract_counts as (
         on
             spells.valid_from_date <= days.date_day
             and (spells.valid_to_date is null or spells.valid_to_date > days.date_day)
+            and days.date_day >= cast(spells.recomputed_from_date - interval 1 day as date)
     group by 1, 2
 
 ),
@@ -142,6 +169,7 @@ delinquent as (
         on
             days.date_day > invoices.due_date + days.delinquency_days
             and (invoices.settled_date is null or invoices.settled_date > days.date_day)
+            and days.date_day >= cast(invoices.recomputed_from_date - interval 1 day as date)
 
 ),
 
@@ -153,6 +181,7 @@ facts as (
         days.date_day,
         days.period,
         days.is_in_period,
+        targets.from_date as recomputed_from_date,
         coalesce(contract_counts.live_contract_count, 0) as live_contracts,
         coalesce(contract_counts.paused_contract_count, 0) as paused_contracts,
         coalesce(milestones.first_live_date <= days.date_day, false) as ever_live,
@@ -160,7 +189,9 @@ facts as (
         delinquent.customer_id is not null as delinquent
 
     from customers
-    cross join days_ruled as days
+    inner join targets on customers.customer_id = targets.customer_id
+    -- from the day before the customer's first recomputed day, whose state only serves lag()
+    inner join days_ruled as days on days.date_day >= cast(targets.from_date - interval 1 day as date)
     left join contract_counts
         on customers.customer_id = contract_counts.customer_id and days.date_day = contract_counts.date_day
     left join milestones on customers.customer_id = milestones.customer_id
@@ -179,6 +210,7 @@ states as (
         date_day,
         period,
         is_in_period,
+        recomputed_from_date,
         {{ customer_state_case('period') }} as state,
         delinquent as is_delinquent,
         live_contracts as live_contract_count,
@@ -213,7 +245,7 @@ final as (
     -- the day before the recomputed ones, and before a period, only served lag()
     where
         with_previous.is_in_period
-        and with_previous.date_day >= {{ recompute_from() }}
+        and with_previous.date_day >= with_previous.recomputed_from_date
         and with_previous.date_day >= (select first_day.first_date from first_day)
 
 )
