@@ -301,7 +301,7 @@ class DbtInvocation:
         pipe and stalls dbt's writes, and with them its build."""
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         threading.Thread(target=self._drain, args=(lines,), name="dbt-log", daemon=True).start()
-        for line in iter(lines.get, None):
+        while (line := self._next(lines)) is not None:
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
@@ -310,6 +310,14 @@ class DbtInvocation:
             if event.get("info", {}).get("level") == "error":
                 self.errors.append(str(event["info"].get("msg", "")))
             yield event
+
+    @staticmethod
+    def _next(lines: queue.SimpleQueue[str | None]) -> str | None:
+        """The next line, waiting in short spells: a wait without end would hold off a Ctrl-C (SIGINT) that
+        the kernel hands to another thread until dbt's next line, and the step must stop dbt at once."""
+        while True:
+            with contextlib.suppress(queue.Empty):
+                return lines.get(timeout=0.2)
 
     def _drain(self, lines: queue.SimpleQueue[str | None]) -> None:
         assert self.process.stdout is not None
