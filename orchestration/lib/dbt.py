@@ -225,6 +225,7 @@ class BuildEvents:
     def _check(self, tested: str) -> Iterator[dg.AssetCheckResult]:
         outcomes = self.outcomes.pop(tested, [])
         spec = self.translator.get_asset_spec(self.manifest, tested, self.project)
+        # one check per model whichever test asks (EnterpriseModelTranslator): the model's id stands for its tests'
         check = self.translator.get_asset_check_spec(spec, self.manifest, tested, self.project)
         if check is not None and check.key in self.selected and outcomes:
             yield check_result(check.key, outcomes)
