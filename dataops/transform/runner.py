@@ -12,9 +12,11 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,8 +296,12 @@ class DbtInvocation:
     load_back: tuple[Settings, Limits | None] | None = None
 
     def events(self) -> Iterator[dict[str, Any]]:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
+        """dbt's log lines as it writes them. A thread drains dbt's output as it comes, so that a reader slower
+        than dbt for a while (the Dagster step writes each node's events as it reads its line) never fills the
+        pipe and stalls dbt's writes, and with them its build."""
+        lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        threading.Thread(target=self._drain, args=(lines,), name="dbt-log", daemon=True).start()
+        while (line := self._next(lines)) is not None:
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
@@ -304,6 +310,22 @@ class DbtInvocation:
             if event.get("info", {}).get("level") == "error":
                 self.errors.append(str(event["info"].get("msg", "")))
             yield event
+
+    @staticmethod
+    def _next(lines: queue.SimpleQueue[str | None]) -> str | None:
+        """The next line, waiting in short spells: a wait without end would hold off a Ctrl-C (SIGINT) that
+        the kernel hands to another thread until dbt's next line, and the step must stop dbt at once."""
+        while True:
+            with contextlib.suppress(queue.Empty):
+                return lines.get(timeout=0.2)
+
+    def _drain(self, lines: queue.SimpleQueue[str | None]) -> None:
+        assert self.process.stdout is not None
+        try:
+            for line in self.process.stdout:
+                lines.put(line)
+        finally:
+            lines.put(None)
 
     def result(self) -> DbtResult:
         code = self.process.wait()

@@ -9,8 +9,10 @@ project needs neither (docs/decisions/0032).
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,9 @@ class EnterpriseModelTranslator(DagsterDbtTranslator):
 
 RESULT_EVENTS = ("LogModelResult", "LogSeedResult", "LogSnapshotResult", "LogTestResult")
 DBT_TESTS = "dbt_tests"  # the one check per model that sums up its dbt tests
+# what transforms/macros/row_count.sql logs for each table dbt built ("<schema>.<table>: <n> rows")
+ROW_COUNT_LINE = re.compile(r"^\S+: (\d+) rows$")
+SEED_LOADED = re.compile(r"^(?:CREATE|INSERT) (\d+)$")  # a seed's result: the whole table's rows, loaded
 
 
 @dataclass
@@ -147,32 +152,92 @@ class TestOutcome:
     failures: int
 
 
-def node_events(
-    event: Mapping[str, Any],
-    manifest: Mapping[str, Any],
-    translator: DagsterDbtTranslator,
-    project: DbtProject,
-    tests: dict[dg.AssetCheckKey, list[TestOutcome]],
-) -> Iterator[dg.MaterializeResult]:
-    """What one finished dbt node (its result line in dbt's log) means in Dagster: a model or seed
-    materialised; a test's outcome is kept in ``tests`` for its model's check (``test_checks``)."""
-    if event.get("info", {}).get("name") not in RESULT_EVENTS:
-        return
-    data = event["data"]
-    unique_id = str(data["node_info"]["unique_id"])
-    node = manifest["nodes"].get(unique_id)
-    if node is None:  # a unit test: dbt's own, not an asset check
-        return
-    status = str(data["node_info"].get("node_status") or data.get("status") or "")
-    seconds = round(float(data.get("execution_time") or 0), 3)
-    metadata: dict[str, Any] = {"execution_time_s": seconds, "dbt_status": status}
-    if node["resource_type"] in ("model", "seed", "snapshot") and status == "success":
-        key = translator.get_asset_spec(manifest, unique_id, project).key
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
-    elif node["resource_type"] == "test":
-        check = _check_key(node, manifest, translator, project)
-        if check is not None:
-            tests.setdefault(check, []).append(TestOutcome(node["name"], status, int(data.get("num_failures") or 0)))
+@dataclass
+class BuildEvents:
+    """A dbt build's structured log, read line by line as dbt writes it, turned into Dagster's events: each
+    model's or seed's materialisation as soon as its result line arrives, with its row count, and each model's
+    check as soon as the last of its tests has reported (docs/decisions/0080).
+
+    The row count is the line dbt logged for the node just before its result (the project's post-hook,
+    transforms/macros/row_count.sql): while dbt writes the warehouse no other process may open it, so dbt
+    counts. A seed's count is in its result's message. ``selected`` are the checks the step reports.
+    """
+
+    manifest: Mapping[str, Any]
+    translator: DagsterDbtTranslator
+    project: DbtProject
+    selected: set[dg.AssetCheckKey]
+    counts: dict[str, int] = field(default_factory=dict)  # unique_id: rows, until its result line
+    outcomes: dict[str, list[TestOutcome]] = field(default_factory=dict)  # by the tested node's unique_id
+    expected: dict[str, int] = field(init=False)  # the tests attached to each node
+
+    def __post_init__(self) -> None:
+        attached = (_attached(node) for node in self.manifest["nodes"].values() if node["resource_type"] == "test")
+        self.expected = Counter(uid for uid in attached if uid is not None)
+
+    def events(self, event: Mapping[str, Any]) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """What one line of dbt's log means in Dagster (mostly nothing)."""
+        name = event.get("info", {}).get("name")
+        data = event.get("data", {})
+        if name == "JinjaLogInfo":
+            self._count(data)
+            return
+        if name not in RESULT_EVENTS:
+            return
+        unique_id = str(data["node_info"]["unique_id"])
+        node = self.manifest["nodes"].get(unique_id)
+        if node is None:  # a unit test: dbt's own, not an asset check
+            return
+        status = str(data["node_info"].get("node_status") or data.get("status") or "")
+        if node["resource_type"] in ("model", "seed", "snapshot") and status == "success":
+            yield self._materialisation(unique_id, data, status)
+        elif node["resource_type"] == "test":
+            tested = _attached(node)
+            if tested is not None and tested in self.manifest["nodes"]:
+                found = self.outcomes.setdefault(tested, [])
+                found.append(TestOutcome(node["name"], status, int(data.get("num_failures") or 0)))
+                if len(found) == self.expected[tested]:  # its last test: the check is complete
+                    yield from self._check(tested)
+
+    def rest(self) -> Iterator[dg.AssetCheckResult]:
+        """The checks some of whose tests did not run (dbt skipped them, or stopped): what did run."""
+        for tested in sorted(self.outcomes, key=self._check_key_name):
+            yield from self._check(tested)
+
+    def _count(self, data: Mapping[str, Any]) -> None:
+        found = ROW_COUNT_LINE.match(str(data.get("msg", "")))
+        unique_id = data.get("node_info", {}).get("unique_id")
+        if found and unique_id:
+            self.counts[str(unique_id)] = int(found.group(1))
+
+    def _materialisation(self, unique_id: str, data: Mapping[str, Any], status: str) -> dg.MaterializeResult:
+        seconds = round(float(data.get("execution_time") or 0), 3)
+        metadata: dict[str, Any] = {"execution_time_s": seconds, "dbt_status": status}
+        rows = self.counts.pop(unique_id, None)
+        loaded = SEED_LOADED.match(str(data.get("result_message") or ""))
+        if rows is None and loaded and self.manifest["nodes"][unique_id]["resource_type"] == "seed":
+            rows = int(loaded.group(1))
+        if rows is not None:
+            metadata["dagster/row_count"] = rows
+        key = self.translator.get_asset_spec(self.manifest, unique_id, self.project).key
+        return dg.MaterializeResult(asset_key=key, metadata=metadata)
+
+    def _check(self, tested: str) -> Iterator[dg.AssetCheckResult]:
+        outcomes = self.outcomes.pop(tested, [])
+        spec = self.translator.get_asset_spec(self.manifest, tested, self.project)
+        # one check per model whichever test asks (EnterpriseModelTranslator): the model's id stands for its tests'
+        check = self.translator.get_asset_check_spec(spec, self.manifest, tested, self.project)
+        if check is not None and check.key in self.selected and outcomes:
+            yield check_result(check.key, outcomes)
+
+    def _check_key_name(self, tested: str) -> str:
+        return self.translator.get_asset_spec(self.manifest, tested, self.project).key.to_user_string()
+
+
+def _attached(test: Mapping[str, Any]) -> str | None:
+    """The node a test is about: its model's (or seed's) check sums it up."""
+    attached = test.get("attached_node") or next(iter(test["depends_on"]["nodes"]), None)
+    return str(attached) if attached is not None else None
 
 
 PROGRESS_EVERY = 50  # nodes between two progress lines in the dbt step's log
@@ -207,47 +272,33 @@ class BuildProgress:
         return out
 
 
-def test_checks(
-    tests: dict[dg.AssetCheckKey, list[TestOutcome]], selected: set[dg.AssetCheckKey]
-) -> Iterator[dg.AssetCheckResult]:
-    """Each selected model's check: passed when all its tests passed; an error when one failed or erred, a
-    warning when one only warned; every test with its status and failing rows in the metadata."""
-    for check, outcomes in sorted(tests.items(), key=lambda kv: kv[0].asset_key.to_user_string()):
-        if check not in selected:
-            continue
-        bad = [t for t in outcomes if t.status != "pass"]
-        failed = [t for t in bad if t.status in ("fail", "error")]
-        summary = f"{len(outcomes) - len(bad)} of {len(outcomes)} dbt tests passed"
-        yield dg.AssetCheckResult(
-            asset_key=check.asset_key,
-            check_name=check.name,
-            passed=not bad,
-            severity=dg.AssetCheckSeverity.ERROR if failed or not bad else dg.AssetCheckSeverity.WARN,
-            description=summary + ("; " + "; ".join(f"{t.name}: {t.status}" for t in bad) if bad else ""),
-            metadata={
-                "tests": dg.MetadataValue.json(
-                    {t.name: {"status": t.status, "failing_rows": t.failures} for t in outcomes}
-                ),
-                "failing_rows": sum(t.failures for t in outcomes),
-            },
-        )
-
-
-def _check_key(
-    test: Mapping[str, Any], manifest: Mapping[str, Any], translator: DagsterDbtTranslator, project: DbtProject
-) -> dg.AssetCheckKey | None:
-    attached = test.get("attached_node") or next(iter(test["depends_on"]["nodes"]), None)
-    if attached is None or attached not in manifest["nodes"]:
-        return None
-    spec = translator.get_asset_spec(manifest, attached, project)
-    check = translator.get_asset_check_spec(spec, manifest, test["unique_id"], project)
-    return check.key if check is not None else None
+def check_result(check: dg.AssetCheckKey, outcomes: Sequence[TestOutcome]) -> dg.AssetCheckResult:
+    """A model's check: passed when all its tests passed; an error when one failed or erred, a warning when one
+    only warned; every test with its status and failing rows in the metadata."""
+    bad = [t for t in outcomes if t.status != "pass"]
+    failed = [t for t in bad if t.status in ("fail", "error")]
+    summary = f"{len(outcomes) - len(bad)} of {len(outcomes)} dbt tests passed"
+    return dg.AssetCheckResult(
+        asset_key=check.asset_key,
+        check_name=check.name,
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.ERROR if failed or not bad else dg.AssetCheckSeverity.WARN,
+        description=summary + ("; " + "; ".join(f"{t.name}: {t.status}" for t in bad) if bad else ""),
+        metadata={
+            "tests": dg.MetadataValue.json(
+                {t.name: {"status": t.status, "failing_rows": t.failures} for t in outcomes}
+            ),
+            "failing_rows": sum(t.failures for t in outcomes),
+        },
+    )
 
 
 def with_row_counts(
-    events: Sequence[dg.MaterializeResult], build_db: Path, limits: Limits
-) -> Iterator[dg.MaterializeResult]:
-    """The events, each materialised table with its row count (``dagster/row_count``; views have none)."""
+    events: Sequence[dg.MaterializeResult | dg.AssetCheckResult], build_db: Path, limits: Limits
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The events, each materialised table with its row count counted in the build warehouse
+    (``dagster/row_count``; views have none): for a build on Spark, whose tables come back into the warehouse
+    after dbt ends (docs/decisions/0048), where dbt's log holds no count."""
     keys = [e.asset_key for e in events if isinstance(e, dg.MaterializeResult) and e.asset_key is not None]
     relations = [(key.path[0], key.path[-1]) for key in keys if len(key.path) == 2]
     with connect(build_db, read_only=True, limits=limits) as conn:

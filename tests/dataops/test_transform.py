@@ -376,3 +376,31 @@ def test_a_command_by_hand_starts_from_its_own_data_directorys_parse(tmp_path: P
     assert dbt(first) == b"parse for first"
     assert dbt(second) == b"parse for second"
     assert warm_parse(first, project).read_bytes() == b"parse for first"
+
+
+def test_a_ctrl_c_reaches_the_step_while_dbt_is_quiet_and_dbt_is_stopped(tmp_path: Path) -> None:
+    """The step reads dbt's log through a thread that drains it (docs/decisions/0080); an interrupt must still
+    reach the step while dbt writes nothing, not when dbt next writes a line."""
+    import signal
+    import sys
+    import threading
+
+    from dataops.transform.runner import DbtInvocation
+
+    later = tmp_path / "next-line"  # a long silent node, then the next line
+    quiet = f"import pathlib, time; print('{{}}', flush=True); time.sleep(20); pathlib.Path({str(later)!r}).touch()"
+    process = subprocess.Popen(
+        [sys.executable, "-c", quiet + "; print('{}', flush=True); time.sleep(20)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    dbt = DbtInvocation(process, tmp_path, grace=5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in dbt.events():
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C once dbt ran
+        assert not later.exists()  # the step had it before dbt's next line
+    finally:
+        dbt.stop()
+    assert process.poll() is not None

@@ -117,3 +117,44 @@ def test_the_dbt_step_logs_what_failed_and_a_count_not_every_node() -> None:
     assert [line for failed, line in logged if not failed] == [
         f"dbt: {done} of 120 nodes done" for done in (PROGRESS_EVERY, 2 * PROGRESS_EVERY, 120)
     ]
+
+
+def _line(name: str, unique_id: str, status: str = "", **data: object) -> dict[str, object]:
+    """One line of dbt's structured log about one node."""
+    node = {"unique_id": unique_id, "node_status": status}
+    return {"info": {"name": name, "msg": ""}, "data": {"node_info": node, **data}}
+
+
+def test_a_nodes_events_come_as_dbt_logs_it_a_checks_once_its_last_test_has() -> None:
+    """The dbt step's reading of dbt's log (docs/decisions/0080): a materialisation at its node's result line,
+    with the row count dbt logged for it (a seed's from its result); a model's check at its last test's line,
+    with all of them; a check some of whose tests never ran (skipped) at the end, with those that did."""
+    from dataops.governance.metadata import load_manifest
+    from orchestration.lib.dbt import BuildEvents, dbt_project, translator
+
+    project = dbt_project()
+    manifest = load_manifest(project.manifest_path)
+    seed, model = "seed.dataops.country_codes", "model.dataops.fct_invoices"
+    tests = {uid: [t for t, n in manifest["nodes"].items() if n.get("attached_node") == uid] for uid in (seed, model)}
+    assert len(tests[seed]) >= 2 and len(tests[model]) >= 2
+    keys = {uid: dg.AssetKey([manifest["nodes"][uid]["schema"], manifest["nodes"][uid]["name"]]) for uid in tests}
+    build = BuildEvents(manifest, translator(), project, {dg.AssetCheckKey(k, "dbt_tests") for k in keys.values()})
+
+    logged = _line("JinjaLogInfo", model, "executing", msg="marts.fct_invoices: 1234 rows")
+    assert list(build.events(logged)) == []
+    (invoices,) = build.events(_line("LogModelResult", model, "success", execution_time=0.5))
+    assert invoices.asset_key == keys[model] and invoices.metadata["dagster/row_count"] == 1234  # type: ignore[index]
+    (countries,) = build.events(_line("LogSeedResult", seed, "success", result_message="INSERT 251"))
+    assert countries.metadata["dagster/row_count"] == 251  # type: ignore[index]
+
+    *first, last = tests[seed]
+    assert [e for test in first for e in build.events(_line("LogTestResult", test, "pass"))] == []
+    (check,) = build.events(_line("LogTestResult", last, "fail", num_failures=2))
+    assert isinstance(check, dg.AssetCheckResult) and check.asset_key == keys[seed] and not check.passed
+    ran = {manifest["nodes"][t]["name"] for t in tests[seed]}
+    assert set(check.metadata["tests"].value) == ran and check.metadata["failing_rows"].value == 2  # type: ignore[arg-type]
+
+    assert list(build.events(_line("LogTestResult", tests[model][0], "pass"))) == []  # the others were skipped
+    (partial,) = build.rest()
+    assert partial.asset_key == keys[model]
+    assert set(partial.metadata["tests"].value) == {manifest["nodes"][tests[model][0]]["name"]}  # type: ignore[arg-type]

@@ -26,19 +26,10 @@ from dataops.transform.build_stamp import (
     window_span,
 )
 from dataops.transform.runner import keep_run_target, run_target, start_dbt
-from orchestration.lib.dbt import (
-    BuildProgress,
-    TestOutcome,
-    dbt_project,
-    node_events,
-    test_checks,
-    with_row_counts,
-)
+from orchestration.lib.dbt import BuildEvents, BuildProgress, dbt_project, with_row_counts
 from orchestration.lib.dbt import translator as model_translator
 from orchestration.lib.names import WAREHOUSE_POOL
 from orchestration.lib.resources import PlatformResource
-
-FAILED = ("error", "fail")
 
 
 class DbtRunConfig(dg.Config):
@@ -85,21 +76,25 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
         context.log.info(f"dbt build for {span[0] or 'the whole history'}..{span[1]} (registry {registry.version})")
         target = run_target(settings, context.run.run_id)
         dbt = start_dbt(args, settings, target, registry, span if window else None, platform.limits)
-        tests: dict[dg.AssetCheckKey, list[TestOutcome]] = {}
-        finished: list[dg.MaterializeResult] = []
+        build = BuildEvents(manifest, translator, project, set(context.selected_asset_check_keys))
+        held: list[dg.MaterializeResult | dg.AssetCheckResult] = []  # on Spark: until its tables are back
         progress = BuildProgress()
         try:
             for event in dbt.events():
-                finished += node_events(event, manifest, translator, project, tests)
                 for went_wrong, line in progress.lines(event):  # dbt's "3 of 44 ERROR creating ...", and counts
                     (context.log.warning if went_wrong else context.log.info)(line)
+                # each node's events as it finishes, written while dbt builds the next (decision 0080)
+                if dbt.load_back is None:
+                    yield from build.events(event)
+                else:
+                    held += build.events(event)
             result = dbt.result()
         finally:
             dbt.stop()
             keep_run_target(settings, target)
-        # row counts once dbt has let go of the warehouse (no other process may open it while dbt writes)
-        yield from with_row_counts(finished, settings.build_db, platform.limits)
-        yield from test_checks(tests, set(context.selected_asset_check_keys))
+        if held:  # a Spark build's tables are in the build warehouse now: counted there
+            yield from with_row_counts(held, settings.build_db, platform.limits)
+        yield from build.rest()
         if not result.success:
             failed = [
                 f"{r['unique_id']}: {r.get('message')}" for r in result.results if r["status"] in ("error", "fail")
