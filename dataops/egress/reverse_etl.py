@@ -580,11 +580,8 @@ def sync_crm(
         )
         writer = CrmWriter(base_url, token, policy, max_requests_per_second, transport)
         try:
-            if len(todo) >= threshold:
-                steps = _write_jobs(writer, state, report, todo, synced, job_size)
-            else:
-                steps = _write_batches(writer, state, report, todo, synced, batch_size)
-            for done in steps:
+            bulk = len(todo) >= threshold
+            for done in _write(writer, state, report, todo, synced, job_size if bulk else batch_size, bulk):
                 if progress is not None:
                     progress(done, len(todo))
         except BaseException as exc:
@@ -663,50 +660,31 @@ def _refuse(refused: dict[str, str]) -> None:
         raise CrmSyncError(f"the CRM refused the write of account {account}: {error}{more}")
 
 
-def _write_batches(
+def _write(
     writer: CrmWriter,
     state: sqlite3.Connection,
     report: SyncReport,
     todo: list[tuple[str, dict[str, str]]],
     synced: dict[str, dict[str, str | None]],
-    batch_size: int,
+    size: int,
+    bulk: bool,
 ) -> Iterator[int]:
-    """PATCH the changes a batch at a time, recording each accepted account at once; yields accounts done.
-    Writes the CRM refused fail the sync once every batch is sent and its accepted writes recorded."""
+    """Send the changes ``size`` accounts at a time, by ``PATCH`` or (``bulk``) one bulk update job each,
+    recording each part's accepted accounts as soon as the CRM answers; yields accounts done. Writes the CRM
+    refused fail the sync once every part is sent and its accepted writes recorded."""
     done, refused = 0, {}
-    for first in range(0, len(todo), batch_size):
-        batch = todo[first : first + batch_size]
-        written, batch_refused = writer.patch_accounts(_writes(batch, synced))
+    for number, first in enumerate(range(0, len(todo), size)):
+        batch = todo[first : first + size]
+        if bulk:
+            written, part_refused = writer.bulk_update(_writes(batch, synced), f"{report.sync_id}-{number}")
+            report.bulk_jobs += 1
+        else:
+            written, part_refused = writer.patch_accounts(_writes(batch, synced))
         _accept(state, report, batch, written)
-        refused.update(batch_refused)
+        refused.update(part_refused)
         report.requests, report.retries = writer.requests, writer.retries
         done += len(batch)
-        log.info("CRM sync %s: %d/%d accounts written", report.sync_id, done, len(todo))
-        yield done
-    _refuse(refused)
-
-
-def _write_jobs(
-    writer: CrmWriter,
-    state: sqlite3.Connection,
-    report: SyncReport,
-    todo: list[tuple[str, dict[str, str]]],
-    synced: dict[str, dict[str, str | None]],
-    job_size: int,
-) -> Iterator[int]:
-    """Send the changes through bulk update jobs of ``job_size`` accounts, recording each job's accepted
-    accounts from its results; yields accounts done. Writes the CRM refused fail the sync, as on the PATCH
-    path, once every job is done and its accepted writes recorded."""
-    done, refused = 0, {}
-    for number, first in enumerate(range(0, len(todo), job_size)):
-        batch = todo[first : first + job_size]
-        written, job_refused = writer.bulk_update(_writes(batch, synced), f"{report.sync_id}-{number}")
-        report.bulk_jobs += 1
-        _accept(state, report, batch, written)
-        refused.update(job_refused)
-        report.requests, report.retries = writer.requests, writer.retries
-        done += len(batch)
-        log.info("CRM sync %s: %d/%d accounts written in bulk", report.sync_id, done, len(todo))
+        log.info("CRM sync %s: %d/%d accounts written%s", report.sync_id, done, len(todo), " in bulk" * bulk)
         yield done
     _refuse(refused)
 
