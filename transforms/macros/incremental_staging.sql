@@ -106,11 +106,23 @@
 {%- endmacro %}
 
 {#- A table of the ledger (dataops/ingest/ledger.py), or none when no load has created it yet. -#}
-{% macro ledger_relation(identifier) -%}
+{% macro ledger_relation(identifier, database=none) -%}
     {%- if execute -%}
-        {{ return(adapter.get_relation(database=this.database, schema='pipeline', identifier=identifier)) }}
+        {{ return(adapter.get_relation(database=database or this.database, schema='pipeline', identifier=identifier)) }}
     {%- endif -%}
     {{ return(none) }}
+{%- endmacro %}
+
+{#- A table of the pipeline schema that hooks write to (notes, records), created by the first hook that needs
+    it; `ledger_relation()` finds it for the readers. -#}
+{% macro pipeline_table(identifier, columns) -%}
+    {%- if execute -%}
+        {%- do run_query(
+            'create schema if not exists ' ~ this.database ~ '.pipeline; '
+            ~ 'create table if not exists ' ~ this.database ~ '.pipeline.' ~ identifier ~ ' (' ~ columns ~ ')'
+        ) -%}
+    {%- endif -%}
+    {{ return(this.database ~ '.pipeline.' ~ identifier) }}
 {%- endmacro %}
 
 {#- The post-hook: after the delete+insert, a record staged from the window none of whose versions is left

@@ -20,10 +20,7 @@
 
 {#- The record of `model_name`, or none when the model keeps none (or outside execution). -#}
 {% macro rows_untested_record(database, model_name) -%}
-    {%- if execute -%}
-        {{ return(adapter.get_relation(database=database, schema='pipeline', identifier='untested__' ~ model_name)) }}
-    {%- endif -%}
-    {{ return(none) }}
+    {{ return(ledger_relation('untested__' ~ model_name, database)) }}
 {%- endmacro %}
 
 {#- The key column of the record of the model `relation` tests, when the record says which rows are untested:
