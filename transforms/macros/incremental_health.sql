@@ -125,14 +125,7 @@
         delete from {{ this }}
     {%- else -%}
         delete from {{ this }} where date_day >= {{ health_everyone_from(notes) }};
-        delete from {{ this }}
-        using (
-            select customer_id, min(from_date) as from_date
-            from {{ notes }}
-            where model = 'fct_customer_health_daily' and customer_id is not null
-            group by 1
-        ) as noted
-        where {{ this }}.customer_id = noted.customer_id and {{ this }}.date_day >= noted.from_date
+        {{ delete_customer_days_noted(notes, 'fct_customer_health_daily') }}
     {%- endif -%}
 {%- endmacro %}
 

@@ -15,14 +15,9 @@
 
 {#- The notes' table, created by the first hook that writes to it. -#}
 {% macro customer_notes() -%}
-    {%- if execute -%}
-        {%- do run_query(
-            'create schema if not exists ' ~ this.database ~ '.pipeline; '
-            ~ 'create table if not exists ' ~ this.database ~ '.pipeline.customers_to_recompute '
-            ~ '(customer_id varchar, from_date date, model varchar, noted_at timestamp with time zone)'
-        ) -%}
-    {%- endif -%}
-    {{ return(this.database ~ '.pipeline.customers_to_recompute') }}
+    {{ return(pipeline_table(
+        'customers_to_recompute', 'customer_id varchar, from_date date, model varchar, noted_at timestamp with time zone'
+    )) }}
 {%- endmacro %}
 
 {#- The state inputs per customer as the models hold them now, one row each: the customer ('customer'), each
@@ -153,19 +148,24 @@
         where date_day >= (
             select min(from_date) from {{ customer_notes() }} where model = '{{ model }}' and customer_id is null
         );
-        delete from {{ this }}
-        using (
-            select customer_id, min(from_date) as from_date
-            from {{ customer_notes() }}
-            where model = '{{ model }}' and customer_id is not null
-            group by 1
-        ) as noted
-        where {{ this }}.customer_id = noted.customer_id and {{ this }}.date_day >= noted.from_date
+        {{ delete_customer_days_noted(customer_notes(), model) }}
     {%- endif -%}
 {%- endmacro %}
 
 {% macro spark__note_and_delete_customer_states() -%}
     select 1
+{%- endmacro %}
+
+{#- Deletes this model's rows of each customer noted for `model` in `notes`, from the first day noted. -#}
+{% macro delete_customer_days_noted(notes, model) -%}
+    delete from {{ this }}
+    using (
+        select customer_id, min(from_date) as from_date
+        from {{ notes }}
+        where model = '{{ model }}' and customer_id is not null
+        group by 1
+    ) as noted
+    where {{ this }}.customer_id = noted.customer_id and {{ this }}.date_day >= noted.from_date
 {%- endmacro %}
 
 {#- The customers the model computes and the first day of each: the noted ones in an incremental run (a note
