@@ -137,6 +137,8 @@ class KeptMonths:
 
 
 def columns_key(columns: Sequence[tuple[str, str]]) -> str:
+    """A table's columns (name, type, in order) as the text kept beside its digests: the kept raw digests
+    (dataops/ingest/raw_digests.py) and a published file's month digests are valid only for these columns."""
     return json.dumps([list(column) for column in columns])
 
 

@@ -14,13 +14,12 @@ writer that changes rows in place, keeping their count, must keep the digest or 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
 
-from dataops.core.digest import row_hash, table_digest
+from dataops.core.digest import columns_key, row_hash, table_digest
 from dataops.core.warehouse import table_exists, transaction
 from dataops.ingest.lake import PER_EXTRACTION
 
@@ -68,10 +67,6 @@ def _engine() -> str:
     return duckdb.__version__
 
 
-def _key(columns: Columns) -> str:
-    return json.dumps(columns)
-
-
 def _rows_digest(columns: Columns, rows: str) -> str:
     """A select of the count and hash sum (0 for none) of ``rows``, a table or a select read as ``source``."""
     names = [name for name, _ in columns]
@@ -88,7 +83,7 @@ def _change(conn: duckdb.DuckDBPyConnection, table: str, rows: str, sign: str, p
         f"update pipeline.raw_digests as kept set rows = kept.rows {sign} d.n, hash_sum = kept.hash_sum {sign} d.s "
         f"from ({_rows_digest(columns, rows)}) as d where kept.table_name = ? and kept.columns = ? "
         "and kept.engine = ?",
-        [*params, table, _key(columns), _engine()],
+        [*params, table, columns_key(columns), _engine()],
     )
 
 
@@ -142,7 +137,7 @@ def _seed(conn: duckdb.DuckDBPyConnection, table: str, columns: Columns, found: 
         "insert into pipeline.raw_digests values (?, ?, ?, ?, coalesce(?::hugeint, 0)) on conflict (table_name) "
         "do update set columns = excluded.columns, engine = excluded.engine, rows = excluded.rows, "
         "hash_sum = excluded.hash_sum",
-        [table, _key(columns), _engine(), found[0], found[1]],
+        [table, columns_key(columns), _engine(), found[0], found[1]],
     )
 
 
@@ -165,7 +160,8 @@ def raw_digests(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[Columns, tup
     found: dict[str, tuple[Columns, tuple[int, str | None]]] = {}
     for table, read in columns.items():
         entry = kept.get(table)
-        if entry is not None and (entry.columns, entry.engine, entry.rows) == (_key(read), _engine(), counts[table]):
+        valid_for = (columns_key(read), _engine(), counts[table])
+        if entry is not None and (entry.columns, entry.engine, entry.rows) == valid_for:
             found[table] = (read, (entry.rows, entry.hash_sum))
         else:
             found[table] = (read, _scan_and_keep(conn, table, read))
