@@ -13,7 +13,9 @@
 {#- The notes' table, created by the first hook that writes to it (ledger_relation() finds it for the
     readers). -#}
 {% macro people_notes() -%}
-    {{ return(pipeline_table('people_to_recompute', 'email varchar, model varchar, noted_at timestamp with time zone')) }}
+    {{ return(pipeline_table(
+        'people_to_recompute', 'email varchar, model varchar, noted_at timestamp with time zone'
+    )) }}
 {%- endmacro %}
 
 {#- int_leads_qualified's pre- and post-hook: the emails of the leads it recomputes, for int_people_qualified;
