@@ -32,7 +32,7 @@
             'int_people_qualified' as model,
             now() as noted_at
         from {{ this }}
-        where email is not null and lead_id in {{ leads_loaded_in_window() }}
+        where email is not null and {{ lead_loaded_in_window('lead_id') }}
     {%- else -%}
         insert into {{ people_notes() }} values (null, 'int_people_qualified', now())
     {%- endif -%}

@@ -1,11 +1,11 @@
 {{ config(
     materialized=('table' if target.type == 'spark' else 'incremental'),
-    incremental_strategy='delete+insert',
-    unique_key='lead_id',
+    incremental_strategy='append',
     on_schema_change='fail',
     pre_hook=[
         "{{ note_people_of_recomputed_leads() }}",
         "{{ note_rows_untested('lead_id', leads_loaded_in_window()) }}",
+        "{{ delete_leads_loaded_in_window() }}",
     ],
     post_hook="{{ note_people_of_recomputed_leads() }}"
 ) }}
@@ -15,13 +15,14 @@
 -- One row per lead and period of definitions (seed registry_definition_periods; one period unless a change
 -- applies from its date): the threshold is the period's. Incremental runs recompute the leads the window
 -- loaded a record or a change of, from their whole history (macros/incremental_entities.sql), and note the
--- emails those leads carried before and after for the people models (macros/incremental_people.sql).
+-- emails those leads carried before and after for the people models (macros/incremental_people.sql). The rows
+-- are written in lead order and read through the window's key range (macros/incremental_leads_qualified.sql).
 
 with
 
 leads as (
 
-    select * from {{ ref('stg_crm__leads') }}{{ only_leads_loaded_in_window('lead_id') }}
+    select * from {{ ref('stg_crm__leads') }}{{ only_leads_in_window_range('lead_id') }}
 
 ),
 
@@ -33,7 +34,7 @@ periods as (
 
 changes as (
 
-    select * from {{ ref('stg_crm__lead_changes') }}{{ only_leads_loaded_in_window('lead_id') }}
+    select * from {{ ref('stg_crm__lead_changes') }}{{ only_leads_in_window_range('lead_id') }}
 
 ),
 
@@ -91,3 +92,4 @@ final as (
 )
 
 select * from final
+order by lead_id, period
