@@ -63,6 +63,13 @@ RUN = ["run", "--select", *STAGED]
 # tables rebuilt whole that the states read: the scenario cancels a contract
 REBUILT = ("stg_erp__contract_status_changes", "int_contracts_status_spells")
 SCENARIO = [*RUN, *REBUILT, *(model for models in DOWNSTREAM.values() for model in models)]
+# the models a full build writes in lead order (decision 0082)
+LEAD_ORDER = (
+    "staging.stg_crm__leads",
+    "staging.stg_crm__lead_changes",
+    "intermediate.int_leads_qualified",
+    "marts.fct_leads",
+)
 # the marts that recompute the customers whose inputs changed (decision 0081), and a column each test marks
 CUSTOMER_MARTS = {"fct_customer_states_daily": "previous_state", "fct_customer_health_daily": "health_score"}
 
@@ -189,6 +196,14 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         )
         conn.execute("delete from raw.crm__leads where _partition = ? and Id = ?", [rerun, fallen_back])
         conn.execute("delete from raw.crm__lead_history where _partition = ? and Id = ?", [rerun, vanished])
+        # nor a lead it held the only version of (the CRM deleted it): the models keyed by the lead drop it
+        gone = scalar(
+            conn,
+            "select min(Id) from raw.crm__leads where _partition = ? and Id not in "
+            "(select Id from raw.crm__leads where _partition <> ?)",
+            [rerun, rerun],
+        )
+        conn.execute("delete from raw.crm__leads where _partition = ? and Id = ?", [rerun, gone])
     build(settings, rerun, rerun, select=SCENARIO)
     with duckdb.connect(str(settings.build_db)) as conn:
         states_after = conn.execute(
@@ -219,6 +234,7 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         ).fetchone()
     assert leads[corrected] == "Corrected" and leads[fallen_back] not in {"Reworked", None}
     assert changes == (2, 0)
+    assert gone is not None and gone not in {row[0] for row in incremental["intermediate.int_leads_qualified"]}
     build(settings, BUILT_START, new_day, "--full-refresh", select=SCENARIO)
     full = tables(settings.build_db, ("staging", *DOWNSTREAM))
     assert sum(payment[0].startswith("RELEASED-") for payment in full["marts.fct_payments"]) == 2
@@ -227,6 +243,12 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
     models += [f"{schema}.{model}" for schema, names in DOWNSTREAM.items() for model in names]
     for model in models:
         assert incremental[model] == full[model], model
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        # a full build writes the models keyed by the lead in lead order: a window's key range skips the row
+        # groups of the other leads (decision 0082)
+        for model in LEAD_ORDER:
+            back = f"select count(*) from (select lead_id < lag(lead_id) over (order by rowid) as back from {model})"
+            assert scalar(conn, f"{back} where back") == 0, f"{model} is not written in lead order"
 
 
 def release(conn: duckdb.DuckDBPyConnection, system: str, table: str, key: str, before: dt.date) -> None:

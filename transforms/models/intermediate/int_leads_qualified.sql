@@ -16,7 +16,7 @@
 -- applies from its date): the threshold is the period's. Incremental runs recompute the leads the window
 -- loaded a record or a change of, from their whole history (macros/incremental_entities.sql), and note the
 -- emails those leads carried before and after for the people models (macros/incremental_people.sql). The rows
--- are written in lead order and read through the window's key range (macros/incremental_leads_qualified.sql).
+-- are written in lead order and read through the window's key range (macros/incremental_leads.sql).
 
 with
 
@@ -92,4 +92,4 @@ final as (
 )
 
 select * from final
-order by lead_id, period
+{{ in_key_order('lead_id, period') }}

@@ -1,21 +1,25 @@
 {{ config(
     materialized=('table' if target.type == 'spark' else 'incremental'),
-    incremental_strategy='delete+insert',
-    unique_key='lead_id',
+    incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ note_rows_untested('lead_id', leads_loaded_in_window()) }}"
+    pre_hook=[
+        "{{ note_rows_untested('lead_id', leads_loaded_in_window()) }}",
+        "{{ delete_leads_loaded_in_window() }}",
+    ]
 ) }}
 
 -- depends_on: {{ ref('stg_crm__lead_changes') }}
 
 -- Leads judged by the enterprise's MQL definition next to what the CRM's own status says. Incremental runs
--- recompute the leads the window loaded a record or a change of (macros/incremental_entities.sql).
+-- recompute the leads the window loaded a record or a change of (macros/incremental_entities.sql), their rows
+-- deleted first, written in lead order and read through the window's key range
+-- (macros/incremental_leads.sql).
 
 with
 
 leads as (
 
-    select * from {{ ref('stg_crm__leads') }}{{ only_leads_loaded_in_window('lead_id') }}
+    select * from {{ ref('stg_crm__leads') }}{{ only_leads_in_window_range('lead_id') }}
 
 ),
 
@@ -28,7 +32,7 @@ current_period as (
 
 qualified as (
 
-    select * from {{ ref('int_leads_qualified') }}{{ only_leads_loaded_in_window('lead_id') }}
+    select * from {{ ref('int_leads_qualified') }}{{ only_leads_in_window_range('lead_id') }}
 
 ),
 
@@ -56,3 +60,4 @@ final as (
 )
 
 select * from final
+{{ in_key_order('lead_id') }}

@@ -11,7 +11,8 @@
 ) }}
 
 -- Incremental on DuckDB: a run recomputes the records whose versions its window loaded, each from all its
--- versions (macros/incremental_staging.sql, docs/decisions/0065).
+-- versions (macros/incremental_staging.sql, docs/decisions/0065). Written in lead order: the models keyed by the
+-- lead read a window's leads through their key range (docs/decisions/0082).
 
 with
 
@@ -55,3 +56,4 @@ final as (
 )
 
 select * from final
+{{ in_key_order('lead_id') }}
