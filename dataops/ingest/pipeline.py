@@ -180,7 +180,8 @@ def land(
     prepare = getattr(extractor, "prepare", None)
     if prepare is not None:  # a source that reads a range in one job (the CRM's bulk export) reads it so
         prepare([contract.table], start, end)
-    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, extracted_at, run_id)
+    files = lake.layout()
+    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, extracted_at, run_id, files)
     try:
         first, span, busiest = start, 1, 0
         while first <= end:
@@ -377,7 +378,7 @@ def read_landed(
         if not files:
             continue
         df = _read_files(files)
-        if version.legacy:  # a legacy file is one day; a version's files hold only their own day
+        if version.legacy or version.shared:  # a legacy file is one day; a block's file holds days not read here
             df = df.filter(pl.col("_partition").is_in(covered))
         version_extras = _shape(contract, version, settings, df)
         extras.update(version_extras)
