@@ -163,7 +163,7 @@ class VersionWriter:
 
     def commit(self) -> LandedDataset:
         """The manifest last, then the rename: the version appears whole, or not at all."""
-        manifest = {
+        manifest: dict[str, object] = {
             "system": self.system,
             "table": self.table,
             "run_id": self.run_id,
