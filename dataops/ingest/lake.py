@@ -8,6 +8,11 @@ never modified. A re-run lands a new version beside the old ones; readers take, 
 that covers it. Old versions go only through an explicit ``prune``.
 
 
+With ``DATAOPS_LAKE_FILES=block`` (docs/decisions/0086, an experiment, off by default) a version holds one file per
+block of days (``days=<first>..<last>.parquet``, rows in day order) and its manifest maps each day with rows to its
+file: a landing of two years writes about a hundred files instead of twelve thousand. Readers take a day's rows
+from its file by ``_partition``; a day cannot be archived alone from such a file (``day_folders`` refuses).
+
 The layout before versioned datasets (``date=YYYY-MM-DD/part-<extracted_at>-<run>.parquet``, one file per
 day and run) is still read: each such file is a version covering its one day.
 """
@@ -19,7 +24,7 @@ import fcntl
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -28,6 +33,7 @@ LINEAGE = ("_system", "_extracted_at", "_run_id", "_partition", "_record_hash", 
 # The lineage that differs between two extractions of the same records: what a re-run changes and nothing else.
 PER_EXTRACTION = ("_extracted_at", "_run_id", "_source")
 MANIFEST = "_manifest.json"
+LAYOUTS = ("day", "block")  # one file per day of a version (the default), or one per block of days (0086)
 VERSION_PREFIX = "version="
 DAY_KEY = "_partition"  # the hive partition key of a version's dataset: the rows' business date
 
@@ -40,10 +46,16 @@ class Version:
     path: Path  # the version's folder, or the legacy file
     rows: dict[dt.date, int]  # every covered day, with its rows (0: extracted, nothing there)
     columns: tuple[str, ...] = ()
+    files: dict[dt.date, Path] = field(default_factory=dict, compare=False)  # block layout: each day's file
 
     @property
     def legacy(self) -> bool:
         return self.path.is_file()
+
+    @property
+    def shared(self) -> bool:
+        """Whether a file of this version may hold several days (the block layout)."""
+        return bool(self.files)
 
     @property
     def start(self) -> dt.date:
@@ -54,9 +66,12 @@ class Version:
         return max(self.rows)
 
     def day_file(self, day: dt.date) -> Path | None:
-        """The Parquet file of one covered day, or None when the day had no rows."""
+        """The Parquet file of one covered day, or None when the day had no rows. In the block layout the file
+        holds the other days of its block too (``shared``): read the day's rows by ``_partition``."""
         if self.legacy:
             return self.path
+        if self.files:
+            return self.files.get(day) if self.rows.get(day) else None
         folder = self.path / f"{DAY_KEY}={day.isoformat()}"
         return next(iter(sorted(folder.glob("*.parquet"))), None) if self.rows.get(day) else None
 
@@ -81,6 +96,14 @@ def partition_dir(lake: Path, system: str, table: str, day: dt.date) -> Path:
     return table_dir(lake, system, table) / f"date={day.isoformat()}"
 
 
+def layout() -> str:
+    """The layout new versions are written in: ``DATAOPS_LAKE_FILES``, read when a landing starts."""
+    value = (os.environ.get("DATAOPS_LAKE_FILES") or LAYOUTS[0]).strip().lower()
+    if value not in LAYOUTS:
+        raise ValueError(f"DATAOPS_LAKE_FILES must be one of {', '.join(LAYOUTS)}, not {value!r}")
+    return value
+
+
 def _stamp(extracted_at: dt.datetime) -> str:
     return extracted_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
 
@@ -95,8 +118,13 @@ class VersionWriter:
     hidden folder: no version, whole or half, is visible, and the next run lands a version of its own.
     """
 
-    def __init__(self, lake: Path, system: str, table: str, extracted_at: dt.datetime, run_id: str) -> None:
+    def __init__(
+        self, lake: Path, system: str, table: str, extracted_at: dt.datetime, run_id: str, files: str = "day"
+    ) -> None:
+        if files not in LAYOUTS:
+            raise ValueError(f"a version's files are one of {LAYOUTS}, not {files!r}")
         self.system, self.table, self.run_id, self.extracted_at = system, table, run_id, extracted_at
+        self.layout = files
         name = f"{_stamp(extracted_at)}-{run_id[:8]}"
         root = table_dir(lake, system, table)
         self.final = root / f"{VERSION_PREFIX}{name}"
@@ -112,6 +140,7 @@ class VersionWriter:
         self.aside.mkdir(parents=True)
         self.counts: dict[dt.date, int] = {}
         self.columns: list[str] = []
+        self.blocks: list[tuple[str, str, str]] = []  # block layout: (first day, last day, file) with rows
 
     def write(self, days: list[dt.date], df: pl.DataFrame) -> None:
         """Add one block: the rows of ``days`` (keyed by ``_partition``), none of them written before."""
@@ -122,14 +151,19 @@ class VersionWriter:
         again = sorted(set(days) & set(self.counts))
         if again:
             raise ValueError(f"{self.system}.{self.table}: days {again[:3]} are already in this version")
-        if df.height:
+        if df.height and self.layout == "block":
+            first, last = min(counts).isoformat(), max(counts).isoformat()
+            name = f"days={first}..{last}.parquet"
+            df.sort(DAY_KEY, maintain_order=True).write_parquet(self.aside / name)
+            self.blocks.append((first, last, name))
+        elif df.height:
             df.write_parquet(self.aside, partition_by=DAY_KEY)  # each file keeps the column too
         self.counts.update({day: int(counts.get(day, 0)) for day in days})
         self.columns += [c for c in df.columns if c not in self.columns]
 
     def commit(self) -> LandedDataset:
         """The manifest last, then the rename: the version appears whole, or not at all."""
-        manifest = {
+        manifest: dict[str, object] = {
             "system": self.system,
             "table": self.table,
             "run_id": self.run_id,
@@ -137,6 +171,8 @@ class VersionWriter:
             "columns": self.columns,
             "rows": {day.isoformat(): n for day, n in sorted(self.counts.items())},
         }
+        if self.layout == "block":
+            manifest["files"] = [list(block) for block in self.blocks]
         (self.aside / MANIFEST).write_text(json.dumps(manifest, indent=1))
         os.replace(self.aside, self.final)
         self._release()
@@ -174,10 +210,27 @@ def remove_abandoned(table: Path) -> list[Path]:
 def _read_version(folder: Path) -> Version:
     manifest = json.loads((folder / MANIFEST).read_text())
     rows = {dt.date.fromisoformat(day): int(n) for day, n in manifest["rows"].items()}
+    name, columns = folder.name.removeprefix(VERSION_PREFIX), tuple(manifest.get("columns", ()))
+    if "files" in manifest:  # the block layout: each day with rows is in its block's file
+        files = _block_files(folder, manifest["files"], rows)
+        covered = {day: n for day, n in rows.items() if n == 0 or day in files}
+        return Version(name, folder, covered, columns, files)
     # a day pruned or archived away (its folder gone) is no longer covered by this version
-    version = Version(folder.name.removeprefix(VERSION_PREFIX), folder, rows, tuple(manifest.get("columns", ())))
+    version = Version(name, folder, rows, columns)
     covered = {day: n for day, n in rows.items() if n == 0 or version.day_file(day) is not None}
     return Version(version.name, folder, covered, version.columns)
+
+
+def _block_files(folder: Path, blocks: list[list[str]], rows: dict[dt.date, int]) -> dict[dt.date, Path]:
+    """Each day with rows of a version in the block layout, with the file of its block (one that exists)."""
+    files: dict[dt.date, Path] = {}
+    for first, last, name in blocks:
+        path = folder / name
+        if not path.exists():
+            continue
+        start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+        files.update((day, path) for day, n in rows.items() if n and start <= day <= end)
+    return files
 
 
 def all_versions(lake: Path, system: str, table: str) -> list[Version]:
@@ -222,9 +275,15 @@ def landed_days(lake: Path, system: str, table: str) -> list[dt.date]:
 
 
 def day_folders(lake: Path, system: str, table: str, day: dt.date) -> list[Path]:
-    """Every folder holding a file of one day of a table (one per version; the legacy day folder once)."""
+    """Every folder holding a file of one day of a table (one per version; the legacy day folder once). A
+    version in the block layout has no folder of a day alone: moving its file would move other days too."""
     folders: list[Path] = []
     for version in versions(lake, system, table, day):
+        if version.shared and version.rows.get(day):
+            raise ValueError(
+                f"{system}.{table} {day}: version {version.name} holds this day in a file of several days "
+                "(DATAOPS_LAKE_FILES=block); a day of it cannot be moved alone"
+            )
         file = version.day_file(day)
         if file is not None and file.parent not in folders:
             folders.append(file.parent)
@@ -239,6 +298,9 @@ def _drop_days(version: Version, days: set[dt.date]) -> list[Path]:
     manifest = json.loads((version.path / MANIFEST).read_text())
     manifest["rows"] = {d: n for d, n in manifest["rows"].items() if dt.date.fromisoformat(d) not in days}
     removed = [f for day in sorted(days) if (f := version.day_file(day)) is not None]
+    if version.shared:  # a block's file goes with its last covered day; until then the manifest hides the days
+        kept = {version.files[day] for day in version.files if day not in days}
+        removed = sorted(set(removed) - kept)
     if not manifest["rows"]:
         shutil.rmtree(version.path)
         return removed or [version.path]
@@ -246,7 +308,10 @@ def _drop_days(version: Version, days: set[dt.date]) -> list[Path]:
     staged.write_text(json.dumps(manifest, indent=1))
     os.replace(staged, version.path / MANIFEST)
     for file in removed:
-        shutil.rmtree(file.parent)
+        if version.shared:
+            file.unlink()
+        else:
+            shutil.rmtree(file.parent)
     return removed
 
 

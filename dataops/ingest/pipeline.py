@@ -180,7 +180,8 @@ def land(
     prepare = getattr(extractor, "prepare", None)
     if prepare is not None:  # a source that reads a range in one job (the CRM's bulk export) reads it so
         prepare([contract.table], start, end)
-    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, extracted_at, run_id)
+    files = lake.layout()
+    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, extracted_at, run_id, files)
     try:
         first, span, busiest = start, 1, 0
         while first <= end:
@@ -341,9 +342,10 @@ def load_blocks(newest: dict[dt.date, lake.Version], block_rows: int) -> list[Wi
     return blocks
 
 
-def _read_files(files: list[Path]) -> pl.DataFrame:
+def _read_files(files: list[Path], only: list[dt.date] | None = None) -> pl.DataFrame:
     """Landed files in order, as one frame: a version landed in blocks has the columns of each block's days
-    (a column the source added later is absent before), so runs of files of one schema are read together."""
+    (a column the source added later is absent before), so runs of files of one schema are read together.
+    ``only``: the days to keep, filtered as the files are read (a block's file holds days not wanted here)."""
     runs: list[tuple[pl.Schema, list[Path]]] = []
     for file in files:
         schema = pl.read_parquet_schema(file)
@@ -351,7 +353,11 @@ def _read_files(files: list[Path]) -> pl.DataFrame:
             runs[-1][1].append(file)
         else:
             runs.append((pl.Schema(schema), [file]))
-    frames = [pl.read_parquet(group, hive_partitioning=False) for _, group in runs]
+    if only is None:
+        frames = [pl.read_parquet(group, hive_partitioning=False) for _, group in runs]
+    else:
+        wanted = pl.col("_partition").is_in(only)
+        frames = [pl.scan_parquet(group, hive_partitioning=False).filter(wanted).collect() for _, group in runs]
     return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
 
 
@@ -376,8 +382,8 @@ def read_landed(
         files = sorted({f for day in covered if (f := version.day_file(day)) is not None})
         if not files:
             continue
-        df = _read_files(files)
-        if version.legacy:  # a legacy file is one day; a version's files hold only their own day
+        df = _read_files(files, covered if version.shared else None)  # a block's file holds days not read here
+        if version.legacy:  # a legacy file is one day
             df = df.filter(pl.col("_partition").is_in(covered))
         version_extras = _shape(contract, version, settings, df)
         extras.update(version_extras)
