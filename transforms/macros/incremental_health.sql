@@ -6,8 +6,9 @@
     signs in attributes its anonymous events of every date, a user or an account that moves re-keys all their
     days. So the mart keeps the usage inputs it was built from, per customer and day, in the ledger
     (pipeline.health_usage_seen, written by its post-hook in the same transaction as its rows); a run compares
-    them with the inputs as they are now, and recomputes each customer whose inputs differ from the first day
-    they differ. A full refresh, or a first build without the kept inputs, recomputes every row; on Spark the
+    them with the inputs as they are now, notes each customer whose inputs differ from the first day they differ
+    (with the states mart's notes), and recomputes the customer-days noted; its key test reads them too
+    (decision 0083). A full refresh, or a first build without the kept inputs, recomputes every row; on Spark the
     mart is a table rebuilt whole and nothing is kept. -#}
 
 {#- The usage inputs of the score per customer and day, as the usage models hold them now: the usage events,

@@ -14,7 +14,8 @@
     - `relationships`: the children written since the last pass without a parent, and the children of the
       parents recomputed since the last pass that are no longer there (a parent removed); every other child
       and its parent were there when it passed, and are;
-    - `unique_columns` whose columns include the record's key: the same as `unique`.
+    - `unique_columns` whose columns include the record's key: the same as `unique`; and on a record of
+      customer-days (a model keyed by customer and day, below, decision 0083), the rows of those customer-days.
     The whole-table test when a record is missing (the first build after this change, a model that keeps
     none), holds every key, or is keyed by another column, and on Spark (dbt's own tests: dispatched). -#}
 
