@@ -6,8 +6,9 @@
     signs in attributes its anonymous events of every date, a user or an account that moves re-keys all their
     days. So the mart keeps the usage inputs it was built from, per customer and day, in the ledger
     (pipeline.health_usage_seen, written by its post-hook in the same transaction as its rows); a run compares
-    them with the inputs as they are now, and recomputes each customer whose inputs differ from the first day
-    they differ. A full refresh, or a first build without the kept inputs, recomputes every row; on Spark the
+    them with the inputs as they are now, notes each customer whose inputs differ from the first day they differ
+    (with the states mart's notes), and recomputes the customer-days noted; its key test reads them too
+    (decision 0083). A full refresh, or a first build without the kept inputs, recomputes every row; on Spark the
     mart is a table rebuilt whole and nothing is kept. -#}
 
 {#- The usage inputs of the score per customer and day, as the usage models hold them now: the usage events,
@@ -71,11 +72,12 @@
 {%- endmacro %}
 
 {#- Restricts the daily states the mart reads (`select * from` them, unfiltered, before it) to the customer-days
-    to recompute, in incremental runs only: those whose states the states mart recomputed since the mart's last
-    build (its notes, decision 0081; a note without a customer names every customer from its date), and a
-    customer's whose usage inputs changed from the first day they changed; every row when the inputs of the last
-    build were not kept or no notes exist. Two selects rather than one condition with an `or`: the date's bound
-    alone lets DuckDB skip the table's older blocks. -#}
+    to recompute, in incremental runs only: those noted for the mart since its last build (the notes, by the
+    states mart for the customer-days whose states it recomputed, decision 0081, and by this mart's pre-hook for
+    each customer whose usage inputs changed, from the first day they changed; a note without a customer names
+    every customer from its date); every row when the inputs of the last build were not kept or no notes exist.
+    Two selects rather than one condition with an `or`: the date's bound alone lets DuckDB skip the table's
+    older blocks. -#}
 {% macro only_health_days_to_recompute(states) -%}
     {%- set seen = ledger_relation('health_usage_seen') if is_incremental() else none -%}
     {%- set notes = ledger_relation('customers_to_recompute') if is_incremental() else none -%}
@@ -84,20 +86,20 @@
         union all
         select recomputed.*
         from {{ states }} as recomputed
-        inner join (
-            select customer_id, min(from_day) as from_day
-            from (
-                select customer_id, from_date as from_day
-                from {{ notes }}
-                where model = 'fct_customer_health_daily' and customer_id is not null
-                union all
-                select * from {{ health_usage_changed_from(seen) }}
-            ) as noted
-            group by 1
-        ) as changed
+        inner join {{ health_customers_noted(notes) }} as changed
             on recomputed.customer_id = changed.customer_id and recomputed.date_day >= changed.from_day
         where recomputed.date_day < {{ health_everyone_from(notes) }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- Each customer noted for the mart in `notes` and the first day noted. -#}
+{% macro health_customers_noted(notes) -%}
+    (
+        select customer_id, min(from_date) as from_day
+        from {{ notes }}
+        where model = 'fct_customer_health_daily' and customer_id is not null
+        group by 1
+    )
 {%- endmacro %}
 
 {#- The first day from which every customer is recomputed: the earliest note without a customer (none: a date
@@ -110,27 +112,32 @@
     )
 {%- endmacro %}
 
-{#- The pre-hook (the strategy's delete+insert replaces the rows recomputed): the rows of the customer-days
-    whose states were recomputed are deleted first, in its transaction, so a day whose customer no longer has a
-    live or paused contract loses its score; every row when no notes exist. -#}
+{#- The pre-hook, in the transaction that writes the rows: notes for the mart each customer whose usage inputs
+    changed, from the first day they changed (so the model, the deletes and the record of the rows untested read
+    one set of customer-days, computed once); notes the customer-days it recomputes as untested
+    (macros/rows_untested.sql, decision 0083); deletes the rows of the noted customer-days, so a day whose
+    customer no longer has a live or paused contract loses its score (the strategy's delete+insert replaces the
+    rest). Every row when the inputs of the last build were not kept or no notes exist. -#}
 {% macro delete_health_days_noted() -%}
     {{ return(adapter.dispatch('delete_health_days_noted')()) }}
 {%- endmacro %}
 
 {% macro default__delete_health_days_noted() -%}
+    {%- set seen = ledger_relation('health_usage_seen') if is_incremental() else none -%}
     {%- set notes = ledger_relation('customers_to_recompute') if is_incremental() else none -%}
     {%- if not is_incremental() -%}
-        select 1
-    {%- elif notes is none -%}
+        {{ note_customer_days_untested(none) }}
+    {%- elif notes is none or seen is none -%}
+        {{ note_customer_days_untested(none) }};
         delete from {{ this }}
     {%- else -%}
+        insert into {{ notes }}
+        select customer_id, from_day, 'fct_customer_health_daily' as model, now() as noted_at
+        from {{ health_usage_changed_from(seen) }};
+        {{ note_customer_days_untested(notes, 'fct_customer_health_daily') }};
         delete from {{ this }} where date_day >= {{ health_everyone_from(notes) }};
         {{ delete_customer_days_noted(notes, 'fct_customer_health_daily') }}
     {%- endif -%}
-{%- endmacro %}
-
-{% macro spark__delete_health_days_noted() -%}
-    select 1
 {%- endmacro %}
 
 {#- The post-hook: the usage inputs this build's rows were computed from, kept for the next build; the states

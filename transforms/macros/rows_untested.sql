@@ -14,7 +14,8 @@
     - `relationships`: the children written since the last pass without a parent, and the children of the
       parents recomputed since the last pass that are no longer there (a parent removed); every other child
       and its parent were there when it passed, and are;
-    - `unique_columns` whose columns include the record's key: the same as `unique`.
+    - `unique_columns` whose columns include the record's key: the same as `unique`; and on a record of
+      customer-days (a model keyed by customer and day, below, decision 0083), the rows of those customer-days.
     The whole-table test when a record is missing (the first build after this change, a model that keeps
     none), holds every key, or is keyed by another column, and on Spark (dbt's own tests: dispatched). -#}
 
@@ -33,7 +34,12 @@
     {%- if record is none -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set key = adapter.get_columns_in_relation(record)[0].name -%}
+    {%- set columns = adapter.get_columns_in_relation(record) -%}
+    {%- if columns | length > 1 -%}
+        {#- a record of customer-days (below): only `unique_columns` reads it -#}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set key = columns[0].name -%}
     {%- set every_key = run_query('select count(*) from ' ~ record ~ ' where ' ~ key ~ ' is null') -%}
     {{ return(none if every_key.columns[0].values()[0] > 0 else key) }}
 {%- endmacro %}
@@ -60,6 +66,65 @@
 
 {% macro spark__note_rows_untested(key, keys, every_key) -%}
     select 1
+{%- endmacro %}
+
+{#- A record of customer-days (decision 0083), for a model keyed by customer and day whose build recomputes, for
+    some customers, every day from one (fct_customer_health_daily: macros/incremental_health.sql): one row per
+    customer and the first day noted, `pipeline.untested__<model>` (customer_id, from_date); a row without a
+    customer names every customer from its date, every row from 1900-01-01. The model's pre-hook notes, before it
+    writes, the customers and days noted for it in `notes` (every row when `notes` is none, in a full build, or
+    when the model kept no record before). Cleared as the other records (`clear_rows_tested`). -#}
+{% macro note_customer_days_untested(notes, model=none) -%}
+    {{ return(adapter.dispatch('note_customer_days_untested')(notes, model)) }}
+{%- endmacro %}
+
+{% macro default__note_customer_days_untested(notes, model) -%}
+    {%- set record = this.database ~ '.pipeline.untested__' ~ this.name -%}
+    {%- set kept = rows_untested_record(this.database, this.name) is not none -%}
+    create schema if not exists {{ this.database }}.pipeline;
+    create table if not exists {{ record }} (customer_id varchar, from_date date);
+    {%- if is_incremental() and kept and notes is not none %}
+        insert into {{ record }}
+        select customer_id, min(from_date) from {{ notes }} where model = '{{ model }}' group by 1
+    {%- else %}
+        insert into {{ record }} values (null, cast('1900-01-01' as date))
+    {%- endif %}
+{%- endmacro %}
+
+{% macro spark__note_customer_days_untested(notes, model) -%}
+    select 1
+{%- endmacro %}
+
+{#- Whether the model `relation` tests keeps a record of customer-days (none outside execution). -#}
+{% macro rows_untested_are_customer_days(relation) -%}
+    {%- if relation.identifier is not defined -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set record = rows_untested_record(relation.database, relation.identifier) -%}
+    {{ return(record is not none and adapter.get_columns_in_relation(record) | length > 1) }}
+{%- endmacro %}
+
+{#- The rows of `model` on the customer-days of its record: every customer from the record's first date without
+    a customer, and each customer of the record from its first date before that. Two selects, as the model's
+    own (macros/incremental_health.sql): the date's bound lets DuckDB skip the older blocks. -#}
+{% macro rows_on_customer_days_untested(model, columns) -%}
+    {%- set record = rows_untested_record(model.database, model.identifier) -%}
+    {%- set everyone -%}
+        (select coalesce(min(from_date), cast('9999-12-31' as date)) from {{ record }} where customer_id is null)
+    {%- endset %}
+    select {{ columns | join(', ') }} from {{ model }}
+    where date_day >= {{ everyone }}
+    union all
+    select {% for column in columns %}written.{{ column }}{{ ", " if not loop.last }}{% endfor %}
+    from {{ model }} as written
+    inner join (
+        select customer_id, min(from_date) as from_date
+        from {{ record }}
+        where customer_id is not null
+        group by 1
+    ) as noted
+        on written.customer_id = noted.customer_id and written.date_day >= noted.from_date
+    where written.date_day < {{ everyone }}
 {%- endmacro %}
 
 {#- `column` in the keys of `record` and within their range (the zone maps of a table written in key order

@@ -3,7 +3,8 @@
     built a string for every row first: on the largest tables at SF 10 (4 million customer-days) the string
     took more than half the test's time (docs/decisions/0072). Null values group together, as one value. On
     DuckDB, a model that keeps a record of its rows untested by one of the columns has only the rows of those
-    keys grouped (macros/rows_untested.sql, docs/decisions/0077). -#}
+    keys grouped (macros/rows_untested.sql, docs/decisions/0077), and one that keeps a record of customer-days
+    only the rows of those customer-days (every row after a full build: decision 0083). -#}
 {% test unique_columns(model, columns) %}
     {{ adapter.dispatch('test_unique_columns')(model, columns) }}
 {% endtest %}
@@ -22,7 +23,29 @@
 
 {% macro duckdb__test_unique_columns(model, columns) -%}
     {%- set key = rows_untested_key(model) -%}
-    {%- if key is none or key not in columns -%}
+    {%- if rows_untested_are_customer_days(model) and 'customer_id' in columns and 'date_day' in columns %}
+with
+
+written as (
+
+    {{ rows_on_customer_days_untested(model, columns) | indent(4) }}
+
+),
+
+final as (
+
+    select
+        {{ columns | join(', ') }},
+        count(*) as n_records
+
+    from written
+    group by {{ columns | join(', ') }}
+    having count(*) > 1
+
+)
+
+select * from final
+    {%- elif key is none or key not in columns -%}
         {{ default__test_unique_columns(model, columns) }}
     {%- else -%}
         {%- set record = rows_untested_record(model.database, model.identifier) %}

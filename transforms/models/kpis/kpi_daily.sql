@@ -2,7 +2,8 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_affected_days(this) }}"
+    pre_hook="{{ delete_kpi_days() }}",
+    post_hook="{{ consume_money_notes() }}"
 ) }}
 
 -- depends_on: {{ ref('fct_gl_entries') }}
@@ -11,14 +12,15 @@
 -- depends_on: {{ ref('fct_invoices') }}
 
 -- Every KPI of the registry on every business date, from marts only. Incremental runs recompute from the
--- first day their data can change (late journal lines, re-exported payments) through the last day.
+-- first day their data can change (late journal lines, re-exported payments, or a contract, opportunity or rate
+-- changed that the money KPIs noted: macros/incremental_money.sql) through the last day.
 
 with
 
 dates as (
 
     select date_day from {{ ref('dim_dates') }}
-    where date_day >= {{ recompute_from() }}
+    where date_day >= {{ kpis_recompute_from() }}
 
 ),
 

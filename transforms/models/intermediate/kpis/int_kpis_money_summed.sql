@@ -1,11 +1,24 @@
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ note_and_delete_money_days() }}",
+    post_hook="{{ keep_money_inputs() }}"
+) }}
+
 -- Money KPIs per day: amounts summed per currency, converted at the day's rate to the cent, then added
--- (registry: money.conversion).
+-- (registry: money.conversion). Incremental on DuckDB: a run recomputes the days from the first one its
+-- documents or the contracts, opportunities and rates changed since the last build can change
+-- (macros/incremental_money.sql, decision 0083); the open receivables carry the balance of the days before.
+
+{%- set from_date = money_recompute_from() %}
 
 with
 
 dates as (
 
     select date_day from {{ ref('dim_dates') }}
+    where date_day >= {{ from_date }}
 
 ),
 
@@ -71,7 +84,9 @@ live_spells as (
 
     from contract_events
     inner join contracts on contract_events.contract_id = contracts.contract_id
-    where contract_events.to_status in ({{ sql_list(var('live_contract_states')) }})
+    where
+        contract_events.to_status in ({{ sql_list(var('live_contract_states')) }})
+        and (contract_events.valid_until_date is null or contract_events.valid_until_date > {{ from_date }})
 
 ),
 
@@ -99,6 +114,7 @@ bookings as (
         'bookings_usd' as kpi_name,
         sum(total_contract_value) as amount
     from contracts
+    where signed_date >= {{ from_date }}
     group by 1, 2
 
 ),
@@ -111,6 +127,7 @@ billings as (
         'billings_usd' as kpi_name,
         sum(invoice_amount) as amount
     from invoices
+    where invoice_date >= {{ from_date }}
     group by 1, 2
 
 ),
@@ -123,7 +140,7 @@ revenue as (
         'revenue_usd' as kpi_name,
         sum(revenue_amount) as amount
     from gl_entries
-    where is_revenue_account
+    where is_revenue_account and posting_date >= {{ from_date }}
     group by 1, 2
 
 ),
@@ -136,6 +153,7 @@ cash as (
         'cash_collected_usd' as kpi_name,
         sum(payment_amount) as amount
     from payments
+    where payment_date >= {{ from_date }}
     group by 1, 2
 
 ),
@@ -173,19 +191,35 @@ receivable_daily as (
 
 ),
 
+-- the receivables of the days before those recomputed: the moves of the days with a rate, as below
+opening_ar as (
+
+    select
+        rates.currency_code,
+        sum(receivable_daily.amount) as amount
+    from rates
+    inner join receivable_daily
+        on rates.date_day = receivable_daily.date_day and rates.currency_code = receivable_daily.currency_code
+    where rates.date_day < {{ from_date }}
+    group by 1
+
+),
+
 open_ar as (
 
     select
         rates.date_day,
         rates.currency_code,
         'open_ar_usd' as kpi_name,
-        sum(coalesce(receivable_daily.amount, 0)) over (
+        coalesce(opening_ar.amount, 0) + sum(coalesce(receivable_daily.amount, 0)) over (
             partition by rates.currency_code order by rates.date_day rows unbounded preceding
         ) as amount
 
     from rates
     left join receivable_daily
         on rates.date_day = receivable_daily.date_day and rates.currency_code = receivable_daily.currency_code
+    left join opening_ar on rates.currency_code = opening_ar.currency_code
+    where rates.date_day >= {{ from_date }}
 
 ),
 
@@ -201,6 +235,7 @@ pipeline as (
         on
             opportunities.created_date <= dates.date_day
             and (opportunities.closed_date is null or opportunities.closed_date > dates.date_day)
+    where opportunities.closed_date is null or opportunities.closed_date > {{ from_date }}
     group by 1, 2
 
 ),
