@@ -441,10 +441,13 @@ def test_dataops_dbt_runs_dbt_in_its_own_process_and_ends_it_at_once_with_dbts_c
     assert [dbt_child.exit_code(c) for c in (None, 3, "a message")] == [0, 3, 1]
 
 
-def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(tmp_path: Path) -> None:
+def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``dataops-dbt`` exits without the interpreter's shutdown (docs/decisions/0085), after dbt-duckdb closed
     the warehouse with its last connection: what dbt wrote is in the warehouse file, no write-ahead log is left
-    for the next step to replay, and dbt's log is whole."""
+    for the next step to replay, and dbt's log is whole. dbt runs the threads DATAOPS_DBT_THREADS gives it."""
+    monkeypatch.setenv("DATAOPS_DBT_THREADS", "3")
     settings = Settings.from_env(tmp_path)
     settings.build_db.parent.mkdir(parents=True)
     result = run_dbt(["seed", "--select", "registry_kpis"], settings)
@@ -454,3 +457,4 @@ def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(tmp_path: Path)
         (rows,) = conn.execute("select count(*) from reference.registry_kpis").fetchone() or (0,)
     assert rows > 0
     assert "Completed successfully" in result.output
+    assert "Concurrency: 3 threads" in result.output
