@@ -446,8 +446,9 @@ def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(
 ) -> None:
     """``dataops-dbt`` exits without the interpreter's shutdown (docs/decisions/0085), after dbt-duckdb closed
     the warehouse with its last connection: what dbt wrote is in the warehouse file, no write-ahead log is left
-    for the next step to replay, and dbt's log is whole. dbt runs the threads DATAOPS_DBT_THREADS gives it."""
-    monkeypatch.setenv("DATAOPS_DBT_THREADS", "3")
+    for the next step to replay, and dbt's log is whole. dbt runs 4 threads on two cores unless
+    DATAOPS_DBT_THREADS says otherwise (docs/decisions/0085)."""
+    monkeypatch.delenv("DATAOPS_DBT_THREADS", raising=False)
     settings = Settings.from_env(tmp_path)
     settings.build_db.parent.mkdir(parents=True)
     result = run_dbt(["seed", "--select", "registry_kpis"], settings)
@@ -457,4 +458,4 @@ def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(
         (rows,) = conn.execute("select count(*) from reference.registry_kpis").fetchone() or (0,)
     assert rows > 0
     assert "Completed successfully" in result.output
-    assert "Concurrency: 3 threads" in result.output
+    assert "Concurrency: 4 threads" in result.output
