@@ -404,3 +404,58 @@ def test_a_ctrl_c_reaches_the_step_while_dbt_is_quiet_and_dbt_is_stopped(tmp_pat
     finally:
         dbt.stop()
     assert process.poll() is not None
+
+
+def test_dataops_dbt_runs_dbt_in_its_own_process_and_ends_it_at_once_with_dbts_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dbt runs in ``dataops-dbt``'s process (no exec of another), which then runs what the interpreter's exit
+    runs first and exits at once with dbt's code (docs/decisions/0085)."""
+    import atexit
+    import sys
+
+    from dataops.transform import dbt_child
+
+    steps: list[str] = []
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code: int) -> None:
+        steps.append(f"exit {code}")
+        raise Exited
+
+    def exec_dbt(*args: Any) -> None:
+        raise AssertionError("dbt replaced dataops-dbt's process")
+
+    monkeypatch.setattr(dbt_child, "_end_with_parent", lambda: None)  # not this test process's parent
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: steps.append("exit functions"))
+    monkeypatch.setattr(os, "execv", exec_dbt)
+    monkeypatch.setattr(os, "_exit", exit_now)
+    for args, code in ((["--version"], 0), (["no-such-command"], 2)):  # a usage error: click's code 2
+        monkeypatch.setattr(sys, "argv", ["dataops-dbt", *args])
+        with pytest.raises(Exited):
+            dbt_child.main()
+        assert steps == ["exit functions", f"exit {code}"]
+        steps.clear()
+    assert [dbt_child.exit_code(c) for c in (None, 3, "a message")] == [0, 3, 1]
+
+
+def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dataops-dbt`` exits without the interpreter's shutdown (docs/decisions/0085), after dbt-duckdb closed
+    the warehouse with its last connection: what dbt wrote is in the warehouse file, no write-ahead log is left
+    for the next step to replay, and dbt's log is whole. dbt runs 4 threads on two cores unless
+    DATAOPS_DBT_THREADS says otherwise (docs/decisions/0085)."""
+    monkeypatch.delenv("DATAOPS_DBT_THREADS", raising=False)
+    settings = Settings.from_env(tmp_path)
+    settings.build_db.parent.mkdir(parents=True)
+    result = run_dbt(["seed", "--select", "registry_kpis"], settings)
+    assert result.success, result.output[-2000:]
+    assert [p.name for p in settings.build_db.parent.iterdir()] == [settings.build_db.name]  # no .wal
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        (rows,) = conn.execute("select count(*) from reference.registry_kpis").fetchone() or (0,)
+    assert rows > 0
+    assert "Completed successfully" in result.output
+    assert "Concurrency: 4 threads" in result.output
