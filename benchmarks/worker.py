@@ -249,7 +249,7 @@ def pipeline(args: dict[str, Any]) -> dict[str, Any]:
         "maxrss_children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
         "stages": stages,
         "pandera": pandera,
-        "dbt_nodes_s": _dbt_split(dbt_targets),  # per node type, summed over dbt's 2 threads
+        "dbt_nodes_s": _dbt_split(dbt_targets),  # per node type, summed over dbt's threads
         "dbt_targets": [str(t) for t in dbt_targets if t.exists()],
     }
 
