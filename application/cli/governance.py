@@ -268,7 +268,7 @@ def archive_run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would move.")] = False,
 ) -> None:
     """Move partitions past their dataset's retention to data/archive/ (recorded; restorable)."""
-    from dataops.governance.archive import archive
+    from dataops.governance.archive import archive, plan_lake
     from dataops.governance.metadata import load_manifest, published_datasets
 
     day = parse_date(as_of, "--as-of") or dt.datetime.now(dt.UTC).date()
@@ -276,6 +276,8 @@ def archive_run(
     verb = "would archive" if dry_run else "archived"
     for item in done:
         console.print(f"{verb} {item.dataset} {item.period}: {item.rows} rows -> {item.location}")
+    for kept in plan_lake(settings(), day)[1]:  # past retention, in a block's file with younger days (0086)
+        console.print(str(kept))
     console.print(f"{len(done)} period(s) {verb}; publish again to update the catalog")
 
 

@@ -2,10 +2,14 @@
 published in the catalog), and can be restored. Nothing is deleted before its copy is verified.
 
 - landing zone: a day moves with every version's file of it (a source table's retention is its contract's).
-  The archive keeps one folder per table and day, ``_partition=D/``, holding each version's day folder under
-  its version's name (``version=<v>/``, or ``date=D/`` for the layout before versioned datasets), so a restore
-  puts each back where it was. The versions' manifests are left alone: a version no longer covers a day
-  whose folder is gone (``dataops.ingest.lake``), and covers it again once restored;
+  A version's file may hold a block of days (docs/decisions/0086): it moves whole, so the days sharing files
+  move together (``lake.move_groups``), once the last of them is past retention. Until then the days past
+  retention stay, reported as ``Kept`` ("shares its file with days inside retention"). The archive keeps one
+  folder per table and day, ``_partition=D/``, holding each version's day folder under its version's name
+  (``version=<v>/``, or ``date=D/`` for the layout before versioned datasets), or one per group of days with a
+  block's file, ``days=<first>..<last>/``, holding each path at its place in the table (``version=<v>/<file>``),
+  so a restore puts each back where it was. The versions' manifests are left alone: a version no longer covers
+  a day whose file is gone (``dataops.ingest.lake``), and covers it again once restored;
 - large facts (models whose meta names an ``archive_by`` date column): a month of rows is written to
   Parquet, read back and counted, then deleted from the build warehouse in one transaction.
 """
@@ -26,6 +30,8 @@ from dataops.governance.metadata import DatasetMeta
 from dataops.ingest import lake
 from quality.contracts import CONTRACTS
 
+BLOCK_PREFIX = "days="  # the archive's folder of a group of days holding a block's file
+
 
 @dataclass(frozen=True)
 class Archived:
@@ -42,21 +48,76 @@ def _record(conn: duckdb.DuckDBPyConnection, item: Archived, at: dt.datetime) ->
     )
 
 
-def plan_lake(settings: Settings, as_of: dt.date) -> list[tuple[str, str, Path, list[Path]]]:
-    """Landed days past their source table's retention: (dataset, day, archive folder, the day's folders).
+@dataclass(frozen=True)
+class LakeMove:
+    """Landed days to archive together, and the paths holding them (``lake.move_groups``)."""
 
-    Only days with rows on disk: a day every version extracted empty has nothing to move.
+    dataset: str
+    period: str  # the day, or ``<first>..<last>`` for days that share a block's file
+    target: Path
+    paths: list[Path]
+    table: Path  # the table's folder in the lake
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Landed days past retention that stay in the lake: their file also holds days inside retention (a block's
+    file moves whole, decision 0086). They go with the file's last day, ``until``."""
+
+    dataset: str
+    days: list[dt.date]
+    until: dt.date
+
+    def __str__(self) -> str:
+        span = f"{self.days[0]}..{self.days[-1]}" if len(self.days) > 1 else str(self.days[0])
+        return f"kept {self.dataset} {span}: shares its file with days inside retention (through {self.until})"
+
+
+def plan_lake(settings: Settings, as_of: dt.date) -> tuple[list[LakeMove], list[Kept]]:
+    """Landed days past their source table's retention: what moves, and what stays because it shares a file.
+
+    Only days with rows on disk: a day every version extracted empty has nothing to move. Days move in the
+    groups of ``lake.move_groups`` (every version's copy of a day, every day of a block's file), once every day
+    of the group is past retention.
     """
-    due = []
+    due: list[LakeMove] = []
+    kept: list[Kept] = []
     for contract in CONTRACTS.values():
         cutoff = as_of - dt.timedelta(days=contract.retention_days)
         table = lake.table_dir(settings.lake_dir, contract.system, contract.table)
-        for day in lake.landed_days(settings.lake_dir, contract.system, contract.table):
-            folders = lake.day_folders(settings.lake_dir, contract.system, contract.table, day)
-            if day < cutoff and folders:
-                target = settings.archive_dir / table.relative_to(settings.data_dir) / f"{lake.DAY_KEY}={day}"
-                due.append((f"lake.{contract.name}", day.isoformat(), target, folders))
-    return due
+        archived = settings.archive_dir / table.relative_to(settings.data_dir)
+        dataset = f"lake.{contract.name}"
+        for days, paths in lake.move_groups(settings.lake_dir, contract.system, contract.table):
+            if days[-1] < cutoff:
+                due.append(_lake_move(dataset, table, archived, days, paths))
+            elif days[0] < cutoff:
+                kept.append(Kept(dataset, [day for day in days if day < cutoff], days[-1]))
+    return due, kept
+
+
+def _lake_move(dataset: str, table: Path, archived: Path, days: list[dt.date], paths: list[Path]) -> LakeMove:
+    """A day of day folders keeps its archive layout (``_partition=D/<version>/``); days with a block's file
+    go under ``days=<first>..<last>/``, each path at its place relative to the table (``version=<v>/...``)."""
+    first, last = days[0].isoformat(), days[-1].isoformat()
+    period = first if first == last else f"{first}..{last}"
+    if first == last and all(p.is_dir() for p in paths):
+        return LakeMove(dataset, period, archived / f"{lake.DAY_KEY}={first}", paths, table)
+    return LakeMove(dataset, period, archived / f"{BLOCK_PREFIX}{first}..{last}", paths, table)
+
+
+def _move_lake(move: LakeMove) -> None:
+    move.target.mkdir(parents=True, exist_ok=True)
+    for path in move.paths:
+        if move.target.name.startswith(BLOCK_PREFIX):  # at its place in the table: version=<v>/<file or folder>
+            archived = move.target / path.relative_to(move.table)
+            archived.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            archived = move.target / _archived_name(path)
+        shutil.move(str(path), str(archived))
+
+
+def _path_rows(path: Path) -> int:
+    return lake_rows(path) if path.is_file() else sum(lake_rows(p) for p in path.glob("*.parquet"))
 
 
 def _archived_name(folder: Path) -> str:
@@ -99,15 +160,12 @@ def archive(
     now = dt.datetime.now(dt.UTC)
     with connect(settings.build_db) as conn:
         conn.execute(GOVERNANCE_DDL)
-        for dataset, day, target, folders in plan_lake(settings, as_of):
-            rows = sum(lake_rows(p) for folder in folders for p in folder.glob("*.parquet"))
-            item = Archived(dataset, day, target, rows)
+        for move in plan_lake(settings, as_of)[0]:
+            item = Archived(move.dataset, move.period, move.target, sum(_path_rows(p) for p in move.paths))
             done.append(item)
             if dry_run:
                 continue
-            target.mkdir(parents=True, exist_ok=True)
-            for folder in folders:
-                shutil.move(str(folder), str(target / _archived_name(folder)))
+            _move_lake(move)
             _record(conn, item, now)
         for dataset, month, column, rows in plan_facts(conn, datasets, as_of):
             target = settings.archive_dir / "warehouse" / dataset / f"period={month}.parquet"
@@ -179,15 +237,21 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
 
 
 def _restore_lake(settings: Settings, location: Path, day: str) -> None:
-    """Put each version's day folder back; refuse before moving anything if one is there again."""
+    """Put each version's day folder (or block's file) back; refuse before moving anything if one is there again."""
     table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
-    moves = [(archived, _lake_home(table, archived, day)) for archived in sorted(location.iterdir())]
+    if location.name.startswith(BLOCK_PREFIX):  # each file at its place relative to the table
+        files = sorted(p for p in location.rglob("*") if p.is_file())
+        moves = [(archived, table / archived.relative_to(location)) for archived in files]
+    else:
+        moves = [(archived, _lake_home(table, archived, day)) for archived in sorted(location.iterdir())]
     for archived, home in moves:
         if home.exists():
             raise FileExistsError(f"{home} exists again; compare it with {archived} by hand")
     for archived, home in moves:
         home.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(archived), str(home))
+    for folder in sorted(location.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()  # only folders are left, emptied
     location.rmdir()
 
 

@@ -8,10 +8,11 @@ never modified. A re-run lands a new version beside the old ones; readers take, 
 that covers it. Old versions go only through an explicit ``prune``.
 
 
-With ``DATAOPS_LAKE_FILES=block`` (docs/decisions/0086, an experiment, off by default) a version holds one file per
-block of days (``days=<first>..<last>.parquet``, rows in day order) and its manifest maps each day with rows to its
-file: a landing of two years writes about a hundred files instead of twelve thousand. Readers take a day's rows
-from its file by ``_partition``; a day cannot be archived alone from such a file (``day_folders`` refuses).
+By default (docs/decisions/0086) a version holds one file per block of days (``days=<first>..<last>.parquet``,
+rows in day order) and its manifest maps each day with rows to its file: a landing of two years writes about a
+hundred files instead of twelve thousand. Readers take a day's rows from its file by ``_partition``; a day of such
+a file is archived only with the file's other days (``move_groups``). ``DATAOPS_LAKE_FILES=day`` writes the layout
+before it, one file per day (``_partition=YYYY-MM-DD/``).
 
 The layout before versioned datasets (``date=YYYY-MM-DD/part-<extracted_at>-<run>.parquet``, one file per
 day and run) is still read: each such file is a version covering its one day.
@@ -33,7 +34,7 @@ LINEAGE = ("_system", "_extracted_at", "_run_id", "_partition", "_record_hash", 
 # The lineage that differs between two extractions of the same records: what a re-run changes and nothing else.
 PER_EXTRACTION = ("_extracted_at", "_run_id", "_source")
 MANIFEST = "_manifest.json"
-LAYOUTS = ("day", "block")  # one file per day of a version (the default), or one per block of days (0086)
+LAYOUTS = ("block", "day")  # one file per block of days (the default, 0086), or one per day of a version
 VERSION_PREFIX = "version="
 DAY_KEY = "_partition"  # the hive partition key of a version's dataset: the rows' business date
 
@@ -119,7 +120,7 @@ class VersionWriter:
     """
 
     def __init__(
-        self, lake: Path, system: str, table: str, extracted_at: dt.datetime, run_id: str, files: str = "day"
+        self, lake: Path, system: str, table: str, extracted_at: dt.datetime, run_id: str, files: str = "block"
     ) -> None:
         if files not in LAYOUTS:
             raise ValueError(f"a version's files are one of {LAYOUTS}, not {files!r}")
@@ -282,12 +283,45 @@ def day_folders(lake: Path, system: str, table: str, day: dt.date) -> list[Path]
         if version.shared and version.rows.get(day):
             raise ValueError(
                 f"{system}.{table} {day}: version {version.name} holds this day in a file of several days "
-                "(DATAOPS_LAKE_FILES=block); a day of it cannot be moved alone"
+                "(the block layout, decision 0086); a day of it cannot be moved alone"
             )
         file = version.day_file(day)
         if file is not None and file.parent not in folders:
             folders.append(file.parent)
     return folders
+
+
+def move_groups(lake: Path, system: str, table: str) -> list[tuple[list[dt.date], list[Path]]]:
+    """A table's landed days with rows, grouped as archiving must move them: (days, the paths holding them).
+
+    A path is a version's day folder or a block's file. A group holds every version's copy of each of its
+    days (a reader falling back to an older version's copy of a day would read it stale) and every day of each
+    of its files (a file moves whole), so moving a group whole moves no day it does not name. In the day layout
+    each group is one day.
+    """
+    holds: dict[Path, set[dt.date]] = {}
+    for version in all_versions(lake, system, table):
+        for day in version.rows:
+            file = version.day_file(day)
+            if file is not None:
+                holds.setdefault(file if version.shared else file.parent, set()).add(day)
+    parent: dict[dt.date, dt.date] = {}
+
+    def root(day: dt.date) -> dt.date:
+        while parent.setdefault(day, day) != day:
+            day = parent[day]
+        return day
+
+    for days in holds.values():
+        first, *rest = sorted(days)
+        for day in rest:
+            parent[root(day)] = root(first)
+    groups: dict[dt.date, tuple[set[dt.date], list[Path]]] = {}
+    for path, days in sorted(holds.items()):
+        group = groups.setdefault(root(min(days)), (set(), []))
+        group[0].update(days)
+        group[1].append(path)
+    return sorted((sorted(days), paths) for days, paths in groups.values())
 
 
 def _drop_days(version: Version, days: set[dt.date]) -> list[Path]:

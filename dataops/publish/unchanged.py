@@ -57,10 +57,15 @@ def held(conn: duckdb.DuckDBPyConnection) -> Held:
 
 
 def _day_hashes(version: lake.Version, day: dt.date) -> list[str]:
+    """The day's record hashes. A block's file holds its other days too (docs/decisions/0086): only the day's
+    rows are read, or an unchanged day would differ from its whole block."""
     path = version.day_file(day)
     if path is None:
         return []
-    return sorted(pl.read_parquet(path, columns=["_record_hash"])["_record_hash"].to_list())
+    frame = pl.scan_parquet(path, hive_partitioning=False)
+    if version.shared:
+        frame = frame.filter(pl.col(lake.DAY_KEY) == day)
+    return sorted(frame.select("_record_hash").collect()["_record_hash"].to_list())
 
 
 def landed_before(settings: Settings, contract: Contract, run_id: str) -> str | None:

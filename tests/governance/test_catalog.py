@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from application.cli.main import app
 from dataops.core.settings import Settings
-from dataops.governance.archive import archive, archive_log, restore_all
+from dataops.governance.archive import archive, archive_log, plan_lake, restore_all
 from dataops.governance.definition_versions import DEFINITION_TABLES
 from dataops.governance.metadata import (
     REQUIRED_FIELDS,
@@ -141,13 +141,19 @@ def test_archiving_past_retention_moves_records_and_restores_without_loss(govern
     done = archive(settings, published_datasets(load_manifest()), as_of)
 
     lake_items = [a for a in done if a.dataset.startswith("lake.")]
-    assert len({a.period for a in lake_items}) == 35
-    for item in lake_items:  # every version's file of the day moved, none left in the lake
-        contract = CONTRACTS[item.dataset.removeprefix("lake.")]
-        day = dt.date.fromisoformat(item.period)
-        assert any(item.location.rglob("*.parquet")), item
-        assert lake.day_folders(settings.lake_dir, contract.system, contract.table, day) == [], item
-        assert not any(v.rows.get(day) for v in lake.versions(settings.lake_dir, contract.system, contract.table, day))
+    assert all(any(item.location.rglob("*.parquet")) for item in lake_items)
+    moved = {(a.dataset, day) for a in lake_items for day in span(a.period)}
+    kept = {(k.dataset, day) for k in plan_lake(settings, as_of)[1] for day in k.days}
+    assert moved | kept and not moved & kept
+    for contract in CONTRACTS.values():  # every landed day past retention moved with all its copies, or is kept
+        cutoff = as_of - dt.timedelta(days=contract.retention_days)
+        dataset = f"lake.{contract.name}"
+        for days, _ in lake.move_groups(settings.lake_dir, contract.system, contract.table):
+            assert {(dataset, day) for day in days if day < cutoff} <= kept, dataset
+        for day in {day for name, day in moved if name == dataset}:
+            assert day < cutoff and not any(
+                v.rows.get(day) for v in lake.versions(settings.lake_dir, contract.system, contract.table, day)
+            )
     fact_items = [a for a in done if a.dataset == states]
     assert [a.period for a in fact_items] == ["2025-01"]
     assert rows(settings.build_db, f"select count(*) from {states} where date_day < '2025-02-01'") == [(0,)]
@@ -165,6 +171,13 @@ def test_archiving_past_retention_moves_records_and_restores_without_loss(govern
     assert sorted(p.relative_to(root).as_posix() for p in settings.lake_dir.rglob("*.parquet")) == lake_before
     assert rows(settings.build_db, f"select * from {states} order by all") == facts_before
     assert all(r[4] is not None for r in archive_log(settings))  # every period marked restored
+
+
+def span(period: str) -> list[dt.date]:
+    """The days of an archived lake period: a day, or ``<first>..<last>``."""
+    first, _, last = period.partition("..")
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last or first)
+    return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
 def test_a_manifest_caught_half_written_is_read_again_and_a_broken_one_is_named(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The block layout of the lake (``DATAOPS_LAKE_FILES=block``, docs/decisions/0086): a version holds one file per
-block of days instead of one per day, and reads, replaces and prunes by day as the day layout does."""
+"""The block layout of the lake (the default, docs/decisions/0086): a version holds one file per block of days
+instead of one per day, and reads, replaces, prunes, archives and tells an unchanged day by day as the day layout
+(``DATAOPS_LAKE_FILES=day``) does."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import datetime as dt
 
 import pytest
 
+from dataops.governance.archive import archive, plan_lake, restore_all
 from dataops.ingest import lake
 from dataops.ingest.pipeline import IngestOptions, ingest, land, newest_landed, read_landed
+from dataops.publish.unchanged import Held, raw_layer_holds_it
 from quality.contracts import CONTRACTS
 from tests.dataops.ingest.conftest import END, START, Sources, snapshot
 
@@ -16,13 +19,17 @@ pytestmark = pytest.mark.xdist_group("ingest")
 SMALL = IngestOptions(block_rows=400)  # a few blocks over the 30 days
 # a parent and its child (orphans judged across blocks), a CRM table (its bulk export read block by block)
 # and an accounting table (one source file a day)
+BLOCK_ROWS = 3_000
 TABLES = ("erp.customers", "erp.sales_orders", "crm.leads", "accounting.invoices")
 
 
-def test_a_window_lands_one_file_per_block_and_loads_the_raw_layer_of_one_file_per_day(
-    baseline: Sources, fresh: Sources, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("layout", ["block", "day"])
+def test_a_window_lands_one_file_per_block_or_day_and_loads_the_same_raw_layer(
+    baseline: Sources, fresh: Sources, layout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DATAOPS_LAKE_FILES", "block")
+    """The baseline landed in the default layout's blocks of its own size: neither the layout nor the blocks'
+    bounds change the raw layer."""
+    monkeypatch.setenv("DATAOPS_LAKE_FILES", layout)
     extractors = fresh.extractors()
     files, with_rows = 0, 0
     for name in TABLES:
@@ -31,18 +38,20 @@ def test_a_window_lands_one_file_per_block_and_loads_the_raw_layer_of_one_file_p
         [version] = lake.all_versions(fresh.settings.lake_dir, contract.system, contract.table)
         found = sorted(version.path.glob("**/*.parquet"))
         days = [day for day, n in version.rows.items() if n]
-        assert version.shared and sorted(version.rows) == lake_days(), name
+        assert version.shared == (layout == "block") and sorted(version.rows) == lake_days(), name
         assert {version.day_file(day) for day in days} == set(found), name  # each day in its block's file
         files, with_rows = files + len(found), with_rows + len(days)
-    assert len(TABLES) < files < with_rows / 2  # a file a block, not a day
+    if layout == "block":
+        assert len(TABLES) < files < with_rows / 2  # a file a block, not a day
+    else:
+        assert files == with_rows
     ours, theirs = snapshot(fresh.settings.build_db), snapshot(baseline.settings.build_db)
     assert ours == {k: v for k, v in theirs.items() if k.split(".")[1].replace("__", ".", 1) in TABLES}
 
 
 def test_a_newer_version_of_one_day_replaces_that_day_of_a_block_file_and_prune_keeps_the_blocks_other_days(
-    fresh: Sources, monkeypatch: pytest.MonkeyPatch
+    fresh: Sources,
 ) -> None:
-    monkeypatch.setenv("DATAOPS_LAKE_FILES", "block")
     contract = CONTRACTS["erp.customers"]
     extractor = fresh.extractors()["erp"]
     land(fresh.settings, contract, extractor, START, END, "11111111first", block_rows=10_000)  # 1, 16, 13 days
@@ -66,6 +75,55 @@ def test_a_newer_version_of_one_day_replaces_that_day_of_a_block_file_and_prune_
     assert frame.filter(frame["_partition"] == day)["_run_id"].unique().to_list() == ["22222222second"]
     with pytest.raises(ValueError, match="cannot be moved alone"):  # archiving must not take the other days
         lake.day_folders(fresh.settings.lake_dir, contract.system, contract.table, other)
+
+
+def test_an_unchanged_day_landed_again_inside_a_block_is_nothing_new(fresh: Sources) -> None:
+    """The no-data check (decision 0057) compares the day's records, not its block's."""
+    contract = CONTRACTS["erp.customers"]
+    extractor = fresh.extractors()["erp"]
+    land(fresh.settings, contract, extractor, START, END, "11111111first", block_rows=10_000)  # 1, 16, 13 days
+    [first] = lake.all_versions(fresh.settings.lake_dir, contract.system, contract.table)
+    day = [d for d in sorted(first.rows)[1:17] if first.rows[d]][3]  # inside the second block
+    assert first.shared and len({d for d, f in first.files.items() if f == first.day_file(day)}) > 1
+    land(fresh.settings, contract, extractor, day, day, "22222222again")
+    held = Held({contract.name: {first.name}}, waiting=False, built_at=None, published_at=None)
+    assert raw_layer_holds_it(fresh.settings, held, "22222222again", [contract]) is None
+
+
+def test_archiving_moves_days_sharing_a_file_once_all_are_past_retention_and_restores_them(fresh: Sources) -> None:
+    contract = CONTRACTS["erp.sales_orders"]  # rows every day
+    extractor = fresh.extractors()["erp"]
+    land(fresh.settings, contract, extractor, START, END, "11111111first", block_rows=BLOCK_ROWS)
+    [first] = lake.all_versions(fresh.settings.lake_dir, contract.system, contract.table)
+    blocks = [sorted(d for d in first.files if first.files[d] == file) for file in sorted(set(first.files.values()))]
+    assert len(blocks) > 1 and len(blocks[1]) > 5, [(b[0], b[-1]) for b in blocks]
+    day = blocks[1][3]
+    land(fresh.settings, contract, extractor, day, day, "22222222again")  # a newer copy of a day of block 2
+    before, *_ = read_landed(fresh.settings, contract, START, END)
+    files = sorted(fresh.settings.lake_dir.rglob("*.parquet"))
+    retention = dt.timedelta(days=contract.retention_days)
+
+    inside = blocks[1][5] + retention  # the cutoff inside the second block: the first block only goes
+    [moved] = archive(fresh.settings, {}, inside)
+    assert moved.period == blocks[0][0].isoformat() and moved.rows == first.rows[blocks[0][0]]
+    [kept] = plan_lake(fresh.settings, inside)[1]
+    assert kept.days == blocks[1][:5] and kept.until == blocks[1][-1]
+    assert "shares its file with days inside retention" in str(kept)
+    now, *_ = read_landed(fresh.settings, contract, blocks[1][0], END)
+    assert now.equals(before.filter(before["_partition"] > blocks[0][0]))  # every kept day, the newest copy
+
+    [moved] = archive(fresh.settings, {}, blocks[1][-1] + retention + dt.timedelta(days=1))  # block 2 and its day
+    assert moved.period == f"{blocks[1][0]}..{blocks[1][-1]}"
+    assert moved.rows == sum(first.rows[d] for d in blocks[1]) + first.rows[day]  # both versions' copies
+    assert not lake.versions(fresh.settings.lake_dir, contract.system, contract.table, day)
+    now, *_ = read_landed(fresh.settings, contract, blocks[1][-1] + dt.timedelta(days=1), END)
+    rest = before.filter(before["_partition"] > blocks[1][-1])
+    assert now.height == rest.height and (not rest.height or now.equals(rest))
+
+    assert len(restore_all(fresh.settings)) == 2
+    assert sorted(fresh.settings.lake_dir.rglob("*.parquet")) == files
+    now, *_ = read_landed(fresh.settings, contract, START, END)
+    assert now.equals(before)
 
 
 def test_an_unknown_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -193,8 +193,10 @@ def test_schema_drift_lands_new_columns_and_needs_the_alias(baseline: Sources, f
         ingest(fresh.settings, no_alias, accounting, START, END)
     message = str(failure.value)
     assert f"{START}/invoices.csv" in message and "'amount'" in message and "gross_amount" in message
-    named = re.search(r"lake/raw/accounting/invoices/version=[^/]+/_partition=(\d{4}-\d\d-\d\d)/", message)
-    assert named and dt.date.fromisoformat(named[1]) == START, message  # and its landed copy
+    named = re.search(r"landed as (lake/raw/accounting/invoices/version=\S+\.parquet)", message)
+    assert named, message  # and its landed copy: a file holding the day's rows
+    landed = pl.read_parquet(fresh.settings.data_dir / named[1], hive_partitioning=False)
+    assert landed.filter(pl.col("_partition") == START).height > 0, message
     report = ingest(fresh.settings, invoices, accounting, START, END)
     assert report.loaded_rows == report.landed_rows - report.quarantined_rows > 0
 
