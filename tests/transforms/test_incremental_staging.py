@@ -53,6 +53,7 @@ DOWNSTREAM = {
         "fct_credit_memos",
         "fct_customer_states_daily",
         "fct_customer_health_daily",
+        "fct_customer_state_events",
         "fct_leads",
         "dim_people",
     ),
@@ -72,6 +73,8 @@ LEAD_ORDER = (
 )
 # the marts that recompute the customers whose inputs changed (decision 0081), and a column each test marks
 CUSTOMER_MARTS = {"fct_customer_states_daily": "previous_state", "fct_customer_health_daily": "health_score"}
+# the states' event log, which follows the customers the states recomputed
+STATE_EVENTS = "fct_customer_state_events"
 
 
 def copy_of(built: Path, tmp_path: Path) -> Settings:
@@ -178,10 +181,12 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
     customer_marts_equal_a_full_refresh(settings, new_day)
     with duckdb.connect(str(settings.build_db)) as conn:
         # the old day's re-run also corrects a payment: its invoice is no longer settled, its customer's states
-        # change (delinquent); and it ends a customer's only live contract: its health scores from that day go;
-        # a customer none of whose inputs change keeps its rows in both marts
+        # change (delinquent); and it ends a customer's only live contract, dated in the history's first days
+        # (before any day the window's documents touch: the states and their event log recompute that customer
+        # from then), its health scores from that day go; a customer none of whose inputs change keeps its rows
+        # in both marts
         unsettled = unsettle_an_invoice(conn, rerun)
-        ended = end_a_contract(conn, rerun)
+        ended = end_a_contract(conn, rerun, dated=BUILT_START + dt.timedelta(days=2))
         states_before = conn.execute(
             "select * from marts.fct_customer_states_daily where customer_id = ? order by all", [unsettled]
         ).fetchall()
@@ -214,6 +219,8 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
             kept = scalar(conn, f"select {column} from marts.{model} {where}", [customer, day])
             assert kept == MARK[column], f"{model}: a customer none of whose inputs changed was recomputed"
             conn.execute(f"update marts.{model} set {column} = ? {where}", [value, customer, day])
+    # the states' event log read the marked row if its day is in the window: the window's events again
+    build(settings, rerun, rerun, select=["run", "--select", STATE_EVENTS])
     assert states_after != states_before, "the corrected payment changed no state: the test proves nothing"
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         scored = "select count(*) from marts.fct_customer_health_daily where customer_id = ? and date_day >= ?"
@@ -311,15 +318,18 @@ def customer_marts_equal_a_full_refresh(settings: Settings, end: dt.date) -> Non
     """The customer marts as the builds left them equal a full refresh of the two (which then stays: the next
     build starts from it, the same rows and kept inputs)."""
     incremental = customer_marts(settings)
-    build(settings, BUILT_START, end, "--full-refresh", select=["run", "--select", *CUSTOMER_MARTS])
+    build(settings, BUILT_START, end, "--full-refresh", select=["run", "--select", *CUSTOMER_MARTS, STATE_EVENTS])
     full = customer_marts(settings)
-    for model in CUSTOMER_MARTS:
+    for model in (*CUSTOMER_MARTS, STATE_EVENTS):
         assert incremental[model] == full[model], model
 
 
 def customer_marts(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
-        return {model: conn.execute(f"select * from marts.{model} order by all").fetchall() for model in CUSTOMER_MARTS}
+        return {
+            model: conn.execute(f"select * from marts.{model} order by all").fetchall()
+            for model in (*CUSTOMER_MARTS, STATE_EVENTS)
+        }
 
 
 def unsettle_an_invoice(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> str:
@@ -346,8 +356,8 @@ def unsettle_an_invoice(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> 
     return str(customer)
 
 
-def end_a_contract(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> str:
-    """Loads into ``partition`` a status change, dated that day, that ends the only contract live or paused at
+def end_a_contract(conn: duckdb.DuckDBPyConnection, partition: dt.date, dated: dt.date) -> str:
+    """Loads into ``partition`` a status change, dated ``dated``, that ends the only contract live or paused at
     the end of the history of a customer scored on the last day. Returns the customer."""
     contract, customer = conn.execute(
         "select contract_id, customer_id from intermediate.int_contracts_status_spells "
@@ -355,7 +365,7 @@ def end_a_contract(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> str:
         "(select customer_id from marts.fct_customer_health_daily where date_day = ?) and customer_id not in "
         "(select customer_id from intermediate.int_contracts_status_spells where valid_to_date is null "
         "and (is_live or status = 'paused') group by 1 having count(*) > 1) order by 1 limit 1",
-        [partition, LAST],
+        [dated, LAST],
     ).fetchone() or (None, None)
     assert contract is not None, "no customer with one live contract"
     conn.execute(
@@ -363,7 +373,7 @@ def end_a_contract(conn: duckdb.DuckDBPyConnection, partition: dt.date) -> str:
         "to_status as from_status, 'ended' as to_status, cast(? as timestamp) + interval 12 hour as changed_at, "
         "? as _partition, md5(_record_hash) as _record_hash) from raw.erp__contract_status_history "
         "where contract_no = ? qualify row_number() over (order by changed_at desc) = 1",
-        [partition, partition, contract],
+        [dated, partition, contract],
     )
     return str(customer)
 

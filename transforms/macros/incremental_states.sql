@@ -9,7 +9,8 @@
     they can change its rows (or affected_from(), if earlier), and every customer from the first date the last
     build did not cover (the days dim_dates added); every customer from the first date when the rules or the
     first date changed, or when no inputs were kept. It deletes the noted rows, the model recomputes them, and
-    the post-hook hands the notes on to fct_customer_health_daily, which consumes them (incremental_health.sql).
+    the post-hook hands the notes on to fct_customer_health_daily and fct_customer_state_events, which consume
+    them (incremental_health.sql, incremental_state_events.sql).
     A note without a customer means every customer from its date. On Spark the mart is a table rebuilt whole and
     nothing is kept or noted (dispatched hooks). -#}
 
@@ -156,8 +157,9 @@
     select 1
 {%- endmacro %}
 
-{#- Deletes this model's rows of each customer noted for `model` in `notes`, from the first day noted. -#}
-{% macro delete_customer_days_noted(notes, model) -%}
+{#- Deletes this model's rows of each customer noted for `model` in `notes`, from the first day noted (of
+    `date_column`). -#}
+{% macro delete_customer_days_noted(notes, model, date_column='date_day') -%}
     delete from {{ this }}
     using (
         select customer_id, min(from_date) as from_date
@@ -165,7 +167,7 @@
         where model = '{{ model }}' and customer_id is not null
         group by 1
     ) as noted
-    where {{ this }}.customer_id = noted.customer_id and {{ this }}.date_day >= noted.from_date
+    where {{ this }}.customer_id = noted.customer_id and {{ this }}.{{ date_column }} >= noted.from_date
 {%- endmacro %}
 
 {#- The customers the model computes and the first day of each: the noted ones in an incremental run (a note
@@ -203,8 +205,8 @@
 {%- endmacro %}
 
 {#- The post-hook: the inputs this build's rows were computed from, kept for the next build (those of the noted
-    customers replaced, in an incremental build); the notes handed on to the health mart (every customer after a
-    full build) and consumed. -#}
+    customers replaced, in an incremental build); the notes handed on to the health mart and the states' event
+    log (every customer after a full build) and consumed. -#}
 {% macro keep_states_inputs() -%}
     {{ return(adapter.dispatch('keep_states_inputs')()) }}
 {%- endmacro %}
@@ -224,15 +226,17 @@
     {%- endif %}
     create or replace table {{ this.database }}.pipeline.states_rules_seen as
     select * from {{ states_rules() }};
-    {%- if is_incremental() %}
-        insert into {{ customer_notes() }}
-        select customer_id, from_date, 'fct_customer_health_daily' as model, now() as noted_at
-        from {{ customer_notes() }}
-        where model = '{{ model }}';
-    {%- else %}
-        insert into {{ customer_notes() }}
-        values (null, cast('1900-01-01' as date), 'fct_customer_health_daily', now());
-    {%- endif %}
+    {%- for next_model in ['fct_customer_health_daily', 'fct_customer_state_events'] %}
+        {%- if is_incremental() %}
+            insert into {{ customer_notes() }}
+            select customer_id, from_date, '{{ next_model }}' as model, now() as noted_at
+            from {{ customer_notes() }}
+            where model = '{{ model }}';
+        {%- else %}
+            insert into {{ customer_notes() }}
+            values (null, cast('1900-01-01' as date), '{{ next_model }}', now());
+        {%- endif %}
+    {%- endfor %}
     delete from {{ customer_notes() }} where model = '{{ model }}'
 {%- endmacro %}
 

@@ -2,7 +2,8 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_affected_days(this, 'changed_date') }}"
+    pre_hook=["{{ delete_affected_days(this, 'changed_date') }}", "{{ delete_state_events_noted() }}"],
+    post_hook="{{ consume_state_events_notes() }}"
 ) }}
 
 -- depends_on: {{ ref('fct_gl_entries') }}
@@ -12,7 +13,8 @@
 
 -- The event log of the customer data state: one row per transition of a customer's state, with the
 -- contract events of that day as its cause. Incremental runs recompute the transitions from the first day
--- the states were recomputed from (macros/incremental.sql, affected_from).
+-- the window can change (macros/incremental.sql, affected_from), and those of each customer the states mart
+-- recomputed from an earlier day (macros/incremental_state_events.sql).
 
 with
 
@@ -20,6 +22,7 @@ states as (
 
     select * from {{ ref('fct_customer_states_daily') }}
     where date_day >= {{ recompute_from() }}
+    {{- state_rows_noted_before_affected_from(ref('fct_customer_states_daily')) }}
 
 ),
 

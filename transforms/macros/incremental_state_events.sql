@@ -1,0 +1,76 @@
+{#- The customer states' event log (fct_customer_state_events) recomputes what the states mart recomputed
+    (docs/decisions/0081). Every day from affected_from(), as before, and each customer the states mart noted
+    from its first noted day: a contract change or a settlement dated before the window changes a customer's
+    states before affected_from(), and its transitions with them. The states mart's post-hook hands its notes on
+    to this model (incremental_states.sql); this model's pre-hook deletes the noted customers' events, its
+    select reads their state rows, and its post-hook consumes the notes. A note without a customer means every
+    customer from its date. On Spark the log is a table rebuilt whole and nothing is noted (dispatched hooks). -#}
+
+{% macro state_events_notes_where(customers) -%}
+    model = 'fct_customer_state_events' and customer_id is {{ 'not ' if customers else '' }}null
+{%- endmacro %}
+
+{#- The pre-hook: the noted customers' events from their first noted day, and every customer's from the first
+    day of a note without a customer. -#}
+{% macro delete_state_events_noted() -%}
+    {{ return(adapter.dispatch('delete_state_events_noted')()) }}
+{%- endmacro %}
+
+{% macro default__delete_state_events_noted() -%}
+    {%- if is_incremental() %}
+        delete from {{ this }}
+        where changed_date >= (
+            select min(from_date) from {{ customer_notes() }} where {{ state_events_notes_where(false) }}
+        );
+        {{ delete_customer_days_noted(customer_notes(), 'fct_customer_state_events', 'changed_date') }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro spark__delete_state_events_noted() -%}
+    select 1
+{%- endmacro %}
+
+{#- The state rows of the noted customers before affected_from() (those from it are read anyway), as more rows
+    of the model's `states` import: nothing outside an incremental run on DuckDB. -#}
+{% macro state_rows_noted_before_affected_from(states) -%}
+    {%- if is_incremental() and target.type != 'spark' %}
+        union all
+        select states_noted.*
+        from {{ states }} as states_noted
+        inner join (
+            select customer_id, min(from_date) as from_date
+            from {{ customer_notes() }}
+            where {{ state_events_notes_where(true) }}
+            group by 1
+        ) as noted
+            on states_noted.customer_id = noted.customer_id
+        where
+            states_noted.date_day >= noted.from_date
+            and states_noted.date_day < {{ affected_from() }}
+            and states_noted.date_day < coalesce(
+                (select min(from_date) from {{ customer_notes() }} where {{ state_events_notes_where(false) }}),
+                {{ affected_from() }}
+            )
+        union all
+        select *
+        from {{ states }}
+        where
+            date_day >= (select min(from_date) from {{ customer_notes() }} where {{ state_events_notes_where(false) }})
+            and date_day < {{ affected_from() }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The post-hook: the notes consumed (after a full build too: it recomputed everything). -#}
+{% macro consume_state_events_notes() -%}
+    {{ return(adapter.dispatch('consume_state_events_notes')()) }}
+{%- endmacro %}
+
+{% macro default__consume_state_events_notes() -%}
+    delete from {{ customer_notes() }} where model = 'fct_customer_state_events'
+{%- endmacro %}
+
+{% macro spark__consume_state_events_notes() -%}
+    select 1
+{%- endmacro %}
