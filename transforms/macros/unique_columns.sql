@@ -23,12 +23,21 @@
 
 {% macro duckdb__test_unique_columns(model, columns) -%}
     {%- set key = rows_untested_key(model) -%}
-    {%- if rows_untested_are_customer_days(model) and 'customer_id' in columns and 'date_day' in columns %}
+    {%- if rows_untested_are_customer_days(model) and 'customer_id' in columns and 'date_day' in columns -%}
+        {%- set written = rows_on_customer_days_untested(model, columns) -%}
+    {%- elif key is not none and key in columns -%}
+        {%- set record = rows_untested_record(model.database, model.identifier) -%}
+        {%- set written -%}
+            select {{ columns | join(', ') }} from {{ model }}
+            where {{ in_rows_untested(key, record, key) }}
+        {%- endset -%}
+    {%- endif -%}
+    {%- if written is defined %}
 with
 
 written as (
 
-    {{ rows_on_customer_days_untested(model, columns) | indent(4) }}
+    {{ written | indent(4) }}
 
 ),
 
@@ -45,31 +54,7 @@ final as (
 )
 
 select * from final
-    {%- elif key is none or key not in columns -%}
-        {{ default__test_unique_columns(model, columns) }}
     {%- else -%}
-        {%- set record = rows_untested_record(model.database, model.identifier) %}
-with
-
-written as (
-
-    select {{ columns | join(', ') }} from {{ model }}
-    where {{ in_rows_untested(key, record, key) }}
-
-),
-
-final as (
-
-    select
-        {{ columns | join(', ') }},
-        count(*) as n_records
-
-    from written
-    group by {{ columns | join(', ') }}
-    having count(*) > 1
-
-)
-
-select * from final
+        {{ default__test_unique_columns(model, columns) }}
     {%- endif -%}
 {%- endmacro %}
