@@ -82,34 +82,14 @@
     {%- set seen = ledger_relation('health_usage_seen') if is_incremental() else none -%}
     {%- set notes = ledger_relation('customers_to_recompute') if is_incremental() else none -%}
     {%- if seen is not none and notes is not none %}
-        where date_day >= {{ health_everyone_from(notes) }}
+        where date_day >= {{ everyone_noted_from(notes, 'fct_customer_health_daily') }}
         union all
         select recomputed.*
         from {{ states }} as recomputed
-        inner join {{ health_customers_noted(notes) }} as changed
+        inner join {{ customer_days_noted(notes, 'fct_customer_health_daily') }} as changed
             on recomputed.customer_id = changed.customer_id and recomputed.date_day >= changed.from_day
-        where recomputed.date_day < {{ health_everyone_from(notes) }}
+        where recomputed.date_day < {{ everyone_noted_from(notes, 'fct_customer_health_daily') }}
     {%- endif -%}
-{%- endmacro %}
-
-{#- Each customer noted for the mart in `notes` and the first day noted. -#}
-{% macro health_customers_noted(notes) -%}
-    (
-        select customer_id, min(from_date) as from_day
-        from {{ notes }}
-        where model = 'fct_customer_health_daily' and customer_id is not null
-        group by 1
-    )
-{%- endmacro %}
-
-{#- The first day from which every customer is recomputed: the earliest note without a customer (none: a date
-    after every day). -#}
-{% macro health_everyone_from(notes) -%}
-    (
-        select coalesce(min(from_date), cast('9999-12-31' as date))
-        from {{ notes }}
-        where model = 'fct_customer_health_daily' and customer_id is null
-    )
 {%- endmacro %}
 
 {#- The pre-hook, in the transaction that writes the rows: notes for the mart each customer whose usage inputs
@@ -135,7 +115,7 @@
         select customer_id, from_day, 'fct_customer_health_daily' as model, now() as noted_at
         from {{ health_usage_changed_from(seen) }};
         {{ note_customer_days_untested(notes, 'fct_customer_health_daily') }};
-        delete from {{ this }} where date_day >= {{ health_everyone_from(notes) }};
+        delete from {{ this }} where date_day >= {{ everyone_noted_from(notes, 'fct_customer_health_daily') }};
         {{ delete_customer_days_noted(notes, 'fct_customer_health_daily') }}
     {%- endif -%}
 {%- endmacro %}

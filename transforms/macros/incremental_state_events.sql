@@ -6,10 +6,6 @@
     select reads their state rows, and its post-hook consumes the notes. A note without a customer means every
     customer from its date. On Spark the log is a table rebuilt whole and nothing is noted (dispatched hooks). -#}
 
-{% macro state_events_notes_where(customers) -%}
-    model = 'fct_customer_state_events' and customer_id is {{ 'not ' if customers else '' }}null
-{%- endmacro %}
-
 {#- The pre-hook: the noted customers' events from their first noted day, and every customer's from the first
     day of a note without a customer. -#}
 {% macro delete_state_events_noted() -%}
@@ -19,9 +15,7 @@
 {% macro default__delete_state_events_noted() -%}
     {%- if is_incremental() %}
         delete from {{ this }}
-        where changed_date >= (
-            select min(from_date) from {{ customer_notes() }} where {{ state_events_notes_where(false) }}
-        );
+        where changed_date >= {{ everyone_noted_from(customer_notes(), 'fct_customer_state_events') }};
         {{ delete_customer_days_noted(customer_notes(), 'fct_customer_state_events', 'changed_date') }}
     {%- else -%}
         select 1
@@ -32,33 +26,22 @@
     select 1
 {%- endmacro %}
 
-{#- The state rows of the noted customers before affected_from() (those from it are read anyway), as more rows
-    of the model's `states` import: nothing outside an incremental run on DuckDB. -#}
+{#- The state rows noted before affected_from() (those from it are read anyway), as more rows of the model's
+    `states` import: each noted customer's from its first noted day, every customer's from the first day of a
+    note without a customer. Nothing outside an incremental run on DuckDB. -#}
 {% macro state_rows_noted_before_affected_from(states) -%}
     {%- if is_incremental() and target.type != 'spark' %}
+        {%- set everyone = everyone_noted_from(customer_notes(), 'fct_customer_state_events') %}
         union all
         select states_noted.*
         from {{ states }} as states_noted
-        inner join (
-            select customer_id, min(from_date) as from_date
-            from {{ customer_notes() }}
-            where {{ state_events_notes_where(true) }}
-            group by 1
-        ) as noted
-            on states_noted.customer_id = noted.customer_id
-        where
-            states_noted.date_day >= noted.from_date
-            and states_noted.date_day < {{ affected_from() }}
-            and states_noted.date_day < coalesce(
-                (select min(from_date) from {{ customer_notes() }} where {{ state_events_notes_where(false) }}),
-                {{ affected_from() }}
-            )
+        inner join {{ customer_days_noted(customer_notes(), 'fct_customer_state_events') }} as noted
+            on states_noted.customer_id = noted.customer_id and states_noted.date_day >= noted.from_day
+        where states_noted.date_day < least({{ affected_from() }}, {{ everyone }})
         union all
         select *
         from {{ states }}
-        where
-            date_day >= (select min(from_date) from {{ customer_notes() }} where {{ state_events_notes_where(false) }})
-            and date_day < {{ affected_from() }}
+        where date_day >= {{ everyone }} and date_day < {{ affected_from() }}
     {%- endif -%}
 {%- endmacro %}
 

@@ -157,17 +157,32 @@
     select 1
 {%- endmacro %}
 
+{#- Each customer noted for `model` in `notes` and the first day noted (`from_day`). -#}
+{% macro customer_days_noted(notes, model) -%}
+    (
+        select customer_id, min(from_date) as from_day
+        from {{ notes }}
+        where model = '{{ model }}' and customer_id is not null
+        group by 1
+    )
+{%- endmacro %}
+
+{#- The first day from which every customer is recomputed for `model`: the earliest note without a customer
+    (none: a date after every day). -#}
+{% macro everyone_noted_from(notes, model) -%}
+    (
+        select coalesce(min(from_date), cast('9999-12-31' as date))
+        from {{ notes }}
+        where model = '{{ model }}' and customer_id is null
+    )
+{%- endmacro %}
+
 {#- Deletes this model's rows of each customer noted for `model` in `notes`, from the first day noted (of
     `date_column`). -#}
 {% macro delete_customer_days_noted(notes, model, date_column='date_day') -%}
     delete from {{ this }}
-    using (
-        select customer_id, min(from_date) as from_date
-        from {{ notes }}
-        where model = '{{ model }}' and customer_id is not null
-        group by 1
-    ) as noted
-    where {{ this }}.customer_id = noted.customer_id and {{ this }}.{{ date_column }} >= noted.from_date
+    using {{ customer_days_noted(notes, model) }} as noted
+    where {{ this }}.customer_id = noted.customer_id and {{ this }}.{{ date_column }} >= noted.from_day
 {%- endmacro %}
 
 {#- The customers the model computes and the first day of each: the noted ones in an incremental run (a note
