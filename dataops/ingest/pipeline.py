@@ -356,7 +356,7 @@ def _read_files(files: list[Path], only: list[dt.date] | None = None) -> pl.Data
     if only is None:
         frames = [pl.read_parquet(group, hive_partitioning=False) for _, group in runs]
     else:
-        wanted = pl.col("_partition").is_in(only)
+        wanted = pl.col(lake.DAY_KEY).is_in(only)
         frames = [pl.scan_parquet(group, hive_partitioning=False).filter(wanted).collect() for _, group in runs]
     return pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
 
@@ -382,9 +382,8 @@ def read_landed(
         files = sorted({f for day in covered if (f := version.day_file(day)) is not None})
         if not files:
             continue
-        df = _read_files(files, covered if version.shared else None)  # a block's file holds days not read here
-        if version.legacy:  # a legacy file is one day
-            df = df.filter(pl.col("_partition").is_in(covered))
+        # a block's file, or a legacy version's one file, holds days not read here
+        df = _read_files(files, covered if version.shared or version.legacy else None)
         version_extras = _shape(contract, version, settings, df)
         extras.update(version_extras)
         # The version's unknown columns that these files hold: a version's manifest lists the columns of every
