@@ -11,8 +11,8 @@
         {%- if missing -%}
             {{ exceptions.raise_compiler_error(
                 this.schema ~ '.' ~ this.identifier ~ ' was built before its column ' ~ missing | join(', ') ~ ' existed (docs/decisions/0087):'
-                ~ ' rebuild it once with `dataops backfill --start D --end D --full-refresh`, or only the people'
-                ~ ' models with `dataops dbt build --full-refresh --select int_people_qualified dim_people`'
+                ~ ' rebuild it once with `dataops backfill --start D --end D --full-refresh`, or only it and what'
+                ~ ' reads it with `dataops dbt build --full-refresh --select ' ~ this.identifier ~ '+`'
             ) }}
         {%- endif -%}
     {%- endif -%}
