@@ -420,19 +420,21 @@ def start_dbt(
 
     On Spark, dbt reads the raw layer exported as it is now, and what it builds comes back into the build
     warehouse when it ends, so that the gate, publishing and egress read this run's tables on either engine.
-    ``waiting``, a ``dataops-dbt`` started earlier, runs the command if it is still there, else a new one does.
+    ``waiting``, a ``dataops-dbt`` started earlier, runs the command if it is still there, else a new one does;
+    if dbt cannot be started, it is ended here (the caller handed it over).
     """
-    registry = registry or load_registry()
     spark = engine() == "spark"
-    if spark:
-        export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
-    # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
-    line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
-    env = process_environment(settings, limits, window)
     held = contextlib.ExitStack()
-    held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go
-    cwd = working_directory(settings)
+    prepared = False
     try:
+        registry = registry or load_registry()
+        if spark:
+            export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
+        # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
+        line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
+        env = process_environment(settings, limits, window)
+        cwd = working_directory(settings)
+        held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go
         prepared = waiting is not None and waiting.hand(line[1:], env, cwd)
         if waiting is not None and prepared:
             process = waiting.process
@@ -442,6 +444,8 @@ def start_dbt(
             )
     except BaseException:
         held.close()
+        if waiting is not None and not prepared:
+            waiting.end()
         raise
     load_back = (settings, limits) if spark else None
     return DbtInvocation(process, target, held=held, load_back=load_back, prepared=prepared)

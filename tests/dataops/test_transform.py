@@ -498,9 +498,12 @@ def test_a_dbt_started_before_its_command_runs_it_as_the_step_hands_it_and_a_dea
     assert listed(dbt) == ["dim_dates"]
 
 
-def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(tmp_path: Path) -> None:
+def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Killed (SIGKILL) while its dbt waits, a run leaves no process behind to hold the warehouse: the waiting
-    ``dataops-dbt`` gets the parent-death signal. A run that needs no dbt ends it at once."""
+    ``dataops-dbt`` gets the parent-death signal. A run that needs no dbt ends it at once, and so does a step
+    that fails before it hands it the command."""
     import signal
     import sys
     import time
@@ -535,6 +538,17 @@ def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_n
     started = time.monotonic()
     waiting.end()
     assert waiting.process.returncode == -signal.SIGTERM and time.monotonic() - started < 5
+
+    def no_environment(*args: object) -> dict[str, str]:
+        raise OSError("the step failed before it handed dbt its command")
+
+    from dataops.transform import runner
+
+    monkeypatch.setattr(runner, "process_environment", no_environment)
+    waiting = start_waiting_dbt(settings)
+    with pytest.raises(OSError):
+        start_dbt(["parse"], settings, tmp_path / "target", waiting=waiting)
+    assert waiting.process.poll() is not None
 
 
 def _running(pid: int) -> bool:
