@@ -32,7 +32,7 @@ from types import FrameType
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WAIT_FOR_COMMAND = "--wait-for-command"  # the one argument of dataops-dbt's own, never dbt's
-# what a build imports beyond dbt's command line (1.1 CPU-s of the 1.2 at SF 10 is ``dbt.cli.main``)
+# dbt's command line and what a build imports beyond it (docs/decisions/0092)
 PREPARED = ("dbt.cli.main", "dbt.task.build", "dbt.compilation", "dbt.parser.sql", "dbt_common.clients.agate_helper")
 
 

@@ -100,13 +100,13 @@ class SourcesResource(dg.ConfigurableResource):
 
 
 class DbtProcessResource(dg.ConfigurableResource):
-    """The dbt step's ``dataops-dbt``, started when the run starts: it imports dbt (1.2 CPU-s) while the loads
-    run, and waits for the step's command (docs/decisions/0092).
+    """The dbt step's ``dataops-dbt``, started when the run starts: it imports dbt while the loads run, and
+    waits for the step's command (docs/decisions/0092).
 
     Dagster sets up a run's resources once, before its first step (the in-process executor), and only those
     a step of the run requires: a run without the dbt step starts none. The step takes the process
     (``take``), or ends it at once when dbt has nothing to build (``release``); the run's end ends it if the
-    step never came (a failed load, a Ctrl-C). A killed run's takes it along: the parent-death signal.
+    step never came (a failed load, a Ctrl-C). A killed run's process takes it along (the parent-death signal).
     """
 
     data_dir: str = str(DEFAULT_DATA_DIR)
