@@ -25,6 +25,7 @@ from typing import Any
 from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine, environ
 from dataops.core.warehouse import Limits, connect
 from dataops.transform.build_stamp import forget_build
+from dataops.transform.dbt_child import WAIT_FOR_COMMAND
 from dataops.transform.project import (
     dbt_environment,
     dbt_executable,
@@ -291,6 +292,7 @@ class DbtInvocation:
     process: subprocess.Popen[str]
     target: Path
     grace: float = 20.0
+    prepared: bool = False  # run by a dataops-dbt started before the step (WaitingDbt)
     errors: list[str] = field(default_factory=list)
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the registry seeds, while dbt runs
     load_back: tuple[Settings, Limits | None] | None = None
@@ -350,6 +352,61 @@ class DbtInvocation:
         self.held.close()
 
 
+@dataclass
+class WaitingDbt:
+    """``dataops-dbt`` started before its command is known: it imports dbt while other work goes on and waits
+    for its command line on stdin (docs/decisions/0092). ``start_dbt`` hands it the command; ``end()`` ends
+    it unused. It ends with the process that started it (the parent-death signal), and when its stdin closes.
+    """
+
+    process: subprocess.Popen[str]
+
+    def hand(self, line: list[str], env: dict[str, str], cwd: Path | None) -> bool:
+        """Give it its command (``line`` without the executable); False when it is no longer there to take it
+        (it died while it waited): the caller starts dbt afresh."""
+        stdin = self.process.stdin
+        if self.process.poll() is not None or stdin is None or stdin.closed:
+            self.end()
+            return False
+        try:
+            stdin.write(json.dumps({"args": line, "env": env, "cwd": str(cwd) if cwd else None}) + "\n")
+            stdin.close()
+        except OSError:  # it died since: a broken pipe
+            self.end()
+            return False
+        return True
+
+    def end(self, grace: float = 5.0) -> None:
+        """End it without a command, at once: it has opened nothing yet (SIGTERM, then SIGKILL after ``grace``),
+        rather than let it finish importing dbt to read the end of its stdin."""
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start_waiting_dbt(settings: Settings) -> WaitingDbt:
+    """A ``dataops-dbt`` that imports dbt now and runs the command ``start_dbt`` hands it later, in the
+    directory dbt runs in (so a process left on a data directory is found by it)."""
+    process = subprocess.Popen(
+        [dbt_executable(), WAIT_FOR_COMMAND],
+        cwd=working_directory(settings),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return WaitingDbt(process)
+
+
 def start_dbt(
     args: list[str],
     settings: Settings,
@@ -357,26 +414,38 @@ def start_dbt(
     registry: Registry | None = None,
     window: tuple[str, str] | None = None,
     limits: Limits | None = None,
+    waiting: WaitingDbt | None = None,
 ) -> DbtInvocation:
     """Start dbt with its log as JSON lines on stdout; the caller reads ``events()`` then ``result()``.
 
     On Spark, dbt reads the raw layer exported as it is now, and what it builds comes back into the build
     warehouse when it ends, so that the gate, publishing and egress read this run's tables on either engine.
+    ``waiting``, a ``dataops-dbt`` started earlier, runs the command if it is still there, else a new one does;
+    if dbt cannot be started, it is ended here (the caller handed it over).
     """
-    registry = registry or load_registry()
     spark = engine() == "spark"
-    if spark:
-        export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
-    # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
-    line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
-    env = process_environment(settings, limits, window)
     held = contextlib.ExitStack()
-    held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go
+    prepared = False
     try:
-        process = subprocess.Popen(
-            line, env=env, cwd=working_directory(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        registry = registry or load_registry()
+        if spark:
+            export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
+        # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
+        line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
+        env = process_environment(settings, limits, window)
+        cwd = working_directory(settings)
+        held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go
+        prepared = waiting is not None and waiting.hand(line[1:], env, cwd)
+        if waiting is not None and prepared:
+            process = waiting.process
+        else:
+            process = subprocess.Popen(
+                line, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
     except BaseException:
         held.close()
+        if waiting is not None and not prepared:
+            waiting.end()
         raise
-    return DbtInvocation(process, target, held=held, load_back=(settings, limits) if spark else None)
+    load_back = (settings, limits) if spark else None
+    return DbtInvocation(process, target, held=held, load_back=load_back, prepared=prepared)

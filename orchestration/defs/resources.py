@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.lib.resources import platform_resource, sources_resource
+from orchestration.lib.resources import dbt_process_resource, platform_resource, sources_resource
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
-        resources={"platform": platform_resource(), "sources": sources_resource()},
+        resources={
+            "platform": platform_resource(),
+            "sources": sources_resource(),
+            "dbt_process": dbt_process_resource(),
+        },
         executor=dg.in_process_executor,
     )

@@ -19,6 +19,7 @@ from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
 from dataops.ingest.connectors.erp import ErpExtractor
 from dataops.ingest.pipeline import BLOCK_ROWS, IngestOptions
+from dataops.transform.runner import WaitingDbt, start_waiting_dbt
 
 
 def from_env(name: str, default: Any) -> Any:
@@ -98,6 +99,40 @@ class SourcesResource(dg.ConfigurableResource):
         return self._crm
 
 
+class DbtProcessResource(dg.ConfigurableResource):
+    """The dbt step's ``dataops-dbt``, started when the run starts: it imports dbt while the loads run, and
+    waits for the step's command (docs/decisions/0092).
+
+    Dagster sets up a run's resources once, before its first step (the in-process executor), and only those
+    a step of the run requires: a run without the dbt step starts none. The step takes the process
+    (``take``), or ends it at once when dbt has nothing to build (``release``); the run's end ends it if the
+    step never came (a failed load, a Ctrl-C). A killed run's process takes it along (the parent-death signal).
+    """
+
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    _waiting: WaitingDbt | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._waiting = start_waiting_dbt(Settings.from_env(self.data_dir))
+        pid = self._waiting.process.pid
+        if context.log is not None:
+            context.log.info(f"dataops-dbt started (pid {pid}): it imports dbt while it waits for the dbt step")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.release()
+
+    def take(self) -> WaitingDbt | None:
+        """The waiting process, handed to the step once (``start_dbt(waiting=...)``): the run's end leaves it."""
+        waiting, self._waiting = self._waiting, None
+        return waiting
+
+    def release(self) -> None:
+        """End the waiting process unused."""
+        waiting = self.take()
+        if waiting is not None:
+            waiting.end()
+
+
 def platform_resource() -> PlatformResource:
     return PlatformResource(
         data_dir=from_env("DATAOPS_DATA_DIR", str(DEFAULT_DATA_DIR)),
@@ -106,6 +141,10 @@ def platform_resource() -> PlatformResource:
         duckdb_threads=int(os.environ.get("DATAOPS_DUCKDB_THREADS", "2")),
         ingest_block_rows=int(os.environ.get("DATAOPS_INGEST_BLOCK_ROWS", str(BLOCK_ROWS))),
     )
+
+
+def dbt_process_resource() -> DbtProcessResource:
+    return DbtProcessResource(data_dir=from_env("DATAOPS_DATA_DIR", str(DEFAULT_DATA_DIR)))
 
 
 def sources_resource() -> SourcesResource:

@@ -4,6 +4,7 @@ to its file at info level unless told otherwise."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -459,3 +460,101 @@ def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(
     assert rows > 0
     assert "Completed successfully" in result.output
     assert "Concurrency: 4 threads" in result.output
+
+
+def test_a_dbt_started_before_its_command_runs_it_as_the_step_hands_it_and_a_dead_one_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build run starts ``dataops-dbt`` before its dbt step, to import dbt while the loads run; the step
+    hands it its command, environment and directory, and starts a new one if the waiting one died
+    (docs/decisions/0092)."""
+    from dataops.transform.runner import start_waiting_dbt
+
+    settings = Settings(tmp_path / "data")
+    settings.data_dir.mkdir()
+    args = ["ls", "--select", "dim_dates", "--output", "name"]
+
+    def listed(dbt: Any) -> list[str]:
+        lines = [str(e.get("info", {}).get("msg", "")) for e in dbt.events()]
+        assert dbt.result().success, dbt.errors
+        return [line for line in lines if line == "dim_dates"]
+
+    waiting = start_waiting_dbt(settings)
+    monkeypatch.setenv("DBT_LOG_LEVEL_FILE", "debug")  # set after it started: only the handed environment has it
+    target = run_target(settings, "run-1")
+    dbt = start_dbt(args, settings, target, waiting=waiting)
+    assert dbt.prepared and dbt.process is waiting.process
+    assert listed(dbt) == ["dim_dates"]
+    logged = [json.loads(line)["info"] for line in (target / "dbt.log").read_text().splitlines()]
+    assert {entry["pid"] for entry in logged} == {waiting.process.pid}
+    assert "debug" in {entry["level"] for entry in logged}  # dbt ran in the step's environment
+    keep_run_target(settings, target)
+
+    dead = start_waiting_dbt(settings)
+    dead.process.kill()
+    dead.process.wait()
+    dbt = start_dbt(args, settings, run_target(settings, "run-2"), waiting=dead)
+    assert not dbt.prepared and dbt.process.pid != dead.process.pid
+    assert listed(dbt) == ["dim_dates"]
+
+
+def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed (SIGKILL) while its dbt waits, a run leaves no process behind to hold the warehouse: the waiting
+    ``dataops-dbt`` gets the parent-death signal. A run that needs no dbt ends it at once, and so does a step
+    that fails before it hands it the command."""
+    import signal
+    import sys
+    import time
+
+    from dataops.transform.runner import start_waiting_dbt
+
+    settings = Settings(tmp_path)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from dataops.core.settings import Settings; "
+            "from dataops.transform.runner import start_waiting_dbt; "
+            f"print(start_waiting_dbt(Settings.from_env({str(tmp_path)!r})).process.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert _running(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _running(child):  # the failure this test is about: not left to run after the test
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"dataops-dbt {child} outlived the process that started it")
+
+    waiting = start_waiting_dbt(settings)
+    started = time.monotonic()
+    waiting.end()
+    assert waiting.process.returncode == -signal.SIGTERM and time.monotonic() - started < 5
+
+    def no_environment(*args: object) -> dict[str, str]:
+        raise OSError("the step failed before it handed dbt its command")
+
+    from dataops.transform import runner
+
+    monkeypatch.setattr(runner, "process_environment", no_environment)
+    waiting = start_waiting_dbt(settings)
+    with pytest.raises(OSError):
+        start_dbt(["parse"], settings, tmp_path / "target", waiting=waiting)
+    assert waiting.process.poll() is not None
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is there and not a zombie (one its new parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -45,6 +45,11 @@ def test_each_node_is_reported_while_dbt_runs_and_a_failed_node_fails_the_step_a
         logs = instance.all_logs(result.run_id)
 
     assert not result.success
+    # dbt ran in the dataops-dbt the run started before its first step, dbt imported (docs/decisions/0092)
+    messages = [entry.user_message or "" for entry in logs]
+    early = next(m for m in messages if m.startswith("dataops-dbt started (pid "))
+    pid = early.split("(pid ")[1].split(")")[0]
+    assert any(m.endswith(f"in dataops-dbt started with the run (pid {pid})") for m in messages), messages
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert "model.dataops.fct_invoices" in str(failure.step_failure_data.user_failure_data.description)  # type: ignore[union-attr]
 

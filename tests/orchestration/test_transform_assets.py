@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from dataops.transform.runner import WaitingDbt
 from orchestration.definitions import defs
+from orchestration.lib import resources
 from orchestration.lib.dbt import PROGRESS_EVERY, BuildProgress
+from orchestration.lib.resources import DbtProcessResource
 from quality.contracts import CONTRACTS
 from tests.pipeline import environment
 
@@ -158,3 +163,44 @@ def test_a_nodes_events_come_as_dbt_logs_it_a_checks_once_its_last_test_has() ->
     (partial,) = build.rest()
     assert partial.asset_key == keys[model]
     assert set(partial.metadata["tests"].value) == {manifest["nodes"][tests[model][0]]["name"]}  # type: ignore[arg-type]
+
+
+def test_a_run_starts_dbt_early_only_for_a_dbt_step_and_ends_it_when_the_step_does_not_use_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dbt step's ``dataops-dbt`` starts with the run (docs/decisions/0092): not in a run without the dbt
+    step; ended at the run's end when a step before dbt failed, and at once when the step has nothing to build."""
+    started: list[WaitingDbt] = []
+
+    def waiting(settings: object) -> WaitingDbt:  # a process that waits on its stdin, as dataops-dbt does
+        line = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+        started.append(WaitingDbt(subprocess.Popen(line, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)))
+        return started[-1]
+
+    monkeypatch.setattr(resources, "start_waiting_dbt", waiting)
+
+    @dg.asset
+    def load() -> None:
+        if fail:
+            raise RuntimeError("the load failed")
+
+    @dg.asset(deps=[load])
+    def dbt_step(dbt_process: DbtProcessResource) -> None:
+        assert started and started[-1].process.poll() is None  # started before the run's first step
+        dbt_process.release()  # nothing to build
+        assert started[-1].process.poll() is not None
+
+    def run(*assets: dg.AssetsDefinition) -> bool:
+        return dg.materialize(
+            [load, dbt_step],
+            selection=list(assets),
+            resources={"dbt_process": DbtProcessResource(data_dir=str(tmp_path))},
+            raise_on_error=False,
+        ).success
+
+    fail = False
+    assert run(load) and started == []
+    assert run(load, dbt_step) and len(started) == 1
+    fail = True
+    assert not run(load, dbt_step) and len(started) == 2
+    assert started[-1].process.poll() is not None  # ended with the failed run

@@ -29,7 +29,7 @@ from dataops.transform.runner import keep_run_target, run_target, start_dbt
 from orchestration.lib.dbt import BuildEvents, BuildProgress, dbt_project, with_row_counts
 from orchestration.lib.dbt import translator as model_translator
 from orchestration.lib.names import WAREHOUSE_POOL
-from orchestration.lib.resources import PlatformResource
+from orchestration.lib.resources import DbtProcessResource, PlatformResource
 
 
 class DbtRunConfig(dg.Config):
@@ -53,7 +53,10 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
         name="enterprise_model",
     )
     def enterprise_model(
-        context: dg.AssetExecutionContext, platform: PlatformResource, config: DbtRunConfig
+        context: dg.AssetExecutionContext,
+        platform: PlatformResource,
+        dbt_process: DbtProcessResource,
+        config: DbtRunConfig,
     ) -> Iterator[Any]:
         """The dbt project: staging, intermediate, marts and KPIs for the business dates loaded since the last
         complete build."""
@@ -67,15 +70,21 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
             last = built_from(conn)
             if last is not None and last[0] == inputs and not (config.full_refresh or config.rebuild_unchanged):
                 mark_built(conn, started)  # the warehouse holds this very build: nothing is left to build
+                dbt_process.release()  # the dbt started with the run, not needed: its memory back now
                 yield from _unchanged(context, span, last_run=last[1])
                 return
             forget_build(conn)
         # unit tests belong to development and CI (pytest runs them), not to every production run
         args = ["build", "--exclude-resource-type", "unit_test", *_selection(context, manifest, translator, project)]
         args += ["--full-refresh"] if config.full_refresh else []
-        context.log.info(f"dbt build for {span[0] or 'the whole history'}..{span[1]} (registry {registry.version})")
         target = run_target(settings, context.run.run_id)
-        dbt = start_dbt(args, settings, target, registry, span if window else None, platform.limits)
+        # the dataops-dbt started with the run, dbt imported (decision 0092), else a new one if it died
+        dbt = start_dbt(args, settings, target, registry, span if window else None, platform.limits, dbt_process.take())
+        how = "started with the run" if dbt.prepared else "started now"
+        context.log.info(
+            f"dbt build for {span[0] or 'the whole history'}..{span[1]} (registry {registry.version}), "
+            f"in dataops-dbt {how} (pid {dbt.process.pid})"
+        )
         build = BuildEvents(manifest, translator, project, set(context.selected_asset_check_keys))
         held: list[dg.MaterializeResult | dg.AssetCheckResult] = []  # on Spark: until its tables are back
         progress = BuildProgress()
