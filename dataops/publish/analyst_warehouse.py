@@ -48,7 +48,6 @@ from dataops.governance.catalog import (
     build_catalog,
     dbt_constraints_by_dataset,
     dbt_tests_by_dataset,
-    fingerprints,
     record_publication,
 )
 from dataops.governance.definition_versions import definition_files, definition_tables
@@ -443,7 +442,21 @@ def _write_files(
     datasets = {name: meta for name, meta in declared.items() if name in tables}
     restricted = {name for name, meta in datasets.items() if meta.classification == "restricted"}
     personal = {name: meta.pii_columns for name, meta in datasets.items() if meta.pii_columns}
-    fingerprint = fingerprints(conn, sorted(datasets))
+    register_pseudonym(conn, settings)
+    policy = file_policy(sorted(set(datasets) - restricted), personal, pseudonym_key(settings))
+    changes = Changes(keep=set(personal), usable=_same_publish(conn, settings))
+    clear = _write_restricted(
+        conn, publication, settings.restricted_db, report.as_of, datasets, restricted | set(personal), changes
+    )
+    try:
+        general = _write_aside(
+            conn, publication, settings.analytics_db, policy, report, datasets, restricted, personal, changes
+        )
+    finally:
+        for name in changes.kept:
+            for side in ("deleted", "inserted"):
+                conn.execute(f"drop table if exists {_clear_rows(name, side)}")
+    fingerprint = _fingerprints(sorted(datasets), clear, general)
     with rolled_back(conn):  # the catalog shows this publish's times, recorded for good only with the swap
         record_publication(conn, fingerprint, publication.published_at)
         catalog, columns = build_catalog(
@@ -451,24 +464,26 @@ def _write_files(
         )
     definitions = definition_tables(settings)
     catalog, columns = definitions_in_catalog(catalog, columns, definitions, publication.published_at, report.as_of)
-    register_pseudonym(conn, settings)
-    policy = file_policy(sorted(set(datasets) - restricted), personal, pseudonym_key(settings))
-    changes = Changes(keep=set(personal), usable=_same_publish(conn, settings))
-    _write_restricted(
-        conn, publication, settings.restricted_db, report.as_of, datasets, restricted | set(personal), changes
-    )
-    try:
-        _write_aside(conn, publication, settings.analytics_db, policy, report, datasets, restricted, personal, changes)
-    finally:
-        for name in changes.kept:
-            for side in ("deleted", "inserted"):
-                conn.execute(f"drop table if exists {_clear_rows(name, side)}")
     conn.register("_catalog_datasets", catalog)
     conn.register("_catalog_columns", columns)
     conn.register("_catalog_model_cards", model_cards(settings.churn_models_dir))
     _write_catalog(conn, publication.aside)
     write_definition_tables(conn, publication.aside, definitions)
     return fingerprint
+
+
+Written = dict[str, tuple[list[tuple[str, str]], Digests]]  # dataset -> the columns and digests a file keeps
+
+
+def _fingerprints(datasets: list[str], clear: Written, general: Written) -> dict[str, str]:
+    """Each dataset's content fingerprint for the catalog (its last modified time moves with it): its row count
+    and sum of row hashes, from the month digests the files keep of it, in clear where the restricted file holds
+    it. Hashing every dataset again for it grew with history (docs/performance.md, stop 43)."""
+    found = {}
+    for name in datasets:
+        months = (clear.get(name) or general[name])[1]
+        found[name] = f"{sum(n for n, _ in months.values())}:{sum(total for _, total in months.values())}"
+    return found
 
 
 @contextmanager
@@ -539,15 +554,15 @@ def _copy(
     report: PublishReport | None = None,
     changes: Changes | None = None,
     kept: dict[str, KeptMonths] | None = None,
-) -> None:
+) -> Written:
     """Each table's published form into the attached file (a copy of the last publish, :func:`_attach_from_last`):
     a held table with the same columns gets only the rows that changed (:func:`_update_rows`), any other is
     written anew. ``changes``: the changed rows of the personal-data tables in clear, kept by the restricted
     file's pass and applied, pseudonymised, by the analyst file's (:class:`Changes`). ``kept``: the digests
     the held file kept of its tables, used where they still describe them (:func:`dataops.core.digest.trusted`);
-    the digests of the tables written are kept in the file for the next publish (decision 0078)."""
+    the digests of the tables written are kept in the file for the next publish (decision 0078), and returned."""
     held = _tables_of(conn, alias)
-    found: dict[str, tuple[list[tuple[str, str]], Digests]] = {}
+    found: Written = {}
     for name in tables:
         schema, table = name.split(".")
         select = _select(schema, table, clear, personal)
@@ -577,6 +592,7 @@ def _copy(
     if report is not None:
         for name in tables:
             report.tables[name] = scalar(conn, f"select count(*) from {alias}.{name}")
+    return found
 
 
 @dataclass
@@ -857,12 +873,13 @@ def _write_aside(
     restricted: set[str],
     personal: dict[str, list[str]],
     changes: Changes,
-) -> None:
-    """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised."""
+) -> Written:
+    """The general analyst warehouse: every dataset but the restricted ones, personal data pseudonymised.
+    Returns the digests it keeps of them."""
     tables = sorted(set(datasets) - restricted)
     kept = _attach_from_last(conn, last, publication.aside, "analytics", set(tables), policy)
     try:
-        _copy(conn, "analytics", tables, report.as_of, False, personal, report, changes, kept)
+        found = _copy(conn, "analytics", tables, report.as_of, False, personal, report, changes, kept)
         conn.execute("create schema analytics.publish")
         for table in HISTORY_TABLES:  # what analysts saw, and this publish, which they see with this file
             conn.execute(
@@ -874,6 +891,7 @@ def _write_aside(
         conn.execute("checkpoint analytics")
     finally:
         conn.execute("detach analytics")
+    return found
 
 
 def _write_catalog(conn: duckdb.DuckDBPyConnection, aside: Path) -> None:
@@ -903,13 +921,13 @@ def _write_restricted(
     datasets: dict[str, DatasetMeta],
     names: set[str],
     changes: Changes,
-) -> None:
+) -> Written:
     """The restricted file: restricted datasets, and the personal-data datasets in clear (whose changed rows
-    it keeps for the analyst file's pass), and the publish it belongs to."""
+    it keeps for the analyst file's pass), and the publish it belongs to. Returns the digests it keeps of them."""
     tables = sorted(names & set(datasets))
     kept = _attach_from_last(conn, last, publication.restricted_aside, "restricted", set(tables))
     try:
-        _copy(conn, "restricted", tables, as_of, clear=True, personal={}, changes=changes, kept=kept)
+        found = _copy(conn, "restricted", tables, as_of, clear=True, personal={}, changes=changes, kept=kept)
         conn.execute("create schema if not exists restricted.publish")
         conn.execute(
             f"create or replace table restricted.publish.{PUBLISH_MARK} as select $1 as publish_id",
@@ -918,6 +936,7 @@ def _write_restricted(
         conn.execute("checkpoint restricted")
     finally:
         conn.execute("detach restricted")
+    return found
 
 
 # The restricted file names its publish: the two files are swapped in one after the other, and a process

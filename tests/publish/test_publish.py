@@ -378,7 +378,8 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(
     form changed mostly; in the others it deletes and inserts the rows that changed (a personal-data table's
     found in clear, when the restricted file holds the same publish: decision 0068). The file analysts hold
     is not written, the result equals a publish written from scratch and stays in the storage version
-    analysts' clients read."""
+    analysts' clients read. The catalog's last modified time moves for the datasets changed and no other (their
+    fingerprints are read from the digests the files keep, not by hashing every dataset again)."""
     import dataops.publish.analyst_warehouse
     from dataops.core.compatibility import STORAGE_VERSION
     from dataops.publish.analyst_warehouse import publish
@@ -399,6 +400,7 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(
         ).fetchone()
         conn.execute(f"insert into marts.fct_payments {paid}")  # a duplicate
         conn.execute("delete from marts.fct_leads where lead_id = (select max(lead_id) from marts.fct_leads)")
+        modified = dict(conn.execute("select dataset, last_modified_at from governance.dataset_history").fetchall())
 
     hashed: list[str] = []  # the rows whose digests the publish computes: the held files keep theirs (0078)
     spy = dataops.publish.analyst_warehouse.digests
@@ -407,6 +409,13 @@ def test_a_publish_rewrites_only_the_datasets_that_changed(
     )
     report = publish(settings, window, run_id="test", republish_unchanged=True)
     assert report.rewritten == ["marts.dim_products"]
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:  # the catalog's last modified times
+        now = dict(conn.execute("select dataset, last_modified_at from governance.dataset_history").fetchall())
+    assert {name for name in now if now[name] != modified.get(name)} == {
+        "marts.dim_products",
+        "marts.fct_payments",
+        "marts.fct_leads",
+    }
     assert {rows for rows in hashed if not rows.startswith("(")} == {"analytics.marts.dim_products"}  # written anew
     assert all(kept == fresh for kept, fresh in map(kept_and_fresh, (settings.analytics_db, settings.restricted_db)))
     assert report.updated == {"marts.fct_leads": (1, 0), "marts.fct_payments": (1, 2)}
