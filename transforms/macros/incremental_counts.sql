@@ -22,7 +22,9 @@
 
 {#- The notes' table: the first day each counted model recomputed, until kpi_daily follows it. -#}
 {% macro kpi_count_notes() -%}
-    {{ return(pipeline_table('kpi_days_to_recompute', 'from_date date, model varchar, noted_at timestamp with time zone')) }}
+    {{ return(pipeline_table(
+        'kpi_days_to_recompute', 'from_date date, model varchar, noted_at timestamp with time zone'
+    )) }}
 {%- endmacro %}
 
 {#- The first day `model` recomputes: the first day noted for it (by this build's pre-hook and by earlier builds
