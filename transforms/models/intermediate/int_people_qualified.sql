@@ -7,10 +7,7 @@
         "{{ note_rows_untested('email', people_noted_for('int_people_qualified'), every_key=recomputes_every_person('int_people_qualified')) }}",
         "{{ delete_people_noted_for('int_people_qualified') }}",
     ],
-    post_hook=[
-        "{{ note_people_for_the_funnel() }}",
-        "{{ consume_people_notes('int_people_qualified', next_model='dim_people') }}",
-    ]
+    post_hook="{{ consume_people_notes('int_people_qualified', next_model='dim_people') }}"
 ) }}
 
 -- People, not leads: one row per normalised email and period of definitions. Their first lead's day (the

@@ -2,7 +2,7 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ note_and_delete_customer_count_days() }}",
+    pre_hook="{{ delete_customer_count_days() }}",
     post_hook="{{ consume_customer_count_notes() }}"
 ) }}
 
@@ -15,7 +15,7 @@ with
 states as (
 
     select * from {{ ref('fct_customer_states_daily') }}
-    where date_day >= {{ count_days_from('int_kpis_customers_counted') }}
+    where date_day >= {{ customer_count_days_from() }}
 
 ),
 
