@@ -9,8 +9,9 @@
     they can change its rows (or affected_from(), if earlier), and every customer from the first date the last
     build did not cover (the days dim_dates added); every customer from the first date when the rules or the
     first date changed, or when no inputs were kept. It deletes the noted rows, the model recomputes them, and
-    the post-hook hands the notes on to fct_customer_health_daily and fct_customer_state_events, which consume
-    them (incremental_health.sql, incremental_state_events.sql).
+    the post-hook hands the notes on to fct_customer_health_daily, fct_customer_state_events and
+    int_kpis_customers_counted, which consume them (incremental_health.sql, incremental_state_events.sql,
+    incremental_counts.sql).
     A note without a customer means every customer from its date. On Spark the mart is a table rebuilt whole and
     nothing is kept or noted (dispatched hooks). -#}
 
@@ -241,7 +242,7 @@
     {%- endif %}
     create or replace table {{ this.database }}.pipeline.states_rules_seen as
     select * from {{ states_rules() }};
-    {%- for next_model in ['fct_customer_health_daily', 'fct_customer_state_events'] %}
+    {%- for next_model in ['fct_customer_health_daily', 'fct_customer_state_events', 'int_kpis_customers_counted'] %}
         {%- if is_incremental() %}
             insert into {{ customer_notes() }}
             select customer_id, from_date, '{{ next_model }}' as model, now() as noted_at

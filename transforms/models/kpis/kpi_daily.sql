@@ -2,8 +2,8 @@
     materialized=('table' if target.type == 'spark' else 'incremental'),
     incremental_strategy='append',
     on_schema_change='fail',
-    pre_hook="{{ delete_kpi_days() }}",
-    post_hook="{{ consume_money_notes() }}"
+    pre_hook="{{ note_and_delete_kpi_days() }}",
+    post_hook=["{{ consume_money_notes() }}", "{{ consume_kpi_count_notes() }}"]
 ) }}
 
 -- depends_on: {{ ref('fct_gl_entries') }}
@@ -13,14 +13,15 @@
 
 -- Every KPI of the registry on every business date, from marts only. Incremental runs recompute from the
 -- first day their data can change (late journal lines, re-exported payments, or a contract, opportunity or rate
--- changed that the money KPIs noted: macros/incremental_money.sql) through the last day.
+-- changed that the money KPIs noted: macros/incremental_money.sql; the first day a count it holds differs from
+-- the customer or funnel counts: macros/incremental_counts.sql) through the last day.
 
 with
 
 dates as (
 
     select date_day from {{ ref('dim_dates') }}
-    where date_day >= {{ kpis_recompute_from() }}
+    where date_day >= {{ kpi_days_from() }}
 
 ),
 

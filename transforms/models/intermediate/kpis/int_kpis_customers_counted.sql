@@ -1,10 +1,21 @@
+{{ config(
+    materialized=('table' if target.type == 'spark' else 'incremental'),
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ delete_customer_count_days() }}",
+    post_hook="{{ consume_customer_count_notes() }}"
+) }}
+
 -- Customer KPIs per day from the daily customer states (registry: active, new, churned, delinquent).
+-- Incremental on DuckDB: a run recounts the days from the first one the states mart recomputed for any customer
+-- since this model last ran (macros/incremental_counts.sql, decision 0089).
 
 with
 
 states as (
 
     select * from {{ ref('fct_customer_states_daily') }}
+    where date_day >= {{ customer_count_days_from() }}
 
 ),
 
