@@ -476,13 +476,14 @@ Written = dict[str, tuple[list[tuple[str, str]], Digests]]  # dataset -> the col
 
 
 def _fingerprints(datasets: list[str], clear: Written, general: Written) -> dict[str, str]:
-    """Each dataset's content fingerprint for the catalog (its last modified time moves with it): its row count
-    and sum of row hashes, from the month digests the files keep of it, in clear where the restricted file holds
-    it. Hashing every dataset again for it grew with history (docs/performance.md, stop 43)."""
+    """Each dataset's content fingerprint for the catalog (its last modified time moves with it): its columns,
+    row count and sum of row hashes, from the month digests the files keep of it, in clear where the restricted
+    file holds it. Hashing every dataset again for it grew with history (docs/decisions/0091)."""
     found = {}
     for name in datasets:
-        months = (clear.get(name) or general[name])[1]
-        found[name] = f"{sum(n for n, _ in months.values())}:{sum(total for _, total in months.values())}"
+        columns, months = clear.get(name) or general[name]
+        shape = hashlib.md5(repr(columns).encode()).hexdigest()[:12]  # a column renamed with its values moves it
+        found[name] = f"{sum(n for n, _ in months.values())}:{sum(total for _, total in months.values())}:{shape}"
     return found
 
 

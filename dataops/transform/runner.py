@@ -393,11 +393,15 @@ class WaitingDbt:
             self.process.stdout.close()
 
 
-def start_waiting_dbt(settings: Settings) -> WaitingDbt:
+def start_waiting_dbt(settings: Settings) -> WaitingDbt | None:
     """A ``dataops-dbt`` that imports dbt now and runs the command ``start_dbt`` hands it later, in the
-    directory dbt runs in (so a process left on a data directory is found by it)."""
+    directory dbt runs in (so a process left on a data directory is found by it). None where ``dataops-dbt``
+    is not installed: plain ``dbt`` knows no waiting, and the step starts it when it needs it."""
+    executable = dbt_executable()
+    if Path(executable).name != "dataops-dbt":
+        return None
     process = subprocess.Popen(
-        [dbt_executable(), WAIT_FOR_COMMAND],
+        [executable, WAIT_FOR_COMMAND],
         cwd=working_directory(settings),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

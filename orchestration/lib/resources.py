@@ -114,8 +114,8 @@ class DbtProcessResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._waiting = start_waiting_dbt(Settings.from_env(self.data_dir))
-        pid = self._waiting.process.pid
-        if context.log is not None:
+        if self._waiting is not None and context.log is not None:
+            pid = self._waiting.process.pid
             context.log.info(f"dataops-dbt started (pid {pid}): it imports dbt while it waits for the dbt step")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dataops.core.settings import Settings
 from tests.conftest import BUILT_START
+from tests.transforms.test_incremental_money import equal_a_full_refresh
 from tests.transforms.test_incremental_staging import (
     LAST,
     REBUILT,
@@ -52,21 +52,6 @@ MARKS = {
     "intermediate.int_kpis_customers_counted": ("active_customers", "date_day = ?", 0),
     "kpis.kpi_daily": ("value", "date_day = ? and kpi_name = 'billings_usd'", -5),
 }
-
-
-def kpis(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
-    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
-        return {kpi: conn.execute(f"select * from {kpi} order by all").fetchall() for kpi in KPIS}
-
-
-def equal_a_full_refresh(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
-    """The KPIs as the builds left them, asserted equal to a full refresh of the three (which then stays)."""
-    incremental = kpis(settings)
-    build(settings, BUILT_START, LAST, "--full-refresh", select=["run", "--select", *(k.split(".")[1] for k in KPIS)])
-    full = kpis(settings)
-    for kpi in KPIS:
-        assert incremental[kpi] == full[kpi], kpi
-    return incremental
 
 
 def count(conn: duckdb.DuckDBPyConnection, kpi: str, day: dt.date) -> int:
@@ -135,7 +120,7 @@ def test_the_counted_kpis_recount_the_days_an_old_state_a_lead_or_a_period_chang
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         after = {kpi: count(conn, kpi, day) for kpi, day in changed.items()}
     assert after == {kpi: value - 1 for kpi, value in before.items()}, "the changes did not reach the old days"
-    equal_a_full_refresh(settings)
+    equal_a_full_refresh(settings, KPIS)
     # a definition period adopted from an old day (a longer grace before delinquency): the states of every
     # customer from then, and the funnel's days from then (no person is judged under it yet)
     adopted = LAST - dt.timedelta(days=60)
@@ -152,4 +137,4 @@ def test_the_counted_kpis_recount_the_days_an_old_state_a_lead_or_a_period_chang
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         after = {kpi: count(conn, kpi, LAST) for kpi in ("delinquent_customers", "mqls")}
     assert after != before, "the period changed no count: the test proves nothing"
-    equal_a_full_refresh(settings)
+    equal_a_full_refresh(settings, KPIS)

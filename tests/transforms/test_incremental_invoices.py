@@ -140,3 +140,20 @@ def test_settled_invoices_follow_moved_amended_late_released_and_dropped_documen
     dates = equal_a_full_refresh(settings, new_day)
     assert dates[moved_from] is not None, "the payment moved back did not settle its invoice again"
     assert len(dates) == gone - 1, "the invoice dropped by the re-run is still there"
+    # without the kept documents (the first build after the change, or the table lost), a re-run that drops the
+    # only version of an invoice no payment or credit memo names still removes its row: nothing staged knows that
+    # invoice any more, so every row is recomputed
+    with duckdb.connect(str(settings.build_db)) as conn:
+        day, dropped = conn.execute(  # the latest day that holds the only version of an invoice nothing settled
+            "select _partition, min(invoice_no) from raw.accounting__invoices where invoice_no in (select invoice_no "
+            "from raw.accounting__invoices group by 1 having count(*) = 1) and _partition <= ? and invoice_no not in "
+            "(select invoice_no from raw.accounting__payments union select invoice_no from "
+            "raw.accounting__credit_memos) group by 1 order by 1 desc limit 1",
+            [LAST],
+        ).fetchone() or (None, None)
+        assert day is not None
+        conn.execute("delete from raw.accounting__invoices where _partition = ? and invoice_no = ?", [day, dropped])
+        conn.execute(f"drop table {KEPT}")
+    build(settings, day, day, select=MODELS)
+    again = equal_a_full_refresh(settings, new_day)
+    assert dropped not in again, "an invoice dropped by a re-run without the kept documents is still there"

@@ -95,10 +95,7 @@
         left join {{ counted_kpis() }} as counted
             on held.date_day = counted.date_day and held.kpi_name = counted.kpi_name
         where
-            held.kpi_name in (
-                'active_customers', 'new_customers', 'churned_customers', 'delinquent_customers',
-                'mqls', 'sqls', 'opportunities_won'
-            )
+            held.kpi_name in (select counted_names.kpi_name from {{ counted_kpis() }} as counted_names)
             and held.value != coalesce(counted.value, 0)
         having min(held.date_day) is not null;
         delete from {{ this }} where date_day >= {{ kpi_days_from() }}

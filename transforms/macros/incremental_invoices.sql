@@ -79,7 +79,7 @@
 
 {#- The pre-hook: notes the documents whose staged row can have changed since the last build, each with its
     invoice now and as the last build read it (every staged document in a first build without the kept ones),
-    and deletes the rows of those invoices. Nothing in a full build. -#}
+    and deletes the rows of those invoices (every row without the kept ones). Nothing in a full build. -#}
 {% macro note_and_delete_invoices_changed() -%}
     {{ return(adapter.dispatch('note_and_delete_invoices_changed')()) }}
 {%- endmacro %}
@@ -117,7 +117,11 @@
             from {{ seen }} as seen
             inner join changed on seen.document = changed.document and seen.document_id = changed.document_id
         {%- endif %};
-        delete from {{ this }} where invoice_id in (select invoice_id from {{ invoice_documents_changed() }})
+        {#- without the kept documents, an invoice no longer staged is known to no note: every row goes -#}
+        delete from {{ this }}
+        {%- if seen is not none %}
+        where invoice_id in (select invoice_id from {{ invoice_documents_changed() }})
+        {%- endif %}
     {%- endif -%}
 {%- endmacro %}
 

@@ -10,8 +10,8 @@
     difference can change (an input's first day: a spell's start, a booking's signature, an opportunity's
     creation, a rate's day), or affected_from() if earlier, in pipeline.money_days_to_recompute, deletes the
     rows from that day, and the model recomputes them. The note is kpi_daily's too: it recomputes from it
-    (kpis_recompute_from()) and consumes it, so a day the money restated reaches the KPIs even when kpi_daily
-    ran in a later build. A full build, or a first build without the kept inputs, notes every day. On Spark the
+    (kpis_recompute_from(), with the counts' note: macros/incremental_counts.sql) and consumes it, so a day the
+    money restated reaches the KPIs even when kpi_daily ran in a later build. A full build, or a first build without the kept inputs, notes every day. On Spark the
     model is a table rebuilt whole and nothing is kept or noted (dispatched hooks). -#}
 
 {#- The notes' table: the first day to recompute, per build of the money model that kpi_daily has not yet
@@ -134,15 +134,6 @@
         cast('1900-01-01' as date)
     {%- else -%}
         least({{ affected_from() }}, coalesce((select min(from_date) from {{ money_notes() }}), {{ affected_from() }}))
-    {%- endif -%}
-{%- endmacro %}
-
-{#- kpi_daily's pre-hook: deletes its rows from the first day it recomputes. -#}
-{% macro delete_kpi_days() -%}
-    {%- if is_incremental() -%}
-        delete from {{ this }} where date_day >= {{ kpis_recompute_from() }}
-    {%- else -%}
-        select 1
     {%- endif -%}
 {%- endmacro %}
 

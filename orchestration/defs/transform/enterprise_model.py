@@ -78,17 +78,17 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
         args = ["build", "--exclude-resource-type", "unit_test", *_selection(context, manifest, translator, project)]
         args += ["--full-refresh"] if config.full_refresh else []
         target = run_target(settings, context.run.run_id)
-        # the dataops-dbt started with the run, dbt imported (decision 0092), else a new one if it died
-        dbt = start_dbt(args, settings, target, registry, span if window else None, platform.limits, dbt_process.take())
-        how = "started with the run" if dbt.prepared else "started now"
-        context.log.info(
-            f"dbt build for {span[0] or 'the whole history'}..{span[1]} (registry {registry.version}), "
-            f"in dataops-dbt {how} (pid {dbt.process.pid})"
-        )
         build = BuildEvents(manifest, translator, project, set(context.selected_asset_check_keys))
         held: list[dg.MaterializeResult | dg.AssetCheckResult] = []  # on Spark: until its tables are back
         progress = BuildProgress()
-        try:
+        # the dataops-dbt started with the run, dbt imported (decision 0092), else a new one if it died
+        dbt = start_dbt(args, settings, target, registry, span if window else None, platform.limits, dbt_process.take())
+        try:  # from here dbt writes its log: it is read, and dbt stopped, whatever happens
+            how = "started with the run" if dbt.prepared else "started now"
+            context.log.info(
+                f"dbt build for {span[0] or 'the whole history'}..{span[1]} (registry {registry.version}), "
+                f"in dataops-dbt {how} (pid {dbt.process.pid})"
+            )
             for event in dbt.events():
                 for went_wrong, line in progress.lines(event):  # dbt's "3 of 44 ERROR creating ...", and counts
                     (context.log.warning if went_wrong else context.log.info)(line)
