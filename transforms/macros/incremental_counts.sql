@@ -30,19 +30,6 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- int_kpis_customers_counted's post-hook: the states mart's notes to it, followed, consumed. -#}
-{% macro consume_customer_count_notes() -%}
-    {{ return(adapter.dispatch('consume_customer_count_notes')()) }}
-{%- endmacro %}
-
-{% macro default__consume_customer_count_notes() -%}
-    delete from {{ customer_notes() }} where model = 'int_kpis_customers_counted'
-{%- endmacro %}
-
-{% macro spark__consume_customer_count_notes() -%}
-    select 1
-{%- endmacro %}
-
 {#- kpi_daily's notes: the first day its counted KPIs differed from the counts, until it has recomputed. -#}
 {% macro kpi_count_notes() -%}
     {{ return(pipeline_table('kpi_days_to_recompute', 'from_date date, noted_at timestamp with time zone')) }}

@@ -130,7 +130,7 @@
     create schema if not exists {{ this.database }}.pipeline;
     create or replace table {{ this.database }}.pipeline.health_usage_seen as
     select * from {{ health_usage_inputs() }};
-    delete from {{ customer_notes() }} where model = 'fct_customer_health_daily'
+    {{ default__consume_customer_notes() }}
 {%- endmacro %}
 
 {% macro spark__keep_health_usage_inputs() -%}

@@ -44,16 +44,3 @@
         where date_day >= {{ everyone }} and date_day < {{ affected_from() }}
     {%- endif -%}
 {%- endmacro %}
-
-{#- The post-hook: the notes consumed (after a full build too: it recomputed everything). -#}
-{% macro consume_state_events_notes() -%}
-    {{ return(adapter.dispatch('consume_state_events_notes')()) }}
-{%- endmacro %}
-
-{% macro default__consume_state_events_notes() -%}
-    delete from {{ customer_notes() }} where model = 'fct_customer_state_events'
-{%- endmacro %}
-
-{% macro spark__consume_state_events_notes() -%}
-    select 1
-{%- endmacro %}

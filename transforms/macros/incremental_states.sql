@@ -22,6 +22,20 @@
     )) }}
 {%- endmacro %}
 
+{#- A post-hook of a model the states mart hands its notes to: its notes, followed, consumed (after a full build
+    too: it recomputed everything). -#}
+{% macro consume_customer_notes() -%}
+    {{ return(adapter.dispatch('consume_customer_notes')()) }}
+{%- endmacro %}
+
+{% macro default__consume_customer_notes() -%}
+    delete from {{ customer_notes() }} where model = '{{ this.name }}'
+{%- endmacro %}
+
+{% macro spark__consume_customer_notes() -%}
+    select 1
+{%- endmacro %}
+
 {#- The state inputs per customer as the models hold them now, one row each: the customer ('customer'), each
     status spell of its contracts ('spell': from, to, status, live) and each of its invoices ('invoice': due,
     settled). -#}

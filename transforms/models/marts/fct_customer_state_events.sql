@@ -3,7 +3,7 @@
     incremental_strategy='append',
     on_schema_change='fail',
     pre_hook=["{{ delete_affected_days(this, 'changed_date') }}", "{{ delete_state_events_noted() }}"],
-    post_hook="{{ consume_state_events_notes() }}"
+    post_hook="{{ consume_customer_notes() }}"
 ) }}
 
 -- depends_on: {{ ref('fct_gl_entries') }}

@@ -3,7 +3,7 @@
     incremental_strategy='append',
     on_schema_change='fail',
     pre_hook="{{ delete_customer_count_days() }}",
-    post_hook="{{ consume_customer_count_notes() }}"
+    post_hook="{{ consume_customer_notes() }}"
 ) }}
 
 -- Customer KPIs per day from the daily customer states (registry: active, new, churned, delinquent).
