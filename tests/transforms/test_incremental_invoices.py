@@ -19,7 +19,7 @@ import pytest
 
 from dataops.core.settings import Settings
 from tests.conftest import BUILT_START
-from tests.transforms.test_incremental_staging import LAST, build, copy_of, release, scalar
+from tests.transforms.test_incremental_staging import LAST, build, copy_of, only_version_in, release, scalar
 
 pytestmark = pytest.mark.xdist_group("built")
 
@@ -128,11 +128,9 @@ def test_settled_invoices_follow_moved_amended_late_released_and_dropped_documen
         # on its first invoice), nor a payment and an invoice it held the only version of
         conn.execute("delete from raw.accounting__payments where _partition = ? and payment_no = ?", [rerun, moved])
         for table, key in (("payments", "payment_no"), ("invoices", "invoice_no")):
+            only = only_version_in(conn, f"raw.accounting__{table}", key, rerun)
             deleted = conn.execute(
-                f"delete from raw.accounting__{table} where _partition = ? and {key} = (select min({key}) from "
-                f"raw.accounting__{table} where _partition = ? and {key} not in (select {key} from "
-                f"raw.accounting__{table} where _partition <> ?))",
-                [rerun, rerun, rerun],
+                f"delete from raw.accounting__{table} where _partition = ? and {key} = ?", [rerun, only]
             ).fetchone()
             assert deleted == (1,), table
         gone = scalar(conn, f"select count(*) from {SETTLED}")

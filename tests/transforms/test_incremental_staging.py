@@ -193,21 +193,11 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         marks = mark_a_customer(conn, (unsettled, ended))
         # the old day re-run: the re-extracted day no longer holds the lead's newer version (its older one is
         # left), nor a lead change it held the only version of
-        vanished = scalar(
-            conn,
-            "select min(Id) from raw.crm__lead_history where _partition = ? and Id not in "
-            "(select Id from raw.crm__lead_history where _partition <> ?)",
-            [rerun, rerun],
-        )
+        vanished = only_version_in(conn, "raw.crm__lead_history", "Id", rerun)
         conn.execute("delete from raw.crm__leads where _partition = ? and Id = ?", [rerun, fallen_back])
         conn.execute("delete from raw.crm__lead_history where _partition = ? and Id = ?", [rerun, vanished])
         # nor a lead it held the only version of (the CRM deleted it): the models keyed by the lead drop it
-        gone = scalar(
-            conn,
-            "select min(Id) from raw.crm__leads where _partition = ? and Id not in "
-            "(select Id from raw.crm__leads where _partition <> ?)",
-            [rerun, rerun],
-        )
+        gone = only_version_in(conn, "raw.crm__leads", "Id", rerun)
         conn.execute("delete from raw.crm__leads where _partition = ? and Id = ?", [rerun, gone])
     build(settings, rerun, rerun, select=SCENARIO)
     with duckdb.connect(str(settings.build_db)) as conn:
@@ -256,6 +246,17 @@ def test_incremental_staging_and_what_reads_it_equal_a_full_refresh_through_corr
         for model in LEAD_ORDER:
             back = f"select count(*) from (select lead_id < lag(lead_id) over (order by rowid) as back from {model})"
             assert scalar(conn, f"{back} where back") == 0, f"{model} is not written in lead order"
+
+
+def only_version_in(conn: duckdb.DuckDBPyConnection, table: str, key: str, partition: dt.date) -> Any:
+    """The least key of a raw table whose only version was loaded in ``partition`` (a re-run dropping it drops
+    the record)."""
+    return scalar(
+        conn,
+        f"select min({key}) from {table} where _partition = ? and {key} not in "
+        f"(select {key} from {table} where _partition <> ?)",
+        [partition, partition],
+    )
 
 
 def release(conn: duckdb.DuckDBPyConnection, system: str, table: str, key: str, before: dt.date) -> None:
