@@ -69,7 +69,7 @@ def dbt_constraints_by_dataset(manifest: dict[str, Any], datasets: dict[str, Dat
 
 def record_publication(conn: duckdb.DuckDBPyConnection, fingerprint: dict[str, str], published_at: dt.datetime) -> None:
     """Created, last modified and published times per dataset (modified when its content fingerprint moved:
-    ``fingerprint``: rows and sum of row hashes, from the digests the published files keep)."""
+    ``fingerprint``: columns, rows and sum of row hashes, from the digests the published files keep)."""
     conn.execute(GOVERNANCE_DDL)
     for dataset, found in fingerprint.items():
         conn.execute(
