@@ -25,8 +25,10 @@ bootstrap: $(VENV)/.synced
 run: bootstrap
 	$(BIN)/dataops demo
 
-## test: lint, format check, type check, then the whole test suite
-test: bootstrap lint typecheck unit
+## test: lint, format check and type check side by side (mypy runs on one core), then the whole test suite
+test: bootstrap
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck browser clients postgres
+	$(MAKE) --no-print-directory unit
 
 lint:
 	$(BIN)/ruff check .
