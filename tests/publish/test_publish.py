@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from dataops.governance.pseudonym import rotate_key
-from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY
+from orchestration.lib.names import CHURN_MODEL_KEY, CHURN_RISK_KEY, EVENTS_KEY, EXTRACTS_KEY
 from quality.gate import GATE
 from tests.pipeline import run_job
 from tests.publish.kept_digests import kept_and_fresh, tamper
@@ -30,6 +30,12 @@ NOT_INGESTION = (
     dg.AssetSelection.all()
     - dg.AssetSelection.groups("lake", "erp", "crm", "accounting", "product")
     - dg.AssetSelection.assets(CHURN_MODEL_KEY)
+)
+# A build run of the day already landed: what the pipeline runs after a landing, without landing it again
+BUILD_ONLY = (
+    dg.AssetSelection.all()
+    - dg.AssetSelection.groups("egress")
+    - dg.AssetSelection.assets(CHURN_MODEL_KEY, EVENTS_KEY, EXTRACTS_KEY)
 )
 
 
@@ -59,26 +65,32 @@ def test_published_kpis_carry_flash_and_final(published: Published) -> None:
 
 
 def test_a_corrupted_mart_blocks_publishing(published: Published, tmp_path: Path) -> None:
+    """A mart the gate refuses, in a build run of the published window: the gate runs whole in its one step,
+    names the row, and nothing reaches analysts. The mart is corrupted in place (as a faulty model would leave
+    it) rather than through raw: its inputs unchanged, the dbt step reports the window built and runs no
+    dbt (decision 0020), so the run pays for the gate and not for a rebuild of the whole window."""
     case = copy_of(published, tmp_path)
     before = digest(case.settings.analytics_db)
     day = case.late_day - dt.timedelta(days=1)
-    with duckdb.connect(str(case.settings.build_db)) as conn:  # a bad export: an invoice paid one and a half times
+    with duckdb.connect(str(case.settings.build_db)) as conn:  # a bad mart: an invoice paid one and a half times
         invoice, amount = conn.execute("""
-            select invoice_no, amount from raw.accounting__invoices
-            where invoice_no in (select invoice_no from raw.accounting__payments) order by amount limit 1
+            select invoice_id, invoice_amount from marts.fct_invoices
+            where invoice_id in (select invoice_id from marts.fct_payments) order by invoice_amount limit 1
         """).fetchone()
         conn.execute(
             """
-            insert into raw.accounting__payments by name
-            select 'PAY-CORRUPT' as payment_no, invoice_no, customer_id, ? as payment_date, currency,
-                   amount / 2 as amount, 'wire' as method, _system, _extracted_at, _run_id, ? as _partition,
-                   'corrupt' as _record_hash, 'test' as _source, null as _extra
-            from raw.accounting__invoices where invoice_no = ?
+            insert into marts.fct_payments by name
+            select 'PAY-CORRUPT' as payment_id, invoice_id, customer_id, bill_to_id, ? as payment_date,
+                   currency_code, invoice_amount / 2 as payment_amount, invoice_amount_usd / 2 as payment_amount_usd,
+                   'wire' as payment_method, ? as loaded_partition
+            from marts.fct_invoices where invoice_id = ?
         """,
             [day, day, invoice],
         )
     result = run_job(case.root, day, day, selection=NOT_INGESTION)
     assert not result.success
+    dbt_step = [e for e in result.get_asset_materialization_events() if e.step_key == "enterprise_model"]
+    assert dbt_step and {e.materialization.metadata["dbt"].value for e in dbt_step} == {"unchanged, not rebuilt"}
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert [e.asset_check_key.name for e in failed] == ["payments_within_invoiced"]
     cases = failed[0].metadata["failure_cases_json"].value
@@ -151,10 +163,11 @@ def test_a_late_journal_line_while_a_reader_holds_the_file_then_a_rerun(
     assert publish[-1].materialization.metadata["published_by_run"].value == late_run.run_id  # the gate still ran
     assert analyst(case, "select count(*) from publish.publish_log")[0][0] == 2  # and analysts keep their file
 
-    rebuilt = run_job(
+    rebuilt = run_job(  # the build alone: the landing just before found nothing new
         case.root,
         case.late_day,
         case.late_day,
+        selection=BUILD_ONLY,
         run_config={"ops": {"enterprise_model": {"config": {"rebuild_unchanged": True}}}},
     )
     assert rebuilt.success
