@@ -15,16 +15,21 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from dagster_dbt import DbtProject
 
 from dataops.core.settings import Settings
 from dataops.ingest import events
 from dataops.transform.runner import run_manifest
 from dataops.transform.spark import built_table
+from orchestration.lib.dbt import dbt_project, published_model_keys
 from orchestration.lib.names import ANALYTICS_KEY
 from registry.loader import load_registry
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 from tests.pipeline import PipelineResult, run_job
+from tests.transforms.test_engines_build_what_publishing_waits_for import (
+    assert_every_model_publishing_waits_for_is_built,
+)
 
 # Spark starts a JVM and runs each statement through its scheduler: minutes for the project, even on 4 days.
 pytestmark = [pytest.mark.spark, pytest.mark.e2e, pytest.mark.xdist_group("spark"), pytest.mark.timeout(3600)]
@@ -40,7 +45,9 @@ KPI_TABLES = ("kpi_daily", "kpi_usage_daily")
 # adaptive re-planning or whole-stage code generation per statement; the serial collector. The catalog in
 # memory instead of a Derby metastore: the test's one build starts in a new folder and nothing reads Spark's
 # catalog after it (its tables come back by their files), so a metastore is only commits to disk. The same
-# statements and results, with less CPU (measured in docs/testing.md).
+# statements and results, with less CPU (measured in docs/testing.md). Expressions evaluated, not compiled
+# (Spark's codegen factory mode NO_CODEGEN, through spark-submit's arguments for the session dbt starts): Janino
+# compiling each statement's projections and predicates for a few hundred rows cost more than it saved.
 SMALL_SPARK = {
     "DATAOPS_SPARK_MASTER": "local[1]",
     "DATAOPS_SPARK_CATALOG": "in-memory",
@@ -48,6 +55,7 @@ SMALL_SPARK = {
     "DATAOPS_SPARK_ADAPTIVE": "false",
     "DATAOPS_SPARK_WHOLE_STAGE_CODEGEN": "false",
     "DATAOPS_SPARK_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.codegen.factoryMode=NO_CODEGEN pyspark-shell",
 }
 
 
@@ -61,6 +69,8 @@ class Run:
 class Engines:
     duckdb: Run
     spark: Run
+    project: DbtProject  # the dbt project as the DuckDB run's code location prepared it
+    waited_for: set[dg.AssetKey]  # what publishing waits for, on that (the default engine's) parse
 
 
 def _run(sources: Path, root: Path, engine: str) -> Run:
@@ -80,7 +90,10 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Engines:
     sources = tmp_path_factory.mktemp("simulated") / "sources"
     simulate(sources, END, SimConfig(seed=5, scale=0.02, start=START))
     on_duckdb = _run(sources, tmp_path_factory.mktemp("duckdb"), "duckdb")
-    return Engines(on_duckdb, _run(sources, tmp_path_factory.mktemp("spark"), "spark"))
+    # read before the Spark run parses the project's manifest on Spark's target (a parse on DuckDB after it)
+    project = dbt_project()
+    waited_for = set(published_model_keys(project))
+    return Engines(on_duckdb, _run(sources, tmp_path_factory.mktemp("spark"), "spark"), project, waited_for)
 
 
 def spark_table(root: Path, schema: str, table: str) -> pl.DataFrame:
@@ -196,3 +209,12 @@ def test_on_spark_no_model_reads_a_stack_of_views(engines: Engines) -> None:
     assert intermediate and all(on_spark[name][1] == "table" for name in intermediate)
     on_duckdb = materializations(engines.duckdb.root)
     assert any(on_duckdb[name][1] == "view" for name in intermediate)
+
+
+def test_every_model_publishing_waits_for_is_built_on_spark(engines: Engines) -> None:
+    """The Spark case of tests/transforms/test_engines_build_what_publishing_waits_for.py, on the parse the
+    Spark run's dbt step made of the project on Spark's target (rather than a whole parse of its own)."""
+    manifest_file = run_manifest(Settings(engines.spark.root), None)
+    assert manifest_file is not None
+    manifest = json.loads(manifest_file.read_text())
+    assert_every_model_publishing_waits_for_is_built(manifest, "spark", engines.project, engines.waited_for)
