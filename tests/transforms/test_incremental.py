@@ -42,9 +42,17 @@ RUNS = [
 ]
 # Every schema holding a materialised model: the incremental ones (dbt's config, on DuckDB) are among them.
 SCHEMAS = ("staging", "intermediate", "marts", "kpis")
-BUILD = ["build", "--resource-type", "model", "--resource-type", "seed"]
+# dbt's JSON artefacts (the manifest twice per command, the run results) are not read here: writing them was
+# about a sixth of each command's CPU in a profile. The partial parse is written either way.
+BUILD = ["build", "--resource-type", "model", "--resource-type", "seed", "--no-write-json"]
 # After the first run the views and seeds exist and their code does not change: skip re-creating them.
-DAILY = ["build", "--resource-type", "model", "--exclude", "config.materialized:view"]
+DAILY = ["build", "--resource-type", "model", "--exclude", "config.materialized:view", "--no-write-json"]
+# Before the last run, only the incremental models and the tables they read: what an incremental model holds
+# depends on its own past runs and on its inputs at each run. A table no incremental model reads (ten of them:
+# the monthly and usage KPIs, some dimensions, staging nobody incremental reads) is computed afresh from its
+# inputs whenever it is built, so building it once, in the last run, gives the table each daily run would
+# have left; it is still compared with the full refresh like every other table.
+INCREMENTAL = [*DAILY, "--select", "+config.materialized:incremental"]
 
 
 @pytest.mark.e2e
@@ -77,7 +85,8 @@ def test_daily_incremental_runs_equal_one_full_refresh(tmp_path: Path) -> None:
                 ingest(settings, contract_for("accounting", "payments"), accounting, old, old)
             late_windows += bool(reexported)
             window = (min([first, *reexported]).isoformat(), last.isoformat())
-            result = run_dbt(DAILY, settings, window=window, in_process=True)
+            args = DAILY if (first, last) == RUNS[-1] else INCREMENTAL
+            result = run_dbt(args, settings, window=window, in_process=True)
             assert result.success, (first, last, result.output[-3000:])
     incremental = tables(settings.build_db, SCHEMAS)
     result = run_dbt([*BUILD, "--full-refresh"], settings, in_process=True)
