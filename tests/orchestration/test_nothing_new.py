@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,25 +15,16 @@ import sqlalchemy
 from dataops.core.settings import Settings
 from orchestration.lib.names import EXTRACTS_KEY, NOTHING_NEW_TAG, PUBLISHED_DAYS_KEY
 from orchestration.lib.nothing_new import nothing_new
-from source_systems.simulator.config import SimConfig
-from source_systems.simulator.run import simulate
+from tests.orchestration.conftest import SHORT, START, Ranged
 from tests.pipeline import PipelineResult, run_job
 
-pytestmark = pytest.mark.xdist_group("nothing_new")
+# the range built for the events' test (tests/orchestration/conftest.py), shared with it: one worker builds it once
+pytestmark = pytest.mark.xdist_group("events")
 
-START = dt.date(2025, 3, 3)
-DAY2, DAY3 = START + dt.timedelta(days=1), START + dt.timedelta(days=2)
+# the range's last day, landed, built and published; the day after it, simulated and never landed
+DAY2 = START + dt.timedelta(days=SHORT - 1)
+DAY3 = DAY2 + dt.timedelta(days=1)
 LANDING = dg.AssetSelection.assets(EXTRACTS_KEY)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dg.DagsterInstance]]:
-    """Three simulated days; the first two landed, built and published on one instance."""
-    root = tmp_path_factory.mktemp("nothing-new")
-    simulate(Settings(root).sources_dir, DAY3, SimConfig(seed=5, scale=0.02, start=START, product_events=False))
-    with dg.DagsterInstance.ephemeral() as instance:
-        assert run_job(root, START, DAY2, instance=instance).success
-        yield root, instance
 
 
 def land(root: Path, instance: dg.DagsterInstance, day: dt.date) -> dg.DagsterRun:
@@ -44,10 +35,16 @@ def land(root: Path, instance: dg.DagsterInstance, day: dt.date) -> dg.DagsterRu
     return run
 
 
-def sensor_says(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:
+@functools.cache
+def build_after_landing() -> dg.SensorDefinition:
+    """The platform's sensor, from its definitions loaded once (each load takes a good part of a second)."""
     from orchestration.definitions import defs
 
-    sensor = defs().resolve_sensor_def("build_after_landing")
+    return defs().resolve_sensor_def("build_after_landing")
+
+
+def sensor_says(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:
+    sensor = build_after_landing()
     run = dg.DagsterRun(job_name="daily_elt_job", run_id=run.run_id, tags=run.tags)  # as the schedule's run
     context = dg.build_run_status_sensor_context(
         sensor_name="build_after_landing",
@@ -82,10 +79,10 @@ def correct_a_record(root: Path, day: dt.date) -> None:
 
 
 def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_one(
-    built: tuple[Path, dg.DagsterInstance], monkeypatch: pytest.MonkeyPatch
+    first_days: Ranged, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One sequence on one instance (a module fixture split over two workers would be built twice)."""
-    root, instance = built
+    """One sequence on one instance: the first days landed, built and published from scratch (the shared range)."""
+    root, instance = first_days.root, first_days.instance
     monkeypatch.setenv("DATAOPS_DATA_DIR", str(root))
     assert {START.isoformat(), DAY2.isoformat()} <= instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
     for _ in range(2):  # twice: the first re-landing's own version, never loaded, holds the same records
