@@ -103,7 +103,6 @@ LONGEST_GROUPS_FIRST = (
     "events",
     "bench",
     "incremental",
-    "nothing_new",
     "brakes",
     "usage_published",
 )

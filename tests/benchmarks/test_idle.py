@@ -46,7 +46,7 @@ def _real() -> dg.Definitions:
 def _events(defs: dg.Definitions, only: list[str] | None = None) -> tuple[bool, Counter[str], list[str]]:
     tags = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-03"}
     selection = [dg.AssetKey(name) for name in only] if only else None
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:  # in memory: the events are the same on any storage
         result = defs.resolve_job_def("job").execute_in_process(
             instance=instance, tags=tags, raise_on_error=False, asset_selection=selection
         )

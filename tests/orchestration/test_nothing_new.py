@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,39 +15,48 @@ import sqlalchemy
 from dataops.core.settings import Settings
 from orchestration.lib.names import EXTRACTS_KEY, NOTHING_NEW_TAG, PUBLISHED_DAYS_KEY
 from orchestration.lib.nothing_new import nothing_new
-from source_systems.simulator.config import SimConfig
-from source_systems.simulator.run import simulate
-from tests.pipeline import PipelineResult, run_job
+from tests.orchestration.conftest import SHORT, START, Ranged
+from tests.pipeline import environment
 
-pytestmark = pytest.mark.xdist_group("nothing_new")
+# the range built for the events' test (tests/orchestration/conftest.py), shared with it: one worker builds it once
+pytestmark = pytest.mark.xdist_group("events")
 
-START = dt.date(2025, 3, 3)
-DAY2, DAY3 = START + dt.timedelta(days=1), START + dt.timedelta(days=2)
+# the range's last day, landed, built and published; the day after it, simulated and never landed
+DAY2 = START + dt.timedelta(days=SHORT - 1)
+DAY3 = DAY2 + dt.timedelta(days=1)
 LANDING = dg.AssetSelection.assets(EXTRACTS_KEY)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dg.DagsterInstance]]:
-    """Three simulated days; the first two landed, built and published on one instance."""
-    root = tmp_path_factory.mktemp("nothing-new")
-    simulate(Settings(root).sources_dir, DAY3, SimConfig(seed=5, scale=0.02, start=START, product_events=False))
-    with dg.DagsterInstance.ephemeral() as instance:
-        assert run_job(root, START, DAY2, instance=instance).success
-        yield root, instance
+@functools.cache
+def platform(root: Path) -> dg.Definitions:
+    """The platform's definitions for ``root`` and the landing alone as a job, as ``tests.pipeline.run_job`` runs it:
+    loaded once for the sequence's runs and sensor evaluations (each load takes a good part of a second)."""
+    from orchestration.definitions import defs
+
+    with environment(DATAOPS_DATA_DIR=str(root)):
+        landing = dg.define_asset_job("test_landing", selection=LANDING)
+        return dg.Definitions.merge(defs(), dg.Definitions(jobs=[landing]))
 
 
 def land(root: Path, instance: dg.DagsterInstance, day: dt.date) -> dg.DagsterRun:
-    result: PipelineResult = run_job(root, day, day, selection=LANDING, instance=instance)
-    assert result.success and result.landing is not None and result.build is None
-    run = instance.get_run_by_id(result.landing.run_id)
+    """``day`` landed in a run of its own, no build after it (``run_job``'s landing run)."""
+    from application.mock_sources import crm_environment
+
+    window = {f"dagster/asset_partition_range_{end}": day.isoformat() for end in ("start", "end")}
+    with environment(DATAOPS_DATA_DIR=str(root)), crm_environment(Settings(root)):
+        result = (
+            platform(root)
+            .resolve_job_def("test_landing")
+            .execute_in_process(instance=instance, tags=window, raise_on_error=False)
+        )
+    assert result.success
+    run = instance.get_run_by_id(result.run_id)
     assert run is not None
     return run
 
 
-def sensor_says(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:
-    from orchestration.definitions import defs
-
-    sensor = defs().resolve_sensor_def("build_after_landing")
+def sensor_says(root: Path, instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:
+    sensor = platform(root).resolve_sensor_def("build_after_landing")
     run = dg.DagsterRun(job_name="daily_elt_job", run_id=run.run_id, tags=run.tags)  # as the schedule's run
     context = dg.build_run_status_sensor_context(
         sensor_name="build_after_landing",
@@ -82,17 +91,17 @@ def correct_a_record(root: Path, day: dt.date) -> None:
 
 
 def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_one(
-    built: tuple[Path, dg.DagsterInstance], monkeypatch: pytest.MonkeyPatch
+    first_days: Ranged, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One sequence on one instance (a module fixture split over two workers would be built twice)."""
-    root, instance = built
+    """One sequence on one instance: the first days landed, built and published from scratch (the shared range)."""
+    root, instance = first_days.root, first_days.instance
     monkeypatch.setenv("DATAOPS_DATA_DIR", str(root))
     assert {START.isoformat(), DAY2.isoformat()} <= instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
     for _ in range(2):  # twice: the first re-landing's own version, never loaded, holds the same records
         run = land(root, instance, DAY2)
         assert nothing_new(instance, run.run_id) and run.tags[NOTHING_NEW_TAG] == "true"
         assert landing_says(instance, run).startswith("none: nothing new landed")
-        assert isinstance(sensor_says(instance, run), dg.SkipReason)
+        assert isinstance(sensor_says(root, instance, run), dg.SkipReason)
     # a heartbeat tagged at the same moment wrote back the run's stored body without the tag (Dagster's
     # add_run_tags rewrites the body from its own earlier read): its tag rows still say so, and no build follows
     lost = run.with_tags({k: v for k, v in run.tags.items() if k != NOTHING_NEW_TAG})
@@ -101,14 +110,14 @@ def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_on
         conn.execute(update, {"body": dg.serialize_value(lost), "run_id": run.run_id})
     stored = instance.get_run_by_id(run.run_id)
     assert stored is not None and NOTHING_NEW_TAG not in stored.tags
-    assert nothing_new(instance, run.run_id) and isinstance(sensor_says(instance, stored), dg.SkipReason)
+    assert nothing_new(instance, run.run_id) and isinstance(sensor_says(root, instance, stored), dg.SkipReason)
     # the UI's per-day status still says the day is in the published KPIs, checked
     assert DAY2.isoformat() in instance.get_materialized_partitions(PUBLISHED_DAYS_KEY)
     # on an instance whose per-day status does not have the day, it is not known as published: build
     with dg.DagsterInstance.ephemeral() as elsewhere:
         run = land(root, elsewhere, DAY2)
         assert f"{DAY2} is not in the published KPIs" in landing_says(elsewhere, run)
-        assert isinstance(sensor_says(elsewhere, run), dg.RunRequest)
+        assert isinstance(sensor_says(root, elsewhere, run), dg.RunRequest)
     # while another run is in progress its steps may be writing the warehouse: not read beside it, build
     busy = instance.add_run(
         dg.DagsterRun(
@@ -124,8 +133,8 @@ def test_a_day_landed_again_unchanged_starts_no_build_and_anything_new_starts_on
     assert not nothing_new(instance, run.run_id) and "has other records than the loaded ones" in landing_says(
         instance, run
     )
-    assert isinstance(sensor_says(instance, run), dg.RunRequest)
+    assert isinstance(sensor_says(root, instance, run), dg.RunRequest)
     # and so is a day never landed
     run = land(root, instance, DAY3)
     assert not nothing_new(instance, run.run_id) and "was never loaded" in landing_says(instance, run)
-    assert isinstance(sensor_says(instance, run), dg.RunRequest)
+    assert isinstance(sensor_says(root, instance, run), dg.RunRequest)
