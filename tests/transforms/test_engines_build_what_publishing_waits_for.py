@@ -22,8 +22,10 @@ from dataops.core.settings import ENGINES, environ
 from dataops.governance.metadata import load_manifest
 from orchestration.lib.dbt import dbt_project, published_model_keys, translator
 
-# a dbt parse where the project's manifest is not current (the project changed, or the last parse was Spark's)
-pytestmark = pytest.mark.e2e
+# a dbt parse where the project's manifest is not current (the project changed, or the last parse was Spark's).
+# On the Spark module's worker: its run replaces the project's manifest with a Spark parse, which must not land
+# between this test's parse and its read of the manifest on another worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("spark")]
 
 # the Spark case runs in tests/spark, on the manifest of the Spark run that module makes anyway
 OWN_PARSE = [engine for engine in ENGINES if engine != "spark"]
