@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,17 +68,21 @@ def run_job(
     raise_on_error: bool = False,
     tags: dict[str, str] | None = None,
     run_config: dict[str, object] | None = None,
+    definitions: Callable[[], dg.Definitions] | None = None,
     **env: str,
 ) -> PipelineResult:
     """Land [start, end] in one run, then build what the selection holds besides the landing, as the
-    platform's daily job and the build that its sensor starts do (docs/decisions/0035)."""
+    platform's daily job and the build that its sensor starts do (docs/decisions/0035).
+
+    ``definitions`` loads the platform's definitions (``orchestration.definitions.defs`` if None), called
+    within the run's environment: a test that runs many times on one data directory loads them once."""
     from application.mock_sources import crm_environment
     from orchestration.definitions import defs
     from orchestration.defs.automation.sensors import build_request
     from orchestration.lib.names import EXTRACTS_KEY
 
     with environment(DATAOPS_DATA_DIR=str(data_dir), **env), crm_environment(Settings(data_dir)):
-        definitions = defs()
+        loaded = (definitions or defs)()
         if selection is None:  # egress has its own tests; the rest need not pay for it on every run
             # nor the churn model's retrain (its own job, months of history), nor the event stream (its own job)
             selection = (
@@ -87,13 +91,13 @@ def run_job(
                 - dg.AssetSelection.assets(CHURN_MODEL_KEY, EVENTS_KEY)
             )
         chosen = dg.AssetSelection.from_coercible(selection) if isinstance(selection, str) else selection
-        keys = chosen.resolve(definitions.resolve_asset_graph())
+        keys = chosen.resolve(loaded.resolve_asset_graph())
         landing_keys = keys & {EXTRACTS_KEY}
         built_keys = keys - {EXTRACTS_KEY}
         jobs = [dg.define_asset_job("test_landing", selection=dg.AssetSelection.assets(EXTRACTS_KEY))]
         if built_keys:
             jobs.append(dg.define_asset_job("test_build", selection=chosen - dg.AssetSelection.assets(EXTRACTS_KEY)))
-        merged = dg.Definitions.merge(definitions, dg.Definitions(jobs=jobs))
+        merged = dg.Definitions.merge(loaded, dg.Definitions(jobs=jobs))
         window = {
             "dagster/asset_partition_range_start": start.isoformat(),
             "dagster/asset_partition_range_end": end.isoformat(),

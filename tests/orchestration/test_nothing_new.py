@@ -16,7 +16,7 @@ from dataops.core.settings import Settings
 from orchestration.lib.names import EXTRACTS_KEY, NOTHING_NEW_TAG, PUBLISHED_DAYS_KEY
 from orchestration.lib.nothing_new import nothing_new
 from tests.orchestration.conftest import SHORT, START, Ranged
-from tests.pipeline import environment
+from tests.pipeline import environment, run_job
 
 # the range built for the events' test (tests/orchestration/conftest.py), shared with it: one worker builds it once
 pytestmark = pytest.mark.xdist_group("events")
@@ -29,28 +29,21 @@ LANDING = dg.AssetSelection.assets(EXTRACTS_KEY)
 
 @functools.cache
 def platform(root: Path) -> dg.Definitions:
-    """The platform's definitions for ``root`` and the landing alone as a job, as ``tests.pipeline.run_job`` runs it:
-    loaded once for the sequence's runs and sensor evaluations (each load takes a good part of a second)."""
+    """The platform's definitions for ``root``, loaded once for the sequence's runs and sensor evaluations (each
+    load takes a good part of a second). Loaded while a CRM is configured, as ``run_job`` loads them: the CRM
+    resource then reads its address from the environment of each run."""
+    from application.mock_sources import crm_environment
     from orchestration.definitions import defs
 
-    with environment(DATAOPS_DATA_DIR=str(root)):
-        landing = dg.define_asset_job("test_landing", selection=LANDING)
-        return dg.Definitions.merge(defs(), dg.Definitions(jobs=[landing]))
+    with environment(DATAOPS_DATA_DIR=str(root)), crm_environment(Settings(root)):
+        return defs()
 
 
 def land(root: Path, instance: dg.DagsterInstance, day: dt.date) -> dg.DagsterRun:
     """``day`` landed in a run of its own, no build after it (``run_job``'s landing run)."""
-    from application.mock_sources import crm_environment
-
-    window = {f"dagster/asset_partition_range_{end}": day.isoformat() for end in ("start", "end")}
-    with environment(DATAOPS_DATA_DIR=str(root)), crm_environment(Settings(root)):
-        result = (
-            platform(root)
-            .resolve_job_def("test_landing")
-            .execute_in_process(instance=instance, tags=window, raise_on_error=False)
-        )
-    assert result.success
-    run = instance.get_run_by_id(result.run_id)
+    result = run_job(root, day, day, LANDING, instance=instance, definitions=functools.partial(platform, root))
+    assert result.success and result.landing is not None and result.build is None
+    run = instance.get_run_by_id(result.landing.run_id)
     assert run is not None
     return run
 
