@@ -174,11 +174,17 @@ def process_environment(
     settings: Settings, limits: Limits | None = None, window: tuple[str, str] | None = None
 ) -> dict[str, str]:
     """A dbt subprocess's environment, to run in ``working_directory(settings)``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATAOPS_WINDOW_START", "DATAOPS_WINDOW_END")}
-    env |= dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
+    env = dict(os.environ) | _dbt_values(settings, limits, window)
+    return {name: value for name, value in env.items() if value is not None}
+
+
+def _dbt_values(settings: Settings, limits: Limits | None, window: tuple[str, str] | None) -> dict[str, str | None]:
+    """What dbt's environment sets over the caller's (None: unset), to run in ``working_directory(settings)``."""
+    values: dict[str, str | None] = {"DATAOPS_WINDOW_START": None, "DATAOPS_WINDOW_END": None}
+    values |= dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
     if working_directory(settings) is not None:
-        env["DATAOPS_DATA_DIR"] = "."  # the profile's warehouse, relative to the data directory dbt runs in
-    return env
+        values["DATAOPS_DATA_DIR"] = "."  # the profile's warehouse, relative to the data directory dbt runs in
+    return values
 
 
 def _forget_if_writing(args: list[str], settings: Settings, limits: Limits | None) -> None:
@@ -226,14 +232,16 @@ def run_dbt(
 def _run_in_process(
     args: list[str], settings: Settings, limits: Limits | None, window: tuple[str, str] | None
 ) -> tuple[bool, str]:
+    """dbt in this process, in the directory and environment a subprocess would have: its profile then
+    names the warehouse as every other invocation's does, so the parse they left holds (a profile naming the
+    warehouse by its absolute path is another profile to dbt, which parses the whole project again)."""
     import gc
 
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
     from dbt.cli.main import dbtRunner
 
-    unset: dict[str, str | None] = {"DATAOPS_WINDOW_START": None, "DATAOPS_WINDOW_END": None}
-    values = unset | dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
-    with environ(values):
+    cwd = working_directory(settings)
+    with environ(_dbt_values(settings, limits, window)), contextlib.chdir(cwd or Path.cwd()):
         result = dbtRunner().invoke(args)
     DuckDBConnectionManager.close_all_connections()  # release the warehouse file for the caller
     gc.collect()

@@ -97,6 +97,12 @@ def test_a_new_data_directory_parses_partially_from_another_ones_parse(
     log = parse("second")
     assert "Unable to do partial parsing" not in log, log[-2000:]
     assert "Partial parsing enabled" in log
+    # dbt run in this process (as the tests run it) has the same profile: the data directory's parse holds
+    logs = tmp_path / "in-process-logs"
+    assert run_dbt(["parse", "--log-path", str(logs)], Settings(tmp_path / "second"), in_process=True).success
+    log = (logs / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in log, log[-2000:]
+    assert "Partial parsing enabled" in log
 
 
 def test_a_parse_made_in_another_checkout_of_the_project_is_not_reused(tmp_path: Path) -> None:
