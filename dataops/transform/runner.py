@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from registry.loader import Registry, load_registry
 
 PARTIAL_PARSE = "partial_parse.msgpack"
 KEEP_DBT_RUNS = 30
+KEEP_PARSES = 6  # parses kept per data directory and per checkout: one per recent registry version
 DBT_COMMANDS = frozenset(
     {"build", "clean", "clone", "compile", "debug", "deps", "docs", "init", "list", "ls", "parse", "retry", "run"}
     | {"run-operation", "seed", "show", "snapshot", "source", "test"}
@@ -58,43 +59,85 @@ class DbtResult:
         return {r["unique_id"]: r["status"] for r in self.results}
 
 
-def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Path:
-    """Where a data directory keeps the last parse of one checkout of the dbt project.
+def parse_key(registry: Registry) -> str:
+    """What a parse is kept under besides the checkout: dbt reuses a parse only under the vars it was made
+    with, and the vars follow the registry's version, so each version keeps its own (a proposal's build, then
+    the adoption's and the next daily run's, or a roll back, each start from the parse made under theirs)."""
+    return hashlib.sha256(registry_vars(registry).encode()).hexdigest()[:12]
+
+
+def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None = None) -> Path:
+    """Where a data directory keeps its last parse of one checkout of the dbt project under one registry version.
 
     Keyed by the project's path: dbt reuses a parse whose files hash the same even when it was made in
     another checkout, and its seeds then point at that checkout's files (a moved or deleted one fails the
     run with "No files found that match the pattern").
     """
     key = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:12]
-    return settings.dbt_runs_dir / f"partial_parse-{key}.msgpack"
+    return settings.dbt_runs_dir / f"partial_parse-{key}-{parse_key(registry or load_registry())}.msgpack"
 
 
-def shared_parse(project_dir: Path = DBT_PROJECT_DIR) -> Path:
-    """The last parse any data directory made with this checkout of the project: where a data directory that
-    has none of its own yet starts (docs/decisions/0073)."""
-    return project_dir / "target" / PARTIAL_PARSE
+def shared_parse(project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None = None) -> Path:
+    """The last parse any data directory made with this checkout of the project (under ``registry``'s vars,
+    when given): where a data directory that has none of its own yet starts (docs/decisions/0073)."""
+    if registry is None:
+        return project_dir / "target" / PARTIAL_PARSE
+    return project_dir / "target" / f"partial_parse-{parse_key(registry)}.msgpack"
 
 
-def run_target(settings: Settings, run_id: str, project_dir: Path = DBT_PROJECT_DIR) -> Path:
-    """The target folder of one Dagster run's dbt invocation, started from the last run's parse.
+def _parse_to_start_from(settings: Settings, project_dir: Path, registry: Registry) -> Path | None:
+    """The data directory's own parse under these vars, else the checkout's under them, else its last."""
+    candidates = (
+        warm_parse(settings, project_dir, registry),
+        shared_parse(project_dir, registry),
+        shared_parse(project_dir),
+    )
+    return next((path for path in candidates if path.exists()), None)
 
-    Each data directory keeps its own last parse, one per checkout of the project (docs/decisions/0015); a
-    data directory without one (a new one, or a copy) starts from the checkout's last parse. dbt checks
-    either before it reuses it: one made under another profile (other limits, the other engine) or other
-    vars is parsed again in full.
+
+def _keep_parse(parsed: Path, settings: Settings, project_dir: Path, registry: Registry) -> None:
+    """A command's parse kept for the next ones: the data directory's, the checkout's under these vars and
+    the checkout's last; a few versions each (a parse is about 1.5 MB)."""
+    _copy_atomically(parsed, warm_parse(settings, project_dir, registry))
+    _keep_newest(settings.dbt_runs_dir.glob("partial_parse-*.msgpack"), KEEP_PARSES)
+    # for the next new data directory; a read-only checkout (a deployed image) keeps the parse it ships with
+    with contextlib.suppress(OSError):
+        shared_parse(project_dir).parent.mkdir(parents=True, exist_ok=True)
+        _copy_atomically(parsed, shared_parse(project_dir, registry))
+        _copy_atomically(parsed, shared_parse(project_dir))
+        _keep_newest(shared_parse(project_dir).parent.glob("partial_parse-*.msgpack"), KEEP_PARSES)
+
+
+def _keep_newest(paths: Iterable[Path], keep: int) -> None:
+    for old in sorted(paths, key=lambda path: path.stat().st_mtime)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def run_target(
+    settings: Settings, run_id: str, project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None = None
+) -> Path:
+    """The target folder of one Dagster run's dbt invocation, started from the last parse under its vars.
+
+    Each data directory keeps its own last parses, one per checkout of the project and registry version
+    (docs/decisions/0015); a data directory without one (a new one, or a copy) starts from the checkout's.
+    dbt checks either before it reuses it: one made under another profile (other limits, the other engine)
+    or other vars is parsed again in full.
     """
     target = settings.dbt_runs_dir / run_id
     target.mkdir(parents=True, exist_ok=True)
-    warm = warm_parse(settings, project_dir)
-    start = warm if warm.exists() else shared_parse(project_dir)
-    if not (target / PARTIAL_PARSE).exists():
-        with contextlib.suppress(FileNotFoundError):  # none anywhere yet: dbt parses the whole project
+    start = _parse_to_start_from(settings, project_dir, registry or load_registry())
+    if start is not None and not (target / PARTIAL_PARSE).exists():
+        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: dbt parses the whole project
             shutil.copyfile(start, target / PARTIAL_PARSE)
     return target
 
 
 def keep_run_target(
-    settings: Settings, target: Path, keep: int = KEEP_DBT_RUNS, project_dir: Path = DBT_PROJECT_DIR
+    settings: Settings,
+    target: Path,
+    keep: int = KEEP_DBT_RUNS,
+    project_dir: Path = DBT_PROJECT_DIR,
+    registry: Registry | None = None,
 ) -> None:
     """Keep the run's parse for the next run, and the artefacts of the last ``keep`` runs only (each run
     writes a few megabytes of compiled SQL and logs; the run's results stay in Dagster's event log)."""
@@ -106,11 +149,7 @@ def keep_run_target(
         os.replace(staged, settings.dbt_runs_dir / "manifest.json")
     parsed = target / PARTIAL_PARSE
     if parsed.exists():
-        _copy_atomically(parsed, warm_parse(settings, project_dir))
-        # for the next new data directory; a read-only checkout (a deployed image) keeps the parse it ships with
-        with contextlib.suppress(OSError):
-            shared_parse(project_dir).parent.mkdir(parents=True, exist_ok=True)
-            _copy_atomically(parsed, shared_parse(project_dir))
+        _keep_parse(parsed, settings, project_dir, registry or load_registry())
     runs = sorted((p for p in settings.dbt_runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in runs[: max(0, len(runs) - keep)]:
         if old != target:
@@ -118,25 +157,29 @@ def keep_run_target(
 
 
 @contextlib.contextmanager
-def shared_target(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Iterator[Path]:
+def shared_target(
+    settings: Settings, project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None = None
+) -> Iterator[Path]:
     """The project's ``target/`` for a dbt command run outside a Dagster run, holding this data directory's
-    last parse while the command runs.
+    last parse under the command's vars while the command runs.
 
     Every data directory's commands by hand (and the tests' own) share the project's ``target/``, where dbt
-    users look for its manifest and results; but a parse is valid only under the profile it was made with,
-    which names the data directory's warehouse, so the parse another data directory left there made dbt parse
-    the whole project again. This one's own last parse goes in first and the command's comes back out, as a
-    Dagster run's does (``run_target``); dbt still checks the parse it finds before it reuses it.
+    users look for its manifest and results; but a parse is valid only under the profile and vars it was made
+    with, so the parse another data directory or version left there made dbt parse the whole project again.
+    The parse to start from goes in first and the command's comes back out, as a Dagster run's does
+    (``run_target``); dbt still checks the parse it finds before it reuses it.
     """
+    registry = registry or load_registry()
     target = project_dir / "target"
     target.mkdir(parents=True, exist_ok=True)
-    warm = warm_parse(settings, project_dir)
-    if warm.exists():
-        _copy_atomically(warm, target / PARTIAL_PARSE)
+    start = _parse_to_start_from(settings, project_dir, registry)
+    if start is not None and start != target / PARTIAL_PARSE:
+        with contextlib.suppress(FileNotFoundError):
+            _copy_atomically(start, target / PARTIAL_PARSE)
     yield target
     if (target / PARTIAL_PARSE).exists():
-        warm.parent.mkdir(parents=True, exist_ok=True)
-        _copy_atomically(target / PARTIAL_PARSE, warm)
+        settings.dbt_runs_dir.mkdir(parents=True, exist_ok=True)
+        _keep_parse(target / PARTIAL_PARSE, settings, project_dir, registry)
 
 
 def _copy_atomically(source: Path, destination: Path) -> None:
@@ -216,7 +259,7 @@ def run_dbt(
     full = command_line(args, registry, target)
     with registry_seeds(registry), contextlib.ExitStack() as held:
         if target is None and "--target-path" not in args:  # dbt's target is the project's target/
-            held.enter_context(shared_target(settings))
+            held.enter_context(shared_target(settings, registry=registry))
         if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
             success, output = _run_in_process(full[1:], settings, limits, window)
         else:
@@ -263,12 +306,15 @@ def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_P
         # parsed aside, then swapped in: a process reading the manifest without the lock sees a whole one
         aside = manifest.with_name(f".parse-{os.getpid()}")
         aside.mkdir(exist_ok=True)
-        if (manifest.parent / PARTIAL_PARSE).exists():
-            shutil.copyfile(manifest.parent / PARTIAL_PARSE, aside / PARTIAL_PARSE)
+        keyed = shared_parse(project_dir, registry)
+        start = keyed if keyed.exists() else manifest.parent / PARTIAL_PARSE
+        with contextlib.suppress(FileNotFoundError):  # none yet: dbt parses the whole project
+            shutil.copyfile(start, aside / PARTIAL_PARSE)
         try:
             result = run_dbt(["parse"], Settings.from_env(), registry, target=aside)
             if result.success:
                 if (aside / PARTIAL_PARSE).exists():
+                    _copy_atomically(aside / PARTIAL_PARSE, keyed)
                     os.replace(aside / PARTIAL_PARSE, manifest.parent / PARTIAL_PARSE)
                 os.replace(aside / "manifest.json", manifest)
         finally:

@@ -3,6 +3,7 @@ to its file at info level unless told otherwise."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -32,6 +33,7 @@ from dataops.transform.runner import (
     warm_parse,
 )
 from quality.contracts import CONTRACTS
+from registry.loader import Registry, load_registry
 
 
 def test_a_run_starts_from_the_last_runs_parse_and_leaves_its_own(tmp_path: Path) -> None:
@@ -103,6 +105,30 @@ def test_a_new_data_directory_parses_partially_from_another_ones_parse(
     log = (logs / "dbt.log").read_text()
     assert "Unable to do partial parsing" not in log, log[-2000:]
     assert "Partial parsing enabled" in log
+
+
+def test_each_registry_version_starts_from_the_parse_made_under_it(tmp_path: Path) -> None:
+    """dbt parses the whole project again under other vars, and the vars follow the registry's version: a
+    proposal's build, the daily runs after its adoption and a roll back each start from the parse made under
+    their own version, here or in another data directory, not from whichever version parsed last."""
+    adopted = load_registry()
+    proposed = dataclasses.replace(adopted, version="proposed", mql_score_threshold=adopted.mql_score_threshold + 1)
+    project = tmp_path / "transforms"
+    here, aside = Settings.from_env(tmp_path / "data"), Settings.from_env(tmp_path / "proposal")
+
+    def run(settings: Settings, registry: Registry, parsed: bytes) -> bytes:
+        target = run_target(settings, f"run-{len(list(tmp_path.rglob('run-*')))}", project, registry)
+        started = (target / PARTIAL_PARSE).read_bytes() if (target / PARTIAL_PARSE).exists() else b""
+        (target / PARTIAL_PARSE).write_bytes(parsed)
+        keep_run_target(settings, target, project_dir=project, registry=registry)
+        return started
+
+    assert run(here, adopted, b"adopted") == b""
+    assert run(aside, proposed, b"proposed") == b"adopted"  # the checkout's last: dbt finds other vars in it
+    assert run(here, proposed, b"proposed, here") == b"proposed"  # the adoption's run: the proposal's parse
+    assert run(here, adopted, b"adopted again") == b"adopted"  # the roll back: this data directory's own
+    with shared_target(Settings.from_env(tmp_path / "new"), project, proposed) as target:
+        assert (target / PARTIAL_PARSE).read_bytes() == b"proposed, here"
 
 
 def test_a_parse_made_in_another_checkout_of_the_project_is_not_reused(tmp_path: Path) -> None:

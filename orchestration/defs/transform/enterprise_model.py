@@ -77,7 +77,7 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
         # unit tests belong to development and CI (pytest runs them), not to every production run
         args = ["build", "--exclude-resource-type", "unit_test", *_selection(context, manifest, translator, project)]
         args += ["--full-refresh"] if config.full_refresh else []
-        target = run_target(settings, context.run.run_id)
+        target = run_target(settings, context.run.run_id, registry=registry)
         build = BuildEvents(manifest, translator, project, set(context.selected_asset_check_keys))
         held: list[dg.MaterializeResult | dg.AssetCheckResult] = []  # on Spark: until its tables are back
         progress = BuildProgress()
@@ -100,7 +100,7 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
             result = dbt.result()
         finally:
             dbt.stop()
-            keep_run_target(settings, target)
+            keep_run_target(settings, target, registry=registry)
         if held:  # a Spark build's tables are in the build warehouse now: counted there
             yield from with_row_counts(held, settings.build_db, platform.limits)
         yield from build.rest()
