@@ -233,7 +233,12 @@ def _run_in_process(
 
     unset: dict[str, str | None] = {"DATAOPS_WINDOW_START": None, "DATAOPS_WINDOW_END": None}
     values = unset | dbt_environment(settings, limits) | window_environment(*(window or (None, None)))
-    with environ(values):
+    # where a subprocess runs, with its profile: the parse a Dagster run's dbt made, or the data directory this
+    # one was copied from, holds here too, instead of a whole parse per data directory (docs/decisions/0073)
+    cwd = working_directory(settings)
+    with environ(values if cwd is None else values | {"DATAOPS_DATA_DIR": "."}), contextlib.ExitStack() as held:
+        if cwd is not None:
+            held.enter_context(contextlib.chdir(cwd))
         result = dbtRunner().invoke(args)
     DuckDBConnectionManager.close_all_connections()  # release the warehouse file for the caller
     gc.collect()
