@@ -8,11 +8,12 @@ run holds that file, the site is generated without it and says so.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from dataops.core.settings import Settings
-from dataops.transform.runner import run_dbt
+from dataops.transform.runner import PARTIAL_PARSE, run_dbt, shared_parse, warm_parse
 
 # What the site is made of: the page, and the two files it loads.
 SITE_FILES = ("index.html", "manifest.json", "catalog.json")
@@ -36,6 +37,10 @@ def generate_docs(settings: Settings) -> Site:
     """``dbt docs generate`` for this data directory; without the warehouse's catalog if a run holds it."""
     folder = docs_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
+    # the site's first parse starts from the data directory's last one, as a run's does (dbt checks it first)
+    start = warm_parse(settings) if warm_parse(settings).exists() else shared_parse()
+    if start.exists() and not (folder / PARTIAL_PARSE).exists():
+        shutil.copyfile(start, folder / PARTIAL_PARSE)
     target = ["--target-path", str(folder)]
     result = run_dbt(["docs", "generate", *target], settings)
     if result.success:
