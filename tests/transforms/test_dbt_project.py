@@ -16,6 +16,7 @@ from dataops.ingest.lake import PER_EXTRACTION
 from dataops.transform.runner import DbtResult, prepare_manifest, run_dbt
 from quality.contracts import CONTRACTS
 from registry.loader import dbt_vars, domain_owners, load_registry
+from tests.transforms.test_incremental_staging import copy_of
 
 pytestmark = pytest.mark.xdist_group("built")
 
@@ -112,8 +113,7 @@ def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: d
 def test_a_key_of_several_columns_fails_its_data_test_on_a_duplicate_only(built: Path, tmp_path: Path) -> None:
     """The keys of several columns are tested by the project's `unique_columns` (macros/unique_columns.sql): a
     duplicated row fails its table's test, once, and every other table's passes."""
-    settings = Settings(tmp_path / "data")
-    shutil.copytree(Settings(built).warehouse_dir, settings.warehouse_dir)
+    settings = copy_of(built, tmp_path)  # with its parse: dbt starts from it
     with duckdb.connect(str(settings.build_db)) as conn:
         conn.execute("insert into kpis.kpi_monthly select * from kpis.kpi_monthly order by all limit 1")
     result = run_dbt(["test", "--select", "test_name:unique_columns"], settings, in_process=True)
