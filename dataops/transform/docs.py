@@ -8,11 +8,13 @@ run holds that file, the site is generated without it and says so.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataops.core.settings import Settings
-from dataops.transform.runner import run_dbt
+from dataops.core.settings import DBT_PROJECT_DIR, Settings
+from dataops.transform.runner import PARTIAL_PARSE, parse_to_start_from, run_dbt
+from registry.loader import load_registry
 
 # What the site is made of: the page, and the two files it loads.
 SITE_FILES = ("index.html", "manifest.json", "catalog.json")
@@ -36,8 +38,13 @@ def generate_docs(settings: Settings) -> Site:
     """``dbt docs generate`` for this data directory; without the warehouse's catalog if a run holds it."""
     folder = docs_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
+    # the site's first parse starts from the last one under these vars, as a run's does (dbt checks it first)
+    registry = load_registry()
+    start = parse_to_start_from(settings, DBT_PROJECT_DIR, registry)
+    if start is not None and not (folder / PARTIAL_PARSE).exists():
+        shutil.copyfile(start, folder / PARTIAL_PARSE)
     target = ["--target-path", str(folder)]
-    result = run_dbt(["docs", "generate", *target], settings)
+    result = run_dbt(["docs", "generate", *target], settings, registry)
     if result.success:
         return Site(folder, with_catalog=True)
     if "lock" in result.output.lower():

@@ -85,7 +85,7 @@ def shared_parse(project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None 
     return project_dir / "target" / f"partial_parse-{parse_key(registry)}.msgpack"
 
 
-def _parse_to_start_from(settings: Settings, project_dir: Path, registry: Registry) -> Path | None:
+def parse_to_start_from(settings: Settings, project_dir: Path, registry: Registry) -> Path | None:
     """The data directory's own parse under these vars, else the checkout's under them, else its last."""
     candidates = (
         warm_parse(settings, project_dir, registry),
@@ -125,7 +125,7 @@ def run_target(
     """
     target = settings.dbt_runs_dir / run_id
     target.mkdir(parents=True, exist_ok=True)
-    start = _parse_to_start_from(settings, project_dir, registry or load_registry())
+    start = parse_to_start_from(settings, project_dir, registry or load_registry())
     if start is not None and not (target / PARTIAL_PARSE).exists():
         with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: dbt parses the whole project
             shutil.copyfile(start, target / PARTIAL_PARSE)
@@ -172,7 +172,7 @@ def shared_target(
     registry = registry or load_registry()
     target = project_dir / "target"
     target.mkdir(parents=True, exist_ok=True)
-    start = _parse_to_start_from(settings, project_dir, registry)
+    start = parse_to_start_from(settings, project_dir, registry)
     if start is not None and start != target / PARTIAL_PARSE:
         with contextlib.suppress(FileNotFoundError):
             _copy_atomically(start, target / PARTIAL_PARSE)

@@ -16,6 +16,7 @@ from dataops.ingest.lake import PER_EXTRACTION
 from dataops.transform.runner import DbtResult, prepare_manifest, run_dbt
 from quality.contracts import CONTRACTS
 from registry.loader import dbt_vars, domain_owners, load_registry
+from tests.transforms.test_incremental_staging import copy_of
 
 pytestmark = pytest.mark.xdist_group("built")
 
@@ -29,8 +30,21 @@ def statuses_of_tests(result: DbtResult) -> dict[str, str]:
     return {node: status for node, status in result.statuses().items() if not node.startswith("operation.")}
 
 
-def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(built: Path) -> None:
-    result = run_dbt(["test", "--select", "test_type:unit"], Settings(built))
+@pytest.fixture(scope="module")
+def tested(built: Path) -> DbtResult:
+    """Every test of the project, unit and data tests, in one dbt command on the built warehouse (a command each
+    paid dbt's start-up and parse twice for the same project)."""
+    return run_dbt(["test"], Settings(built), in_process=True)
+
+
+def of_kind(result: DbtResult, unit: bool) -> DbtResult:
+    """The results of the unit tests only, or of every other node (the data tests, the on-run-end hook)."""
+    nodes = [r for r in result.results if r["unique_id"].startswith("unit_test.") == unit]
+    return DbtResult(success=result.success, output=result.output, results=nodes)
+
+
+def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(tested: DbtResult) -> None:
+    result = of_kind(tested, unit=True)
     assert result.success, result.output[-3000:]
     names = {r["unique_id"].split(".")[-1] for r in result.results}
     assert {
@@ -49,8 +63,8 @@ def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(built: Path) -
     assert set(statuses_of_tests(result).values()) == {"pass"}
 
 
-def test_data_tests_on_keys_and_states_pass(built: Path) -> None:
-    result = run_dbt(["test", "--exclude-resource-type", "unit_test"], Settings(built))
+def test_data_tests_on_keys_and_states_pass(tested: DbtResult) -> None:
+    result = of_kind(tested, unit=False)
     assert result.success, result.output[-3000:]
     kinds = {r["unique_id"].split(".")[2].split("_")[0] for r in result.results}
     assert {"unique", "not", "relationships", "accepted"} <= kinds  # unique, not_null, relationships, accepted_values
@@ -99,8 +113,7 @@ def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: d
 def test_a_key_of_several_columns_fails_its_data_test_on_a_duplicate_only(built: Path, tmp_path: Path) -> None:
     """The keys of several columns are tested by the project's `unique_columns` (macros/unique_columns.sql): a
     duplicated row fails its table's test, once, and every other table's passes."""
-    settings = Settings(tmp_path / "data")
-    shutil.copytree(Settings(built).warehouse_dir, settings.warehouse_dir)
+    settings = copy_of(built, tmp_path)  # with its parse: dbt starts from it
     with duckdb.connect(str(settings.build_db)) as conn:
         conn.execute("insert into kpis.kpi_monthly select * from kpis.kpi_monthly order by all limit 1")
     result = run_dbt(["test", "--select", "test_name:unique_columns"], settings, in_process=True)
