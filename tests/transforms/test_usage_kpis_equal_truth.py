@@ -47,7 +47,8 @@ def usage_built(tmp_path_factory: pytest.TempPathFactory, tiny_sources: Path) ->
     with start_in_thread(settings.crm_db, rate_per_second=10_000.0, burst=10_000) as crm:
         ingest_days(settings, crm, TINY_START, end)
     build = ["build", "--indirect-selection", "cautious", "--select", *USAGE_MODELS]
-    result = run_dbt(build, settings, window=(TINY_START.isoformat(), end.isoformat()))
+    # in this process (dbtRunner), as the health score's runs below: no dbt process to start and import
+    result = run_dbt(build, settings, window=(TINY_START.isoformat(), end.isoformat()), in_process=True)
     assert result.success, result.output[-3000:]
     return settings
 
@@ -290,7 +291,8 @@ def test_the_customer_360_carries_each_customers_usage(usage_built: Settings, ti
 def test_staged_events_build_empty_and_typed_before_any_event_lands(tmp_path: Path) -> None:
     settings = Settings(tmp_path)
     settings.build_db.parent.mkdir(parents=True)
-    result = run_dbt(["build", "--select", "stg_product__events", "stg_product__event_devices"], settings)
+    build = ["build", "--select", "stg_product__events", "stg_product__event_devices"]
+    result = run_dbt(build, settings, in_process=True)
     assert result.success, result.output[-3000:]
     with duckdb.connect(str(settings.build_db), read_only=True) as conn:
         for model in ("stg_product__events", "stg_product__event_devices"):
