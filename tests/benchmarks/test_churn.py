@@ -4,7 +4,6 @@ and the held-out scores are measured against the simulator's truth (no model qua
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 from application.cli.model import truth_outcomes
 from benchmarks import churn
 from dataops.core.settings import Settings
-from dataops.transform.runner import run_dbt
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import SimulationError
 from tests.conftest import TINY_DAYS, TINY_START
@@ -29,11 +27,9 @@ HORIZON, HOLDOUT = 14, 29
 
 
 def test_one_command_builds_trains_and_measures_against_the_truth(
-    tmp_path: Path, tiny_sources: Path, tiny_config: SimConfig, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_sources: Path, tiny_config: SimConfig
 ) -> None:
     (tmp_path / "sources").symlink_to(tiny_sources)
-    # its dbt build in this process (dbtRunner): the same build and selection, without a dbt process to start
-    monkeypatch.setattr(churn, "run_dbt", functools.partial(run_dbt, in_process=True))
     end = TINY_START + dt.timedelta(days=TINY_DAYS - 1)
     options = churn.Options(
         tiny_config.scale,
