@@ -118,11 +118,14 @@ def test_rerunning_a_partition_or_the_range_changes_nothing(ingested_copy: Sourc
 
 def test_crm_faults_are_survived_with_the_same_result(baseline: Sources, fresh: Sources) -> None:
     fresh.crm.faults.errors_5xx = 3
-    fresh.crm.faults.rate_limited, fresh.crm.faults.retry_after = 3, 0.2
-    fresh.crm.faults.slow, fresh.crm.faults.slow_seconds = 2, 2.5  # beyond the 2 s client timeout
+    fresh.crm.faults.rate_limited, fresh.crm.faults.retry_after = 3, 0.05
+    fresh.crm.faults.slow, fresh.crm.faults.slow_seconds = 2, 1.5  # beyond the 1 s client timeout
     fresh.crm.faults.truncated = 2
-    # The faults come back to back (ten failed answers in a row): a patient but bounded policy.
-    ingest_all(fresh, policy=dataclasses.replace(FAST, max_attempts=12))
+    # The faults come back to back (ten failed answers in a row): a patient but bounded policy. Its waits are
+    # short (each retry waits at most 0.05 s, what Retry-After asks): ten waits of FAST's up to 0.5 s and two
+    # 2-s timeouts kept this test idle for about 8 s of its 11.
+    policy = dataclasses.replace(FAST, max_attempts=12, max_backoff=0.05, timeout=1.0)
+    ingest_all(fresh, policy=policy)
     assert fresh.crm.faults.errors_5xx == fresh.crm.faults.truncated == fresh.crm.faults.slow == 0
     assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
 
@@ -151,7 +154,7 @@ def test_a_crm_that_keeps_failing_fails_clearly_and_loads_nothing(
 ) -> None:
     """The failed request is named with its business dates: the window's bulk job, or the first block's page."""
     fresh.crm.faults.errors_5xx = 10_000
-    policy = RetryPolicy(max_attempts=4, initial_backoff=0.01)
+    policy = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)  # not a second of jitter each
     extractor = CrmExtractor(fresh.crm.url, fresh.crm.token, policy=policy, bulk_from_days=bulk_from_days)
     expected = rf"CRM {request_line} \(business dates {START}..{last}\) failed after 4 attempts; last error: 503"
     with pytest.raises(SourceUnavailable, match=expected):
