@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from application.runs import dagster_home
 from dataops.core.settings import PROJECT_ROOT, Settings
@@ -93,19 +94,23 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     # starts a code server of its own, and the daemon a new one every minute (Dagster reloads its workspace), each
     # loading the whole location (the dbt manifest and its 200 nodes) again: five or six loads in this package.
     # (`dagster code-server start` would put a proxy process in front of the same server: 8 CPU-s more here.)
+    # the location the repository's workspace.yaml names (which `dagster dev` and `dataops ui` load), served
+    (entry,) = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())["load_from"]
+    location = entry["python_module"]
     workspace = root / "workspace.yaml"
     workspace.write_text(
         "load_from:\n"
         "  - grpc_server:\n"
         "      host: 127.0.0.1\n"
         f"      port: {code_port}\n"
-        "      location_name: orchestration\n"
+        f"      location_name: {location['location_name']}\n"
     )
     code_log = logs / "code-server.log"
     code_server = subprocess.Popen(
         [
-            *(str(BIN / "dagster"), "api", "grpc", "-m", "orchestration.definitions"),
-            *("-h", "127.0.0.1", "-p", str(code_port), "--location-name", "orchestration"),
+            *(str(BIN / "dagster"), "api", "grpc", "-m", location["module_name"]),
+            *("-d", str(PROJECT_ROOT / location["working_directory"]), "--location-name", location["location_name"]),
+            *("-h", "127.0.0.1", "-p", str(code_port)),
         ],
         cwd=PROJECT_ROOT,
         env=env,
