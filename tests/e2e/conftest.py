@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from application.runs import dagster_home
 from dataops.core.settings import PROJECT_ROOT, Settings
@@ -83,20 +86,60 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         # the event sensor looks every 5 s, not every minute: a delivered hour is not waited for a minute
         "DATAOPS_EVENTS_SENSOR_SECONDS": "5",
     }
-    port = free_port()
+    port, code_port = free_port(), free_port()
     logs = root / "logs"
     logs.mkdir()
-    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    # The code location as its own gRPC server, as a deployment runs it (docs/deployment.md), with the webserver and
+    # the daemon pointed at it: one load of the definitions for both. With the repository's workspace.yaml each
+    # starts a code server of its own, and the daemon a new one every minute (Dagster reloads its workspace), each
+    # loading the whole location (the dbt manifest and its 200 nodes) again: five or six loads in this package.
+    # (`dagster code-server start` would put a proxy process in front of the same server: 8 CPU-s more here.)
+    # the location the repository's workspace.yaml names (which `dagster dev` and `dataops ui` load), served
+    (entry,) = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())["load_from"]
+    location = entry["python_module"]
+    workspace = root / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n"
+        "  - grpc_server:\n"
+        "      host: 127.0.0.1\n"
+        f"      port: {code_port}\n"
+        f"      location_name: {location['location_name']}\n"
+    )
+    code_log = logs / "code-server.log"
+    code_server = subprocess.Popen(
+        [
+            *(str(BIN / "dagster"), "api", "grpc", "-m", location["module_name"]),
+            *("-d", str(PROJECT_ROOT / location["working_directory"]), "--location-name", location["location_name"]),
+            *("-h", "127.0.0.1", "-p", str(code_port)),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=code_log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the run workers it spawns are stopped with it
+    )
+    try:
+        wait_for(
+            lambda: "Started Dagster code server" in code_log.read_text() or code_server.poll() is not None,
+            180,
+            "the code server to load the code location",
+            interval=1,
+        )
+        assert code_server.poll() is None, code_log.read_text()[-3000:]
+    except BaseException:
+        _stop_group(code_server)
+        crm.stop()
+        raise
     processes = [
         subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+            [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=(logs / "webserver.log").open("w"),
             stderr=subprocess.STDOUT,
         ),
         subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=(logs / "daemon.log").open("w"),
@@ -130,4 +173,17 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        _stop_group(code_server)
         crm.stop()
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in a session of its own, and every process of its group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
