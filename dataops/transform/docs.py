@@ -8,6 +8,7 @@ run holds that file, the site is generated without it and says so.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ def generate_docs(settings: Settings) -> Site:
     registry = load_registry()
     start = parse_to_start_from(settings, DBT_PROJECT_DIR, registry)
     if start is not None and not (folder / PARTIAL_PARSE).exists():
-        shutil.copyfile(start, folder / PARTIAL_PARSE)
+        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile by another command: a whole parse
+            shutil.copyfile(start, folder / PARTIAL_PARSE)
     target = ["--target-path", str(folder)]
     result = run_dbt(["docs", "generate", *target], settings, registry)
     if result.success:

@@ -109,7 +109,12 @@ def _keep_parse(parsed: Path, settings: Settings, project_dir: Path, registry: R
 
 
 def _keep_newest(paths: Iterable[Path], keep: int) -> None:
-    for old in sorted(paths, key=lambda path: path.stat().st_mtime)[:-keep]:
+    """Delete all but the ``keep`` newest; another process may be deleting the same files meanwhile."""
+    times = {}
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            times[path] = path.stat().st_mtime
+    for old in sorted(times, key=times.__getitem__)[:-keep]:
         old.unlink(missing_ok=True)
 
 

@@ -25,6 +25,7 @@ from dataops.transform.build_stamp import build_inputs, built_from, forget_build
 from dataops.transform.project import dbt_environment
 from dataops.transform.runner import (
     PARTIAL_PARSE,
+    _keep_newest,
     keep_run_target,
     run_dbt,
     run_target,
@@ -129,6 +130,16 @@ def test_each_registry_version_starts_from_the_parse_made_under_it(tmp_path: Pat
     assert run(here, adopted, b"adopted again") == b"adopted"  # the roll back: this data directory's own
     with shared_target(Settings.from_env(tmp_path / "new"), project, proposed) as target:
         assert (target / PARTIAL_PARSE).read_bytes() == b"proposed, here"
+
+
+def test_the_newest_parses_are_kept_while_another_process_prunes_the_same_ones(tmp_path: Path) -> None:
+    parses = [tmp_path / f"partial_parse-{n}.msgpack" for n in range(4)]
+    for age, path in enumerate(parses):
+        path.write_bytes(b"parse")
+        os.utime(path, (age, age))
+    gone = tmp_path / "partial_parse-pruned.msgpack"  # listed, then deleted by another process before its time
+    _keep_newest([gone, *parses], keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["partial_parse-2.msgpack", "partial_parse-3.msgpack"]
 
 
 def test_a_parse_made_in_another_checkout_of_the_project_is_not_reused(tmp_path: Path) -> None:
