@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings
+from dataops.governance.definition_versions import adopted_registry
 from dataops.transform.runner import PARTIAL_PARSE, parse_to_start_from, run_dbt
-from registry.loader import load_registry
 
 # What the site is made of: the page, and the two files it loads.
 SITE_FILES = ("index.html", "manifest.json", "catalog.json")
@@ -39,10 +39,11 @@ def generate_docs(settings: Settings) -> Site:
     """``dbt docs generate`` for this data directory; without the warehouse's catalog if a run holds it."""
     folder = docs_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    # the site's first parse starts from the last one under these vars, as a run's does (dbt checks it first)
-    registry = load_registry()
+    # the definitions this data directory adopted, as its runs build them; the site's parse starts from the
+    # last one made under them, as a run's does (dbt checks it first)
+    registry = adopted_registry(settings)
     start = parse_to_start_from(settings, DBT_PROJECT_DIR, registry)
-    if start is not None and not (folder / PARTIAL_PARSE).exists():
+    if start is not None:
         with contextlib.suppress(FileNotFoundError):  # pruned meanwhile by another command: a whole parse
             shutil.copyfile(start, folder / PARTIAL_PARSE)
     target = ["--target-path", str(folder)]
@@ -52,9 +53,9 @@ def generate_docs(settings: Settings) -> Site:
     if "lock" in result.output.lower():
         # A run is writing the build warehouse. Parsing needs no database, and the site without compiling
         # nor reading the warehouse still has every description, test, owner and the lineage.
-        result = run_dbt(["parse", *target], settings)
+        result = run_dbt(["parse", *target], settings, registry)
         if result.success:
-            result = run_dbt(["docs", "generate", *target, "--empty-catalog", "--no-compile"], settings)
+            result = run_dbt(["docs", "generate", *target, "--empty-catalog", "--no-compile"], settings, registry)
             if result.success:
                 return Site(folder, with_catalog=False)
     raise DocsError(f"dbt docs generate failed:\n{result.output[-3000:]}")

@@ -63,7 +63,7 @@ def parse_key(registry: Registry) -> str:
     """What a parse is kept under besides the checkout: dbt reuses a parse only under the vars it was made
     with, and the vars follow the registry's version, so each version keeps its own (a proposal's build, then
     the adoption's and the next daily run's, or a roll back, each start from the parse made under theirs)."""
-    return hashlib.sha256(registry_vars(registry).encode()).hexdigest()[:12]
+    return hashlib.sha256(f"{engine()}\n{registry_vars(registry)}".encode()).hexdigest()[:12]
 
 
 def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None = None) -> Path:
@@ -104,7 +104,8 @@ def _keep_parse(parsed: Path, settings: Settings, project_dir: Path, registry: R
     with contextlib.suppress(OSError):
         shared_parse(project_dir).parent.mkdir(parents=True, exist_ok=True)
         _copy_atomically(parsed, shared_parse(project_dir, registry))
-        _copy_atomically(parsed, shared_parse(project_dir))
+        if parsed != shared_parse(project_dir):  # a command in the shared target left it there already
+            _copy_atomically(parsed, shared_parse(project_dir))
         _keep_newest(shared_parse(project_dir).parent.glob("partial_parse-*.msgpack"), KEEP_PARSES)
 
 
@@ -256,7 +257,8 @@ def run_dbt(
     """Run dbt to completion with the registry vars and the platform's environment.
 
     ``in_process`` (dbtRunner, then the adapter's connections are dropped) saves the start-up seconds where
-    many small runs follow each other, as in tests. ``target`` is dbt's target folder (the project's
+    many small runs follow each other, as in tests; it changes the process's working directory for the
+    command, so one thread at a time. ``target`` is dbt's target folder (the project's
     ``target/`` if None).
     """
     registry = registry or load_registry()
@@ -289,10 +291,12 @@ def _run_in_process(
     from dbt.cli.main import dbtRunner
 
     cwd = working_directory(settings)
-    with environ(_dbt_values(settings, limits, window)), contextlib.chdir(cwd or Path.cwd()):
-        result = dbtRunner().invoke(args)
-    DuckDBConnectionManager.close_all_connections()  # release the warehouse file for the caller
-    gc.collect()
+    try:
+        with environ(_dbt_values(settings, limits, window)), contextlib.chdir(cwd or Path.cwd()):
+            result = dbtRunner().invoke(args)
+    finally:  # release the warehouse file for the caller, and never hand its handle to the next directory's
+        DuckDBConnectionManager.close_all_connections()
+        gc.collect()
     return bool(result.success), str(result.exception or "")
 
 

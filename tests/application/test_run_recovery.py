@@ -110,7 +110,8 @@ def kill_during(case: Case, step: str, signum: int) -> tuple[int, str]:
     return process.returncode, output + errors
 
 
-# SIGKILL in each kind of step: the raw load (DuckDB writes), dbt (a child process holding the warehouse) and
+# SIGKILL in each kind of step: the raw load (DuckDB writes), dbt (killed at the step's start: its child is the
+# run's waiting dataops-dbt, not yet building; a kill while dbt writes the warehouse is not covered here) and
 # publishing (the analysts' file swapped): nothing of the killed process cleans up, the next run must. SIGINT
 # where its handling differs: in dbt (the step must stop its dbt child before the run ends) and in publishing
 # (an in-process step writing DuckDB, with the swap's own cleanup). SIGINT in the raw load would add nothing:

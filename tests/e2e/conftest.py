@@ -89,7 +89,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     port, code_port = free_port(), free_port()
     logs = root / "logs"
     logs.mkdir()
-    # The code location as its own gRPC server, as a deployment runs it (docs/deployment.md), with the webserver and
+    # The code location as its own gRPC server (`dagster api grpc`; a deployment runs it as a service too, through
+    # `dagster code-server start`: docs/deployment.md), with the webserver and
     # the daemon pointed at it: one load of the definitions for both. With the repository's workspace.yaml each
     # starts a code server of its own, and the daemon a new one every minute (Dagster reloads its workspace), each
     # loading the whole location (the dbt manifest and its 200 nodes) again: five or six loads in this package.

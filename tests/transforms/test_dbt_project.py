@@ -40,7 +40,8 @@ def tested(built: Path) -> DbtResult:
 def of_kind(result: DbtResult, unit: bool) -> DbtResult:
     """The results of the unit tests only, or of every other node (the data tests, the on-run-end hook)."""
     nodes = [r for r in result.results if r["unique_id"].startswith("unit_test.") == unit]
-    return DbtResult(success=result.success, output=result.output, results=nodes)
+    passed = all(r["status"] in {"pass", "success"} for r in nodes)  # its own nodes, not the other kind's
+    return DbtResult(success=passed and bool(nodes), output=result.output, results=nodes)
 
 
 def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(tested: DbtResult) -> None:
