@@ -22,13 +22,14 @@ def docs_serve(
 ) -> None:
     """Generate the dbt documentation for this data directory and serve it on loopback."""
     from application.docs_site import docs_site
+    from dataops.governance.definition_versions import adopted_registry
     from dataops.transform.docs import DocsError, docs_dir, generate_docs
 
     paths = settings()
     if generate:
         console.print("generating the documentation (dbt docs generate)…")
         try:
-            site = generate_docs(paths)
+            site = generate_docs(paths, adopted_registry(paths))
         except DocsError as exc:
             raise fail(str(exc)) from None
         if not site.with_catalog:

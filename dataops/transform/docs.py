@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings
-from dataops.governance.definition_versions import adopted_registry
 from dataops.transform.runner import PARTIAL_PARSE, parse_to_start_from, run_dbt
+from registry.loader import Registry, load_registry
 
 # What the site is made of: the page, and the two files it loads.
 SITE_FILES = ("index.html", "manifest.json", "catalog.json")
@@ -35,13 +35,13 @@ def docs_dir(settings: Settings) -> Path:
     return settings.data_dir / "dbt_docs"
 
 
-def generate_docs(settings: Settings) -> Site:
+def generate_docs(settings: Settings, registry: Registry | None = None) -> Site:
     """``dbt docs generate`` for this data directory; without the warehouse's catalog if a run holds it."""
     folder = docs_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    # the definitions this data directory adopted, as its runs build them; the site's parse starts from the
-    # last one made under them, as a run's does (dbt checks it first)
-    registry = adopted_registry(settings)
+    # the definitions the caller names (the data directory's adopted ones, as its runs build them); the site's
+    # parse starts from the last one made under them, as a run's does (dbt checks it first)
+    registry = registry or load_registry()
     start = parse_to_start_from(settings, DBT_PROJECT_DIR, registry)
     if start is not None:
         with contextlib.suppress(FileNotFoundError):  # pruned meanwhile by another command: a whole parse
