@@ -86,12 +86,14 @@ def shared_parse(project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None 
 
 
 def parse_to_start_from(settings: Settings, project_dir: Path, registry: Registry) -> Path | None:
-    """The data directory's own parse under these vars, else the checkout's under them, else its last."""
-    candidates = (
-        warm_parse(settings, project_dir, registry),
-        shared_parse(project_dir, registry),
-        shared_parse(project_dir),
-    )
+    """The data directory's own parse under these vars, else the checkout's (``checkout_parse``)."""
+    warm = warm_parse(settings, project_dir, registry)
+    return warm if warm.exists() else checkout_parse(project_dir, registry)
+
+
+def checkout_parse(project_dir: Path, registry: Registry) -> Path | None:
+    """The checkout's parse under these vars, else its last (any vars: dbt checks them), else none."""
+    candidates = (shared_parse(project_dir, registry), shared_parse(project_dir))
     return next((path for path in candidates if path.exists()), None)
 
 
@@ -315,15 +317,15 @@ def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_P
         # parsed aside, then swapped in: a process reading the manifest without the lock sees a whole one
         aside = manifest.with_name(f".parse-{os.getpid()}")
         aside.mkdir(exist_ok=True)
-        keyed = shared_parse(project_dir, registry)
-        start = keyed if keyed.exists() else manifest.parent / PARTIAL_PARSE
-        with contextlib.suppress(FileNotFoundError):  # none yet: dbt parses the whole project
-            shutil.copyfile(start, aside / PARTIAL_PARSE)
+        start = checkout_parse(project_dir, registry)  # it has no data directory of its own
+        if start is not None:
+            with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: dbt parses the whole project
+                shutil.copyfile(start, aside / PARTIAL_PARSE)
         try:
             result = run_dbt(["parse"], Settings.from_env(), registry, target=aside)
             if result.success:
                 if (aside / PARTIAL_PARSE).exists():
-                    _copy_atomically(aside / PARTIAL_PARSE, keyed)
+                    _copy_atomically(aside / PARTIAL_PARSE, shared_parse(project_dir, registry))
                     os.replace(aside / PARTIAL_PARSE, manifest.parent / PARTIAL_PARSE)
                 os.replace(aside / "manifest.json", manifest)
         finally:
