@@ -89,13 +89,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     port, code_port = free_port(), free_port()
     logs = root / "logs"
     logs.mkdir()
-    # The code location as its own gRPC server (`dagster api grpc`; a deployment runs it as a service too, through
-    # `dagster code-server start`: docs/deployment.md), with the webserver and
-    # the daemon pointed at it: one load of the definitions for both. With the repository's workspace.yaml each
-    # starts a code server of its own, and the daemon a new one every minute (Dagster reloads its workspace), each
-    # loading the whole location (the dbt manifest and its 200 nodes) again: five or six loads in this package.
-    # (`dagster code-server start` would put a proxy process in front of the same server: 8 CPU-s more here.)
-    # the location the repository's workspace.yaml names (which `dagster dev` and `dataops ui` load), served
+    # The code location as its own gRPC server (`dagster api grpc`, the location the repository's workspace.yaml
+    # names), with the webserver and the daemon pointed at it: one load of the definitions for both. With
+    # workspace.yaml itself each starts a code server of its own, and the daemon a new one every minute (Dagster
+    # reloads its workspace), each loading the whole location again: five or six loads in this package. A
+    # deployment runs `dagster code-server start` (docs/deployment.md), a proxy in front of the same server: 8 CPU-s
+    # more here.
     (entry,) = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())["load_from"]
     location = entry["python_module"]
     workspace = root / "workspace.yaml"
