@@ -96,7 +96,6 @@ def add_bulk_routes(app: FastAPI, db_path: Path, canonical: Any, records_per_fil
     """Register the bulk export endpoints on the CRM's app (``canonical`` reads the window's timestamps as
     the list endpoint does)."""
     jobs: dict[str, BulkJob] = {}
-    root = Path(tempfile.mkdtemp(prefix="mock-crm-bulk-"))
     lock = threading.Lock()
 
     def job_of(job_id: str) -> BulkJob:
@@ -113,8 +112,9 @@ def add_bulk_routes(app: FastAPI, db_path: Path, canonical: Any, records_per_fil
             raise HTTPException(404, detail=f"unknown object {obj!r}; objects: {sorted(store.OBJECTS)}")
         since, until = body.get("updated_since"), body.get("updated_until")
         job_id = uuid.uuid4().hex
-        folder = root / job_id
-        folder.mkdir(parents=True)
+        # a folder of the job's own, which its deletion removes: nothing is left behind by a client that deletes
+        # its jobs (a folder shared by the app's jobs outlived every app: one per test that started a CRM)
+        folder = Path(tempfile.mkdtemp(prefix=f"mock-crm-bulk-{job_id[:8]}-"))
         job = BulkJob(
             job_id,
             obj,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -52,8 +53,11 @@ def test_a_range_lands_one_immutable_version_per_table_and_run(fresh: Sources) -
     assert lake.newest(root, "crm", "leads", START) == after[0]
 
 
-def test_the_crm_bulk_export_gives_exactly_the_records_of_its_pages(simulated: Path) -> None:
+def test_the_crm_bulk_export_gives_exactly_the_records_of_its_pages(
+    simulated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(simulated)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the mock CRM keeps its jobs' result files
     # small result files, so that an export comes back as several
     with start_in_thread(settings.crm_db, rate_per_second=1000, burst=1000, bulk_records_per_file=150) as crm:
         paged = CrmExtractor(crm.url, crm.token, page_size=200, policy=FAST, bulk_from_days=10_000)
@@ -64,6 +68,7 @@ def test_the_crm_bulk_export_gives_exactly_the_records_of_its_pages(simulated: P
             assert in_bulk.columns == by_pages.columns and in_bulk.equals(by_pages), table
         for table in OBJECTS:  # an empty window is empty either way
             assert bulk.extract(table, END + dt.timedelta(days=400), END + dt.timedelta(days=401)).height == 0
+    assert list(tmp_path.iterdir()) == []  # every job the extractor deleted left nothing behind
 
 
 def test_a_truncated_bulk_file_is_fetched_again(simulated: Path) -> None:
