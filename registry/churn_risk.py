@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from registry import REGISTRY_DIR
+from registry.loader import read_yaml
 
 CHURN_RISK_FILE = REGISTRY_DIR / "churn_risk.yaml"
 
@@ -53,7 +52,7 @@ class ChurnRiskRules:
 
 
 def load_churn_risk(path: Path = CHURN_RISK_FILE) -> ChurnRiskRules:
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path)
     try:
         bands = tuple(Band(str(b["name"]), float(b["at_least"])) for b in data["bands"])
         actions = tuple(

@@ -242,13 +242,18 @@ def _get(data: dict[str, Any], dotted: str, kind: type, path: Path) -> Any:
     return node
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's contents, read with libyaml's safe loader when PyYAML has it (the same documents, ten times
+    faster than the pure-Python one: every definitions load reads the registry, the policy and each domain)."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def load_registry(path: str | Path | None = None) -> Registry:
     """Read and validate the registry: the given file, else ``DATAOPS_REGISTRY``, else the committed one."""
     reg_path = Path(path) if path else Path(os.environ.get("DATAOPS_REGISTRY") or ENTERPRISE_FILE)
     if not reg_path.exists():
         raise RegistryError(f"registry file not found: {reg_path}")
-    # libyaml's safe loader when PyYAML has it: ten times faster, and every check and step reads the registry
-    data = yaml.load(reg_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    data = read_yaml(reg_path)
     if not isinstance(data, dict):
         raise RegistryError(f"{reg_path}: expected a mapping at the top level")
     return registry_from_data(data, reg_path)
@@ -482,7 +487,7 @@ def domain_notes(folder: Path = DOMAINS_DIR) -> dict[str, list[DomainNote]]:
     """What each domain team wrote about datasets, from the one file per domain it owns."""
     out: dict[str, list[DomainNote]] = {}
     for path in sorted(folder.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path) or {}
         for dataset, note in (data.get("datasets") or {}).items():
             out.setdefault(dataset, []).append(
                 DomainNote(
@@ -501,6 +506,6 @@ def domain_owners(folder: Path = DOMAINS_DIR) -> dict[str, str]:
     """Each domain's owning team, from its file: the owner of every dataset whose meta names the domain."""
     owners: dict[str, str] = {}
     for path in sorted(folder.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path) or {}
         owners[str(data.get("domain", path.stem))] = str(data.get("owner", ""))
     return owners

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from registry.loader import (
     FIRST_DAY,
     LAST_DAY,
@@ -27,6 +25,7 @@ from registry.loader import (
     Registry,
     RegistryError,
     load_registry,
+    read_yaml,
     registry_from_data,
 )
 
@@ -140,7 +139,7 @@ def read_change(path: str | Path) -> DefinitionChange:
     path = Path(path)
     if not path.exists():
         raise RegistryError(f"definition change not found: {path}")
-    return change_from_data(yaml.safe_load(path.read_text()), str(path))
+    return change_from_data(read_yaml(path), str(path))
 
 
 def _assign(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:

@@ -23,7 +23,7 @@ import yaml
 from dataops.core.settings import Settings
 from dataops.governance.policy import Policy
 from dataops.governance.users import list_users
-from registry.loader import Registry, load_registry
+from registry.loader import Registry, load_registry, read_yaml
 from registry.versions import DefinitionChange, change_from_data, owners_of, registry_at, version_number
 
 
@@ -47,7 +47,7 @@ def recorded_changes(settings: Settings) -> list[DefinitionChange]:
     """The changes this data directory was shown (``dataops definitions propose``), in version order."""
     folder = changes_dir(settings)
     paths = sorted(folder.glob("v*.yaml"), key=lambda p: version_number(p.stem)) if folder.exists() else []
-    return [change_from_data(yaml.safe_load(p.read_text()), str(p)) for p in paths]
+    return [change_from_data(read_yaml(p), str(p)) for p in paths]
 
 
 def record_change(settings: Settings, change: DefinitionChange) -> Path:

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dataops.core.settings import trusted_env
 from registry import POLICY_FILE
+from registry.loader import read_yaml
 
 POLICY_PATH = POLICY_FILE
 
@@ -110,7 +109,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     """Read and check the policy (see :func:`policy_path` for which file)."""
     source = policy_path(path)
     try:
-        data = yaml.safe_load(source.read_text())
+        data = read_yaml(source)
     except FileNotFoundError:
         raise PolicyError(f"policy file not found: {source}") from None
     roles = tuple(data.get("roles") or {})

@@ -29,6 +29,7 @@ import yaml
 
 from dataops.core.settings import Settings, account_name, caller_uid
 from dataops.governance.policy import Policy, ServerLimits
+from registry.loader import read_yaml
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_\-]{20,200}")  # what secrets.token_urlsafe gives, with margin
 
@@ -66,7 +67,7 @@ def _digest(token: str) -> str:
 def _load(path: Path) -> dict[str, dict[str, object]]:
     if not path.exists():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path) or {}
     return dict(data.get("users") or {})
 
 

@@ -40,13 +40,12 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import yaml
 
 from dataops.core.settings import Settings, trusted_env
 from dataops.ingest import lake
 from quality.contracts.product import EVENT_TYPE_ALIASES, KNOWN_EVENT_TYPES, TIMESTAMP_FORMAT
 from registry import POLICY_FILE
-from registry.loader import Registry, load_registry
+from registry.loader import Registry, load_registry, read_yaml
 
 SYSTEM, TABLE = "product", "events"
 DEVICES, QUARANTINE, LEDGER = "event_devices", "event_quarantine", "event_ledger"
@@ -130,7 +129,7 @@ def scrub_rules() -> list[tuple[str, str, str]]:
     The policy file in force is the one the gateway reads (``DATAOPS_POLICY`` for the platform's account).
     """
     path = Path(trusted_env("DATAOPS_POLICY") or POLICY_FILE)
-    rules = (yaml.safe_load(path.read_text()).get("event_properties") or {}).get("scrub") or {}
+    rules = (read_yaml(path).get("event_properties") or {}).get("scrub") or {}
     out = []
     for name, rule in rules.items():
         pattern, replacement = str(rule["pattern"]), str(rule["replacement"])

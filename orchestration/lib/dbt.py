@@ -58,16 +58,29 @@ def translator() -> EnterpriseModelTranslator:
 
 
 def published_model_keys(project: DbtProject | None = None) -> list[dg.AssetKey]:
-    """The assets of the models analysts get (schemas marts and kpis): what publishing waits for."""
+    """The assets of the models analysts get (schemas marts and kpis): what publishing waits for.
+
+    Kept per version of the manifest file: the gate and publishing each ask while the definitions load, a code
+    server loads them again and again, and the answer takes reading the whole manifest.
+    """
     project = project or dbt_project()
-    manifest = load_manifest(project.manifest_path)  # read again if caught half written by a dbt command
-    models = translator()  # one for all: building one reads the policy and every domain's notes
-    keys = [
-        models.get_asset_spec(manifest, uid, project).key
-        for uid, node in manifest["nodes"].items()
-        if node["resource_type"] == "model" and node["config"].get("schema") in PUBLISHED_SCHEMAS
-    ]
-    return sorted(keys, key=lambda k: k.to_user_string())
+    path = Path(project.manifest_path)
+    found = path.stat()
+    version = (str(path), found.st_ino, found.st_mtime_ns, found.st_size)
+    if version not in _PUBLISHED_KEYS:
+        manifest = load_manifest(path)  # read again if caught half written by a dbt command
+        models = translator()  # one for all: building one reads the policy and every domain's notes
+        keys = [
+            models.get_asset_spec(manifest, uid, project).key
+            for uid, node in manifest["nodes"].items()
+            if node["resource_type"] == "model" and node["config"].get("schema") in PUBLISHED_SCHEMAS
+        ]
+        _PUBLISHED_KEYS.clear()  # the newest manifest's only
+        _PUBLISHED_KEYS[version] = tuple(sorted(keys, key=lambda k: k.to_user_string()))
+    return list(_PUBLISHED_KEYS[version])
+
+
+_PUBLISHED_KEYS: dict[tuple[str, int, int, int], tuple[dg.AssetKey, ...]] = {}
 
 
 def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_dbt import DbtProject
 
+from dataops.core.settings import DBT_PROJECT_DIR
 from dataops.transform.runner import WaitingDbt
 from orchestration.definitions import defs
+from orchestration.lib import dbt as dbt_lib
 from orchestration.lib import resources
-from orchestration.lib.dbt import PROGRESS_EVERY, BuildProgress
+from orchestration.lib.dbt import PROGRESS_EVERY, BuildProgress, dbt_project
 from orchestration.lib.resources import DbtProcessResource
 from quality.contracts import CONTRACTS
 from tests.pipeline import environment
@@ -204,3 +209,27 @@ def test_a_run_starts_dbt_early_only_for_a_dbt_step_and_ends_it_when_the_step_do
     fail = True
     assert not run(load, dbt_step) and len(started) == 2
     assert started[-1].process.poll() is not None  # ended with the failed run
+
+
+def test_what_publishing_waits_for_is_read_once_per_version_of_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate and publishing both ask while the definitions load: the second asks the same manifest, which is
+    not read again; a manifest dbt rewrote is."""
+    manifest = json.loads(Path(dbt_project().manifest_path).read_text())
+    shutil.copy(DBT_PROJECT_DIR / "dbt_project.yml", tmp_path)
+    project = DbtProject(project_dir=tmp_path, profiles_dir=DBT_PROJECT_DIR)
+    written = Path(project.manifest_path)
+    written.parent.mkdir()
+    written.write_text(json.dumps(manifest))
+    reads: list[Path] = []
+    real = dbt_lib.load_manifest
+    monkeypatch.setattr(dbt_lib, "load_manifest", lambda path: reads.append(path) or real(path))
+    first = dbt_lib.published_model_keys(project)
+    kpi_daily = dg.AssetKey(["kpis", "kpi_daily"])
+    assert kpi_daily in first
+    assert dbt_lib.published_model_keys(project) == first and len(reads) == 1  # the same file: not read again
+    manifest["nodes"]["model.dataops.kpi_daily"]["config"]["schema"] = "intermediate"  # no longer published
+    written.write_text(json.dumps(manifest))  # as dbt writes it: a new version of the file
+    assert dbt_lib.published_model_keys(project) == [key for key in first if key != kpi_daily]
+    assert len(reads) == 2
