@@ -20,7 +20,7 @@ import yaml
 
 from application.runs import dagster_home
 from dataops.core.settings import PROJECT_ROOT, Settings
-from source_systems.crm.server import start_in_thread
+from source_systems.crm.server import RunningServer, start_in_thread
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 from tests.local import free_port
@@ -127,27 +127,17 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         )
         assert code_server.poll() is None, code_log.read_text()[-3000:]
     except BaseException:
-        _stop_group(code_server)
-        crm.stop()
+        _stop([], code_server, crm)
         raise
-    processes = [
-        subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=(logs / "webserver.log").open("w"),
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=(logs / "daemon.log").open("w"),
-            stderr=subprocess.STDOUT,
-        ),
-    ]
+    processes: list[subprocess.Popen[bytes]] = []
     url = f"http://127.0.0.1:{port}"
-    try:
+    try:  # whatever fails from here, nothing started is left behind: the code server and its runs, the CRM
+        for command, log in (
+            ([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)], "webserver"),
+            ([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], "daemon"),
+        ):
+            out = (logs / f"{log}.log").open("w")
+            processes.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
 
         def loaded() -> bool:
             try:
@@ -166,15 +156,20 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         wait_for(loaded, 180, "the webserver to load the code location", interval=2)
         yield Services(url, root, logs, env)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        _stop_group(code_server)
-        crm.stop()
+        _stop(processes, code_server, crm)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], code_server: subprocess.Popen[bytes], crm: RunningServer) -> None:
+    """The webserver and the daemon, then the code server with the runs it started, then the CRM."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    _stop_group(code_server)
+    crm.stop()
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
