@@ -8,9 +8,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from dataops.core.collector import collect_less_often
 from dataops.core.settings import Settings, secure_data_dir
 from orchestration.lib.names import ANALYTICS_KEY, KPI_KEYS
 from registry.loader import load_registry
+
+# the code location's processes (its code server, each run's worker) are the platform's: dataops/core/collector.py
+collect_less_often()
 
 
 @dg.definitions

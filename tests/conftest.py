@@ -9,12 +9,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from dataops.core.collector import collect_less_often
 from dataops.core.settings import Settings
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 
 if TYPE_CHECKING:
     from tests.published import LateRun, Published
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process (each xdist worker) collects reference cycles as the platform's processes do: the
+    pipelines, dbt commands and runs the tests start in process pay what a `dataops` command pays."""
+    collect_less_often()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from application.cli import definitions, demo, docs, egress, governance, lake, model, operate, sources, transform
+from dataops.core.collector import collect_less_often
+
+collect_less_often()  # every command's process, before its work (dataops/core/collector.py)
 
 app = typer.Typer(
     name="dataops",

@@ -30,6 +30,8 @@ import sys
 import time
 from types import FrameType
 
+from dataops.core.collector import collect_less_often
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WAIT_FOR_COMMAND = "--wait-for-command"  # the one argument of dataops-dbt's own, never dbt's
 # dbt's command line and what a build imports beyond it (docs/decisions/0092)
@@ -38,6 +40,7 @@ PREPARED = ("dbt.cli.main", "dbt.task.build", "dbt.compilation", "dbt.parser.sql
 
 def main() -> None:
     _end_with_parent()
+    collect_less_often()  # before dbt's imports, parse and run (dataops/core/collector.py)
     args = sys.argv[1:]
     if args == [WAIT_FOR_COMMAND]:
         args = wait_for_command()
