@@ -19,7 +19,7 @@ from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate
 from tests.pipeline import extractors, ingest_days, tables
 
-# One test of about 45 CPU-s: a group of its own, so that the workers start it among the long ones (tests/conftest.py)
+# One test of about 60 CPU-s: a group of its own, so that the workers start it among the long ones (tests/conftest.py)
 pytestmark = pytest.mark.xdist_group("incremental")
 
 # Starts mid-January so January closes (5th business day of February, Feb 7) inside the window and its late
