@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from dataops.core.settings import Settings
+from dataops.core.warehouse import held_open
 from dataops.ingest.connectors import Extractor
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
@@ -49,11 +50,15 @@ def ingest_all(
     options: IngestOptions | None = None,
     policy: RetryPolicy = FAST,
 ) -> dict[str, IngestReport]:
+    """Every table, as a build run loads them: the warehouse held open for all (each table still has its own
+    connection and transaction), not opened and checkpointed once per table."""
     extractors = sources.extractors(policy)
-    return {
-        name: ingest(sources.settings, c, extractors[c.system], start, end, options=options)
-        for name, c in CONTRACTS.items()
-    }
+    limits = (options or IngestOptions()).limits
+    with held_open(sources.settings.build_db, limits):
+        return {
+            name: ingest(sources.settings, c, extractors[c.system], start, end, options=options)
+            for name, c in CONTRACTS.items()
+        }
 
 
 def snapshot(build_db: Path) -> dict[str, list[tuple[object, ...]]]:

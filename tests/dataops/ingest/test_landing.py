@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import connect
+from dataops.core.warehouse import connect, held_open
 from dataops.ingest import lake
 from dataops.ingest.connectors import days
 from dataops.ingest.connectors.crm import CrmExtractor
@@ -33,9 +33,10 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
 
 
-def test_a_range_lands_one_immutable_version_per_table_and_run(fresh: Sources) -> None:
+def test_a_range_lands_one_immutable_version_per_table_and_run(ingested_copy: Sources) -> None:
+    """The baseline's one run over the 30 days (a copy of it: the same sources ingested by ``ingest_all``)."""
+    fresh = ingested_copy
     root = fresh.settings.lake_dir
-    ingest_all(fresh)
     first = {c.name: lake.all_versions(root, c.system, c.table) for c in CONTRACTS.values()}
     assert all(len(found) == 1 for found in first.values()), first  # one version of each table for 30 days
     leads = first["crm.leads"][0]
@@ -87,9 +88,10 @@ def test_landing_and_loading_apart_load_each_landed_version_once(baseline: Sourc
     for contract in CONTRACTS.values():  # the landing run: the lake only
         land(fresh.settings, contract, extractors[contract.system], START, END)
     assert not fresh.settings.build_db.exists()
-    for contract in CONTRACTS.values():  # the build run, which knows no dates: whatever was landed
-        report = load_pending(fresh.settings, contract)
-        assert report is not None and (report.start, report.end) == (START, END), contract.name
+    with held_open(fresh.settings.build_db):  # the build run, which knows no dates: whatever was landed
+        for contract in CONTRACTS.values():  # (the warehouse held open for all tables, as the build run does)
+            report = load_pending(fresh.settings, contract)
+            assert report is not None and (report.start, report.end) == (START, END), contract.name
     assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
     assert all(load_pending(fresh.settings, c) is None for c in CONTRACTS.values())  # nothing new, nothing loaded
     with connect(fresh.settings.build_db) as conn:
@@ -112,22 +114,24 @@ def test_days_landed_out_of_order_load_around_the_day_not_landed_yet(baseline: S
     for start, end in ((START, gap - dt.timedelta(days=1)), (gap + dt.timedelta(days=1), gap + dt.timedelta(days=5))):
         for contract in CONTRACTS.values():
             land(fresh.settings, contract, extractors[contract.system], start, end)
-    for contract in CONTRACTS.values():
-        report = load_pending(fresh.settings, contract)
-        assert report is not None, contract.name
-        assert report.windows == [
-            (START, gap - dt.timedelta(days=1)),
-            (gap + dt.timedelta(days=1), START + dt.timedelta(days=8)),
-        ]
-        assert gap not in report.loaded_days
-    with connect(fresh.settings.build_db) as conn:
-        assert conn.execute("select count(*) from raw.crm__leads where _partition = ?", [gap]).fetchone() == (0,)
+    with held_open(fresh.settings.build_db):  # each build run holds the warehouse open for all its tables
+        for contract in CONTRACTS.values():
+            report = load_pending(fresh.settings, contract)
+            assert report is not None, contract.name
+            assert report.windows == [
+                (START, gap - dt.timedelta(days=1)),
+                (gap + dt.timedelta(days=1), START + dt.timedelta(days=8)),
+            ]
+            assert gap not in report.loaded_days
+        with connect(fresh.settings.build_db) as conn:
+            assert conn.execute("select count(*) from raw.crm__leads where _partition = ?", [gap]).fetchone() == (0,)
     for start, end in ((gap, gap), (gap + dt.timedelta(days=6), END)):
         for contract in CONTRACTS.values():
             land(fresh.settings, contract, extractors[contract.system], start, end)
-        for contract in CONTRACTS.values():
-            report = load_pending(fresh.settings, contract)
-            assert report is not None and report.windows == [(start, end)], contract.name
+        with held_open(fresh.settings.build_db):
+            for contract in CONTRACTS.values():
+                report = load_pending(fresh.settings, contract)
+                assert report is not None and report.windows == [(start, end)], contract.name
     assert snapshot(fresh.settings.build_db) == snapshot(baseline.settings.build_db)
 
 

@@ -38,7 +38,7 @@ def _header(settings: Settings, day: dt.date) -> list[str]:
 def test_any_simulated_window_ingests_through_the_contract(start: dt.date, tmp_path: Path) -> None:
     settings = Settings(tmp_path)
     end = start + dt.timedelta(days=DAYS - 1)
-    simulate(settings.sources_dir, end, SimConfig(seed=3, scale=0.02, start=start))
+    simulate(settings.sources_dir, end, SimConfig(seed=3, scale=0.02, start=start, product_events=False))
     for day in (start + dt.timedelta(days=i) for i in range(DAYS)):
         header = _header(settings, day)
         renamed = day >= RELEASE
