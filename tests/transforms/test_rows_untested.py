@@ -15,9 +15,14 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.transform.runner import DbtResult, run_dbt
-from tests.transforms.test_incremental_staging import LAST, copy_of, scalar
+from tests.transforms.test_incremental_staging import (
+    LAST,
+    copy_of,
+    frozen_heap,  # noqa: F401 (a fixture)
+    scalar,
+)
 
-pytestmark = pytest.mark.xdist_group("built")
+pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
 
 LEADS = ("stg_crm__leads", "stg_crm__lead_changes")
 UNIQUE = "unique_stg_crm__lead_changes_lead_change_id"
