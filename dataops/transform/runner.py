@@ -270,7 +270,9 @@ def run_dbt(
         if target is None and "--target-path" not in args:  # dbt's target is the project's target/
             held.enter_context(shared_target(settings, registry=registry))
         if in_process and engine() == "duckdb":  # a local Spark would stay behind in this process
-            success, output = _run_in_process(full[1:], settings, limits, window)
+            success, output, results = _run_in_process(full[1:], settings, limits, window)
+            if results is not None:
+                return DbtResult(success=success, output=output, results=results)
         else:
             env = process_environment(settings, limits, window)
             cwd = working_directory(settings)
@@ -283,13 +285,18 @@ def run_dbt(
 
 def _run_in_process(
     args: list[str], settings: Settings, limits: Limits | None, window: tuple[str, str] | None
-) -> tuple[bool, str]:
+) -> tuple[bool, str, list[dict[str, Any]] | None]:
     """dbt in this process, in the directory and environment a subprocess would have: its profile then
     names the warehouse as every other invocation's does, so the parse they left holds (a profile naming the
-    warehouse by its absolute path is another profile to dbt, which parses the whole project again)."""
+    warehouse by its absolute path is another profile to dbt, which parses the whole project again).
+
+    Also returns the nodes' results as ``run_results.json`` holds them, from dbt's result in memory (None for
+    a command without any): a caller that reads them can pass ``--no-write-json``, which spares writing the
+    manifest twice per command."""
     import gc
 
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt.artifacts.schemas.run import RunExecutionResult, RunResultsArtifact
     from dbt.cli.main import dbtRunner
 
     cwd = working_directory(settings)
@@ -299,7 +306,17 @@ def _run_in_process(
     finally:  # release the warehouse file for the caller, and never hand its handle to the next directory's
         DuckDBConnectionManager.close_all_connections()
         gc.collect()
-    return bool(result.success), str(result.exception or "")
+    executed = result.result
+    results = None
+    if isinstance(executed, RunExecutionResult):
+        artifact = RunResultsArtifact.from_execution_results(
+            results=executed.results,
+            elapsed_time=executed.elapsed_time,
+            generated_at=executed.generated_at,
+            args=executed.args,
+        )
+        results = artifact.to_dict(omit_none=False)["results"]
+    return bool(result.success), str(result.exception or ""), results
 
 
 def prepare_manifest(registry: Registry | None = None, project_dir: Path = DBT_PROJECT_DIR) -> Path:

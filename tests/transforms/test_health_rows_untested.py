@@ -15,19 +15,24 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.transform.runner import DbtResult, run_dbt
-from tests.transforms.test_incremental_staging import LAST, copy_of, scalar
+from tests.transforms.test_incremental_staging import (
+    LAST,
+    copy_of,
+    frozen_heap,  # noqa: F401 (a fixture)
+    scalar,
+)
 from tests.transforms.test_rows_untested import failed, untested
 
-pytestmark = pytest.mark.xdist_group("built")
+pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
 
 HEALTH = "fct_customer_health_daily"
 KEY_TEST = "unique_columns_fct_customer_health_daily_customer_id__date_day"
 
 
 def build(settings: Settings, *args: str, command: str = "build") -> DbtResult:
-    return run_dbt(
-        [command, "--select", HEALTH, *args], settings, window=(LAST.isoformat(), LAST.isoformat()), in_process=True
-    )
+    # no dbt JSON artefacts: the results come from dbt's result in memory (run_dbt in process)
+    window = (LAST.isoformat(), LAST.isoformat())
+    return run_dbt([command, "--select", HEALTH, *args, "--no-write-json"], settings, window=window, in_process=True)
 
 
 def plant_a_duplicate(settings: Settings) -> tuple[str, dt.date]:

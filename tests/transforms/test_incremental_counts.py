@@ -25,11 +25,12 @@ from tests.transforms.test_incremental_staging import (
     build,
     copy_of,
     end_a_contract,
+    frozen_heap,  # noqa: F401 (a fixture)
     newer_version,
     scalar,
 )
 
-pytestmark = pytest.mark.xdist_group("built")
+pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
 
 KPIS = ("intermediate.int_kpis_customers_counted", "intermediate.int_kpis_funnel_counted", "kpis.kpi_daily")
 MODELS = [

@@ -19,9 +19,17 @@ import pytest
 
 from dataops.core.settings import Settings
 from tests.conftest import BUILT_START
-from tests.transforms.test_incremental_staging import LAST, build, copy_of, only_version_in, release, scalar
+from tests.transforms.test_incremental_staging import (
+    LAST,
+    build,
+    copy_of,
+    frozen_heap,  # noqa: F401 (a fixture)
+    only_version_in,
+    release,
+    scalar,
+)
 
-pytestmark = pytest.mark.xdist_group("built")
+pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
 
 SETTLED = "intermediate.int_invoices_settled"
 KEPT = "pipeline.invoice_documents_seen"

@@ -16,9 +16,15 @@ import pytest
 
 from dataops.core.settings import Settings
 from tests.conftest import BUILT_START
-from tests.transforms.test_incremental_staging import LAST, build, copy_of, scalar
+from tests.transforms.test_incremental_staging import (
+    LAST,
+    build,
+    copy_of,
+    frozen_heap,  # noqa: F401 (a fixture)
+    scalar,
+)
 
-pytestmark = pytest.mark.xdist_group("built")
+pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
 
 KPIS = ("intermediate.int_kpis_money_summed", "kpis.kpi_daily")
 MODELS = [

@@ -15,9 +15,14 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.transform.runner import DbtResult, run_dbt
-from tests.transforms.test_incremental_staging import LAST, copy_of, scalar
+from tests.transforms.test_incremental_staging import (
+    LAST,
+    copy_of,
+    frozen_heap,  # noqa: F401 (a fixture)
+    scalar,
+)
 
-pytestmark = pytest.mark.xdist_group("built")
+pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
 
 LEADS = ("stg_crm__leads", "stg_crm__lead_changes")
 UNIQUE = "unique_stg_crm__lead_changes_lead_change_id"
@@ -27,9 +32,9 @@ NARROWED += ("fct_leads", "dim_people")
 
 
 def build(settings: Settings, day: dt.date, *args: str, command: str = "build") -> DbtResult:
-    return run_dbt(
-        [command, "--select", *LEADS, *args], settings, window=(day.isoformat(), day.isoformat()), in_process=True
-    )
+    # no dbt JSON artefacts: the results come from dbt's result in memory (run_dbt in process)
+    window = (day.isoformat(), day.isoformat())
+    return run_dbt([command, "--select", *LEADS, *args, "--no-write-json"], settings, window=window, in_process=True)
 
 
 def failed(result: DbtResult) -> set[str]:
