@@ -18,7 +18,6 @@ from dataops.transform.runner import DbtResult, run_dbt
 from tests.transforms.test_incremental_staging import (
     LAST,
     copy_of,
-    frozen_heap,  # noqa: F401 (a fixture)
     scalar,
 )
 from tests.transforms.test_rows_untested import failed, untested

@@ -25,7 +25,6 @@ from tests.transforms.test_incremental_staging import (
     build,
     copy_of,
     end_a_contract,
-    frozen_heap,  # noqa: F401 (a fixture)
     newer_version,
     scalar,
 )

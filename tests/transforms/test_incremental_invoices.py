@@ -23,7 +23,6 @@ from tests.transforms.test_incremental_staging import (
     LAST,
     build,
     copy_of,
-    frozen_heap,  # noqa: F401 (a fixture)
     only_version_in,
     release,
     scalar,

@@ -15,9 +15,7 @@ its partition and noted in the ledger: tests/dataops/ingest/test_ingest.py holds
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +27,6 @@ from dataops.ingest.ledger import record_release
 from dataops.transform.runner import run_dbt
 from tests.conftest import BUILT_DAYS, BUILT_START
 from tests.pipeline import tables
-
-
-@pytest.fixture(scope="module")
-def frozen_heap() -> Iterator[None]:
-    """Every object alive when a module's tests start (the ``built`` run's, Dagster's, dbt's) left out of the
-    garbage collector's scans until its tests end: each in-process dbt command ends with a full collection
-    (``run_dbt``, to release the warehouse), and dbt's own allocations trigger more, each of which walked the
-    whole heap of the test worker (about 0.7 CPU-s per command; docs/testing.md). Collected first, so only
-    live objects are frozen; unfrozen after, so what died meanwhile is collected then."""
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
 
 pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
 
