@@ -57,6 +57,10 @@ def translator() -> EnterpriseModelTranslator:
     return EnterpriseModelTranslator(load_policy(), domain_notes(), domain_owners())
 
 
+# what publishing waits for, kept for the newest manifest file: (path, inode, mtime, size) -> keys
+_PUBLISHED_KEYS: dict[tuple[str, int, int, int], tuple[dg.AssetKey, ...]] = {}
+
+
 def published_model_keys(project: DbtProject | None = None) -> list[dg.AssetKey]:
     """The assets of the models analysts get (schemas marts and kpis): what publishing waits for.
 
@@ -78,9 +82,6 @@ def published_model_keys(project: DbtProject | None = None) -> list[dg.AssetKey]
         _PUBLISHED_KEYS.clear()  # the newest manifest's only
         _PUBLISHED_KEYS[version] = tuple(sorted(keys, key=lambda k: k.to_user_string()))
     return list(_PUBLISHED_KEYS[version])
-
-
-_PUBLISHED_KEYS: dict[tuple[str, int, int, int], tuple[dg.AssetKey, ...]] = {}
 
 
 def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -22,7 +22,7 @@ from tests.transforms.test_incremental_staging import (
 )
 from tests.transforms.test_rows_untested import failed, untested
 
-pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
+pytestmark = pytest.mark.xdist_group("built")
 
 HEALTH = "fct_customer_health_daily"
 KEY_TEST = "unique_columns_fct_customer_health_daily_customer_id__date_day"

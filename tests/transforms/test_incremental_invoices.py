@@ -28,7 +28,7 @@ from tests.transforms.test_incremental_staging import (
     scalar,
 )
 
-pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
+pytestmark = pytest.mark.xdist_group("built")
 
 SETTLED = "intermediate.int_invoices_settled"
 KEPT = "pipeline.invoice_documents_seen"

@@ -23,7 +23,7 @@ from tests.transforms.test_incremental_staging import (
     scalar,
 )
 
-pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
+pytestmark = pytest.mark.xdist_group("built")
 
 KPIS = ("intermediate.int_kpis_money_summed", "kpis.kpi_daily")
 MODELS = [

@@ -28,7 +28,7 @@ from dataops.transform.runner import run_dbt
 from tests.conftest import BUILT_DAYS, BUILT_START
 from tests.pipeline import tables
 
-pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
+pytestmark = pytest.mark.xdist_group("built")
 
 # model: (raw table, raw key, staged key, a column the test marks)
 STAGED = {

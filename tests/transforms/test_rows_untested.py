@@ -21,7 +21,7 @@ from tests.transforms.test_incremental_staging import (
     scalar,
 )
 
-pytestmark = [pytest.mark.xdist_group("built"), pytest.mark.usefixtures("frozen_heap")]
+pytestmark = pytest.mark.xdist_group("built")
 
 LEADS = ("stg_crm__leads", "stg_crm__lead_changes")
 UNIQUE = "unique_stg_crm__lead_changes_lead_change_id"
