@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: bootstrap run test lint typecheck unit browser clients postgres bench clean-data
+.PHONY: bootstrap run test lint typecheck unit system-packages browser clients postgres bench clean-data
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
 $(UV):
@@ -25,11 +25,11 @@ bootstrap: $(VENV)/.synced
 run: bootstrap
 	$(BIN)/dataops demo
 
-## test: lint, format check and type check side by side (mypy runs on one core), then the whole test suite
-# `browser` and `postgres` stay out of the parallel part: each may run apt-get, which fails on the other's lock.
+## test: lint, format check, type check and the whole test suite side by side
+# mypy runs on one core for most of a minute: the suite starts beside it instead of after it, its progress shown
+# as it goes (the checks' few lines come first; a lint or type error still fails `make test`).
 test: bootstrap
-	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck clients
-	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory -j3 lint typecheck unit
 
 lint:
 	$(BIN)/ruff check .
@@ -39,13 +39,21 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-unit: browser clients postgres
+unit: system-packages clients
 	$(BIN)/pytest --durations=30
 
-# The page tests drive Debian's Chromium (Playwright cannot download its own browsers here).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the page tests"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+# Debian's packages the tests use, those missing installed in one apt-get run, without the recommended extras
+# (printing, sound, desktop services): the page tests drive Debian's Chromium (Playwright cannot download its
+# own browsers here); the tests of the Dagster instance on PostgreSQL start Debian's server themselves
+# (tests/postgres/conftest.py).
+MISSING_PACKAGES = $(strip $(if $(shell command -v chromium),,chromium) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql))
+system-packages:
+	@$(if $(MISSING_PACKAGES),echo "installing Debian's $(MISSING_PACKAGES) for the tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends $(MISSING_PACKAGES) >/dev/null,true)
+
+browser postgres: system-packages
 
 # The analysts' own clients (tests/clients/README.md): older DuckDB releases and the DuckDB CLI, each in a small
 # environment of its own from a pinned, hashed requirements file, that the tests open the published files with.
@@ -59,11 +67,6 @@ $(CLIENTS)/%/.synced: tests/clients/%.txt $(UV)
 	@touch $@
 
 clients: $(CLIENT_ENVS)
-
-# The tests of the Dagster instance on PostgreSQL start Debian's server themselves (tests/postgres/conftest.py).
-postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing Debian's postgresql for the tests"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 ## bench: simulate the sources at SF (default 1), then measure the full build, the floor, daily runs, and the
 ## event stream at EVENTS=SCALE:DAYS (default 10:31; EVENTS= to skip) (see benchmarks/, docs/performance.md)
