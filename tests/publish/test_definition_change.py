@@ -6,11 +6,13 @@ rolled back; a per-day state rule checked against the truth; and the guards."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
@@ -22,7 +24,9 @@ from dataops.governance import audit
 from dataops.governance.definition_versions import ApprovalError, adopted_version, recorded_changes
 from dataops.governance.policy import load_policy
 from dataops.governance.users import add_user
+from dataops.publish import definition_change
 from dataops.publish.definition_change import DefinitionRefused, adopt, build_and_check, propose
+from dataops.transform.runner import run_dbt
 from registry.loader import Registry, RegistryError
 from registry.versions import change_from_data, registry_at
 from source_systems.simulator.config import DirtRates, SimConfig
@@ -61,12 +65,33 @@ APPROVERS = {"fiona": "finance", "mark": "marketing_ops", "dana": "data_engineer
 MARKETING = ["mark", "dana"]  # what marketing-ops, the owner of `mql`, needs (registry/policy.yaml)
 
 
+def _definitions() -> dg.Definitions:
+    from orchestration.definitions import defs
+
+    return defs()
+
+
+# The platform's two daily runs share one data directory: its definitions are loaded once (by the first run, in
+# its environment); each run reads the adopted registry from the data directory as it runs.
+DEFINITIONS = functools.cache(_definitions)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dbt_in_this_process() -> Iterator[None]:
+    """The proposals', adoptions' and the state rule's builds run dbt in this process (its start-up paid once,
+    as the daily runs' modules are): the same command, project, vars and data directory; the tests are about
+    what is built and checked, not about dbt's process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(definition_change, "run_dbt", functools.partial(run_dbt, in_process=True))
+        yield
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     root = tmp_path_factory.mktemp("definitions")
     settings = Settings(root)
     simulate(settings.sources_dir, END, CONFIG)
-    assert run_job(root, START, END).success
+    assert run_job(root, START, END, definitions=DEFINITIONS).success
     policy = load_policy()
     for name, role in APPROVERS.items():
         add_user(settings, policy, name, role)
@@ -191,7 +216,8 @@ def test_a_change_from_its_date_and_a_restating_one_proposed_adopted_and_rolled_
 
     # the next day's run builds and gates under the adopted periods (the gate refuses values of another version)
     simulate(settings.sources_dir, END + dt.timedelta(days=1), CONFIG)
-    assert run_job(settings.data_dir, END + dt.timedelta(days=1), END + dt.timedelta(days=1)).success
+    next_day = END + dt.timedelta(days=1)
+    assert run_job(settings.data_dir, next_day, next_day, definitions=DEFINITIONS).success
     days = DAYS + 1
     assert against_truth(settings, 2, days).height == 0
 
