@@ -68,7 +68,7 @@ def test_data_tests_on_keys_and_states_pass(tested: DbtResult) -> None:
     result = of_kind(tested, unit=False)
     assert result.success, result.output[-3000:]
     kinds = {r["unique_id"].split(".")[2].split("_")[0] for r in result.results}
-    assert {"unique", "not", "relationships", "accepted"} <= kinds  # unique, not_null, relationships, accepted_values
+    assert {"unique", "column", "relationships"} <= kinds  # unique, column_rules (not null, accepted values), ...
     assert len(statuses_of_tests(result)) >= 90 and set(statuses_of_tests(result).values()) == {"pass"}
 
 
@@ -125,6 +125,39 @@ def test_a_key_of_several_columns_fails_its_data_test_on_a_duplicate_only(built:
     }
     assert outcomes.pop("unique_columns_kpi_monthly_kpi_name__month_start_date") == ("fail", 1)
     assert len(outcomes) >= 10 and set(outcomes.values()) == {("pass", 0)}
+
+
+def test_a_null_or_a_value_not_accepted_fails_its_models_column_rules_naming_the_column_and_the_rule(
+    built: Path, tmp_path: Path
+) -> None:
+    """A model's not-null and accepted-values rules are one data test, `column_rules` (macros/column_rules.sql,
+    docs/decisions/0095): a null in a required column and a value not accepted fail that model's test, once each,
+    its failing rows naming the column, the rule and the value; every other model's (and seed's) passes."""
+    settings = copy_of(built, tmp_path)  # with its parse: dbt starts from it
+    table = "intermediate.int_bill_to_customers_resolved"
+    with duckdb.connect(str(settings.build_db)) as conn:
+        conn.execute(f"update {table} set customer_id = null where bill_to_id = (select min(bill_to_id) from {table})")
+        conn.execute(
+            f"update {table} set match_method = 'guessed' where bill_to_id = (select max(bill_to_id) from {table})"
+        )
+    result = run_dbt(["test", "--select", "test_name:column_rules", "--store-failures"], settings, in_process=True)
+    outcomes = {
+        r["unique_id"].split(".")[2]: (r["status"], r["failures"])
+        for r in result.results
+        if not r["unique_id"].startswith("operation.")
+    }
+    assert outcomes.pop("column_rules_int_bill_to_customers_resolved") == ("fail", 2)
+    assert len(outcomes) >= 30 and set(outcomes.values()) == {("pass", 0)}
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:
+        (schema,) = conn.execute(
+            "select table_schema from information_schema.tables "
+            "where table_name = 'column_rules_int_bill_to_customers_resolved'"
+        ).fetchone() or (None,)
+        failing = conn.execute(f"select * from {schema}.column_rules_int_bill_to_customers_resolved").fetchall()
+    assert sorted(failing, key=str) == [
+        ("customer_id", "not_null", None),
+        ("match_method", "accepted_values", "guessed"),
+    ]
 
 
 def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: Path, tmp_path: Path) -> None:
