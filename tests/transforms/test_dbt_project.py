@@ -68,7 +68,7 @@ def test_data_tests_on_keys_and_states_pass(tested: DbtResult) -> None:
     result = of_kind(tested, unit=False)
     assert result.success, result.output[-3000:]
     kinds = {r["unique_id"].split(".")[2].split("_")[0] for r in result.results}
-    assert {"unique", "not", "relationships", "accepted"} <= kinds  # unique, not_null, relationships, accepted_values
+    assert {"unique", "column", "relationships"} <= kinds  # unique, column_rules (not null, accepted values), ...
     assert len(statuses_of_tests(result)) >= 90 and set(statuses_of_tests(result).values()) == {"pass"}
 
 
@@ -111,20 +111,36 @@ def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: d
     assert "VIEW" in expected.values()
 
 
-def test_a_key_of_several_columns_fails_its_data_test_on_a_duplicate_only(built: Path, tmp_path: Path) -> None:
+def test_a_duplicate_key_a_null_and_a_value_not_accepted_fail_their_models_tests_only(
+    built: Path, tmp_path: Path
+) -> None:
     """The keys of several columns are tested by the project's `unique_columns` (macros/unique_columns.sql): a
-    duplicated row fails its table's test, once, and every other table's passes."""
+    duplicated row fails its table's test, once. A model's not-null and accepted-values rules are one data test,
+    `column_rules` (macros/column_rules.sql, docs/decisions/0095): a null in a required column and a value not
+    accepted fail that model's test, once each, its failing rows naming the column, the rule and the value. Every
+    other model's (and seed's) tests of both kinds pass."""
     settings = copy_of(built, tmp_path)  # with its parse: dbt starts from it
+    resolved = "intermediate.int_bill_to_customers_resolved"
     with duckdb.connect(str(settings.build_db)) as conn:
         conn.execute("insert into kpis.kpi_monthly select * from kpis.kpi_monthly order by all limit 1")
-    result = run_dbt(["test", "--select", "test_name:unique_columns"], settings, in_process=True)
-    outcomes = {
-        r["unique_id"].split(".")[2]: (r["status"], r["failures"])
-        for r in result.results
-        if not r["unique_id"].startswith("operation.")
-    }
+        first, last = f"(select min(bill_to_id) from {resolved})", f"(select max(bill_to_id) from {resolved})"
+        conn.execute(f"update {resolved} set customer_id = null where bill_to_id = {first}")
+        conn.execute(f"update {resolved} set match_method = 'guessed' where bill_to_id = {last}")
+    selected = ["test_name:unique_columns", "test_name:column_rules"]
+    result = run_dbt(["test", "--select", *selected, "--no-write-json"], settings, in_process=True)
+    tests = {r["unique_id"].split(".")[2]: r for r in result.results if not r["unique_id"].startswith("operation.")}
+    outcomes = {name: (r["status"], r["failures"]) for name, r in tests.items()}
     assert outcomes.pop("unique_columns_kpi_monthly_kpi_name__month_start_date") == ("fail", 1)
-    assert len(outcomes) >= 10 and set(outcomes.values()) == {("pass", 0)}
+    assert outcomes.pop("column_rules_int_bill_to_customers_resolved") == ("fail", 2)
+    assert sum(name.startswith("unique_columns_") for name in outcomes) >= 10
+    assert sum(name.startswith("column_rules_") for name in outcomes) >= 30
+    assert set(outcomes.values()) == {("pass", 0)}
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:  # the failing rows: the test's query
+        failing = conn.execute(tests["column_rules_int_bill_to_customers_resolved"]["compiled_code"]).fetchall()
+    assert sorted(failing, key=str) == [
+        ("customer_id", "not_null", None),
+        ("match_method", "accepted_values", "guessed"),
+    ]
 
 
 def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: Path, tmp_path: Path) -> None:
