@@ -48,8 +48,18 @@ def dbt_tests_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMe
         for parent in node.get("depends_on", {}).get("nodes", []):
             for dataset, uid in by_id.items():
                 if uid == parent and dataset in datasets:
-                    counts[dataset] = counts.get(dataset, 0) + 1
+                    counts[dataset] = counts.get(dataset, 0) + rules_in_test(node)
     return counts
+
+
+def rules_in_test(node: dict[str, Any]) -> int:
+    """The rules one dbt test checks: a model's ``column_rules`` test holds all its not-null and accepted-values
+    rules in one node (docs/decisions/0095), and the catalog counts rules, whichever way dbt runs them."""
+    meta = node.get("test_metadata") or {}
+    if meta.get("name") != "column_rules":
+        return 1
+    arguments = meta.get("kwargs") or {}
+    return len(arguments.get("not_null") or []) + len(arguments.get("accepted_values") or {})
 
 
 def dbt_constraints_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMeta]) -> dict[str, int]:

@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 from application.cli.main import app
 from dataops.core.settings import Settings
 from dataops.governance.archive import archive, archive_log, plan_lake, restore_all
+from dataops.governance.catalog import dbt_tests_by_dataset
 from dataops.governance.definition_versions import DEFINITION_TABLES
 from dataops.governance.metadata import (
     REQUIRED_FIELDS,
+    DatasetMeta,
     load_manifest,
     metadata_problems,
     published_datasets,
@@ -86,6 +88,28 @@ def test_the_catalog_lists_every_published_dataset_with_its_state(governed: Gove
     assert json.loads(checks)["constraints"] == 2  # contract_id and customer_id: enforced not null
     columns = rows(analytics, "select count(*), count(*) filter (where is_pii) from catalog.columns")[0]
     assert columns[0] > 100 and columns[1] >= 2
+
+
+def test_the_catalog_counts_each_rule_of_a_models_column_rules_test() -> None:
+    """One ``column_rules`` node holds a model's not-null and accepted-values rules (decision 0095): the catalog
+    counts the rules, as it did when dbt ran a node per rule."""
+
+    def test(name: str, kwargs: dict[str, object]) -> dict[str, object]:
+        return {
+            "resource_type": "test",
+            "test_metadata": {"name": name, "kwargs": kwargs},
+            "depends_on": {"nodes": ["model.dataops.fct_x"]},
+        }
+
+    manifest = {
+        "nodes": {
+            "model.dataops.fct_x": {"resource_type": "model", "schema": "marts", "name": "fct_x"},
+            "test.a": test("column_rules", {"not_null": ["a", "b"], "accepted_values": {"status": ["on", "off"]}}),
+            "test.b": test("unique", {"column_name": "a"}),
+        }
+    }
+    datasets = {"marts.fct_x": DatasetMeta("marts.fct_x", "x", {}, [])}
+    assert dbt_tests_by_dataset(manifest, datasets) == {"marts.fct_x": 4}
 
 
 def test_a_domain_note_appears_in_the_catalog_and_in_search(governed: Governed) -> None:
