@@ -37,17 +37,23 @@ class Services:
     root: Path
     logs: Path
     env: dict[str, str]  # the services' environment: the data directory, the instance, the CRM
+    # One client for every request the tests make: `httpx.post` builds a client per call, and each client an SSL
+    # context (the CA bundle read and parsed), about 20 CPU-ms, for every one of the few hundred polls of a run's
+    # status. No connection is kept between requests: a polled webserver closing an idle one as the next request
+    # goes out would fail that request.
+    http: httpx.Client
 
     @property
     def settings(self) -> Settings:
         return Settings(self.root)
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        body = {"query": query, "variables": variables or {}}
+        response = self.http.post(f"{self.url}/graphql", json=body, timeout=60)
         response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]  # type: ignore[no-any-return]
+        answer: dict[str, Any] = response.json()
+        assert "errors" not in answer, answer["errors"]
+        return answer["data"]  # type: ignore[no-any-return]
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
@@ -131,6 +137,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         raise
     processes: list[subprocess.Popen[bytes]] = []
     url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
     try:  # whatever fails from here, nothing started is left behind: the code server and its runs, the CRM
         for command, log in (
             ([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)], "webserver"),
@@ -141,7 +148,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
         def loaded() -> bool:
             try:
-                body = httpx.post(
+                body = http.post(
                     f"{url}/graphql",
                     json={
                         "query": "{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name } } } }"
@@ -154,8 +161,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             return bool(nodes)
 
         wait_for(loaded, 180, "the webserver to load the code location", interval=2)
-        yield Services(url, root, logs, env)
+        yield Services(url, root, logs, env, http)
     finally:
+        http.close()
         _stop(processes, code_server, crm)
 
 

@@ -26,8 +26,9 @@ def _event_runs(services: Services) -> list[dict[str, Any]]:
 
 
 def _succeeded(services: Services, count: int) -> bool:
-    done = [r for r in _event_runs(services) if r["status"] == "SUCCESS"]
-    failed = [r for r in _event_runs(services) if r["status"] in {"FAILURE", "CANCELED"}]
+    found = _event_runs(services)  # one look at the runs for both
+    done = [r for r in found if r["status"] == "SUCCESS"]
+    failed = [r for r in found if r["status"] in {"FAILURE", "CANCELED"}]
     assert not failed, (failed, (services.logs / "daemon.log").read_text()[-3000:])
     return len(done) >= count
 
