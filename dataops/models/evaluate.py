@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import brier_score_loss, roc_auc_score
+
+# scikit-learn is imported where a metric is computed, as dataops/models/churn.py imports it where a model is
+# fitted: every build run's churn scoring imports this module (through workflow.py), with or without a model to
+# score, and few processes evaluate a model (scikit-learn's metrics cost about 0.85 CPU-s to import).
 
 TOP_SHARE = 0.10
 CALIBRATION_BINS = 10
@@ -57,10 +60,14 @@ def calibration(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = CAL
                 "observed": observed,
             }
         )
+    from sklearn.metrics import brier_score_loss
+
     return {"brier": float(brier_score_loss(outcomes, probabilities)), "expected_calibration_error": gap, "bins": table}
 
 
 def _auc(scores: np.ndarray, outcomes: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(outcomes, scores)) if len(np.unique(outcomes)) == 2 else None
 
 

@@ -135,34 +135,36 @@ KILLS = [
 def test_a_run_killed_in_a_step_is_recovered_by_the_next_run(baseline: Case, clean: Case, tmp_path: Path) -> None:
     case = copy(baseline, tmp_path)
     killed_runs: list[str] = []
-    for signum, step in KILLS:
-        code, output = kill_during(case, step, signum)
-        with dg.DagsterInstance.from_config(str(case.home)) as instance:
+    # One instance reads the runs and pool slots after every command: it holds no connection between reads
+    # (Dagster's SQLite storages connect per query), so each read sees what the last process wrote. Opening one
+    # per kill cost about half a CPU-second each (the storages' set-up and schema checks).
+    with dg.DagsterInstance.from_config(str(case.home)) as instance:
+        for signum, step in KILLS:
+            code, output = kill_during(case, step, signum)
             killed = instance.get_runs(limit=1)[0]
             holders = pool_holders(instance)
             earlier = [instance.get_run_by_id(run_id) for run_id in killed_runs]
-        if signum == signal.SIGKILL:  # the state that wedged every later run
-            assert code == -signal.SIGKILL and killed.status == dg.DagsterRunStatus.STARTED, step
-            assert killed.job_name == "build_job"  # every step killed here is the build's, after its landing
-            assert [h.run_id for h in holders] == [killed.run_id], step  # the one before it freed its slot
-        else:  # Ctrl-C: stopped cleanly, nothing left held
-            assert code == 130 and f"run {killed.run_id} interrupted" in output, output
-            assert killed.status == dg.DagsterRunStatus.FAILURE and holders == []
-        # the run killed before this one was recovered by it: marked failed, and this one got to its step
-        assert [run.status for run in earlier if run] == [dg.DagsterRunStatus.FAILURE] * len(killed_runs), step
-        killed_runs.append(killed.run_id)
-        deadline = time.monotonic() + 30  # a dbt the killed run started ends with it (dataops-dbt): no lock held
-        while leftover_processes(case) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not leftover_processes(case), leftover_processes(case)
+            if signum == signal.SIGKILL:  # the state that wedged every later run
+                assert code == -signal.SIGKILL and killed.status == dg.DagsterRunStatus.STARTED, step
+                assert killed.job_name == "build_job"  # every step killed here is the build's, after its landing
+                assert [h.run_id for h in holders] == [killed.run_id], step  # the one before it freed its slot
+            else:  # Ctrl-C: stopped cleanly, nothing left held
+                assert code == 130 and f"run {killed.run_id} interrupted" in output, output
+                assert killed.status == dg.DagsterRunStatus.FAILURE and holders == []
+            # the run killed before this one was recovered by it: marked failed, and this one got to its step
+            assert [run.status for run in earlier if run] == [dg.DagsterRunStatus.FAILURE] * len(killed_runs), step
+            killed_runs.append(killed.run_id)
+            deadline = time.monotonic() + 30  # a dbt the killed run started ends with it (dataops-dbt): no lock held
+            while leftover_processes(case) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not leftover_processes(case), leftover_processes(case)
 
-    code, output = case.run("run", "--date", str(DAY))
-    assert code == 0, output
-    assert f"run {killed_runs[-1]} (build_job) was stuck: its process" in output  # the last kill was a SIGKILL
-    assert case.kpis() == clean.kpis()
-    assert case.history() == clean.history()  # no entry for a killed publish, on either side
-    assert not [p.name for p in case.settings.warehouse_dir.iterdir() if p.name.startswith(".")]
-    with dg.DagsterInstance.from_config(str(case.home)) as instance:
+        code, output = case.run("run", "--date", str(DAY))
+        assert code == 0, output
+        assert f"run {killed_runs[-1]} (build_job) was stuck: its process" in output  # the last kill was a SIGKILL
+        assert case.kpis() == clean.kpis()
+        assert case.history() == clean.history()  # no entry for a killed publish, on either side
+        assert not [p.name for p in case.settings.warehouse_dir.iterdir() if p.name.startswith(".")]
         statuses = [instance.get_run_by_id(run_id).status for run_id in killed_runs]  # type: ignore[union-attr]
         assert statuses == [dg.DagsterRunStatus.FAILURE] * len(KILLS)
         assert pool_holders(instance) == []
