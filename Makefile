@@ -27,9 +27,10 @@ run: bootstrap
 
 ## test: lint, format check, type check and the whole test suite side by side
 # mypy runs on one core for most of a minute: the suite starts beside it instead of after it, its progress shown
-# as it goes (the checks' few lines come first; a lint or type error still fails `make test`).
+# as it goes. `-k`: whichever check fails, the suite still runs to its end and `make test` fails after it (the
+# failed check's lines are in the log above the suite's summary; make names it last: "[Makefile:NN: lint] Error").
 test: bootstrap
-	$(MAKE) --no-print-directory -j3 lint typecheck unit
+	$(MAKE) --no-print-directory -k -j3 lint typecheck unit
 
 lint:
 	$(BIN)/ruff check .
@@ -42,11 +43,11 @@ typecheck:
 unit: system-packages clients
 	$(BIN)/pytest --durations=30
 
-# Debian's packages the tests use, those missing installed in one apt-get run, without the recommended extras
-# (printing, sound, desktop services): the page tests drive Debian's Chromium (Playwright cannot download its
-# own browsers here); the tests of the Dagster instance on PostgreSQL start Debian's server themselves
-# (tests/postgres/conftest.py).
-MISSING_PACKAGES = $(strip $(if $(shell command -v chromium),,chromium) \
+# Debian's packages the tests use, those missing installed in one apt-get run, without Chromium's recommended
+# extras (printing, sound, desktop services) but with its fonts, named (the page tests measure widths of text):
+# the page tests drive Debian's Chromium (Playwright cannot download its own browsers here); the tests of the
+# Dagster instance on PostgreSQL start Debian's server themselves (tests/postgres/conftest.py).
+MISSING_PACKAGES = $(strip $(if $(shell command -v chromium),,chromium fonts-liberation) \
 	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql))
 system-packages:
 	@$(if $(MISSING_PACKAGES),echo "installing Debian's $(MISSING_PACKAGES) for the tests"; \

@@ -3,7 +3,6 @@ and served on loopback, in Chromium; generated without the warehouse's catalog w
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
@@ -120,20 +120,30 @@ def held_by_another_process(path: Path) -> Iterator[None]:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         yield
     finally:
-        holder.kill()
-        holder.communicate(timeout=20)
+        try:
+            holder.communicate(timeout=20)  # its stdin closed: it lets the file go and ends
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.communicate()
 
 
 def test_while_a_run_holds_the_warehouse_the_docs_are_generated_without_its_catalog(
     documented: tuple[str, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, settings = documented
-    # the three dbt commands (generate, refused by the lock; parse; generate without the catalog) in this process:
-    # dbt's start-up paid once, not three times; the fallback under test is the same
-    monkeypatch.setattr(docs, "run_dbt", functools.partial(run_dbt, in_process=True))
+    # of the three dbt commands, the generate the lock refuses runs in its own process as the platform runs it (the
+    # fallback reads the refusal from that process's output); the parse and the generate without the catalog run
+    # in this process: dbt's start-up paid once for them, the fallback under test the same
+    commands: list[object] = []
+
+    def first_in_its_own_process(*args: Any, **kwargs: Any) -> Any:
+        commands.append(args)
+        return run_dbt(*args, **kwargs, in_process=len(commands) > 1)
+
+    monkeypatch.setattr(docs, "run_dbt", first_in_its_own_process)
     with held_by_another_process(settings.build_db):
         site = generate_docs(settings)
-    assert not site.with_catalog
+    assert not site.with_catalog and len(commands) == 3  # refused by the lock, a parse, generated without it
     manifest = json.loads((site.folder / "manifest.json").read_text())
     assert "doc.dataops.__overview__" in manifest["docs"] and "model.dataops.kpi_daily" in manifest["nodes"]
     assert json.loads((site.folder / "catalog.json").read_text())["nodes"] == {}

@@ -4,8 +4,16 @@
     build, whatever rows it reads. The failing rows come back labelled: the column, the rule it breaks and its
     value (null for `not_null`), one row for each rule a row breaks. As dbt's own tests, a null value is not
     judged by `accepted_values`. Both engines: one read of the model for the rows that break any rule, then one
-    branch per rule over those rows. -#}
+    branch per rule over those rows (Spark may read the model again per branch: it inlines the CTE). Column names
+    are used as written, as dbt's own tests do without `quote`; a string value is compared as a quoted literal
+    (escaped the engine's way), a number or a boolean as itself. -#}
 {% test column_rules(model, not_null=[], accepted_values={}) %}
+    {%- if not_null is string or not_null is not iterable or accepted_values is not mapping
+        or not (not_null or accepted_values) -%}
+        {{ exceptions.raise_compiler_error(
+            "column_rules on " ~ model ~ ": not_null is a list of columns and accepted_values maps a column to its"
+            ~ " values, and at least one of them has a rule") }}
+    {%- endif -%}
     {{ column_rules_failing(model, not_null, accepted_values) }}
 {% endtest %}
 
@@ -18,7 +26,13 @@
     {%- for column, values in accepted_values.items() -%}
         {%- set accepted = [] -%}
         {%- for value in values -%}
-            {%- do accepted.append("'" ~ (value | string | replace("'", "''")) ~ "'") -%}
+            {%- if value is boolean -%}
+                {%- do accepted.append('true' if value else 'false') -%}
+            {%- elif value is number -%}
+                {%- do accepted.append(value | string) -%}
+            {%- else -%}
+                {%- do accepted.append("'" ~ dbt.escape_single_quotes(value | string) ~ "'") -%}
+            {%- endif -%}
         {%- endfor -%}
         {%- do broken.append((column, 'accepted_values', column ~ ' not in (' ~ accepted | join(', ') ~ ')')) -%}
     {%- endfor -%}
