@@ -11,8 +11,8 @@
     {%- if not_null is string or not_null is not iterable or accepted_values is not mapping
         or not (not_null or accepted_values) -%}
         {{ exceptions.raise_compiler_error(
-            "column_rules on " ~ model ~ ": not_null is a list of columns and accepted_values maps a column to its"
-            ~ " values, and at least one of them has a rule") }}
+            "column_rules: not_null is a list of columns and accepted_values maps a column to its values,"
+            ~ " and at least one of them has a rule") }}
     {%- endif -%}
     {{ column_rules_failing(model, not_null, accepted_values) }}
 {% endtest %}
