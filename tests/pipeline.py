@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +58,20 @@ class PipelineResult:
 
     def get_asset_check_evaluations(self) -> list[dg.AssetCheckEvaluation]:
         return [e for r in self.runs for e in r.get_asset_check_evaluations()]
+
+
+def definitions_loaded_once() -> Callable[[], dg.Definitions]:
+    """A ``definitions`` for ``run_job`` that loads the platform's definitions at its first call (in that run's
+    environment) and gives the same to every later call: the runs of a test on one data directory load them once
+    (each load takes a good part of a second)."""
+
+    @functools.cache
+    def load() -> dg.Definitions:
+        from orchestration.definitions import defs
+
+        return defs()
+
+    return load
 
 
 def run_job(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +21,7 @@ from quality.contracts import CONTRACTS
 from registry.loader import ExpectedSpike, load_registry
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
-from tests.pipeline import environment, run_job
+from tests.pipeline import definitions_loaded_once, environment, run_job
 
 START = dt.date(2025, 1, 1)
 SPIKE = dt.date(2025, 1, 24)  # a campaign day: 15 times the usual leads
@@ -85,12 +84,6 @@ def test_every_pipeline_connection_runs_under_duckdb_limits(tmp_path: Path) -> N
     assert "DATAOPS_DUCKDB_THREADS" in profile["settings"]["threads"]
 
 
-def _definitions() -> dg.Definitions:
-    from orchestration.definitions import defs
-
-    return defs()
-
-
 @pytest.mark.xdist_group("brakes")
 def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_override_lets_it_through(
     tmp_path: Path,
@@ -106,7 +99,7 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
     history = dg.AssetSelection.groups("lake", "erp", "crm", "accounting")
     # the three runs share one data directory: its definitions are loaded once (by the first run, in its
     # environment; the CRM resource reads its address from each run's)
-    platform = functools.cache(_definitions)
+    platform = definitions_loaded_once()
     assert run_job(root, START, SPIKE - dt.timedelta(days=1), selection=history, definitions=platform).success
 
     halted = run_job(root, SPIKE, SPIKE, definitions=platform)

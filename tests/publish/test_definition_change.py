@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import polars as pl
 import pytest
@@ -31,7 +30,7 @@ from registry.loader import Registry, RegistryError
 from registry.versions import change_from_data, registry_at
 from source_systems.simulator.config import DirtRates, SimConfig
 from source_systems.simulator.run import simulate, truth_kpis
-from tests.pipeline import run_job
+from tests.pipeline import definitions_loaded_once, run_job
 
 # one pipeline run, four dbt builds (an adoption as proposed reuses the proposal's) and one daily run, ten days
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("definitions"), pytest.mark.timeout(1800)]
@@ -65,15 +64,9 @@ APPROVERS = {"fiona": "finance", "mark": "marketing_ops", "dana": "data_engineer
 MARKETING = ["mark", "dana"]  # what marketing-ops, the owner of `mql`, needs (registry/policy.yaml)
 
 
-def _definitions() -> dg.Definitions:
-    from orchestration.definitions import defs
-
-    return defs()
-
-
 # The platform's two daily runs share one data directory: its definitions are loaded once (by the first run, in
 # its environment); each run reads the adopted registry from the data directory as it runs.
-DEFINITIONS = functools.cache(_definitions)
+DEFINITIONS = definitions_loaded_once()
 
 
 @pytest.fixture(scope="module", autouse=True)

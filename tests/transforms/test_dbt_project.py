@@ -154,18 +154,11 @@ def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: 
         if any(c["type"] == "not_null" for c in column.get("constraints") or [])
     }
     assert len({(schema, table) for schema, table, _ in declared}) >= 17  # every mart and KPI table
-    assert not any(  # ... instead of a not-null test or rule (a column_rules' not_null, decision 0095), not beside one
-        n["resource_type"] == "test"
-        and n["fqn"][1] in {"marts", "kpis"}
-        and (
-            (n.get("test_metadata") or {}).get("name") == "not_null"
-            or (
-                (n.get("test_metadata") or {}).get("name") == "column_rules"
-                and n["test_metadata"]["kwargs"].get("not_null")
-            )
-        )
-        for n in nodes
-    )
+    # ... instead of a not-null test or rule (a column_rules' not_null, decision 0095), not beside one
+    tests = [
+        n.get("test_metadata") or {} for n in nodes if n["resource_type"] == "test" and n["fqn"][1] in {"marts", "kpis"}
+    ]
+    assert not any(t.get("name") == "not_null" or (t.get("kwargs") or {}).get("not_null") for t in tests)
     copy = tmp_path / "build.duckdb"
     shutil.copyfile(Settings(built).build_db, copy)
     with duckdb.connect(str(copy)) as conn:
