@@ -27,13 +27,17 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from types import FrameType
+from typing import Any
 
 from dataops.core.collector import collect_less_often
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-WAIT_FOR_COMMAND = "--wait-for-command"  # the one argument of dataops-dbt's own, never dbt's
+WAIT_FOR_COMMAND = "--wait-for-command"  # dataops-dbt's own arguments, never dbt's: this one alone,
+JSON_LOG = "--json-log"  # and this one with its file, before dbt's command (docs/decisions/0097)
+LOGGED_LEVELS = frozenset({"info", "warn", "error"})  # what dbt's log at its default level, info, holds
 # dbt's command line and what a build imports beyond it (docs/decisions/0092)
 PREPARED = ("dbt.cli.main", "dbt.task.build", "dbt.compilation", "dbt.parser.sql", "dbt_common.clients.agate_helper")
 
@@ -95,14 +99,61 @@ def _quit(signum: int, frame: FrameType | None) -> None:
 
 
 def run_dbt(args: list[str]) -> int:
-    """dbt's command line, run in this process: its exit code."""
+    """dbt's command line, run in this process: its exit code. ``--json-log FILE`` first: dbt's log at info
+    level as JSON lines on stdout and in FILE, written here (:class:`JsonLines`) instead of by dbt's loggers."""
     from dbt.cli.main import cli
 
+    if args[:1] == [JSON_LOG] and len(args) > 1:
+        with JsonLines(args[1]) as lines:
+            return run_with_callback(args[2:], lines)
     try:
         cli.main(args=args, prog_name="dbt")
     except SystemExit as ended:
         return exit_code(ended.code)
     return 0
+
+
+def run_with_callback(args: list[str], lines: JsonLines) -> int:
+    """dbt with its loggers off and its events handed to ``lines``; the exit code dbt's command line gives."""
+    from dbt.cli.main import dbtRunner
+
+    result = dbtRunner(callbacks=[lines]).invoke([*args, "--log-level", "none", "--log-level-file", "none"])
+    if result.success:
+        return 0
+    return 1 if result.exception is None else 2  # 1: nodes failed; 2: dbt itself failed (already logged)
+
+
+class JsonLines:
+    """dbt's JSON log lines at info level, made only for the events that are kept.
+
+    dbt's own JSON loggers make the line of every event before their level drops it: each query's debug event
+    is serialised, then thrown away, by each of them (the step's stdout and the run's file): about a fifth of
+    dbt's process in a daily build. Here an event below info costs nothing beyond its creation, and a kept
+    one is serialised once, as dbt's loggers do (``msg_to_json``, secrets scrubbed), for both outputs.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()  # dbt's threads fire events concurrently
+
+    def __enter__(self) -> JsonLines:
+        self.file = open(self.path, "a", encoding="utf8")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def __call__(self, msg: Any) -> None:
+        if msg.info.level not in LOGGED_LEVELS:
+            return
+        from dbt_common.events.functions import env_scrubber, msg_to_json
+
+        line = env_scrubber(msg_to_json(msg)) + "\n"
+        with self.lock:
+            sys.stdout.write(line)
+            sys.stdout.flush()  # the step reads each node's lines as it finishes
+            self.file.write(line)
+            self.file.flush()
 
 
 def exit_code(code: object) -> int:

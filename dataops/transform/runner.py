@@ -25,7 +25,7 @@ from typing import Any
 from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine, environ
 from dataops.core.warehouse import Limits, connect
 from dataops.transform.build_stamp import forget_build
-from dataops.transform.dbt_child import WAIT_FOR_COMMAND
+from dataops.transform.dbt_child import JSON_LOG, WAIT_FOR_COMMAND
 from dataops.transform.project import (
     dbt_environment,
     dbt_executable,
@@ -39,6 +39,7 @@ from dataops.transform.spark import export_raw, load_built
 from registry.loader import Registry, load_registry
 
 PARTIAL_PARSE = "partial_parse.msgpack"
+DBT_LOG = "dbt.log"  # dbt's log file's name in its --log-path
 KEEP_DBT_RUNS = 30
 KEEP_PARSES = 6  # parses kept per data directory and per checkout: one per recent registry version
 DBT_COMMANDS = frozenset(
@@ -521,8 +522,11 @@ def start_dbt(
         registry = registry or load_registry()
         if spark:
             export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
-        # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder
-        line = command_line(["--log-format", "json", "--log-path", str(target), *args], registry, target)
+        # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder; written by
+        # dataops-dbt at info level unless dbt's own file is asked for (DBT_LOG_LEVEL_FILE): docs/decisions/0097
+        own = Path(dbt_executable()).name == "dataops-dbt" and "DBT_LOG_LEVEL_FILE" not in os.environ
+        lines = [JSON_LOG, str((target / DBT_LOG).absolute())] if own else []
+        line = command_line([*lines, "--log-format", "json", "--log-path", str(target), *args], registry, target)
         env = process_environment(settings, limits, window)
         cwd = working_directory(settings)
         held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go

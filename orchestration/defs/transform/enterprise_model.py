@@ -25,7 +25,7 @@ from dataops.transform.build_stamp import (
     registry_build_inputs,
     window_span,
 )
-from dataops.transform.runner import keep_run_target, run_target, start_dbt
+from dataops.transform.runner import DBT_LOG, keep_run_target, run_target, start_dbt
 from orchestration.lib.dbt import BuildEvents, BuildProgress, dbt_project, with_row_counts
 from orchestration.lib.dbt import translator as model_translator
 from orchestration.lib.names import WAREHOUSE_POOL
@@ -110,7 +110,7 @@ def enterprise_model_assets(project: DbtProject) -> dg.AssetsDefinition:
             ]
             raise dg.Failure(
                 description="dbt build failed: " + ("; ".join(failed[:5]) or result.output[-2000:] or "see dbt.log"),
-                metadata={"dbt_log": dg.MetadataValue.path(str(target / "dbt.log"))},
+                metadata={"dbt_log": dg.MetadataValue.path(str(target / DBT_LOG))},
             )
         if not context.is_subset:  # only a build of every model and test is a complete build
             with connect(settings.build_db, limits=platform.limits) as conn:
