@@ -3,6 +3,7 @@ to its file at info level unless told otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -539,6 +540,45 @@ def test_a_dbt_started_before_its_command_runs_it_as_the_step_hands_it_and_a_dea
     dbt = start_dbt(args, settings, run_target(settings, "run-2"), waiting=dead)
     assert not dbt.prepared and dbt.process.pid != dead.process.pid
     assert listed(dbt) == ["dim_dates"]
+
+
+def test_the_steps_dbt_logs_at_info_level_once_and_makes_no_line_it_does_not_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's ``dataops-dbt`` writes dbt's log itself (docs/decisions/0097): the lines dbt's JSON logger
+    would write at info level, on stdout for the step and in the run's ``dbt.log``, and no event below info is
+    serialised (dbt's own loggers made a line of every query's event, then dropped it). Exit codes as dbt's."""
+    from dbt_common.events import functions
+
+    from dataops.core.settings import environ
+    from dataops.transform import dbt_child
+    from dataops.transform.runner import DBT_LOG, command_line, process_environment, working_directory
+
+    monkeypatch.delenv("DBT_LOG_LEVEL_FILE", raising=False)
+    settings = Settings(tmp_path / "data")
+    settings.data_dir.mkdir()
+    args = ["ls", "--select", "dim_dates", "--output", "name"]
+    target = run_target(settings, "run-1")
+    dbt = start_dbt(args, settings, target)  # dataops-dbt, as the step starts it
+    printed = list(dbt.events())
+    assert dbt.result().success, dbt.errors
+    logged = [json.loads(line) for line in (target / DBT_LOG).read_text().splitlines()]
+    assert printed == logged and {event["info"]["pid"] for event in logged} == {dbt.process.pid}
+    assert {event["info"]["level"] for event in logged} == {"info"}
+    assert "dim_dates" in [event["info"]["msg"] for event in logged]
+    names = {event["info"]["name"] for event in logged}
+    assert {"MainReportVersion", "PrintEvent"} <= names and "CommandCompleted" not in names  # the latter: debug
+
+    serialised: list[str] = []  # in this process: which events dbt's log lines were made of
+    to_dict = functions.msg_to_dict
+    monkeypatch.setattr(functions, "msg_to_dict", lambda msg: serialised.append(msg.info.level) or to_dict(msg))
+    line = command_line(args, load_registry(), run_target(settings, "run-2"))
+    log = tmp_path / DBT_LOG
+    with environ(process_environment(settings)), contextlib.chdir(working_directory(settings) or Path.cwd()):
+        assert dbt_child.run_dbt([dbt_child.JSON_LOG, str(log), *line[1:]]) == 0
+        assert dbt_child.run_dbt([dbt_child.JSON_LOG, str(log), "no-such-command"]) == 2  # as dbt's usage error
+    assert serialised and set(serialised) <= {"info", "warn", "error"}
+    assert len(serialised) == len(log.read_text().splitlines())  # each one a kept line, made once
 
 
 def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(
