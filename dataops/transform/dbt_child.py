@@ -92,6 +92,18 @@ def prepare(engine: str) -> None:
     for module in (*PREPARED, f"dbt.adapters.{engine}"):
         with contextlib.suppress(ImportError):  # an adapter not installed: the command reports it as dbt does
             importlib.import_module(module)
+    warm_schemas(engine)
+
+
+def warm_schemas(engine: str) -> None:
+    """The JSON schemas dbt checks the project, its flags and the profile's credentials against, built while
+    it waits: dbt builds each once per process and keeps it, about 0.2 CPU-s at the command's start."""
+    with contextlib.suppress(Exception):  # only a warm-up: whatever is missing, the command builds itself
+        from dbt.contracts.project import PackageConfig, Project, ProjectFlags
+
+        plugin = importlib.import_module(f"dbt.adapters.{engine}").Plugin
+        for schema in (Project, PackageConfig, ProjectFlags, plugin.credentials):
+            schema.json_schema()
 
 
 def _quit(signum: int, frame: FrameType | None) -> None:

@@ -581,6 +581,24 @@ def test_the_steps_dbt_logs_at_info_level_once_and_makes_no_line_it_does_not_kee
     assert len(serialised) == len(log.read_text().splitlines())  # each one a kept line, made once
 
 
+def test_a_waiting_dbt_builds_the_schemas_dbt_checks_its_command_against() -> None:
+    """While it waits, ``dataops-dbt`` builds the JSON schemas of the project, its flags and the credentials:
+    the command then finds them built (in a new interpreter, as the waiting process is one)."""
+    import sys
+
+    code = (
+        "from dataops.transform.dbt_child import prepare; prepare('duckdb'); "
+        "from dbt.contracts.project import PackageConfig, Project, ProjectFlags; "
+        "from dbt.adapters.duckdb import Plugin; built = Project.json_schema.__func__.cache_info; "
+        "before = built().misses; "
+        "[schema.json_schema() for schema in (Project, PackageConfig, ProjectFlags, Plugin.credentials)]; "
+        "print(before, built().misses)"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = ran.stdout.split()
+    assert int(before) == int(after) >= 4  # nothing left for the command to build
+
+
 def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
