@@ -60,7 +60,9 @@ class Status:
     quarantine: dict[str, int] = field(default_factory=dict)
 
 
-def published_kpis(settings: Settings, day: dt.date | None = None, limits: Limits | None = None) -> list[dict[str, Any]]:
+def published_kpis(
+    settings: Settings, day: dt.date | None = None, limits: Limits | None = None
+) -> list[dict[str, Any]]:
     """KPIs of a date (default: the latest), as plain values: date, kpi, value, unit, is_final."""
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"no analyst warehouse at {settings.analytics_db}: nothing published yet")

@@ -88,7 +88,6 @@ def _failure(failed: Mapping[dg.AssetKey, BaseException]) -> dg.Failure:
     return dg.Failure(
         description="egress failed: " + "; ".join(f"{k.to_user_string()} ({_named(e)})" for k, e in failed.items()),
         metadata={
-            k.to_user_string(): dg.MetadataValue.text("".join(traceback.format_exception(e)))
-            for k, e in failed.items()
+            k.to_user_string(): dg.MetadataValue.text("".join(traceback.format_exception(e))) for k, e in failed.items()
         },
     )

@@ -5,6 +5,7 @@ test's, which runs the real ones on a published copy."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,11 +21,11 @@ from dataops.egress import churn_tasks, dashboard, exports, reverse_etl
 from orchestration.defs.egress.crm_account_sync import CRM_SYNC_KEY
 from orchestration.defs.egress.data_products import EXPORTS_KEY
 from orchestration.defs.egress.kpi_dashboard import DASHBOARD_KEY
-from tests.pipeline import environment, run_job
+from tests.pipeline import definitions_loaded_once, environment, run_job
 from tests.published import Published, copy_of
 
 KEYS = {CRM_SYNC_KEY, EXPORTS_KEY, DASHBOARD_KEY}
-Hook = Callable[[], None]
+Hook = Callable[[], object]
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +145,19 @@ def test_a_selected_asset_runs_alone(step: dg.AssetsDefinition, fakes: Fakes, tm
     assert set(fakes.threads) == {EXPORTS_KEY}
 
 
-def test_a_workers_lines_reach_the_runs_log_while_it_runs(
-    step: dg.AssetsDefinition, fakes: Fakes, tmp_path: Path
+def test_a_workers_lines_reach_the_runs_log_from_the_steps_thread_while_it_runs(
+    step: dg.AssetsDefinition, fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sync's first progress line is in the run's log before the sync ends, not flushed at the step's end."""
+    """The sync's first progress line is in the run's log before the sync ends, not flushed at the step's end;
+    Dagster's log is written by the step's thread (the test's: the run is in process), never by a worker."""
+    writers: dict[str, str] = {}
+    handle = dg.DagsterLogManager.handle
+
+    def handled(manager: dg.DagsterLogManager, record: logging.LogRecord) -> None:
+        writers[record.getMessage()] = record.threadName or ""
+        handle(manager, record)
+
+    monkeypatch.setattr(dg.DagsterLogManager, "handle", handled)
     fakes.hooks = {CRM_SYNC_KEY: lambda: time.sleep(1.0)}
     with dg.DagsterInstance.ephemeral() as instance:
         result = materialise(step, tmp_path, selection=[CRM_SYNC_KEY], instance=instance)
@@ -156,6 +166,7 @@ def test_a_workers_lines_reach_the_runs_log_while_it_runs(
     progress = ["CRM sync: 1000/2000 accounts", "CRM sync: 2000/2000 accounts"]
     assert {*progress, "none"} <= set(lines)  # every line the asset logs: its progress, then each task report
     assert lines[progress[1]] - lines[progress[0]] > 0.8
+    assert {writers[line] for line in [*progress, "none"]} == {threading.current_thread().name}
 
 
 @pytest.mark.xdist_group("published")
@@ -167,9 +178,12 @@ def test_the_real_three_read_the_analyst_file_together_under_the_runs_limits_and
     connection of the step, or the step fails. Run again, the step writes nothing (decision 0096)."""
     world = copy_of(published, tmp_path / "data")
     day = published.late_day - dt.timedelta(days=1)
-    egress = dg.AssetSelection.groups("egress")
+    egress, definitions = dg.AssetSelection.groups("egress"), definitions_loaded_once()
     with connect(world.settings.analytics_db, read_only=True, limits=Limits(threads=1)):
-        first, again = (run_job(world.root, day, day, selection=egress, DATAOPS_DUCKDB_THREADS="1") for _ in "12")
+        first, again = (
+            run_job(world.root, day, day, selection=egress, definitions=definitions, DATAOPS_DUCKDB_THREADS="1")
+            for _ in "12"
+        )
         assert first.build is not None and first.success
         assert again.build is not None and again.success
     done, redone = materialised(first.build), materialised(again.build)
