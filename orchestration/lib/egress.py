@@ -86,7 +86,7 @@ def _failure(failed: Mapping[dg.AssetKey, BaseException]) -> dg.Failure:
     """The step's failure: each failed asset and why in its description, each traceback in its metadata (its
     raiser chains the first error, which Dagster shows as the step's root cause)."""
     return dg.Failure(
-        description="egress failed: " + "; ".join(f"{k.to_user_string()} ({_named(e)})" for k, e in failed.items()),
+        description="; ".join(f"{k.to_user_string()} failed: {_named(e)}" for k, e in failed.items()),
         metadata={
             k.to_user_string(): dg.MetadataValue.text("".join(traceback.format_exception(e))) for k, e in failed.items()
         },

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from application.runs import run_failures
 from dataops.core.settings import Settings
 from dataops.core.warehouse import Limits, connect
 from dataops.egress import churn_tasks, dashboard, exports, reverse_etl
@@ -121,9 +122,9 @@ def test_one_failing_lets_the_others_materialise_then_fails_the_step_naming_it(
     [failure] = result.get_step_failure_events()
     data = failure.step_failure_data
     assert data.user_failure_data is not None and data.error is not None and data.error.cause is not None
-    assert data.user_failure_data.description == (
-        f"egress failed: {failing.to_user_string()} (CrmSyncError: the CRM answered 503 three times)"
-    )
+    named = f"{failing.to_user_string()} failed: CrmSyncError: the CRM answered 503 three times"
+    assert data.user_failure_data.description == named
+    assert run_failures(result)[0] == [f"egress: {named}"]  # what `dataops run` prints
     assert data.error.cause.cls_name == "CrmSyncError"  # the original error, chained
     traceback = data.user_failure_data.metadata[failing.to_user_string()].value
     assert isinstance(traceback, str) and "in fail" in traceback
