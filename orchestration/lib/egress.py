@@ -29,11 +29,14 @@ def egress_spec(key: dg.AssetKey, description: str, kinds: set[str]) -> dg.Asset
     )
 
 
+WorkerEvent = tuple[int, str] | Future[dg.MaterializeResult]  # a worker's log line (level, message), or a finished work
+
+
 class WorkerLog:
     """A worker thread's log: its lines go on the step's queue and the step's own thread writes them to
     Dagster's log (``context.log`` is the step's, not to be called from other threads)."""
 
-    def __init__(self, lines: queue.SimpleQueue[tuple[int, str] | Future[dg.MaterializeResult]]) -> None:
+    def __init__(self, lines: queue.SimpleQueue[WorkerEvent]) -> None:
         self._lines = lines
 
     def info(self, message: str) -> None:
@@ -52,10 +55,10 @@ def run_side_by_side(
     progress shows live), and each finished work (its done callback puts it there after its last line). One
     failure stops none of the others: what succeeded is materialised before the step fails.
     """
-    events: queue.SimpleQueue[tuple[int, str] | Future[dg.MaterializeResult]] = queue.SimpleQueue()
+    events: queue.SimpleQueue[WorkerEvent] = queue.SimpleQueue()
     log = WorkerLog(events)
     failed: dict[dg.AssetKey, BaseException] = {}
-    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(works)), thread_name_prefix="egress") as pool:
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, max(len(works), 1)), thread_name_prefix="egress") as pool:
         keys: dict[Future[dg.MaterializeResult], dg.AssetKey] = {}
         for key, work in works.items():
             future = pool.submit(work, log)
