@@ -96,7 +96,7 @@ def _step_stage(step_key: str, is_check: bool) -> str:
         return "publish"
     if step_key.startswith("simulation"):
         return "simulation"
-    return "other"  # e.g. egress assets downstream of publishing
+    return "other"  # e.g. the egress step after publishing (its three assets side by side: decision 0096)
 
 
 def _dbt_split(targets: list[Path]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import connect
+from dataops.core.warehouse import Limits, connect
 from dataops.egress.reverse_etl import CrmSyncError, sync_db_path
 from dataops.ingest.connectors.crm import RetryPolicy, TransientCrmError, retrying_policy, send
 from registry.churn_risk import BandAction, ChurnRiskRules, load_churn_risk
@@ -54,12 +54,14 @@ class TaskReport:
     skipped: str | None = None  # why nothing was done
 
 
-def _published(settings: Settings) -> tuple[dt.date | None, dict[str, list[tuple[Any, ...]]], ChurnRiskRules]:
+def _published(
+    settings: Settings, limits: Limits | None
+) -> tuple[dt.date | None, dict[str, list[tuple[Any, ...]]], ChurnRiskRules]:
     rules = load_churn_risk()
     path = settings.analytics_db
     if not path.exists():
         return None, {}, rules
-    with connect(path, read_only=True) as conn:
+    with connect(path, read_only=True, limits=limits) as conn:
         latest = conn.execute("select max(as_of_date) from publish.publish_log").fetchone()
         has_scores = conn.execute(
             "select count(*) from information_schema.tables "
@@ -82,10 +84,11 @@ def _state(path: Path) -> sqlite3.Connection:
 
 
 def open_band_tasks(
-    settings: Settings, base_url: str, token: str, policy: RetryPolicy | None = None
+    settings: Settings, base_url: str, token: str, policy: RetryPolicy | None = None, limits: Limits | None = None
 ) -> list[TaskReport]:
-    """Apply every band action of the registry to the latest published scores; one report per action."""
-    as_of, bands, rules = _published(settings)
+    """Apply every band action of the registry to the latest published scores; one report per action. ``limits``:
+    the DuckDB limits the analyst file is read under (:func:`dataops.publish.status.platform_status`)."""
+    as_of, bands, rules = _published(settings, limits)
     if as_of is None:
         return [TaskReport(None, skipped="no churn scores published yet") for _ in rules.actions]
     policy = policy or RetryPolicy()

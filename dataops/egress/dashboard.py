@@ -38,7 +38,7 @@ from plotly.offline import get_plotlyjs
 from dataops.core.digest import digest, files_digest
 from dataops.core.settings import Settings
 from dataops.core.site import LoopbackSite
-from dataops.core.warehouse import connect, query_frame, scalar
+from dataops.core.warehouse import Limits, connect, query_frame, scalar
 from dataops.egress import figures
 from dataops.egress.headlines import Reading, day_words, flow_readings, stock_readings
 from dataops.egress.usage_view import SESSIONS_SCHEMA, SESSIONS_SQL, USAGE_SCHEMA, USAGE_SQL, usage_view
@@ -137,7 +137,7 @@ def _write_page(target: Path, html: str) -> None:
 
 
 def refresh_dashboard(
-    settings: Settings, now: dt.datetime | None = None, checks: CheckSummary | None = None
+    settings: Settings, now: dt.datetime | None = None, checks: CheckSummary | None = None, limits: Limits | None = None
 ) -> tuple[Path, bool]:
     """The pipeline's dashboard, written only when what it would show changed (docs/decisions/0021); returns
     its path and whether it was written.
@@ -147,10 +147,10 @@ def refresh_dashboard(
     that draws it, in a ``<meta>``. Only the status is read to compare; the KPIs only when the page changes.
     """
     target = dashboard_path(settings)
-    status = platform_status(settings, now, checks)
+    status = platform_status(settings, now, checks, limits)
     if _made_from_of(target) == made_from(status):
         return target, False
-    _write_page(target, render_dashboard(load_dashboard_data(settings, now, status)))
+    _write_page(target, render_dashboard(load_dashboard_data(settings, now, status, limits)))
     return target, True
 
 
@@ -253,14 +253,14 @@ AT_RISK_SHOWN = 20
 
 
 def load_dashboard_data(
-    settings: Settings, now: dt.datetime | None = None, status: Status | None = None
+    settings: Settings, now: dt.datetime | None = None, status: Status | None = None, limits: Limits | None = None
 ) -> DashboardData:
     """Read the published KPIs, restatements, customer states and funnel (aggregates only)."""
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"no analyst warehouse at {settings.analytics_db}: nothing published yet")
     missing: list[str] = []
     frames: dict[str, pl.DataFrame] = {}
-    with connect(settings.analytics_db, read_only=True) as conn:
+    with connect(settings.analytics_db, read_only=True, limits=limits) as conn:
         present = {
             f"{s}.{t}"
             for s, t in conn.execute("select table_schema, table_name from information_schema.tables").fetchall()
@@ -284,7 +284,7 @@ def load_dashboard_data(
         )
     return DashboardData(
         definitions=definitions,
-        status=status or platform_status(settings, now),
+        status=status or platform_status(settings, now, limits=limits),
         restatement_count=restatement_count,
         missing=sorted(set(missing)),
         **frames,

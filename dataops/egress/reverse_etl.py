@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import httpx
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import connect
+from dataops.core.warehouse import Limits, connect
 from dataops.ingest.connectors.crm import RetryPolicy, TransientCrmError, retrying_policy, send
 from registry.loader import Registry, load_registry
 
@@ -206,13 +206,15 @@ def _api_value(field_name: str, text: str) -> Any:
     return text
 
 
-def enterprise_view(settings: Settings, registry: Registry | None = None) -> EnterpriseView:
+def enterprise_view(
+    settings: Settings, registry: Registry | None = None, limits: Limits | None = None
+) -> EnterpriseView:
     """Desired values for every CRM account, from the published analyst warehouse (opened read-only)."""
     path = settings.analytics_db
     if not path.exists():
         raise CrmSyncError(f"nothing is published yet ({path} does not exist): run the pipeline first")
     live_states = list((registry or load_registry()).live_contract_states)
-    with connect(path, read_only=True) as conn:
+    with connect(path, read_only=True, limits=limits) as conn:
         latest = conn.execute(
             "select as_of_date, publish_id from publish.publish_log order by published_at desc limit 1"
         ).fetchall()
@@ -543,6 +545,7 @@ def sync_crm(
     batch_size: int = DEFAULT_BATCH_SIZE,
     bulk_from: int | None = None,
     job_size: int = MAX_JOB_RECORDS,
+    limits: Limits | None = None,
 ) -> SyncReport:
     """Write the enterprise view to the CRM, only the fields that changed since the last sync.
 
@@ -551,7 +554,8 @@ def sync_crm(
     ``progress(done, total)`` is called after each request or job (done and total: accounts with changes).
     ``full`` re-sends every field of every account (to repair edits made in the CRM by hand); the log
     still records only values that differ from the last sync. Raises :class:`CrmSyncError` naming the
-    accounts when the CRM keeps failing; a re-run resumes with the accounts not yet written.
+    accounts when the CRM keeps failing; a re-run resumes with the accounts not yet written. ``limits`` are
+    the DuckDB limits the analyst file is read under (:func:`dataops.publish.status.platform_status`).
     """
     if not 1 <= batch_size <= DEFAULT_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {DEFAULT_BATCH_SIZE} (the CRM's limit), not {batch_size}")
@@ -559,7 +563,7 @@ def sync_crm(
         raise ValueError(f"job_size must be between 1 and {MAX_JOB_RECORDS} (the CRM's limit), not {job_size}")
     threshold = bulk_from_setting() if bulk_from is None else bulk_from
     started = time.monotonic()
-    view = enterprise_view(settings, registry)
+    view = enterprise_view(settings, registry, limits)
     report = SyncReport(
         sync_id=uuid.uuid4().hex[:16],
         as_of=view.as_of,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataops.core.settings import Settings
-from dataops.core.warehouse import connect, scalar, table_exists
+from dataops.core.warehouse import Limits, connect, scalar, table_exists
 from registry.loader import load_registry
 
 
@@ -60,11 +60,13 @@ class Status:
     quarantine: dict[str, int] = field(default_factory=dict)
 
 
-def published_kpis(settings: Settings, day: dt.date | None = None) -> list[dict[str, Any]]:
+def published_kpis(
+    settings: Settings, day: dt.date | None = None, limits: Limits | None = None
+) -> list[dict[str, Any]]:
     """KPIs of a date (default: the latest), as plain values: date, kpi, value, unit, is_final."""
     if not settings.analytics_db.exists():
         raise FileNotFoundError(f"no analyst warehouse at {settings.analytics_db}: nothing published yet")
-    with connect(settings.analytics_db, read_only=True) as conn:
+    with connect(settings.analytics_db, read_only=True, limits=limits) as conn:
         cursor = conn.execute(
             """
             select cast(date_day as varchar) as date, kpi_name as kpi, cast(value as double) as value, unit, is_final
@@ -81,16 +83,23 @@ def published_kpis(settings: Settings, day: dt.date | None = None) -> list[dict[
 CheckSummary = tuple[list[str], list[str]]  # checks that failed in the latest run: errors, warnings
 
 
-def platform_status(settings: Settings, now: dt.datetime | None = None, checks: CheckSummary | None = None) -> Status:
+def platform_status(
+    settings: Settings,
+    now: dt.datetime | None = None,
+    checks: CheckSummary | None = None,
+    limits: Limits | None = None,
+) -> Status:
     """What analysts have: the latest publish, its freshness at ``now``, its KPIs and quarantine counts.
 
     ``checks`` are the latest run's failed checks, which only the orchestrator knows; its caller passes them.
+    ``limits`` are the run's: DuckDB opens a file once per process and config, so readers of the analyst file
+    side by side in one process must all pass the same (the egress step: docs/decisions/0096).
     """
     status = Status()
     now = now or dt.datetime.now(dt.UTC)
     if not settings.analytics_db.exists():
         return status
-    with connect(settings.analytics_db, read_only=True) as conn:
+    with connect(settings.analytics_db, read_only=True, limits=limits) as conn:
         last = conn.execute(
             "select publish_id, published_at, as_of_date from publish.publish_log order by published_at desc limit 1"
         ).fetchone()
@@ -99,7 +108,7 @@ def platform_status(settings: Settings, now: dt.datetime | None = None, checks: 
         if table_exists(conn, "publish", "quarantine_summary"):
             rows = conn.execute("select dataset, rows from publish.quarantine_summary order by dataset").fetchall()
             status.quarantine = {str(dataset): int(count) for dataset, count in rows}
-    status.kpis = published_kpis(settings, status.as_of)
+    status.kpis = published_kpis(settings, status.as_of, limits)
     judged = judge_freshness(status.as_of, now, load_registry().freshness_hour)
     status.is_fresh, status.freshness_target = judged.is_fresh, judged.target
     status.failed_checks, status.warnings = checks or ([], [])

@@ -96,7 +96,7 @@ def test_every_step_that_opens_the_build_warehouse_holds_its_pool(definitions: d
     started together. Egress and the yesterday_published check read the analyst file only: no pool."""
     build = definitions.resolve_job_def("build_job")  # the landing (daily_elt_job) writes the lake only
     pools = {node.name: node.definition.pool for node in build.graph.nodes}
-    outside = {name for name in pools if name.startswith("egress__") or name.endswith("_yesterday_published")}
+    outside = {name for name in pools if name == "egress" or name.endswith("_yesterday_published")}
     assert outside and {name: pools[name] for name in outside} == dict.fromkeys(outside)
     assert {name: pool for name, pool in pools.items() if name not in outside} == dict.fromkeys(
         set(pools) - outside, "build_warehouse"

@@ -1,41 +1,45 @@
-"""The published marts and KPIs as versioned Parquet data products, after every publish.
+"""The published marts and KPIs as versioned Parquet data products, after every publish (run in the egress
+step: step.py)."""
 
-No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
-"""
+from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.lib.egress import egress_asset_args
-from orchestration.lib.resources import PlatformResource
+from dataops.core.settings import Settings
+from dataops.core.warehouse import Limits
+from orchestration.lib.egress import EgressWork, WorkerLog, egress_spec
 
 EXPORTS_KEY = dg.AssetKey(["egress", "data_products"])
 
 
-@dg.definitions
-def data_products() -> dg.Definitions:
-    @dg.asset(
-        key=EXPORTS_KEY,
-        description="Published marts and KPIs as versioned Parquet data products with manifests (data/exports/).",
-        kinds={"parquet"},
-        **egress_asset_args(),
+def data_products_spec() -> dg.AssetSpec:
+    return egress_spec(
+        EXPORTS_KEY,
+        "Published marts and KPIs as versioned Parquet data products with manifests (data/exports/).",
+        {"parquet"},
     )
-    def products(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        from dataops.egress.exports import export_data_products, exports_dir
 
-        report = export_data_products(platform.settings, platform.limits)
+
+def data_products_work(settings: Settings, limits: Limits) -> EgressWork:
+    """The export, to run on a worker thread; the library is imported here, on the step's thread."""
+    from dataops.egress.exports import export_data_products, exports_dir
+
+    def work(log: WorkerLog) -> dg.MaterializeResult:
+        report = export_data_products(settings, limits)
         if report.already_exported:
-            context.log.info(f"publish {report.publish_id} is exported already: {len(report.datasets)} data products")
+            log.info(f"publish {report.publish_id} is exported already: {len(report.datasets)} data products")
         else:
-            context.log.info(f"{len(report.changed)} of {len(report.datasets)} data products changed")
+            log.info(f"{len(report.changed)} of {len(report.datasets)} data products changed")
         return dg.MaterializeResult(
+            asset_key=EXPORTS_KEY,
             metadata={
                 "publish_id": report.publish_id or "",
                 "already_exported": report.already_exported,
                 "datasets": len(report.datasets),
                 "changed": dg.MetadataValue.json(report.changed),
                 "rows": report.rows,
-                "path": dg.MetadataValue.path(str(exports_dir(platform.settings))),
-            }
+                "path": dg.MetadataValue.path(str(exports_dir(settings))),
+            },
         )
 
-    return dg.Definitions(assets=[products])
+    return work

@@ -1,35 +1,39 @@
-"""The offline KPI dashboard, rebuilt from the published analyst warehouse after every publish.
+"""The offline KPI dashboard, rebuilt from the published analyst warehouse after every publish (run in the
+egress step: step.py)."""
 
-No ``from __future__ import annotations`` here: Dagster reads the ``context`` annotation at definition time.
-"""
+from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.lib.egress import egress_asset_args
-from orchestration.lib.instance import failed_checks
-from orchestration.lib.resources import PlatformResource
+from dataops.core.settings import Settings
+from dataops.core.warehouse import Limits
+from dataops.publish.status import CheckSummary
+from orchestration.lib.egress import EgressWork, WorkerLog, egress_spec
 
 DASHBOARD_KEY = dg.AssetKey(["egress", "kpi_dashboard"])
 
 
-@dg.definitions
-def kpi_dashboard() -> dg.Definitions:
-    @dg.asset(
-        key=DASHBOARD_KEY,
-        description="The offline KPI dashboard (one self-contained HTML file) rebuilt from the published warehouse.",
-        kinds={"html", "plotly"},
-        **egress_asset_args(),
+def dashboard_spec() -> dg.AssetSpec:
+    return egress_spec(
+        DASHBOARD_KEY,
+        "The offline KPI dashboard (one self-contained HTML file) rebuilt from the published warehouse.",
+        {"html", "plotly"},
     )
-    def dashboard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        from dataops.egress.dashboard import refresh_dashboard
 
-        checks = failed_checks(context.instance, context.run.run_id)
-        path, written = refresh_dashboard(platform.settings, checks=checks)
-        context.log.info(
+
+def dashboard_work(settings: Settings, limits: Limits, checks: CheckSummary) -> EgressWork:
+    """The page, to run on a worker thread; the library is imported here, on the step's thread, and the
+    run's failed checks (which only the Dagster instance knows) are read by the step before."""
+    from dataops.egress.dashboard import refresh_dashboard
+
+    def work(log: WorkerLog) -> dg.MaterializeResult:
+        path, written = refresh_dashboard(settings, checks=checks, limits=limits)
+        log.info(
             f"dashboard written to {path}" if written else f"dashboard unchanged: {path} shows this publish and status"
         )
         return dg.MaterializeResult(
-            metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size, "written": written}
+            asset_key=DASHBOARD_KEY,
+            metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size, "written": written},
         )
 
-    return dg.Definitions(assets=[dashboard])
+    return work
