@@ -4,6 +4,7 @@ runs the selected ones side by side on threads (docs/decisions/0096)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import traceback
@@ -66,7 +67,7 @@ def run_side_by_side(
             future.add_done_callback(events.put)
         pending = set(keys)
         while pending:
-            event = events.get()
+            event = _next(events)
             if not isinstance(event, Future):
                 context.log.log(*event)
                 continue
@@ -79,6 +80,14 @@ def run_side_by_side(
                 context.log.error(f"{keys[event].to_user_string()} failed: {_named(error)}")
     if failed:
         raise _failure(failed) from next(iter(failed.values()))
+
+
+def _next(events: queue.SimpleQueue[WorkerEvent]) -> WorkerEvent:
+    """The next event, waited for in short spells: a wait without end would hold off a Ctrl-C that the kernel
+    hands to a worker thread until the next event (as the dbt step's reader, dataops/transform/runner.py)."""
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return events.get(timeout=0.2)
 
 
 def _named(error: BaseException) -> str:
