@@ -14,7 +14,11 @@ catalog stop in the interpreter's shutdown.
 Started with ``--wait-for-command`` (by the build run, before its dbt step: docs/decisions/0092), it imports
 dbt while the run's other steps work, then waits for its command: one line on stdin, the command line, the
 environment and the directory it runs in. Its stdin closed with no line (the run needed no dbt, or ended, or
-died) ends it at once; so does a Ctrl-C while it waits (the run that started it handles its own).
+died) ends it at once; so does a Ctrl-C while it waits (the run that started it handles its own). While it waits
+it also builds the JSON schemas dbt checks a command's project and profile against.
+
+Given ``--json-log FILE`` before dbt's command (the step does), it writes dbt's log itself: the info-level JSON
+lines, made once, on stdout and in FILE, with dbt's own loggers off (docs/decisions/0097).
 """
 
 from __future__ import annotations
