@@ -96,49 +96,48 @@
     {%- set columns = not_null + (accepted_values.keys() | reject('in', not_null) | list) -%}
     {%- set broken = column_rules_broken(not_null, accepted_values) -%}
     {%- set conditions = [] -%}
-    {%- for _, _, condition in broken -%}
+    {%- set reads = [] -%}
+    {%- set branches = [] -%}
+    {%- for column, rule, condition in broken -%}
         {%- do conditions.append(condition) -%}
+        {%- set value = 'null' if rule == 'not_null' else column -%}
+        {%- do branches.append((column, rule, 'cast(' ~ value ~ ' as string)', 'failing', condition, '')) -%}
+    {%- endfor -%}
+    {%- if broken -%}
+        {%- set failing -%}
+            select {{ columns | join(', ') }}
+            from {{ model }}
+            where {{ conditions | join(' or ') }}
+        {%- endset -%}
+        {%- do reads.append(('failing', failing)) -%}
+    {%- endif -%}
+    {%- for label, rule, key_columns in keys -%}
+        {%- set read = 'keyed_' ~ loop.index -%}
+        {%- do reads.append((read, column_rules_keyed_rows(model, key_columns))) -%}
+        {%- set condition = key_columns[0] ~ ' is not null' if rule == 'unique' else 'true' -%}
+        {%- set grouped = 'group by ' ~ key_columns | join(', ') ~ ' having count(*) > 1' -%}
+        {%- set value = column_rules_key_value(rule, key_columns) -%}
+        {%- do branches.append((label, rule, value, read, condition, grouped)) -%}
     {%- endfor %}
 with
-{% if broken %}
-failing as (
+{% for read, query in reads %}
+{{ read }} as (
 
-    select {{ columns | join(', ') }}
-    from {{ model }}
-    where {{ conditions | join(' or ') }}
-
-),
-{% endif -%}
-{% for _, _, key_columns in keys %}
-keyed_{{ loop.index }} as (
-
-    {{ column_rules_keyed_rows(model, key_columns) | indent(4) }}
+    {{ query | trim | indent(4) }}
 
 ),
 {% endfor %}
 final as (
 
-    {% for column, rule, condition in broken -%}
+    {% for column, rule, value, read, condition, grouped in branches -%}
         {{ 'union all' if not loop.first }}
         select
             '{{ column }}' as column_name,
             '{{ rule }}' as rule,
-            cast({{ 'null' if rule == 'not_null' else column }} as string) as failing_value
-        from failing
+            {{ value }} as failing_value
+        from {{ read }}
         where {{ condition }}
-    {% endfor -%}
-    {% for label, rule, key_columns in keys -%}
-        {{ 'union all' if broken or not loop.first }}
-        select
-            '{{ label }}' as column_name,
-            '{{ rule }}' as rule,
-            {{ column_rules_key_value(rule, key_columns) }} as failing_value
-        from keyed_{{ loop.index }}
-        {% if rule == 'unique' -%}
-            where {{ key_columns[0] }} is not null
-        {% endif -%}
-        group by {{ key_columns | join(', ') }}
-        having count(*) > 1
+        {{ grouped }}
     {% endfor %}
 )
 
