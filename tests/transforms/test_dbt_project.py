@@ -151,6 +151,18 @@ def test_a_duplicate_key_a_null_and_a_value_not_accepted_fail_their_models_tests
     assert together == [("kpi_name, month_start_date", "unique_together", f"{kpi}, {month}")]
 
 
+@pytest.mark.parametrize(
+    "rules", ["unique='date_day'", "unique_together=[['date_day']]", "unique_together=['date_day', 'month_start_date']"]
+)
+def test_column_rules_of_the_wrong_shape_fail_to_compile_naming_the_shapes(rules: str, tmp_path: Path) -> None:
+    """A key rule must be a list of columns (`unique`) or a list of lists of two or more (`unique_together`):
+    anything else fails to compile, naming the shapes (decision 0098)."""
+    inline = f"{{{{ test_column_rules(ref('dim_dates'), {rules}) }}}}"
+    result = run_dbt(["compile", "--inline", inline], Settings(tmp_path))  # dbt's own output: its message
+    assert not result.success
+    assert "unique_together is a list of lists of two or more columns" in result.output
+
+
 def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: Path, tmp_path: Path) -> None:
     prepare_manifest()
     nodes = json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())["nodes"].values()
