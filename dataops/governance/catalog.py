@@ -53,13 +53,15 @@ def dbt_tests_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMe
 
 
 def rules_in_test(node: dict[str, Any]) -> int:
-    """The rules one dbt test checks: a model's ``column_rules`` test holds all its not-null and accepted-values
-    rules in one node (docs/decisions/0095), and the catalog counts rules, whichever way dbt runs them."""
+    """The rules one dbt test checks: a model's ``column_rules`` test holds all its not-null, accepted-values and
+    uniqueness rules in one node (docs/decisions/0095, 0098), and the catalog counts rules, whichever way dbt
+    runs them: a column unique on its own or a set of columns unique together is one rule, as its test was."""
     meta = node.get("test_metadata") or {}
     if meta.get("name") != "column_rules":
         return 1
     arguments = meta.get("kwargs") or {}
-    return len(arguments.get("not_null") or []) + len(arguments.get("accepted_values") or {})
+    rules = ("not_null", "accepted_values", "unique", "unique_together")
+    return sum(len(arguments.get(rule) or []) for rule in rules)
 
 
 def dbt_constraints_by_dataset(manifest: dict[str, Any], datasets: dict[str, DatasetMeta]) -> dict[str, int]:

@@ -91,8 +91,8 @@ def test_the_catalog_lists_every_published_dataset_with_its_state(governed: Gove
 
 
 def test_the_catalog_counts_each_rule_of_a_models_column_rules_test() -> None:
-    """One ``column_rules`` node holds a model's not-null and accepted-values rules (decision 0095): the catalog
-    counts the rules, as it did when dbt ran a node per rule."""
+    """One ``column_rules`` node holds a model's not-null, accepted-values and uniqueness rules (decisions 0095,
+    0098): the catalog counts the rules, as it did when dbt ran a node per rule (a key of several columns: one)."""
 
     def test(name: str, kwargs: dict[str, object]) -> dict[str, object]:
         return {
@@ -104,12 +104,20 @@ def test_the_catalog_counts_each_rule_of_a_models_column_rules_test() -> None:
     manifest = {
         "nodes": {
             "model.dataops.fct_x": {"resource_type": "model", "schema": "marts", "name": "fct_x"},
-            "test.a": test("column_rules", {"not_null": ["a", "b"], "accepted_values": {"status": ["on", "off"]}}),
-            "test.b": test("unique", {"column_name": "a"}),
+            "test.a": test(
+                "column_rules",
+                {
+                    "not_null": ["a", "b"],
+                    "accepted_values": {"status": ["on", "off"]},
+                    "unique": ["a", "c"],
+                    "unique_together": [["b", "status"]],
+                },
+            ),
+            "test.b": test("relationships", {"column_name": "a", "to": "ref('dim_y')", "field": "a"}),
         }
     }
     datasets = {"marts.fct_x": DatasetMeta("marts.fct_x", "x", {}, [])}
-    assert dbt_tests_by_dataset(manifest, datasets) == {"marts.fct_x": 4}
+    assert dbt_tests_by_dataset(manifest, datasets) == {"marts.fct_x": 7}
 
 
 def test_a_domain_note_appears_in_the_catalog_and_in_search(governed: Governed) -> None:

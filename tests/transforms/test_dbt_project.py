@@ -16,7 +16,7 @@ from dataops.ingest.lake import PER_EXTRACTION
 from dataops.transform.runner import DbtResult, prepare_manifest, run_dbt
 from quality.contracts import CONTRACTS
 from registry.loader import dbt_vars, domain_owners, load_registry
-from tests.transforms.test_incremental_staging import copy_of
+from tests.transforms.test_incremental_staging import copy_of, scalar
 
 pytestmark = pytest.mark.xdist_group("built")
 
@@ -67,9 +67,9 @@ def test_unit_tests_of_every_schema_rule_and_state_edge_case_pass(tested: DbtRes
 def test_data_tests_on_keys_and_states_pass(tested: DbtResult) -> None:
     result = of_kind(tested, unit=False)
     assert result.success, result.output[-3000:]
-    kinds = {r["unique_id"].split(".")[2].split("_")[0] for r in result.results}
-    assert {"unique", "column", "relationships"} <= kinds  # unique, column_rules (not null, accepted values), ...
-    assert len(statuses_of_tests(result)) >= 90 and set(statuses_of_tests(result).values()) == {"pass"}
+    kinds = {r["unique_id"].split(".")[2].split("_")[0] for r in result.results if r["unique_id"].startswith("test.")}
+    assert kinds == {"column", "relationships"}  # column_rules (not null, accepted values, unique: 0095, 0098)
+    assert len(statuses_of_tests(result)) >= 86 and set(statuses_of_tests(result).values()) == {"pass"}
 
 
 def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: dict) -> None:  # type: ignore[type-arg]
@@ -114,11 +114,11 @@ def test_the_data_tests_read_tables_not_stacks_of_views(built: Path, manifest: d
 def test_a_duplicate_key_a_null_and_a_value_not_accepted_fail_their_models_tests_only(
     built: Path, tmp_path: Path
 ) -> None:
-    """The keys of several columns are tested by the project's `unique_columns` (macros/unique_columns.sql): a
-    duplicated row fails its table's test, once. A model's not-null and accepted-values rules are one data test,
-    `column_rules` (macros/column_rules.sql, docs/decisions/0095): a null in a required column and a value not
-    accepted fail that model's test, once each, its failing rows naming the column, the rule and the value. Every
-    other model's (and seed's) tests of both kinds pass."""
+    """A model's not-null, accepted-values and uniqueness rules are one data test, `column_rules`
+    (macros/column_rules.sql, docs/decisions/0095, 0098): a null in a required column, a value not accepted and a
+    duplicated key fail that model's test, once each, its failing rows naming the column, the rule and the value;
+    a duplicated row fails its table's key of several columns (`unique_together`), once. Every other model's
+    (and seed's) test passes."""
     settings = copy_of(built, tmp_path)  # with its parse: dbt starts from it
     resolved = "intermediate.int_bill_to_customers_resolved"
     with duckdb.connect(str(settings.build_db)) as conn:
@@ -126,21 +126,41 @@ def test_a_duplicate_key_a_null_and_a_value_not_accepted_fail_their_models_tests
         first, last = f"(select min(bill_to_id) from {resolved})", f"(select max(bill_to_id) from {resolved})"
         conn.execute(f"update {resolved} set customer_id = null where bill_to_id = {first}")
         conn.execute(f"update {resolved} set match_method = 'guessed' where bill_to_id = {last}")
-    selected = ["test_name:unique_columns", "test_name:column_rules"]
-    result = run_dbt(["test", "--select", *selected, "--no-write-json"], settings, in_process=True)
+        # a key twice, on a row that breaks no other rule
+        second = f"(select min(bill_to_id) from {resolved} where bill_to_id > {first})"
+        conn.execute(f"insert into {resolved} select * from {resolved} where bill_to_id = {second}")
+        duplicated = scalar(conn, f"select {second}")
+        (kpi, month) = conn.execute(
+            "select kpi_name, month_start_date from kpis.kpi_monthly group by all having count(*) > 1"
+        ).fetchone() or (None, None)
+    result = run_dbt(["test", "--select", "test_name:column_rules", "--no-write-json"], settings, in_process=True)
     tests = {r["unique_id"].split(".")[2]: r for r in result.results if not r["unique_id"].startswith("operation.")}
     outcomes = {name: (r["status"], r["failures"]) for name, r in tests.items()}
-    assert outcomes.pop("unique_columns_kpi_monthly_kpi_name__month_start_date") == ("fail", 1)
-    assert outcomes.pop("column_rules_int_bill_to_customers_resolved") == ("fail", 2)
-    assert sum(name.startswith("unique_columns_") for name in outcomes) >= 10
-    assert sum(name.startswith("column_rules_") for name in outcomes) >= 30
+    assert outcomes.pop("column_rules_kpi_monthly") == ("fail", 1)
+    assert outcomes.pop("column_rules_int_bill_to_customers_resolved") == ("fail", 3)
+    assert len(outcomes) >= 55
     assert set(outcomes.values()) == {("pass", 0)}
-    with duckdb.connect(str(settings.build_db), read_only=True) as conn:  # the failing rows: the test's query
+    with duckdb.connect(str(settings.build_db), read_only=True) as conn:  # the failing rows: the tests' queries
         failing = conn.execute(tests["column_rules_int_bill_to_customers_resolved"]["compiled_code"]).fetchall()
+        together = conn.execute(tests["column_rules_kpi_monthly"]["compiled_code"]).fetchall()
     assert sorted(failing, key=str) == [
+        ("bill_to_id", "unique", str(duplicated)),
         ("customer_id", "not_null", None),
         ("match_method", "accepted_values", "guessed"),
     ]
+    assert together == [("kpi_name, month_start_date", "unique_together", f"{kpi}, {month}")]
+
+
+@pytest.mark.parametrize(
+    "rules", ["unique='date_day'", "unique_together=[['date_day']]", "unique_together=['date_day', 'month_start_date']"]
+)
+def test_column_rules_of_the_wrong_shape_fail_to_compile_naming_the_shapes(rules: str, tmp_path: Path) -> None:
+    """A key rule must be a list of columns (`unique`) or a list of lists of two or more (`unique_together`):
+    anything else fails to compile, naming the shapes (decision 0098)."""
+    inline = f"{{{{ test_column_rules(ref('dim_dates'), {rules}) }}}}"
+    result = run_dbt(["compile", "--inline", inline], Settings(tmp_path))  # dbt's own output: its message
+    assert not result.success
+    assert "unique_together is a list of lists of two or more columns" in result.output
 
 
 def test_the_marts_not_null_rules_are_constraints_the_warehouse_enforces(built: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from tests.transforms.test_rows_untested import failed, untested
 pytestmark = pytest.mark.xdist_group("built")
 
 HEALTH = "fct_customer_health_daily"
-KEY_TEST = "unique_columns_fct_customer_health_daily_customer_id__date_day"
+KEY_TEST = "column_rules_fct_customer_health_daily"  # its unique_together rule (decision 0098)
 
 
 def build(settings: Settings, *args: str, command: str = "build") -> DbtResult:

@@ -24,7 +24,7 @@ from tests.transforms.test_incremental_staging import (
 pytestmark = pytest.mark.xdist_group("built")
 
 LEADS = ("stg_crm__leads", "stg_crm__lead_changes")
-UNIQUE = "unique_stg_crm__lead_changes_lead_change_id"
+UNIQUE = "column_rules_stg_crm__lead_changes"  # its unique rule (decision 0098)
 RELATIONSHIPS = "relationships_stg_crm__lead_changes_lead_id__lead_id__ref_stg_crm__leads_"
 NARROWED = ("stg_crm__leads", "stg_crm__lead_changes", "int_leads_qualified", "int_people_qualified")
 NARROWED += ("fct_leads", "dim_people")

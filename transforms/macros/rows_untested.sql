@@ -8,16 +8,17 @@
     record is `pipeline.untested__<model>`, one column named after the key. At the end of a dbt command a
     model's record is cleared when every data test reading the model ran in that command and passed
     (`clear_rows_tested`, on-run-end). In between:
-    - `unique` on the record's key: the keys of the record that occur more than once in the whole table (a
-      semi join that reads the key column, bounded by the record's key range), which holds every duplicate
-      that involves a row written since the last pass: a duplicate of two older rows was there when it passed;
+    - a `unique` rule of `column_rules` (macros/column_rules.sql, decision 0098) on the record's key: the keys of
+      the record that occur more than once in the whole table (a semi join that reads the key column, bounded
+      by the record's key range), which holds every duplicate that involves a row written since the last pass:
+      a duplicate of two older rows was there when it passed;
     - `relationships`: the children written since the last pass without a parent, and the children of the
       parents recomputed since the last pass that are no longer there (a parent removed); every other child
       and its parent were there when it passed, and are;
-    - `unique_columns` whose columns include the record's key: the same as `unique`; and on a record of
+    - a `unique_together` rule whose columns include the record's key: the same as `unique`; and on a record of
       customer-days (a model keyed by customer and day, below, decision 0083), the rows of those customer-days.
-    The whole-table test when a record is missing (the first build after this change, a model that keeps
-    none), holds every key, or is keyed by another column, and on Spark (dbt's own tests: dispatched). -#}
+    The whole table when a record is missing (the first build after this change, a model that keeps none), holds
+    every key, or is keyed by another column, and on Spark (dbt's own forms: dispatched). -#}
 
 {#- The record of `model_name`, or none when the model keeps none (or outside execution). -#}
 {% macro rows_untested_record(database, model_name) -%}
@@ -36,7 +37,7 @@
     {%- endif -%}
     {%- set columns = adapter.get_columns_in_relation(record) -%}
     {%- if columns | length > 1 -%}
-        {#- a record of customer-days (below): only `unique_columns` reads it -#}
+        {#- a record of customer-days (below): only `unique_together` reads it -#}
         {{ return(none) }}
     {%- endif -%}
     {%- set key = columns[0].name -%}
@@ -135,35 +136,20 @@
     and {{ key_within_range_of(column, keys) }}
 {%- endmacro %}
 
-{#- `unique`, overriding dbt's on DuckDB. -#}
-{% macro duckdb__test_unique(model, column_name) -%}
+{#- The rows a uniqueness rule of `column_rules` groups (macros/column_rules.sql), on DuckDB: of a model that keeps
+    a record, the rows of the record's keys when the rule's columns include the key (for `unique` on the key: the
+    keys of the record that occur more than once in the whole table), and the rows of its customer-days when the
+    record is of customer-days and the rule is on the customer and the day; otherwise every row (dbt's form). -#}
+{% macro duckdb__column_rules_keyed_rows(model, columns) -%}
     {%- set key = rows_untested_key(model) -%}
-    {%- if key is none or key != column_name -%}
-        {{ dbt.default__test_unique(model, column_name) }}
+    {%- if rows_untested_are_customer_days(model) and 'customer_id' in columns and 'date_day' in columns -%}
+        {{ rows_on_customer_days_untested(model, columns) }}
+    {%- elif key is not none and key in columns -%}
+        {%- set record = rows_untested_record(model.database, model.identifier) -%}
+        select {{ columns | join(', ') }} from {{ model }}
+        where {{ in_rows_untested(key, record, key) }}
     {%- else -%}
-        {%- set record = rows_untested_record(model.database, model.identifier) %}
-with
-
-written as (
-
-    select {{ column_name }} from {{ model }}
-    where {{ in_rows_untested(column_name, record, key) }}
-
-),
-
-final as (
-
-    select
-        {{ column_name }} as unique_field,
-        count(*) as n_records
-
-    from written
-    group by {{ column_name }}
-    having count(*) > 1
-
-)
-
-select * from final
+        {{ default__column_rules_keyed_rows(model, columns) }}
     {%- endif -%}
 {%- endmacro %}
 
