@@ -144,30 +144,34 @@ def test_a_nodes_events_come_as_dbt_logs_it_a_checks_once_its_last_test_has() ->
 
     project = dbt_project()
     manifest = load_manifest(project.manifest_path)
-    seed, model = "seed.dataops.country_codes", "model.dataops.fct_invoices"
-    tests = {uid: [t for t, n in manifest["nodes"].items() if n.get("attached_node") == uid] for uid in (seed, model)}
-    assert len(tests[seed]) >= 2 and len(tests[model]) >= 2
-    keys = {uid: dg.AssetKey([manifest["nodes"][uid]["schema"], manifest["nodes"][uid]["name"]]) for uid in tests}
+    # a seed's one test (its column rules, decision 0098), a model's three and another model's two
+    seed, model, other = "seed.dataops.country_codes", "model.dataops.fct_payments", "model.dataops.fct_contracts"
+    nodes = (seed, model, other)
+    tests = {uid: [t for t, n in manifest["nodes"].items() if n.get("attached_node") == uid] for uid in nodes}
+    assert len(tests[seed]) == 1 and len(tests[model]) >= 2 and len(tests[other]) >= 2
+    keys = {uid: dg.AssetKey([manifest["nodes"][uid]["schema"], manifest["nodes"][uid]["name"]]) for uid in nodes}
     build = BuildEvents(manifest, translator(), project, {dg.AssetCheckKey(k, "dbt_tests") for k in keys.values()})
 
-    logged = _line("JinjaLogInfo", model, "executing", msg="marts.fct_invoices: 1234 rows")
+    logged = _line("JinjaLogInfo", model, "executing", msg="marts.fct_payments: 1234 rows")
     assert list(build.events(logged)) == []
-    (invoices,) = build.events(_line("LogModelResult", model, "success", execution_time=0.5))
-    assert invoices.asset_key == keys[model] and invoices.metadata["dagster/row_count"] == 1234  # type: ignore[index]
+    (payments,) = build.events(_line("LogModelResult", model, "success", execution_time=0.5))
+    assert payments.asset_key == keys[model] and payments.metadata["dagster/row_count"] == 1234  # type: ignore[index]
     (countries,) = build.events(_line("LogSeedResult", seed, "success", result_message="INSERT 251"))
     assert countries.metadata["dagster/row_count"] == 251  # type: ignore[index]
+    (seed_check,) = build.events(_line("LogTestResult", tests[seed][0], "pass"))
+    assert isinstance(seed_check, dg.AssetCheckResult) and seed_check.asset_key == keys[seed] and seed_check.passed
 
-    *first, last = tests[seed]
+    *first, last = tests[model]
     assert [e for test in first for e in build.events(_line("LogTestResult", test, "pass"))] == []
     (check,) = build.events(_line("LogTestResult", last, "fail", num_failures=2))
-    assert isinstance(check, dg.AssetCheckResult) and check.asset_key == keys[seed] and not check.passed
-    ran = {manifest["nodes"][t]["name"] for t in tests[seed]}
+    assert isinstance(check, dg.AssetCheckResult) and check.asset_key == keys[model] and not check.passed
+    ran = {manifest["nodes"][t]["name"] for t in tests[model]}
     assert set(check.metadata["tests"].value) == ran and check.metadata["failing_rows"].value == 2  # type: ignore[arg-type]
 
-    assert list(build.events(_line("LogTestResult", tests[model][0], "pass"))) == []  # the others were skipped
+    assert list(build.events(_line("LogTestResult", tests[other][0], "pass"))) == []  # the others were skipped
     (partial,) = build.rest()
-    assert partial.asset_key == keys[model]
-    assert set(partial.metadata["tests"].value) == {manifest["nodes"][tests[model][0]]["name"]}  # type: ignore[arg-type]
+    assert partial.asset_key == keys[other]
+    assert set(partial.metadata["tests"].value) == {manifest["nodes"][tests[other][0]]["name"]}  # type: ignore[arg-type]
 
 
 def test_a_run_starts_dbt_early_only_for_a_dbt_step_and_ends_it_when_the_step_does_not_use_it(
