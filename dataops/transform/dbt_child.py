@@ -117,11 +117,11 @@ def _quit(signum: int, frame: FrameType | None) -> None:
 def run_dbt(args: list[str]) -> int:
     """dbt's command line, run in this process: its exit code. ``--json-log FILE`` first: dbt's log at info
     level as JSON lines on stdout and in FILE, written here (:class:`JsonLines`) instead of by dbt's loggers."""
-    from dbt.cli.main import cli
-
     if args[:1] == [JSON_LOG] and len(args) > 1:
         with JsonLines(args[1]) as lines:
             return run_with_callback(args[2:], lines)
+    from dbt.cli.main import cli
+
     try:
         cli.main(args=args, prog_name="dbt")
     except SystemExit as ended:
@@ -149,7 +149,10 @@ class JsonLines:
     """
 
     def __init__(self, path: str) -> None:
+        from dbt_common.events.functions import env_scrubber, msg_to_json
+
         self.path = path
+        self.line = lambda msg: env_scrubber(msg_to_json(msg)) + "\n"  # as dbt's JSON logger makes it
         self.lock = threading.Lock()  # dbt's threads fire events concurrently
 
     def __enter__(self) -> JsonLines:
@@ -162,9 +165,7 @@ class JsonLines:
     def __call__(self, msg: Any) -> None:
         if msg.info.level not in LOGGED_LEVELS:
             return
-        from dbt_common.events.functions import env_scrubber, msg_to_json
-
-        line = env_scrubber(msg_to_json(msg)) + "\n"
+        line = self.line(msg)
         with self.lock:
             sys.stdout.write(line)
             sys.stdout.flush()  # the step reads each node's lines as it finishes

@@ -105,14 +105,22 @@ def dbt_environment(settings: Settings, limits: Limits | None = None) -> dict[st
     }
 
 
+DATAOPS_DBT = "dataops-dbt"  # dbt through dataops/transform/dbt_child.py
+
+
 def dbt_executable() -> str:
     """The dbt of this environment, whether or not the virtualenv is on PATH: through ``dataops-dbt``, which
     ends with the process that started it (dataops/transform/dbt_child.py), when it is installed."""
-    for name in ("dataops-dbt", "dbt"):
+    for name in (DATAOPS_DBT, "dbt"):
         local = Path(sys.executable).with_name(name)
         if local.exists():
             return str(local)
     return "dbt"
+
+
+def through_dataops_dbt(executable: str) -> bool:
+    """Whether dbt runs through ``dataops-dbt``, which knows its own arguments (waiting, its JSON log)."""
+    return Path(executable).name == DATAOPS_DBT
 
 
 def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:

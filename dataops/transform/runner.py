@@ -33,6 +33,7 @@ from dataops.transform.project import (
     project_files,
     registry_seeds,
     registry_vars,
+    through_dataops_dbt,
     window_environment,
 )
 from dataops.transform.spark import export_raw, load_built
@@ -486,7 +487,7 @@ def start_waiting_dbt(settings: Settings) -> WaitingDbt | None:
     directory dbt runs in (so a process left on a data directory is found by it). None where ``dataops-dbt``
     is not installed: plain ``dbt`` knows no waiting, and the step starts it when it needs it."""
     executable = dbt_executable()
-    if Path(executable).name != "dataops-dbt":
+    if not through_dataops_dbt(executable):
         return None
     process = subprocess.Popen(
         [executable, WAIT_FOR_COMMAND],
@@ -524,7 +525,7 @@ def start_dbt(
             export_raw(settings, limits)  # what Spark reads: the raw layer as it is now (dataops/transform/spark.py)
         # its log file beside its other artefacts (dbt.log), not in the project's shared logs/ folder; written by
         # dataops-dbt at info level unless dbt's own file is asked for (DBT_LOG_LEVEL_FILE): docs/decisions/0097
-        own = Path(dbt_executable()).name == "dataops-dbt" and "DBT_LOG_LEVEL_FILE" not in os.environ
+        own = through_dataops_dbt(dbt_executable()) and "DBT_LOG_LEVEL_FILE" not in os.environ
         lines = [JSON_LOG, str((target / DBT_LOG).absolute())] if own else []
         line = command_line([*lines, "--log-format", "json", "--log-path", str(target), *args], registry, target)
         env = process_environment(settings, limits, window)
