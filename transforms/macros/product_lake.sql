@@ -9,11 +9,16 @@
     {{ return(adapter.dispatch('product_lake')(table, folders, columns)) }}
 {%- endmacro %}
 
+{#- Called only when dbt executes: a path read while dbt parses would be recorded, and each data directory's
+    own path would make dbt parse the product's models again (docs/decisions/0099). -#}
+{% macro product_lake_root() -%}
+    {{- return(env_var('DATAOPS_LAKE_DIR', env_var('DATAOPS_DATA_DIR', '../data') ~ '/lake')) -}}
+{%- endmacro %}
+
 {% macro default__product_lake(table, folders, columns) -%}
-    {%- set root = env_var('DATAOPS_LAKE_DIR', env_var('DATAOPS_DATA_DIR', '../data') ~ '/lake') -%}
-    {%- set pattern = root ~ '/raw/product/' ~ table ~ '/' ~ folders ~ 'part-*.parquet' -%}
     {%- set found = 0 -%}
     {%- if execute -%}
+        {%- set pattern = product_lake_root() ~ '/raw/product/' ~ table ~ '/' ~ folders ~ 'part-*.parquet' -%}
         {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
     {%- endif -%}
     {%- set typed = [] -%}
@@ -35,7 +40,6 @@
     events; hidden files, a version being written, are skipped) and keeps the newest file of each folder, as
     DuckDB does: the file names sort by the time they were written (dataops/ingest/events.py). -#}
 {% macro spark__product_lake(table, folders, columns) -%}
-    {%- set root = env_var('DATAOPS_LAKE_DIR', env_var('DATAOPS_DATA_DIR', '../data') ~ '/lake') -%}
     {%- set relation = 'raw.product_lake__' ~ table -%}
     {%- set declared = [] -%}
     {%- set typed = [] -%}
@@ -48,7 +52,7 @@
         {%- do run_query('drop table if exists ' ~ relation) -%}
         {%- do run_query(
             'create table ' ~ relation ~ ' (' ~ declared | join(', ') ~ ') using parquet'
-            ~ " location '" ~ root ~ '/raw/product/' ~ table ~ "'"
+            ~ " location '" ~ product_lake_root() ~ '/raw/product/' ~ table ~ "'"
             ~ " options (recursiveFileLookup 'true', pathGlobFilter 'part-*.parquet')"
         ) -%}
     {%- endif -%}

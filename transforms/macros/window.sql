@@ -1,4 +1,11 @@
 {#- The business dates a partitioned run was asked for (the whole history when run without a window).
-    They come from the environment, not --vars: changing a var makes dbt re-parse the whole project. -#}
-{% macro window_start() -%}cast('{{ env_var("DATAOPS_WINDOW_START", "1900-01-01") }}' as date){%- endmacro %}
-{% macro window_end() -%}cast('{{ env_var("DATAOPS_WINDOW_END", "2999-12-31") }}' as date){%- endmacro %}
+    They come from the environment, not --vars: changing a var makes dbt re-parse the whole project. And they
+    are read only when dbt executes, not while it parses (`execute` is false then): dbt records each variable
+    a model reads at parse time and parses the model again whenever its value changes, which the window does
+    every day (docs/decisions/0099). What parsing renders (refs, sources, configs) never depends on it. -#}
+{% macro window_start() -%}cast('{{ window_bound("DATAOPS_WINDOW_START", "1900-01-01") }}' as date){%- endmacro %}
+{% macro window_end() -%}cast('{{ window_bound("DATAOPS_WINDOW_END", "2999-12-31") }}' as date){%- endmacro %}
+
+{% macro window_bound(variable, default) -%}
+    {{- env_var(variable, default) if execute else default -}}
+{%- endmacro %}
