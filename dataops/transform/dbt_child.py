@@ -15,7 +15,8 @@ Started with ``--wait-for-command`` (by the build run, before its dbt step: docs
 dbt while the run's other steps work, then waits for its command: one line on stdin, the command line, the
 environment and the directory it runs in. Its stdin closed with no line (the run needed no dbt, or ended, or
 died) ends it at once; so does a Ctrl-C while it waits (the run that started it handles its own). While it waits
-it also builds the JSON schemas dbt checks a command's project and profile against.
+it also builds the JSON schemas dbt checks a command's project and profile against, and compiles the templates
+of the macros a build calls, read from the project's last parse (docs/decisions/0099).
 
 Given ``--json-log FILE`` before dbt's command (the step does), it writes dbt's log itself: the info-level JSON
 lines, made once, on stdout and in FILE, with dbt's own loggers off (docs/decisions/0097).
@@ -50,8 +51,8 @@ def main() -> None:
     _end_with_parent()
     collect_less_often()  # before dbt's imports, parse and run (dataops/core/collector.py)
     args = sys.argv[1:]
-    if args == [WAIT_FOR_COMMAND]:
-        args = wait_for_command()
+    if args[:1] == [WAIT_FOR_COMMAND] and len(args) <= 2:
+        args = wait_for_command(args[1] if len(args) == 2 else None)
     code = run_dbt(args)
     if "pyspark" in sys.modules:  # a local Spark session stops in the interpreter's shutdown
         sys.exit(code)
@@ -72,11 +73,14 @@ def _end_with_parent() -> None:
             sys.exit(128 + signal.SIGTERM)
 
 
-def wait_for_command() -> list[str]:
+def wait_for_command(parse: str | None = None) -> list[str]:
     """dbt imported before its command is known, then the command read from stdin and the process made as
-    the step would have started it: the step's environment, in the step's directory. Nothing to read: exit."""
+    the step would have started it: the step's environment, in the step's directory. Nothing to read: exit.
+    ``parse``, a saved parse of the project, gives the macros whose templates it compiles meanwhile."""
     signal.signal(signal.SIGINT, _quit)
     prepare(os.environ.get("DATAOPS_ENGINE") or "duckdb")
+    if parse:
+        warm_templates(parse)
     line = sys.stdin.readline()
     if not line:  # no command will come: nothing was started, nothing to leave
         os._exit(0)
@@ -108,6 +112,47 @@ def warm_schemas(engine: str) -> None:
         plugin = importlib.import_module(f"dbt.adapters.{engine}").Plugin
         for schema in (Project, PackageConfig, ProjectFlags, plugin.credentials):
             schema.json_schema()
+
+
+def warm_templates(parse: str) -> int:
+    """The Jinja templates of the macros a build can call, compiled while it waits; how many.
+
+    dbt compiles a macro's template the first time a node calls it in a process and keeps it, keyed by its
+    text (dbt_common's template cache): about 280 macros, 0.8 s of dbt's lock in a daily build at SF 10,
+    spent by its threads between the nodes (docs/decisions/0099). The macros are those the project's nodes
+    depend on, their materialisations', and what those call, as dbt's parse recorded them; the command's own
+    parse checks the project as always, and a macro changed since is compiled again under its new text.
+    """
+    try:
+        from dbt.contracts.graph.manifest import Manifest
+        from dbt_common.clients.jinja import template_cache
+
+        with open(parse, "rb") as saved:
+            manifest = Manifest.from_msgpack(saved.read())
+        wanted = reachable_macros(manifest)
+        for unique_id in wanted:
+            template_cache.get_node_template(manifest.macros[unique_id])
+    except Exception:  # only a warm-up (a parse pruned or of another dbt version): the command compiles them
+        return 0
+    return len(wanted)
+
+
+def reachable_macros(manifest: Any) -> set[str]:
+    """The macros the nodes depend on and the materialisations they use, and every macro those call."""
+    materialized = {getattr(node.config, "materialized", None) for node in manifest.nodes.values()}
+    starts = [m for node in manifest.nodes.values() for m in node.depends_on.macros]
+    starts += [
+        unique_id
+        for unique_id, macro in manifest.macros.items()
+        if any(macro.name.startswith(f"materialization_{kind}_") for kind in materialized if kind)
+    ]
+    seen: set[str] = set()
+    while starts:
+        unique_id = starts.pop()
+        if unique_id not in seen and unique_id in manifest.macros:
+            seen.add(unique_id)
+            starts.extend(manifest.macros[unique_id].depends_on.macros)
+    return seen
 
 
 def _quit(signum: int, frame: FrameType | None) -> None:

@@ -75,8 +75,28 @@ def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR, registry
     another checkout, and its seeds then point at that checkout's files (a moved or deleted one fails the
     run with "No files found that match the pattern").
     """
-    key = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:12]
-    return settings.dbt_runs_dir / f"partial_parse-{key}-{parse_key(registry or load_registry())}.msgpack"
+    return settings.dbt_runs_dir / f"partial_parse-{_checkout_key(project_dir)}-{parse_key(registry or load_registry())}.msgpack"
+
+
+def _checkout_key(project_dir: Path) -> str:
+    return hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def recent_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Path | None:
+    """The data directory's newest parse of this checkout under any registry version, else the checkout's
+    last: what a waiting ``dataops-dbt`` reads the project's macros from (they are the same whatever the vars)."""
+    mine = settings.dbt_runs_dir.glob(f"partial_parse-{_checkout_key(project_dir)}-*.msgpack")
+    newest = max(mine, key=_modified, default=None)
+    if newest is not None:
+        return newest
+    return shared_parse(project_dir) if shared_parse(project_dir).exists() else None
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # pruned meanwhile by another process
+        return 0.0
 
 
 def shared_parse(project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None = None) -> Path:
@@ -485,12 +505,14 @@ class WaitingDbt:
 def start_waiting_dbt(settings: Settings) -> WaitingDbt | None:
     """A ``dataops-dbt`` that imports dbt now and runs the command ``start_dbt`` hands it later, in the
     directory dbt runs in (so a process left on a data directory is found by it). None where ``dataops-dbt``
-    is not installed: plain ``dbt`` knows no waiting, and the step starts it when it needs it."""
+    is not installed: plain ``dbt`` knows no waiting, and the step starts it when it needs it. It is given the
+    last parse of the project to compile the macros' templates from while it waits (``recent_parse``)."""
     executable = dbt_executable()
     if not through_dataops_dbt(executable):
         return None
+    parse = recent_parse(settings)
     process = subprocess.Popen(
-        [executable, WAIT_FOR_COMMAND],
+        [executable, WAIT_FOR_COMMAND, *([str(parse)] if parse else [])],
         cwd=working_directory(settings),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -109,6 +109,31 @@ def test_a_new_data_directory_parses_partially_from_another_ones_parse(
     assert "Partial parsing enabled" in log
 
 
+def test_the_next_days_window_in_another_data_directory_parses_nothing_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window changes every day and each data directory has its own path: dbt reads both only when it
+    executes, so the parse the last run left is reused whole (docs/decisions/0099). Read while parsing, dbt
+    would record them and parse every model that reads them again (the lead models, the product's)."""
+    monkeypatch.setenv("DBT_LOG_LEVEL_FILE", "debug")  # dbt logs its partial parse at debug level
+
+    def parse(name: str, day: str) -> str:
+        settings = Settings(tmp_path / name)
+        settings.data_dir.mkdir(exist_ok=True)
+        target = run_target(settings, f"run-{day}")
+        dbt = start_dbt(["parse"], settings, target, window=(day, day))
+        for _ in dbt.events():
+            pass
+        assert dbt.result().success
+        keep_run_target(settings, target)
+        return (target / "dbt.log").read_text()
+
+    parse("first", "2026-03-01")
+    log = parse("second", "2026-03-02")
+    assert "Partial parsing enabled: 0 files deleted, 0 files added, 0 files changed." in log, log[-3000:]
+    assert "Partial parsing: updated file" not in log, log[-3000:]
+
+
 def test_each_registry_version_starts_from_the_parse_made_under_it(tmp_path: Path) -> None:
     """dbt parses the whole project again under other vars, and the vars follow the registry's version: a
     proposal's build, the daily runs after its adoption and a roll back each start from the parse made under
