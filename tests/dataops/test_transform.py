@@ -624,6 +624,46 @@ def test_a_waiting_dbt_builds_the_schemas_dbt_checks_its_command_against() -> No
     assert int(before) == int(after) >= 4  # nothing left for the command to build
 
 
+def test_a_waiting_dbt_compiles_the_templates_of_the_macros_a_build_calls(tmp_path: Path) -> None:
+    """It is given the data directory's last parse and compiles, while it waits, the templates of the macros
+    the project's nodes and materialisations call (docs/decisions/0099): dbt then finds them compiled (in a new
+    interpreter, as the waiting process is one). A parse it cannot read is no error: there is nothing to warm."""
+    import sys
+
+    from dataops.transform.runner import recent_parse, start_waiting_dbt
+
+    settings = Settings(tmp_path / "data")
+    settings.data_dir.mkdir()
+    target = run_target(settings, "run-1")
+    assert run_dbt(["parse"], settings, target=target).success
+    keep_run_target(settings, target)
+    parse = recent_parse(settings)
+    assert parse is not None and parse.parent == settings.dbt_runs_dir
+    waiting = start_waiting_dbt(settings)
+    assert waiting is not None and waiting.process.args[-1] == str(parse)
+    waiting.end()
+
+    code = (
+        "import json, sys; from dbt_common.clients.jinja import template_cache; "
+        "from dbt.contracts.graph.manifest import Manifest; "
+        "from dataops.transform.dbt_child import reachable_macros, warm_templates; "
+        "warmed = warm_templates(sys.argv[1]); compiled = set(template_cache.file_cache); "
+        "manifest = Manifest.from_msgpack(open(sys.argv[1], 'rb').read()); wanted = reachable_macros(manifest); "
+        "print(json.dumps({'warmed': warmed, 'wanted': sorted(wanted), 'garbage': warm_templates(sys.argv[2]), "
+        "'compiled': [m for m in wanted if manifest.macros[m].macro_sql in compiled]}))"
+    )
+    garbage = tmp_path / "garbage.msgpack"
+    garbage.write_bytes(b"not a parse")
+    ran = subprocess.run([sys.executable, "-c", code, str(parse), str(garbage)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    out = json.loads(ran.stdout)
+    assert out["warmed"] == len(out["wanted"]) == len(out["compiled"]) > 100  # each one compiled, nothing left
+    assert {"macro.dataops.window_start", "macro.dataops.test_column_rules"} <= set(out["wanted"])
+    assert "macro.dbt.materialization_incremental_default" in out["wanted"]
+    assert "macro.dbt.materialization_snapshot_default" not in out["wanted"]  # the project has no snapshot
+    assert out["garbage"] == 0
+
+
 def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
