@@ -75,7 +75,8 @@ def warm_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR, registry
     another checkout, and its seeds then point at that checkout's files (a moved or deleted one fails the
     run with "No files found that match the pattern").
     """
-    return settings.dbt_runs_dir / f"partial_parse-{_checkout_key(project_dir)}-{parse_key(registry or load_registry())}.msgpack"
+    version = parse_key(registry or load_registry())
+    return settings.dbt_runs_dir / f"partial_parse-{_checkout_key(project_dir)}-{version}.msgpack"
 
 
 def _checkout_key(project_dir: Path) -> str:
