@@ -30,12 +30,14 @@ import ctypes
 import importlib
 import json
 import os
+import select
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from dataops.core.collector import collect_less_often
 
@@ -79,8 +81,8 @@ def wait_for_command(parse: str | None = None) -> list[str]:
     ``parse``, a saved parse of the project, gives the macros whose templates it compiles meanwhile."""
     signal.signal(signal.SIGINT, _quit)
     prepare(os.environ.get("DATAOPS_ENGINE") or "duckdb")
-    if parse:
-        warm_templates(parse)
+    if parse and not os.environ.get("DBT_MACRO_DEBUGGING"):  # dbt compiles for its debugger only once it knows
+        warm_templates(parse, stop=lambda: _readable(sys.stdin))
     line = sys.stdin.readline()
     if not line:  # no command will come: nothing was started, nothing to leave
         os._exit(0)
@@ -114,7 +116,7 @@ def warm_schemas(engine: str) -> None:
             schema.json_schema()
 
 
-def warm_templates(parse: str) -> int:
+def warm_templates(parse: str, stop: Callable[[], bool] = lambda: False) -> int:
     """The Jinja templates of the macros a build can call, compiled while it waits; how many.
 
     dbt compiles a macro's template the first time a node calls it in a process and keeps it, keyed by its
@@ -122,19 +124,34 @@ def warm_templates(parse: str) -> int:
     spent by its threads between the nodes (docs/decisions/0099). The macros are those the project's nodes
     depend on, their materialisations', and what those call, as dbt's parse recorded them; the command's own
     parse checks the project as always, and a macro changed since is compiled again under its new text.
+    It stops as soon as ``stop()`` says the command has come: dbt then compiles the rest as it needs them.
     """
     try:
         from dbt.contracts.graph.manifest import Manifest
+        from dbt.parser.manifest import extended_mashumuro_decoder
         from dbt_common.clients.jinja import template_cache
 
-        with open(parse, "rb") as saved:
-            manifest = Manifest.from_msgpack(saved.read())
+        with open(parse, "rb") as saved:  # read as dbt reads it (its dates are msgpack extension types)
+            manifest = Manifest.from_msgpack(saved.read(), decoder=extended_mashumuro_decoder)
         wanted = reachable_macros(manifest)
-        for unique_id in wanted:
-            template_cache.get_node_template(manifest.macros[unique_id])
-    except Exception:  # only a warm-up (a parse pruned or of another dbt version): the command compiles them
+    except Exception:  # only a warm-up (a parse pruned, unfinished or of another dbt): the command compiles them
         return 0
-    return len(wanted)
+    compiled = 0
+    for unique_id in wanted:
+        if stop():
+            break
+        with contextlib.suppress(Exception):  # a macro dbt cannot compile fails the command, not the warm-up
+            template_cache.get_node_template(manifest.macros[unique_id])
+            compiled += 1
+    return compiled
+
+
+def _readable(stream: TextIO) -> bool:
+    """Whether a line (or the end) has come on ``stream``, without waiting for it."""
+    try:
+        return bool(select.select([stream], [], [], 0)[0])
+    except (OSError, ValueError):  # not a file select can watch: let the warm-up run to its end
+        return False
 
 
 def reachable_macros(manifest: Any) -> set[str]:

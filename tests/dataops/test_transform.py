@@ -650,7 +650,8 @@ def test_a_waiting_dbt_compiles_the_templates_of_the_macros_a_build_calls(tmp_pa
         "warmed = warm_templates(sys.argv[1]); compiled = set(template_cache.file_cache); "
         "manifest = Manifest.from_msgpack(open(sys.argv[1], 'rb').read()); wanted = reachable_macros(manifest); "
         "print(json.dumps({'warmed': warmed, 'wanted': sorted(wanted), 'garbage': warm_templates(sys.argv[2]), "
-        "'compiled': [m for m in wanted if manifest.macros[m].macro_sql in compiled]}))"
+        "'compiled': [m for m in wanted if manifest.macros[m].macro_sql in compiled], "
+        "'stopped': warm_templates(sys.argv[1], stop=lambda: True)}))"
     )
     garbage = tmp_path / "garbage.msgpack"
     garbage.write_bytes(b"not a parse")
@@ -662,6 +663,40 @@ def test_a_waiting_dbt_compiles_the_templates_of_the_macros_a_build_calls(tmp_pa
     assert "macro.dbt.materialization_incremental_default" in out["wanted"]
     assert "macro.dbt.materialization_snapshot_default" not in out["wanted"]  # the project has no snapshot
     assert out["garbage"] == 0
+    assert out["stopped"] == 0  # the command came: it stops at once, and dbt compiles what it needs itself
+
+    # as the build run starts it: the parse given on its command line is warmed before the command is read
+    code = (
+        "import json, sys; from dbt_common.clients.jinja import template_cache; "
+        "from dataops.transform import dbt_child; "
+        "dbt_child._readable = lambda stream: False; "  # the command is already waiting on stdin: warm anyway
+        "dbt_child.run_dbt = lambda args: print(json.dumps([args, len(template_cache.file_cache)])) or 0; "
+        "sys.argv = ['dataops-dbt', dbt_child.WAIT_FOR_COMMAND, sys.argv[1]]; dbt_child.main()"
+    )
+    command = json.dumps({"args": ["ls"], "env": dict(os.environ), "cwd": None}) + "\n"
+    ran = subprocess.run([sys.executable, "-c", code, str(parse)], input=command, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    args, compiled = json.loads(ran.stdout.splitlines()[-1])
+    assert args == ["ls"] and compiled >= out["warmed"]
+    # dbt's macro debugger needs the templates compiled its own way, once its flags are read: no warm-up then
+    debugging = os.environ | {"DBT_MACRO_DEBUGGING": "1"}
+    ran = subprocess.run(
+        [sys.executable, "-c", code, str(parse)], input=command, capture_output=True, text=True, env=debugging
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert json.loads(ran.stdout.splitlines()[-1]) == [["ls"], 0]
+
+
+def test_a_waiting_dbt_sees_its_command_come_without_waiting_for_it() -> None:
+    """The warm-up stops as soon as the command's line (or the end of stdin) is there to read."""
+    from dataops.transform.dbt_child import _readable
+
+    read, write = os.pipe()
+    with os.fdopen(read) as stdin:
+        assert not _readable(stdin)
+        os.write(write, b"{}\n")
+        assert _readable(stdin)
+        os.close(write)
 
 
 def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(
