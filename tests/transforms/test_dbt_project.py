@@ -272,3 +272,11 @@ def test_marts_enforce_their_contracts(manifest: dict) -> None:  # type: ignore[
         if node["resource_type"] == "model" and node["fqn"][1] in {"marts", "kpis"}:
             assert node["config"]["contract"]["enforced"], node["name"]
             assert all(c.get("data_type") for c in node["columns"].values()), node["name"]
+
+
+def test_a_models_column_rules_depend_on_that_model_alone(manifest: dict) -> None:  # type: ignore[type-arg]
+    """dbt holds a node back for a test of several parents only if the node is downstream of all of them: a `ref()`
+    among a model's column rules would let the models after it be built on rows breaking them (decision 0098)."""
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "test" and node["name"].startswith("column_rules_"):
+            assert node["depends_on"]["nodes"] == [node["attached_node"]], node["name"]
