@@ -100,37 +100,31 @@ def one_run(tree: Path, state: Path, run_dir: Path, day: dt.date, parse: Path) -
 
 
 def measure(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """The build run's phases from its Dagster events, dbt's first node and last line from its log."""
+    """The build run's phases from its Dagster events (as the harness reads a run's steps), dbt's first node and
+    last line from its log."""
     import dagster as dg
 
-    with dg.DagsterInstance.from_config(str(run_dir / "dagster_home")) as instance:
-        build = instance.get_runs(limit=1)[0]  # the newest: the build that followed the landing
-        records = instance.get_records_for_run(build.run_id, limit=100_000).records
-    starts: dict[str, float] = {}
-    ends: dict[str, float] = {}
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        if event is None:
-            continue
-        if event.event_type_value == "STEP_START" and event.step_key:
-            starts[event.step_key] = record.timestamp
-        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key:
-            ends[event.step_key] = record.timestamp
-        elif event.event_type_value in ("PIPELINE_START", "RUN_START"):  # stored under its old name
-            starts[""] = record.timestamp
-        elif event.event_type_value in ("PIPELINE_SUCCESS", "PIPELINE_FAILURE", "RUN_SUCCESS", "RUN_FAILURE"):
-            ends[""] = record.timestamp
-    lines = [json.loads(line)["info"] for line in (run_dir / "dbt_runs" / build.run_id / "dbt.log").open()]
+    from benchmarks.worker import run_records, step_intervals
+    from dataops.core.settings import environ
+
+    with environ({"DAGSTER_HOME": str(run_dir / "dagster_home")}):
+        with dg.DagsterInstance.get() as instance:
+            [build] = instance.get_run_records(limit=1)  # the newest: the build that followed the landing
+        steps, _ = step_intervals(run_records([build.dagster_run.run_id]))
+    run_start, run_end = build.start_time or 0.0, build.end_time or 0.0
+    dbt_start, dbt_end = steps[DBT_STEP]
+    log = run_dir / "dbt_runs" / build.dagster_run.run_id / "dbt.log"
+    lines = [json.loads(line)["info"] for line in log.open()]
     stamps = [dt.datetime.fromisoformat(info["ts"]).timestamp() for info in lines]
     first = next(t for t, info in zip(stamps, lines, strict=True) if info["name"] in ("NodeStart", "LogStartLine"))
     return {
         "wall_s": summary["wall_s"],
-        "build_run_s": round(ends[""] - starts[""], 3),
-        "before_dbt_s": round(starts[DBT_STEP] - starts[""], 3),
-        "dbt_step_s": round(ends[DBT_STEP] - starts[DBT_STEP], 3),
-        "dbt_first_node_s": round(first - starts[DBT_STEP], 3),
+        "build_run_s": round(run_end - run_start, 3),
+        "before_dbt_s": round(dbt_start - run_start, 3),
+        "dbt_step_s": round(dbt_end - dbt_start, 3),
+        "dbt_first_node_s": round(first - dbt_start, 3),
         "dbt_span_s": round(stamps[-1] - first, 3),
-        "after_dbt_s": round(ends[""] - ends[DBT_STEP], 3),
+        "after_dbt_s": round(run_end - dbt_end, 3),
     }
 
 

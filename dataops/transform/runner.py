@@ -86,18 +86,20 @@ def _checkout_key(project_dir: Path) -> str:
 def recent_parse(settings: Settings, project_dir: Path = DBT_PROJECT_DIR) -> Path | None:
     """The data directory's newest parse of this checkout under any registry version, else the checkout's
     last: what a waiting ``dataops-dbt`` reads the project's macros from (they are the same whatever the vars)."""
-    mine = settings.dbt_runs_dir.glob(f"partial_parse-{_checkout_key(project_dir)}-*.msgpack")
-    newest = max(mine, key=_modified, default=None)
-    if newest is not None:
-        return newest
-    return shared_parse(project_dir) if shared_parse(project_dir).exists() else None
+    mine = _modified(settings.dbt_runs_dir.glob(f"partial_parse-{_checkout_key(project_dir)}-*.msgpack"))
+    if mine:
+        return max(mine, key=mine.__getitem__)
+    checkout = shared_parse(project_dir)
+    return checkout if checkout.exists() else None
 
 
-def _modified(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:  # pruned meanwhile by another process
-        return 0.0
+def _modified(paths: Iterable[Path]) -> dict[Path, float]:
+    """Each path's modification time; one another process deletes meanwhile is left out."""
+    times = {}
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            times[path] = path.stat().st_mtime
+    return times
 
 
 def shared_parse(project_dir: Path = DBT_PROJECT_DIR, registry: Registry | None = None) -> Path:
@@ -136,10 +138,7 @@ def _keep_parse(parsed: Path, settings: Settings, project_dir: Path, registry: R
 
 def _keep_newest(paths: Iterable[Path], keep: int) -> None:
     """Delete all but the ``keep`` newest; another process may be deleting the same files meanwhile."""
-    times = {}
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            times[path] = path.stat().st_mtime
+    times = _modified(paths)
     for old in sorted(times, key=times.__getitem__)[:-keep]:
         old.unlink(missing_ok=True)
 
