@@ -112,6 +112,92 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
     ]
 
 
+def test_with_repeat_each_round_runs_every_measured_point_again_on_a_copy_of_its_first_rounds_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 2 runs the daily run after each history on the data directory as it was just before round 1's
+    (what the runs in between wrote is gone, the sources are those of that day), then the no-data day, the old
+    day and Dagster alone after the longest; the kept states are removed at the end. The tasks are fakes that
+    leave a file in the data directory for each run."""
+    data_dir = tmp_path / "SF1" / "ladder"
+    seen: list[tuple[str, str, str, list[str]]] = []
+
+    def task(name: str, **args: Any) -> dict[str, Any]:
+        if name == "simulate":
+            (data_dir / "sources").mkdir(parents=True, exist_ok=True)
+            (data_dir / "sources" / "through").write_text(args["through"])
+            return {"wall_s": 0.0}
+        ran = sorted(p.name for p in data_dir.glob("ran-*"))
+        seen.append((name, args["start"], (data_dir / "sources" / "through").read_text(), ran))
+        (data_dir / f"ran-{len(seen):02d}").touch()
+        stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
+        outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": float(len(seen))}
+        return (
+            outcome
+            | {"startup_s": 0.0, "planning_s": 0.0, "peak_rss": 1, "stages": stages, "steps": {}}
+            | {
+                "events": {},
+                "days": 1,
+                "start": args["start"],
+                "end": args["end"],
+            }
+        )
+
+    monkeypatch.setattr(run, "task", task)
+    start = dt.date(2025, 1, 1)
+    result = run.ladder(tmp_path, 1.0, start, [2, 5], seed=1, repeat=2)
+
+    day = lambda n: (start + dt.timedelta(days=n)).isoformat()  # noqa: E731
+    first = [s[3] for s in seen[:8]]
+    assert [s[:3] for s in seen[8:]] == [
+        ("pipeline", day(2), day(2)),  # after 2 days, on the sources of that day
+        ("pipeline", day(5), day(5)),
+        ("pipeline", day(5), day(5)),  # no new data
+        ("pipeline", day(2), day(5)),  # the old day, inside the history
+        ("dagster_alone", day(5), day(5)),
+    ]
+    assert seen[8][3] == first[1] == ["ran-01"]  # as before round 1's daily run after 2 days: the history alone
+    assert seen[9][3] == first[3] == ["ran-01", "ran-02", "ran-03"]
+    assert seen[10][3] == [*first[3], "ran-10"] and seen[11][3] == [*first[3], "ran-10", "ran-11"]
+    rounds = [(r["kind"], r["history_days"], r["round"], r["wall_s"]) for r in result["repeats"]]
+    assert rounds == [
+        ("daily", 2, 2, 9.0),
+        ("daily", 5, 2, 10.0),
+        ("no_data", 5, 2, 11.0),
+        ("old_day", 5, 2, 12.0),
+        ("dagster_alone", 5, 2, 13.0),
+    ]
+    assert not (tmp_path / "SF1" / "ladder-states").exists()
+    assert "| daily incremental | 5 | 4.0 | 10.0 | 7.0 |" in run._rounds_table(result)
+
+
+def test_the_targets_take_the_median_of_the_rounds_and_the_growth_each_rounds_own_ratio() -> None:
+    """Medians of the walls would say +20% here (12 s against 10 s); the rounds' own ratios are +20%, 0%, +5%."""
+
+    def measured(kind: str, days: int, wall: float, round_: int) -> dict[str, Any]:
+        return {"kind": kind, "history_days": days, "wall_s": wall, "round": round_}
+
+    runs = [measured("daily", 30, 10.0, 1), measured("daily", 720, 12.0, 1), measured("old_day", 720, 21.0, 1)]
+    runs = [{k: v for k, v in r.items() if k != "round"} for r in runs]  # the ladder's own runs carry no round
+    repeats = [measured("daily", 30, 14.0, 2), measured("daily", 720, 14.0, 2), measured("old_day", 720, 19.0, 2)]
+    repeats += [measured("daily", 30, 10.0, 3), measured("daily", 720, 10.5, 3), measured("old_day", 720, 19.5, 3)]
+    judged = run.targets({"scale": 10, "incremental": {"runs": runs, "repeats": repeats}})
+    assert judged["daily_720_s"] == ("12.0 s (median of 3 rounds: 12.0 s, 14.0 s, 10.5 s)", 15.0, "yes")
+    assert judged["daily_growth_30_to_720"] == (
+        "+5% (30 to 720 days; median of 3 rounds: +20%, +0%, +5%)",
+        0.1,
+        "yes",
+    )
+    assert judged["old_day_rerun_s"] == ("19.5 s (median of 3 rounds: 21.0 s, 19.0 s, 19.5 s)", 20.0, "yes")
+    assert judged["no_data_s"][2] == "n/a"
+
+
+def test_repeat_refuses_an_instance_on_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--no-full", "--repeat", "2", "--dagster-storage", "postgres"])
+    assert "--repeat needs --dagster-storage sqlite" in capsys.readouterr().err
+
+
 def test_on_postgres_the_ladders_runs_share_one_new_database_and_dagster_alone_gets_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
