@@ -271,6 +271,57 @@ def newest_by_day(lake: Path, system: str, table: str, start: dt.date, end: dt.d
     return out
 
 
+def day_changes(version: Version, loaded: list[Version]) -> dict[dt.date, str | None]:
+    """For each day of a version the raw layer has not loaded: why loading it would change what the raw layer
+    holds of that day, or None when it would not (``loaded``: the versions it loaded, oldest first).
+
+    Unchanged: a loaded version of the day is newer (a reader takes each day's newest), or the newest loaded
+    one holds the same rows, columns and records (``_record_hash`` leaves out each extraction's own lineage).
+    The records are read only for days whose counts and columns agree, each version's files once."""
+    newest_loaded: dict[dt.date, Version] = {}
+    for old in loaded:
+        newest_loaded |= dict.fromkeys(old.rows, old)
+    changes: dict[dt.date, str | None] = {}
+    compare: dict[str, tuple[Version, list[dt.date]]] = {}  # by the loaded version to compare with
+    for day, rows in sorted(version.rows.items()):
+        prev = newest_loaded.get(day)
+        if prev is not None and prev.name > version.name:
+            changes[day] = None
+        elif prev is None or prev.legacy:
+            changes[day] = "was never loaded"
+        elif prev.rows[day] != rows or (rows and prev.columns != version.columns):
+            changes[day] = "has other rows or columns than the loaded ones"
+        elif rows:
+            compare.setdefault(prev.name, (prev, []))[1].append(day)
+        else:
+            changes[day] = None
+    if compare:
+        mine = day_hashes(version, [day for _, days in compare.values() for day in days])
+        for prev, days in compare.values():
+            theirs = day_hashes(prev, days)
+            changes |= {d: None if mine[d] == theirs[d] else "has other records than the loaded ones" for d in days}
+    return dict(sorted(changes.items()))
+
+
+def day_hashes(version: Version, days: list[dt.date]) -> dict[dt.date, list[str]]:
+    """Each day's record hashes, sorted, reading each of the version's files once. A block's file holds its
+    other days too (docs/decisions/0086): only the wanted days' rows are read."""
+    out: dict[dt.date, list[str]] = {day: [] for day in days}
+    by_file: dict[Path, list[dt.date]] = {}
+    for day in days:
+        path = version.day_file(day)
+        if path is not None:
+            by_file.setdefault(path, []).append(day)
+    for path, in_file in by_file.items():
+        frame = pl.scan_parquet(path, hive_partitioning=False)
+        if not version.shared:  # one day's file
+            out[in_file[0]] = sorted(frame.select("_record_hash").collect()["_record_hash"].to_list())
+            continue
+        grouped = frame.filter(pl.col(DAY_KEY).is_in(in_file)).group_by(DAY_KEY).agg(pl.col("_record_hash").sort())
+        out |= {day: list(hashes) for day, hashes in grouped.collect().iter_rows()}
+    return out
+
+
 def landed_days(lake: Path, system: str, table: str) -> list[dt.date]:
     return sorted({day for v in all_versions(lake, system, table) for day in v.rows})
 

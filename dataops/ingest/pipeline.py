@@ -521,16 +521,27 @@ class _Seen:
 
 
 def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> list[Window]:
-    """The windows of the table's landed versions the raw layer has not loaded yet (empty: nothing new).
+    """The windows of the days whose landed versions the raw layer has not loaded yet and would change
+    (empty: nothing new).
 
-    One window, the span of those versions, unless a day inside it was never landed at all (landing runs of
-    days 6 and 8 finished, day 7's not yet): the span is then cut at such days, and each part that holds a
-    waiting version is a window of its own (docs/decisions/0036). Each window's every day is landed, as a
-    load needs; the day left out is loaded by the build after its own landing.
+    A day landed again with the very records the raw layer holds waits for no load (``lake.day_changes``): a
+    landing that brought nothing new starts no build (docs/decisions/0057), and the next build, of another day,
+    would otherwise span every day between the two (docs/decisions/0101). One window, the span of the waiting
+    days, unless a day inside it was never landed at all (landing runs of days 6 and 8 finished, day 7's not
+    yet): the span is then cut at such days, and each part that holds a waiting day is a window of its own
+    (docs/decisions/0036). Each window's every day is landed, as a load needs; the day left out is loaded by
+    the build after its own landing.
     """
     done = loaded_versions(conn, contract.system, contract.table)
     every = lake.all_versions(settings.lake_dir, contract.system, contract.table)
-    waiting = {day for v in every if not v.legacy and v.name not in done for day in v.rows}
+    loaded = [v for v in every if v.name in done]
+    waiting = {
+        day
+        for v in every
+        if not v.legacy and v.name not in done
+        for day, change in lake.day_changes(v, loaded).items()
+        if change is not None
+    }
     if not waiting:
         return []
     landed = {day for v in every for day in v.rows}

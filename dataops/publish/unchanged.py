@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
-import polars as pl
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings
 from dataops.core.warehouse import table_exists
@@ -56,52 +55,19 @@ def held(conn: duckdb.DuckDBPyConnection) -> Held:
     )
 
 
-def _day_hashes(version: lake.Version, day: dt.date) -> list[str]:
-    """The day's record hashes. A block's file holds its other days too (docs/decisions/0086): only the day's
-    rows are read, or an unchanged day would differ from its whole block."""
-    path = version.day_file(day)
-    if path is None:
-        return []
-    frame = pl.scan_parquet(path, hive_partitioning=False)
-    if version.shared:
-        frame = frame.filter(pl.col(lake.DAY_KEY) == day)
-    return sorted(frame.select("_record_hash").collect()["_record_hash"].to_list())
-
-
-def landed_before(settings: Settings, contract: Contract, run_id: str) -> str | None:
-    """Why this run's version of the table holds a day no earlier version covered (from the manifests)."""
-    found = lake.all_versions(settings.lake_dir, contract.system, contract.table)
-    mine = [v for v in found if v.name.endswith(f"-{run_id[:8]}")]
-    if not mine:
-        return f"{contract.name}: this run landed no version"
-    covered = {day for v in found if v not in mine for day in v.rows}
-    new = sorted(set(mine[-1].rows) - covered)
-    return f"{contract.name}: {new[0]} was never loaded" if new else None
-
-
 def _unloaded_differ(settings: Settings, contract: Contract, loaded: set[str], run_id: str, mine: bool) -> str | None:
     """Why a version of the table the raw layer has not loaded (this run's when ``mine``, else the others)
     would change what it holds (None: each holds, for each day it covers, the records of the newest loaded
-    version of that day, or is older than that one)."""
+    version of that day, or is older than that one: ``lake.day_changes``)."""
     found = lake.all_versions(settings.lake_dir, contract.system, contract.table)  # oldest first
     ours = f"-{run_id[:8]}"
-    newest_loaded: dict[dt.date, lake.Version] = {}
-    for version in found:
-        if version.name in loaded:
-            newest_loaded |= dict.fromkeys(version.rows, version)
+    done = [version for version in found if version.name in loaded]
     for version in found:
         if version.name in loaded or version.name.endswith(ours) != mine:
             continue
-        for day, rows in sorted(version.rows.items()):
-            prev = newest_loaded.get(day)
-            if prev is not None and prev.name > version.name:
-                continue  # older than what is loaded: the reader takes each day's newest version
-            if prev is None or prev.legacy:
-                return f"{contract.name}: {day} was never loaded"
-            if prev.rows[day] != rows or (rows and prev.columns != version.columns):
-                return f"{contract.name}: {day} has other rows or columns than the loaded ones"
-            if rows and _day_hashes(prev, day) != _day_hashes(version, day):
-                return f"{contract.name}: {day} has other records than the loaded ones"
+        for day, change in lake.day_changes(version, done).items():
+            if change is not None:
+                return f"{contract.name}: {day} {change}"
     return None
 
 

@@ -20,7 +20,7 @@ from dataops.ingest.connectors import days
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.ledger import mark_built, unbuilt_window
 from dataops.ingest.pipeline import ingest, land, load_pending
-from quality.contracts import CONTRACTS, contract_for
+from quality.contracts import CONTRACTS, Contract, contract_for
 from source_systems.crm.server import start_in_thread
 from source_systems.crm.store import OBJECTS
 from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
@@ -99,11 +99,51 @@ def test_landing_and_loading_apart_load_each_landed_version_once(baseline: Sourc
         mark_built(conn, dt.datetime.now(dt.UTC))
         assert unbuilt_window(conn) is None
     day = START + dt.timedelta(days=7)
-    land(fresh.settings, contract_for("accounting", "payments"), extractors["accounting"], day, day)
-    report = load_pending(fresh.settings, contract_for("accounting", "payments"))
+    lines = contract_for("accounting", "journal_lines")
+    land(fresh.settings, lines, extractors["accounting"], day, day)  # the same records again: nothing to load
+    assert load_pending(fresh.settings, lines) is None
+    changed = _landed_again_changed(fresh.settings, lines, day)
+    report = load_pending(fresh.settings, lines)
     assert report is not None and (report.start, report.end) == (day, day)
+    assert report.loaded_rows + report.quarantined_rows == changed
     with connect(fresh.settings.build_db) as conn:
         assert unbuilt_window(conn) == (day, day)
+
+
+def _landed_again_changed(settings: Settings, contract: Contract, day: dt.date) -> int:
+    """A new version of one day of the table, as a source fix lands it: the newest version's records of that day
+    less its first one (how many it holds)."""
+    newest = lake.newest(settings.lake_dir, contract.system, contract.table, day)
+    path = newest.day_file(day) if newest is not None and newest.rows[day] > 1 else None
+    assert path is not None, f"{contract.name} has no version of {day} with two records"
+    rows = pl.read_parquet(path, hive_partitioning=False).filter(pl.col(lake.DAY_KEY) == day).slice(1)
+    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, dt.datetime.now(dt.UTC), "fix00000")
+    writer.write([day], rows)
+    writer.commit()
+    return rows.height
+
+
+def test_a_day_landed_again_with_the_same_records_leaves_the_next_build_its_own_days(fresh: Sources) -> None:
+    """A landing of the last day that brought nothing new starts no build (decision 0057). The next build, after
+    a source fix of an old day, loads and builds that day alone, not every day from it to the last (0101)."""
+    extractors = fresh.extractors()
+    with held_open(fresh.settings.build_db):
+        for contract in CONTRACTS.values():
+            land(fresh.settings, contract, extractors[contract.system], START, END)
+            load_pending(fresh.settings, contract)
+    with connect(fresh.settings.build_db) as conn:
+        mark_built(conn, dt.datetime.now(dt.UTC))
+    for contract in CONTRACTS.values():  # the no-data day: every table's last day landed again, the same records
+        land(fresh.settings, contract, extractors[contract.system], END, END)
+    assert all(load_pending(fresh.settings, c) is None for c in CONTRACTS.values())
+    old, orders = START + dt.timedelta(days=4), contract_for("erp", "sales_orders")
+    _landed_again_changed(fresh.settings, orders, old)
+    with held_open(fresh.settings.build_db):
+        reports = {c.name: load_pending(fresh.settings, c) for c in CONTRACTS.values()}
+    assert {name for name, report in reports.items() if report is not None} == {orders.name}
+    assert reports[orders.name] is not None and reports[orders.name].windows == [(old, old)]
+    with connect(fresh.settings.build_db) as conn:
+        assert unbuilt_window(conn) == (old, old)
 
 
 def test_days_landed_out_of_order_load_around_the_day_not_landed_yet(baseline: Sources, fresh: Sources) -> None:
