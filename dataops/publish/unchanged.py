@@ -55,6 +55,17 @@ def held(conn: duckdb.DuckDBPyConnection) -> Held:
     )
 
 
+def landed_before(settings: Settings, contract: Contract, run_id: str) -> str | None:
+    """Why this run's version of the table holds a day no earlier version covered (from the manifests)."""
+    found = lake.all_versions(settings.lake_dir, contract.system, contract.table)
+    mine = [v for v in found if v.name.endswith(f"-{run_id[:8]}")]
+    if not mine:
+        return f"{contract.name}: this run landed no version"
+    covered = {day for v in found if v not in mine for day in v.rows}
+    new = sorted(set(mine[-1].rows) - covered)
+    return f"{contract.name}: {new[0]} was never loaded" if new else None
+
+
 def _unloaded_differ(settings: Settings, contract: Contract, loaded: set[str], run_id: str, mine: bool) -> str | None:
     """Why a version of the table the raw layer has not loaded (this run's when ``mine``, else the others)
     would change what it holds (None: each holds, for each day it covers, the records of the newest loaded
