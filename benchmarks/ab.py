@@ -77,6 +77,7 @@ def one_run(tree: Path, state: Path, run_dir: Path, day: dt.date, parse: Path) -
         old.unlink()
     for saved in parse.iterdir():
         shutil.copy2(saved, run_dir / "dbt_runs" / saved.name)
+    os.sync()  # the copy's writes on disk before the run, not flushed beside it
     out = run_dir.parent / f"{run_dir.name}.json"
     args = {"data_dir": str(run_dir), "start": str(day), "end": str(day), "out": str(out)}
     load = os.getloadavg()[0]

@@ -305,6 +305,7 @@ def ladder(work: Path, scale: float, start: dt.date, history: list[int], seed: i
         advance(last_day)
         if repeat > 1:
             shutil.copytree(data_dir, states / str(days), symlinks=True)
+            os.sync()  # the copy's writes on disk before the run, not flushed beside it
         daily = pipeline(data_dir, last_day, last_day, f"daily run after {days} days of history", env=instance)
         runs.append({"kind": "daily", "history_days": days, **_brief(daily)})
         built = days + 1
@@ -351,6 +352,7 @@ def repeats(
         for days in history:
             shutil.rmtree(data_dir)
             shutil.copytree(states / str(days), data_dir, symlinks=True)
+            os.sync()
             day = start + dt.timedelta(days=days)
             daily = pipeline(data_dir, day, day, f"round {number}: daily run after {days} days", env=instance)
             measured.append(("daily", days, _brief(daily)))
