@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.run import restore
+
 ROOT = Path(__file__).resolve().parents[1]
 DBT_STEP = "enterprise_model"
 METRICS = ("wall_s", "build_run_s", "before_dbt_s", "dbt_step_s", "dbt_first_node_s", "dbt_span_s", "after_dbt_s")
@@ -71,8 +73,7 @@ def prepare(tree: Path, run_dir: Path, day_before: dt.date, parses: Path) -> Pat
 
 def one_run(tree: Path, state: Path, run_dir: Path, day: dt.date, parse: Path) -> dict[str, Any]:
     """A fresh copy of the state with the tree's parse, one daily run of ``day`` by the tree's code, measured."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.copytree(state, run_dir, symlinks=True)
+    restore(state, run_dir, run_dir.parent / "aside")
     for old in (run_dir / "dbt_runs").glob("partial_parse-*.msgpack"):
         old.unlink()
     for saved in parse.iterdir():
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, rev in enumerate(order(args.pairs, args.a, args.b), start=1):
         runs.append(one_run(trees[rev], args.state, run_dir, args.day, parses[rev]) | {"tree": rev})
         print(f"[{i}] {rev}: " + ", ".join(f"{m} {runs[-1][m]}" for m in METRICS), file=sys.stderr, flush=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    for done in (run_dir, args.work / "aside"):
+        shutil.rmtree(done, ignore_errors=True)
     summary = summarize(runs, args.a, args.b)
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"{dt.date.today()}-{args.tag}"

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -323,8 +324,19 @@ def ladder(work: Path, scale: float, start: dt.date, history: list[int], seed: i
     result = {"runs": runs, "dagster_alone": dagster_alone(data_dir.parent, data_dir, last_day, last_day)}
     if repeat > 1:
         result["repeats"] = repeats(data_dir, states, start, sorted(history), old, repeat, instance)
-        shutil.rmtree(states)
+        shutil.rmtree(states)  # the kept states and the data directories the rounds set aside
     return result
+
+
+def restore(state: Path, directory: Path, aside: Path) -> None:
+    """``directory`` made a fresh copy of ``state``, flushed to disk before the run that follows. The directory it
+    replaces is moved into ``aside``, for the caller to delete after its runs: this disk is mounted with online
+    discard, and deleting gigabytes trims them while the next run reads and writes."""
+    if directory.exists():
+        aside.mkdir(parents=True, exist_ok=True)
+        directory.rename(aside / uuid.uuid4().hex)
+    shutil.copytree(state, directory, symlinks=True)
+    os.sync()  # the copy's writes on disk before the run, not flushed beside it
 
 
 def repeats(
@@ -343,16 +355,14 @@ def repeats(
     the daily run after each history; after the longest, on the same copy, the no-data day and the old day (as
     in the first round, less its no-data run with dbt run anyway); and Dagster alone. The targets take the
     median over rounds, and the growth each round's own ratio (``targets``). The copy is restored at the data
-    directory's own path, which dbt's parse and the runs' paths name.
+    directory's own path, which dbt's parse and the runs' paths name (``restore``).
     """
     last, longest = start + dt.timedelta(days=history[-1]), history[-1]
     out: list[dict[str, Any]] = []
     for number in range(2, repeat + 1):
         measured: list[tuple[str, int, dict[str, Any]]] = []
         for days in history:
-            shutil.rmtree(data_dir)
-            shutil.copytree(states / str(days), data_dir, symlinks=True)
-            os.sync()
+            restore(states / str(days), data_dir, states / "aside")
             day = start + dt.timedelta(days=days)
             daily = pipeline(data_dir, day, day, f"round {number}: daily run after {days} days", env=instance)
             measured.append(("daily", days, _brief(daily)))

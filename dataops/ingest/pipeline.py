@@ -30,7 +30,7 @@ from dataops.ingest.connectors import DAY, SHAPE, Extractor, days
 from dataops.ingest.connectors.accounting import listed_file
 from dataops.ingest.contract import ContractResult, apply_contract, check_shape
 from dataops.ingest.lake import LINEAGE
-from dataops.ingest.ledger import Window, loaded_versions, record_load
+from dataops.ingest.ledger import Window, loaded_versions, record_load, unbuilt_window
 from dataops.ingest.load import LoadResult, load_range
 from quality.contracts import CONTRACTS, Contract
 
@@ -524,9 +524,11 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
     """The windows of the days whose landed versions the raw layer has not loaded yet and would change
     (empty: nothing new).
 
-    A day landed again with the very records the raw layer holds waits for no load (``lake.day_changes``): a
-    landing that brought nothing new starts no build (docs/decisions/0057), and the next build, of another day,
-    would otherwise span every day between the two (docs/decisions/0101). One window, the span of the waiting
+    A day landed again with the very records the raw layer holds waits for no load (``lake.day_changes``) once a
+    complete build covered it: a landing that brought nothing new starts no build (docs/decisions/0057), and the
+    next build, of another day, would otherwise span every day between the two (docs/decisions/0101). A day
+    loaded and not built yet (its run halted by a volume breaker, say) is loaded again, so that the re-run's
+    breakers judge it again. One window, the span of the waiting
     days, unless a day inside it was never landed at all (landing runs of days 6 and 8 finished, day 7's not
     yet): the span is then cut at such days, and each part that holds a waiting day is a window of its own
     (docs/decisions/0036). Each window's every day is landed, as a load needs; the day left out is loaded by
@@ -535,12 +537,13 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
     done = loaded_versions(conn, contract.system, contract.table)
     every = lake.all_versions(settings.lake_dir, contract.system, contract.table)
     loaded = [v for v in every if v.name in done]
+    unbuilt = unbuilt_window(conn)
     waiting = {
         day
         for v in every
         if not v.legacy and v.name not in done
         for day, change in lake.day_changes(v, loaded).items()
-        if change is not None
+        if change is not None or (unbuilt is not None and unbuilt[0] <= day <= unbuilt[1])
     }
     if not waiting:
         return []

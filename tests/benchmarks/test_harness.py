@@ -171,6 +171,20 @@ def test_with_repeat_each_round_runs_every_measured_point_again_on_a_copy_of_its
     assert "| daily incremental | 5 | 4.0 | 10.0 | 7.0 |" in run._rounds_table(result)
 
 
+def test_a_restore_sets_the_directory_it_replaces_aside_for_the_caller_to_delete(tmp_path: Path) -> None:
+    """Deleting gigabytes on a disk mounted with online discard trims them beside the next run: the replaced
+    directory is moved aside, whole, and the copy is the state's."""
+    state, directory, aside = tmp_path / "state", tmp_path / "ladder", tmp_path / "aside"
+    (state / "warehouse").mkdir(parents=True)
+    (state / "warehouse" / "build.duckdb").write_text("kept")
+    (directory / "warehouse").mkdir(parents=True)
+    (directory / "warehouse" / "build.duckdb").write_text("used")
+    run.restore(state, directory, aside)
+    assert (directory / "warehouse" / "build.duckdb").read_text() == "kept"
+    [used] = aside.iterdir()
+    assert (used / "warehouse" / "build.duckdb").read_text() == "used"
+
+
 def test_the_targets_take_the_median_of_the_rounds_and_the_growth_each_rounds_own_ratio() -> None:
     """Medians of the walls would say +20% here (12 s against 10 s); the rounds' own ratios are +20%, 0%, +5%."""
 
