@@ -100,6 +100,18 @@ def unbuilt_window(conn: duckdb.DuckDBPyConnection) -> Window | None:
     return (rows[0][0], rows[0][1]) if rows and rows[0][0] is not None else None
 
 
+def unbuilt_days(conn: duckdb.DuckDBPyConnection, system: str, table: str) -> set[dt.date]:
+    """Every day of the table's loads no complete build has covered yet (a run's own load among them)."""
+    if not table_exists(conn, "pipeline", "raw_loads"):
+        return set()
+    rows = conn.execute(
+        "select distinct unnest(generate_series(window_start, window_end, interval 1 day))::date from "
+        "pipeline.raw_loads where built_at is null and system = ? and table_name = ?",
+        [system, table],
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def mark_built(conn: duckdb.DuckDBPyConnection, through: dt.datetime) -> None:
     """A complete build has covered every load made before ``through`` (call it in the stamp's transaction),
     and every lead noted before it: a note made during the build stays for the next one, in case the build

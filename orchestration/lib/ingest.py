@@ -26,6 +26,7 @@ from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.connectors.accounting import AccountingExtractor
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.connectors.erp import ErpExtractor
+from dataops.ingest.ledger import unbuilt_days
 from dataops.ingest.pipeline import IngestReport, land, landing_order, load_pending
 from orchestration.lib.brakes import VOLUME_CHECK, volume_check_result, volume_check_spec
 from orchestration.lib.metadata import markdown_table
@@ -274,17 +275,20 @@ def table_result(
     held warehouse."""
     key = dg.AssetKey([contract.system, contract.table])
     selected = dg.AssetCheckKey(key, VOLUME_CHECK) in context.selected_asset_check_keys
+    # The breaker runs in this step (docs/decisions/0013), unless the launch left it out of the selection, over
+    # every day loaded and not built yet: a day an earlier run loaded and its breaker halted is judged again by
+    # whichever run builds it next, not only by a run that loads it again.
+    judged = (set(report.loaded_days) if report else set()) | unbuilt_days(warehouse, contract.system, contract.table)
+    checks = []
+    if selected:
+        checks = [
+            volume_check_result(context, platform, contract, min(judged), max(judged), warehouse, judged)
+            if judged
+            else nothing_to_judge(key)
+        ]
     if report is None:
-        checks = [nothing_to_judge(key)] if selected else []
-        return dg.MaterializeResult(
-            asset_key=key, metadata={"rows_loaded": 0, "loaded": "nothing new landed"}, check_results=checks
-        )
-    # The breaker runs in this step (docs/decisions/0013), unless the launch left it out of the selection.
-    checks = (
-        [volume_check_result(context, platform, contract, report.start, report.end, warehouse, report.loaded_days)]
-        if selected
-        else []
-    )
+        metadata: dict[str, Any] = {"rows_loaded": 0, "loaded": "nothing new landed"}
+        return dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
     return dg.MaterializeResult(asset_key=key, metadata=report_metadata(report), check_results=checks)
 
 

@@ -92,7 +92,7 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
     settings = Settings(root)
     simulate(
         settings.sources_dir,
-        SPIKE,
+        SPIKE + dt.timedelta(days=1),
         SimConfig(seed=5, scale=0.04, start=START, lead_spike_date=SPIKE, lead_spike_factor=15, product_events=False),
     )
     # The breaker's history is what was extracted; landing it is enough (no need to model and publish it).
@@ -113,10 +113,18 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
     assert ANALYTICS_KEY not in {e.asset_key for e in halted.get_asset_materialization_events()}
     assert not settings.analytics_db.exists()  # nothing reached analysts
 
+    # the next day's run builds the halted day too: its breaker judges that day again, and halts again
+    after = SPIKE + dt.timedelta(days=1)
+    next_day = run_job(root, after, after, definitions=platform)
+    assert not next_day.success
+    again = {e.asset_key: e for e in next_day.get_asset_check_evaluations() if not e.passed}
+    assert "volume circuit breaker tripped on crm.leads" in (again[dg.AssetKey(["crm", "leads"])].description or "")
+    assert not settings.analytics_db.exists()
+
     let_through = run_job(root, SPIKE, SPIKE, tags={ALLOW_TAG: "crm.leads,crm.lead_history"}, definitions=platform)
 
     assert let_through.success
     passed = [e for e in let_through.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(["crm", "leads"])]
     assert passed and all(e.passed for e in passed) and "let through" in (passed[0].description or "")
     with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
-        assert scalar(conn, "select max(as_of_date) from publish.publish_log") == SPIKE
+        assert scalar(conn, "select max(as_of_date) from publish.publish_log") == after  # both days built
