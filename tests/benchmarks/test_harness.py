@@ -53,6 +53,14 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert f"Dagster events the build wrote: {sum(events.values()):,} (" in table
 
 
+def _pipeline_result(args: dict[str, Any], wall: float) -> dict[str, Any]:
+    """What a pipeline task reports, made up, for a ladder whose tasks are fakes."""
+    stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
+    outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": wall, "startup_s": 0.0}
+    timing = {"planning_s": 0.0, "peak_rss": 1, "stages": stages, "steps": {}, "events": {}}
+    return outcome | timing | {"days": 1, "start": args["start"], "end": args["end"]}
+
+
 def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,18 +76,7 @@ def test_the_ladder_reads_the_sources_as_they_were_on_each_runs_last_day(
             calls.append(("dagster_alone", args["start"], args["end"]))
             return {"success": True, "wall_s": 1.0, "steps": {}, "events": {}}
         calls.append(("pipeline", args["start"], args["end"], args["rebuild_unchanged"]))
-        stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
-        outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": 1.0, "startup_s": 0.0}
-        return outcome | {
-            "planning_s": 0.0,
-            "peak_rss": 1,
-            "stages": stages,
-            "steps": {},
-            "events": {},
-            "days": 1,
-            "start": args["start"],
-            "end": args["end"],
-        }
+        return _pipeline_result(args, 1.0)
 
     monkeypatch.setattr(run, "task", task)
     start = dt.date(2025, 1, 1)
@@ -130,18 +127,7 @@ def test_with_repeat_each_round_runs_every_measured_point_again_on_a_copy_of_its
         ran = sorted(p.name for p in data_dir.glob("ran-*"))
         seen.append((name, args["start"], (data_dir / "sources" / "through").read_text(), ran))
         (data_dir / f"ran-{len(seen):02d}").touch()
-        stages = {s: {"seconds": 0.0, "peak_rss": 0} for s in ("dbt", "checks")}
-        outcome = {"success": True, "failures": [], "failed_checks": [], "wall_s": float(len(seen))}
-        return (
-            outcome
-            | {"startup_s": 0.0, "planning_s": 0.0, "peak_rss": 1, "stages": stages, "steps": {}}
-            | {
-                "events": {},
-                "days": 1,
-                "start": args["start"],
-                "end": args["end"],
-            }
-        )
+        return _pipeline_result(args, float(len(seen)))
 
     monkeypatch.setattr(run, "task", task)
     start = dt.date(2025, 1, 1)
