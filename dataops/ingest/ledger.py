@@ -6,6 +6,9 @@ and its sensor, a backfill from the UI). Three tables in the build warehouse, wr
 as the rows they describe:
 
 - ``pipeline.loaded_versions``: each landed version (``lake.Version.name``) the raw layer has loaded;
+- ``pipeline.matched_versions``: each landed version a build found holding, for every day it covers, the records
+  the raw layer holds (``lake.day_changes``), so it loaded nothing of it (docs/decisions/0103). Judged once:
+  a landing that brought nothing new is not read again by every later build and no-data check;
 - ``pipeline.raw_loads``: each window a load replaced, until a complete dbt build covers it (``built_at``);
 - ``pipeline.released_rows``: each quarantined orphan a load released into raw (its partition and record
   hash), until a complete dbt build covers it. A released row keeps its own, older partition, outside the
@@ -34,6 +37,8 @@ create schema if not exists pipeline;
 create table if not exists pipeline.loaded_versions (
     system varchar not null, table_name varchar not null, version varchar not null,
     window_start date not null, window_end date not null, run_id varchar, loaded_at timestamptz not null);
+create table if not exists pipeline.matched_versions (
+    system varchar not null, table_name varchar not null, version varchar not null, matched_at timestamptz not null);
 create table if not exists pipeline.raw_loads (
     system varchar not null, table_name varchar not null, window_start date not null, window_end date not null,
     run_id varchar, loaded_at timestamptz not null, built_at timestamptz);
@@ -57,6 +62,25 @@ def loaded_versions(conn: duckdb.DuckDBPyConnection, system: str, table: str) ->
         "select version from pipeline.loaded_versions where system = ? and table_name = ?", [system, table]
     ).fetchall()
     return {str(version) for (version,) in rows}
+
+
+def accounted_versions(conn: duckdb.DuckDBPyConnection, system: str, table: str) -> set[str]:
+    """The table's versions the raw layer has loaded or found it holds already (neither waits for a load)."""
+    if not table_exists(conn, "pipeline", "matched_versions"):
+        return loaded_versions(conn, system, table)
+    rows = conn.execute(
+        "select version from pipeline.matched_versions where system = ? and table_name = ?", [system, table]
+    ).fetchall()
+    return loaded_versions(conn, system, table) | {str(version) for (version,) in rows}
+
+
+def record_matched(conn: duckdb.DuckDBPyConnection, system: str, table: str, names: list[str]) -> None:
+    """Versions found holding the records the raw layer holds of every day they cover: no load waits for them."""
+    ensure_ledger(conn)
+    now = dt.datetime.now(dt.UTC)
+    conn.executemany(
+        "insert into pipeline.matched_versions values (?, ?, ?, ?)", [[system, table, name, now] for name in names]
+    )
 
 
 def record_load(

@@ -30,7 +30,14 @@ from dataops.ingest.connectors import DAY, SHAPE, Extractor, days
 from dataops.ingest.connectors.accounting import listed_file
 from dataops.ingest.contract import ContractResult, apply_contract, check_shape
 from dataops.ingest.lake import LINEAGE
-from dataops.ingest.ledger import Window, loaded_versions, record_load, unbuilt_window
+from dataops.ingest.ledger import (
+    Window,
+    accounted_versions,
+    loaded_versions,
+    record_load,
+    record_matched,
+    unbuilt_window,
+)
 from dataops.ingest.load import LoadResult, load_range
 from quality.contracts import CONTRACTS, Contract
 
@@ -522,11 +529,12 @@ class _Seen:
 
 def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> list[Window]:
     """The windows of the days whose landed versions the raw layer has not loaded yet and would change
-    (empty: nothing new).
+    (empty: nothing new); the versions that would change nothing are recorded as matched, once.
 
     A day landed again with the very records the raw layer holds waits for no load (``lake.day_changes``) once a
     complete build covered it: a landing that brought nothing new starts no build (docs/decisions/0057), and the
-    next build, of another day, would otherwise span every day between the two (docs/decisions/0101). A day
+    next build, of another day, would otherwise span every day between the two (docs/decisions/0101). Its version
+    is matched in the ledger, so that no later build or no-data check reads its records again (0103). A day
     loaded and not built yet (its run halted by a volume breaker, say) is loaded again, so that the re-run's
     breakers judge it again. One window, the span of the waiting
     days, unless a day inside it was never landed at all (landing runs of days 6 and 8 finished, day 7's not
@@ -534,17 +542,10 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
     (docs/decisions/0036). Each window's every day is landed, as a load needs; the day left out is loaded by
     the build after its own landing.
     """
-    done = loaded_versions(conn, contract.system, contract.table)
     every = lake.all_versions(settings.lake_dir, contract.system, contract.table)
-    loaded = [v for v in every if v.name in done]
-    unbuilt = unbuilt_window(conn)
-    waiting = {
-        day
-        for v in every
-        if not v.legacy and v.name not in done
-        for day, change in lake.day_changes(v, loaded).items()
-        if change is not None or (unbuilt is not None and unbuilt[0] <= day <= unbuilt[1])
-    }
+    waiting, matched = _waiting_days(every, conn, contract)
+    if matched:
+        record_matched(conn, contract.system, contract.table, matched)
     if not waiting:
         return []
     landed = {day for v in every for day in v.rows}
@@ -553,6 +554,27 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
         if any(start <= day <= end for day in waiting):
             windows.append((start, end))
     return windows
+
+
+def _waiting_days(
+    every: list[lake.Version], conn: duckdb.DuckDBPyConnection, contract: Contract
+) -> tuple[set[dt.date], list[str]]:
+    """The days a load would change (or must judge again: not built yet), and the versions that change none."""
+    done = loaded_versions(conn, contract.system, contract.table)
+    accounted = accounted_versions(conn, contract.system, contract.table)
+    loaded = [v for v in every if v.name in done]
+    unbuilt = unbuilt_window(conn)
+    waiting: set[dt.date] = set()
+    matched: list[str] = []
+    for version in every:
+        if version.legacy or version.name in accounted:
+            continue
+        changes = lake.day_changes(version, loaded)
+        again = {day for day in changes if unbuilt is not None and unbuilt[0] <= day <= unbuilt[1]}
+        waiting |= again | {day for day, change in changes.items() if change is not None}
+        if not again and all(change is None for change in changes.values()):
+            matched.append(version.name)
+    return waiting, matched
 
 
 def load_pending(
@@ -616,6 +638,7 @@ def rebuild_raw(
         conn.execute("drop schema if exists raw cascade")
         conn.execute("drop schema if exists quarantine cascade")
         conn.execute("drop table if exists pipeline.loaded_versions")
+        conn.execute("drop table if exists pipeline.matched_versions")
     for contract in CONTRACTS.values():
         landed = lake.landed_days(settings.lake_dir, contract.system, contract.table)
         if not landed:

@@ -29,7 +29,7 @@ from quality.contracts import CONTRACTS, Contract
 class Held:
     """What the warehouse says it has loaded, built and published."""
 
-    loaded: dict[str, set[str]]  # each table's loaded versions, by contract name
+    loaded: dict[str, set[str]]  # each table's loaded (or matched) versions, by contract name
     waiting: bool  # loads no complete build has covered yet
     built_at: dt.datetime | None  # the last complete build's
     published_at: dt.datetime | None  # the last publish's
@@ -37,11 +37,12 @@ class Held:
 
 def held(conn: duckdb.DuckDBPyConnection) -> Held:
     loaded: dict[str, set[str]] = {}
-    if table_exists(conn, "pipeline", "loaded_versions"):
-        for system, table, version in conn.execute(
-            "select system, table_name, version from pipeline.loaded_versions"
-        ).fetchall():
-            loaded.setdefault(f"{system}.{table}", set()).add(str(version))
+    for ledger in ("loaded_versions", "matched_versions"):  # a matched version holds nothing new (0103)
+        if table_exists(conn, "pipeline", ledger):
+            for system, table, version in conn.execute(
+                f"select system, table_name, version from pipeline.{ledger}"
+            ).fetchall():
+                loaded.setdefault(f"{system}.{table}", set()).add(str(version))
     built = published = None
     if table_exists(conn, "pipeline", "dbt_build"):
         built = conn.execute("select max(built_at) from pipeline.dbt_build").fetchone()

@@ -20,6 +20,7 @@ from dataops.ingest.connectors import days
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.ledger import mark_built, unbuilt_window
 from dataops.ingest.pipeline import ingest, land, load_pending
+from dataops.publish.unchanged import held, raw_layer_holds_it
 from quality.contracts import CONTRACTS, Contract, contract_for
 from source_systems.crm.server import start_in_thread
 from source_systems.crm.store import OBJECTS
@@ -123,9 +124,13 @@ def _landed_again_changed(settings: Settings, contract: Contract, day: dt.date) 
     return rows.height
 
 
-def test_a_day_landed_again_with_the_same_records_leaves_the_next_build_its_own_days(fresh: Sources) -> None:
+def test_a_day_landed_again_with_the_same_records_leaves_the_next_build_its_own_days(
+    fresh: Sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A landing of the last day that brought nothing new starts no build (decision 0057). The next build, after
-    a source fix of an old day, loads and builds that day alone, not every day from it to the last (0101)."""
+    a source fix of an old day, loads and builds that day alone, not every day from it to the last (0101). The
+    first build after the no-data landing matches its versions in the ledger: no later build or no-data check
+    reads their records again (0103)."""
     extractors = fresh.extractors()
     with held_open(fresh.settings.build_db):
         for contract in CONTRACTS.values():
@@ -140,12 +145,21 @@ def test_a_day_landed_again_with_the_same_records_leaves_the_next_build_its_own_
     for contract in CONTRACTS.values():  # the no-data day: every table's last day landed again, the same records
         land(fresh.settings, contract, extractors[contract.system], END, END)
     assert all(load_pending(fresh.settings, c) is None for c in CONTRACTS.values())
+    read: list[str] = []
+    day_hashes = lake.day_hashes
+    monkeypatch.setattr(lake, "day_hashes", lambda v, d: read.append(v.name) or day_hashes(v, d))
+    assert all(load_pending(fresh.settings, c) is None for c in CONTRACTS.values())
+    with connect(fresh.settings.build_db, read_only=True) as conn:
+        assert raw_layer_holds_it(fresh.settings, held(conn), "00000000", []) is None
+    assert read == [], "the matched versions were read again"
     old, orders = START + dt.timedelta(days=4), contract_for("erp", "sales_orders")
-    _landed_again_changed(fresh.settings, orders, old)
+    fix = _landed_again_changed(fresh.settings, orders, old)
     with held_open(fresh.settings.build_db):
         reports = {c.name: load_pending(fresh.settings, c) for c in CONTRACTS.values()}
     assert {name for name, report in reports.items() if report is not None} == {orders.name}
     assert reports[orders.name] is not None and reports[orders.name].windows == [(old, old)]
+    assert reports[orders.name].loaded_rows + reports[orders.name].quarantined_rows == fix
+    assert read == [], read  # the fix holds fewer records: no hash need be read
     with connect(fresh.settings.build_db) as conn:
         assert unbuilt_window(conn) == (old, old)
 
