@@ -36,7 +36,6 @@ from dataops.ingest.ledger import (
     loaded_versions,
     record_load,
     record_matched,
-    unbuilt_window,
 )
 from dataops.ingest.load import LoadResult, load_range
 from quality.contracts import CONTRACTS, Contract
@@ -531,12 +530,12 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
     """The windows of the days whose landed versions the raw layer has not loaded yet and would change
     (empty: nothing new); the versions that would change nothing are recorded as matched, once.
 
-    A day landed again with the very records the raw layer holds waits for no load (``lake.day_changes``) once a
-    complete build covered it: a landing that brought nothing new starts no build (docs/decisions/0057), and the
-    next build, of another day, would otherwise span every day between the two (docs/decisions/0101). Its version
-    is matched in the ledger, so that no later build or no-data check reads its records again (0103). A day
-    loaded and not built yet (its run halted by a volume breaker, say) is loaded again, so that the re-run's
-    breakers judge it again. One window, the span of the waiting
+    A day landed again with the very records the raw layer holds waits for no load (``lake.day_changes``): a
+    landing that brought nothing new starts no build (docs/decisions/0057), and the next build, of another day,
+    would otherwise span every day between the two (docs/decisions/0101). Its version is matched in the ledger,
+    so that no later build or no-data check reads its records again (0103). That holds for a day loaded and not
+    built yet too (its run halted by a volume breaker, say): the next run's breakers judge every day of their
+    table loaded and not built, whatever it loads (docs/decisions/0102). One window, the span of the waiting
     days, unless a day inside it was never landed at all (landing runs of days 6 and 8 finished, day 7's not
     yet): the span is then cut at such days, and each part that holds a waiting day is a window of its own
     (docs/decisions/0036). Each window's every day is landed, as a load needs; the day left out is loaded by
@@ -559,20 +558,18 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
 def _waiting_days(
     every: list[lake.Version], conn: duckdb.DuckDBPyConnection, contract: Contract
 ) -> tuple[set[dt.date], list[str]]:
-    """The days a load would change (or must judge again: not built yet), and the versions that change none."""
+    """The days a load would change, and the versions that change none of theirs."""
     done = loaded_versions(conn, contract.system, contract.table)
     accounted = accounted_versions(conn, contract.system, contract.table)
     loaded = [v for v in every if v.name in done]
-    unbuilt = unbuilt_window(conn)
     waiting: set[dt.date] = set()
     matched: list[str] = []
     for version in every:
         if version.legacy or version.name in accounted:
             continue
-        changes = lake.day_changes(version, loaded)
-        again = {day for day in changes if unbuilt is not None and unbuilt[0] <= day <= unbuilt[1]}
-        waiting |= again | {day for day, change in changes.items() if change is not None}
-        if not again and all(change is None for change in changes.values()):
+        changed = {day for day, change in lake.day_changes(version, loaded).items() if change is not None}
+        waiting |= changed
+        if not changed:
             matched.append(version.name)
     return waiting, matched
 
