@@ -74,18 +74,48 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract, valid: p
 
 
 def _orphans(conn: duckdb.DuckDBPyConnection, contract: Contract, frame: str) -> dict[int, list[str]]:
-    """Rows of a registered frame (with ``_i``) whose reference has no parent in raw."""
+    """Rows of a registered frame (with ``_i``) whose reference has no parent in raw.
+
+    The parents are looked up by the frame's own references (the parent table scanned once against them), not
+    the frame's references against every parent: the lookup's memory and time follow the frame, not the
+    table's history. The parents found are never null, so ``not in`` is the plain anti-join."""
     found: dict[int, list[str]] = {}
     for column, (parent, parent_col) in contract.references.items():
         parent_table = f"raw.{contract.system}__{parent}"
         if table_exists(conn, "raw", f"{contract.system}__{parent}"):
-            exists = f"exists (select 1 from {parent_table} p where p.{parent_col} = b.{column})"
+            parents = (
+                f"select p.{parent_col} from {parent_table} p where p.{parent_col} in (select {column} from {frame})"
+            )
+            exists = f"b.{column} in ({parents})"
         else:
             exists = "false"
         rows = conn.execute(f"select _i from {frame} b where b.{column} is not null and not {exists}").fetchall()
         for (i,) in rows:
             found.setdefault(i, []).append(f"{ORPHAN}: {column} -> {contract.system}.{parent}.{parent_col}")
     return found
+
+
+def _surely_orphaned(conn: duckdb.DuckDBPyConnection, contract: Contract) -> tuple[str, list[object]]:
+    """A condition on a quarantined row (``q``) that holds when some reference of its payload still has no
+    parent in raw, and its parameters.
+
+    Sure only where the payload holds the reference as JSON text: a string column is read as it is, so that
+    text is the reference. Any other payload value (absent, null, a number, a renamed column's) leaves the row
+    to the full check, which reads it as its contract does. Never null: an absent key must not hide a row."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, (parent, parent_col) in contract.references.items():
+        if not table_exists(conn, "raw", f"{contract.system}__{parent}"):
+            clauses.append("json_type(q._payload, ?) is not distinct from 'VARCHAR'")
+            params.append(f'$."{column}"')
+            continue
+        parent_table = f"raw.{contract.system}__{parent}"
+        clauses.append(
+            f"(json_type(q._payload, ?) is not distinct from 'VARCHAR' and not exists "
+            f"(select 1 from {parent_table} p where p.{parent_col} = json_extract_string(q._payload, ?)))"
+        )
+        params += [f'$."{column}"', f'$."{column}"']
+    return " or ".join(clauses) or "false", params
 
 
 def load_range(
@@ -293,11 +323,17 @@ def _check_rates(
 def _release_orphans(
     conn: duckdb.DuckDBPyConnection, contract: Contract, reread: Callable[[pl.DataFrame], ContractResult]
 ) -> int:
-    """Move quarantined orphans whose parent has since been loaded back into raw."""
+    """Move quarantined orphans whose parent has since been loaded back into raw.
+
+    Only the orphans no reference of which still surely lacks its parent are read back and checked again
+    (``_surely_orphaned``): the others wait in the warehouse, so that a load's cost follows its own rows and
+    the parents that arrived, not every orphan ever quarantined (docs/decisions/0104)."""
+    surely, params = _surely_orphaned(conn, contract)
     waiting = query_frame(
         conn,
-        f"select * exclude (_quarantined_at) from {quarantine_name(contract)} "
-        f"where len(list_filter(_reasons, lambda r: not starts_with(r, '{ORPHAN}'))) = 0",
+        f"select * exclude (_quarantined_at) from {quarantine_name(contract)} q "
+        f"where len(list_filter(_reasons, lambda r: not starts_with(r, '{ORPHAN}'))) = 0 and not ({surely})",
+        params,
     )
     if waiting.height == 0:
         return 0

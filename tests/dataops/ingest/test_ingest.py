@@ -15,13 +15,13 @@ import polars as pl
 import pytest
 
 from dataops.core.warehouse import held_open
-from dataops.ingest import lake
+from dataops.ingest import lake, load
 from dataops.ingest.connectors import SourceUnavailable
 from dataops.ingest.connectors.crm import CrmExtractor, RetryPolicy
 from dataops.ingest.contract import ContractViolation
 from dataops.ingest.load import QuarantineRateExceeded
 from dataops.ingest.pipeline import IngestOptions, ingest, rebuild_raw, with_lineage
-from quality.contracts import CONTRACTS, contract_for
+from quality.contracts import CONTRACTS, Contract, contract_for
 from quality.contracts.accounting import RENAMING_RELEASE
 from source_systems.crm.api import MAX_LIMIT
 from tests.dataops.ingest.conftest import END, FAST, START, Sources, ingest_all, snapshot
@@ -267,6 +267,53 @@ def test_orphans_wait_in_quarantine_until_their_parent_arrives(baseline: Sources
         ).fetchone()
     assert len(released) == again.released and in_raw == (again.released,)
     assert min(partition for partition, _ in released) < END
+
+
+def test_a_load_reads_back_only_the_orphans_whose_parent_may_have_arrived(
+    fresh: Sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The orphans still waiting for a parent that never arrived stay in the warehouse: a later load reads
+    none of them back (decision 0104), so its cost does not grow with every orphan ever quarantined."""
+    crm = fresh.extractors()["crm"]
+    history, leads = contract_for("crm", "lead_history"), contract_for("crm", "leads")
+    ingest(fresh.settings, history, crm, START, END)
+    ingest(fresh.settings, leads, crm, START, END)
+    ingest(fresh.settings, history, crm, END, END)  # releases every orphan whose lead arrived
+    with duckdb.connect(str(fresh.settings.build_db), read_only=True) as conn:
+        orphans = conn.execute(
+            "select count(*) from quarantine.crm__lead_history "
+            "where len(list_filter(_reasons, lambda r: not starts_with(r, 'orphan_fk'))) = 0"
+        ).fetchone()
+    assert orphans is not None and orphans[0] > 0, "no orphan waits for a lead never loaded"
+    checked: list[int] = []
+    real = load._orphans
+
+    def spy(conn: duckdb.DuckDBPyConnection, contract: Contract, frame: str) -> dict[int, list[str]]:
+        if frame == "_candidates":
+            checked.append(int(conn.execute(f"select count(*) from {frame}").fetchone()[0]))  # type: ignore[index]
+        return real(conn, contract, frame)
+
+    monkeypatch.setattr(load, "_orphans", spy)
+    report = ingest(fresh.settings, history, crm, END, END)
+    assert report.released == 0 and checked == [], f"{orphans[0]} orphans waiting, read back: {checked}"
+
+
+def test_an_orphan_the_payload_does_not_surely_name_is_checked_in_full() -> None:
+    """Only a reference held as JSON text with no parent in raw keeps an orphan from being read back; a number,
+    a null or an absent key (a renamed column supplies the reference) goes to the full check, as before."""
+    contract = contract_for("crm", "lead_history")
+    with duckdb.connect() as conn:
+        conn.execute('create schema raw; create table raw.crm__leads ("Id" varchar)')
+        conn.execute("insert into raw.crm__leads values ('L-1'), ('7')")
+        payloads = ['{"LeadId": "L-1"}', '{"LeadId": "L-2"}', '{"LeadId": 7}', '{"LeadId": null}', '{"Lead_Id": "L-1"}']
+        conn.execute("create table q as select unnest(?) as _payload", [payloads])
+        still, params = load._surely_orphaned(conn, contract)
+        kept = conn.execute(f"select _payload from q where not ({still})", params).fetchall()
+        assert sorted(p for (p,) in kept) == sorted(set(payloads) - {'{"LeadId": "L-2"}'})
+        conn.execute("drop table raw.crm__leads")  # no parent table yet: every text reference is surely an orphan
+        still, params = load._surely_orphaned(conn, contract)
+        kept = conn.execute(f"select _payload from q where not ({still})", params).fetchall()
+        assert sorted(p for (p,) in kept) == sorted(['{"LeadId": 7}', '{"LeadId": null}', '{"Lead_Id": "L-1"}'])
 
 
 def test_old_versions_are_kept_until_an_explicit_prune(ingested_copy: Sources) -> None:
