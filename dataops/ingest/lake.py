@@ -261,10 +261,13 @@ def newest(lake: Path, system: str, table: str, day: dt.date) -> Version | None:
     return found[-1] if found else None
 
 
-def newest_by_day(lake: Path, system: str, table: str, start: dt.date, end: dt.date) -> dict[dt.date, Version]:
-    """For each day of [start, end] that some version covers, the newest such version."""
+def newest_by_day(
+    lake: Path, system: str, table: str, start: dt.date, end: dt.date, found: list[Version] | None = None
+) -> dict[dt.date, Version]:
+    """For each day of [start, end] that some version covers, the newest such version (of ``found``, a listing
+    of the table's versions already made, oldest first, else of a new one)."""
     out: dict[dt.date, Version] = {}
-    for version in all_versions(lake, system, table):  # oldest first: a newer one overwrites
+    for version in all_versions(lake, system, table) if found is None else found:  # a newer one overwrites
         for day in version.rows:
             if start <= day <= end:
                 out[day] = version

@@ -2,13 +2,14 @@
 
 Landing and loading run apart: the landing run of a business date or range writes the lake; the build run
 that follows loads every landed version not yet loaded, whoever launched either run (the CLI, the schedule
-and its sensor, a backfill from the UI). Three tables in the build warehouse, written in the same transaction
-as the rows they describe:
+and its sensor, a backfill from the UI). Tables in the build warehouse, each written in the same transaction
+as the rows it describes (``matched_versions`` describes none, and is written by itself):
 
-- ``pipeline.loaded_versions``: each landed version (``lake.Version.name``) the raw layer has loaded;
+- ``pipeline.loaded_versions``: each landed version (``lake.Version.name``) the raw layer has loaded: read, or
+  shadowed by a newer version read, or holding on its other days what raw holds (settled, decision 0103);
 - ``pipeline.matched_versions``: each landed version a build found holding, for every day it covers, the records
-  the raw layer holds (``lake.day_changes``), so it loaded nothing of it (docs/decisions/0103). Judged once:
-  a landing that brought nothing new is not read again by every later build and no-data check;
+  the raw layer holds (``lake.day_changes``), so it loaded nothing of it (docs/decisions/0103). Judged once a
+  build has run: a landing that brought nothing new is not read again by every later build and no-data check;
 - ``pipeline.raw_loads``: each window a load replaced, until a complete dbt build covers it (``built_at``);
 - ``pipeline.released_rows``: each quarantined orphan a load released into raw (its partition and record
   hash), until a complete dbt build covers it. A released row keeps its own, older partition, outside the

@@ -16,9 +16,10 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import polars as pl
@@ -320,9 +321,12 @@ def _payload(df: pl.DataFrame, own: list[str]) -> pl.Expr:
     return payload.alias("_payload")
 
 
-def newest_landed(settings: Settings, contract: Contract, start: dt.date, end: dt.date) -> dict[dt.date, lake.Version]:
-    """The newest version of each day in the range; every day must have one."""
-    newest = lake.newest_by_day(settings.lake_dir, contract.system, contract.table, start, end)
+def newest_landed(
+    settings: Settings, contract: Contract, start: dt.date, end: dt.date, found: list[lake.Version] | None = None
+) -> dict[dt.date, lake.Version]:
+    """The newest version of each day in the range (of ``found``, a listing already made); every day must have
+    one."""
+    newest = lake.newest_by_day(settings.lake_dir, contract.system, contract.table, start, end, found)
     missing = [day for day in days(start, end) if day not in newest]
     if missing:
         raise FileNotFoundError(
@@ -444,15 +448,24 @@ def load_from_lake(
     report: IngestReport | None = None,
     watermark_column: str | None = None,
     run_id: str | None = None,
+    settled: Collection[str] = (),
 ) -> IngestReport:
     """Replace the window's raw rows with the newest landed version of each of its days, and record the
-    load (and every version now loaded) in the ledger, in the same transaction."""
+    load (and every version now loaded) in the ledger, in the same transaction.
+
+    Now loaded: each version inside the window, read or shadowed by a newer one read, and each version of
+    ``settled``, whose days outside the window hold what raw holds (``pending_windows``). Both from the one
+    listing the rows are read by: a version landed while the load runs waits for the next build."""
     options = options or IngestOptions()
     report = report or IngestReport(contract.name, start, end)
-    newest = newest_landed(settings, contract, start, end)
-    blocks = load_blocks(newest, options.block_rows)
     landed = lake.all_versions(settings.lake_dir, contract.system, contract.table)
-    covered = [(v.name, v.start, v.end) for v in landed if not v.legacy and start <= v.start and v.end <= end]
+    newest = newest_landed(settings, contract, start, end, landed)
+    blocks = load_blocks(newest, options.block_rows)
+    covered = [
+        (v.name, v.start, v.end)
+        for v in landed
+        if not v.legacy and ((start <= v.start and v.end <= end) or v.name in settled)
+    ]
     seen = _Seen()
 
     def reread(frame: pl.DataFrame) -> ContractResult:
@@ -526,7 +539,7 @@ class _Seen:
             self.preview = head if self.preview is None else pl.concat([self.preview, head]).head(5)
 
 
-def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> list[Window]:
+def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBPyConnection) -> list[Pending]:
     """The windows of the days whose landed versions the raw layer has not loaded yet and would change
     (empty: nothing new); the versions that would change nothing are recorded as matched, once.
 
@@ -542,36 +555,48 @@ def pending_windows(settings: Settings, contract: Contract, conn: duckdb.DuckDBP
     the build after its own landing.
     """
     every = lake.all_versions(settings.lake_dir, contract.system, contract.table)
-    waiting, matched = _waiting_days(every, conn, contract)
+    changed = _changed_days(every, conn, contract)
+    matched = [name for name, changes in changed.items() if not changes]
     if matched:
         record_matched(conn, contract.system, contract.table, matched)
+    waiting = {day for changes in changed.values() for day in changes}
     if not waiting:
         return []
     landed = {day for v in every for day in v.rows}
-    windows: list[Window] = []
+    windows: list[Pending] = []
     for start, end in contiguous(sorted(d for d in days(min(waiting), max(waiting)) if d in landed)):
         if any(start <= day <= end for day in waiting):
-            windows.append((start, end))
+            settled = tuple(name for name, changes in changed.items() if changes and start <= max(changes) <= end)
+            windows.append(Pending(start, end, settled))
     return windows
 
 
-def _waiting_days(
+class Pending(NamedTuple):
+    """A window to load, and the versions reaching outside it that its load settles (a range landed again
+    with one day changed, say): the last of their changed days lies in it. The windows load in order and a
+    failed one stops the rest, so their other changed days are loaded by then, and their other days hold what
+    raw holds."""
+
+    start: dt.date
+    end: dt.date
+    settled: tuple[str, ...] = ()
+
+
+def _changed_days(
     every: list[lake.Version], conn: duckdb.DuckDBPyConnection, contract: Contract
-) -> tuple[set[dt.date], list[str]]:
-    """The days a load would change, and the versions that change none of theirs."""
-    done = loaded_versions(conn, contract.system, contract.table)
+) -> dict[str, set[dt.date]]:
+    """For each version neither loaded nor matched, the days a load of it would change (none: matched now).
+
+    Compared with the loaded and the matched versions alike: a matched version holds, on each of its days, what
+    raw holds, or a newer loaded one shadows it (docs/decisions/0103); a version named older than a matched one
+    (its extraction started first, it was committed after) is shadowed by it, as the reader takes the newest."""
     accounted = accounted_versions(conn, contract.system, contract.table)
-    loaded = [v for v in every if v.name in done]
-    waiting: set[dt.date] = set()
-    matched: list[str] = []
-    for version in every:
-        if version.legacy or version.name in accounted:
-            continue
-        changed = {day for day, change in lake.day_changes(version, loaded).items() if change is not None}
-        waiting |= changed
-        if not changed:
-            matched.append(version.name)
-    return waiting, matched
+    held = [v for v in every if v.name in accounted]
+    return {
+        version.name: {day for day, change in lake.day_changes(version, held).items() if change is not None}
+        for version in every
+        if not version.legacy and version.name not in accounted
+    }
 
 
 def load_pending(
@@ -590,9 +615,17 @@ def load_pending(
         return None
     reports = [
         load_from_lake(
-            settings, contract, start, end, options, IngestReport(contract.name, start, end), watermark_column, run_id
+            settings,
+            contract,
+            window.start,
+            window.end,
+            options,
+            IngestReport(contract.name, window.start, window.end),
+            watermark_column,
+            run_id,
+            window.settled,
         )
-        for start, end in windows
+        for window in windows
     ]
     return merged(reports)
 

@@ -15,7 +15,7 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.core.warehouse import connect, held_open
-from dataops.ingest import lake
+from dataops.ingest import lake, pipeline
 from dataops.ingest.connectors import days
 from dataops.ingest.connectors.crm import CrmExtractor
 from dataops.ingest.ledger import mark_built, unbuilt_window
@@ -162,6 +162,101 @@ def test_a_day_landed_again_with_the_same_records_leaves_the_next_build_its_own_
     assert read == [], read  # the fix holds fewer records: no hash need be read
     with connect(fresh.settings.build_db) as conn:
         assert unbuilt_window(conn) == (old, old)
+
+
+def _version_of(
+    settings: Settings, contract: Contract, at: dt.datetime, run: str, days_: list[dt.date], less: dt.date | None
+) -> str:
+    """A new version of the table's days as the newest landed ones hold them, less the first record of ``less``
+    (a changed day); named by ``at``, when its extraction started."""
+    newest = lake.newest_by_day(settings.lake_dir, contract.system, contract.table, min(days_), max(days_))
+    frames = [pl.read_parquet(p, hive_partitioning=False) for p in {newest[d].day_file(d) for d in days_} if p]
+    rows = pl.concat(frames).filter(pl.col(lake.DAY_KEY).is_in(days_)).sort(lake.DAY_KEY, "_record_hash")
+    if less is not None:
+        first = rows.filter(pl.col(lake.DAY_KEY) == less).head(1)["_record_hash"]
+        rows = rows.filter(~((pl.col(lake.DAY_KEY) == less) & pl.col("_record_hash").is_in(first.implode())))
+    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, at, run)
+    writer.write(days_, rows)
+    writer.commit()
+    return writer.final.name.removeprefix(lake.VERSION_PREFIX)
+
+
+def _busiest(settings: Settings, contract: Contract) -> list[dt.date]:
+    """The table's landed days, the most records first (a changed day needs records to lose)."""
+    newest = lake.newest_by_day(settings.lake_dir, contract.system, contract.table, START, END)
+    return sorted(newest, key=lambda d: (-newest[d].rows[d], d))
+
+
+def _raw_rows(settings: Settings, contract: Contract, day: dt.date) -> int:
+    with connect(settings.build_db, read_only=True) as conn:
+        sql = f"select count(*) from raw.{contract.system}__{contract.table} where _partition = ?"
+        return int(conn.execute(sql, [day]).fetchone()[0])  # type: ignore[index]
+
+
+def _built(settings: Settings) -> None:
+    with connect(settings.build_db) as conn:
+        mark_built(conn, dt.datetime.now(dt.UTC))
+
+
+def test_a_range_landed_again_with_one_day_changed_is_loaded_once(ingested_copy: Sources) -> None:
+    """A version over five days, one of them changed: its build loads that day and settles the version, so
+    the next build and the no-data check find nothing new (before, every build loaded the day again)."""
+    settings, orders = ingested_copy.settings, contract_for("erp", "sales_orders")
+    _built(settings)
+    busiest = _busiest(settings, orders)[0]
+    first = min(max(busiest - dt.timedelta(days=2), START), END - dt.timedelta(days=4))
+    span = [first + dt.timedelta(days=n) for n in range(5)]  # busiest among them, not at the end
+    name = _version_of(settings, orders, dt.datetime.now(dt.UTC), "range000", span, less=busiest)
+    before = _raw_rows(settings, orders, busiest)
+    report = load_pending(settings, orders)
+    assert report is not None and report.windows == [(busiest, busiest)]
+    assert _raw_rows(settings, orders, busiest) == before - 1
+    _built(settings)
+    assert load_pending(settings, orders) is None, f"{name} was loaded again"
+    with connect(settings.build_db, read_only=True) as conn:
+        assert raw_layer_holds_it(settings, held(conn), "00000000", []) is None
+
+
+def test_a_version_named_before_a_matched_one_is_shadowed_by_it(ingested_copy: Sources) -> None:
+    """A version whose extraction started before a matched one's but committed after it is older than it: the
+    reader takes the matched one, so neither the build nor the no-data check wants it loaded (they agree)."""
+    settings, orders = ingested_copy.settings, contract_for("erp", "sales_orders")
+    _built(settings)
+    day, started = _busiest(settings, orders)[1], dt.datetime.now(dt.UTC)
+    _version_of(settings, orders, started + dt.timedelta(seconds=5), "matched0", [day], less=None)
+    assert load_pending(settings, orders) is None  # matched
+    before = _raw_rows(settings, orders, day)
+    _version_of(settings, orders, started, "earlier0", [day], less=day)
+    with connect(settings.build_db, read_only=True) as conn:
+        assert raw_layer_holds_it(settings, held(conn), "00000000", []) is None
+    assert load_pending(settings, orders) is None
+    assert _raw_rows(settings, orders, day) == before
+
+
+def test_a_version_landed_while_a_load_runs_waits_for_the_next_build(
+    ingested_copy: Sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A landing that commits while a load of its day runs is not recorded as loaded by it (the load reads and
+    records from one listing of the lake): the next build loads it."""
+    settings, orders = ingested_copy.settings, contract_for("erp", "sales_orders")
+    _built(settings)
+    day, now = _busiest(settings, orders)[2], dt.datetime.now(dt.UTC)
+    _version_of(settings, orders, now, "changed0", [day], less=day)
+    landed: list[str] = []
+    blocks = pipeline.load_blocks
+
+    def racing(newest: dict[dt.date, lake.Version], block_rows: int) -> list[tuple[dt.date, dt.date]]:
+        if not landed:  # a concurrent landing run commits its version now, one more record less
+            landed.append(_version_of(settings, orders, now + dt.timedelta(seconds=9), "racing00", [day], less=day))
+        return blocks(newest, block_rows)
+
+    monkeypatch.setattr(pipeline, "load_blocks", racing)
+    before = _raw_rows(settings, orders, day)
+    assert load_pending(settings, orders) is not None and _raw_rows(settings, orders, day) == before - 1
+    monkeypatch.setattr(pipeline, "load_blocks", blocks)
+    report = load_pending(settings, orders)
+    assert report is not None and report.windows == [(day, day)], f"{landed} was recorded as loaded unread"
+    assert _raw_rows(settings, orders, day) == before - 2
 
 
 def test_days_landed_out_of_order_load_around_the_day_not_landed_yet(baseline: Sources, fresh: Sources) -> None:
