@@ -288,6 +288,9 @@ def table_result(
         ]
     if report is None:
         metadata: dict[str, Any] = {"rows_loaded": 0, "loaded": "nothing new landed"}
+        if judged:  # a halted day landed again as it was: its breaker judges it again all the same
+            first, last = min(judged), max(judged)
+            metadata["judged_unbuilt_days"] = f"{first}..{last} ({len(judged)} days)" if len(judged) > 1 else str(first)
         return dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
     return dg.MaterializeResult(asset_key=key, metadata=report_metadata(report), check_results=checks)
 

@@ -126,5 +126,11 @@ def test_a_simulated_volume_spike_halts_the_run_before_publishing_and_the_overri
     assert let_through.success
     passed = [e for e in let_through.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(["crm", "leads"])]
     assert passed and all(e.passed for e in passed) and "let through" in (passed[0].description or "")
+    # the halted day was landed again as it was: nothing loaded, every unbuilt day judged again, named in metadata
+    (leads,) = [
+        e for e in let_through.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["crm", "leads"])
+    ]
+    metadata = {k: v.value for k, v in leads.materialization.metadata.items()}
+    assert metadata["loaded"] == "nothing new landed" and f"..{after} (" in metadata["judged_unbuilt_days"]
     with duckdb.connect(str(settings.analytics_db), read_only=True) as conn:
         assert scalar(conn, "select max(as_of_date) from publish.publish_log") == after  # both days built
