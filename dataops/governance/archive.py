@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from dataops.core.warehouse import connect, scalar, transaction
 from dataops.governance.catalog import GOVERNANCE_DDL
 from dataops.governance.metadata import DatasetMeta
 from dataops.ingest import lake
+from dataops.ingest.ledger import forget_judged
 from quality.contracts import CONTRACTS
 
 BLOCK_PREFIX = "days="  # the archive's folder of a group of days holding a block's file
@@ -213,19 +215,24 @@ def restore_all(settings: Settings, dataset: str | None = None) -> list[Archived
 
 def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, period: str) -> Archived:
     rows = conn.execute(
-        "select location, rows from governance.archive_log where dataset = ? and period = ? "
+        "select location, rows, archived_at from governance.archive_log where dataset = ? and period = ? "
         "and restored_at is null order by archived_at desc limit 1",
         [dataset, period],
     ).fetchall()
     if not rows:
         raise FileNotFoundError(f"no archived period {period} of {dataset} (see `dataops archive list`)")
-    location, count = Path(rows[0][0]), int(rows[0][1])
+    location, count, archived_at = Path(rows[0][0]), int(rows[0][1]), rows[0][2]
     restored = (
         "update governance.archive_log set restored_at = ? where dataset = ? and period = ? and restored_at is null",
         [dt.datetime.now(dt.UTC), dataset, period],
     )
     if dataset.startswith("lake."):
-        _restore_lake(settings, location, period)
+        table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
+
+        def judge_again(versions: list[str]) -> None:  # loaded or matched while the day was away: without it
+            forget_judged(conn, table.parent.name, table.name, versions, archived_at)
+
+        _restore_lake(settings, location, period, judge_again)
         conn.execute(*restored)
     else:
         column = _archive_column(conn, dataset, location)
@@ -236,8 +243,10 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
     return Archived(dataset, period, location, count)
 
 
-def _restore_lake(settings: Settings, location: Path, day: str) -> None:
-    """Put each version's day folder (or block's file) back; refuse before moving anything if one is there again."""
+def _restore_lake(settings: Settings, location: Path, day: str, judge_again: Callable[[list[str]], None]) -> None:
+    """Put each version's day folder (or block's file) back; refuse before moving anything if one is there again.
+    First ``judge_again`` is told the versions a file goes back into (forgetting a judgement costs at most a
+    load; a judgement kept after the move would keep a day out of raw, docs/decisions/0103)."""
     table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
     if location.name.startswith(BLOCK_PREFIX):  # each file at its place relative to the table
         files = sorted(p for p in location.rglob("*") if p.is_file())
@@ -247,6 +256,8 @@ def _restore_lake(settings: Settings, location: Path, day: str) -> None:
     for archived, home in moves:
         if home.exists():
             raise FileExistsError(f"{home} exists again; compare it with {archived} by hand")
+    homes = (home.relative_to(table).parts[0] for _, home in moves)
+    judge_again(sorted({p.removeprefix(lake.VERSION_PREFIX) for p in homes if p.startswith(lake.VERSION_PREFIX)}))
     for archived, home in moves:
         home.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(archived), str(home))

@@ -84,6 +84,20 @@ def record_matched(conn: duckdb.DuckDBPyConnection, system: str, table: str, nam
     )
 
 
+def forget_judged(
+    conn: duckdb.DuckDBPyConnection, system: str, table: str, names: list[str], since: dt.datetime
+) -> None:
+    """Forget that versions were loaded or matched since ``since``: they were judged without a day that is back
+    in the lake now (an archived day restored), so the next build judges them again, that day included."""
+    for ledger, stamp in (("loaded_versions", "loaded_at"), ("matched_versions", "matched_at")):
+        if table_exists(conn, "pipeline", ledger) and names:
+            conn.execute(
+                f"delete from pipeline.{ledger} where system = ? and table_name = ? and {stamp} >= ? "
+                "and list_contains(?, version)",
+                [system, table, since, names],
+            )
+
+
 def record_load(
     conn: duckdb.DuckDBPyConnection,
     system: str,

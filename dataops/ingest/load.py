@@ -23,7 +23,7 @@ from dataops.core.warehouse import query_frame, table_exists, transaction
 from dataops.ingest import raw_digests
 from dataops.ingest.contract import QUARANTINE_SCHEMA, ContractResult
 from dataops.ingest.ledger import record_release
-from quality.contracts import Contract
+from quality.contracts import CONTRACTS, Contract
 
 ORPHAN = "orphan_fk"
 
@@ -99,12 +99,17 @@ def _surely_orphaned(conn: duckdb.DuckDBPyConnection, contract: Contract) -> tup
     """A condition on a quarantined row (``q``) that holds when some reference of its payload still has no
     parent in raw, and its parameters.
 
-    Sure only where the payload holds the reference as JSON text: a string column is read as it is, so that
-    text is the reference. Any other payload value (absent, null, a number, a renamed column's) leaves the row
-    to the full check, which reads it as its contract does. Never null: an absent key must not hide a row."""
+    Sure only for a string reference to a string key, where the payload holds it as JSON text: a string column
+    is read as it is, so that text is the reference. Any other reference, or payload value (absent, null, a
+    number, a renamed column's), leaves the row to the full check, which reads it as its contract does. Never
+    null: an absent key must not hide a row."""
     clauses: list[str] = []
     params: list[object] = []
     for column, (parent, parent_col) in contract.references.items():
+        parent_contract = CONTRACTS.get(f"{contract.system}.{parent}")
+        strings = parent_contract is not None and parent_contract.columns().get(parent_col) == pl.String
+        if not strings or contract.columns().get(column) != pl.String:
+            continue
         if not table_exists(conn, "raw", f"{contract.system}__{parent}"):
             clauses.append("json_type(q._payload, ?) is not distinct from 'VARCHAR'")
             params.append(f'$."{column}"')

@@ -11,6 +11,7 @@ import sqlite3
 
 import duckdb
 import httpx
+import pandera.polars as pa
 import polars as pl
 import pytest
 
@@ -296,6 +297,23 @@ def test_a_load_reads_back_only_the_orphans_whose_parent_may_have_arrived(
     monkeypatch.setattr(load, "_orphans", spy)
     report = ingest(fresh.settings, history, crm, END, END)
     assert report.released == 0 and checked == [], f"{orphans[0]} orphans waiting, read back: {checked}"
+
+
+class _IntegerLines(pa.DataFrameModel):
+    line_id: str
+    order_id: pl.Int64
+
+
+def test_a_reference_not_a_string_is_never_surely_an_orphan() -> None:
+    """The contract reads an integer reference its own way (``" 42"`` is 42): the sure check leaves it to the
+    full check, whatever the payload (found in review: a cast of such text failed the whole load)."""
+    references = {"order_id": ("sales_orders", "order_no")}
+    contract = Contract("erp", "lines", _IntegerLines, key=("line_id",), references=references)
+    with duckdb.connect() as conn:
+        conn.execute('create schema raw; create table raw.erp__sales_orders ("order_no" varchar)')
+        conn.execute("create table q as select unnest(?) as _payload", [['{"order_id": "\u00a042"}']])
+        still, params = load._surely_orphaned(conn, contract)
+        assert conn.execute(f"select count(*) from q where not ({still})", params).fetchone() == (1,)
 
 
 def test_an_orphan_the_payload_does_not_surely_name_is_checked_in_full() -> None:

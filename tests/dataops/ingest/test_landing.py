@@ -15,6 +15,7 @@ import pytest
 
 from dataops.core.settings import Settings
 from dataops.core.warehouse import connect, held_open
+from dataops.governance.archive import archive, restore
 from dataops.ingest import lake, pipeline
 from dataops.ingest.connectors import days
 from dataops.ingest.connectors.crm import CrmExtractor
@@ -165,7 +166,13 @@ def test_a_day_landed_again_with_the_same_records_leaves_the_next_build_its_own_
 
 
 def _version_of(
-    settings: Settings, contract: Contract, at: dt.datetime, run: str, days_: list[dt.date], less: dt.date | None
+    settings: Settings,
+    contract: Contract,
+    at: dt.datetime,
+    run: str,
+    days_: list[dt.date],
+    less: dt.date | None,
+    files: str = "block",
 ) -> str:
     """A new version of the table's days as the newest landed ones hold them, less the first record of ``less``
     (a changed day); named by ``at``, when its extraction started."""
@@ -175,7 +182,7 @@ def _version_of(
     if less is not None:
         first = rows.filter(pl.col(lake.DAY_KEY) == less).head(1)["_record_hash"]
         rows = rows.filter(~((pl.col(lake.DAY_KEY) == less) & pl.col("_record_hash").is_in(first.implode())))
-    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, at, run)
+    writer = lake.VersionWriter(settings.lake_dir, contract.system, contract.table, at, run, files=files)
     writer.write(days_, rows)
     writer.commit()
     return writer.final.name.removeprefix(lake.VERSION_PREFIX)
@@ -257,6 +264,25 @@ def test_a_version_landed_while_a_load_runs_waits_for_the_next_build(
     report = load_pending(settings, orders)
     assert report is not None and report.windows == [(day, day)], f"{landed} was recorded as loaded unread"
     assert _raw_rows(settings, orders, day) == before - 2
+
+
+def test_a_day_restored_from_the_archive_is_judged_with_its_version_again(ingested_copy: Sources) -> None:
+    """A version of two days, the older changed: archived before the build, that day is out of the lake, so the
+    build judges the version on the other day alone and matches it. Restoring the day makes the next build
+    judge the version again and load the day (before: never, the lake's newest and raw disagreeing for good)."""
+    settings, customers = ingested_copy.settings, contract_for("erp", "customers")
+    _built(settings)
+    changed, same = sorted(_busiest(settings, customers)[:2])
+    _version_of(settings, customers, dt.datetime.now(dt.UTC), "restore0", [changed, same], less=changed, files="day")
+    cutoff = changed + dt.timedelta(days=1)  # the archive takes the days before it: the changed day's folder
+    moved = archive(settings, {}, cutoff + dt.timedelta(days=customers.retention_days))
+    assert f"lake.{customers.name}" in {item.dataset for item in moved}
+    before = _raw_rows(settings, customers, changed)
+    assert load_pending(settings, customers) is None  # judged on the other day alone: matched
+    restore(settings, f"lake.{customers.name}", changed.isoformat())
+    report = load_pending(settings, customers)
+    assert report is not None and (changed, changed) in report.windows, "the restored day was never judged again"
+    assert _raw_rows(settings, customers, changed) == before - 1
 
 
 def test_days_landed_out_of_order_load_around_the_day_not_landed_yet(baseline: Sources, fresh: Sources) -> None:
