@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,12 +226,7 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
         [dt.datetime.now(dt.UTC), dataset, period],
     )
     if dataset.startswith("lake."):
-        table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
-
-        def judge_again(versions: list[str]) -> None:  # loaded or matched while the day was away: without it
-            forget_judged(conn, table.parent.name, table.name, versions, archived_at)
-
-        _restore_lake(settings, location, period, judge_again)
+        _restore_lake(conn, settings, location, period, archived_at)
         conn.execute(*restored)
     else:
         column = _archive_column(conn, dataset, location)
@@ -243,10 +237,13 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
     return Archived(dataset, period, location, count)
 
 
-def _restore_lake(settings: Settings, location: Path, day: str, judge_again: Callable[[list[str]], None]) -> None:
+def _restore_lake(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, location: Path, day: str, archived_at: dt.datetime
+) -> None:
     """Put each version's day folder (or block's file) back; refuse before moving anything if one is there again.
-    First ``judge_again`` is told the versions a file goes back into (forgetting a judgement costs at most a
-    load; a judgement kept after the move would keep a day out of raw, docs/decisions/0103)."""
+    First the ledger forgets that the versions a file goes back into were loaded or matched while the day was
+    away, judged without it: the next build judges them again (forgetting costs at most a load; a judgement kept
+    after the move would keep the day out of raw, docs/decisions/0103)."""
     table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
     if location.name.startswith(BLOCK_PREFIX):  # each file at its place relative to the table
         files = sorted(p for p in location.rglob("*") if p.is_file())
@@ -256,8 +253,9 @@ def _restore_lake(settings: Settings, location: Path, day: str, judge_again: Cal
     for archived, home in moves:
         if home.exists():
             raise FileExistsError(f"{home} exists again; compare it with {archived} by hand")
-    homes = (home.relative_to(table).parts[0] for _, home in moves)
-    judge_again(sorted({p.removeprefix(lake.VERSION_PREFIX) for p in homes if p.startswith(lake.VERSION_PREFIX)}))
+    homes = {home.relative_to(table).parts[0] for _, home in moves}
+    versions = sorted(p.removeprefix(lake.VERSION_PREFIX) for p in homes if p.startswith(lake.VERSION_PREFIX))
+    forget_judged(conn, table.parent.name, table.name, versions, archived_at)
     for archived, home in moves:
         home.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(archived), str(home))

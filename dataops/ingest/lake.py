@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,6 +305,18 @@ def day_changes(version: Version, loaded: list[Version]) -> dict[dt.date, str | 
             theirs = day_hashes(prev, days)
             changes |= {d: None if mine[d] == theirs[d] else "has other records than the loaded ones" for d in days}
     return dict(sorted(changes.items()))
+
+
+def unjudged_changes(
+    found: list[Version], judged: Collection[str], wanted: Callable[[Version], bool] = lambda _: True
+) -> Iterator[tuple[Version, dict[dt.date, str | None]]]:
+    """Each (wanted) version of a table's listing neither loaded nor matched (``judged``; legacy day files
+    aside), with its ``day_changes`` against the judged ones: the one comparison the build's loads and the
+    no-data check both make (docs/decisions/0103)."""
+    held = [version for version in found if version.name in judged]
+    for version in found:
+        if not version.legacy and version.name not in judged and wanted(version):
+            yield version, day_changes(version, held)
 
 
 def day_hashes(version: Version, days: list[dt.date]) -> dict[dt.date, list[str]]:

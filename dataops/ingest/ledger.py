@@ -65,14 +65,22 @@ def loaded_versions(conn: duckdb.DuckDBPyConnection, system: str, table: str) ->
     return {str(version) for (version,) in rows}
 
 
-def accounted_versions(conn: duckdb.DuckDBPyConnection, system: str, table: str) -> set[str]:
-    """The table's versions the raw layer has loaded or found it holds already (neither waits for a load)."""
-    if not table_exists(conn, "pipeline", "matched_versions"):
-        return loaded_versions(conn, system, table)
-    rows = conn.execute(
-        "select version from pipeline.matched_versions where system = ? and table_name = ?", [system, table]
-    ).fetchall()
-    return loaded_versions(conn, system, table) | {str(version) for (version,) in rows}
+def accounted(
+    conn: duckdb.DuckDBPyConnection, system: str | None = None, table: str | None = None
+) -> dict[str, set[str]]:
+    """The versions the raw layer has loaded or found it holds already (neither waits for a load), by table
+    (``system.table``): of every table, or of one."""
+    found: dict[str, set[str]] = {}
+    for ledger in ("loaded_versions", "matched_versions"):
+        if table_exists(conn, "pipeline", ledger):
+            rows = conn.execute(
+                f"select system, table_name, version from pipeline.{ledger} "
+                "where (? is null or system = ?) and (? is null or table_name = ?)",
+                [system, system, table, table],
+            ).fetchall()
+            for row_system, row_table, version in rows:
+                found.setdefault(f"{row_system}.{row_table}", set()).add(str(version))
+    return found
 
 
 def record_matched(conn: duckdb.DuckDBPyConnection, system: str, table: str, names: list[str]) -> None:

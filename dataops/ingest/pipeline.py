@@ -33,7 +33,7 @@ from dataops.ingest.contract import ContractResult, apply_contract, check_shape
 from dataops.ingest.lake import LINEAGE
 from dataops.ingest.ledger import (
     Window,
-    accounted_versions,
+    accounted,
     loaded_versions,
     record_load,
     record_matched,
@@ -590,12 +590,10 @@ def _changed_days(
     Compared with the loaded and the matched versions alike: a matched version holds, on each of its days, what
     raw holds, or a newer loaded one shadows it (docs/decisions/0103); a version named older than a matched one
     (its extraction started first, it was committed after) is shadowed by it, as the reader takes the newest."""
-    accounted = accounted_versions(conn, contract.system, contract.table)
-    held = [v for v in every if v.name in accounted]
+    judged = accounted(conn, contract.system, contract.table).get(contract.name, set())
     return {
-        version.name: {day for day, change in lake.day_changes(version, held).items() if change is not None}
-        for version in every
-        if not version.legacy and version.name not in accounted
+        version.name: {day for day, change in changes.items() if change is not None}
+        for version, changes in lake.unjudged_changes(every, judged)
     }
 
 

@@ -20,7 +20,7 @@ from dataops.core.settings import DBT_PROJECT_DIR, Settings
 from dataops.core.warehouse import table_exists
 from dataops.ingest import lake
 from dataops.ingest.events import lake_versions
-from dataops.ingest.ledger import unbuilt_window
+from dataops.ingest.ledger import accounted, unbuilt_window
 from dataops.transform.project import authored_files
 from quality.contracts import CONTRACTS, Contract
 
@@ -36,13 +36,7 @@ class Held:
 
 
 def held(conn: duckdb.DuckDBPyConnection) -> Held:
-    loaded: dict[str, set[str]] = {}
-    for ledger in ("loaded_versions", "matched_versions"):  # a matched version holds nothing new (0103)
-        if table_exists(conn, "pipeline", ledger):
-            for system, table, version in conn.execute(
-                f"select system, table_name, version from pipeline.{ledger}"
-            ).fetchall():
-                loaded.setdefault(f"{system}.{table}", set()).add(str(version))
+    loaded = accounted(conn)  # a matched version holds nothing new (0103)
     built = published = None
     if table_exists(conn, "pipeline", "dbt_build"):
         built = conn.execute("select max(built_at) from pipeline.dbt_build").fetchone()
@@ -73,11 +67,8 @@ def _unloaded_differ(settings: Settings, contract: Contract, loaded: set[str], r
     version of that day, or is older than that one: ``lake.day_changes``)."""
     found = lake.all_versions(settings.lake_dir, contract.system, contract.table)  # oldest first
     ours = f"-{run_id[:8]}"
-    done = [version for version in found if version.name in loaded]
-    for version in found:
-        if version.name in loaded or version.name.endswith(ours) != mine:
-            continue
-        for day, change in lake.day_changes(version, done).items():
+    for _, changes in lake.unjudged_changes(found, loaded, lambda version: version.name.endswith(ours) == mine):
+        for day, change in changes.items():
             if change is not None:
                 return f"{contract.name}: {day} {change}"
     return None
