@@ -6,13 +6,19 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from source_systems.crm.store import OBJECTS
 from source_systems.erp.store import TABLES
 from source_systems.simulator.config import SimConfig
 from source_systems.simulator.run import simulate
 
+# one worker for the module: its one-shot simulation is shared (tests/conftest.py, xdist groups)
+pytestmark = pytest.mark.xdist_group("determinism")
+
 START = dt.date(2025, 3, 1)
 CONFIG = SimConfig(seed=11, scale=0.03, start=START)
+END = START + dt.timedelta(days=34)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -41,20 +47,24 @@ def _assert_same(a: Path, b: Path) -> None:
     assert _rows(a / "crm" / "crm.sqlite", tuple(OBJECTS)) == _rows(b / "crm" / "crm.sqlite", tuple(OBJECTS))
 
 
-def test_two_runs_give_the_same_bytes(tmp_path: Path) -> None:
-    end = START + dt.timedelta(days=34)
-    simulate(tmp_path / "a", end, CONFIG)
-    simulate(tmp_path / "b", end, CONFIG)
-    _assert_same(tmp_path / "a", tmp_path / "b")
+@pytest.fixture(scope="module")
+def once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """35 days simulated in one call: what a second call and a day-by-day continuation must each equal (read only)."""
+    root = tmp_path_factory.mktemp("once")
+    simulate(root, END, CONFIG)
+    return root
 
 
-def test_day_by_day_equals_one_shot(tmp_path: Path) -> None:
-    end = START + dt.timedelta(days=34)
-    simulate(tmp_path / "once", end, CONFIG)
+def test_two_runs_give_the_same_bytes(once: Path, tmp_path: Path) -> None:
+    simulate(tmp_path / "b", END, CONFIG)
+    _assert_same(once, tmp_path / "b")
+
+
+def test_day_by_day_equals_one_shot(once: Path, tmp_path: Path) -> None:
     simulate(tmp_path / "daily", START + dt.timedelta(days=24), CONFIG)
     for offset in range(25, 35):
         simulate(tmp_path / "daily", START + dt.timedelta(days=offset))  # continues with the stored config
-    _assert_same(tmp_path / "once", tmp_path / "daily")
+    _assert_same(once, tmp_path / "daily")
 
 
 def test_a_different_seed_gives_a_different_business(tmp_path: Path) -> None:
