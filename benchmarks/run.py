@@ -151,6 +151,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def scale_dir(work: Path, scale: float) -> Path:
+    """The folder of one scale's data directories under the harness's work folder."""
+    return work / f"SF{scale:g}"
+
+
+def full_dir(work: Path, scale: float) -> Path:
+    """The full build's data directory: its warehouse, its Dagster instance and dbt's logs."""
+    return scale_dir(work, scale) / "full"
+
+
 def fresh(directory: Path, sources: Path) -> Path:
     """A data directory with a copy of the simulated sources and nothing built yet."""
     shutil.rmtree(directory, ignore_errors=True)
@@ -160,7 +170,7 @@ def fresh(directory: Path, sources: Path) -> Path:
 
 
 def simulated(work: Path, scale: float, start: dt.date, end: dt.date, seed: int) -> tuple[Path, dict[str, Any]]:
-    base = work / f"SF{scale:g}" / f"sources-from-{start}"
+    base = scale_dir(work, scale) / f"sources-from-{start}"
     say(f"simulating SF {scale:g}: {start}..{end} (continues an existing simulation of the same config)")
     result = task(
         "simulate", data_dir=str(base), scale=scale, seed=seed, start=start.isoformat(), through=end.isoformat()
@@ -192,11 +202,11 @@ def pipeline(
 def full_build_and_floor(
     work: Path, sources: Path, scale: float, start: dt.date, end: dt.date, profile: Path | None
 ) -> dict[str, Any]:
-    data_dir = fresh(work / f"SF{scale:g}" / "full", sources)
+    data_dir = fresh(full_dir(work, scale), sources)
     build = pipeline(data_dir, start, end, f"full build SF {scale:g}", profile, env=new_instance("full"))
     if not build["success"]:
         raise RuntimeError(f"the full build failed: {build['failures'][:3]} {build['failed_checks'][:3]}")
-    floor_dir = work / f"SF{scale:g}" / "floor"
+    floor_dir = scale_dir(work, scale) / "floor"
     shutil.rmtree(floor_dir, ignore_errors=True)
     say("floor: raw layer to Parquet and dbt compile (untimed)")
     targets = [t for t in build.get("dbt_targets", []) if Path(t, "manifest.json").exists()]
@@ -214,7 +224,7 @@ def full_build_and_floor(
         "compare", pipeline_db=str(data_dir / "warehouse" / "build.duckdb"), floor_db=str(floor_dir / "build.duckdb")
     )
     say(f"  KPIs identical: {same['identical']} ({same['rows_pipeline']} rows)")
-    alone = dagster_alone(work / f"SF{scale:g}", data_dir, start, end)
+    alone = dagster_alone(scale_dir(work, scale), data_dir, start, end)
     return {
         "build": build,
         "floor": floor,
@@ -228,10 +238,10 @@ def spark_build(work: Path, sources: Path, scale: float, start: dt.date, end: dt
     """The same full build with its dbt step on a local Spark (``DATAOPS_ENGINE=spark``, docs/deployment.md),
     and whether its KPIs equal the DuckDB build's; run after :func:`full_build_and_floor`, whose floor it
     is measured against."""
-    data_dir = fresh(work / f"SF{scale:g}" / "full-spark", sources)
+    data_dir = fresh(scale_dir(work, scale) / "full-spark", sources)
     spark = {"DATAOPS_ENGINE": "spark"} | new_instance("full_spark")
     build = pipeline(data_dir, start, end, f"full build SF {scale:g} on Spark", env=spark)
-    duckdb_db = work / f"SF{scale:g}" / "full" / "warehouse" / "build.duckdb"
+    duckdb_db = full_dir(work, scale) / "warehouse" / "build.duckdb"
     same = task(
         "compare",
         pipeline_db=str(data_dir / "warehouse" / "build.duckdb"),
@@ -272,8 +282,8 @@ def ladder(work: Path, scale: float, start: dt.date, history: list[int], seed: i
     from the early days (its parent, a bill-to), and the early runs' gate fails on orphans the real daily
     schedule never sees; the full build, one run over the whole window, is not affected.
     """
-    data_dir = work / f"SF{scale:g}" / "ladder"
-    states = work / f"SF{scale:g}" / "ladder-states"  # each daily point's state, kept for its repeats
+    data_dir = scale_dir(work, scale) / "ladder"
+    states = scale_dir(work, scale) / "ladder-states"  # each daily point's state, kept for its repeats
     for directory in (data_dir, states):
         shutil.rmtree(directory, ignore_errors=True)
     instance = new_instance("ladder")

@@ -52,7 +52,7 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert "| Dagster alone / floor |" in table
     assert f"Dagster events the build wrote: {sum(events.values()):,} (" in table
     # `python -m benchmarks.ab` measures a run as it measures this build: from its Dagster events and dbt's log
-    phases = ab.measure(tmp_path / "work" / "SF0.01" / "full", {"wall_s": build["wall_s"]})
+    phases = ab.measure(run.full_dir(tmp_path / "work", 0.01), {"wall_s": build["wall_s"]})
     assert 0 < phases["dbt_first_node_s"] < phases["dbt_step_s"] < phases["build_run_s"] < phases["wall_s"]
     assert phases["before_dbt_s"] > 0 and phases["after_dbt_s"] > 0 and phases["dbt_span_s"] > 0
 
