@@ -39,7 +39,7 @@ def temporary_files_in_memory(config: pytest.Config) -> None:
 
     Nothing a test checks depends on the disk: a killed process leaves its writes in the page cache either way.
     What the disk adds is the kernel's work for every write, sync and delete (an online-discard disk trims each
-    deleted file), about a tenth of the suite's CPU on a machine with two cores. Where the caller chose the
+    deleted file), CPU the two cores' suite cannot spare (measured in decision 0106). Where the caller chose the
     place (``--basetemp``, ``TMPDIR``, ``PYTEST_DEBUG_TEMPROOT``), or no RAM disk with room and exec rights is
     there, nothing changes. The children (dbt, Dagster's runs, the servers) inherit ``TMPDIR``.
     """
