@@ -16,13 +16,18 @@ import pytest
 from tests import conftest
 
 
-def configured(monkeypatch: pytest.MonkeyPatch, ram_disk: Path, room: int, basetemp: str | None = None) -> str | None:
-    """TMPDIR after the session's set-up, for a RAM disk at ``ram_disk`` needing ``room`` bytes free."""
+def configured(
+    monkeypatch: pytest.MonkeyPatch, ram_disk: Path, room: int, basetemp: str | None = None, tmpdir: str | None = None
+) -> str | None:
+    """TMPDIR after the session's set-up, for a RAM disk at ``ram_disk`` needing ``room`` bytes free, with the
+    caller's own ``--basetemp`` and ``TMPDIR`` if given."""
     monkeypatch.setattr(conftest, "RAM_DISK", ram_disk)
     monkeypatch.setattr(conftest, "RAM_DISK_ROOM", room)
     monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)  # put back after the test
     for name in ("TMPDIR", "PYTEST_DEBUG_TEMPROOT"):
         monkeypatch.delenv(name, raising=False)
+    if tmpdir is not None:
+        monkeypatch.setenv("TMPDIR", tmpdir)
     config = SimpleNamespace(option=SimpleNamespace(basetemp=basetemp))
     conftest.temporary_files_in_memory(cast(pytest.Config, config))
     return os.environ.get("TMPDIR")
@@ -39,9 +44,7 @@ def test_no_room_no_ram_disk_or_a_place_chosen_leaves_the_place_alone(
     assert configured(monkeypatch, tmp_path, room=2**62) is None  # not enough room
     assert configured(monkeypatch, tmp_path / "missing", room=1) is None
     assert configured(monkeypatch, tmp_path, room=1, basetemp=str(tmp_path / "chosen")) is None
-    monkeypatch.setenv("TMPDIR", "/elsewhere")
-    conftest.temporary_files_in_memory(cast(pytest.Config, SimpleNamespace(option=SimpleNamespace(basetemp=None))))
-    assert os.environ["TMPDIR"] == "/elsewhere"
+    assert configured(monkeypatch, tmp_path, room=1, tmpdir="/elsewhere") == "/elsewhere"
 
 
 def test_a_tests_folder_and_its_childrens_temporary_files_are_in_one_place(tmp_path: Path) -> None:
