@@ -66,6 +66,35 @@ def main() -> None:
     os._exit(code)
 
 
+def forked(stdin: Any, stdout: Any, args: list[str], env: dict[str, str], cwd: str | None) -> None:
+    """``main()`` in a process forked from the dbt fork server (dataops/transform/dbt_server.py), made as
+    ``subprocess.Popen`` would have started it: ``stdin`` and ``stdout`` (its pipes' ends, as multiprocessing
+    hands them over) its standard streams, stderr on stdout, the caller's environment and ``cwd``."""
+    os.dup2(stdin.fileno(), 0)
+    os.dup2(stdout.fileno(), 1)
+    os.dup2(1, 2)
+    stdin.close()
+    stdout.close()
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - the process's own stream
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    os.environ.clear()
+    os.environ.update(env)
+    time.tzset()
+    if cwd:
+        os.chdir(cwd)
+    sys.argv = ["dataops-dbt", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as ended:  # a Spark session's process ends through the interpreter's exit: run it here
+        code = exit_code(ended.code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _end_with_parent() -> None:
     if sys.platform.startswith("linux"):
         parent = os.getppid()

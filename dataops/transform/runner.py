@@ -24,8 +24,10 @@ from typing import Any
 
 from dataops.core.settings import DBT_PROJECT_DIR, Settings, engine, environ
 from dataops.core.warehouse import Limits, connect
+from dataops.transform import dbt_server
 from dataops.transform.build_stamp import forget_build
 from dataops.transform.dbt_child import JSON_LOG, WAIT_FOR_COMMAND
+from dataops.transform.dbt_server import DbtProcess
 from dataops.transform.project import (
     dbt_environment,
     dbt_executable,
@@ -296,13 +298,26 @@ def run_dbt(
             if results is not None:
                 return DbtResult(success=success, output=output, results=results)
         else:
-            env = process_environment(settings, limits, window)
-            cwd = working_directory(settings)
-            proc = subprocess.run(full, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-            success, output = proc.returncode == 0, proc.stdout + proc.stderr
+            success, output = _run_to_end(full, process_environment(settings, limits, window), settings)
     results_path = (target or DBT_PROJECT_DIR / "target") / "run_results.json"
     results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
     return DbtResult(success=success, output=output, results=results)
+
+
+def _run_to_end(line: list[str], env: dict[str, str], settings: Settings) -> tuple[bool, str]:
+    """dbt's command line run in a subprocess (forked from the dbt fork server where it is enabled): whether it
+    succeeded, and what it printed."""
+    cwd = working_directory(settings)
+    if not (dbt_server.enabled() and through_dataops_dbt(line[0])):
+        proc = subprocess.run(line, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+        return proc.returncode == 0, proc.stdout + proc.stderr
+    process = dbt_server.start([line[0], WAIT_FOR_COMMAND], cwd)
+    assert process.stdout is not None
+    with process.stdout:
+        if not WaitingDbt(process).hand(line[1:], env, cwd):
+            raise RuntimeError(f"dataops-dbt (pid {process.pid}) ended before its command: {process.returncode}")
+        output = process.stdout.read()
+    return process.wait() == 0, output
 
 
 def _run_in_process(
@@ -398,7 +413,7 @@ class DbtInvocation:
     on Spark: ``result()`` then brings the tables it built into the build warehouse (docs/decisions/0048).
     """
 
-    process: subprocess.Popen[str]
+    process: DbtProcess
     target: Path
     grace: float = 20.0
     prepared: bool = False  # run by a dataops-dbt started before the step (WaitingDbt)
@@ -468,7 +483,7 @@ class WaitingDbt:
     it unused. It ends with the process that started it (the parent-death signal), and when its stdin closes.
     """
 
-    process: subprocess.Popen[str]
+    process: DbtProcess
 
     def hand(self, line: list[str], env: dict[str, str], cwd: Path | None) -> bool:
         """Give it its command (``line`` without the executable); False when it is no longer there to take it
@@ -511,13 +526,12 @@ def start_waiting_dbt(settings: Settings) -> WaitingDbt | None:
     if not through_dataops_dbt(executable):
         return None
     parse = recent_parse(settings)
+    line = [executable, WAIT_FOR_COMMAND, *([str(parse)] if parse else [])]
+    cwd = working_directory(settings)
+    if dbt_server.enabled():  # forked from the one that imported dbt (dataops/transform/dbt_server.py)
+        return WaitingDbt(dbt_server.start(line, cwd))
     process = subprocess.Popen(
-        [executable, WAIT_FOR_COMMAND, *([str(parse)] if parse else [])],
-        cwd=working_directory(settings),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        line, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     return WaitingDbt(process)
 
@@ -554,8 +568,14 @@ def start_dbt(
         cwd = working_directory(settings)
         held.enter_context(registry_seeds(registry))  # until dbt ends: result() or stop() lets go
         prepared = waiting is not None and waiting.hand(line[1:], env, cwd)
+        process: DbtProcess
         if waiting is not None and prepared:
             process = waiting.process
+        elif dbt_server.enabled() and through_dataops_dbt(line[0]):  # forked, then handed its command at once
+            forked = WaitingDbt(dbt_server.start([line[0], WAIT_FOR_COMMAND], cwd))
+            if not forked.hand(line[1:], env, cwd):
+                raise RuntimeError(f"dataops-dbt (pid {forked.process.pid}) ended before its command")
+            process = forked.process
         else:
             process = subprocess.Popen(
                 line, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

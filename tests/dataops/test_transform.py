@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -367,6 +368,9 @@ def test_dbt_run_by_hand_forgets_the_last_build_and_a_parse_does_not(
         ran.append(command)
         return subprocess.CompletedProcess(command, 0, "", "")
 
+    from dataops.transform import dbt_server
+
+    monkeypatch.setattr(dbt_server, "_context", None)  # dbt started as a program, which is faked here
     monkeypatch.setattr(subprocess, "run", dbt)
     run_dbt(["parse"], settings)
     run_dbt(["--log-level", "debug", "test"], settings)
@@ -451,7 +455,6 @@ def test_a_command_by_hand_starts_from_its_own_data_directorys_parse(tmp_path: P
 def test_a_ctrl_c_reaches_the_step_while_dbt_is_quiet_and_dbt_is_stopped(tmp_path: Path) -> None:
     """The step reads dbt's log through a thread that drains it (docs/decisions/0080); an interrupt must still
     reach the step while dbt writes nothing, not when dbt next writes a line."""
-    import signal
     import sys
     import threading
 
@@ -531,12 +534,24 @@ def test_dbt_leaves_the_warehouse_checkpointed_and_its_log_whole(
     assert "Concurrency: 4 threads" in result.output
 
 
+@pytest.fixture(params=["forked", "started"])
+def dbt_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How this test process starts ``dataops-dbt``: forked from the dbt fork server, as the suite's processes
+    do (tests/conftest.py), or started as a new program, as the platform's command-line processes do."""
+    from dataops.transform import dbt_server
+
+    if request.param == "started":
+        monkeypatch.setattr(dbt_server, "_context", None)
+    assert dbt_server.enabled() == (request.param == "forked")
+    return str(request.param)
+
+
 def test_a_dbt_started_before_its_command_runs_it_as_the_step_hands_it_and_a_dead_one_is_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dbt_processes: str
 ) -> None:
     """The build run starts ``dataops-dbt`` before its dbt step, to import dbt while the loads run; the step
     hands it its command, environment and directory, and starts a new one if the waiting one died
-    (docs/decisions/0092)."""
+    (docs/decisions/0092). Either way it is started (``dbt_processes``)."""
     from dataops.transform.runner import start_waiting_dbt
 
     settings = Settings(tmp_path / "data")
@@ -565,6 +580,42 @@ def test_a_dbt_started_before_its_command_runs_it_as_the_step_hands_it_and_a_dea
     dbt = start_dbt(args, settings, run_target(settings, "run-2"), waiting=dead)
     assert not dbt.prepared and dbt.process.pid != dead.process.pid
     assert listed(dbt) == ["dim_dates"]
+    assert run_dbt(["ls", "--select", "dim_dates"], settings, target=run_target(settings, "run-3")).success
+
+
+def test_a_process_that_enabled_the_dbt_server_forks_its_dbt_processes_from_one_that_imported_dbt(
+    tmp_path: Path,
+) -> None:
+    """Its ``dataops-dbt`` processes are children of the one fork server (docs/decisions/0107), and share its
+    dbt: the engine's native library is mapped at the same address in each as in the server, which it is only
+    when inherited through ``fork`` (a program that imports it maps it where its own start put it)."""
+    from dataops.transform.runner import start_waiting_dbt
+
+    settings = Settings(tmp_path)
+    first, second = start_waiting_dbt(settings), start_waiting_dbt(settings)
+    try:
+        server = {_parent(first.process.pid), _parent(second.process.pid)}
+        assert len(server) == 1 and server != {os.getpid()}
+        [server_pid] = server
+        assert b"forkserver" in Path(f"/proc/{server_pid}/cmdline").read_bytes()
+        native = {_duckdb_mapping(pid) for pid in (server_pid, first.process.pid, second.process.pid)}
+        assert len(native) == 1 and None not in native, native
+    finally:
+        first.end()
+        second.end()
+    assert first.process.returncode == second.process.returncode == -signal.SIGTERM
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _duckdb_mapping(pid: int) -> str | None:
+    """Where DuckDB's native library starts in the process's memory (None: not loaded)."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if "/_duckdb." in line:
+            return line.split("-", 1)[0]
+    return None
 
 
 def test_the_steps_dbt_logs_at_info_level_once_and_makes_no_line_it_does_not_keep(
@@ -699,13 +750,14 @@ def test_a_waiting_dbt_sees_its_command_come_without_waiting_for_it() -> None:
         os.close(write)
 
 
+@pytest.mark.parametrize("server", ["", "from dataops.transform import dbt_server; dbt_server.enable(); "])
 def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_needed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str
 ) -> None:
     """Killed (SIGKILL) while its dbt waits, a run leaves no process behind to hold the warehouse: the waiting
-    ``dataops-dbt`` gets the parent-death signal. A run that needs no dbt ends it at once, and so does a step
-    that fails before it hands it the command."""
-    import signal
+    ``dataops-dbt`` gets the parent-death signal, whether the run started it or the run's dbt fork server forked
+    it (which ends with the run). A run that needs no dbt ends it at once, and so does a step that fails before
+    it hands it the command."""
     import sys
     import time
 
@@ -717,7 +769,7 @@ def test_a_waiting_dbt_ends_with_the_process_that_started_it_or_when_it_is_not_n
             sys.executable,
             "-c",
             "import sys, time; from dataops.core.settings import Settings; "
-            "from dataops.transform.runner import start_waiting_dbt; "
+            f"{server}from dataops.transform.runner import start_waiting_dbt; "
             f"print(start_waiting_dbt(Settings.from_env({str(tmp_path)!r})).process.pid, flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
