@@ -17,6 +17,9 @@ published in the catalog), and can be restored. Nothing is deleted before its co
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import filecmp
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +110,6 @@ def _lake_move(dataset: str, table: Path, archived: Path, days: list[dt.date], p
 
 
 def _move_lake(move: LakeMove) -> None:
-    move.target.mkdir(parents=True, exist_ok=True)
     for path in move.paths:
         if move.target.name.startswith(BLOCK_PREFIX):  # at its place in the table: version=<v>/<file or folder>
             archived = move.target / path.relative_to(move.table)
@@ -166,8 +168,9 @@ def archive(
             done.append(item)
             if dry_run:
                 continue
+            move.target.mkdir(parents=True, exist_ok=True)
+            _record(conn, item, now)  # first: a move killed half-way leaves a period the restore knows of
             _move_lake(move)
-            _record(conn, item, now)
         for dataset, month, column, rows in plan_facts(conn, datasets, as_of):
             target = settings.archive_dir / "warehouse" / dataset / f"period={month}.parquet"
             item = Archived(dataset, month, target, rows)
@@ -227,7 +230,8 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
     )
     if dataset.startswith("lake."):
         _restore_lake(conn, settings, location, period, archived_at)
-        conn.execute(*restored)
+        _mark_restored(conn, *restored)
+        _remove_emptied(location)  # last: until the log says restored, a re-run finds the folder it moves from
     else:
         column = _archive_column(conn, dataset, location)
         with transaction(conn):  # the rows and the log together: the log is how a re-run sees the change
@@ -240,25 +244,64 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
 def _restore_lake(
     conn: duckdb.DuckDBPyConnection, settings: Settings, location: Path, day: str, archived_at: dt.datetime
 ) -> None:
-    """Put each version's day folder (or block's file) back; refuse before moving anything if one is there again.
-    First the ledger forgets that the versions a file goes back into were loaded or matched while the day was
-    away, judged without it: the next build judges them again (forgetting costs at most a load; a judgement kept
-    after the move would keep the day out of raw, docs/decisions/0103)."""
+    """Put each archived file back at its place in the table; refuse before moving anything if a different file
+    is there again. A file already home and identical to its archived copy was put back by a restore killed
+    half-way: it counts as moved, so running the restore again completes it. First the ledger forgets that the
+    versions a file goes back into were loaded or matched while the day was away, judged without it: the next
+    build judges them again (forgetting costs at most a load; a judgement kept after the move would keep the day
+    out of raw, docs/decisions/0103)."""
+    if not location.is_dir():
+        raise FileNotFoundError(f"the archive of {day} is not in {location}: nothing there to restore")
     table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
-    if location.name.startswith(BLOCK_PREFIX):  # each file at its place relative to the table
-        files = sorted(p for p in location.rglob("*") if p.is_file())
-        moves = [(archived, table / archived.relative_to(location)) for archived in files]
-    else:
-        moves = [(archived, _lake_home(table, archived, day)) for archived in sorted(location.iterdir())]
+    moves = [(archived, _file_home(table, location, archived, day)) for archived in _files(location)]
     for archived, home in moves:
-        if home.exists():
-            raise FileExistsError(f"{home} exists again; compare it with {archived} by hand")
+        if home.exists() and not filecmp.cmp(archived, home, shallow=False):
+            raise FileExistsError(f"{home} exists again and differs from {archived}; compare them by hand")
     homes = {home.relative_to(table).parts[0] for _, home in moves}
     versions = sorted(p.removeprefix(lake.VERSION_PREFIX) for p in homes if p.startswith(lake.VERSION_PREFIX))
     forget_judged(conn, table.parent.name, table.name, versions, archived_at)
     for archived, home in moves:
-        home.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(archived), str(home))
+        _put_back(archived, home)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _file_home(table: Path, location: Path, archived: Path, day: str) -> Path:
+    """Where an archived file came from: at its place relative to the table (a block's), or in the day folder of
+    the version its archived folder is named after (``_lake_home``)."""
+    inside = archived.relative_to(location)
+    if location.name.startswith(BLOCK_PREFIX):
+        return table / inside
+    return _lake_home(table, location / inside.parts[0], day).joinpath(*inside.parts[1:])
+
+
+def _put_back(archived: Path, home: Path) -> None:
+    """Move one file home, whole or not at all: across file systems it is copied beside its place and renamed
+    into it, then the archived copy goes. One already home (identical: checked before anything moved) counts as
+    moved."""
+    if home.exists():
+        archived.unlink()
+        return
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(archived, home)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        partial = home.with_name(f".{home.name}.restoring")
+        shutil.copy2(archived, partial)
+        os.replace(partial, home)
+        archived.unlink()
+
+
+def _mark_restored(conn: duckdb.DuckDBPyConnection, sql: str, values: list[object]) -> None:
+    conn.execute(sql, values)
+
+
+def _remove_emptied(location: Path) -> None:
+    """The archive's folders of a restored period, emptied by the restore."""
     for folder in sorted(location.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         folder.rmdir()  # only folders are left, emptied
     location.rmdir()

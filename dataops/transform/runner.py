@@ -316,7 +316,12 @@ def _run_to_end(line: list[str], env: dict[str, str], settings: Settings) -> tup
     with process.stdout:
         if not WaitingDbt(process).hand(line[1:], env, cwd):
             raise RuntimeError(f"dataops-dbt (pid {process.pid}) ended before its command: {process.returncode}")
-        output = process.stdout.read()
+        try:
+            output = process.stdout.read()
+        except BaseException:  # a Ctrl-C, say: dbt ends with the caller's wait, as subprocess.run's would
+            process.kill()
+            process.wait()
+            raise
     return process.wait() == 0, output
 
 

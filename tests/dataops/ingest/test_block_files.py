@@ -5,6 +5,8 @@ instead of one per day, and reads, replaces, prunes, archives and tells an uncha
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 
 import pytest
 
@@ -122,6 +124,78 @@ def test_archiving_moves_days_sharing_a_file_once_all_are_past_retention_and_res
 
     assert len(restore_all(fresh.settings)) == 2
     assert sorted(fresh.settings.lake_dir.rglob("*.parquet")) == files
+    now, *_ = read_landed(fresh.settings, contract, START, END)
+    assert now.equals(before)
+
+
+class Killed(BaseException):
+    """The process killed at this point: nothing after it runs, no handler sees it."""
+
+
+def test_an_archive_or_a_restore_killed_half_way_completes_when_run_again(
+    fresh: Sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between two files, or after the last one before its log says so, an archive or a restore run again
+    completes it: nothing is lost from the lake or left out of the log. A file already put back and identical to
+    its archived copy (a copy across file systems killed before the copy was removed) counts as moved; a
+    different one is refused before anything moves, naming both."""
+    from dataops.governance import archive as archiving
+
+    contract = CONTRACTS["erp.sales_orders"]
+    extractor = fresh.extractors()["erp"]
+    land(fresh.settings, contract, extractor, START, END, "11111111first", block_rows=BLOCK_ROWS)
+    land(fresh.settings, contract, extractor, END, END, "22222222again")  # a day folder beside the blocks
+    before, *_ = read_landed(fresh.settings, contract, START, END)
+    files = {p: p.read_bytes() for p in sorted(fresh.settings.lake_dir.rglob("*.parquet"))}
+    as_of = END + dt.timedelta(days=contract.retention_days + 1)
+
+    def kill_after(module: object, name: str, calls: int) -> None:
+        real, done = getattr(module, name), []
+
+        def once_then_killed(*args: object) -> object:
+            if len(done) == calls:
+                raise Killed
+            done.append(args)
+            return real(*args)
+
+        monkeypatch.setattr(module, name, once_then_killed)
+
+    for module, name, calls in ((shutil, "move", 1), (archiving, "_record", 0)):  # the archive: killed after a
+        kill_after(module, name, calls)  # first move, then run again and killed at its first log entry
+        with pytest.raises(Killed):
+            archive(fresh.settings, {}, as_of)
+        monkeypatch.undo()
+    archive(fresh.settings, {}, as_of)
+    assert not list(fresh.settings.lake_dir.rglob("*.parquet"))
+    restore_all(fresh.settings)  # the first move's too: it was logged before it moved
+    assert {p: p.read_bytes() for p in sorted(fresh.settings.lake_dir.rglob("*.parquet"))} == files
+
+    archive(fresh.settings, {}, as_of)
+    kill_after(os, "rename", 1)  # the restore: killed after its first file
+    with pytest.raises(Killed):
+        restore_all(fresh.settings)
+    monkeypatch.undo()
+    kill_after(archiving, "_mark_restored", 0)  # then after its last file, before its log says so
+    with pytest.raises(Killed):
+        restore_all(fresh.settings)
+    monkeypatch.undo()
+    assert restore_all(fresh.settings)
+    assert all(entry[4] is not None for entry in archiving.archive_log(fresh.settings))  # each one restored
+    assert {p: p.read_bytes() for p in sorted(fresh.settings.lake_dir.rglob("*.parquet"))} == files
+
+    archive(fresh.settings, {}, as_of)
+    archived = next(p for p in sorted(fresh.settings.archive_dir.rglob("*.parquet")))
+    home = next(p for p in files if files[p] == archived.read_bytes())
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_bytes(b"not the archived file")
+    with pytest.raises(FileExistsError, match=f"{home} exists again and differs from {archived}"):
+        restore_all(fresh.settings)
+    assert not [p for p in fresh.settings.lake_dir.rglob("*.parquet") if p != home]  # nothing moved
+    home.write_bytes(archived.read_bytes())  # now as a copy killed before the archived copy went
+    restore_all(fresh.settings)
+
+    assert {p: p.read_bytes() for p in sorted(fresh.settings.lake_dir.rglob("*.parquet"))} == files
+    assert not [p for p in fresh.settings.archive_dir.rglob("*") if "lake" in p.parts and p.is_file()]
     now, *_ = read_landed(fresh.settings, contract, START, END)
     assert now.equals(before)
 
