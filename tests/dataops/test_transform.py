@@ -606,6 +606,27 @@ def test_a_process_that_enabled_the_dbt_server_forks_its_dbt_processes_from_one_
     assert first.process.returncode == second.process.returncode == -signal.SIGTERM
 
 
+def test_a_forked_dbt_is_stopped_and_waited_for_as_a_started_one_is(tmp_path: Path) -> None:
+    """The step's Ctrl-C path (``DbtInvocation.stop``: SIGINT, a wait with its grace, then SIGKILL) works on a
+    forked ``dataops-dbt``: one still waiting for its command ends on the SIGINT at once (128 + SIGINT), and a
+    wait that runs out raises ``subprocess.TimeoutExpired`` as ``Popen``'s does."""
+    import time
+
+    from dataops.transform.runner import DbtInvocation, start_waiting_dbt
+
+    waiting = start_waiting_dbt(Settings(tmp_path))
+    assert waiting is not None
+    with pytest.raises(subprocess.TimeoutExpired):
+        waiting.process.wait(timeout=0.1)
+    deadline = time.monotonic() + 60  # until it reads its stdin: a Ctrl-C before is dbt's import's to handle
+    while "pipe" not in Path(f"/proc/{waiting.process.pid}/wchan").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert waiting.process.poll() is None
+    DbtInvocation(waiting.process, tmp_path, grace=20).stop()
+    assert waiting.process.returncode == 128 + signal.SIGINT
+    waiting.process.kill()  # ended: nothing is sent to a pid that may be another process's now
+
+
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
