@@ -224,20 +224,16 @@ def _restore(conn: duckdb.DuckDBPyConnection, settings: Settings, dataset: str, 
     if not rows:
         raise FileNotFoundError(f"no archived period {period} of {dataset} (see `dataops archive list`)")
     location, count, archived_at = Path(rows[0][0]), int(rows[0][1]), rows[0][2]
-    restored = (
-        "update governance.archive_log set restored_at = ? where dataset = ? and period = ? and restored_at is null",
-        [dt.datetime.now(dt.UTC), dataset, period],
-    )
     if dataset.startswith("lake."):
         _restore_lake(conn, settings, location, period, archived_at)
-        _mark_restored(conn, *restored)
+        _mark_restored(conn, dataset, period)
         _remove_emptied(location)  # last: until the log says restored, a re-run finds the folder it moves from
     else:
         column = _archive_column(conn, dataset, location)
         with transaction(conn):  # the rows and the log together: the log is how a re-run sees the change
             conn.execute(f"delete from {dataset} where strftime({column}, '%Y-%m') = ?", [period])
             conn.execute(f"insert into {dataset} by name select * from read_parquet('{location}')")
-            conn.execute(*restored)
+            _mark_restored(conn, dataset, period)
     return Archived(dataset, period, location, count)
 
 
@@ -253,7 +249,8 @@ def _restore_lake(
     if not location.is_dir():
         raise FileNotFoundError(f"the archive of {day} is not in {location}: nothing there to restore")
     table = settings.data_dir / location.parent.relative_to(settings.archive_dir)
-    moves = [(archived, _file_home(table, location, archived, day)) for archived in _files(location)]
+    files = sorted(p for p in location.rglob("*") if p.is_file())
+    moves = [(archived, _file_home(table, location, archived, day)) for archived in files]
     for archived, home in moves:
         if home.exists() and not filecmp.cmp(archived, home, shallow=False):
             raise FileExistsError(f"{home} exists again and differs from {archived}; compare them by hand")
@@ -262,10 +259,6 @@ def _restore_lake(
     forget_judged(conn, table.parent.name, table.name, versions, archived_at)
     for archived, home in moves:
         _put_back(archived, home)
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def _file_home(table: Path, location: Path, archived: Path, day: str) -> Path:
@@ -296,8 +289,12 @@ def _put_back(archived: Path, home: Path) -> None:
         archived.unlink()
 
 
-def _mark_restored(conn: duckdb.DuckDBPyConnection, sql: str, values: list[object]) -> None:
-    conn.execute(sql, values)
+def _mark_restored(conn: duckdb.DuckDBPyConnection, dataset: str, period: str) -> None:
+    """The log's entries of the period, restored now: how a re-run knows there is nothing left to restore."""
+    conn.execute(
+        "update governance.archive_log set restored_at = ? where dataset = ? and period = ? and restored_at is null",
+        [dt.datetime.now(dt.UTC), dataset, period],
+    )
 
 
 def _remove_emptied(location: Path) -> None:

@@ -58,8 +58,13 @@ def main() -> None:
     code = run_dbt(args)
     if "pyspark" in sys.modules:  # a local Spark session stops in the interpreter's shutdown
         sys.exit(code)
-    # what the interpreter's exit runs first: the log handlers' flush, multiprocessing's release of the
-    # semaphores dbt made (else its resource tracker warns of them on the output the step reads)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Exit without the interpreter's shutdown, after what it runs first: the log handlers' flush,
+    multiprocessing's release of the semaphores dbt made (else its resource tracker warns of them on the output
+    the step reads)."""
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -78,21 +83,21 @@ def forked(stdin: Any, stdout: Any, args: list[str], env: dict[str, str], cwd: s
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - the process's own stream
     sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    _take(env, cwd)
+    sys.argv = ["dataops-dbt", *args]
+    try:
+        main()
+    except SystemExit as ended:  # a Spark session's process ends through the interpreter's exit: run it here
+        _exit(exit_code(ended.code))
+
+
+def _take(env: dict[str, str], cwd: str | None) -> None:
+    """The caller's environment and working directory, as this process's own."""
     os.environ.clear()
     os.environ.update(env)
     time.tzset()
     if cwd:
         os.chdir(cwd)
-    sys.argv = ["dataops-dbt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as ended:  # a Spark session's process ends through the interpreter's exit: run it here
-        code = exit_code(ended.code)
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _end_with_parent() -> None:
@@ -116,11 +121,7 @@ def wait_for_command(parse: str | None = None) -> list[str]:
     if not line:  # no command will come: nothing was started, nothing to leave
         os._exit(0)
     command = json.loads(line)
-    os.environ.clear()
-    os.environ.update(command["env"])
-    time.tzset()
-    if command.get("cwd"):
-        os.chdir(command["cwd"])
+    _take(command["env"], command.get("cwd"))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # dbt's own handling of a Ctrl-C, as before
     return [str(arg) for arg in command["args"]]
 

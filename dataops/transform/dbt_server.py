@@ -25,6 +25,8 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from dataops.transform.dbt_child import forked
+
 PRELOAD = "dataops.transform.dbt_preload"  # what the server imports before it forks: dbt and its schemas
 
 
@@ -72,8 +74,6 @@ class ForkedDbt:
     for stdin and stdout, and stderr on stdout."""
 
     def __init__(self, context: ForkServerContext, args: list[str], cwd: Path | None) -> None:
-        from dataops.transform.dbt_child import forked
-
         self.args = args
         self.returncode: int | None = None
         stdin_read, stdin_write = os.pipe()

@@ -311,11 +311,9 @@ def _run_to_end(line: list[str], env: dict[str, str], settings: Settings) -> tup
     if not (dbt_server.enabled() and through_dataops_dbt(line[0])):
         proc = subprocess.run(line, env=env, cwd=cwd, capture_output=True, text=True, check=False)
         return proc.returncode == 0, proc.stdout + proc.stderr
-    process = dbt_server.start([line[0], WAIT_FOR_COMMAND], cwd)
+    process = _forked(line, env, cwd)
     assert process.stdout is not None
     with process.stdout:
-        if not WaitingDbt(process).hand(line[1:], env, cwd):
-            raise RuntimeError(f"dataops-dbt (pid {process.pid}) ended before its command: {process.returncode}")
         try:
             output = process.stdout.read()
         except BaseException:  # a Ctrl-C, say: dbt ends with the caller's wait, as subprocess.run's would
@@ -323,6 +321,14 @@ def _run_to_end(line: list[str], env: dict[str, str], settings: Settings) -> tup
             process.wait()
             raise
     return process.wait() == 0, output
+
+
+def _forked(line: list[str], env: dict[str, str], cwd: Path | None) -> DbtProcess:
+    """``dataops-dbt`` forked from the dbt fork server and handed its command line at once."""
+    waiting = WaitingDbt(dbt_server.start([line[0], WAIT_FOR_COMMAND], cwd))
+    if not waiting.hand(line[1:], env, cwd):
+        raise RuntimeError(f"dataops-dbt (pid {waiting.process.pid}) ended before its command")
+    return waiting.process
 
 
 def _run_in_process(
@@ -576,11 +582,8 @@ def start_dbt(
         process: DbtProcess
         if waiting is not None and prepared:
             process = waiting.process
-        elif dbt_server.enabled() and through_dataops_dbt(line[0]):  # forked, then handed its command at once
-            forked = WaitingDbt(dbt_server.start([line[0], WAIT_FOR_COMMAND], cwd))
-            if not forked.hand(line[1:], env, cwd):
-                raise RuntimeError(f"dataops-dbt (pid {forked.process.pid}) ended before its command")
-            process = forked.process
+        elif dbt_server.enabled() and through_dataops_dbt(line[0]):
+            process = _forked(line, env, cwd)
         else:
             process = subprocess.Popen(
                 line, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

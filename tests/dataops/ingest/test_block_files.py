@@ -184,7 +184,7 @@ def test_an_archive_or_a_restore_killed_half_way_completes_when_run_again(
     assert {p: p.read_bytes() for p in sorted(fresh.settings.lake_dir.rglob("*.parquet"))} == files
 
     archive(fresh.settings, {}, as_of)
-    archived = next(p for p in sorted(fresh.settings.archive_dir.rglob("*.parquet")))
+    archived = sorted(fresh.settings.archive_dir.rglob("*.parquet"))[0]
     home = next(p for p in files if files[p] == archived.read_bytes())
     home.parent.mkdir(parents=True, exist_ok=True)
     home.write_bytes(b"not the archived file")
