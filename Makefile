@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine with Python 3.11 and make: `make run` and `make test`.
 # The interpreter the venv is made from: the distribution's Python 3.11 where it can make a venv (Debian builds
 # it with profile-guided and link-time optimisation; a Python built by pyenv's defaults has neither and links a
-# shared libpython: the same tests cost about 10% more CPU on it, docs/decisions/0108), else python3.11 on PATH.
+# shared libpython: the suite costs 7% more CPU on it, docs/decisions/0108), else python3.11 on PATH.
 # `make PYTHON=/path/to/python3.11` chooses another; a venv made before a change of interpreter is kept until
 # removed (`rm -r .venv`).
 DISTRIBUTION_PYTHON ?= /usr/bin/python3.11
 PYTHON ?= $(shell for p in $(DISTRIBUTION_PYTHON) python3.11 python3; do \
-	command -v $$p >/dev/null && $$p -c 'import ensurepip, venv' 2>/dev/null && { command -v $$p; break; }; done)
+	command -v $$p >/dev/null && $$p -c 'import ensurepip, venv' 2>/dev/null && { command -v $$p; exit; }; done; \
+	command -v python3.11 || command -v python3)
 VENV := .venv
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9

@@ -33,7 +33,7 @@ def makes_venvs(python: Path) -> bool:
 
 def test_the_venv_is_made_from_the_distributions_python_where_it_can_make_one() -> None:
     """Debian's build of CPython is optimised by profile and at link time, a build with pyenv's defaults is not
-    (about 10% of the suite's CPU): the Makefile prefers it to whichever python3.11 comes first on PATH, and
+    (7% of the suite's CPU): the Makefile prefers it to whichever python3.11 comes first on PATH, and
     the venv these tests run in is made from it (a venv made before is kept: `rm -r .venv`, then `make`)."""
     interpreter = chosen(os.environ["PATH"])
     if not makes_venvs(DISTRIBUTION):  # nothing to prefer on this machine: the next test covers the choice

@@ -7,10 +7,16 @@ Spark's JVM, nor the processes a test's servers start: `tests/cpu_meter.py` coun
 `fcntl.flock` the worker waited for (the registry seeds' and the parse's locks). The controller samples the
 machine's busy cores every second. Summed test time says little with two workers on two cores: a test's wall
 time holds its neighbour's load and the locks it waited for, which this shows (docs/testing.md, "Stop 40").
+
+With ``TESTS_TIMELINE_CGROUP=<a cgroup v1 cpuacct hierarchy>`` (``/sys/fs/cgroup/cpuacct``, as root), each worker
+first moves into a cgroup of its own, so each record also has ``tree_cpu``: the CPU of every process the worker
+started while the test or fixture ran (servers, JVMs, forked dbt processes, whoever waits for them), and the
+summary ends with the tests that cost most (docs/testing.md, "Stop 55").
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -25,14 +31,38 @@ from typing import IO, Any
 import pytest
 
 FOLDER = os.environ.get("TESTS_TIMELINE")
+CGROUPS = os.environ.get("TESTS_TIMELINE_CGROUP")
 _files: dict[str, IO[str]] = {}
 _config: list[pytest.Config] = []
+_cgroup: list[Path] = []  # this worker's own cgroup, once it has moved in
 _flock = fcntl.flock
 
 
-def _cpu() -> tuple[float, float]:
+def _cpu() -> tuple[float, float, float | None]:
+    """This process's CPU, its waited children's, and (with a cgroup of its own) every process it started."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+    tree = int((_cgroup[0] / "cpuacct.usage").read_text()) / 1e9 if _cgroup else None
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime, tree
+
+
+def _costs(before: tuple[float, float, float | None]) -> dict[str, float]:
+    own, children, tree = _cpu()
+    costs = {"cpu": own - before[0], "children_cpu": children - before[1]}
+    return costs | ({"tree_cpu": tree - before[2]} if tree is not None and before[2] is not None else {})
+
+
+def _own_cgroup(worker: str) -> None:
+    """Move this process into a new cgroup under ``CGROUPS``: what it starts from now on is counted there."""
+    if CGROUPS is None:
+        return
+    for left in Path(CGROUPS).glob("tests-*-*"):  # an earlier run's, whose worker has ended (its fork server
+        if not Path(f"/proc/{left.name.rsplit('-', 1)[1]}").exists():  # outlives its unconfigure)
+            with contextlib.suppress(OSError):
+                left.rmdir()
+    group = Path(CGROUPS) / f"tests-{worker}-{os.getpid()}"
+    group.mkdir(exist_ok=True)
+    (group / "cgroup.procs").write_text(str(os.getpid()))
+    _cgroup.append(group)
 
 
 def _write(config: pytest.Config, record: dict[str, Any]) -> None:
@@ -75,38 +105,45 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _config.append(config)
     fcntl.flock = _timed_flock
-    if not hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        _own_cgroup(str(config.workerinput["workerid"]))
+    else:
         Path(FOLDER).mkdir(parents=True, exist_ok=True)
         threading.Thread(target=_busy_cores, args=(Path(FOLDER) / "machine.txt",), daemon=True).start()
+        if config.getoption("numprocesses", None) in (None, 0):  # no workers: the tests run here
+            _own_cgroup("controller")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None]:
-    started, (own, children) = time.time(), _cpu()
+    started, before = time.time(), _cpu()
     yield
-    own_after, children_after = _cpu()
-    record = {"kind": "test", "id": item.nodeid, "start": started, "end": time.time()}
-    _write(item.config, record | {"cpu": own_after - own, "children_cpu": children_after - children})
+    _write(item.config, {"kind": "test", "id": item.nodeid, "start": started, "end": time.time()} | _costs(before))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Generator[None]:
-    started, (own, children) = time.time(), _cpu()
+    started, before = time.time(), _cpu()
     yield
-    own_after, children_after = _cpu()
     if fixturedef.scope != "function" and time.time() - started > 0.5:
         record = {"kind": "fixture", "id": fixturedef.argname, "start": started, "end": time.time()}
-        _write(request.config, record | {"cpu": own_after - own, "children_cpu": children_after - children})
+        _write(request.config, record | _costs(before))
 
 
 def _line(worker: str, start: float, end: float, what: str) -> str:
     return f"{worker} {start:6.0f} {end:6.0f}  wall {end - start:6.1f}  {what}"
 
 
+def _spent(record: dict[str, Any]) -> float:
+    """Its CPU: the cgroup's where there was one, else the worker's and its waited children's."""
+    return float(record["tree_cpu"] if "tree_cpu" in record else record["cpu"] + record["children_cpu"])
+
+
 def summary(folder: Path) -> list[str]:
     """Each worker's xdist groups in the order it ran them (start and end in seconds from the first test, wall
-    time, CPU of the worker and its waited children), then the fixtures and lock waits over a second."""
-    records = [json.loads(line) for path in sorted(folder.glob("gw*.jsonl")) for line in path.open()]
+    time, CPU: ``_spent``), then the fixtures and lock waits over a second, then (with cgroups) the 25 tests
+    that cost most."""
+    records = [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.open()]
     if not records:
         return []
     first = min(r["start"] for r in records)
@@ -118,15 +155,17 @@ def summary(folder: Path) -> list[str]:
             group = r["id"].rsplit("@", 1)[1] if "@" in r["id"] else "-"
             if not spans or spans[-1][0] != group:
                 spans.append([group, r["start"], r["end"], 0.0, 0])
-            spans[-1][2:] = [r["end"], spans[-1][3] + r["cpu"] + r["children_cpu"], spans[-1][4] + 1]
+            spans[-1][2:] = [r["end"], spans[-1][3] + _spent(r), spans[-1][4] + 1]
         for group, start, end, cpu, count in spans:
             lines.append(_line(worker, start - first, end - first, f"CPU {cpu:6.1f}  {count:3d} tests  {group}"))
     others = sorted((r for r in records if r["kind"] != "test" and r["end"] - r["start"] > 1), key=lambda r: r["start"])
     for r in others:
-        cpu = f"CPU {r['cpu'] + r['children_cpu']:6.1f}" if r["kind"] == "fixture" else "waited"
+        cpu = f"CPU {_spent(r):6.1f}" if r["kind"] == "fixture" else "waited"
         lines.append(
             _line(r["worker"], r["start"] - first, r["end"] - first, f"{cpu}  {r['kind']} {Path(r['id']).name}")
         )
+    counted = sorted((r for r in records if r["kind"] == "test" and "tree_cpu" in r), key=_spent, reverse=True)
+    lines += [f"{r['worker']} CPU {_spent(r):6.1f}  wall {r['end'] - r['start']:6.1f}  {r['id']}" for r in counted[:25]]
     return lines
 
 
