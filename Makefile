@@ -2,8 +2,7 @@
 # The interpreter the venv is made from: the distribution's Python 3.11 where it can make a venv (Debian builds
 # it with profile-guided and link-time optimisation; a Python built by pyenv's defaults has neither and links a
 # shared libpython: the suite costs 7% more CPU on it, docs/decisions/0108), else python3.11 on PATH.
-# `make PYTHON=/path/to/python3.11` chooses another; a venv made before a change of interpreter is kept until
-# removed (`rm -r .venv`).
+# `make PYTHON=/path/to/python3.11` chooses another. A venv made from another interpreter is made again.
 DISTRIBUTION_PYTHON ?= /usr/bin/python3.11
 PYTHON ?= $(shell for p in $(DISTRIBUTION_PYTHON) python3.11 python3; do \
 	command -v $$p >/dev/null && $$p -c 'import ensurepip, venv' 2>/dev/null && { command -v $$p; exit; }; done; \
@@ -14,12 +13,18 @@ UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: bootstrap run test lint typecheck unit system-packages browser clients postgres bench clean-data
+.PHONY: FORCE bootstrap run test lint typecheck unit system-packages browser clients postgres bench clean-data
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-$(UV):
-	$(PYTHON) -m venv $(VENV)
+# The interpreter the venv was made from; rewritten (and the venv made again) only when the choice changes, so
+# that its date moves only then.
+$(VENV)/.made-from: FORCE
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(PYTHON)" ]; then \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && echo "$(PYTHON)" > $@; fi
+
+$(UV): $(VENV)/.made-from
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@touch $@
 
 # Bytecode is compiled at install (docs/decisions/0016): otherwise, where PYTHONDONTWRITEBYTECODE is set or
 # site-packages is read-only, every process (each Dagster run, each dbt step) recompiles dagster and dbt.

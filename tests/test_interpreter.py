@@ -4,6 +4,7 @@ where it can make a venv, else the first python3.11 on PATH; and the venv these 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,13 +35,13 @@ def makes_venvs(python: Path) -> bool:
 def test_the_venv_is_made_from_the_distributions_python_where_it_can_make_one() -> None:
     """Debian's build of CPython is optimised by profile and at link time, a build with pyenv's defaults is not
     (7% of the suite's CPU): the Makefile prefers it to whichever python3.11 comes first on PATH, and
-    the venv these tests run in is made from it (a venv made before is kept: `rm -r .venv`, then `make`)."""
+    the venv these tests run in is made from it (`make` makes a venv from another one again: the next test)."""
     interpreter = chosen(os.environ["PATH"])
     if not makes_venvs(DISTRIBUTION):  # nothing to prefer on this machine: the next test covers the choice
         assert Path(interpreter).name in {"python3.11", "python3"}
         return
     assert interpreter == str(DISTRIBUTION)
-    assert Path(sys.base_prefix) == DISTRIBUTION.parent.parent, f"made from {sys.base_prefix}: rm -r .venv"
+    assert Path(sys.base_prefix) == DISTRIBUTION.parent.parent, f"made from {sys.base_prefix}: run `make bootstrap`"
 
 
 def test_without_the_distributions_python_the_first_python3_11_on_path_is_chosen(tmp_path: Path) -> None:
@@ -50,3 +51,26 @@ def test_without_the_distributions_python_the_first_python3_11_on_path_is_chosen
     path = os.pathsep.join([str(tmp_path), "/usr/bin", "/bin"])
     assert chosen(path, f"DISTRIBUTION_PYTHON={tmp_path / 'missing'}") == str(own)
     assert chosen(path) == (str(DISTRIBUTION) if makes_venvs(DISTRIBUTION) else str(own))
+
+
+def test_a_venv_made_from_another_interpreter_is_made_again_and_one_made_from_this_one_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The venv records what it was made from (`.venv/.made-from`); `make` makes it again when the choice
+    changed (a venv from pyenv's build, say), and leaves it alone when not."""
+    shutil.copy(PROJECT_ROOT / "Makefile", tmp_path / "Makefile")
+    venv = tmp_path / ".venv"
+    venv.mkdir()
+    (venv / "kept").touch()
+    (venv / ".made-from").write_text("/opt/another/python3.11\n")
+    python = f"PYTHON={DISTRIBUTION if makes_venvs(DISTRIBUTION) else sys.executable}"
+
+    def made_from() -> None:
+        subprocess.run(["make", "-s", python, ".venv/.made-from"], cwd=tmp_path, check=True, capture_output=True)
+
+    made_from()
+    assert not (venv / "kept").exists() and (venv / "bin" / "python").exists()
+    assert (venv / ".made-from").read_text().strip() == python.split("=", 1)[1]
+    (venv / "kept").touch()
+    made_from()
+    assert (venv / "kept").exists()

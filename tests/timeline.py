@@ -55,9 +55,11 @@ def _own_cgroup(worker: str) -> None:
     """Move this process into a new cgroup under ``CGROUPS``: what it starts from now on is counted there."""
     if CGROUPS is None:
         return
-    for left in Path(CGROUPS).glob("tests-*-*"):  # an earlier run's, whose worker has ended (its fork server
-        if not Path(f"/proc/{left.name.rsplit('-', 1)[1]}").exists():  # outlives its unconfigure)
-            with contextlib.suppress(OSError):
+    # An earlier run's groups, whose workers have ended: a worker cannot remove its own (its fork server lives
+    # until the worker exits), so the next run does.
+    for left in Path(CGROUPS).glob("tests-*-*"):
+        if not Path(f"/proc/{left.name.rsplit('-', 1)[1]}").exists():
+            with contextlib.suppress(OSError):  # a process of it still lives
                 left.rmdir()
     group = Path(CGROUPS) / f"tests-{worker}-{os.getpid()}"
     group.mkdir(exist_ok=True)
