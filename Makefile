@@ -4,9 +4,11 @@
 # shared libpython: the suite costs 7% more CPU on it, docs/decisions/0108), else python3.11 on PATH.
 # `make PYTHON=/path/to/python3.11` chooses another. A venv made from another interpreter is made again.
 DISTRIBUTION_PYTHON ?= /usr/bin/python3.11
-PYTHON ?= $(shell for p in $(DISTRIBUTION_PYTHON) python3.11 python3; do \
+ifeq ($(origin PYTHON),undefined)  # chosen once (`?=` would run the search at each use)
+PYTHON := $(shell for p in $(DISTRIBUTION_PYTHON) python3.11 python3; do \
 	command -v $$p >/dev/null && $$p -c 'import ensurepip, venv' 2>/dev/null && { command -v $$p; exit; }; done; \
 	command -v python3.11 || command -v python3)
+endif
 VENV := .venv
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9

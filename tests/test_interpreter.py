@@ -3,6 +3,7 @@ where it can make a venv, else the first python3.11 on PATH; and the venv these 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ def chosen(path: str, *overrides: str) -> str:
     return shown.stdout.strip()
 
 
+@functools.cache
 def makes_venvs(python: Path) -> bool:
     return python.exists() and subprocess.run([python, "-c", "import ensurepip, venv"]).returncode == 0
 
